@@ -1,0 +1,247 @@
+//! `vigil-cloud`: the cloud aggregator's command line. `pki …` runs the private CA; `run` will
+//! start the aggregator.
+//!
+//! This file only parses arguments and prints results; the work is in the `vigil_cloud` library.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use vigil_cloud::pki::{
+    self, Ca, CaOptions, DEFAULT_CA_NAME, DEFAULT_CA_VALIDITY_DAYS, DEFAULT_LEAF_VALIDITY_DAYS,
+    IssuedCert, Serial,
+};
+use vigil_shared::ids::{RoomId, SiteId};
+
+/// Vigil's cloud aggregator.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-cloud", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the private certificate authority that appliances and the cloud trust.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Run the aggregator (not implemented yet).
+    Run {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DirArg {
+    /// The CA's directory.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a CA: ca.pem, ca.key (0600) and an empty crl.pem.
+    Init {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The CA's common name.
+        #[arg(long, default_value = DEFAULT_CA_NAME)]
+        name: String,
+        /// How long the CA certificate is valid.
+        #[arg(long, default_value_t = DEFAULT_CA_VALIDITY_DAYS)]
+        days: u32,
+        /// Replace an existing CA; every certificate it issued stops being trusted.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue the cloud's TLS server certificate.
+    IssueServer {
+        #[command(flatten)]
+        dir: DirArg,
+        /// A DNS name the cloud is reached by (repeatable).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        /// An IP address the cloud is reached by (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// The file names: OUT_NAME.pem and OUT_NAME.key.
+        #[arg(long, default_value = "server")]
+        out_name: String,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
+        days: u32,
+    },
+    /// Issue a room appliance's client certificate naming its site and room.
+    IssueAppliance {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The site, e.g. austin.
+        #[arg(long)]
+        site: String,
+        /// The room within the site, e.g. 1.
+        #[arg(long)]
+        room: String,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
+        days: u32,
+    },
+    /// Revoke a certificate and re-sign crl.pem.
+    Revoke {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The certificate file (PEM or DER) to revoke.
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        cert: Option<PathBuf>,
+        /// The serial number (hex) to revoke.
+        #[arg(long)]
+        serial: Option<String>,
+    },
+    /// Re-sign crl.pem with a fresh date (it is valid for a year).
+    Crl {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Show the site and room an appliance certificate names.
+    Identify {
+        /// The certificate file (PEM or DER).
+        cert: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil-cloud: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Pki { command } => pki_command(command).map(|()| ExitCode::SUCCESS),
+        Command::Run { config } => {
+            // TEMPORARY PLACEHOLDER: the lead engineer replaces this with the aggregator.
+            eprintln!(
+                "vigil-cloud: run --config {}: not yet implemented",
+                config.display()
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init {
+            dir,
+            name,
+            days,
+            force,
+        } => {
+            let ca = Ca::init_with(
+                &dir.dir,
+                &CaOptions {
+                    name,
+                    validity_days: days,
+                    force,
+                },
+            )?;
+            println!(
+                "created CA in {} (valid until {})",
+                ca.dir().display(),
+                ca.not_after().date()
+            );
+            println!("  {}", ca.dir().join(pki::CA_CERT_FILE).display());
+            println!(
+                "  {} (keep it secret)",
+                ca.dir().join(pki::CA_KEY_FILE).display()
+            );
+            println!("  {}", ca.dir().join(pki::CRL_FILE).display());
+        }
+        PkiCommand::IssueServer {
+            dir,
+            dns_names,
+            ips,
+            out_name,
+            days,
+        } => {
+            let ca = load(&dir.dir, days)?;
+            let issued = ca.issue_server(&dns_names, &ips, &out_name)?;
+            print_issued("server certificate", &issued);
+        }
+        PkiCommand::IssueAppliance {
+            dir,
+            site,
+            room,
+            days,
+        } => {
+            let ca = load(&dir.dir, days)?;
+            let issued = ca.issue_appliance(&SiteId(site.clone()), &RoomId(room.clone()))?;
+            print_issued(&format!("appliance certificate for {site}/{room}"), &issued);
+        }
+        PkiCommand::Revoke { dir, cert, serial } => {
+            let ca = Ca::load(&dir.dir)?;
+            let revocation = match (cert, serial) {
+                (Some(cert), _) => ca.revoke_cert_file(&cert)?,
+                (None, Some(serial)) => ca.revoke(&serial.parse::<Serial>()?)?,
+                // clap requires one of the two.
+                (None, None) => anyhow::bail!("give --cert FILE or --serial HEX"),
+            };
+            let verb = if revocation.newly_revoked {
+                "revoked"
+            } else {
+                "already revoked"
+            };
+            println!(
+                "{verb} serial {}; CRL re-signed: {}",
+                revocation.serial,
+                revocation.crl_path.display()
+            );
+            println!(
+                "the cloud refuses it from its next CRL reload; close that appliance's open connection"
+            );
+        }
+        PkiCommand::Crl { dir } => {
+            let path = Ca::load(&dir.dir)?.write_crl()?;
+            println!("CRL re-signed: {}", path.display());
+        }
+        PkiCommand::Identify { cert } => {
+            let der = pki::read_cert_file(&cert)?;
+            let identity = pki::appliance_identity(&der)
+                .with_context(|| format!("reading {}", cert.display()))?;
+            println!(
+                "site {} room {} (serial {})",
+                identity.site,
+                identity.room,
+                pki::cert_serial(&der)?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn load(dir: &Path, leaf_days: u32) -> anyhow::Result<Ca> {
+    let mut ca = Ca::load(dir)?;
+    ca.set_leaf_validity_days(leaf_days)?;
+    Ok(ca)
+}
+
+fn print_issued(what: &str, issued: &IssuedCert) {
+    println!(
+        "issued {what}, serial {} (valid until {})",
+        issued.serial,
+        issued.not_after.date()
+    );
+    println!("  {}", issued.cert_path.display());
+    println!("  {} (keep it secret)", issued.key_path.display());
+}

@@ -1,0 +1,348 @@
+//! The appliance assembled: the recorder thread (source polling, group commits, API commands)
+//! and the HTTP server, started from an [`EdgeConfig`] and stopped cleanly.
+//!
+//! The recorder thread is the only writer of the database. It wakes every
+//! [`POLL_INTERVAL`] to pull samples from the source, and every `group_commit_ms` to commit;
+//! API commands wake it in between. Recording never waits on the network or the API: commands
+//! are queued in a bounded channel and answered when durable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource, session_seed};
+use vigil_hardware::source::VitalsSource;
+use vigil_shared::advisory::Thresholds;
+
+use crate::api::{self, ApiState, Command, Status};
+use crate::clock::{ScaledClock, wall_now_us};
+use crate::config::{EdgeConfig, SourceConfig};
+use crate::recorder::{Recorder, RecorderConfig, RecorderError};
+use crate::store;
+
+/// How often the recorder pulls from its source. Short enough that live values on the room
+/// screen trail the monitor by well under a second.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// API commands queued for the recorder before the API answers 503. The recorder answers a
+/// command in milliseconds; a queue this long means it is stuck.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// The database file name inside the data directory.
+pub const DB_FILE: &str = "vigil-edge.db";
+
+/// Errors starting the appliance.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or resumed.
+    #[error("cannot open the appliance database {path}: {source}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: RecorderError,
+    },
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The recorder thread could not be started.
+    #[error("cannot start the recorder thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The room's vitals source, as configured.
+enum RoomSource {
+    Simulator {
+        sim: SimulatedSource,
+        room_seed: u64,
+        default_scenario: Scenario,
+        ecg: vigil_hardware::sim::EcgRate,
+    },
+    None,
+}
+
+impl RoomSource {
+    fn from_config(config: &SourceConfig) -> RoomSource {
+        match config {
+            SourceConfig::Simulator { seed, scenario, .. } => RoomSource::Simulator {
+                sim: SimulatedSource::new(),
+                room_seed: *seed,
+                default_scenario: *scenario,
+                ecg: config.ecg_rate(),
+            },
+            SourceConfig::None => RoomSource::None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            RoomSource::Simulator { sim, .. } => sim.describe(),
+            RoomSource::None => "none".into(),
+        }
+    }
+
+    fn poll(&mut self, now_us: i64) -> Vec<vigil_hardware::source::SourceEvent> {
+        match self {
+            RoomSource::Simulator { sim, .. } => sim.poll(now_us),
+            RoomSource::None => Vec::new(),
+        }
+    }
+
+    /// A session started (or resumed at `from_us`): simulated monitors get a virtual patient.
+    fn session_started(
+        &mut self,
+        session_id: &str,
+        origin_us: i64,
+        from_us: i64,
+        scenario: Option<&str>,
+    ) {
+        if let RoomSource::Simulator {
+            sim,
+            room_seed,
+            default_scenario,
+            ecg,
+        } = self
+        {
+            let scenario = scenario
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(*default_scenario);
+            let mut params =
+                PatientParams::new(session_seed(*room_seed, session_id), scenario, origin_us);
+            params.ecg_hz = *ecg;
+            if let Err(e) = sim.attach(params, from_us) {
+                tracing::error!(error = %e, "cannot attach the simulated patient");
+            }
+        }
+    }
+
+    fn session_stopped(&mut self) {
+        if let RoomSource::Simulator { sim, .. } = self {
+            sim.detach();
+        }
+    }
+}
+
+/// A running appliance.
+#[derive(Debug)]
+pub struct Appliance {
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The database file.
+    pub db_path: PathBuf,
+    commands: std::sync::mpsc::SyncSender<Command>,
+    recorder: Option<JoinHandle<()>>,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Appliance {
+    /// Opens the database, resumes any session in progress, starts the recorder thread and the
+    /// HTTP server. Must be called inside a tokio runtime.
+    pub async fn start(config: EdgeConfig) -> Result<Appliance, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let db_path = config.data_dir.join(DB_FILE);
+        let db_err = |source| StartError::Database {
+            path: db_path.clone(),
+            source,
+        };
+        let rcfg = RecorderConfig {
+            site: config.site.clone(),
+            room: config.room.clone(),
+            chunk_period_us: i64::try_from(config.chunk_period_s).unwrap_or(10) * 1_000_000,
+            thresholds: Thresholds::default(),
+        };
+        let (recorder, resumed) = Recorder::open(&db_path, rcfg).map_err(db_err)?;
+
+        // The clock continues the timeline stored in the database.
+        let wall = wall_now_us();
+        let stored = store::meta_get(recorder.connection(), "clock")
+            .map_err(|e| db_err(e.into()))?
+            .and_then(|s| ScaledClock::decode(&s));
+        let clock = ScaledClock::resume(stored, wall, config.source.time_factor());
+        store::meta_set(recorder.connection(), "clock", &clock.encode())
+            .map_err(|e| db_err(e.into()))?;
+
+        let mut source = RoomSource::from_config(&config.source);
+        if let Some(r) = &resumed {
+            source.session_started(&r.id, r.started_us, clock.at(wall), r.scenario.as_deref());
+        }
+
+        let status = Arc::new(Mutex::new(Status {
+            site: config.site.clone(),
+            room: config.room.clone(),
+            now_us: clock.at(wall),
+            time_factor: clock.factor,
+            source: source.describe(),
+            recorder: recorder.status(),
+        }));
+        let (commands, rx) = sync_channel(COMMAND_QUEUE);
+        let group_commit = Duration::from_millis(config.group_commit_ms);
+        let thread_status = status.clone();
+        let recorder_thread = std::thread::Builder::new()
+            .name(format!("recorder-{}-{}", config.site, config.room))
+            .spawn(move || run_recorder(recorder, source, clock, rx, group_commit, thread_status))
+            .map_err(StartError::Thread)?;
+
+        let listener = tokio::net::TcpListener::bind(config.http_bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_bind,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.http_bind,
+            source,
+        })?;
+        let app = api::router(ApiState {
+            commands: commands.clone(),
+            db_path: db_path.clone(),
+            status,
+        });
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = shutdown_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(site = %config.site, room = %config.room, api = %api_addr, db = %db_path.display(), "appliance started");
+        Ok(Appliance {
+            api_addr,
+            db_path,
+            commands,
+            recorder: Some(recorder_thread),
+            server,
+            shutdown: Some(shutdown_tx),
+        })
+    }
+
+    /// Sends a request to the recorder and waits for its answer, as the HTTP API does; for
+    /// in-process callers such as the demo.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(api::Reply<T>) -> Command,
+    ) -> Result<T, RecorderError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || RecorderError::Conflict("the recorder has stopped".into());
+        self.commands.try_send(make(tx)).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// The base URL of the local API.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops the HTTP server, commits what the recorder holds and waits for it to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.server).await;
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(handle) = self.recorder.take() {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+fn run_recorder(
+    mut recorder: Recorder,
+    mut source: RoomSource,
+    clock: ScaledClock,
+    commands: Receiver<Command>,
+    group_commit: Duration,
+    status: Arc<Mutex<Status>>,
+) {
+    let mut next_poll = Instant::now();
+    let mut next_commit = Instant::now() + group_commit;
+    loop {
+        let wake = next_poll.min(next_commit);
+        let timeout = wake.saturating_duration_since(Instant::now());
+        match commands.recv_timeout(timeout) {
+            Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(cmd) => handle_command(&mut recorder, &mut source, &clock, cmd),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        if now >= next_poll {
+            let events = source.poll(clock.now_us());
+            recorder.ingest(events);
+            next_poll = now + POLL_INTERVAL;
+        }
+        if now >= next_commit {
+            // Errors are logged and shown on the status API by the recorder; it retries.
+            let _ = recorder.commit(clock.now_us());
+            next_commit = now + group_commit;
+            if let Ok(mut s) = status.lock() {
+                s.now_us = clock.now_us();
+                s.source = source.describe();
+                s.recorder = recorder.status();
+            }
+        }
+    }
+    let events = source.poll(clock.now_us());
+    recorder.ingest(events);
+    if let Err(e) = recorder.commit(clock.now_us()) {
+        tracing::error!(error = %e, "final commit at shutdown failed");
+    }
+    tracing::info!("recorder stopped");
+}
+
+fn handle_command(
+    recorder: &mut Recorder,
+    source: &mut RoomSource,
+    clock: &ScaledClock,
+    cmd: Command,
+) {
+    let now = clock.now_us();
+    match cmd {
+        Command::CreatePatient(input, reply) => {
+            let _ = reply.send(recorder.create_patient(input, now));
+        }
+        Command::StartSession(input, reply) => {
+            // Samples up to now belong to no session; hand them out before the start.
+            recorder.ingest(source.poll(now));
+            let scenario = input.scenario.map(|s| s.to_string());
+            let result = recorder.start_session(input, now);
+            if let Ok(meta) = &result {
+                source.session_started(&meta.id, now, now, scenario.as_deref());
+            }
+            let _ = reply.send(result);
+        }
+        Command::AddEvent(id, event, reply) => {
+            let _ = reply.send(recorder.add_event(&id, event, now));
+        }
+        Command::StopSession(id, input, reply) => {
+            // Everything measured up to the stop belongs to the session.
+            recorder.ingest(source.poll(now));
+            let result = recorder.stop_session(&id, input, now);
+            if result.is_ok() {
+                source.session_stopped();
+            }
+            let _ = reply.send(result);
+        }
+        Command::Shutdown => {}
+    }
+}

@@ -1,0 +1,309 @@
+//! The appliance's configuration file (`edge.toml`): what site and room it serves, where it
+//! keeps its data, which vital-sign sources it reads and where its local API listens.
+//!
+//! Parsing is strict: an unknown field, a missing required field or a value out of range is an
+//! error that names the file, the field and what is wrong. Nothing here opens sockets or
+//! databases; [`crate::app`] does that with the values checked here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use vigil_hardware::sim::{EcgRate, Scenario};
+
+/// The shortest chunk period accepted: shorter chunks make documents grow per-chunk overhead
+/// faster than they save latency.
+pub const MIN_CHUNK_PERIOD_S: u64 = 1;
+/// The longest chunk period accepted: the open chunk lives in the staging table until it
+/// closes, and the cloud sees a chunk only once it is closed.
+pub const MAX_CHUNK_PERIOD_S: u64 = 300;
+/// Group commits may be no further apart than this: DESIGN.md promises a sample reaches the
+/// disk within a second.
+pub const MAX_GROUP_COMMIT_MS: u64 = 1_000;
+/// The fastest simulated clock: beyond this a 2-core machine can no longer keep up with 250 Hz
+/// ECG for four rooms and the demo would fall behind its own clock.
+pub const MAX_TIME_FACTOR: f64 = 10_000.0;
+
+/// A configuration problem, naming the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the expected fields.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the field and line.
+        message: String,
+    },
+    /// A field has a value outside what Vigil accepts.
+    #[error("config file {path}: field `{field}` {problem}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, dotted (`source.time_factor`).
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        problem: String,
+    },
+}
+
+/// The appliance configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Site id, e.g. `austin`.
+    pub site: String,
+    /// Room id within the site, e.g. `1`.
+    pub room: String,
+    /// Directory for the database and other state; created if missing.
+    pub data_dir: PathBuf,
+    /// Where the local HTTP API listens. Port 0 picks a free port (printed at start-up).
+    #[serde(default = "default_http_bind")]
+    pub http_bind: SocketAddr,
+    /// Seconds of samples per vitals chunk.
+    #[serde(default = "default_chunk_period_s")]
+    pub chunk_period_s: u64,
+    /// Milliseconds between group commits (at most 1000).
+    #[serde(default = "default_group_commit_ms")]
+    pub group_commit_ms: u64,
+    /// Vital-sign sources. Today: one simulator; the BLE collector joins later.
+    #[serde(default)]
+    pub source: SourceConfig,
+}
+
+/// Where vitals come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Simulated monitors driven by the physiology simulator.
+    Simulator {
+        /// Seed of the room's virtual patients; each session derives its own from it.
+        #[serde(default)]
+        seed: u64,
+        /// Scenario used when a session doesn't name one.
+        #[serde(default = "default_scenario")]
+        scenario: Scenario,
+        /// ECG sample rate: 130 or 250.
+        #[serde(default = "default_ecg_hz")]
+        ecg_hz: u32,
+        /// How much faster than real time the appliance's clock runs (1 = real time).
+        #[serde(default = "default_time_factor")]
+        time_factor: f64,
+    },
+    /// No monitors (the appliance records events only).
+    None,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig::Simulator {
+            seed: 0,
+            scenario: default_scenario(),
+            ecg_hz: default_ecg_hz(),
+            time_factor: default_time_factor(),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The clock's speed-up: 1 except for a simulator running faster than real time.
+    pub fn time_factor(&self) -> f64 {
+        match self {
+            SourceConfig::Simulator { time_factor, .. } => *time_factor,
+            SourceConfig::None => 1.0,
+        }
+    }
+
+    /// The ECG rate as the simulator's enum (validated at load time).
+    pub fn ecg_rate(&self) -> EcgRate {
+        match self {
+            SourceConfig::Simulator { ecg_hz: 130, .. } => EcgRate::Hz130,
+            _ => EcgRate::Hz250,
+        }
+    }
+}
+
+fn default_http_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_chunk_period_s() -> u64 {
+    10
+}
+fn default_group_commit_ms() -> u64 {
+    1_000
+}
+fn default_scenario() -> Scenario {
+    Scenario::Baseline
+}
+fn default_ecg_hz() -> u32 {
+    250
+}
+fn default_time_factor() -> f64 {
+    1.0
+}
+
+impl EdgeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        EdgeConfig::parse(path, &text)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<EdgeConfig, ConfigError> {
+        let config: EdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Checks ranges and formats; `path` is only used in messages.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            problem,
+        };
+        check_id(&self.site).map_err(|p| invalid("site", p))?;
+        check_id(&self.room).map_err(|p| invalid("room", p))?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "data_dir",
+                "is empty; give a directory path".into(),
+            ));
+        }
+        if !(MIN_CHUNK_PERIOD_S..=MAX_CHUNK_PERIOD_S).contains(&self.chunk_period_s) {
+            return Err(invalid(
+                "chunk_period_s",
+                format!(
+                    "is {}, must be between {MIN_CHUNK_PERIOD_S} and {MAX_CHUNK_PERIOD_S} seconds",
+                    self.chunk_period_s
+                ),
+            ));
+        }
+        if !(1..=MAX_GROUP_COMMIT_MS).contains(&self.group_commit_ms) {
+            return Err(invalid(
+                "group_commit_ms",
+                format!(
+                    "is {}, must be between 1 and {MAX_GROUP_COMMIT_MS}",
+                    self.group_commit_ms
+                ),
+            ));
+        }
+        if let SourceConfig::Simulator {
+            ecg_hz,
+            time_factor,
+            ..
+        } = &self.source
+        {
+            if *ecg_hz != 130 && *ecg_hz != 250 {
+                return Err(invalid(
+                    "source.ecg_hz",
+                    format!("is {ecg_hz}, must be 130 or 250"),
+                ));
+            }
+            if !time_factor.is_finite() || *time_factor < 1.0 || *time_factor > MAX_TIME_FACTOR {
+                return Err(invalid(
+                    "source.time_factor",
+                    format!("is {time_factor}, must be between 1 and {MAX_TIME_FACTOR}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Site and room ids end up in URLs, certificate names and file names: keep them plain.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(format!("is {id:?}, must be 1 to 64 characters"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    {
+        return Err(format!("is {id:?}, may only hold a-z, 0-9, '-' and '_'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(text: &str, expected: &[&str]) {
+        let err = EdgeConfig::parse(Path::new("/etc/vigil/edge.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/vigil/edge.toml"), "{err}");
+        for e in expected {
+            assert!(err.contains(e), "expected {e:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = EdgeConfig::parse(
+            Path::new("edge.toml"),
+            "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/var/lib/vigil\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.chunk_period_s, 10);
+        assert_eq!(c.group_commit_ms, 1000);
+        assert_eq!(c.http_bind.port(), 8080);
+        assert_eq!(c.source.time_factor(), 1.0);
+    }
+
+    #[test]
+    fn errors_name_file_field_and_problem() {
+        let base = "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/d\"\n";
+        check_err("room = \"1\"\ndata_dir = \"/d\"\n", &["site"]);
+        check_err(
+            &format!("{base}chunk_period_s = 0\n"),
+            &["chunk_period_s", "between"],
+        );
+        check_err(
+            &format!("{base}group_commit_ms = 5000\n"),
+            &["group_commit_ms"],
+        );
+        check_err(&format!("{base}colour = 3\n"), &["colour"]);
+        check_err(&format!("{base}http_bind = \"nowhere\"\n"), &["http_bind"]);
+        check_err(
+            &format!("{base}[source]\nkind = \"simulator\"\necg_hz = 100\n"),
+            &["source.ecg_hz", "130 or 250"],
+        );
+        check_err(
+            &format!("{base}[source]\nkind = \"simulator\"\ntime_factor = 0.5\n"),
+            &["source.time_factor"],
+        );
+        check_err(
+            &format!("{base}[source]\nkind = \"simulator\"\nscenario = \"volcano\"\n"),
+            &["volcano"],
+        );
+        check_err(
+            "site = \"Austin TX\"\nroom = \"1\"\ndata_dir = \"/d\"\n",
+            &["`site`", "a-z"],
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let err = EdgeConfig::load(Path::new("/nonexistent/edge.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/edge.toml"), "{err}");
+    }
+}

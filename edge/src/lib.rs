@@ -1,0 +1,36 @@
+//! vigil-edge: the room appliance. It records every session durably into Automerge documents
+//! on its own SQLite file and serves a local JSON API.
+//!
+//! - [`config`]: the `edge.toml` file, checked strictly.
+//! - [`store`]: the SQLite layout (documents, staged chunks, session index).
+//! - [`recorder`]: samples and people's actions in, durable documents out; synchronous.
+//! - [`reads`]: what the API shows, read from committed data.
+//! - [`api`]: the HTTP routes under `/api/v1`.
+//! - [`app`]: everything started together, and stopped cleanly.
+//!
+//! Not here: vital-sign sources (`vigil-hardware`), the document schema and codecs
+//! (`vigil-shared`).
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod reads;
+pub mod recorder;
+pub mod store;
+
+/// Sets up logging to stderr: readable lines by default, JSON lines with `json`. The level
+/// comes from `RUST_LOG` (default `info`). Standard output is kept for `name: value` lines.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests, the demo) is harmless; keep the first.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,196 @@
+//! Read-side views of the appliance database for the local API: session summaries with
+//! per-channel counts, vitals in a time range, patients and the session list.
+//!
+//! Everything here reads what is committed (documents plus staged runs) through a read-only
+//! connection, so the API shows exactly what would survive a kill at this moment. Nothing here
+//! writes.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use serde::Serialize;
+use vigil_shared::doc::{Kind, PatientDoc, PatientRecord, SessionDoc, SessionMeta};
+use vigil_shared::vitals::{Channel, Sample};
+
+use crate::recorder::RecorderError;
+use crate::store::{self, SessionRow};
+
+/// Most samples one vitals response carries; a longer range is paged with `next_from_us`.
+/// 250,000 samples is about 17 minutes of 250 Hz ECG and a few megabytes of JSON.
+pub const MAX_VITALS_PER_PAGE: usize = 250_000;
+
+/// Per-channel facts in a session summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelSummary {
+    /// Samples recorded (closed chunks and staged runs).
+    pub samples: u64,
+    /// Time of the first sample, µs.
+    pub first_us: Option<i64>,
+    /// Time of the last sample, µs.
+    pub last_us: Option<i64>,
+    /// Closed chunks in the document.
+    pub chunks: u64,
+    /// Chunks that could not be decoded (their samples are not counted).
+    pub corrupt_chunks: u64,
+    /// Samples in the open chunk (staged, not yet in the document).
+    pub staged_samples: u64,
+    /// Unit of the values.
+    pub unit: &'static str,
+}
+
+impl ChannelSummary {
+    fn add(&mut self, samples: &[Sample]) {
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            return;
+        };
+        self.samples += samples.len() as u64;
+        self.first_us = Some(self.first_us.map_or(first.t_us, |f| f.min(first.t_us)));
+        self.last_us = Some(self.last_us.map_or(last.t_us, |l| l.max(last.t_us)));
+    }
+}
+
+/// A session summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// Typed metadata: protocol, state, events, advisories, scores, discharge.
+    #[serde(flatten)]
+    pub meta: SessionMeta,
+    /// Notes.
+    pub notes: String,
+    /// Per-channel counts and time ranges.
+    pub channels: BTreeMap<Channel, ChannelSummary>,
+}
+
+fn load_session(conn: &Connection, id: &str) -> Result<Option<SessionDoc>, RecorderError> {
+    match store::load_document(conn, id)? {
+        Some((kind, doc)) if kind == Kind::Session.name() => {
+            Ok(Some(SessionDoc::from_automerge(doc)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Reads every sample of a channel: closed chunks in order, then staged runs. Corrupt chunks
+/// are counted in `summary` and skipped.
+fn channel_samples(
+    conn: &Connection,
+    doc: &SessionDoc,
+    id: &str,
+    channel: Channel,
+    summary: &mut ChannelSummary,
+) -> Result<Vec<Sample>, RecorderError> {
+    let mut out = Vec::new();
+    for chunk in doc.chunks(channel) {
+        summary.chunks += 1;
+        match chunk {
+            Ok(c) => {
+                summary.add(&c.samples);
+                out.extend(c.samples);
+            }
+            Err(e) => {
+                summary.corrupt_chunks += 1;
+                tracing::warn!(session = %id, %channel, error = %e, "skipping a corrupt chunk");
+            }
+        }
+    }
+    for run in store::staged(conn, id)? {
+        if run.channel != channel {
+            continue;
+        }
+        if let Ok(samples) = run.samples {
+            summary.add(&samples);
+            summary.staged_samples += samples.len() as u64;
+            out.extend(samples);
+        }
+    }
+    Ok(out)
+}
+
+/// The summary of a session, or `None` if there is no such session.
+pub fn session_view(conn: &Connection, id: &str) -> Result<Option<SessionView>, RecorderError> {
+    let Some(doc) = load_session(conn, id)? else {
+        return Ok(None);
+    };
+    let meta = doc.meta()?;
+    let notes = doc.notes()?;
+    let mut channels = BTreeMap::new();
+    for channel in Channel::ALL {
+        let mut summary = ChannelSummary {
+            unit: channel.unit(),
+            ..ChannelSummary::default()
+        };
+        channel_samples(conn, &doc, id, channel, &mut summary)?;
+        channels.insert(channel, summary);
+    }
+    Ok(Some(SessionView {
+        meta,
+        notes,
+        channels,
+    }))
+}
+
+/// One page of a channel's samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct VitalsPage {
+    /// The channel.
+    pub channel: Channel,
+    /// Unit of the values.
+    pub unit: &'static str,
+    /// Samples as `[t_us, value…]` (three values for blood pressure).
+    pub samples: Vec<Vec<i64>>,
+    /// Where the next page starts when this one was cut at [`MAX_VITALS_PER_PAGE`].
+    pub next_from_us: Option<i64>,
+    /// Chunks skipped because they are corrupt.
+    pub corrupt_chunks: u64,
+}
+
+/// Samples of one channel with `from_us <= t < to_us`, or `None` if there is no such session.
+pub fn vitals(
+    conn: &Connection,
+    id: &str,
+    channel: Channel,
+    from_us: Option<i64>,
+    to_us: Option<i64>,
+) -> Result<Option<VitalsPage>, RecorderError> {
+    let Some(doc) = load_session(conn, id)? else {
+        return Ok(None);
+    };
+    let mut summary = ChannelSummary::default();
+    let all = channel_samples(conn, &doc, id, channel, &mut summary)?;
+    let from = from_us.unwrap_or(i64::MIN);
+    let to = to_us.unwrap_or(i64::MAX);
+    let mut samples = Vec::new();
+    let mut next_from_us = None;
+    for s in all.iter().filter(|s| s.t_us >= from && s.t_us < to) {
+        if samples.len() == MAX_VITALS_PER_PAGE {
+            next_from_us = Some(s.t_us);
+            break;
+        }
+        let mut row = Vec::with_capacity(1 + channel.dims());
+        row.push(s.t_us);
+        row.extend(s.v[..channel.dims()].iter().map(|&v| i64::from(v)));
+        samples.push(row);
+    }
+    Ok(Some(VitalsPage {
+        channel,
+        unit: channel.unit(),
+        samples,
+        next_from_us,
+        corrupt_chunks: summary.corrupt_chunks,
+    }))
+}
+
+/// A patient's record, or `None`.
+pub fn patient(conn: &Connection, id: &str) -> Result<Option<PatientRecord>, RecorderError> {
+    match store::load_document(conn, id)? {
+        Some((kind, doc)) if kind == Kind::Patient.name() => {
+            Ok(Some(PatientDoc::from_automerge(doc)?.record()?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The local session index, newest first.
+pub fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, RecorderError> {
+    Ok(store::sessions(conn)?)
+}

@@ -1,0 +1,1052 @@
+//! The recorder: turns samples and people's actions into durable session documents.
+//!
+//! It owns the database's write connection and the open session's document. Samples arrive in
+//! batches ([`Recorder::ingest`]) and wait in memory until the next group commit
+//! ([`Recorder::commit`]), which in one SQLite transaction stages them as runs of the open
+//! chunk, moves chunks that have spanned a chunk period into the session document, and appends
+//! the document's new changes. A sample is *recorded* once that transaction commits; a kill
+//! after it loses nothing, because a restarted recorder reads the staging table back
+//! ([`Recorder::open`]).
+//!
+//! The recorder is synchronous and does not read clocks: callers pass `now_us`. The appliance
+//! runs it on a thread of its own ([`crate::app`]); the pipeline bench drives it directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use automerge::ChangeHash;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use vigil_hardware::sim::Scenario;
+use vigil_hardware::source::{DeviceStatus, SourceEvent};
+use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
+use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::{
+    AdvisoryRecord, CoursePlan, Discharge, DocError, DoseAction, DoseEvent, Kind, Observation,
+    PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta, SessionState,
+};
+use vigil_shared::vitals::{Channel, Sample};
+
+use crate::store::{self, SessionRow, StoreError};
+
+/// Samples buffered between two group commits, per channel, before the recorder refuses more.
+/// At 250 Hz ECG and one commit a second this is over a minute of headroom; a commit that keeps
+/// failing (a full disk) must not turn into unbounded memory.
+pub const MAX_PENDING_SAMPLES: usize = 1 << 16;
+
+/// Longest free text accepted in a note or name: a tablet keyboard can't reasonably produce
+/// more, and a document is forever.
+pub const MAX_TEXT_LEN: usize = 10_000;
+
+/// Errors from recorder requests, sorted by what the API should answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    /// No such patient or session.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with the current state (a session already running, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is well-formed but its values are not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A document could not be read or written.
+    #[error(transparent)]
+    Doc(Box<DocError>),
+}
+
+impl From<DocError> for RecorderError {
+    fn from(e: DocError) -> RecorderError {
+        RecorderError::Doc(Box::new(e))
+    }
+}
+
+/// Settings the recorder needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// Site id.
+    pub site: String,
+    /// Room id.
+    pub room: String,
+    /// Length of a vitals chunk, µs of appliance time.
+    pub chunk_period_us: i64,
+    /// Advisory thresholds.
+    pub thresholds: Thresholds,
+}
+
+/// A new patient, as the API receives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPatient {
+    /// Given name.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// Administrative sex.
+    #[serde(default)]
+    pub sex: String,
+    /// Phone.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Screening answers.
+    #[serde(default)]
+    pub screening: Screening,
+    /// Medications.
+    #[serde(default)]
+    pub medications: Vec<String>,
+    /// Course plan (default: induction, 6 over 3 weeks).
+    #[serde(default)]
+    pub course: CoursePlan,
+}
+
+/// A session start request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// The checked-in patient.
+    pub patient_id: String,
+    /// The infusion protocol.
+    pub protocol: Protocol,
+    /// Who starts it.
+    #[serde(default)]
+    pub by: String,
+    /// For simulated rooms: the scenario the virtual patient follows (default from config).
+    #[serde(default)]
+    pub scenario: Option<Scenario>,
+}
+
+/// Something that happened during a session, as the API receives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SessionEvent {
+    /// Dose timeline entry.
+    Dose {
+        /// What.
+        action: DoseAction,
+        /// Rate after the event, mg/h.
+        #[serde(default)]
+        rate_mg_per_h: Option<f64>,
+        /// Who.
+        by: String,
+    },
+    /// Side effect.
+    Observation {
+        /// The effect.
+        effect: String,
+        /// `mild`, `moderate`, `severe`.
+        severity: String,
+        /// Who.
+        by: String,
+    },
+    /// Free-text note.
+    Note {
+        /// The text.
+        text: String,
+        /// Who.
+        by: String,
+    },
+    /// A score.
+    Score {
+        /// `phq9`, `gad7`, `cadss`, `aldrete`.
+        instrument: String,
+        /// `pre` or `post`.
+        phase: String,
+        /// The total.
+        value: i64,
+        /// Who.
+        by: String,
+    },
+    /// Acknowledge an advisory.
+    Acknowledge {
+        /// Which advisory (its id in the session).
+        advisory_id: String,
+        /// Who.
+        by: String,
+    },
+    /// Discharge.
+    Discharge {
+        /// Modified Aldrete score.
+        aldrete: i64,
+        /// Escort's name.
+        escort: String,
+        /// No driving for 24 hours acknowledged.
+        no_driving_ack: bool,
+        /// Who.
+        by: String,
+    },
+}
+
+/// How a session ends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSession {
+    /// Who stops it.
+    #[serde(default)]
+    pub by: String,
+    /// `true` if stopped early.
+    #[serde(default)]
+    pub aborted: bool,
+}
+
+/// What [`Recorder::open`] found in progress, so the caller can re-attach sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumedSession {
+    /// Session id.
+    pub id: String,
+    /// When it started, µs.
+    pub started_us: i64,
+    /// Scenario of a simulated session.
+    pub scenario: Option<String>,
+    /// Staged samples read back from the staging table.
+    pub staged_samples: usize,
+}
+
+/// A snapshot of the recorder for the status API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecorderStatus {
+    /// The session being recorded.
+    pub session: Option<ActiveSummary>,
+    /// The last sample of each channel (live values).
+    pub last: BTreeMap<Channel, Sample>,
+    /// Device states as sources reported them.
+    pub devices: BTreeMap<String, String>,
+    /// The last group commit failed because the disk is full.
+    pub disk_full: bool,
+    /// The last storage error, if the last commit failed.
+    pub last_error: Option<String>,
+    /// Samples committed since start-up.
+    pub samples_committed: u64,
+    /// Appliance time of the last successful group commit, µs.
+    pub last_commit_us: Option<i64>,
+}
+
+/// The running session, for status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveSummary {
+    /// Id.
+    pub id: String,
+    /// Patient.
+    pub patient_id: String,
+    /// Start, µs.
+    pub started_us: i64,
+    /// Advisories raised and not cleared.
+    pub active_advisories: Vec<AdvisoryRecord>,
+}
+
+#[derive(Debug, Default)]
+struct OpenChunk {
+    /// Samples already in the staging table.
+    staged: Vec<Sample>,
+    /// Samples received since the last group commit.
+    pending: Vec<Sample>,
+    /// Next staging sequence number.
+    next_seq: i64,
+    /// The staged runs were moved into a chunk; the rows must go in the next transaction.
+    clear_staging: bool,
+    /// Samples received since the last successful commit (for the committed count).
+    fresh: u64,
+}
+
+struct Active {
+    id: String,
+    patient_id: String,
+    started_us: i64,
+    doc: SessionDoc,
+    /// Heads of the document as last written to SQLite.
+    saved_heads: Vec<ChangeHash>,
+    open: BTreeMap<Channel, OpenChunk>,
+    engine: AdvisoryEngine,
+    /// Advisory records raised and not yet cleared, by rule key.
+    raised: HashMap<AdvisoryKey, String>,
+}
+
+/// The recorder. See the module documentation.
+pub struct Recorder {
+    conn: Connection,
+    db_path: PathBuf,
+    cfg: RecorderConfig,
+    active: Option<Active>,
+    status: RecorderStatus,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("db", &self.db_path)
+            .field("room", &self.cfg.room)
+            .finish()
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Recorder {
+    /// Opens the database and resumes a session that was in progress when the appliance
+    /// stopped, with its staged samples.
+    pub fn open(
+        db_path: &Path,
+        cfg: RecorderConfig,
+    ) -> Result<(Recorder, Option<ResumedSession>), RecorderError> {
+        let conn = store::open_writer(db_path)?;
+        let mut recorder = Recorder {
+            conn,
+            db_path: db_path.to_owned(),
+            cfg,
+            active: None,
+            status: RecorderStatus::default(),
+        };
+        let resumed = recorder.resume()?;
+        Ok((recorder, resumed))
+    }
+
+    /// The database connection (for metadata such as the clock anchor).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn resume(&mut self) -> Result<Option<ResumedSession>, RecorderError> {
+        let rows = store::sessions(&self.conn)?;
+        let Some(row) = rows.into_iter().find(|r| r.state == "in_progress") else {
+            return Ok(None);
+        };
+        let Some((_, doc)) = store::load_document(&self.conn, &row.id)? else {
+            return Err(RecorderError::NotFound(format!(
+                "document of in-progress session {}",
+                row.id
+            )));
+        };
+        let mut doc = SessionDoc::from_automerge(doc)?;
+        let meta = doc.meta()?;
+        let mut open: BTreeMap<Channel, OpenChunk> = BTreeMap::new();
+        let mut staged_samples = 0;
+        for run in store::staged(&self.conn, &row.id)? {
+            let oc = open.entry(run.channel).or_default();
+            oc.next_seq = oc.next_seq.max(run.seq + 1);
+            match run.samples {
+                Ok(samples) => {
+                    staged_samples += samples.len();
+                    oc.staged.extend(samples);
+                }
+                Err(reason) => tracing::error!(
+                    session = %row.id, channel = %run.channel, seq = run.seq, %reason,
+                    "a staged run of samples is unreadable and was skipped"
+                ),
+            }
+        }
+        let raised = meta
+            .advisories
+            .iter()
+            .filter(|a| a.cleared_us.is_none())
+            .filter_map(|a| Some((advisory_key(&a.kind, &a.subject)?, a.id.clone())))
+            .collect();
+        let saved_heads = doc.automerge().get_heads();
+        let started_us = meta.started_us.unwrap_or(meta.created_us);
+        self.active = Some(Active {
+            id: row.id.clone(),
+            patient_id: meta.patient_id.clone(),
+            started_us,
+            doc,
+            saved_heads,
+            open,
+            engine: AdvisoryEngine::new(self.cfg.thresholds.clone(), &Channel::ALL),
+            raised,
+        });
+        tracing::info!(session = %row.id, staged_samples, "resumed the session in progress");
+        Ok(Some(ResumedSession {
+            id: row.id,
+            started_us,
+            scenario: row.scenario,
+            staged_samples,
+        }))
+    }
+
+    /// The recorder's state for the status API.
+    pub fn status(&self) -> RecorderStatus {
+        let mut s = self.status.clone();
+        s.session = self.active.as_ref().map(|a| ActiveSummary {
+            id: a.id.clone(),
+            patient_id: a.patient_id.clone(),
+            started_us: a.started_us,
+            active_advisories: a
+                .doc
+                .meta()
+                .map(|m| {
+                    m.advisories
+                        .into_iter()
+                        .filter(|x| x.cleared_us.is_none())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+        s
+    }
+
+    /// The session being recorded, if any.
+    pub fn active_session(&self) -> Option<&str> {
+        self.active.as_ref().map(|a| a.id.as_str())
+    }
+
+    /// Takes what sources delivered. Samples outside a session are shown live but not
+    /// recorded. Returns how many samples were dropped because the pending buffer is full.
+    pub fn ingest(&mut self, events: Vec<SourceEvent>) -> usize {
+        let mut dropped = 0;
+        for event in events {
+            match event {
+                SourceEvent::Samples(batch) => {
+                    if let Some(last) = batch.samples.last() {
+                        self.status.last.insert(batch.channel, *last);
+                    }
+                    let Some(a) = self.active.as_mut() else {
+                        continue;
+                    };
+                    let mut transitions = Vec::new();
+                    let oc = a.open.entry(batch.channel).or_default();
+                    for s in batch.samples {
+                        if s.t_us < a.started_us {
+                            continue;
+                        }
+                        if oc.pending.len() >= MAX_PENDING_SAMPLES {
+                            dropped += 1;
+                            continue;
+                        }
+                        transitions.extend(a.engine.observe(batch.channel, &s));
+                        oc.pending.push(s);
+                        oc.fresh += 1;
+                    }
+                    apply_transitions(a, transitions);
+                }
+                SourceEvent::Device {
+                    device,
+                    status,
+                    at_us,
+                } => {
+                    self.status
+                        .devices
+                        .insert(device.clone(), device_status_name(&status).to_owned());
+                    if let Some(a) = self.active.as_mut() {
+                        let t = a
+                            .engine
+                            .device_status(&device, to_shared_status(&status), at_us);
+                        apply_transitions(a, t);
+                    }
+                }
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "pending sample buffer full; samples dropped (is the disk full?)"
+            );
+        }
+        dropped
+    }
+
+    /// The group commit: closes chunks that have spanned a chunk period, stages the rest and
+    /// writes the document's new changes, all in one transaction. On error nothing in memory
+    /// is lost; the next commit retries.
+    pub fn commit(&mut self, now_us: i64) -> Result<(), RecorderError> {
+        let period = self.cfg.chunk_period_us;
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let transitions = a.engine.tick(now_us);
+        apply_transitions(a, transitions);
+        close_chunks(a, now_us, period, false)?;
+        let result = write_active(&mut self.conn, a, now_us);
+        note_result(&mut self.status, &result, now_us);
+        result.map(|_| ())
+    }
+
+    /// Samples committed so far (for status and tests).
+    pub fn samples_committed(&self) -> u64 {
+        self.status.samples_committed
+    }
+
+    /// Registers a patient.
+    pub fn create_patient(
+        &mut self,
+        input: NewPatient,
+        now_us: i64,
+    ) -> Result<PatientRecord, RecorderError> {
+        check_text("given_name", &input.given_name, true)?;
+        check_text("family_name", &input.family_name, true)?;
+        check_date("birth_date", &input.birth_date)?;
+        let record = PatientRecord {
+            id: new_id(),
+            site: self.cfg.site.clone(),
+            given_name: input.given_name,
+            family_name: input.family_name,
+            birth_date: input.birth_date,
+            sex: input.sex,
+            phone: input.phone,
+            screening: Screening {
+                answered_us: Some(now_us),
+                ..input.screening
+            },
+            medications: input.medications,
+            course: input.course,
+            outcome_scores: Vec::new(),
+        };
+        let mut doc = PatientDoc::create(&record)?;
+        let bytes = doc.automerge().save();
+        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        store::insert_document(
+            &tx,
+            &record.id,
+            Kind::Patient.name(),
+            &record.site,
+            &bytes,
+            now_us,
+        )?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        Ok(record)
+    }
+
+    /// Starts recording a session for a registered patient.
+    pub fn start_session(
+        &mut self,
+        input: NewSession,
+        now_us: i64,
+    ) -> Result<SessionMeta, RecorderError> {
+        if let Some(a) = &self.active {
+            return Err(RecorderError::Conflict(format!(
+                "session {} is already in progress in this room; stop it first",
+                a.id
+            )));
+        }
+        let p = &input.protocol;
+        if !(p.dose_mg_per_kg > 0.0 && p.dose_mg_per_kg <= 5.0) {
+            return Err(RecorderError::Invalid(
+                "protocol.dose_mg_per_kg must be above 0 and at most 5".into(),
+            ));
+        }
+        if !(p.weight_kg >= 20.0 && p.weight_kg <= 350.0) {
+            return Err(RecorderError::Invalid(
+                "protocol.weight_kg must be between 20 and 350".into(),
+            ));
+        }
+        if !(1..=600).contains(&p.planned_minutes) {
+            return Err(RecorderError::Invalid(
+                "protocol.planned_minutes must be between 1 and 600".into(),
+            ));
+        }
+        check_text("protocol.drug", &p.drug, true)?;
+        check_text("protocol.route", &p.route, true)?;
+        if store::load_document(&self.conn, &input.patient_id)?.is_none() {
+            return Err(RecorderError::NotFound(format!(
+                "patient {}",
+                input.patient_id
+            )));
+        }
+        let meta = SessionMeta {
+            id: new_id(),
+            site: self.cfg.site.clone(),
+            room: self.cfg.room.clone(),
+            patient_id: input.patient_id.clone(),
+            protocol: input.protocol,
+            state: SessionState::InProgress,
+            created_us: now_us,
+            started_us: Some(now_us),
+            ended_us: None,
+            dose_events: Vec::new(),
+            advisories: Vec::new(),
+            observations: Vec::new(),
+            scores: Vec::new(),
+            discharge: None,
+        };
+        let mut doc = SessionDoc::create(&meta)?;
+        let bytes = doc.automerge().save();
+        let row = SessionRow {
+            id: meta.id.clone(),
+            patient_id: meta.patient_id.clone(),
+            state: "in_progress".into(),
+            started_us: Some(now_us),
+            ended_us: None,
+            scenario: input.scenario.map(|s| s.to_string()),
+        };
+        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        store::insert_document(
+            &tx,
+            &meta.id,
+            Kind::Session.name(),
+            &meta.site,
+            &bytes,
+            now_us,
+        )?;
+        store::upsert_session(&tx, &row)?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        let saved_heads = doc.automerge().get_heads();
+        self.active = Some(Active {
+            id: meta.id.clone(),
+            patient_id: meta.patient_id.clone(),
+            started_us: now_us,
+            doc,
+            saved_heads,
+            open: BTreeMap::new(),
+            engine: AdvisoryEngine::new(self.cfg.thresholds.clone(), &Channel::ALL),
+            raised: HashMap::new(),
+        });
+        tracing::info!(session = %meta.id, patient = %meta.patient_id, "session started");
+        Ok(meta)
+    }
+
+    /// Records an event on a session (the running one, or a finished one for late scores,
+    /// notes and discharge). Durable when this returns.
+    pub fn add_event(
+        &mut self,
+        session_id: &str,
+        event: SessionEvent,
+        now_us: i64,
+    ) -> Result<SessionMeta, RecorderError> {
+        validate_event(&event)?;
+        if self.active.as_ref().is_some_and(|a| a.id == session_id) {
+            let a = self
+                .active
+                .as_mut()
+                .ok_or_else(|| RecorderError::NotFound(session_id.into()))?;
+            apply_event(&mut a.doc, event, now_us)?;
+            let result = write_active(&mut self.conn, a, now_us);
+            note_result(&mut self.status, &result, now_us);
+            result?;
+            return Ok(a.doc.meta()?);
+        }
+        let Some((kind, doc)) = store::load_document(&self.conn, session_id)? else {
+            return Err(RecorderError::NotFound(format!("session {session_id}")));
+        };
+        if kind != Kind::Session.name() {
+            return Err(RecorderError::NotFound(format!("session {session_id}")));
+        }
+        let mut doc = SessionDoc::from_automerge(doc)?;
+        let heads = doc.automerge().get_heads();
+        apply_event(&mut doc, event, now_us)?;
+        let changes = doc.automerge().save_after(&heads);
+        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        store::append_changes(&tx, session_id, &changes, now_us, || doc.automerge().save())?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        Ok(doc.meta()?)
+    }
+
+    /// Stops the running session: every open chunk is closed into the document, whatever its
+    /// length, and the state is written, in one transaction.
+    pub fn stop_session(
+        &mut self,
+        session_id: &str,
+        input: StopSession,
+        now_us: i64,
+    ) -> Result<SessionMeta, RecorderError> {
+        let Some(a) = self.active.as_mut().filter(|a| a.id == session_id) else {
+            return match store::load_document(&self.conn, session_id)? {
+                Some(_) => Err(RecorderError::Conflict(format!(
+                    "session {session_id} is not in progress"
+                ))),
+                None => Err(RecorderError::NotFound(format!("session {session_id}"))),
+            };
+        };
+        close_chunks(a, now_us, self.cfg.chunk_period_us, true)?;
+        let state = if input.aborted {
+            SessionState::Aborted
+        } else {
+            SessionState::Completed
+        };
+        a.doc.update_meta(|m| {
+            m.state = state;
+            m.ended_us = Some(now_us);
+        })?;
+        let row = SessionRow {
+            id: a.id.clone(),
+            patient_id: a.patient_id.clone(),
+            state: if input.aborted {
+                "aborted"
+            } else {
+                "completed"
+            }
+            .into(),
+            started_us: Some(a.started_us),
+            ended_us: Some(now_us),
+            scenario: None,
+        };
+        let result = write_active(&mut self.conn, a, now_us).and_then(|n| {
+            let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+            store::upsert_session(&tx, &row)?;
+            tx.commit().map_err(StoreError::from_sqlite)?;
+            Ok(n)
+        });
+        note_result(&mut self.status, &result, now_us);
+        result?;
+        let meta = a.doc.meta()?;
+        tracing::info!(session = %session_id, by = %input.by, state = ?state, "session stopped");
+        self.active = None;
+        Ok(meta)
+    }
+}
+
+/// Keeps the status in step with the last write: errors are shown, not hidden.
+fn note_result(status: &mut RecorderStatus, result: &Result<u64, RecorderError>, now_us: i64) {
+    match result {
+        Ok(n) => {
+            status.disk_full = false;
+            status.last_error = None;
+            status.last_commit_us = Some(now_us);
+            status.samples_committed += n;
+        }
+        Err(e) => {
+            status.disk_full = matches!(e, RecorderError::Store(s) if s.is_full());
+            status.last_error = Some(e.to_string());
+            tracing::error!(error = %e, "write failed; samples stay in memory and the next commit retries");
+        }
+    }
+}
+
+/// Moves samples that have spanned a chunk period (all of them when `all`) into chunks of at
+/// most one period each.
+fn close_chunks(
+    a: &mut Active,
+    now_us: i64,
+    period_us: i64,
+    all: bool,
+) -> Result<(), RecorderError> {
+    for (&channel, oc) in a.open.iter_mut() {
+        let first = oc.staged.first().or(oc.pending.first()).map(|s| s.t_us);
+        let Some(first) = first else { continue };
+        if !all && first + period_us > now_us {
+            continue;
+        }
+        let mut samples = std::mem::take(&mut oc.staged);
+        samples.append(&mut oc.pending);
+        let mut rest = samples.as_slice();
+        while let Some(head) = rest.first() {
+            let boundary = head.t_us + period_us;
+            if !all && boundary > now_us {
+                break;
+            }
+            let n = rest
+                .iter()
+                .position(|s| s.t_us >= boundary)
+                .unwrap_or(rest.len());
+            let chunk = Chunk {
+                channel,
+                samples: rest[..n].to_vec(),
+            };
+            let bytes = chunk
+                .encode()
+                .map_err(|e| RecorderError::Invalid(format!("chunk of {channel}: {e}")))?;
+            a.doc.append_chunk(channel, bytes)?;
+            rest = &rest[n..];
+        }
+        // What is left of the open chunk must be staged again in the same transaction that
+        // deletes the old runs.
+        oc.pending = rest.to_vec();
+        oc.clear_staging = true;
+    }
+    Ok(())
+}
+
+/// Writes the active session's staged runs and document changes in one transaction.
+/// Returns how many newly received samples it made durable.
+fn write_active(conn: &mut Connection, a: &mut Active, now_us: i64) -> Result<u64, RecorderError> {
+    let changes = a.doc.automerge().save_after(&a.saved_heads);
+    let tx = conn.transaction().map_err(StoreError::from_sqlite)?;
+    for (&channel, oc) in a.open.iter() {
+        if oc.clear_staging {
+            store::clear_staging(&tx, &a.id, channel)?;
+        }
+        if !oc.pending.is_empty() {
+            store::stage_samples(&tx, &a.id, channel, oc.next_seq, &oc.pending)?;
+        }
+    }
+    let doc = &mut a.doc;
+    store::append_changes(&tx, &a.id, &changes, now_us, || doc.automerge().save())?;
+    tx.commit().map_err(StoreError::from_sqlite)?;
+    // Committed: only now does memory move on.
+    a.saved_heads = a.doc.automerge().get_heads();
+    let mut committed = 0;
+    for oc in a.open.values_mut() {
+        committed += std::mem::take(&mut oc.fresh);
+        if !oc.pending.is_empty() {
+            oc.next_seq += 1;
+            let mut pending = std::mem::take(&mut oc.pending);
+            oc.staged.append(&mut pending);
+        }
+        oc.clear_staging = false;
+    }
+    Ok(committed)
+}
+
+fn apply_transitions(a: &mut Active, transitions: Vec<Transition>) {
+    for t in transitions {
+        let result = match t {
+            Transition::Raised {
+                key,
+                priority,
+                at_us,
+                detail,
+            } => {
+                if a.raised.contains_key(&key) {
+                    continue;
+                }
+                let id = new_id();
+                a.raised.insert(key.clone(), id.clone());
+                a.doc.update_meta(|m| {
+                    m.advisories.push(AdvisoryRecord {
+                        id,
+                        kind: key.kind.name().to_owned(),
+                        subject: key.subject.clone(),
+                        priority: priority.name().to_owned(),
+                        detail,
+                        raised_us: at_us,
+                        acknowledged_us: None,
+                        acknowledged_by: None,
+                        cleared_us: None,
+                    })
+                })
+            }
+            Transition::Cleared { key, at_us } => {
+                let Some(id) = a.raised.remove(&key) else {
+                    continue;
+                };
+                a.doc.update_meta(|m| {
+                    if let Some(r) = m.advisories.iter_mut().find(|r| r.id == id) {
+                        r.cleared_us = Some(at_us);
+                    }
+                })
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot record an advisory in the session document");
+        }
+    }
+}
+
+fn advisory_key(kind: &str, subject: &str) -> Option<AdvisoryKey> {
+    let kind = vigil_shared::advisory::AdvisoryKind::from_name(kind)?;
+    Some(AdvisoryKey {
+        kind,
+        subject: subject.to_owned(),
+    })
+}
+
+fn to_shared_status(s: &DeviceStatus) -> vigil_shared::advisory::DeviceStatus {
+    use vigil_shared::advisory::DeviceStatus as S;
+    match s {
+        DeviceStatus::Connected => S::Connected,
+        DeviceStatus::Disconnected => S::Disconnected,
+        DeviceStatus::SensorContact(c) => S::SensorContact(*c),
+    }
+}
+
+fn device_status_name(s: &DeviceStatus) -> &'static str {
+    match s {
+        DeviceStatus::Connected => "connected",
+        DeviceStatus::Disconnected => "disconnected",
+        DeviceStatus::SensorContact(true) => "connected",
+        DeviceStatus::SensorContact(false) => "sensor_off",
+    }
+}
+
+fn check_text(field: &str, value: &str, required: bool) -> Result<(), RecorderError> {
+    if required && value.trim().is_empty() {
+        return Err(RecorderError::Invalid(format!("{field} is required")));
+    }
+    if value.len() > MAX_TEXT_LEN {
+        return Err(RecorderError::Invalid(format!(
+            "{field} is longer than {MAX_TEXT_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_date(field: &str, value: &str) -> Result<(), RecorderError> {
+    let b = value.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let month: u32 = value.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
+    let day: u32 = value.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(0);
+    if !shape || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(RecorderError::Invalid(format!(
+            "{field} must be a date as YYYY-MM-DD, got {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// The range of each instrument's total.
+fn score_range(instrument: &str) -> Option<std::ops::RangeInclusive<i64>> {
+    match instrument {
+        "phq9" => Some(0..=27),
+        "gad7" => Some(0..=21),
+        "cadss" => Some(0..=92),
+        "aldrete" => Some(0..=10),
+        _ => None,
+    }
+}
+
+fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
+    match event {
+        SessionEvent::Dose {
+            rate_mg_per_h, by, ..
+        } => {
+            check_text("by", by, true)?;
+            if let Some(r) = rate_mg_per_h
+                && !(r.is_finite() && *r >= 0.0 && *r <= 2_000.0)
+            {
+                return Err(RecorderError::Invalid(
+                    "rate_mg_per_h must be between 0 and 2000".into(),
+                ));
+            }
+        }
+        SessionEvent::Observation {
+            effect,
+            severity,
+            by,
+        } => {
+            check_text("by", by, true)?;
+            check_text("effect", effect, true)?;
+            if !["mild", "moderate", "severe"].contains(&severity.as_str()) {
+                return Err(RecorderError::Invalid(
+                    "severity must be mild, moderate or severe".into(),
+                ));
+            }
+        }
+        SessionEvent::Note { text, by } => {
+            check_text("by", by, true)?;
+            check_text("text", text, true)?;
+        }
+        SessionEvent::Score {
+            instrument,
+            phase,
+            value,
+            by,
+        } => {
+            check_text("by", by, true)?;
+            let Some(range) = score_range(instrument) else {
+                return Err(RecorderError::Invalid(
+                    "instrument must be phq9, gad7, cadss or aldrete".into(),
+                ));
+            };
+            if !range.contains(value) {
+                return Err(RecorderError::Invalid(format!(
+                    "{instrument} must be within {range:?}"
+                )));
+            }
+            if phase != "pre" && phase != "post" {
+                return Err(RecorderError::Invalid("phase must be pre or post".into()));
+            }
+        }
+        SessionEvent::Acknowledge { advisory_id, by } => {
+            check_text("by", by, true)?;
+            check_text("advisory_id", advisory_id, true)?;
+        }
+        SessionEvent::Discharge {
+            aldrete,
+            escort,
+            no_driving_ack,
+            by,
+        } => {
+            check_text("by", by, true)?;
+            if *aldrete < 9 || *aldrete > 10 {
+                return Err(RecorderError::Invalid(
+                    "discharge needs a modified Aldrete score of 9 or 10".into(),
+                ));
+            }
+            check_text("escort", escort, true)?;
+            if !no_driving_ack {
+                return Err(RecorderError::Invalid(
+                    "discharge needs no_driving_ack".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_event(
+    doc: &mut SessionDoc,
+    event: SessionEvent,
+    now_us: i64,
+) -> Result<(), RecorderError> {
+    match event {
+        SessionEvent::Dose {
+            action,
+            rate_mg_per_h,
+            by,
+        } => doc.update_meta(|m| {
+            m.dose_events.push(DoseEvent {
+                id: new_id(),
+                at_us: now_us,
+                action,
+                rate_mg_per_h,
+                by,
+            })
+        })?,
+        SessionEvent::Observation {
+            effect,
+            severity,
+            by,
+        } => doc.update_meta(|m| {
+            m.observations.push(Observation {
+                id: new_id(),
+                at_us: now_us,
+                effect,
+                severity,
+                by,
+            })
+        })?,
+        SessionEvent::Note { text, by } => {
+            doc.append_note(&format!("[{by}] {text}\n"))?;
+        }
+        SessionEvent::Score {
+            instrument,
+            phase,
+            value,
+            by,
+        } => doc.update_meta(|m| {
+            m.scores.push(Score {
+                id: new_id(),
+                at_us: now_us,
+                instrument,
+                phase,
+                value,
+                by,
+            })
+        })?,
+        SessionEvent::Acknowledge { advisory_id, by } => {
+            let found = doc.update_meta(|m| {
+                let r = m.advisories.iter_mut().find(|r| r.id == advisory_id)?;
+                if r.acknowledged_us.is_none() {
+                    r.acknowledged_us = Some(now_us);
+                    r.acknowledged_by = Some(by);
+                }
+                Some(())
+            })?;
+            if found.is_none() {
+                return Err(RecorderError::NotFound(format!("advisory {advisory_id}")));
+            }
+        }
+        SessionEvent::Discharge {
+            aldrete,
+            escort,
+            no_driving_ack,
+            by,
+        } => doc.update_meta(|m| {
+            m.discharge = Some(Discharge {
+                at_us: now_us,
+                aldrete,
+                escort,
+                no_driving_ack,
+                by,
+            })
+        })?,
+    }
+    Ok(())
+}

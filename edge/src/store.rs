@@ -1,0 +1,444 @@
+//! The appliance's SQLite file: documents (snapshot plus incremental changes), the staging
+//! table for open vitals chunks, the local session index and a little metadata.
+//!
+//! One writer (the recorder thread) owns a read-write [`rusqlite::Connection`]; readers open
+//! their own read-only connections with [`open_reader`]. The file runs in WAL mode with
+//! `synchronous=FULL`, so a committed transaction survives a process kill and a power loss.
+//! This module knows table layouts; it does not know what a session is for.
+
+use std::path::Path;
+
+use automerge::AutoCommit;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use vigil_shared::chunk::Chunk;
+use vigil_shared::vitals::{Channel, Sample};
+
+/// Incremental changes kept per document before they are folded into a new snapshot. Loading
+/// replays every change, so this bounds load time; compacting rewrites the whole document,
+/// so a too-small number rewrites half a megabyte every few seconds.
+pub const COMPACT_AFTER_CHANGES: i64 = 64;
+
+/// How long a reader or writer waits for a lock before giving up. The writer's transactions
+/// are short; five seconds means something is wrong.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The schema of the appliance database, bumped with each migration.
+const DB_VERSION: i64 = 1;
+
+/// Errors from the appliance's storage.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The disk (or the database's size limit) is full.
+    #[error("database is full: {0}")]
+    Full(rusqlite::Error),
+    /// A stored document could not be loaded.
+    #[error("stored document {id} is unreadable: {reason}")]
+    CorruptDocument {
+        /// The document id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by a newer version of vigil-edge.
+    #[error("database schema version {0} is newer than this vigil-edge understands ({DB_VERSION})")]
+    TooNew(i64),
+}
+
+impl StoreError {
+    /// Sorts SQLITE_FULL out from other errors: it is an expected condition with its own
+    /// advisory, not a bug.
+    pub fn from_sqlite(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+
+    /// Whether this is a full disk.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
+    }
+}
+
+fn map(e: rusqlite::Error) -> StoreError {
+    StoreError::from_sqlite(e)
+}
+
+/// Opens (creating if needed) the database for writing and brings its schema up to date.
+pub fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(map)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(map)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(map)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(map)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(map)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Opens the database read-only, for API reads beside the writer.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(map)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(map)?;
+    if version > DB_VERSION {
+        return Err(StoreError::TooNew(version));
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE documents (
+                 id TEXT PRIMARY KEY,
+                 kind TEXT NOT NULL,
+                 site TEXT NOT NULL,
+                 snapshot BLOB NOT NULL,
+                 updated_us INTEGER NOT NULL
+             );
+             CREATE TABLE doc_changes (
+                 doc_id TEXT NOT NULL REFERENCES documents(id),
+                 seq INTEGER NOT NULL,
+                 bytes BLOB NOT NULL,
+                 PRIMARY KEY (doc_id, seq)
+             );
+             CREATE TABLE sessions (
+                 id TEXT PRIMARY KEY REFERENCES documents(id),
+                 patient_id TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 started_us INTEGER,
+                 ended_us INTEGER,
+                 scenario TEXT
+             );
+             CREATE TABLE staging (
+                 session_id TEXT NOT NULL REFERENCES documents(id),
+                 channel TEXT NOT NULL,
+                 seq INTEGER NOT NULL,
+                 bytes BLOB NOT NULL,
+                 PRIMARY KEY (session_id, channel, seq)
+             );
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )
+        .map_err(map)?;
+    }
+    Ok(())
+}
+
+/// Reads a metadata value.
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map_err(map)
+}
+
+/// Writes a metadata value.
+pub fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Stores a brand-new document.
+pub fn insert_document(
+    tx: &Transaction<'_>,
+    id: &str,
+    kind: &str,
+    site: &str,
+    snapshot: &[u8],
+    now_us: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO documents (id, kind, site, snapshot, updated_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, kind, site, snapshot, now_us],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Appends an incremental change set (from `save_incremental`) to a document; folds the
+/// changes into a fresh snapshot once there are more than [`COMPACT_AFTER_CHANGES`], using
+/// `full_save` to produce it.
+pub fn append_changes(
+    tx: &Transaction<'_>,
+    id: &str,
+    changes: &[u8],
+    now_us: i64,
+    full_save: impl FnOnce() -> Vec<u8>,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let (n, max_seq): (i64, Option<i64>) = tx
+        .query_row(
+            "SELECT count(*), max(seq) FROM doc_changes WHERE doc_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(map)?;
+    if n >= COMPACT_AFTER_CHANGES {
+        let snapshot = full_save();
+        tx.execute(
+            "UPDATE documents SET snapshot = ?2, updated_us = ?3 WHERE id = ?1",
+            params![id, snapshot, now_us],
+        )
+        .map_err(map)?;
+        tx.execute("DELETE FROM doc_changes WHERE doc_id = ?1", [id])
+            .map_err(map)?;
+    } else {
+        tx.execute(
+            "INSERT INTO doc_changes (doc_id, seq, bytes) VALUES (?1, ?2, ?3)",
+            params![id, max_seq.unwrap_or(0) + 1, changes],
+        )
+        .map_err(map)?;
+        tx.execute(
+            "UPDATE documents SET updated_us = ?2 WHERE id = ?1",
+            params![id, now_us],
+        )
+        .map_err(map)?;
+    }
+    Ok(())
+}
+
+/// Loads a stored document: its snapshot with every incremental change applied.
+/// `None` when there is no such document.
+pub fn load_document(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<(String, AutoCommit)>, StoreError> {
+    let row: Option<(String, Vec<u8>)> = conn
+        .query_row(
+            "SELECT kind, snapshot FROM documents WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(map)?;
+    let Some((kind, snapshot)) = row else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| StoreError::CorruptDocument {
+        id: id.to_owned(),
+        reason,
+    };
+    let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(e.to_string()))?;
+    let mut stmt = conn
+        .prepare_cached("SELECT bytes FROM doc_changes WHERE doc_id = ?1 ORDER BY seq")
+        .map_err(map)?;
+    let rows = stmt
+        .query_map([id], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(map)?;
+    for bytes in rows {
+        let bytes = bytes.map_err(map)?;
+        doc.load_incremental(&bytes)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(Some((kind, doc)))
+}
+
+/// Ids of stored documents of one kind, newest first.
+pub fn document_ids(conn: &Connection, kind: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM documents WHERE kind = ?1 ORDER BY updated_us DESC")
+        .map_err(map)?;
+    let ids = stmt.query_map([kind], |r| r.get(0)).map_err(map)?;
+    ids.collect::<Result<_, _>>().map_err(map)
+}
+
+/// A row of the local session index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Session id.
+    pub id: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// `in_progress`, `completed`, `aborted`.
+    pub state: String,
+    /// Start, µs.
+    pub started_us: Option<i64>,
+    /// End, µs.
+    pub ended_us: Option<i64>,
+    /// Simulator scenario driving this session, if simulated.
+    pub scenario: Option<String>,
+}
+
+/// Inserts or updates a session's index row.
+pub fn upsert_session(tx: &Transaction<'_>, row: &SessionRow) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sessions (id, patient_id, state, started_us, ended_us, scenario)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET state = excluded.state, ended_us = excluded.ended_us",
+        params![
+            row.id,
+            row.patient_id,
+            row.state,
+            row.started_us,
+            row.ended_us,
+            row.scenario
+        ],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Every session in the index, newest first.
+pub fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, patient_id, state, started_us, ended_us, scenario FROM sessions
+             ORDER BY started_us DESC",
+        )
+        .map_err(map)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(SessionRow {
+                id: r.get(0)?,
+                patient_id: r.get(1)?,
+                state: r.get(2)?,
+                started_us: r.get(3)?,
+                ended_us: r.get(4)?,
+                scenario: r.get(5)?,
+            })
+        })
+        .map_err(map)?;
+    rows.collect::<Result<_, _>>().map_err(map)
+}
+
+/// Stages a run of samples of the open chunk. `seq` orders the runs of one channel.
+pub fn stage_samples(
+    tx: &Transaction<'_>,
+    session_id: &str,
+    channel: Channel,
+    seq: i64,
+    samples: &[Sample],
+) -> Result<(), StoreError> {
+    // The staging row uses the chunk codec itself: a run of samples is a valid chunk.
+    let bytes = Chunk {
+        channel,
+        samples: samples.to_vec(),
+    }
+    .encode()
+    .map_err(|e| StoreError::CorruptDocument {
+        id: session_id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    tx.execute(
+        "INSERT INTO staging (session_id, channel, seq, bytes) VALUES (?1, ?2, ?3, ?4)",
+        params![session_id, channel.name(), seq, bytes],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Drops every staged run of a channel (its samples are now in a closed chunk).
+pub fn clear_staging(
+    tx: &Transaction<'_>,
+    session_id: &str,
+    channel: Channel,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM staging WHERE session_id = ?1 AND channel = ?2",
+        params![session_id, channel.name()],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// A staged run read back.
+#[derive(Debug)]
+pub struct StagedRun {
+    /// The channel.
+    pub channel: Channel,
+    /// Order within the channel.
+    pub seq: i64,
+    /// The samples, or why they could not be decoded.
+    pub samples: Result<Vec<Sample>, String>,
+}
+
+/// Every staged run of a session, in channel and sequence order.
+pub fn staged(conn: &Connection, session_id: &str) -> Result<Vec<StagedRun>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT channel, seq, bytes FROM staging WHERE session_id = ?1 ORDER BY channel, seq",
+        )
+        .map_err(map)?;
+    let rows = stmt
+        .query_map([session_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(map)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, seq, bytes) = row.map_err(map)?;
+        let Some(channel) = Channel::from_name(&name) else {
+            continue;
+        };
+        let samples = match Chunk::decode(&bytes) {
+            Ok(c) if c.channel == channel => Ok(c.samples),
+            Ok(_) => Err("staged run of another channel".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(StagedRun {
+            channel,
+            seq,
+            samples,
+        });
+    }
+    Ok(out)
+}
+
+/// Sizes of the database files, for the status API.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StorageUse {
+    /// Main database file, bytes.
+    pub db_bytes: u64,
+    /// Write-ahead log, bytes.
+    pub wal_bytes: u64,
+    /// Documents stored.
+    pub documents: u64,
+    /// Staged runs (open chunks) waiting to close.
+    pub staged_runs: u64,
+}
+
+/// Measures storage use.
+pub fn storage_use(conn: &Connection, path: &Path) -> Result<StorageUse, StoreError> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let documents: i64 = conn
+        .query_row("SELECT count(*) FROM documents", [], |r| r.get(0))
+        .map_err(map)?;
+    let staged_runs: i64 = conn
+        .query_row("SELECT count(*) FROM staging", [], |r| r.get(0))
+        .map_err(map)?;
+    Ok(StorageUse {
+        db_bytes: size(path),
+        wal_bytes: size(Path::new(&wal)),
+        documents: u64::try_from(documents).unwrap_or(0),
+        staged_runs: u64::try_from(staged_runs).unwrap_or(0),
+    })
+}

@@ -1,0 +1,1220 @@
+//! The Automerge document schema: session, patient and site-config documents.
+//!
+//! Every document has `schema` (a version number) and `kind` at its root. Typed, low-rate parts
+//! (protocol, events, advisories, scores, discharge, demographics, configuration) are mapped with
+//! `autosurgeon`; vitals are not: each channel is an append-only list of immutable chunk bytes
+//! written by hand (see [`SessionDoc::append_chunk`]), because reconciling thousands of chunks
+//! through autosurgeon costs hundreds of milliseconds per append. Notes are Automerge `Text`,
+//! also edited by hand, so that two people typing merge character by character.
+//!
+//! This module does no I/O: it turns documents into bytes and back, and validates them. Where
+//! the bytes live is the appliance's and the cloud's business.
+
+use std::collections::BTreeMap;
+
+use automerge::{
+    AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, transaction::Transactable,
+};
+use autosurgeon::{Hydrate, Reconcile, hydrate_prop, reconcile_prop};
+use serde::{Deserialize, Serialize};
+
+use crate::advisory::Thresholds;
+use crate::chunk::{Chunk, ChunkError, peek_header};
+use crate::vitals::Channel;
+
+/// The schema version this code writes. Readers accept every version listed in
+/// [`READABLE_SCHEMAS`].
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Every schema version this code has ever written and can still read.
+pub const READABLE_SCHEMAS: &[u64] = &[1];
+
+/// Upper bound on chunks per channel in one session document: a 24-hour session at the
+/// default 10-second chunk period is 8,640 chunks. Past this the document is rejected as
+/// malformed rather than walked for minutes.
+pub const MAX_CHUNKS_PER_CHANNEL: usize = 20_000;
+
+/// Errors reading or changing a Vigil document.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// The bytes are not an Automerge document.
+    #[error("not an automerge document: {0}")]
+    Load(#[from] automerge::AutomergeError),
+    /// The document has no `kind`, or a kind other than the one expected.
+    #[error("document kind is {found:?}, expected {expected:?}")]
+    WrongKind {
+        /// What the caller expected.
+        expected: &'static str,
+        /// What the document says (empty when missing).
+        found: String,
+    },
+    /// The document's schema version is missing or newer than this code understands.
+    #[error("document schema version {0:?} is not readable by this version of vigil")]
+    UnknownSchema(Option<u64>),
+    /// A typed part of the document does not have the expected shape.
+    #[error("document field does not match the schema: {0}")]
+    Hydrate(#[from] autosurgeon::HydrateError),
+    /// Writing a typed part failed.
+    #[error("cannot write document field: {0}")]
+    Reconcile(#[from] autosurgeon::ReconcileError),
+    /// The vitals part of a session document is malformed.
+    #[error("vitals of channel {channel} are malformed: {reason}")]
+    Vitals {
+        /// The channel whose list is broken.
+        channel: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Which of Vigil's documents this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// One infusion.
+    Session,
+    /// One patient.
+    Patient,
+    /// A site's configuration.
+    SiteConfig,
+}
+
+impl Kind {
+    /// The stable name stored in the document's `kind` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Session => "session",
+            Kind::Patient => "patient",
+            Kind::SiteConfig => "site_config",
+        }
+    }
+
+    /// Parses [`Kind::name`].
+    pub fn from_name(name: &str) -> Option<Kind> {
+        [Kind::Session, Kind::Patient, Kind::SiteConfig]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// What every document says about itself at its root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DocHeader {
+    /// The document's kind.
+    pub kind: Kind,
+    /// The schema version it was written with.
+    pub schema: u64,
+    /// The document's id (session or patient id, or the site for a site config).
+    pub id: String,
+    /// The site the document belongs to; the cloud's scope checks use this.
+    pub site: String,
+}
+
+/// Reads and checks the root fields every Vigil document carries.
+pub fn header(doc: &impl ReadDoc) -> Result<DocHeader, DocError> {
+    let kind_name = root_str(doc, "kind").unwrap_or_default();
+    let kind = Kind::from_name(&kind_name).ok_or(DocError::WrongKind {
+        expected: "session, patient or site_config",
+        found: kind_name,
+    })?;
+    let schema = root_u64(doc, "schema");
+    match schema {
+        Some(v) if READABLE_SCHEMAS.contains(&v) => {}
+        other => return Err(DocError::UnknownSchema(other)),
+    }
+    Ok(DocHeader {
+        kind,
+        schema: schema.unwrap_or(SCHEMA_VERSION),
+        id: root_str(doc, "id").unwrap_or_default(),
+        site: root_str(doc, "site").unwrap_or_default(),
+    })
+}
+
+fn root_str(doc: &impl ReadDoc, key: &str) -> Option<String> {
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn root_u64(doc: &impl ReadDoc, key: &str) -> Option<u64> {
+    match doc.get(automerge::ROOT, key).ok()?? {
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Uint(v) => Some(*v),
+            ScalarValue::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn expect_kind(doc: &impl ReadDoc, expected: Kind) -> Result<DocHeader, DocError> {
+    let h = header(doc)?;
+    if h.kind != expected {
+        return Err(DocError::WrongKind {
+            expected: expected.name(),
+            found: h.kind.name().into(),
+        });
+    }
+    Ok(h)
+}
+
+fn write_header(doc: &mut AutoCommit, kind: Kind, id: &str, site: &str) -> Result<(), DocError> {
+    doc.put(automerge::ROOT, "schema", SCHEMA_VERSION)?;
+    doc.put(automerge::ROOT, "kind", kind.name())?;
+    doc.put(automerge::ROOT, "id", id)?;
+    doc.put(automerge::ROOT, "site", site)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Reconcile, Hydrate, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Created, infusion not started.
+    #[autosurgeon(rename = "planned")]
+    Planned,
+    /// Recording.
+    #[autosurgeon(rename = "in_progress")]
+    InProgress,
+    /// Finished normally.
+    #[autosurgeon(rename = "completed")]
+    Completed,
+    /// Stopped early.
+    #[autosurgeon(rename = "aborted")]
+    Aborted,
+}
+
+/// The infusion protocol.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct Protocol {
+    /// The drug, e.g. `ketamine`.
+    pub drug: String,
+    /// The route, e.g. `iv`.
+    pub route: String,
+    /// The dose in mg per kg of body weight.
+    pub dose_mg_per_kg: f64,
+    /// The patient's weight in kg on the day.
+    pub weight_kg: f64,
+    /// The planned infusion duration in minutes.
+    pub planned_minutes: u64,
+}
+
+/// A dose event on the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Reconcile, Hydrate, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoseAction {
+    /// Infusion started.
+    #[autosurgeon(rename = "start")]
+    Start,
+    /// Pump rate changed.
+    #[autosurgeon(rename = "rate_change")]
+    RateChange,
+    /// Infusion paused.
+    #[autosurgeon(rename = "pause")]
+    Pause,
+    /// Infusion resumed.
+    #[autosurgeon(rename = "resume")]
+    Resume,
+    /// Infusion stopped.
+    #[autosurgeon(rename = "stop")]
+    Stop,
+}
+
+/// One entry of the dose timeline.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct DoseEvent {
+    /// Unique id; the list is keyed on it so concurrent appends merge.
+    #[key]
+    pub id: String,
+    /// When, µs since the epoch.
+    pub at_us: i64,
+    /// What happened.
+    pub action: DoseAction,
+    /// The pump rate after the event, mg/h, when known.
+    pub rate_mg_per_h: Option<f64>,
+    /// Who recorded it.
+    pub by: String,
+}
+
+/// An advisory raised by the rule engine, and what people did about it.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct AdvisoryRecord {
+    /// Unique id.
+    #[key]
+    pub id: String,
+    /// The rule, e.g. `bp_high`, `spo2_low`, `disconnected`.
+    pub kind: String,
+    /// The channel or device it concerns.
+    pub subject: String,
+    /// `high`, `medium` or `low`.
+    pub priority: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// When it was raised, µs.
+    pub raised_us: i64,
+    /// When someone acknowledged it.
+    pub acknowledged_us: Option<i64>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// When the condition ended.
+    pub cleared_us: Option<i64>,
+}
+
+/// A side effect observed during the session.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct Observation {
+    /// Unique id.
+    #[key]
+    pub id: String,
+    /// When, µs.
+    pub at_us: i64,
+    /// The effect, e.g. `nausea`, `dissociation`.
+    pub effect: String,
+    /// `mild`, `moderate` or `severe`.
+    pub severity: String,
+    /// Who recorded it.
+    pub by: String,
+}
+
+/// A questionnaire or scale result.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct Score {
+    /// Unique id.
+    #[key]
+    pub id: String,
+    /// When, µs.
+    pub at_us: i64,
+    /// The instrument, e.g. `phq9`, `gad7`, `cadss`, `aldrete`.
+    pub instrument: String,
+    /// `pre` or `post`.
+    pub phase: String,
+    /// The total.
+    pub value: i64,
+    /// Who recorded it.
+    pub by: String,
+}
+
+/// The discharge record.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct Discharge {
+    /// When, µs.
+    pub at_us: i64,
+    /// Modified Aldrete score (0–10).
+    pub aldrete: i64,
+    /// The escort's name.
+    pub escort: String,
+    /// The patient acknowledged no driving for 24 hours.
+    pub no_driving_ack: bool,
+    /// Who discharged.
+    pub by: String,
+}
+
+/// The typed, low-rate part of a session document (everything but vitals and notes).
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct SessionMeta {
+    /// Session id.
+    pub id: String,
+    /// Site.
+    pub site: String,
+    /// Room.
+    pub room: String,
+    /// Patient id.
+    pub patient_id: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// State.
+    pub state: SessionState,
+    /// Created, µs.
+    pub created_us: i64,
+    /// Recording started, µs.
+    pub started_us: Option<i64>,
+    /// Recording ended, µs.
+    pub ended_us: Option<i64>,
+    /// Dose timeline.
+    pub dose_events: Vec<DoseEvent>,
+    /// Advisories.
+    pub advisories: Vec<AdvisoryRecord>,
+    /// Observations.
+    pub observations: Vec<Observation>,
+    /// Scores.
+    pub scores: Vec<Score>,
+    /// Discharge.
+    pub discharge: Option<Discharge>,
+}
+
+const META_KEYS: [&str; 14] = [
+    "id",
+    "site",
+    "room",
+    "patient_id",
+    "protocol",
+    "state",
+    "created_us",
+    "started_us",
+    "ended_us",
+    "dose_events",
+    "advisories",
+    "observations",
+    "scores",
+    "discharge",
+];
+
+/// A session document: typed metadata, vitals chunk lists and notes.
+#[derive(Debug, Clone)]
+pub struct SessionDoc {
+    doc: AutoCommit,
+    /// The object id of each channel's chunk list, looked up once.
+    vitals: BTreeMap<Channel, ObjId>,
+    notes: ObjId,
+}
+
+impl SessionDoc {
+    /// A new session document.
+    pub fn create(meta: &SessionMeta) -> Result<SessionDoc, DocError> {
+        let mut doc = AutoCommit::new();
+        write_header(&mut doc, Kind::Session, &meta.id, &meta.site)?;
+        let vitals_obj = doc.put_object(automerge::ROOT, "vitals", ObjType::Map)?;
+        let mut vitals = BTreeMap::new();
+        for channel in Channel::ALL {
+            let list = doc.put_object(&vitals_obj, channel.name(), ObjType::List)?;
+            vitals.insert(channel, list);
+        }
+        let notes = doc.put_object(automerge::ROOT, "notes", ObjType::Text)?;
+        let mut session = SessionDoc { doc, vitals, notes };
+        session.write_meta(meta)?;
+        Ok(session)
+    }
+
+    /// Loads a saved session document and checks its kind and schema.
+    pub fn load(bytes: &[u8]) -> Result<SessionDoc, DocError> {
+        SessionDoc::from_automerge(AutoCommit::load(bytes)?)
+    }
+
+    /// Wraps an Automerge document already in memory, checking its kind and schema.
+    pub fn from_automerge(doc: AutoCommit) -> Result<SessionDoc, DocError> {
+        expect_kind(&doc, Kind::Session)?;
+        let vitals_obj = match doc.get(automerge::ROOT, "vitals")? {
+            Some((Value::Object(ObjType::Map), id)) => id,
+            _ => return Err(vitals_error("*", "no vitals map")),
+        };
+        let mut vitals = BTreeMap::new();
+        for channel in Channel::ALL {
+            // A channel added by a newer schema is absent from older documents; such a
+            // document is still readable, the channel simply has no chunks yet.
+            if let Some((Value::Object(ObjType::List), id)) =
+                doc.get(&vitals_obj, channel.name())?
+            {
+                vitals.insert(channel, id);
+            }
+        }
+        let notes = match doc.get(automerge::ROOT, "notes")? {
+            Some((Value::Object(ObjType::Text), id)) => id,
+            _ => return Err(vitals_error("notes", "no notes text")),
+        };
+        Ok(SessionDoc { doc, vitals, notes })
+    }
+
+    /// The typed metadata.
+    pub fn meta(&self) -> Result<SessionMeta, DocError> {
+        Ok(SessionMeta {
+            id: hydrate_prop(&self.doc, automerge::ROOT, "id")?,
+            site: hydrate_prop(&self.doc, automerge::ROOT, "site")?,
+            room: hydrate_prop(&self.doc, automerge::ROOT, "room")?,
+            patient_id: hydrate_prop(&self.doc, automerge::ROOT, "patient_id")?,
+            protocol: hydrate_prop(&self.doc, automerge::ROOT, "protocol")?,
+            state: hydrate_prop(&self.doc, automerge::ROOT, "state")?,
+            created_us: hydrate_prop(&self.doc, automerge::ROOT, "created_us")?,
+            started_us: hydrate_prop(&self.doc, automerge::ROOT, "started_us")?,
+            ended_us: hydrate_prop(&self.doc, automerge::ROOT, "ended_us")?,
+            dose_events: hydrate_prop(&self.doc, automerge::ROOT, "dose_events")?,
+            advisories: hydrate_prop(&self.doc, automerge::ROOT, "advisories")?,
+            observations: hydrate_prop(&self.doc, automerge::ROOT, "observations")?,
+            scores: hydrate_prop(&self.doc, automerge::ROOT, "scores")?,
+            discharge: hydrate_prop(&self.doc, automerge::ROOT, "discharge")?,
+        })
+    }
+
+    /// Changes the typed metadata: hydrate, let `f` edit, reconcile the difference.
+    /// On error the open transaction is rolled back, so the document is unchanged.
+    pub fn update_meta<R>(&mut self, f: impl FnOnce(&mut SessionMeta) -> R) -> Result<R, DocError> {
+        let mut meta = self.meta()?;
+        let out = f(&mut meta);
+        if let Err(e) = self.write_meta(&meta) {
+            self.doc.rollback();
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn write_meta(&mut self, meta: &SessionMeta) -> Result<(), DocError> {
+        // Each field is reconciled under its own root key, so that the hand-written parts of
+        // the root (vitals, notes, schema, kind) are never touched by autosurgeon.
+        let d = &mut self.doc;
+        let root = automerge::ROOT;
+        reconcile_prop(d, &root, META_KEYS[0], &meta.id)?;
+        reconcile_prop(d, &root, META_KEYS[1], &meta.site)?;
+        reconcile_prop(d, &root, META_KEYS[2], &meta.room)?;
+        reconcile_prop(d, &root, META_KEYS[3], &meta.patient_id)?;
+        reconcile_prop(d, &root, META_KEYS[4], &meta.protocol)?;
+        reconcile_prop(d, &root, META_KEYS[5], meta.state)?;
+        reconcile_prop(d, &root, META_KEYS[6], meta.created_us)?;
+        reconcile_prop(d, &root, META_KEYS[7], meta.started_us)?;
+        reconcile_prop(d, &root, META_KEYS[8], meta.ended_us)?;
+        reconcile_prop(d, &root, META_KEYS[9], &meta.dose_events)?;
+        reconcile_prop(d, &root, META_KEYS[10], &meta.advisories)?;
+        reconcile_prop(d, &root, META_KEYS[11], &meta.observations)?;
+        reconcile_prop(d, &root, META_KEYS[12], &meta.scores)?;
+        reconcile_prop(d, &root, META_KEYS[13], &meta.discharge)?;
+        Ok(())
+    }
+
+    /// Appends one closed chunk to its channel's list. The chunk's header is checked first:
+    /// a chunk of the wrong channel or an unreadable one never enters the document.
+    pub fn append_chunk(&mut self, channel: Channel, bytes: Vec<u8>) -> Result<(), DocError> {
+        let h = peek_header(&bytes).map_err(|e| vitals_error(channel.name(), &e.to_string()))?;
+        if h.channel != channel {
+            return Err(vitals_error(
+                channel.name(),
+                "chunk belongs to another channel",
+            ));
+        }
+        let list = match self.vitals.get(&channel) {
+            Some(list) => list.clone(),
+            None => {
+                let vitals_obj = match self.doc.get(automerge::ROOT, "vitals")? {
+                    Some((Value::Object(ObjType::Map), id)) => id,
+                    _ => return Err(vitals_error("*", "no vitals map")),
+                };
+                let list = self
+                    .doc
+                    .put_object(&vitals_obj, channel.name(), ObjType::List)?;
+                self.vitals.insert(channel, list.clone());
+                list
+            }
+        };
+        let len = self.doc.length(&list);
+        if len >= MAX_CHUNKS_PER_CHANNEL {
+            return Err(vitals_error(channel.name(), "too many chunks"));
+        }
+        self.doc.insert(&list, len, ScalarValue::Bytes(bytes))?;
+        Ok(())
+    }
+
+    /// Number of chunks stored for a channel.
+    pub fn chunk_count(&self, channel: Channel) -> usize {
+        self.vitals
+            .get(&channel)
+            .map_or(0, |list| self.doc.length(list))
+    }
+
+    /// Every chunk of a channel, each decoded on its own: a corrupt chunk yields an error in
+    /// its place while the others still read.
+    pub fn chunks(&self, channel: Channel) -> Vec<Result<Chunk, ChunkReadError>> {
+        self.chunk_bytes(channel)
+            .into_iter()
+            .map(|b| match b {
+                Some(bytes) => match Chunk::decode(&bytes) {
+                    Ok(c) if c.channel == channel => Ok(c),
+                    Ok(_) => Err(ChunkReadError::WrongChannel),
+                    Err(e) => Err(ChunkReadError::Decode(e)),
+                },
+                None => Err(ChunkReadError::NotBytes),
+            })
+            .collect()
+    }
+
+    /// The raw bytes of every chunk of a channel (`None` for a list item that isn't bytes).
+    pub fn chunk_bytes(&self, channel: Channel) -> Vec<Option<Vec<u8>>> {
+        let Some(list) = self.vitals.get(&channel) else {
+            return Vec::new();
+        };
+        let len = self.doc.length(list).min(MAX_CHUNKS_PER_CHANNEL);
+        (0..len)
+            .map(|i| match self.doc.get(list, i) {
+                Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+                    ScalarValue::Bytes(b) => Some(b.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Appends text to the notes.
+    pub fn append_note(&mut self, text: &str) -> Result<(), DocError> {
+        let len = self.doc.length(&self.notes);
+        self.doc.splice_text(&self.notes, len, 0, text)?;
+        Ok(())
+    }
+
+    /// The notes as plain text.
+    pub fn notes(&self) -> Result<String, DocError> {
+        Ok(self.doc.text(&self.notes)?)
+    }
+
+    /// The underlying Automerge document (for saving and syncing).
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+
+    /// The underlying Automerge document, read-only.
+    pub fn automerge_ref(&self) -> &AutoCommit {
+        &self.doc
+    }
+}
+
+/// Why one chunk of a session document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkReadError {
+    /// The bytes are not a valid chunk.
+    #[error("corrupt chunk: {0}")]
+    Decode(ChunkError),
+    /// The chunk is valid but belongs to another channel's list.
+    #[error("chunk of another channel")]
+    WrongChannel,
+    /// The list item is not a bytes value.
+    #[error("list item is not a chunk")]
+    NotBytes,
+}
+
+fn vitals_error(channel: &str, reason: &str) -> DocError {
+    DocError::Vitals {
+        channel: channel.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Patient
+
+/// Answers to the pre-infusion screening; `true` flags a contraindication.
+#[derive(Debug, Clone, Default, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Screening {
+    /// Baseline blood pressure above 140/90 and not controlled.
+    pub uncontrolled_hypertension: bool,
+    /// Cardiovascular disease.
+    pub cardiovascular_disease: bool,
+    /// History of psychosis.
+    pub psychosis_history: bool,
+    /// Pregnant.
+    pub pregnancy: bool,
+    /// Current substance use.
+    pub substance_use: bool,
+    /// When answered, µs.
+    pub answered_us: Option<i64>,
+    /// Who asked.
+    pub by: Option<String>,
+}
+
+/// The planned course of treatment.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoursePlan {
+    /// `induction` or `maintenance`.
+    pub phase: String,
+    /// Infusions planned in the induction.
+    pub infusions_planned: u64,
+    /// Over how many weeks.
+    pub weeks: u64,
+    /// Infusions per week, e.g. `[3, 2, 1]`.
+    pub per_week: Vec<u64>,
+}
+
+impl Default for CoursePlan {
+    fn default() -> Self {
+        CoursePlan {
+            phase: "induction".into(),
+            infusions_planned: 6,
+            weeks: 3,
+            per_week: vec![3, 2, 1],
+        }
+    }
+}
+
+/// A patient document's typed content.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct PatientRecord {
+    /// Patient id.
+    pub id: String,
+    /// Home site.
+    pub site: String,
+    /// Given name.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+    /// Date of birth, `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// Administrative sex as recorded.
+    pub sex: String,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Screening answers.
+    pub screening: Screening,
+    /// Current medications.
+    pub medications: Vec<String>,
+    /// Course plan.
+    pub course: CoursePlan,
+    /// Outcome scores over the course (PHQ-9 and others).
+    pub outcome_scores: Vec<Score>,
+}
+
+const PATIENT_KEYS: [&str; 9] = [
+    "given_name",
+    "family_name",
+    "birth_date",
+    "sex",
+    "phone",
+    "screening",
+    "medications",
+    "course",
+    "outcome_scores",
+];
+
+/// A patient document.
+#[derive(Debug, Clone)]
+pub struct PatientDoc {
+    doc: AutoCommit,
+}
+
+impl PatientDoc {
+    /// A new patient document.
+    pub fn create(record: &PatientRecord) -> Result<PatientDoc, DocError> {
+        let mut doc = AutoCommit::new();
+        write_header(&mut doc, Kind::Patient, &record.id, &record.site)?;
+        let mut p = PatientDoc { doc };
+        p.write(record)?;
+        Ok(p)
+    }
+
+    /// Loads and checks a saved patient document.
+    pub fn load(bytes: &[u8]) -> Result<PatientDoc, DocError> {
+        PatientDoc::from_automerge(AutoCommit::load(bytes)?)
+    }
+
+    /// Wraps a document in memory, checking kind and schema.
+    pub fn from_automerge(doc: AutoCommit) -> Result<PatientDoc, DocError> {
+        expect_kind(&doc, Kind::Patient)?;
+        Ok(PatientDoc { doc })
+    }
+
+    /// The typed content.
+    pub fn record(&self) -> Result<PatientRecord, DocError> {
+        let d = &self.doc;
+        let root = automerge::ROOT;
+        Ok(PatientRecord {
+            id: hydrate_prop(d, &root, "id")?,
+            site: hydrate_prop(d, &root, "site")?,
+            given_name: hydrate_prop(d, &root, "given_name")?,
+            family_name: hydrate_prop(d, &root, "family_name")?,
+            birth_date: hydrate_prop(d, &root, "birth_date")?,
+            sex: hydrate_prop(d, &root, "sex")?,
+            phone: hydrate_prop(d, &root, "phone")?,
+            screening: hydrate_prop(d, &root, "screening")?,
+            medications: hydrate_prop(d, &root, "medications")?,
+            course: hydrate_prop(d, &root, "course")?,
+            outcome_scores: hydrate_prop(d, &root, "outcome_scores")?,
+        })
+    }
+
+    /// Changes the content; on error the document is unchanged.
+    pub fn update<R>(&mut self, f: impl FnOnce(&mut PatientRecord) -> R) -> Result<R, DocError> {
+        let mut record = self.record()?;
+        let out = f(&mut record);
+        if let Err(e) = self.write(&record) {
+            self.doc.rollback();
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, r: &PatientRecord) -> Result<(), DocError> {
+        let d = &mut self.doc;
+        let root = automerge::ROOT;
+        reconcile_prop(d, &root, PATIENT_KEYS[0], &r.given_name)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[1], &r.family_name)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[2], &r.birth_date)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[3], &r.sex)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[4], &r.phone)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[5], &r.screening)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[6], &r.medications)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[7], &r.course)?;
+        reconcile_prop(d, &root, PATIENT_KEYS[8], &r.outcome_scores)?;
+        Ok(())
+    }
+
+    /// The underlying Automerge document.
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Site config
+
+/// A monitor assigned to a room.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct MonitorAssignment {
+    /// BLE address or advertised name.
+    pub address_or_name: String,
+    /// What it measures, e.g. `heart_rate`, `blood_pressure`, `pulse_oximeter`.
+    pub kind: String,
+}
+
+/// A room of the site.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct RoomConfig {
+    /// Room id.
+    #[key]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Assigned monitors.
+    pub monitors: Vec<MonitorAssignment>,
+}
+
+/// A staff member who may sign in at the room screen.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct StaffMember {
+    /// Staff id.
+    #[key]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `nurse`, `clinician`, `front_desk`.
+    pub role: String,
+    /// Hash of the person's PIN (never the PIN).
+    pub pin_hash: String,
+}
+
+/// Advisory thresholds as stored in the site config (mirrors [`Thresholds`]).
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
+struct StoredThresholds {
+    bp_systolic_high: i64,
+    bp_diastolic_high: i64,
+    bp_systolic_immediate: i64,
+    bp_diastolic_immediate: i64,
+    bp_consecutive_readings: u64,
+    hr_high_bpm: i64,
+    hr_high_duration_s: u64,
+    spo2_low_pct: i64,
+    spo2_low_duration_s: u64,
+    no_data_s: u64,
+}
+
+impl From<&Thresholds> for StoredThresholds {
+    fn from(t: &Thresholds) -> Self {
+        StoredThresholds {
+            bp_systolic_high: t.bp_systolic_high.into(),
+            bp_diastolic_high: t.bp_diastolic_high.into(),
+            bp_systolic_immediate: t.bp_systolic_immediate.into(),
+            bp_diastolic_immediate: t.bp_diastolic_immediate.into(),
+            bp_consecutive_readings: t.bp_consecutive_readings.into(),
+            hr_high_bpm: t.hr_high_bpm.into(),
+            hr_high_duration_s: t.hr_high_duration_s.into(),
+            spo2_low_pct: t.spo2_low_pct.into(),
+            spo2_low_duration_s: t.spo2_low_duration_s.into(),
+            no_data_s: t.no_data_s.into(),
+        }
+    }
+}
+
+impl StoredThresholds {
+    /// Out-of-range stored numbers fall back to the default for that field, so a document
+    /// edited by a newer or broken writer still yields usable thresholds.
+    fn to_thresholds(&self) -> Thresholds {
+        let d = Thresholds::default();
+        let i = |v: i64, dflt: i32| i32::try_from(v).unwrap_or(dflt);
+        let u = |v: u64, dflt: u32| u32::try_from(v).unwrap_or(dflt);
+        Thresholds {
+            bp_systolic_high: i(self.bp_systolic_high, d.bp_systolic_high),
+            bp_diastolic_high: i(self.bp_diastolic_high, d.bp_diastolic_high),
+            bp_systolic_immediate: i(self.bp_systolic_immediate, d.bp_systolic_immediate),
+            bp_diastolic_immediate: i(self.bp_diastolic_immediate, d.bp_diastolic_immediate),
+            bp_consecutive_readings: u(self.bp_consecutive_readings, d.bp_consecutive_readings),
+            hr_high_bpm: i(self.hr_high_bpm, d.hr_high_bpm),
+            hr_high_duration_s: u(self.hr_high_duration_s, d.hr_high_duration_s),
+            spo2_low_pct: i(self.spo2_low_pct, d.spo2_low_pct),
+            spo2_low_duration_s: u(self.spo2_low_duration_s, d.spo2_low_duration_s),
+            no_data_s: u(self.no_data_s, d.no_data_s),
+        }
+    }
+}
+
+/// A site configuration's typed content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteConfig {
+    /// Site id.
+    pub site: String,
+    /// Display name, e.g. `Austin, TX`.
+    pub name: String,
+    /// Region, for regional managers' scope.
+    pub region: String,
+    /// Rooms.
+    pub rooms: Vec<RoomConfig>,
+    /// Advisory thresholds chosen by the site's medical director.
+    pub thresholds: Thresholds,
+    /// Staff who may sign in.
+    pub staff: Vec<StaffMember>,
+}
+
+/// A site config document.
+#[derive(Debug, Clone)]
+pub struct SiteConfigDoc {
+    doc: AutoCommit,
+}
+
+impl SiteConfigDoc {
+    /// A new site config document.
+    pub fn create(config: &SiteConfig) -> Result<SiteConfigDoc, DocError> {
+        let mut doc = AutoCommit::new();
+        write_header(&mut doc, Kind::SiteConfig, &config.site, &config.site)?;
+        let mut s = SiteConfigDoc { doc };
+        s.write(config)?;
+        Ok(s)
+    }
+
+    /// Loads and checks a saved site config.
+    pub fn load(bytes: &[u8]) -> Result<SiteConfigDoc, DocError> {
+        let doc = AutoCommit::load(bytes)?;
+        expect_kind(&doc, Kind::SiteConfig)?;
+        Ok(SiteConfigDoc { doc })
+    }
+
+    /// The typed content.
+    pub fn config(&self) -> Result<SiteConfig, DocError> {
+        let d = &self.doc;
+        let root = automerge::ROOT;
+        let stored: StoredThresholds = hydrate_prop(d, &root, "thresholds")?;
+        Ok(SiteConfig {
+            site: hydrate_prop(d, &root, "site")?,
+            name: hydrate_prop(d, &root, "name")?,
+            region: hydrate_prop(d, &root, "region")?,
+            rooms: hydrate_prop(d, &root, "rooms")?,
+            thresholds: stored.to_thresholds(),
+            staff: hydrate_prop(d, &root, "staff")?,
+        })
+    }
+
+    /// Changes the content; on error the document is unchanged.
+    pub fn update<R>(&mut self, f: impl FnOnce(&mut SiteConfig) -> R) -> Result<R, DocError> {
+        let mut c = self.config()?;
+        let out = f(&mut c);
+        if let Err(e) = self.write(&c) {
+            self.doc.rollback();
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, c: &SiteConfig) -> Result<(), DocError> {
+        let d = &mut self.doc;
+        let root = automerge::ROOT;
+        reconcile_prop(d, &root, "name", &c.name)?;
+        reconcile_prop(d, &root, "region", &c.region)?;
+        reconcile_prop(d, &root, "rooms", &c.rooms)?;
+        reconcile_prop(
+            d,
+            &root,
+            "thresholds",
+            StoredThresholds::from(&c.thresholds),
+        )?;
+        reconcile_prop(d, &root, "staff", &c.staff)?;
+        Ok(())
+    }
+
+    /// The underlying Automerge document.
+    pub fn automerge(&mut self) -> &mut AutoCommit {
+        &mut self.doc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vitals::Sample;
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            id: "s-1".into(),
+            site: "austin".into(),
+            room: "1".into(),
+            patient_id: "p-1".into(),
+            protocol: Protocol {
+                drug: "ketamine".into(),
+                route: "iv".into(),
+                dose_mg_per_kg: 0.5,
+                weight_kg: 70.0,
+                planned_minutes: 40,
+            },
+            state: SessionState::InProgress,
+            created_us: 1_000,
+            started_us: Some(2_000),
+            ended_us: None,
+            dose_events: vec![DoseEvent {
+                id: "d1".into(),
+                at_us: 2_000,
+                action: DoseAction::Start,
+                rate_mg_per_h: Some(52.5),
+                by: "nurse-a".into(),
+            }],
+            advisories: vec![],
+            observations: vec![],
+            scores: vec![Score {
+                id: "sc1".into(),
+                at_us: 1_500,
+                instrument: "phq9".into(),
+                phase: "pre".into(),
+                value: 18,
+                by: "nurse-a".into(),
+            }],
+            discharge: None,
+        }
+    }
+
+    fn patient() -> PatientRecord {
+        PatientRecord {
+            id: "p-1".into(),
+            site: "austin".into(),
+            given_name: "Ada".into(),
+            family_name: "Lovelace".into(),
+            birth_date: "1980-12-10".into(),
+            sex: "female".into(),
+            phone: None,
+            screening: Screening::default(),
+            medications: vec!["sertraline".into()],
+            course: CoursePlan::default(),
+            outcome_scores: vec![],
+        }
+    }
+
+    fn hr_chunk(start_us: i64, n: usize) -> Vec<u8> {
+        let samples: Vec<Sample> = (0..n)
+            .map(|i| Sample::scalar(start_us + i as i64 * 1_000_000, 70 + (i % 5) as i32))
+            .collect();
+        Chunk {
+            channel: Channel::Hr,
+            samples,
+        }
+        .encode()
+        .unwrap()
+    }
+
+    #[test]
+    fn session_round_trips_through_save_and_load() {
+        let mut s = SessionDoc::create(&meta()).unwrap();
+        s.append_chunk(Channel::Hr, hr_chunk(2_000, 10)).unwrap();
+        s.append_chunk(Channel::Hr, hr_chunk(10_002_000, 10))
+            .unwrap();
+        s.append_note("calm, ").unwrap();
+        s.append_note("talkative").unwrap();
+        let bytes = s.automerge().save();
+
+        let loaded = SessionDoc::load(&bytes).unwrap();
+        assert_eq!(loaded.meta().unwrap(), meta());
+        assert_eq!(loaded.notes().unwrap(), "calm, talkative");
+        let chunks: Vec<Chunk> = loaded
+            .chunks(Channel::Hr)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].samples[0].t_us, 10_002_000);
+        assert_eq!(loaded.chunk_count(Channel::Spo2), 0);
+        let h = header(loaded.automerge_ref()).unwrap();
+        assert_eq!(
+            (h.kind, h.schema, h.id.as_str(), h.site.as_str()),
+            (Kind::Session, 1, "s-1", "austin")
+        );
+    }
+
+    #[test]
+    fn update_meta_appends_keyed_events() {
+        let mut s = SessionDoc::create(&meta()).unwrap();
+        s.update_meta(|m| {
+            m.observations.push(Observation {
+                id: "o1".into(),
+                at_us: 5,
+                effect: "nausea".into(),
+                severity: "mild".into(),
+                by: "n".into(),
+            })
+        })
+        .unwrap();
+        s.update_meta(|m| m.state = SessionState::Completed)
+            .unwrap();
+        let m = s.meta().unwrap();
+        assert_eq!(m.observations.len(), 1);
+        assert_eq!(m.state, SessionState::Completed);
+    }
+
+    #[test]
+    fn corrupt_chunk_reports_an_error_while_others_read() {
+        let mut s = SessionDoc::create(&meta()).unwrap();
+        s.append_chunk(Channel::Hr, hr_chunk(0, 5)).unwrap();
+        // Bypass append_chunk's check to plant a damaged chunk, as a buggy or hostile peer could.
+        let good = hr_chunk(5_000_000, 5);
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad.truncate(last);
+        let list = s.vitals[&Channel::Hr].clone();
+        s.automerge()
+            .insert(&list, 1, ScalarValue::Bytes(bad))
+            .unwrap();
+        s.automerge()
+            .insert(&list, 2, ScalarValue::Bytes(good))
+            .unwrap();
+        s.automerge().insert(&list, 3, "not bytes").unwrap();
+        let decoded = s.chunks(Channel::Hr);
+        assert_eq!(decoded.len(), 4);
+        assert!(decoded[0].is_ok());
+        assert!(decoded[1].is_err());
+        assert!(decoded[2].is_ok());
+        assert_eq!(decoded[3], Err(ChunkReadError::NotBytes));
+    }
+
+    #[test]
+    fn append_chunk_refuses_a_chunk_of_another_channel() {
+        let mut s = SessionDoc::create(&meta()).unwrap();
+        assert!(s.append_chunk(Channel::Spo2, hr_chunk(0, 3)).is_err());
+        assert!(s.append_chunk(Channel::Hr, vec![0xff, 1, 2]).is_err());
+        assert_eq!(s.chunk_count(Channel::Spo2), 0);
+        assert_eq!(s.chunk_count(Channel::Hr), 0);
+    }
+
+    #[test]
+    fn loading_checks_kind_and_schema() {
+        let mut p = PatientDoc::create(&patient()).unwrap();
+        let bytes = p.automerge().save();
+        assert!(matches!(
+            SessionDoc::load(&bytes),
+            Err(DocError::WrongKind { .. })
+        ));
+
+        let mut future = SessionDoc::create(&meta()).unwrap();
+        future
+            .automerge()
+            .put(automerge::ROOT, "schema", 99_u64)
+            .unwrap();
+        let bytes = future.automerge().save();
+        assert!(matches!(
+            SessionDoc::load(&bytes),
+            Err(DocError::UnknownSchema(Some(99)))
+        ));
+
+        assert!(matches!(
+            SessionDoc::load(b"garbage"),
+            Err(DocError::Load(_))
+        ));
+    }
+
+    #[test]
+    fn concurrent_patient_edits_merge() {
+        let mut a = PatientDoc::create(&patient()).unwrap();
+        let mut b = PatientDoc::load(&a.automerge().save()).unwrap();
+        b.automerge().set_actor(automerge::ActorId::random());
+
+        a.update(|r| r.phone = Some("512-555-0100".into())).unwrap();
+        a.update(|r| r.medications.push("bupropion".into()))
+            .unwrap();
+        b.update(|r| r.screening.substance_use = true).unwrap();
+        b.update(|r| r.family_name = "King".into()).unwrap();
+
+        let mut b_doc = b.automerge().clone();
+        a.automerge().merge(&mut b_doc).unwrap();
+        let mut a_doc = a.automerge().clone();
+        b.automerge().merge(&mut a_doc).unwrap();
+
+        let ra = a.record().unwrap();
+        assert_eq!(ra, b.record().unwrap());
+        assert_eq!(ra.phone.as_deref(), Some("512-555-0100"));
+        assert_eq!(
+            ra.medications,
+            vec!["sertraline".to_string(), "bupropion".to_string()]
+        );
+        assert!(ra.screening.substance_use);
+        assert_eq!(ra.family_name, "King");
+    }
+
+    #[test]
+    fn concurrent_session_events_and_notes_merge() {
+        let mut a = SessionDoc::create(&meta()).unwrap();
+        let mut b = SessionDoc::load(&a.automerge().save()).unwrap();
+        b.automerge().set_actor(automerge::ActorId::random());
+        a.update_meta(|m| {
+            m.observations.push(Observation {
+                id: "oa".into(),
+                at_us: 10,
+                effect: "nausea".into(),
+                severity: "mild".into(),
+                by: "a".into(),
+            })
+        })
+        .unwrap();
+        b.update_meta(|m| {
+            m.observations.push(Observation {
+                id: "ob".into(),
+                at_us: 11,
+                effect: "dissociation".into(),
+                severity: "moderate".into(),
+                by: "b".into(),
+            })
+        })
+        .unwrap();
+        a.append_note("from a. ").unwrap();
+        b.append_note("from b. ").unwrap();
+        a.append_chunk(Channel::Hr, hr_chunk(0, 3)).unwrap();
+        b.append_chunk(Channel::Spo2, {
+            let s = vec![Sample::scalar(0, 98), Sample::scalar(1_000_000, 97)];
+            Chunk {
+                channel: Channel::Spo2,
+                samples: s,
+            }
+            .encode()
+            .unwrap()
+        })
+        .unwrap();
+        let mut bd = b.automerge().clone();
+        a.automerge().merge(&mut bd).unwrap();
+        let merged = SessionDoc::from_automerge(a.automerge().clone()).unwrap();
+        let m = merged.meta().unwrap();
+        let mut ids: Vec<_> = m.observations.iter().map(|o| o.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["oa", "ob"]);
+        let notes = merged.notes().unwrap();
+        assert!(
+            notes.contains("from a. ") && notes.contains("from b. "),
+            "{notes}"
+        );
+        assert_eq!(merged.chunk_count(Channel::Hr), 1);
+        assert_eq!(merged.chunk_count(Channel::Spo2), 1);
+    }
+
+    #[test]
+    fn site_config_round_trips_thresholds() {
+        let mut t = Thresholds::default();
+        t.bp_systolic_high = 170;
+        let cfg = SiteConfig {
+            site: "florida".into(),
+            name: "Florida".into(),
+            region: "southeast".into(),
+            rooms: vec![RoomConfig {
+                id: "1".into(),
+                name: "Room 1".into(),
+                monitors: vec![],
+            }],
+            thresholds: t,
+            staff: vec![],
+        };
+        let mut d = SiteConfigDoc::create(&cfg).unwrap();
+        let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
+        assert_eq!(loaded.config().unwrap(), cfg);
+    }
+}

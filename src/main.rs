@@ -1,0 +1,229 @@
+//! `vigil`: the launcher. `vigil demo` runs a whole clinic on this machine: two sites with two
+//! rooms each, every room an appliance recording simulated patients back to back at 60 times
+//! real speed, each with its own data directory and local API.
+//!
+//! It prints where to look as `name: value` lines and stops cleanly on Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use vigil_edge::api::Command as EdgeCommand;
+use vigil_edge::app::Appliance;
+use vigil_edge::config::{EdgeConfig, SourceConfig};
+use vigil_edge::recorder::{NewPatient, NewSession, SessionEvent, StopSession};
+use vigil_hardware::sim::Scenario;
+use vigil_shared::doc::{DoseAction, Protocol};
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "Vigil launcher")]
+struct Cli {
+    /// Log as JSON lines instead of readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a demo clinic: two sites, two rooms each, simulated patients.
+    Demo {
+        /// How much faster than real time the simulated rooms run.
+        #[arg(long, default_value_t = 60.0)]
+        time_factor: f64,
+    },
+}
+
+const SITES: [&str; 2] = ["austin", "florida"];
+const ROOMS: [&str; 2] = ["1", "2"];
+const NAMES: [(&str, &str); 6] = [
+    ("Maria", "Alvarez"),
+    ("James", "Okafor"),
+    ("Linh", "Tran"),
+    ("Robert", "Hale"),
+    ("Aisha", "Bello"),
+    ("Daniel", "Kowalski"),
+];
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    vigil_edge::init_logging(cli.log_json);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Demo { time_factor } => runtime.block_on(demo(time_factor)),
+    }
+}
+
+async fn demo(time_factor: f64) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    println!("data dir: {}", dir.path().display());
+    let mut appliances = Vec::new();
+    for (s, site) in SITES.iter().enumerate() {
+        for (r, room) in ROOMS.iter().enumerate() {
+            let n = (s * ROOMS.len() + r) as u64;
+            let config = EdgeConfig {
+                site: (*site).into(),
+                room: (*room).into(),
+                data_dir: dir.path().join(format!("{site}-{room}")),
+                http_bind: "127.0.0.1:0".parse()?,
+                chunk_period_s: 10,
+                group_commit_ms: 1_000,
+                source: SourceConfig::Simulator {
+                    seed: 1_000 + n,
+                    scenario: Scenario::Baseline,
+                    ecg_hz: 250,
+                    time_factor,
+                },
+            };
+            config.validate(std::path::Path::new("(demo)"))?;
+            let appliance = Appliance::start(config).await?;
+            println!("{site}-{room} api: {}", appliance.api_url());
+            appliances.push((format!("{site}-{room}"), n, appliance));
+        }
+    }
+    println!("demo: running at {time_factor}x real time; Ctrl-C stops it");
+    let appliances: Vec<_> = appliances
+        .into_iter()
+        .map(|(name, n, a)| (name, n, std::sync::Arc::new(a)))
+        .collect();
+    let mut drivers = Vec::new();
+    for (name, n, appliance) in &appliances {
+        let (name, n, appliance) = (name.clone(), *n, appliance.clone());
+        drivers.push(tokio::spawn(async move {
+            if let Err(e) = drive_room(&appliance, n, time_factor).await {
+                tracing::error!(room = %name, error = %e, "demo room stopped");
+            }
+        }));
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    println!("demo: stopping");
+    for d in drivers {
+        d.abort();
+    }
+    for (_, _, appliance) in appliances {
+        match std::sync::Arc::try_unwrap(appliance) {
+            Ok(a) => a.shutdown().await,
+            Err(_) => tracing::warn!("an appliance is still in use at shutdown"),
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps for `sim_s` seconds of the room's simulated clock.
+async fn sim_sleep(sim_s: f64, time_factor: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(sim_s / time_factor)).await;
+}
+
+/// Runs sessions back to back in one room, as a nurse would through the API.
+async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<()> {
+    for i in 0_u64.. {
+        let (given, family) = NAMES[((n + i * 4) % NAMES.len() as u64) as usize];
+        let patient = a
+            .call(|r| {
+                EdgeCommand::CreatePatient(
+                    NewPatient {
+                        given_name: given.into(),
+                        family_name: family.into(),
+                        birth_date: format!("19{}-0{}-1{}", 60 + (n + i) % 40, 1 + i % 9, n % 10),
+                        sex: if (n + i) % 2 == 0 { "female" } else { "male" }.into(),
+                        phone: None,
+                        screening: Default::default(),
+                        medications: vec!["sertraline".into()],
+                        course: Default::default(),
+                    },
+                    r,
+                )
+            })
+            .await?;
+        let scenario = Scenario::ALL[((n + i) % Scenario::ALL.len() as u64) as usize];
+        let planned_minutes = 40 + (n + i) % 16;
+        let weight_kg = 60.0 + ((n * 7 + i * 3) % 35) as f64;
+        let session = a
+            .call(|r| {
+                EdgeCommand::StartSession(
+                    NewSession {
+                        patient_id: patient.id.clone(),
+                        protocol: Protocol {
+                            drug: "ketamine".into(),
+                            route: "iv".into(),
+                            dose_mg_per_kg: 0.5,
+                            weight_kg,
+                            planned_minutes,
+                        },
+                        by: "demo-nurse".into(),
+                        scenario: Some(scenario),
+                    },
+                    r,
+                )
+            })
+            .await?;
+        let id = session.id.clone();
+        let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
+        let event = |e: SessionEvent| {
+            let id = id.clone();
+            move |r| EdgeCommand::AddEvent(id, e, r)
+        };
+        a.call(event(SessionEvent::Score {
+            instrument: "phq9".into(),
+            phase: "pre".into(),
+            value: 14 + (i % 8) as i64,
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        a.call(event(SessionEvent::Dose {
+            action: DoseAction::Start,
+            rate_mg_per_h: Some(rate),
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        sim_sleep(15.0 * 60.0, time_factor).await;
+        a.call(event(SessionEvent::Observation {
+            effect: "dissociation".into(),
+            severity: "mild".into(),
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        sim_sleep((planned_minutes as f64 - 15.0) * 60.0, time_factor).await;
+        a.call(event(SessionEvent::Dose {
+            action: DoseAction::Stop,
+            rate_mg_per_h: Some(0.0),
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        sim_sleep(10.0 * 60.0, time_factor).await;
+        a.call(event(SessionEvent::Score {
+            instrument: "cadss".into(),
+            phase: "post".into(),
+            value: 10 + (i % 20) as i64,
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        a.call(event(SessionEvent::Discharge {
+            aldrete: 10,
+            escort: "family member".into(),
+            no_driving_ack: true,
+            by: "demo-nurse".into(),
+        }))
+        .await?;
+        a.call(|r| {
+            EdgeCommand::StopSession(
+                id.clone(),
+                StopSession {
+                    by: "demo-nurse".into(),
+                    aborted: false,
+                },
+                r,
+            )
+        })
+        .await?;
+        // Turnover between patients.
+        sim_sleep(5.0 * 60.0, time_factor).await;
+    }
+    Ok(())
+}
