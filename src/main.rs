@@ -1,6 +1,7 @@
-//! `vigil`: the launcher. `vigil demo` runs a whole clinic on this machine: two sites with two
-//! rooms each, every room an appliance recording simulated patients back to back at 60 times
-//! real speed, each with its own data directory and local API.
+//! `vigil`: the launcher. `vigil demo` runs a whole clinic on this machine: the cloud
+//! aggregator and two sites with two rooms each, every room an appliance recording simulated
+//! patients back to back at 60 times real speed, each with its own data directory, its own
+//! certificate from a private CA, and real QUIC to the cloud on loopback.
 //!
 //! It prints where to look as `name: value` lines and stops cleanly on Ctrl-C.
 
@@ -35,7 +36,10 @@ enum Command {
     },
 }
 
-const SITES: [&str; 2] = ["austin", "florida"];
+const SITES: [(&str, &str, &str); 2] = [
+    ("austin", "Austin, TX", "central"),
+    ("florida", "Florida", "southeast"),
+];
 const ROOMS: [&str; 2] = ["1", "2"];
 const NAMES: [(&str, &str); 6] = [
     ("Maria", "Alvarez"),
@@ -55,15 +59,63 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A random token for the demo's API, from the kernel's random source.
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0_u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn start_cloud(
+    dir: &std::path::Path,
+) -> anyhow::Result<(vigil_cloud::app::Cloud, std::path::PathBuf, String)> {
+    let pki = dir.join("pki");
+    let ca = vigil_cloud::pki::Ca::init(&pki, "Vigil Demo Clinic CA")?;
+    ca.issue_server(&["localhost".to_owned()], &["127.0.0.1".parse()?], "server")?;
+    let token = random_token()?;
+    let config = vigil_cloud::config::CloudConfig {
+        data_dir: dir.join("cloud"),
+        quic_bind: "127.0.0.1:0".parse()?,
+        http_bind: "127.0.0.1:0".parse()?,
+        api_token: token.clone(),
+        pki: vigil_cloud::config::PkiFiles {
+            ca_cert: pki.join("ca.pem"),
+            server_cert: pki.join("server.pem"),
+            server_key: pki.join("server.key"),
+            crl: pki.join("crl.pem"),
+        },
+        sites: SITES
+            .iter()
+            .map(|(id, name, region)| vigil_cloud::api::SiteInfo {
+                id: (*id).into(),
+                name: (*name).into(),
+                region: (*region).into(),
+                rooms: ROOMS.iter().map(|r| (*r).into()).collect(),
+            })
+            .collect(),
+    };
+    config.validate(std::path::Path::new("(demo)"))?;
+    let cloud = vigil_cloud::app::Cloud::start(config).await?;
+    Ok((cloud, pki, token))
+}
+
 async fn demo(time_factor: f64) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("vigil-demo-")
         .tempdir()
         .context("cannot create a temporary directory")?;
     println!("data dir: {}", dir.path().display());
+    let (cloud, pki, token) = start_cloud(dir.path()).await?;
+    println!("cloud api: {}", cloud.api_url());
+    println!("api token: {token}");
+    let ca = vigil_cloud::pki::Ca::load(&pki)?;
     let mut appliances = Vec::new();
-    for (s, site) in SITES.iter().enumerate() {
+    for (s, (site, _, _)) in SITES.iter().enumerate() {
         for (r, room) in ROOMS.iter().enumerate() {
+            let cert = ca.issue_appliance(&(*site).into(), &(*room).into())?;
             let n = (s * ROOMS.len() + r) as u64;
             let config = EdgeConfig {
                 site: (*site).into(),
@@ -78,6 +130,13 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
                     ecg_hz: 250,
                     time_factor,
                 },
+                cloud: Some(vigil_edge::sync::CloudSettings {
+                    addr: cloud.sync_addr,
+                    server_name: "localhost".into(),
+                    ca_cert: pki.join("ca.pem"),
+                    cert: cert.cert_path.clone(),
+                    key: cert.key_path.clone(),
+                }),
             };
             config.validate(std::path::Path::new("(demo)"))?;
             let appliance = Appliance::start(config).await?;
@@ -112,6 +171,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("an appliance is still in use at shutdown"),
         }
     }
+    cloud.shutdown().await;
     Ok(())
 }
 

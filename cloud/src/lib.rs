@@ -1,6 +1,34 @@
 //! vigil-cloud: Vigil's cloud aggregator as a library, so tests and the demo launcher can drive
 //! it without the CLI.
 //!
-//! For now this is the private CA ([`pki`]); the sync server, storage and API come later.
+//! - [`pki`]: the private CA (appliance and server certificates, revocation).
+//! - [`config`]: the `cloud.toml` file.
+//! - [`tls`]: mutual TLS for the QUIC endpoint.
+//! - [`sync`]: the sync server (scope checks, validation, durable-before-advertised).
+//! - [`store`]: documents and projections in SQLite, behind one interface.
+//! - [`api`]: the read-only JSON API; [`metrics`]: Prometheus counters.
+//! - [`app`]: all of it started and stopped together.
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod metrics;
 pub mod pki;
+pub mod store;
+pub mod sync;
+pub mod tls;
+
+/// Sets up logging to stderr: readable by default, JSON lines with `json`; level from
+/// `RUST_LOG` (default `info`). Standard output is kept for `name: value` lines.
+pub fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -30,8 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// Run the aggregator (not implemented yet).
+    /// Run the aggregator: sync endpoint and API.
     Run {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+        /// Log as JSON lines instead of readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Rebuild every projection (sessions, counts, advisories, events) from the documents.
+    Reindex {
         /// The aggregator's configuration file.
         #[arg(long, default_value = "cloud.toml")]
         config: PathBuf,
@@ -129,15 +138,40 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Pki { command } => pki_command(command).map(|()| ExitCode::SUCCESS),
-        Command::Run { config } => {
-            // TEMPORARY PLACEHOLDER: the lead engineer replaces this with the aggregator.
-            eprintln!(
-                "vigil-cloud: run --config {}: not yet implemented",
-                config.display()
-            );
-            Ok(ExitCode::from(2))
+        Command::Run { config, log_json } => {
+            vigil_cloud::init_logging(log_json);
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reindex { config } => {
+            vigil_cloud::init_logging(false);
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
+            let store = vigil_cloud::store::CloudStore::open(&db)
+                .with_context(|| format!("cannot open {}", db.display()))?;
+            let report = store.reindex().context("reindex failed")?;
+            println!("reindex: {report:?}");
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn serve(config: vigil_cloud::config::CloudConfig) -> anyhow::Result<()> {
+    let cloud = vigil_cloud::app::Cloud::start(config).await?;
+    println!("cloud api: {}", cloud.api_url());
+    println!("cloud sync: {}", cloud.sync_addr);
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    cloud.shutdown().await;
+    Ok(())
 }
 
 fn pki_command(command: PkiCommand) -> anyhow::Result<()> {

@@ -111,6 +111,29 @@ fn an_operator_sets_up_and_revokes() {
 }
 
 #[test]
-fn run_is_not_implemented_yet() {
-    fails(&["run", "--config", "cloud.toml"], 2, "not yet implemented");
+fn run_names_a_missing_certificate_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = tmp.path().join("pki");
+    ok(&["pki", "init", "--dir", pki.to_str().expect("utf-8 path")]);
+    // No server certificate was issued.
+    let config = tmp.path().join("cloud.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\nquic_bind = \"127.0.0.1:0\"\nhttp_bind = \"127.0.0.1:0\"\n\
+         api_token = \"0123456789abcdef0123456789\"\n[pki]\nca_cert = \"pki/ca.pem\"\n\
+         server_cert = \"pki/server.pem\"\nserver_key = \"pki/server.key\"\ncrl = \"pki/crl.pem\"\n\
+         [[sites]]\nid = \"austin\"\nname = \"Austin\"\nregion = \"central\"\nrooms = [\"1\"]\n",
+    )
+    .expect("write config");
+    let missing = pki.join("server.pem");
+    fails(
+        &["run", "--config", config.to_str().expect("utf-8 path")],
+        1,
+        &missing.display().to_string(),
+    );
+    fails(
+        &["run", "--config", "/nonexistent/cloud.toml"],
+        1,
+        "/nonexistent/cloud.toml",
+    );
 }

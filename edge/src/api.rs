@@ -36,6 +36,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub enum Command {
     /// Register a patient.
     CreatePatient(NewPatient, Reply<vigil_shared::doc::PatientRecord>),
+    /// Change a patient's record.
+    UpdatePatient(
+        String,
+        crate::recorder::PatientUpdate,
+        Reply<vigil_shared::doc::PatientRecord>,
+    ),
     /// Start a session.
     StartSession(NewSession, Reply<vigil_shared::doc::SessionMeta>),
     /// Record an event.
@@ -75,6 +81,8 @@ pub struct ApiState {
     pub db_path: PathBuf,
     /// The latest status, refreshed by the recorder thread.
     pub status: Arc<Mutex<Status>>,
+    /// The sync client's status, when a cloud is configured.
+    pub sync: Option<Arc<Mutex<crate::sync::SyncStatus>>>,
 }
 
 /// An API error: a status and a message for the person or program that asked.
@@ -163,7 +171,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/status", get(status))
         .route("/patients", post(create_patient))
-        .route("/patients/{id}", get(patient))
+        .route("/patients/{id}", get(patient).patch(update_patient))
         .route("/sessions", get(sessions).post(start_session))
         .route("/sessions/{id}", get(session))
         .route("/sessions/{id}/events", post(add_event))
@@ -171,6 +179,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}/vitals", get(vitals));
     Router::new()
         .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -226,6 +235,7 @@ struct StatusBody {
     #[serde(flatten)]
     status: Status,
     storage: store::StorageUse,
+    sync: Option<crate::sync::SyncStatus>,
 }
 
 async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
@@ -237,9 +247,14 @@ async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiEr
         "storage".into(),
     )
     .await?;
+    let sync = state
+        .sync
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.clone()));
     Ok(Json(StatusBody {
         status: snapshot,
         storage,
+        sync,
     }))
 }
 
@@ -257,6 +272,15 @@ async fn patient(
 ) -> Result<impl IntoResponse, ApiError> {
     let what = format!("patient {id}");
     let record = read(&state, move |conn| reads::patient(conn, &id), what).await?;
+    Ok(Json(record))
+}
+
+async fn update_patient(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    ApiJson(update): ApiJson<crate::recorder::PatientUpdate>,
+) -> Result<impl IntoResponse, ApiError> {
+    let record = call(&state, |r| Command::UpdatePatient(id, update, r)).await?;
     Ok(Json(record))
 }
 
@@ -361,4 +385,106 @@ async fn vitals(
     )
     .await?;
     Ok(Json(page))
+}
+
+/// Prometheus text format: recording and sync counters of this appliance.
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    use std::fmt::Write as _;
+    let status = state.status.lock().map(|s| s.clone()).unwrap_or_default();
+    let sync = state
+        .sync
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.clone()));
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP vigil_edge_{name} {help}\n# TYPE vigil_edge_{name} {kind}\nvigil_edge_{name} {value}"
+        );
+    };
+    metric(
+        "samples_committed_total",
+        "counter",
+        "Samples made durable since start.",
+        status.recorder.samples_committed as f64,
+    );
+    metric(
+        "disk_full",
+        "gauge",
+        "1 when the last commit failed for lack of space.",
+        f64::from(u8::from(status.recorder.disk_full)),
+    );
+    metric(
+        "session_active",
+        "gauge",
+        "1 while a session is recorded.",
+        f64::from(u8::from(status.recorder.session.is_some())),
+    );
+    if let Some(s) = sync {
+        metric(
+            "cloud_connected",
+            "gauge",
+            "1 while connected to the cloud.",
+            f64::from(u8::from(s.connected)),
+        );
+        metric(
+            "sync_documents_waiting",
+            "gauge",
+            "Documents with changes the cloud has not confirmed.",
+            s.docs_waiting as f64,
+        );
+        metric(
+            "sync_bytes_waiting",
+            "gauge",
+            "Approximate bytes of documents waiting.",
+            s.bytes_waiting as f64,
+        );
+        metric(
+            "sync_frames_sent_total",
+            "counter",
+            "Sync frames sent.",
+            s.frames_sent as f64,
+        );
+        metric(
+            "sync_frames_received_total",
+            "counter",
+            "Sync frames received.",
+            s.frames_received as f64,
+        );
+        metric(
+            "sync_bytes_sent_total",
+            "counter",
+            "Sync bytes sent.",
+            s.bytes_sent as f64,
+        );
+        metric(
+            "sync_bytes_received_total",
+            "counter",
+            "Sync bytes received.",
+            s.bytes_received as f64,
+        );
+        metric(
+            "sync_rejects_total",
+            "counter",
+            "Exchanges the cloud rejected.",
+            s.rejects as f64,
+        );
+        let lag_s = match s.last_sync_us {
+            Some(t) => (status.now_us - t).max(0) as f64 / 1e6,
+            None => -1.0,
+        };
+        metric(
+            "sync_lag_seconds",
+            "gauge",
+            "Seconds since the last completed exchange (-1: never).",
+            lag_s,
+        );
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }

@@ -22,6 +22,7 @@ use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
 use crate::recorder::{Recorder, RecorderConfig, RecorderError};
 use crate::store;
+use crate::sync::{SyncClient, SyncStatus};
 
 /// How often the recorder pulls from its source. Short enough that live values on the room
 /// screen trail the monitor by well under a second.
@@ -61,6 +62,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The sync client could not be set up (a certificate file, the socket).
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SetupError),
     /// The recorder thread could not be started.
     #[error("cannot start the recorder thread: {0}")]
     Thread(std::io::Error),
@@ -148,6 +152,7 @@ pub struct Appliance {
     commands: std::sync::mpsc::SyncSender<Command>,
     recorder: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -186,6 +191,7 @@ impl Appliance {
             source.session_started(&r.id, r.started_us, clock.at(wall), r.scenario.as_deref());
         }
 
+        let mut tasks = Vec::new();
         let status = Arc::new(Mutex::new(Status {
             site: config.site.clone(),
             room: config.room.clone(),
@@ -194,6 +200,21 @@ impl Appliance {
             source: source.describe(),
             recorder: recorder.status(),
         }));
+        let sync_status = match &config.cloud {
+            Some(settings) => {
+                let status = Arc::new(Mutex::new(SyncStatus::default()));
+                let client = SyncClient::new(
+                    settings.clone(),
+                    db_path.clone(),
+                    config.site.clone(),
+                    clock,
+                    status.clone(),
+                )?;
+                tasks.push(tokio::spawn(Arc::new(client).run()));
+                Some(status)
+            }
+            None => None,
+        };
         let (commands, rx) = sync_channel(COMMAND_QUEUE);
         let group_commit = Duration::from_millis(config.group_commit_ms);
         let thread_status = status.clone();
@@ -216,6 +237,7 @@ impl Appliance {
             commands: commands.clone(),
             db_path: db_path.clone(),
             status,
+            sync: sync_status,
         });
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -233,6 +255,7 @@ impl Appliance {
             commands,
             recorder: Some(recorder_thread),
             server,
+            tasks,
             shutdown: Some(shutdown_tx),
         })
     }
@@ -260,6 +283,9 @@ impl Appliance {
             let _ = tx.send(());
         }
         let _ = (&mut self.server).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
         let _ = self.commands.send(Command::Shutdown);
         if let Some(handle) = self.recorder.take() {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
@@ -320,6 +346,9 @@ fn handle_command(
     match cmd {
         Command::CreatePatient(input, reply) => {
             let _ = reply.send(recorder.create_patient(input, now));
+        }
+        Command::UpdatePatient(id, update, reply) => {
+            let _ = reply.send(recorder.update_patient(&id, update, now));
         }
         Command::StartSession(input, reply) => {
             // Samples up to now belong to no session; hand them out before the start.

@@ -77,6 +77,9 @@ pub struct EdgeConfig {
     /// Vital-sign sources. Today: one simulator; the BLE collector joins later.
     #[serde(default)]
     pub source: SourceConfig,
+    /// The cloud to sync with; without it the appliance records locally only.
+    #[serde(default)]
+    pub cloud: Option<crate::sync::CloudSettings>,
 }
 
 /// Where vitals come from.

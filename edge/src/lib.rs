@@ -6,6 +6,7 @@
 //! - [`recorder`]: samples and people's actions in, durable documents out; synchronous.
 //! - [`reads`]: what the API shows, read from committed data.
 //! - [`api`]: the HTTP routes under `/api/v1`.
+//! - [`sync`]: the QUIC sync client (mutual TLS, backoff, persisted sync state).
 //! - [`app`]: everything started together, and stopped cleanly.
 //!
 //! Not here: vital-sign sources (`vigil-hardware`), the document schema and codecs
@@ -18,6 +19,7 @@ pub mod config;
 pub mod reads;
 pub mod recorder;
 pub mod store;
+pub mod sync;
 
 /// Sets up logging to stderr: readable lines by default, JSON lines with `json`. The level
 /// comes from `RUST_LOG` (default `info`). Standard output is kept for `name: value` lines.

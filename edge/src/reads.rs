@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 use serde::Serialize;
-use vigil_shared::doc::{Kind, PatientDoc, PatientRecord, SessionDoc, SessionMeta};
+use vigil_shared::doc::{DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta};
 use vigil_shared::vitals::{Channel, Sample};
 
 use crate::recorder::RecorderError;
@@ -36,6 +36,11 @@ pub struct ChannelSummary {
     pub staged_samples: u64,
     /// Unit of the values.
     pub unit: &'static str,
+    /// Order-independent checksum of the samples ([`vigil_shared::vitals::checksum`]), as a
+    /// hex string, to compare with the cloud's.
+    pub checksum: String,
+    #[serde(skip)]
+    sum: u64,
 }
 
 impl ChannelSummary {
@@ -43,6 +48,10 @@ impl ChannelSummary {
         let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
             return;
         };
+        self.sum = self
+            .sum
+            .wrapping_add(vigil_shared::vitals::checksum(samples));
+        self.checksum = format!("{:016x}", self.sum);
         self.samples += samples.len() as u64;
         self.first_us = Some(self.first_us.map_or(first.t_us, |f| f.min(first.t_us)));
         self.last_us = Some(self.last_us.map_or(last.t_us, |l| l.max(last.t_us)));
@@ -63,7 +72,7 @@ pub struct SessionView {
 
 fn load_session(conn: &Connection, id: &str) -> Result<Option<SessionDoc>, RecorderError> {
     match store::load_document(conn, id)? {
-        Some((kind, doc)) if kind == Kind::Session.name() => {
+        Some((kind, doc)) if kind == DocKind::Session.as_str() => {
             Ok(Some(SessionDoc::from_automerge(doc)?))
         }
         _ => Ok(None),
@@ -117,6 +126,7 @@ pub fn session_view(conn: &Connection, id: &str) -> Result<Option<SessionView>, 
     for channel in Channel::ALL {
         let mut summary = ChannelSummary {
             unit: channel.unit(),
+            checksum: format!("{:016x}", 0),
             ..ChannelSummary::default()
         };
         channel_samples(conn, &doc, id, channel, &mut summary)?;
@@ -183,7 +193,7 @@ pub fn vitals(
 /// A patient's record, or `None`.
 pub fn patient(conn: &Connection, id: &str) -> Result<Option<PatientRecord>, RecorderError> {
     match store::load_document(conn, id)? {
-        Some((kind, doc)) if kind == Kind::Patient.name() => {
+        Some((kind, doc)) if kind == DocKind::Patient.as_str() => {
             Ok(Some(PatientDoc::from_automerge(doc)?.record()?))
         }
         _ => Ok(None),

@@ -22,7 +22,7 @@ use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
-    AdvisoryRecord, CoursePlan, Discharge, DocError, DoseAction, DoseEvent, Kind, Observation,
+    AdvisoryRecord, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent, Observation,
     PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta, SessionState,
 };
 use vigil_shared::vitals::{Channel, Sample};
@@ -102,6 +102,25 @@ pub struct NewPatient {
     /// Course plan (default: induction, 6 over 3 weeks).
     #[serde(default)]
     pub course: CoursePlan,
+}
+
+/// Changes to a patient's record; absent fields stay as they are. Lists grow by the entries
+/// given, so two rooms adding medications at once both keep theirs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientUpdate {
+    /// New phone number.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Medications to add.
+    #[serde(default)]
+    pub add_medications: Vec<String>,
+    /// New screening answers.
+    #[serde(default)]
+    pub screening: Option<Screening>,
+    /// New course plan.
+    #[serde(default)]
+    pub course: Option<CoursePlan>,
 }
 
 /// A session start request.
@@ -496,17 +515,60 @@ impl Recorder {
         };
         let mut doc = PatientDoc::create(&record)?;
         let bytes = doc.automerge().save();
-        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        let tx = store::write_tx(&mut self.conn)?;
         store::insert_document(
             &tx,
             &record.id,
-            Kind::Patient.name(),
+            DocKind::Patient.as_str(),
             &record.site,
             &bytes,
             now_us,
         )?;
         tx.commit().map_err(StoreError::from_sqlite)?;
         Ok(record)
+    }
+
+    /// Changes a patient's record. Durable when this returns.
+    pub fn update_patient(
+        &mut self,
+        id: &str,
+        update: PatientUpdate,
+        now_us: i64,
+    ) -> Result<PatientRecord, RecorderError> {
+        if let Some(phone) = &update.phone {
+            check_text("phone", phone, false)?;
+        }
+        for m in &update.add_medications {
+            check_text("add_medications", m, true)?;
+        }
+        let Some((kind, doc)) = store::load_document(&self.conn, id)? else {
+            return Err(RecorderError::NotFound(format!("patient {id}")));
+        };
+        if kind != DocKind::Patient.as_str() {
+            return Err(RecorderError::NotFound(format!("patient {id}")));
+        }
+        let mut doc = PatientDoc::from_automerge(doc)?;
+        let heads = doc.automerge().get_heads();
+        doc.update(|r| {
+            if let Some(phone) = update.phone {
+                r.phone = Some(phone);
+            }
+            r.medications.extend(update.add_medications);
+            if let Some(screening) = update.screening {
+                r.screening = Screening {
+                    answered_us: Some(now_us),
+                    ..screening
+                };
+            }
+            if let Some(course) = update.course {
+                r.course = course;
+            }
+        })?;
+        let changes = doc.automerge().save_after(&heads);
+        let tx = store::write_tx(&mut self.conn)?;
+        store::append_changes(&tx, id, &changes, now_us, || doc.automerge().save())?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        Ok(doc.record()?)
     }
 
     /// Starts recording a session for a registered patient.
@@ -571,11 +633,11 @@ impl Recorder {
             ended_us: None,
             scenario: input.scenario.map(|s| s.to_string()),
         };
-        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        let tx = store::write_tx(&mut self.conn)?;
         store::insert_document(
             &tx,
             &meta.id,
-            Kind::Session.name(),
+            DocKind::Session.as_str(),
             &meta.site,
             &bytes,
             now_us,
@@ -620,14 +682,14 @@ impl Recorder {
         let Some((kind, doc)) = store::load_document(&self.conn, session_id)? else {
             return Err(RecorderError::NotFound(format!("session {session_id}")));
         };
-        if kind != Kind::Session.name() {
+        if kind != DocKind::Session.as_str() {
             return Err(RecorderError::NotFound(format!("session {session_id}")));
         }
         let mut doc = SessionDoc::from_automerge(doc)?;
         let heads = doc.automerge().get_heads();
         apply_event(&mut doc, event, now_us)?;
         let changes = doc.automerge().save_after(&heads);
-        let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+        let tx = store::write_tx(&mut self.conn)?;
         store::append_changes(&tx, session_id, &changes, now_us, || doc.automerge().save())?;
         tx.commit().map_err(StoreError::from_sqlite)?;
         Ok(doc.meta()?)
@@ -673,7 +735,7 @@ impl Recorder {
             scenario: None,
         };
         let result = write_active(&mut self.conn, a, now_us).and_then(|n| {
-            let tx = self.conn.transaction().map_err(StoreError::from_sqlite)?;
+            let tx = store::write_tx(&mut self.conn)?;
             store::upsert_session(&tx, &row)?;
             tx.commit().map_err(StoreError::from_sqlite)?;
             Ok(n)
@@ -752,7 +814,7 @@ fn close_chunks(
 /// Returns how many newly received samples it made durable.
 fn write_active(conn: &mut Connection, a: &mut Active, now_us: i64) -> Result<u64, RecorderError> {
     let changes = a.doc.automerge().save_after(&a.saved_heads);
-    let tx = conn.transaction().map_err(StoreError::from_sqlite)?;
+    let tx = store::write_tx(conn)?;
     for (&channel, oc) in a.open.iter() {
         if oc.clear_staging {
             store::clear_staging(&tx, &a.id, channel)?;

@@ -110,7 +110,8 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  kind TEXT NOT NULL,
                  site TEXT NOT NULL,
                  snapshot BLOB NOT NULL,
-                 updated_us INTEGER NOT NULL
+                 updated_us INTEGER NOT NULL,
+                 version INTEGER NOT NULL DEFAULT 1
              );
              CREATE TABLE doc_changes (
                  doc_id TEXT NOT NULL REFERENCES documents(id),
@@ -133,12 +134,26 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  bytes BLOB NOT NULL,
                  PRIMARY KEY (session_id, channel, seq)
              );
+             CREATE TABLE sync_docs (
+                 doc_id TEXT PRIMARY KEY REFERENCES documents(id),
+                 state BLOB,
+                 confirmed_heads BLOB NOT NULL DEFAULT x'',
+                 synced_version INTEGER NOT NULL DEFAULT 0,
+                 last_sync_us INTEGER
+             );
              PRAGMA user_version = 1;
              COMMIT;",
         )
         .map_err(map)?;
     }
     Ok(())
+}
+
+/// Starts a write transaction that takes the write lock at once, so two writers (the recorder
+/// and the sync client) wait for each other instead of failing on a lock upgrade.
+pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(map)
 }
 
 /// Reads a metadata value.
@@ -199,7 +214,7 @@ pub fn append_changes(
     if n >= COMPACT_AFTER_CHANGES {
         let snapshot = full_save();
         tx.execute(
-            "UPDATE documents SET snapshot = ?2, updated_us = ?3 WHERE id = ?1",
+            "UPDATE documents SET snapshot = ?2, updated_us = ?3, version = version + 1 WHERE id = ?1",
             params![id, snapshot, now_us],
         )
         .map_err(map)?;
@@ -212,7 +227,7 @@ pub fn append_changes(
         )
         .map_err(map)?;
         tx.execute(
-            "UPDATE documents SET updated_us = ?2 WHERE id = ?1",
+            "UPDATE documents SET updated_us = ?2, version = version + 1 WHERE id = ?1",
             params![id, now_us],
         )
         .map_err(map)?;
@@ -441,4 +456,111 @@ pub fn storage_use(conn: &Connection, path: &Path) -> Result<StorageUse, StoreEr
         documents: u64::try_from(documents).unwrap_or(0),
         staged_runs: u64::try_from(staged_runs).unwrap_or(0),
     })
+}
+
+/// A document that has changed since the cloud last confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsynced {
+    /// Document id.
+    pub id: String,
+    /// Its kind as stored.
+    pub kind: String,
+    /// Its version when listed (bumped on every stored change).
+    pub version: i64,
+}
+
+/// Documents whose current version the cloud has not confirmed, oldest change first.
+pub fn unsynced(conn: &Connection, limit: usize) -> Result<Vec<Unsynced>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT d.id, d.kind, d.version FROM documents d LEFT JOIN sync_docs s ON s.doc_id = d.id
+             WHERE s.synced_version IS NULL OR s.synced_version < d.version
+             ORDER BY d.updated_us LIMIT ?1",
+        )
+        .map_err(map)?;
+    let rows = stmt
+        .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(Unsynced {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                version: r.get(2)?,
+            })
+        })
+        .map_err(map)?;
+    rows.collect::<Result<_, _>>().map_err(map)
+}
+
+/// What is waiting for the cloud: documents and (roughly) their bytes.
+pub fn backlog(conn: &Connection) -> Result<(u64, u64), StoreError> {
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(length(d.snapshot)), 0) FROM documents d
+         LEFT JOIN sync_docs s ON s.doc_id = d.id
+         WHERE s.synced_version IS NULL OR s.synced_version < d.version",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get::<_, i64>(1)?.max(0) as u64,
+            ))
+        },
+    )
+    .map_err(map)
+}
+
+/// The persisted sync state with the cloud and the heads the cloud confirmed as durable.
+pub fn sync_record(
+    conn: &Connection,
+    id: &str,
+) -> Result<(Option<Vec<u8>>, Vec<automerge::ChangeHash>), StoreError> {
+    let row: Option<(Option<Vec<u8>>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT state, confirmed_heads FROM sync_docs WHERE doc_id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(map)?;
+    let Some((state, heads)) = row else {
+        return Ok((None, Vec::new()));
+    };
+    let heads = heads
+        .chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(automerge::ChangeHash))
+        .collect();
+    Ok((state, heads))
+}
+
+/// Saves the sync state and confirmed heads; `synced_version` when everything the document
+/// had at that version is confirmed.
+pub fn save_sync_record(
+    tx: &Transaction<'_>,
+    id: &str,
+    state: &[u8],
+    confirmed: &[automerge::ChangeHash],
+    synced_version: Option<i64>,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    let heads: Vec<u8> = confirmed.iter().flat_map(|h| h.0).collect();
+    tx.execute(
+        "INSERT INTO sync_docs (doc_id, state, confirmed_heads, synced_version, last_sync_us)
+         VALUES (?1, ?2, ?3, coalesce(?4, 0), ?5)
+         ON CONFLICT(doc_id) DO UPDATE SET state = excluded.state,
+             confirmed_heads = excluded.confirmed_heads,
+             synced_version = coalesce(?4, synced_version),
+             last_sync_us = excluded.last_sync_us",
+        params![id, state, heads, synced_version, now_us],
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
+/// Kind and site of a stored document.
+pub fn document_owner(conn: &Connection, id: &str) -> Result<Option<(String, String)>, StoreError> {
+    conn.query_row(
+        "SELECT kind, site FROM documents WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(map)
 }

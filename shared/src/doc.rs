@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::advisory::Thresholds;
 use crate::chunk::{Chunk, ChunkError, peek_header};
 use crate::vitals::Channel;
+pub use crate::wire::DocKind;
 
 /// The schema version this code writes. Readers accept every version listed in
 /// [`READABLE_SCHEMAS`].
@@ -67,41 +68,11 @@ pub enum DocError {
     },
 }
 
-/// Which of Vigil's documents this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// One infusion.
-    Session,
-    /// One patient.
-    Patient,
-    /// A site's configuration.
-    SiteConfig,
-}
-
-impl Kind {
-    /// The stable name stored in the document's `kind` field.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Session => "session",
-            Kind::Patient => "patient",
-            Kind::SiteConfig => "site_config",
-        }
-    }
-
-    /// Parses [`Kind::name`].
-    pub fn from_name(name: &str) -> Option<Kind> {
-        [Kind::Session, Kind::Patient, Kind::SiteConfig]
-            .into_iter()
-            .find(|k| k.name() == name)
-    }
-}
-
 /// What every document says about itself at its root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DocHeader {
     /// The document's kind.
-    pub kind: Kind,
+    pub kind: DocKind,
     /// The schema version it was written with.
     pub schema: u64,
     /// The document's id (session or patient id, or the site for a site config).
@@ -113,7 +84,7 @@ pub struct DocHeader {
 /// Reads and checks the root fields every Vigil document carries.
 pub fn header(doc: &impl ReadDoc) -> Result<DocHeader, DocError> {
     let kind_name = root_str(doc, "kind").unwrap_or_default();
-    let kind = Kind::from_name(&kind_name).ok_or(DocError::WrongKind {
+    let kind = DocKind::from_name(&kind_name).ok_or(DocError::WrongKind {
         expected: "session, patient or site_config",
         found: kind_name,
     })?;
@@ -151,20 +122,20 @@ fn root_u64(doc: &impl ReadDoc, key: &str) -> Option<u64> {
     }
 }
 
-fn expect_kind(doc: &impl ReadDoc, expected: Kind) -> Result<DocHeader, DocError> {
+fn expect_kind(doc: &impl ReadDoc, expected: DocKind) -> Result<DocHeader, DocError> {
     let h = header(doc)?;
     if h.kind != expected {
         return Err(DocError::WrongKind {
-            expected: expected.name(),
-            found: h.kind.name().into(),
+            expected: expected.as_str(),
+            found: h.kind.as_str().into(),
         });
     }
     Ok(h)
 }
 
-fn write_header(doc: &mut AutoCommit, kind: Kind, id: &str, site: &str) -> Result<(), DocError> {
+fn write_header(doc: &mut AutoCommit, kind: DocKind, id: &str, site: &str) -> Result<(), DocError> {
     doc.put(automerge::ROOT, "schema", SCHEMA_VERSION)?;
-    doc.put(automerge::ROOT, "kind", kind.name())?;
+    doc.put(automerge::ROOT, "kind", kind.as_str())?;
     doc.put(automerge::ROOT, "id", id)?;
     doc.put(automerge::ROOT, "site", site)?;
     Ok(())
@@ -379,7 +350,7 @@ impl SessionDoc {
     /// A new session document.
     pub fn create(meta: &SessionMeta) -> Result<SessionDoc, DocError> {
         let mut doc = AutoCommit::new();
-        write_header(&mut doc, Kind::Session, &meta.id, &meta.site)?;
+        write_header(&mut doc, DocKind::Session, &meta.id, &meta.site)?;
         let vitals_obj = doc.put_object(automerge::ROOT, "vitals", ObjType::Map)?;
         let mut vitals = BTreeMap::new();
         for channel in Channel::ALL {
@@ -399,7 +370,7 @@ impl SessionDoc {
 
     /// Wraps an Automerge document already in memory, checking its kind and schema.
     pub fn from_automerge(doc: AutoCommit) -> Result<SessionDoc, DocError> {
-        expect_kind(&doc, Kind::Session)?;
+        expect_kind(&doc, DocKind::Session)?;
         let vitals_obj = match doc.get(automerge::ROOT, "vitals")? {
             Some((Value::Object(ObjType::Map), id)) => id,
             _ => return Err(vitals_error("*", "no vitals map")),
@@ -423,22 +394,7 @@ impl SessionDoc {
 
     /// The typed metadata.
     pub fn meta(&self) -> Result<SessionMeta, DocError> {
-        Ok(SessionMeta {
-            id: hydrate_prop(&self.doc, automerge::ROOT, "id")?,
-            site: hydrate_prop(&self.doc, automerge::ROOT, "site")?,
-            room: hydrate_prop(&self.doc, automerge::ROOT, "room")?,
-            patient_id: hydrate_prop(&self.doc, automerge::ROOT, "patient_id")?,
-            protocol: hydrate_prop(&self.doc, automerge::ROOT, "protocol")?,
-            state: hydrate_prop(&self.doc, automerge::ROOT, "state")?,
-            created_us: hydrate_prop(&self.doc, automerge::ROOT, "created_us")?,
-            started_us: hydrate_prop(&self.doc, automerge::ROOT, "started_us")?,
-            ended_us: hydrate_prop(&self.doc, automerge::ROOT, "ended_us")?,
-            dose_events: hydrate_prop(&self.doc, automerge::ROOT, "dose_events")?,
-            advisories: hydrate_prop(&self.doc, automerge::ROOT, "advisories")?,
-            observations: hydrate_prop(&self.doc, automerge::ROOT, "observations")?,
-            scores: hydrate_prop(&self.doc, automerge::ROOT, "scores")?,
-            discharge: hydrate_prop(&self.doc, automerge::ROOT, "discharge")?,
-        })
+        read_session_meta(&self.doc)
     }
 
     /// Changes the typed metadata: hydrate, let `f` edit, reconcile the difference.
@@ -584,6 +540,57 @@ pub enum ChunkReadError {
     NotBytes,
 }
 
+/// Reads a session document's typed metadata from any Automerge document (no copy).
+fn read_session_meta(doc: &AutoCommit) -> Result<SessionMeta, DocError> {
+    Ok(SessionMeta {
+        id: hydrate_prop(doc, automerge::ROOT, "id")?,
+        site: hydrate_prop(doc, automerge::ROOT, "site")?,
+        room: hydrate_prop(doc, automerge::ROOT, "room")?,
+        patient_id: hydrate_prop(doc, automerge::ROOT, "patient_id")?,
+        protocol: hydrate_prop(doc, automerge::ROOT, "protocol")?,
+        state: hydrate_prop(doc, automerge::ROOT, "state")?,
+        created_us: hydrate_prop(doc, automerge::ROOT, "created_us")?,
+        started_us: hydrate_prop(doc, automerge::ROOT, "started_us")?,
+        ended_us: hydrate_prop(doc, automerge::ROOT, "ended_us")?,
+        dose_events: hydrate_prop(doc, automerge::ROOT, "dose_events")?,
+        advisories: hydrate_prop(doc, automerge::ROOT, "advisories")?,
+        observations: hydrate_prop(doc, automerge::ROOT, "observations")?,
+        scores: hydrate_prop(doc, automerge::ROOT, "scores")?,
+        discharge: hydrate_prop(doc, automerge::ROOT, "discharge")?,
+    })
+}
+
+/// Checks that a document is a well-formed Vigil document of `kind`: root fields, schema
+/// version, and every typed part hydrating. Used by the cloud before it commits changes an
+/// appliance sent, and by the appliance for documents the cloud sends down.
+pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, DocError> {
+    let h = expect_kind(doc, kind)?;
+    match kind {
+        DocKind::Session => {
+            let meta = read_session_meta(doc)?;
+            if meta.id != h.id || meta.site != h.site {
+                return Err(DocError::WrongKind {
+                    expected: "consistent id and site",
+                    found: meta.id,
+                });
+            }
+            match doc.get(automerge::ROOT, "vitals")? {
+                Some((Value::Object(ObjType::Map), _)) => {}
+                _ => return Err(vitals_error("*", "no vitals map")),
+            }
+        }
+        DocKind::Patient => {
+            PatientDoc::from_automerge(doc.clone())?.record()?;
+        }
+        DocKind::SiteConfig => {
+            hydrate_prop::<_, StoredThresholds, _, _>(doc, automerge::ROOT, "thresholds")?;
+            hydrate_prop::<_, Vec<RoomConfig>, _, _>(doc, automerge::ROOT, "rooms")?;
+            hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
+        }
+    }
+    Ok(h)
+}
+
 fn vitals_error(channel: &str, reason: &str) -> DocError {
     DocError::Vitals {
         channel: channel.to_owned(),
@@ -688,7 +695,7 @@ impl PatientDoc {
     /// A new patient document.
     pub fn create(record: &PatientRecord) -> Result<PatientDoc, DocError> {
         let mut doc = AutoCommit::new();
-        write_header(&mut doc, Kind::Patient, &record.id, &record.site)?;
+        write_header(&mut doc, DocKind::Patient, &record.id, &record.site)?;
         let mut p = PatientDoc { doc };
         p.write(record)?;
         Ok(p)
@@ -701,7 +708,7 @@ impl PatientDoc {
 
     /// Wraps a document in memory, checking kind and schema.
     pub fn from_automerge(doc: AutoCommit) -> Result<PatientDoc, DocError> {
-        expect_kind(&doc, Kind::Patient)?;
+        expect_kind(&doc, DocKind::Patient)?;
         Ok(PatientDoc { doc })
     }
 
@@ -875,7 +882,7 @@ impl SiteConfigDoc {
     /// A new site config document.
     pub fn create(config: &SiteConfig) -> Result<SiteConfigDoc, DocError> {
         let mut doc = AutoCommit::new();
-        write_header(&mut doc, Kind::SiteConfig, &config.site, &config.site)?;
+        write_header(&mut doc, DocKind::SiteConfig, &config.site, &config.site)?;
         let mut s = SiteConfigDoc { doc };
         s.write(config)?;
         Ok(s)
@@ -884,7 +891,7 @@ impl SiteConfigDoc {
     /// Loads and checks a saved site config.
     pub fn load(bytes: &[u8]) -> Result<SiteConfigDoc, DocError> {
         let doc = AutoCommit::load(bytes)?;
-        expect_kind(&doc, Kind::SiteConfig)?;
+        expect_kind(&doc, DocKind::SiteConfig)?;
         Ok(SiteConfigDoc { doc })
     }
 
@@ -1031,7 +1038,7 @@ mod tests {
         let h = header(loaded.automerge_ref()).unwrap();
         assert_eq!(
             (h.kind, h.schema, h.id.as_str(), h.site.as_str()),
-            (Kind::Session, 1, "s-1", "austin")
+            (DocKind::Session, 1, "s-1", "austin")
         );
     }
 
@@ -1199,8 +1206,10 @@ mod tests {
 
     #[test]
     fn site_config_round_trips_thresholds() {
-        let mut t = Thresholds::default();
-        t.bp_systolic_high = 170;
+        let t = Thresholds {
+            bp_systolic_high: 170,
+            ..Thresholds::default()
+        };
         let cfg = SiteConfig {
             site: "florida".into(),
             name: "Florida".into(),

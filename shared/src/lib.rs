@@ -9,5 +9,6 @@ pub mod advisory;
 pub mod chunk;
 pub mod doc;
 pub mod ids;
+pub mod sync;
 pub mod vitals;
 pub mod wire;

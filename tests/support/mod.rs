@@ -138,6 +138,7 @@ pub fn write_edge_config(dir: &Path, site: &str, room: &str, extra: &str) -> Pat
 pub struct Http {
     pub base: String,
     client: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Http {
@@ -145,16 +146,24 @@ impl Http {
         Http {
             base: base.trim_end_matches('/').to_owned(),
             client: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    /// A client that sends `Authorization: Bearer TOKEN`.
+    pub fn with_token(base: &str, token: &str) -> Http {
+        Http {
+            token: Some(token.to_owned()),
+            ..Http::new(base)
         }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("GET");
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -167,6 +176,18 @@ impl Http {
             .send()
             .await
             .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .patch(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -230,4 +251,132 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
         "by": "test-nurse",
         "scenario": scenario,
     })
+}
+
+/// The clinic's private CA in `dir/pki`, with a server certificate for localhost.
+pub fn clinic_ca(dir: &Path) -> vigil_cloud::pki::Ca {
+    let ca = vigil_cloud::pki::Ca::init(&dir.join("pki"), "Test Clinic CA").expect("init CA");
+    ca.issue_server(
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().unwrap()],
+        "server",
+    )
+    .expect("server cert");
+    ca
+}
+
+/// A UDP port free right now on loopback (for a cloud that must come back on the same port).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().unwrap().port()
+}
+
+pub const TOKEN: &str = "test-token-0123456789abcdef0123";
+
+/// Writes `cloud.toml` for sites austin and florida (rooms 1 and 2) and returns its path.
+pub fn write_cloud_config(dir: &Path, quic_port: u16) -> PathBuf {
+    let pki = dir.join("pki");
+    let text = format!(
+        r#"data_dir = "{data}"
+quic_bind = "127.0.0.1:{quic_port}"
+http_bind = "127.0.0.1:0"
+api_token = "{TOKEN}"
+[pki]
+ca_cert = "{pki}/ca.pem"
+server_cert = "{pki}/server.pem"
+server_key = "{pki}/server.key"
+crl = "{pki}/crl.pem"
+[[sites]]
+id = "austin"
+name = "Austin, TX"
+region = "central"
+rooms = ["1", "2"]
+[[sites]]
+id = "florida"
+name = "Florida"
+region = "southeast"
+rooms = ["1", "2"]
+"#,
+        data = dir.join("cloud-data").display(),
+        pki = pki.display()
+    );
+    let path = dir.join("cloud.toml");
+    std::fs::write(&path, text).expect("write cloud config");
+    path
+}
+
+/// The `[cloud]` section of an appliance's config, with a fresh certificate for site/room.
+pub fn cloud_section(
+    ca: &vigil_cloud::pki::Ca,
+    dir: &Path,
+    quic_port: u16,
+    site: &str,
+    room: &str,
+) -> String {
+    let cert = ca
+        .issue_appliance(&site.into(), &room.into())
+        .expect("appliance cert");
+    format!(
+        "[cloud]\naddr = \"127.0.0.1:{quic_port}\"\nserver_name = \"localhost\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("pki/ca.pem").display(),
+        cert.cert_path.display(),
+        cert.key_path.display()
+    )
+}
+
+/// Starts `vigil-cloud run` and returns it with its API client.
+pub fn start_cloud(config: &Path) -> (Proc, Http) {
+    let mut p = Proc::spawn(
+        &bin("vigil-cloud"),
+        &["run", "--config", config.to_str().unwrap()],
+    );
+    let url = p.wait_for("cloud api", Duration::from_secs(60));
+    (p, Http::with_token(&url, TOKEN))
+}
+
+/// Starts `vigil-edge run` and returns it with its API client.
+pub fn start_edge(config: &Path) -> (Proc, Http) {
+    let mut p = Proc::spawn(
+        &bin("vigil-edge"),
+        &["run", "--config", config.to_str().unwrap()],
+    );
+    let url = p.wait_for("edge api", Duration::from_secs(60));
+    (p, Http::new(&url))
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per-channel (samples, checksum) of a session summary, from either API.
+pub fn channel_digest(summary: &Value) -> Vec<(String, u64, String)> {
+    summary["channels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v["samples"].as_u64().unwrap_or(0),
+                        v["checksum"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

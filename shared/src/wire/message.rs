@@ -35,6 +35,7 @@ const TYPE_SYNC: u8 = 3;
 const TYPE_DURABLE: u8 = 4;
 const TYPE_REJECT: u8 = 5;
 const TYPE_BYE: u8 = 6;
+const TYPE_BACKLOG: u8 = 7;
 
 /// One message of the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,14 @@ pub enum Message {
     },
     /// Either way: the sender is done with this stream and will close it cleanly.
     Bye,
+    /// Appliance → cloud, on the control stream, every few seconds: what is waiting to sync.
+    /// Doubles as a heartbeat, so the cloud can tell an idle room from a lost one.
+    Backlog {
+        /// Documents with changes the cloud has not confirmed.
+        docs: u64,
+        /// Their approximate size in bytes.
+        bytes: u64,
+    },
 }
 
 impl Message {
@@ -112,6 +121,7 @@ impl Message {
             Message::Durable { .. } => "durable",
             Message::Reject { .. } => "reject",
             Message::Bye => "bye",
+            Message::Backlog { .. } => "backlog",
         }
     }
 
@@ -130,7 +140,7 @@ impl Message {
                 }
                 check_len("software", software.len(), MAX_SOFTWARE_BYTES)
             }
-            Message::Welcome { .. } | Message::Bye => Ok(()),
+            Message::Welcome { .. } | Message::Bye | Message::Backlog { .. } => Ok(()),
             Message::Sync { doc_id, .. } => check_doc_id(doc_id),
             Message::Durable { doc_id, heads } => {
                 check_doc_id(doc_id)?;
@@ -189,6 +199,11 @@ impl Message {
                 put_bytes(out, reason.as_bytes())?;
             }
             Message::Bye => out.push(TYPE_BYE),
+            Message::Backlog { docs, bytes } => {
+                out.push(TYPE_BACKLOG);
+                out.extend_from_slice(&docs.to_be_bytes());
+                out.extend_from_slice(&bytes.to_be_bytes());
+            }
         }
         Ok(())
     }
@@ -229,6 +244,10 @@ impl Message {
                 reason: r.string("reason", MAX_REASON_BYTES)?,
             },
             TYPE_BYE => Message::Bye,
+            TYPE_BACKLOG => Message::Backlog {
+                docs: r.u64()?,
+                bytes: r.u64()?,
+            },
             other => return Err(WireError::UnknownMessage(other)),
         };
         if !r.rest.is_empty() {

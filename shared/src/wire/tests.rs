@@ -46,6 +46,10 @@ fn sample_messages() -> Vec<Message> {
         Message::reject(RejectCode::Forbidden, "document belongs to site tampa"),
         Message::reject(RejectCode::Internal, "é".repeat(MAX_REASON_BYTES / 2)),
         Message::Bye,
+        Message::Backlog {
+            docs: 3,
+            bytes: u64::MAX,
+        },
     ]
 }
 
@@ -781,6 +785,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
         (prop::sample::select(RejectCode::ALL.to_vec()), "\\PC{0,60}")
             .prop_map(|(code, reason)| Message::reject(code, reason)),
         Just(Message::Bye),
+        (any::<u64>(), any::<u64>()).prop_map(|(docs, bytes)| Message::Backlog { docs, bytes }),
     ]
 }
 

@@ -1,0 +1,632 @@
+//! The cloud's read-only JSON API under `/api/v1`, for regional managers' tools and the
+//! dashboard, described by a hand-written OpenAPI document (`GET /api/v1/openapi.json`).
+//!
+//! Every `/api/v1` route, the OpenAPI document included, needs `Authorization: Bearer TOKEN`
+//! (the token from `cloud.toml`, compared in constant time; an empty configured token refuses
+//! everyone). `GET /metrics` is open, for Prometheus scrapers: it carries counts only, never a
+//! site, room or patient. Errors are JSON, `{"error": "…"}`: 400 for a bad id or query, 401,
+//! 404 for an unknown id or route, 405, 413 for a request body (nothing here takes one), 503
+//! when too many reads are queued, 500 with details only in the log.
+//!
+//! Reads run on blocking threads through [`CloudStore`]'s read methods (their own read-only
+//! connections), at most [`MAX_CONCURRENT_READS`] at a time. This module never writes; the
+//! sync server does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use vigil_shared::vitals::Channel;
+use vigil_shared::wire::{DocKind, MAX_DOC_ID_BYTES};
+
+use crate::metrics::Metrics;
+use crate::store::{ApplianceRow, CloudStore, MAX_SESSION_PAGE, SessionFilter, StoreError};
+
+/// An appliance counts as online while it is connected and was seen within this window, µs.
+/// The sync server records a sign of life at least every 30 s per connection (keep-alives are
+/// well under QUIC's 30 s idle timeout); three missed beats mean the record is stale, e.g.
+/// after the cloud itself crashed with connections open.
+pub const ONLINE_WINDOW_US: i64 = 90_000_000;
+
+/// Reads running at once. A vitals page of a long ECG session decodes tens of milliseconds
+/// of chunks and holds a page of samples in memory; 16 keeps a burst of dashboards from
+/// taking every core and tokio's whole blocking pool away from ingest.
+pub const MAX_CONCURRENT_READS: usize = 16;
+
+/// How long a read waits for a free slot before the API answers 503.
+const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request body accepted. The API takes no bodies; a small limit refuses uploads
+/// early instead of letting them stream into a handler that ignores them.
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// Sessions per page when the query names no `limit`.
+pub const DEFAULT_SESSION_PAGE: u32 = 100;
+
+/// Longest `site`, `room` or `state` filter value, bytes: ids are short; anything longer is a
+/// mistake or an attack.
+const MAX_FILTER_BYTES: usize = 128;
+
+/// The session states a filter may name.
+const SESSION_STATES: [&str; 4] = ["planned", "in_progress", "completed", "aborted"];
+
+/// The OpenAPI 3.0 description of this API.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// Every route under `/api/v1`, all `GET`; the OpenAPI document lists exactly these.
+pub const API_ROUTES: [&str; 7] = [
+    "/sites",
+    "/sessions",
+    "/sessions/{id}",
+    "/sessions/{id}/vitals",
+    "/sessions/{id}/automerge",
+    "/patients/{id}",
+    "/openapi.json",
+];
+
+/// A site as configured in `cloud.toml` (`[[sites]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInfo {
+    /// Site id, as in appliance certificates, e.g. `austin`.
+    pub id: String,
+    /// Display name, e.g. `Austin, TX`.
+    pub name: String,
+    /// Region, for regional managers' scope.
+    #[serde(default)]
+    pub region: String,
+    /// Room ids.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+}
+
+/// What the API handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Storage (reads only).
+    pub store: Arc<CloudStore>,
+    /// The bearer token every `/api/v1` request must present.
+    pub token: String,
+    /// Sites from the configuration.
+    pub sites: Vec<SiteInfo>,
+    /// Counters rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The state plus what the router derives from it once.
+struct Shared {
+    state: ApiState,
+    /// SHA-256 of the configured token; `None` when it is empty (nobody gets in).
+    token_digest: Option<Vec<u8>>,
+    reads: Arc<Semaphore>,
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+impl Shared {
+    /// Compares digests, in constant time, so neither the token's content nor its length
+    /// shows in the response time.
+    fn token_ok(&self, presented: &str) -> bool {
+        self.token_digest.as_ref().is_some_and(|expected| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(
+                expected,
+                &sha256(presented.as_bytes()),
+            )
+            .is_ok()
+        })
+    }
+}
+
+/// An API error: a status and a message for the person or program that asked.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the cloud's log",
+        )
+    }
+
+    fn busy() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the cloud is busy answering other reads; retry in a few seconds",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "api read failed");
+        ApiError::internal()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        let mut response = (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+}
+
+/// The API's routes, `/metrics` and JSON fallbacks.
+pub fn router(state: ApiState) -> Router {
+    let token_digest = (!state.token.is_empty()).then(|| sha256(state.token.as_bytes()));
+    if token_digest.is_none() {
+        tracing::warn!("the api token is empty: every /api/v1 request will be refused");
+    }
+    let shared = Arc::new(Shared {
+        state,
+        token_digest,
+        reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
+    });
+    let [
+        sites_path,
+        sessions_path,
+        session_path,
+        vitals_path,
+        automerge_path,
+        patient_path,
+        openapi_path,
+    ] = API_ROUTES;
+    let api = Router::new()
+        .route(sites_path, get(sites))
+        .route(sessions_path, get(sessions))
+        .route(session_path, get(session))
+        .route(vitals_path, get(vitals))
+        .route(automerge_path, get(automerge_bytes))
+        .route(patient_path, get(patient))
+        .route(openapi_path, get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(refuse_bodies))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this api is read-only: use GET",
+    )
+}
+
+/// Refuses a declared body larger than [`MAX_BODY_BYTES`] before any handler runs.
+async fn refuse_bodies(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes; this api takes none"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The bearer token of a request, if it sent one (scheme name case-insensitive, RFC 7235).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let (message, challenge) = match bearer(req.headers()) {
+        Some(token) if s.token_ok(token) => return next.run(req).await,
+        Some(_) => (
+            "invalid bearer token",
+            "Bearer realm=\"vigil-cloud\", error=\"invalid_token\"",
+        ),
+        None => (
+            "missing bearer token; send Authorization: Bearer <token>",
+            "Bearer realm=\"vigil-cloud\"",
+        ),
+    };
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.into(),
+        challenge: Some(challenge),
+    }
+    .into_response()
+}
+
+/// Runs a store read on a blocking thread, at most [`MAX_CONCURRENT_READS`] at a time.
+async fn read<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&CloudStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let permit = tokio::time::timeout(READ_QUEUE_TIMEOUT, s.reads.clone().acquire_owned())
+        .await
+        .map_err(|_| ApiError::busy())?
+        .map_err(|_| ApiError::busy())?;
+    let store = s.state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        // The permit is held until the read is done, even if the client has gone.
+        let _permit = permit;
+        f(&store)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "api read task failed");
+        ApiError::internal()
+    })?
+    .map_err(ApiError::from)
+}
+
+/// Checks a document id from the path: 1 to [`MAX_DOC_ID_BYTES`] bytes of letters, digits
+/// and `- _ . : @`, no `..`. Ids are only ever SQL parameters, never paths; the check keeps
+/// junk out of logs, error messages and headers.
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_DOC_ID_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "an id is 1 to {MAX_DOC_ID_BYTES} bytes long"
+        )));
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b);
+    if !id.bytes().all(allowed) || id.contains("..") {
+        return Err(ApiError::bad_request(
+            "an id is made of letters, digits and - _ . : @ (and never ..)",
+        ));
+    }
+    Ok(())
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_id(&id)?;
+    Ok(id)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A room of a site in `GET /api/v1/sites`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomView {
+    /// Room id.
+    pub id: String,
+    /// Whether `cloud.toml` lists the room (an appliance may report from an unlisted one).
+    pub configured: bool,
+    /// Connected and seen within [`ONLINE_WINDOW_US`].
+    pub online: bool,
+    /// The connection flag as last recorded.
+    pub connected: bool,
+    /// The appliance's software, once it connected.
+    pub software: Option<String>,
+    /// Last sign of life, µs.
+    pub last_seen_us: Option<i64>,
+    /// Last completed sync round, µs.
+    pub last_sync_us: Option<i64>,
+    /// Documents the appliance still had to send.
+    pub backlog_docs: u64,
+    /// Bytes the appliance still had to send.
+    pub backlog_bytes: u64,
+}
+
+/// A site in `GET /api/v1/sites`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SiteView {
+    /// Site id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Whether `cloud.toml` lists the site.
+    pub configured: bool,
+    /// Rooms: the configured ones in order, then any other room an appliance reported from.
+    pub rooms: Vec<RoomView>,
+}
+
+fn room_view(id: &str, configured: bool, row: Option<&ApplianceRow>, now_us: i64) -> RoomView {
+    RoomView {
+        id: id.to_owned(),
+        configured,
+        online: row.is_some_and(|r| {
+            r.connected && now_us.saturating_sub(r.last_seen_us) <= ONLINE_WINDOW_US
+        }),
+        connected: row.is_some_and(|r| r.connected),
+        software: row.map(|r| r.software.clone()).filter(|s| !s.is_empty()),
+        last_seen_us: row.map(|r| r.last_seen_us),
+        last_sync_us: row.and_then(|r| r.last_sync_us),
+        backlog_docs: row.map_or(0, |r| r.backlog_docs),
+        backlog_bytes: row.map_or(0, |r| r.backlog_bytes),
+    }
+}
+
+/// Merges the configured sites with the appliance registry.
+pub fn site_views(config: &[SiteInfo], appliances: &[ApplianceRow], now_us: i64) -> Vec<SiteView> {
+    let find =
+        |site: &str, room: &str| appliances.iter().find(|a| a.site == site && a.room == room);
+    let mut out: Vec<SiteView> = config
+        .iter()
+        .map(|site| {
+            let mut rooms: Vec<RoomView> = site
+                .rooms
+                .iter()
+                .map(|room| room_view(room, true, find(&site.id, room), now_us))
+                .collect();
+            rooms.extend(
+                appliances
+                    .iter()
+                    .filter(|a| a.site == site.id && !site.rooms.contains(&a.room))
+                    .map(|a| room_view(&a.room, false, Some(a), now_us)),
+            );
+            SiteView {
+                id: site.id.clone(),
+                name: site.name.clone(),
+                region: site.region.clone(),
+                configured: true,
+                rooms,
+            }
+        })
+        .collect();
+    for a in appliances {
+        if config.iter().any(|s| s.id == a.site) {
+            continue;
+        }
+        let room = room_view(&a.room, false, Some(a), now_us);
+        match out.iter_mut().find(|s| s.id == a.site) {
+            Some(site) => site.rooms.push(room),
+            None => out.push(SiteView {
+                id: a.site.clone(),
+                name: a.site.clone(),
+                region: String::new(),
+                configured: false,
+                rooms: vec![room],
+            }),
+        }
+    }
+    out
+}
+
+async fn sites(State(s): State<Arc<Shared>>) -> Result<Json<Vec<SiteView>>, ApiError> {
+    let appliances = read(&s, |store| store.appliances()).await?;
+    Ok(Json(site_views(&s.state.sites, &appliances, now_us())))
+}
+
+/// Query of `GET /api/v1/sessions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionsQuery {
+    site: Option<String>,
+    room: Option<String>,
+    state: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+fn session_filter(q: SessionsQuery) -> Result<SessionFilter, ApiError> {
+    for (name, value) in [("site", &q.site), ("room", &q.room), ("state", &q.state)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.len() > MAX_FILTER_BYTES)
+        {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be 1 to {MAX_FILTER_BYTES} bytes long"
+            )));
+        }
+    }
+    if let Some(state) = &q.state
+        && !SESSION_STATES.contains(&state.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown state {state:?}; one of {}",
+            SESSION_STATES.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_SESSION_PAGE);
+    if !(1..=MAX_SESSION_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_SESSION_PAGE}"
+        )));
+    }
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from > to
+    {
+        return Err(ApiError::bad_request("from is after to"));
+    }
+    Ok(SessionFilter {
+        site: q.site,
+        room: q.room,
+        state: q.state,
+        from_us: q.from,
+        to_us: q.to,
+        limit,
+        offset: q.offset.unwrap_or(0),
+    })
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+async fn sessions(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<SessionsQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let filter = session_filter(query(q)?)?;
+    let page = read(&s, move |store| store.sessions(&filter)).await?;
+    Ok(Json(page))
+}
+
+async fn session(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    let summary = read(&s, move |store| store.session_summary(&lookup)).await?;
+    summary
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))
+}
+
+/// Query of `GET /api/v1/sessions/{id}/vitals`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VitalsQuery {
+    channel: String,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+async fn vitals(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<VitalsQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(path)?;
+    let q = query(q)?;
+    let channel = Channel::from_name(&q.channel).ok_or_else(|| {
+        let names: Vec<&str> = Channel::ALL.iter().map(|c| c.name()).collect();
+        ApiError::bad_request(format!(
+            "unknown channel {:?}; one of {}",
+            q.channel,
+            names.join(", ")
+        ))
+    })?;
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from > to
+    {
+        return Err(ApiError::bad_request("from is after to"));
+    }
+    let lookup = id.clone();
+    let page = read(&s, move |store| {
+        store.vitals(&lookup, channel, q.from, q.to)
+    })
+    .await?;
+    page.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))
+}
+
+async fn automerge_bytes(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    let bytes = read(&s, move |store| {
+        store.document_bytes(&lookup, DocKind::Session)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+    // `check_id` allows only characters that are safe inside a quoted header value.
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{id}.automerge\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn patient(
+    State(s): State<Arc<Shared>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = path_id(path)?;
+    let lookup = id.clone();
+    let record = read(&s, move |store| store.patient(&lookup)).await?;
+    record
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("patient {id} not found")))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.state.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The aggregator assembled: storage, the QUIC sync endpoint and the HTTP API, started from a
+//! [`CloudConfig`] and stopped cleanly; and the revocation list watched while running.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::api::{self, ApiState};
+use crate::config::CloudConfig;
+use crate::metrics::Metrics;
+use crate::store::CloudStore;
+use crate::sync::{self, SyncServer};
+use crate::tls;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "vigil-cloud.db";
+
+/// How often the CRL file is checked for a new revocation.
+pub const CRL_POLL: Duration = Duration::from_secs(2);
+
+/// Errors starting the aggregator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened.
+    #[error("cannot open the cloud database {path}: {reason}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A certificate file is missing or wrong.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// An address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running aggregator.
+#[derive(Debug)]
+pub struct Cloud {
+    /// Where the sync endpoint listens (UDP).
+    pub sync_addr: SocketAddr,
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The storage.
+    pub store: Arc<CloudStore>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Cloud {
+    /// Opens storage, checks certificates, binds both endpoints. Inside a tokio runtime.
+    pub async fn start(config: CloudConfig) -> Result<Cloud, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let db = config.data_dir.join(DB_FILE);
+        let store = Arc::new(CloudStore::open(&db).map_err(|e| StartError::Database {
+            path: db.clone(),
+            reason: e.to_string(),
+        })?);
+        let metrics = Arc::new(Metrics::default());
+        let server_config = tls::server_config(&config.pki)?;
+        let endpoint =
+            sync::bind(config.quic_bind, server_config).map_err(|source| StartError::Bind {
+                addr: config.quic_bind,
+                source,
+            })?;
+        let sync_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
+            addr: config.quic_bind,
+            source,
+        })?;
+        let server = SyncServer::new(store.clone(), metrics.clone());
+        let mut tasks = vec![tokio::spawn(server.clone().serve(endpoint.clone()))];
+        tasks.push(tokio::spawn(watch_crl(
+            config.clone(),
+            endpoint.clone(),
+            server,
+        )));
+
+        let listener = tokio::net::TcpListener::bind(config.http_bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.http_bind,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.http_bind,
+            source,
+        })?;
+        let app = api::router(ApiState {
+            store: store.clone(),
+            token: config.api_token.clone(),
+            sites: config.sites.clone(),
+            metrics,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.push(tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        }));
+        tracing::info!(sync = %sync_addr, api = %api_addr, db = %db.display(), "cloud started");
+        Ok(Cloud {
+            sync_addr,
+            api_addr,
+            store,
+            endpoint,
+            tasks,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// The API's base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// Stops accepting, closes connections (appliances reconnect later) and waits for quiet.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.endpoint.close(0_u32.into(), b"cloud shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Re-reads the CRL when it changes: new handshakes use it at once, and every open connection
+/// is closed so that a revoked appliance has to handshake again (and fails).
+async fn watch_crl(config: CloudConfig, endpoint: quinn::Endpoint, server: Arc<SyncServer>) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<SystemTime> = modified(&config.pki.crl);
+    loop {
+        tokio::time::sleep(CRL_POLL).await;
+        let now = modified(&config.pki.crl);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match tls::server_config(&config.pki) {
+            Ok(c) => {
+                endpoint.set_server_config(Some(c));
+                server.close_all("certificate revocation list changed; reconnect");
+                tracing::info!(crl = %config.pki.crl.display(), "revocation list reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the revocation list; keeping the previous one")
+            }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The cloud's operational counters and gauges, rendered in Prometheus' text exposition format
+//! for `GET /metrics`.
+//!
+//! The sync server updates them (lock-free atomics, except the small map of reject reasons);
+//! the API renders them. Nothing here does I/O or names a site, room or patient: metrics are
+//! served without authentication, so they carry counts only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vigil_shared::wire::RejectCode;
+
+/// Distinct reject reasons counted separately; any further reason is counted as `other`. The
+/// wire protocol has nine reject codes and the sync server a few reasons of its own
+/// (`handshake`, …); 32 bounds the label set (and the scrape size) against a reason string
+/// built from peer input.
+pub const MAX_REJECT_REASONS: usize = 32;
+
+/// The label under which reasons past [`MAX_REJECT_REASONS`] are counted.
+const OTHER_REASON: &str = "other";
+
+/// Counters and gauges of the running cloud.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connected_appliances: AtomicU64,
+    frames_received: AtomicU64,
+    frames_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    documents_committed: AtomicU64,
+    changes_committed: AtomicU64,
+    /// f64 bits.
+    sync_lag_seconds: AtomicU64,
+    rejects: Mutex<BTreeMap<String, u64>>,
+}
+
+/// The values of [`Metrics`] at one moment, for tests and status pages.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// Appliances connected now.
+    pub connected_appliances: u64,
+    /// Sync frames received.
+    pub frames_received: u64,
+    /// Sync frames sent.
+    pub frames_sent: u64,
+    /// Bytes received on sync streams.
+    pub bytes_received: u64,
+    /// Bytes sent on sync streams.
+    pub bytes_sent: u64,
+    /// Document commits (each made changes durable).
+    pub documents_committed: u64,
+    /// Automerge changes committed, as the sync server counted them.
+    pub changes_committed: u64,
+    /// The largest sync lag over connected appliances, seconds.
+    pub sync_lag_seconds: f64,
+    /// Rejects by reason.
+    pub rejects: BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    /// An appliance connected.
+    pub fn appliance_connected(&self) {
+        self.connected_appliances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An appliance disconnected. Never goes below zero.
+    pub fn appliance_disconnected(&self) {
+        let _ = self
+            .connected_appliances
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// One frame received.
+    pub fn frame_received(&self) {
+        self.frames_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One frame sent.
+    pub fn frame_sent(&self) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes received on a sync stream.
+    pub fn bytes_received(&self, n: u64) {
+        self.bytes_received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes sent on a sync stream.
+    pub fn bytes_sent(&self, n: u64) {
+        self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One document commit.
+    pub fn document_committed(&self) {
+        self.documents_committed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` Automerge changes committed.
+    pub fn changes_committed(&self, n: u64) {
+        self.changes_committed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the sync lag gauge (the maximum over connected appliances, seconds). Negative or
+    /// non-finite values are stored as 0.
+    pub fn set_sync_lag_seconds(&self, seconds: f64) {
+        let s = if seconds.is_finite() && seconds > 0.0 {
+            seconds
+        } else {
+            0.0
+        };
+        self.sync_lag_seconds.store(s.to_bits(), Ordering::Relaxed);
+    }
+
+    /// One refusal, by reason: a [`RejectCode`] name or a reason of the sync server's own.
+    pub fn reject(&self, reason: &str) {
+        let mut rejects = self
+            .rejects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = rejects.get_mut(reason) {
+            *n += 1;
+            return;
+        }
+        let label = if rejects.len() < MAX_REJECT_REASONS && is_label_safe(reason) {
+            reason
+        } else {
+            OTHER_REASON
+        };
+        *rejects.entry(label.to_owned()).or_insert(0) += 1;
+    }
+
+    /// One refusal with a wire reject code.
+    pub fn reject_code(&self, code: RejectCode) {
+        self.reject(code.as_str());
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            connected_appliances: load(&self.connected_appliances),
+            frames_received: load(&self.frames_received),
+            frames_sent: load(&self.frames_sent),
+            bytes_received: load(&self.bytes_received),
+            bytes_sent: load(&self.bytes_sent),
+            documents_committed: load(&self.documents_committed),
+            changes_committed: load(&self.changes_committed),
+            sync_lag_seconds: f64::from_bits(load(&self.sync_lag_seconds)),
+            rejects: self
+                .rejects
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        }
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            // Writing to a String cannot fail.
+            let _ = write!(
+                out,
+                "# HELP vigil_cloud_{name} {help}\n# TYPE vigil_cloud_{name} {kind}\nvigil_cloud_{name} {value}\n"
+            );
+        };
+        metric(
+            "connected_appliances",
+            "gauge",
+            "Appliances connected now.",
+            s.connected_appliances.to_string(),
+        );
+        metric(
+            "frames_received_total",
+            "counter",
+            "Sync frames received from appliances.",
+            s.frames_received.to_string(),
+        );
+        metric(
+            "frames_sent_total",
+            "counter",
+            "Sync frames sent to appliances.",
+            s.frames_sent.to_string(),
+        );
+        metric(
+            "bytes_received_total",
+            "counter",
+            "Bytes received on sync streams.",
+            s.bytes_received.to_string(),
+        );
+        metric(
+            "bytes_sent_total",
+            "counter",
+            "Bytes sent on sync streams.",
+            s.bytes_sent.to_string(),
+        );
+        metric(
+            "documents_committed_total",
+            "counter",
+            "Document commits made durable.",
+            s.documents_committed.to_string(),
+        );
+        metric(
+            "changes_committed_total",
+            "counter",
+            "Automerge changes made durable.",
+            s.changes_committed.to_string(),
+        );
+        metric(
+            "sync_lag_seconds",
+            "gauge",
+            "Largest sync lag over connected appliances.",
+            format_float(s.sync_lag_seconds),
+        );
+        out.push_str(
+            "# HELP vigil_cloud_rejects_total Refusals sent to appliances, by reason.\n\
+             # TYPE vigil_cloud_rejects_total counter\n",
+        );
+        // Every wire code is listed, zero or not, so dashboards see the series from the start.
+        let mut rejects: BTreeMap<&str, u64> =
+            RejectCode::ALL.iter().map(|c| (c.as_str(), 0)).collect();
+        for (reason, n) in &s.rejects {
+            rejects.insert(reason, *n);
+        }
+        for (reason, n) in rejects {
+            let _ = writeln!(out, "vigil_cloud_rejects_total{{reason=\"{reason}\"}} {n}");
+        }
+        out
+    }
+}
+
+/// Whether a reason can be a label value as is: short, lowercase letters, digits and `_`
+/// (so it never needs escaping).
+fn is_label_safe(reason: &str) -> bool {
+    !reason.is_empty()
+        && reason.len() <= 64
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn format_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of one sample line in `text`.
+    fn value(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    #[test]
+    fn render_lists_every_metric_with_help_and_type() {
+        let m = Metrics::default();
+        m.appliance_connected();
+        m.appliance_connected();
+        m.appliance_disconnected();
+        m.frame_received();
+        m.bytes_received(100);
+        m.frame_sent();
+        m.frame_sent();
+        m.bytes_sent(7);
+        m.document_committed();
+        m.changes_committed(3);
+        m.set_sync_lag_seconds(2.5);
+        m.reject("forbidden");
+        m.reject_code(RejectCode::Forbidden);
+        m.reject("handshake");
+        let text = m.render();
+        let cases = [
+            ("vigil_cloud_connected_appliances", "1"),
+            ("vigil_cloud_frames_received_total", "1"),
+            ("vigil_cloud_frames_sent_total", "2"),
+            ("vigil_cloud_bytes_received_total", "100"),
+            ("vigil_cloud_bytes_sent_total", "7"),
+            ("vigil_cloud_documents_committed_total", "1"),
+            ("vigil_cloud_changes_committed_total", "3"),
+            ("vigil_cloud_sync_lag_seconds", "2.5"),
+            ("vigil_cloud_rejects_total{reason=\"forbidden\"}", "2"),
+            ("vigil_cloud_rejects_total{reason=\"handshake\"}", "1"),
+            ("vigil_cloud_rejects_total{reason=\"replay\"}", "0"),
+        ];
+        for (series, expected) in cases {
+            assert_eq!(
+                value(&text, series).as_deref(),
+                Some(expected),
+                "{series} in\n{text}"
+            );
+        }
+        for name in [
+            "connected_appliances",
+            "frames_received_total",
+            "sync_lag_seconds",
+            "rejects_total",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP vigil_cloud_{name} ")),
+                "{name}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE vigil_cloud_{name} ")),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn gauges_never_go_negative_or_nan() {
+        let m = Metrics::default();
+        m.appliance_disconnected();
+        m.set_sync_lag_seconds(f64::NAN);
+        let s = m.snapshot();
+        assert_eq!(s.connected_appliances, 0);
+        assert_eq!(s.sync_lag_seconds, 0.0);
+        m.set_sync_lag_seconds(-3.0);
+        assert_eq!(m.snapshot().sync_lag_seconds, 0.0);
+        assert_eq!(
+            value(&m.render(), "vigil_cloud_sync_lag_seconds").as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
+    fn reject_reasons_are_bounded_and_safe() {
+        let m = Metrics::default();
+        let cases = [
+            ("forbidden", "forbidden"),
+            ("Bad Reason\"}\n", OTHER_REASON),
+            ("", OTHER_REASON),
+        ];
+        for (reason, label) in cases {
+            m.reject(reason);
+            assert!(m.snapshot().rejects.contains_key(label), "{reason:?}");
+        }
+        for i in 0..(2 * MAX_REJECT_REASONS) {
+            m.reject(&format!("reason_{i}"));
+        }
+        let rejects = m.snapshot().rejects;
+        assert!(rejects.len() <= MAX_REJECT_REASONS + 1, "{}", rejects.len());
+        assert!(rejects[OTHER_REASON] > MAX_REJECT_REASONS as u64);
+    }
+}

@@ -1,0 +1,1073 @@
+//! Tests of the store: documents round-trip, projections follow commits (incrementally and
+//! from scratch), commits are idempotent, compaction keeps documents whole, and the registry
+//! refuses documents that don't belong.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, Value};
+use rusqlite::types::Value as SqlValue;
+use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::{
+    AdvisoryRecord, CoursePlan, DoseAction, DoseEvent, Observation, PatientDoc, PatientRecord,
+    Protocol, Screening, SessionDoc, SessionMeta, SessionState,
+};
+use vigil_shared::vitals::{Channel, Sample, checksum};
+use vigil_shared::wire::DocKind;
+
+use super::projection::{ChannelStats, count_channel, read_channels};
+use super::reads::vitals_page;
+use super::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: CloudStore,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+    Fixture { _dir: dir, store }
+}
+
+fn meta(id: &str, site: &str, room: &str, started_us: Option<i64>) -> SessionMeta {
+    SessionMeta {
+        id: id.into(),
+        site: site.into(),
+        room: room.into(),
+        patient_id: "p-1".into(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        },
+        state: SessionState::InProgress,
+        created_us: 1_000,
+        started_us,
+        ended_us: None,
+        dose_events: vec![DoseEvent {
+            id: "d1".into(),
+            at_us: 2_000,
+            action: DoseAction::Start,
+            rate_mg_per_h: Some(52.5),
+            by: "nurse-a".into(),
+        }],
+        advisories: vec![],
+        observations: vec![],
+        scores: vec![],
+        discharge: None,
+    }
+}
+
+fn patient(id: &str, site: &str) -> PatientRecord {
+    PatientRecord {
+        id: id.into(),
+        site: site.into(),
+        given_name: "Ada".into(),
+        family_name: "Lovelace".into(),
+        birth_date: "1980-12-10".into(),
+        sex: "female".into(),
+        phone: None,
+        screening: Screening::default(),
+        medications: vec![],
+        course: CoursePlan::default(),
+        outcome_scores: vec![],
+    }
+}
+
+/// `n` samples of `channel` from `start_us`, `period_us` apart, values varying with `seed`.
+fn samples(channel: Channel, start_us: i64, n: usize, period_us: i64, seed: i32) -> Vec<Sample> {
+    (0..n)
+        .map(|i| {
+            let t_us = start_us + i as i64 * period_us;
+            let x = seed.wrapping_mul(31).wrapping_add(i as i32 * 7) % 50;
+            match channel {
+                Channel::Nibp => Sample {
+                    t_us,
+                    v: [120 + x, 80 + x / 2, 93 + x / 3],
+                },
+                _ => Sample::scalar(t_us, 60 + x),
+            }
+        })
+        .collect()
+}
+
+fn encode(channel: Channel, samples: &[Sample]) -> Vec<u8> {
+    Chunk {
+        channel,
+        samples: samples.to_vec(),
+    }
+    .encode()
+    .unwrap()
+}
+
+/// A session document plus the samples put into it, per channel.
+struct Session {
+    doc: SessionDoc,
+    sent: BTreeMap<Channel, Vec<Sample>>,
+}
+
+impl Session {
+    fn new(id: &str) -> Session {
+        Session {
+            doc: SessionDoc::create(&meta(id, "austin", "1", Some(2_000))).unwrap(),
+            sent: BTreeMap::new(),
+        }
+    }
+
+    fn append(&mut self, channel: Channel, samples: Vec<Sample>) {
+        self.doc
+            .append_chunk(channel, encode(channel, &samples))
+            .unwrap();
+        self.sent.entry(channel).or_default().extend(samples);
+    }
+
+    fn am(&mut self) -> &mut AutoCommit {
+        self.doc.automerge()
+    }
+}
+
+fn commit(store: &CloudStore, id: &str, doc: &mut AutoCommit, now_us: i64) {
+    let changes = doc.save_incremental();
+    store
+        .commit_document(id, DocKind::Session, "austin", doc, &changes, now_us)
+        .unwrap();
+}
+
+fn channels(store: &CloudStore, id: &str) -> BTreeMap<Channel, ChannelStats> {
+    read_channels(&store.reader().unwrap(), id).unwrap()
+}
+
+/// Asserts a channel's row describes exactly `sent` (and `corrupt` unreadable chunks).
+fn check_channel(
+    rows: &BTreeMap<Channel, ChannelStats>,
+    channel: Channel,
+    sent: &[Sample],
+    chunks: u64,
+    corrupt: u64,
+) {
+    let row = &rows[&channel];
+    let expected = (
+        sent.len() as u64,
+        sent.iter().map(|s| s.t_us).min(),
+        sent.iter().map(|s| s.t_us).max(),
+        chunks,
+        corrupt,
+        checksum(sent),
+    );
+    let got = (
+        row.samples,
+        row.first_us,
+        row.last_us,
+        row.chunks,
+        row.corrupt_chunks,
+        row.checksum,
+    );
+    assert_eq!(got, expected, "channel {channel}");
+}
+
+fn count(store: &CloudStore, sql: &str) -> i64 {
+    store
+        .reader()
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+fn heads(doc: &mut AutoCommit) -> Vec<automerge::ChangeHash> {
+    let mut h = doc.get_heads();
+    h.sort();
+    h
+}
+
+/// Every row of every projection table, in a stable order.
+fn dump_projections(store: &CloudStore) -> BTreeMap<&'static str, Vec<Vec<SqlValue>>> {
+    let conn = store.reader().unwrap();
+    let mut out = BTreeMap::new();
+    for table in [
+        "sessions",
+        "session_channels",
+        "advisories",
+        "events",
+        "patients",
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+            .unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| (0..n).map(|i| r.get::<_, SqlValue>(i)).collect())
+            .unwrap()
+            .collect::<Result<Vec<Vec<SqlValue>>, _>>()
+            .unwrap();
+        out.insert(table, rows);
+    }
+    out
+}
+
+/// Plants an item that is not a valid chunk at the end of a channel's list, as a buggy or
+/// hostile peer could (append_chunk refuses it).
+fn plant(doc: &mut AutoCommit, channel: Channel, value: ScalarValue) {
+    let Some((Value::Object(ObjType::Map), vitals)) = doc.get(automerge::ROOT, "vitals").unwrap()
+    else {
+        panic!("no vitals map");
+    };
+    let Some((Value::Object(ObjType::List), list)) = doc.get(&vitals, channel.name()).unwrap()
+    else {
+        panic!("no {channel} list");
+    };
+    let len = doc.length(&list);
+    doc.insert(&list, len, value).unwrap();
+}
+
+#[test]
+fn a_new_session_round_trips_with_its_projections() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 2_000, 10, 1_000_000, 1));
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 10_002_000, 10, 1_000_000, 2),
+    );
+    s.append(Channel::Ecg, samples(Channel::Ecg, 2_000, 2_500, 4_000, 3));
+    s.append(Channel::Nibp, samples(Channel::Nibp, 60_000_000, 1, 0, 4));
+    s.doc.append_note("calm").unwrap();
+    commit(&f.store, "s-1", s.am(), 5_000);
+
+    let mut loaded = f.store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(
+        (loaded.kind, loaded.site.as_str()),
+        (DocKind::Session, "austin")
+    );
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+
+    let rows = channels(&f.store, "s-1");
+    assert_eq!(rows.len(), Channel::ALL.len(), "every channel has a row");
+    check_channel(&rows, Channel::Hr, &s.sent[&Channel::Hr], 2, 0);
+    check_channel(&rows, Channel::Ecg, &s.sent[&Channel::Ecg], 1, 0);
+    check_channel(&rows, Channel::Nibp, &s.sent[&Channel::Nibp], 1, 0);
+    check_channel(&rows, Channel::Spo2, &[], 0, 0);
+
+    let row = f.store.session_row("s-1").unwrap().unwrap();
+    assert_eq!(
+        (
+            row.site.as_str(),
+            row.room.as_str(),
+            row.state.as_str(),
+            row.started_us,
+            row.updated_us
+        ),
+        ("austin", "1", "in_progress", Some(2_000), 5_000)
+    );
+    let summary = f.store.session_summary("s-1").unwrap().unwrap();
+    assert_eq!(summary.notes, "calm");
+    assert_eq!(summary.channels[&Channel::Ecg].samples, 2_500);
+    assert_eq!(
+        summary.channels[&Channel::Hr].checksum,
+        format!("{:016x}", checksum(&s.sent[&Channel::Hr]))
+    );
+    assert_eq!(
+        count(&f.store, "SELECT count(*) FROM events WHERE type = 'dose'"),
+        1
+    );
+}
+
+#[test]
+fn incremental_commits_update_the_projections() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    commit(&f.store, "s-1", s.am(), 1);
+    check_channel(
+        &channels(&f.store, "s-1"),
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        1,
+        0,
+    );
+
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 10_000_000, 10, 1_000_000, 2),
+    );
+    s.append(Channel::Spo2, samples(Channel::Spo2, 0, 20, 1_000_000, 3));
+    s.doc
+        .update_meta(|m| {
+            m.advisories.push(AdvisoryRecord {
+                id: "a1".into(),
+                kind: "bp_high".into(),
+                subject: "nibp".into(),
+                priority: "medium".into(),
+                detail: "182/95".into(),
+                raised_us: 5,
+                acknowledged_us: None,
+                acknowledged_by: None,
+                cleared_us: None,
+            });
+            m.observations.push(Observation {
+                id: "o1".into(),
+                at_us: 6,
+                effect: "nausea".into(),
+                severity: "mild".into(),
+                by: "n".into(),
+            });
+        })
+        .unwrap();
+    commit(&f.store, "s-1", s.am(), 2);
+
+    let rows = channels(&f.store, "s-1");
+    check_channel(&rows, Channel::Hr, &s.sent[&Channel::Hr], 2, 0);
+    check_channel(&rows, Channel::Spo2, &s.sent[&Channel::Spo2], 1, 0);
+    let row = f.store.session_row("s-1").unwrap().unwrap();
+    assert_eq!(
+        (
+            row.n_advisories,
+            row.has_advisory,
+            row.max_advisory_priority.as_deref(),
+            row.n_observations
+        ),
+        (1, true, Some("medium"), 1)
+    );
+    assert_eq!(count(&f.store, "SELECT count(*) FROM advisories"), 1);
+    assert_eq!(count(&f.store, "SELECT count(*) FROM events"), 2);
+    assert_eq!(count(&f.store, "SELECT count(*) FROM doc_changes"), 1);
+    let mut loaded = f.store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+}
+
+#[test]
+fn committing_the_same_changes_twice_is_harmless() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    commit(&f.store, "s-1", s.am(), 1);
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 10_000_000, 10, 1_000_000, 2),
+    );
+    let changes = s.am().save_incremental();
+    for now_us in [2, 3, 4] {
+        f.store
+            .commit_document("s-1", DocKind::Session, "austin", s.am(), &changes, now_us)
+            .unwrap();
+    }
+    check_channel(
+        &channels(&f.store, "s-1"),
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        2,
+        0,
+    );
+    assert_eq!(count(&f.store, "SELECT count(*) FROM doc_changes"), 1);
+    assert_eq!(
+        count(
+            &f.store,
+            "SELECT updated_us FROM documents WHERE id = 's-1'"
+        ),
+        2,
+        "the repeats wrote nothing"
+    );
+}
+
+#[test]
+fn reindex_rebuilds_identical_projections() {
+    let f = fixture();
+    let mut a = Session::new("s-a");
+    a.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    a.append(Channel::Ecg, samples(Channel::Ecg, 0, 500, 4_000, 2));
+    commit(&f.store, "s-a", a.am(), 10);
+    a.append(
+        Channel::Hr,
+        samples(Channel::Hr, 10_000_000, 10, 1_000_000, 3),
+    );
+    a.doc
+        .update_meta(|m| m.state = SessionState::Completed)
+        .unwrap();
+    commit(&f.store, "s-a", a.am(), 11);
+    let mut b = Session::new("s-b");
+    b.append(Channel::Spo2, samples(Channel::Spo2, 0, 30, 1_000_000, 4));
+    plant(b.am(), Channel::Spo2, ScalarValue::Bytes(vec![1, 2, 3]));
+    commit(&f.store, "s-b", b.am(), 12);
+    let mut p = PatientDoc::create(&patient("p-1", "austin")).unwrap();
+    let changes = p.automerge().save();
+    f.store
+        .commit_document(
+            "p-1",
+            DocKind::Patient,
+            "austin",
+            p.automerge(),
+            &changes,
+            13,
+        )
+        .unwrap();
+
+    let before = dump_projections(&f.store);
+    assert_eq!(before["sessions"].len(), 2);
+    assert_eq!(before["patients"].len(), 1);
+    f.store
+        .writer()
+        .execute_batch(
+            "DELETE FROM sessions; DELETE FROM session_channels; DELETE FROM advisories;
+             DELETE FROM events; DELETE FROM patients;",
+        )
+        .unwrap();
+    assert!(dump_projections(&f.store).values().all(Vec::is_empty));
+
+    let report = f.store.reindex().unwrap();
+    assert_eq!(dump_projections(&f.store), before);
+    assert_eq!(
+        report,
+        ReindexReport {
+            documents: 3,
+            sessions: 2,
+            patients: 1,
+            site_configs: 0,
+            chunks: 5,
+            corrupt_chunks: 1,
+            failed: 0,
+            failures: vec![],
+        }
+    );
+    // Reindexing again over full tables changes nothing either.
+    f.store.reindex().unwrap();
+    assert_eq!(dump_projections(&f.store), before);
+}
+
+#[test]
+fn compaction_keeps_the_document_identical() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    commit(&f.store, "s-1", s.am(), 0);
+    let rounds = COMPACT_AFTER_CHANGES + 5;
+    for i in 0..rounds {
+        s.append(
+            Channel::Hr,
+            samples(Channel::Hr, i * 10_000_000, 10, 1_000_000, i as i32),
+        );
+        s.doc.append_note(&format!("{i} ")).unwrap();
+        commit(&f.store, "s-1", s.am(), i + 1);
+    }
+    let pending = count(&f.store, "SELECT count(*) FROM doc_changes");
+    assert!(
+        pending < COMPACT_AFTER_CHANGES,
+        "{pending} change sets pending"
+    );
+    let mut loaded = f.store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+    let reloaded = SessionDoc::from_automerge(loaded.doc).unwrap();
+    assert_eq!(reloaded.notes().unwrap(), s.doc.notes().unwrap());
+    assert_eq!(reloaded.meta().unwrap(), s.doc.meta().unwrap());
+    assert_eq!(reloaded.chunk_count(Channel::Hr), rounds as usize);
+    check_channel(
+        &channels(&f.store, "s-1"),
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        rounds as u64,
+        0,
+    );
+    // The document endpoint's bytes load to the same heads, with and without pending changes.
+    let bytes = f
+        .store
+        .document_bytes("s-1", DocKind::Session)
+        .unwrap()
+        .unwrap();
+    assert_eq!(heads(&mut AutoCommit::load(&bytes).unwrap()), heads(s.am()));
+    assert_eq!(
+        f.store.document_bytes("s-1", DocKind::Patient).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_corrupt_chunk_counts_apart_while_the_others_count() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    let good = encode(
+        Channel::Hr,
+        &samples(Channel::Hr, 10_000_000, 10, 1_000_000, 2),
+    );
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 1);
+    plant(s.am(), Channel::Hr, ScalarValue::Bytes(truncated));
+    plant(s.am(), Channel::Hr, ScalarValue::Str("not bytes".into()));
+    plant(
+        s.am(),
+        Channel::Hr,
+        ScalarValue::Bytes(encode(
+            Channel::Spo2,
+            &samples(Channel::Spo2, 0, 3, 1_000_000, 3),
+        )),
+    );
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 20_000_000, 10, 1_000_000, 4),
+    );
+    commit(&f.store, "s-1", s.am(), 1);
+    check_channel(
+        &channels(&f.store, "s-1"),
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        5,
+        3,
+    );
+    let page = f
+        .store
+        .vitals("s-1", Channel::Hr, None, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!((page.samples.len(), page.corrupt_chunks), (20, 3));
+}
+
+/// Counting from a prior row gives what a full recount gives, whatever happened to the list.
+#[test]
+fn incremental_counting_matches_a_full_recount() {
+    type Mutation = fn(&mut AutoCommit, &automerge::ObjId);
+    let hr = |i: i64| {
+        encode(
+            Channel::Hr,
+            &samples(Channel::Hr, i * 10_000_000, 10, 1_000_000, i as i32),
+        )
+    };
+    // (name, mutation, whether the counted prefix is still valid and gets reused)
+    let cases: Vec<(&str, Mutation, bool)> = vec![
+        ("nothing changed", |_, _| {}, true),
+        (
+            "appended",
+            |d, l| {
+                let n = d.length(l);
+                d.insert(
+                    l,
+                    n,
+                    ScalarValue::Bytes(encode(
+                        Channel::Hr,
+                        &samples(Channel::Hr, 90_000_000, 5, 1_000_000, 9),
+                    )),
+                )
+                .unwrap();
+            },
+            true,
+        ),
+        (
+            "inserted at the front",
+            |d, l| {
+                d.insert(
+                    l,
+                    0,
+                    ScalarValue::Bytes(encode(
+                        Channel::Hr,
+                        &samples(Channel::Hr, -50_000_000, 5, 1_000_000, 8),
+                    )),
+                )
+                .unwrap();
+            },
+            false,
+        ),
+        ("first item deleted", |d, l| d.delete(l, 0).unwrap(), false),
+        (
+            "last item deleted",
+            |d, l| {
+                let n = d.length(l);
+                d.delete(l, n - 1).unwrap();
+            },
+            false,
+        ),
+        (
+            "item overwritten with junk",
+            |d, l| d.put(l, 1, ScalarValue::Bytes(vec![0xff])).unwrap(),
+            false,
+        ),
+        (
+            "deleted and re-inserted",
+            |d, l| {
+                d.delete(l, 0).unwrap();
+                d.insert(
+                    l,
+                    0,
+                    ScalarValue::Bytes(encode(
+                        Channel::Hr,
+                        &samples(Channel::Hr, 0, 3, 1_000_000, 7),
+                    )),
+                )
+                .unwrap();
+            },
+            false,
+        ),
+        (
+            "emptied",
+            |d, l| {
+                while d.length(l) > 0 {
+                    d.delete(l, 0).unwrap();
+                }
+            },
+            false,
+        ),
+    ];
+    /// Samples added to a prior row as a marker: they survive only if the prefix is reused.
+    const MARK: u64 = 1_000_000;
+    for (name, mutate, reused) in cases {
+        let mut s = Session::new("s-1");
+        for i in 0..3 {
+            s.doc.append_chunk(Channel::Hr, hr(i)).unwrap();
+        }
+        let prior = count_channel("s-1", s.doc.automerge_ref(), Channel::Hr, None);
+        assert_eq!(prior.chunks, 3, "{name}");
+        let list = super::projection::channel_list(s.doc.automerge_ref(), Channel::Hr).unwrap();
+        mutate(s.am(), &list);
+        let incremental = count_channel("s-1", s.doc.automerge_ref(), Channel::Hr, Some(&prior));
+        let full = count_channel("s-1", s.doc.automerge_ref(), Channel::Hr, None);
+        assert_eq!(incremental, full, "{name}");
+        let marked = ChannelStats {
+            samples: prior.samples + MARK,
+            ..prior.clone()
+        };
+        let recount = count_channel("s-1", s.doc.automerge_ref(), Channel::Hr, Some(&marked));
+        let expected = full.samples + if reused { MARK } else { 0 };
+        assert_eq!(
+            recount.samples, expected,
+            "{name}: prefix reused = {reused}"
+        );
+        // The prefix hash survives a save and load (actor indexes may change, ids don't).
+        if full.chunks > 0 {
+            let reloaded = AutoCommit::load(&s.am().save()).unwrap();
+            let marked = ChannelStats {
+                samples: full.samples + MARK,
+                ..full.clone()
+            };
+            let recount = count_channel("s-1", &reloaded, Channel::Hr, Some(&marked));
+            assert_eq!(recount.samples, full.samples + MARK, "{name}: after reload");
+        }
+    }
+}
+
+#[test]
+fn documents_that_do_not_belong_are_refused_whole() {
+    let f = fixture();
+    let mut s = Session::new("s-1");
+    commit(&f.store, "s-1", s.am(), 1);
+    let mut p1 = PatientDoc::create(&patient("p-1", "austin")).unwrap();
+    let mut p2 = PatientDoc::create(&patient("p-9", "austin")).unwrap();
+    type Check = fn(&StoreError) -> bool;
+    let owner: Check = |e| matches!(e, StoreError::OwnerMismatch { .. });
+    let invalid: Check = |e| matches!(e, StoreError::InvalidDocument { .. });
+    let mut other_site = Session::new("s-2");
+    let mut austin_doc_elsewhere = Session::new("s-3");
+    let cases: Vec<(&str, &str, DocKind, &str, &mut AutoCommit, Check)> = vec![
+        (
+            "known id, other site",
+            "s-1",
+            DocKind::Session,
+            "florida",
+            s.am(),
+            owner,
+        ),
+        (
+            "known id, other kind",
+            "s-1",
+            DocKind::Patient,
+            "austin",
+            p1.automerge(),
+            owner,
+        ),
+        (
+            "new id, wrong kind",
+            "p-9",
+            DocKind::Session,
+            "austin",
+            p2.automerge(),
+            invalid,
+        ),
+        (
+            "new id, document names another site",
+            "s-2",
+            DocKind::Session,
+            "florida",
+            other_site.am(),
+            invalid,
+        ),
+        (
+            "new id, sent as a site config",
+            "s-3",
+            DocKind::SiteConfig,
+            "austin",
+            austin_doc_elsewhere.am(),
+            invalid,
+        ),
+    ];
+    for (name, id, kind, site, doc, check) in cases {
+        let before = heads(doc);
+        let changes = doc.save();
+        let err = f
+            .store
+            .commit_document(id, kind, site, doc, &changes, 9)
+            .unwrap_err();
+        assert!(check(&err), "{name}: {err}");
+        assert_eq!(
+            heads(doc),
+            before,
+            "{name}: the caller's document is unchanged"
+        );
+    }
+    assert_eq!(count(&f.store, "SELECT count(*) FROM documents"), 1);
+    assert_eq!(count(&f.store, "SELECT count(*) FROM sessions"), 1);
+    assert_eq!(
+        f.store.document_owner("s-1").unwrap(),
+        Some((DocKind::Session, "austin".to_owned()))
+    );
+    assert_eq!(f.store.document_owner("nope").unwrap(), None);
+}
+
+#[test]
+fn changes_another_copy_committed_are_merged_in() {
+    let f = fixture();
+    let mut a = PatientDoc::create(&patient("p-1", "austin")).unwrap();
+    let bytes = a.automerge().save();
+    f.store
+        .commit_document("p-1", DocKind::Patient, "austin", a.automerge(), &bytes, 1)
+        .unwrap();
+    let mut b = PatientDoc::load(&bytes).unwrap();
+    b.automerge().set_actor(automerge::ActorId::random());
+
+    a.update(|r| r.phone = Some("512-555-0100".into())).unwrap();
+    let changes = a.automerge().save_incremental();
+    f.store
+        .commit_document(
+            "p-1",
+            DocKind::Patient,
+            "austin",
+            a.automerge(),
+            &changes,
+            2,
+        )
+        .unwrap();
+    b.update(|r| r.family_name = "King".into()).unwrap();
+    let changes = b.automerge().save_incremental();
+    f.store
+        .commit_document(
+            "p-1",
+            DocKind::Patient,
+            "austin",
+            b.automerge(),
+            &changes,
+            3,
+        )
+        .unwrap();
+
+    let merged = b.record().unwrap();
+    assert_eq!(
+        (merged.phone.as_deref(), merged.family_name.as_str()),
+        (Some("512-555-0100"), "King"),
+        "b's copy now holds a's change too"
+    );
+    let mut stored = f.store.load_document("p-1").unwrap().unwrap();
+    assert_eq!(heads(&mut stored.doc), heads(b.automerge()));
+    assert_eq!(f.store.patient("p-1").unwrap(), Some(merged));
+    let family: String = f
+        .store
+        .reader()
+        .unwrap()
+        .query_row(
+            "SELECT family_name FROM patients WHERE id = 'p-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(family, "King");
+}
+
+#[test]
+fn the_registry_lists_a_sites_documents_by_kind() {
+    let f = fixture();
+    for (id, site) in [("s-1", "austin"), ("s-2", "austin")] {
+        let mut s = SessionDoc::create(&meta(id, site, "1", None)).unwrap();
+        let changes = s.automerge().save();
+        f.store
+            .commit_document(id, DocKind::Session, site, s.automerge(), &changes, 1)
+            .unwrap();
+    }
+    for (id, site) in [("p-1", "austin"), ("p-2", "florida")] {
+        let mut p = PatientDoc::create(&patient(id, site)).unwrap();
+        let changes = p.automerge().save();
+        f.store
+            .commit_document(id, DocKind::Patient, site, p.automerge(), &changes, 1)
+            .unwrap();
+    }
+    let cases: [(&str, &[DocKind], &[&str]); 5] = [
+        ("austin", &[DocKind::Patient], &["p-1"]),
+        ("austin", &[DocKind::Session], &["s-1", "s-2"]),
+        ("austin", &[DocKind::Patient, DocKind::SiteConfig], &["p-1"]),
+        ("florida", &[DocKind::Session], &[]),
+        ("nowhere", &DocKind::ALL, &[]),
+    ];
+    for (site, kinds, expected) in cases {
+        assert_eq!(
+            f.store.site_documents(site, kinds).unwrap(),
+            expected,
+            "{site} {kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn appliance_presence_is_recorded() {
+    let f = fixture();
+    let s = &f.store;
+    s.appliance_connected("austin", "1", "vigil-edge 0.1", 100)
+        .unwrap();
+    s.appliance_seen("austin", "1", 150).unwrap();
+    s.appliance_synced("austin", "1", 200, 3, 4_096).unwrap();
+    s.appliance_connected("austin", "2", "vigil-edge 0.1", 300)
+        .unwrap();
+    s.appliance_disconnected("austin", "2", 400).unwrap();
+    s.appliance_connected("austin", "1", "vigil-edge 0.2", 500)
+        .unwrap();
+    s.appliance_disconnected("nowhere", "9", 600).unwrap();
+    let rows = s.appliances().unwrap();
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.room.as_str(),
+                r.connected,
+                r.software.as_str(),
+                r.first_seen_us,
+                r.last_seen_us,
+                r.last_sync_us,
+                r.backlog_docs,
+                r.backlog_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("1", true, "vigil-edge 0.2", 100, 500, Some(200), 3, 4_096),
+            ("2", false, "vigil-edge 0.1", 300, 400, None, 0, 0),
+        ]
+    );
+    // The registry of appliances is not a projection: reindex keeps it.
+    s.reindex().unwrap();
+    assert_eq!(s.appliances().unwrap(), rows);
+}
+
+#[test]
+fn the_session_list_filters_and_pages() {
+    let f = fixture();
+    let sessions = [
+        ("s-1", "austin", "1", Some(100)),
+        ("s-2", "austin", "2", Some(200)),
+        ("s-3", "austin", "1", Some(300)),
+        ("s-4", "florida", "1", Some(250)),
+        ("s-5", "austin", "1", None),
+    ];
+    for (id, site, room, started) in sessions {
+        let mut d = SessionDoc::create(&meta(id, site, room, started)).unwrap();
+        let changes = d.automerge().save();
+        f.store
+            .commit_document(id, DocKind::Session, site, d.automerge(), &changes, 1)
+            .unwrap();
+    }
+    let filter = |site: Option<&str>, room: Option<&str>, from, to, limit, offset| SessionFilter {
+        site: site.map(str::to_owned),
+        room: room.map(str::to_owned),
+        state: None,
+        from_us: from,
+        to_us: to,
+        limit,
+        offset,
+    };
+    let cases = [
+        (
+            filter(None, None, None, None, 100, 0),
+            5,
+            vec!["s-3", "s-4", "s-2", "s-1", "s-5"],
+        ),
+        (
+            filter(Some("austin"), None, None, None, 100, 0),
+            4,
+            vec!["s-3", "s-2", "s-1", "s-5"],
+        ),
+        (
+            filter(Some("austin"), Some("1"), None, None, 100, 0),
+            3,
+            vec!["s-3", "s-1", "s-5"],
+        ),
+        (
+            filter(None, None, Some(200), Some(300), 100, 0),
+            2,
+            vec!["s-4", "s-2"],
+        ),
+        (
+            filter(None, None, Some(200), None, 2, 1),
+            3,
+            vec!["s-4", "s-2"],
+        ),
+        (filter(Some("nowhere"), None, None, None, 100, 0), 0, vec![]),
+        (
+            filter(None, None, None, None, 10_000, 0),
+            5,
+            vec!["s-3", "s-4", "s-2", "s-1", "s-5"],
+        ),
+    ];
+    for (filter, total, ids) in cases {
+        let page = f.store.sessions(&filter).unwrap();
+        let got: Vec<&str> = page.sessions.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!((page.total, got), (total, ids), "{filter:?}");
+        assert!(page.limit <= MAX_SESSION_PAGE);
+    }
+    let in_progress = SessionFilter {
+        state: Some("completed".into()),
+        limit: 10,
+        ..SessionFilter::default()
+    };
+    assert_eq!(f.store.sessions(&in_progress).unwrap().total, 0);
+}
+
+/// Vitals pages: range filters, time order across chunks, and cuts that never split an
+/// instant.
+#[test]
+fn vitals_pages_cut_cleanly() {
+    // Chunks as (start_us, n, period_us); HR, values irrelevant.
+    type Case = (
+        &'static str,
+        Vec<(i64, usize, i64)>,
+        Option<i64>,
+        Option<i64>,
+        usize,
+        Vec<i64>,
+        Option<i64>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "everything",
+            vec![(0, 3, 10), (30, 3, 10)],
+            None,
+            None,
+            100,
+            vec![0, 10, 20, 30, 40, 50],
+            None,
+        ),
+        (
+            "range is half-open",
+            vec![(0, 3, 10), (30, 3, 10)],
+            Some(10),
+            Some(40),
+            100,
+            vec![10, 20, 30],
+            None,
+        ),
+        (
+            "chunks out of order",
+            vec![(30, 3, 10), (0, 3, 10)],
+            None,
+            None,
+            100,
+            vec![0, 10, 20, 30, 40, 50],
+            None,
+        ),
+        (
+            "cut at the limit",
+            vec![(0, 3, 10), (30, 3, 10)],
+            None,
+            None,
+            4,
+            vec![0, 10, 20, 30],
+            Some(40),
+        ),
+        (
+            "cut resumes",
+            vec![(0, 3, 10), (30, 3, 10)],
+            Some(40),
+            None,
+            4,
+            vec![40, 50],
+            None,
+        ),
+        (
+            "never split an instant",
+            vec![(0, 2, 10), (10, 3, 0), (20, 1, 0)],
+            None,
+            None,
+            3,
+            vec![0],
+            Some(10),
+        ),
+        (
+            "an instant fits",
+            vec![(0, 2, 10), (10, 3, 0), (20, 1, 0)],
+            Some(10),
+            None,
+            4,
+            vec![10, 10, 10, 10],
+            Some(20),
+        ),
+        (
+            "empty range",
+            vec![(0, 3, 10)],
+            Some(100),
+            Some(200),
+            10,
+            vec![],
+            None,
+        ),
+    ];
+    for (name, chunks, from, to, max, expected, next) in cases {
+        let mut s = Session::new("s-1");
+        for (i, (start, n, period)) in chunks.into_iter().enumerate() {
+            s.append(
+                Channel::Hr,
+                samples(Channel::Hr, start, n, period, i as i32),
+            );
+        }
+        let page = vitals_page(s.doc.automerge_ref(), Channel::Hr, from, to, 0, max);
+        let times: Vec<i64> = page.samples.iter().map(|row| row[0]).collect();
+        assert_eq!((times, page.next_from_us), (expected, next), "{name}");
+        assert!(page.samples.iter().all(|row| row.len() == 2), "{name}");
+    }
+    let mut s = Session::new("s-1");
+    s.append(Channel::Nibp, samples(Channel::Nibp, 0, 2, 180_000_000, 1));
+    let page = vitals_page(s.doc.automerge_ref(), Channel::Nibp, None, None, 0, 10);
+    let first = s.sent[&Channel::Nibp][0];
+    assert_eq!(
+        page.samples[0],
+        vec![
+            0,
+            i64::from(first.v[0]),
+            i64::from(first.v[1]),
+            i64::from(first.v[2])
+        ]
+    );
+}
+
+#[test]
+fn reopening_keeps_everything_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    {
+        let store = CloudStore::open(&path).unwrap();
+        commit(&store, "s-1", s.am(), 1);
+    }
+    let store = CloudStore::open(&path).unwrap();
+    let mut loaded = store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+    check_channel(
+        &channels(&store, "s-1"),
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        1,
+        0,
+    );
+    store
+        .writer()
+        .pragma_update(None, "user_version", DB_VERSION + 1)
+        .unwrap();
+    drop(store);
+    assert!(matches!(
+        CloudStore::open(&path),
+        Err(StoreError::TooNew(_))
+    ));
+}

@@ -1,0 +1,755 @@
+//! The QUIC sync server: accepts appliances, learns who they are from their verified
+//! certificates, and runs Automerge's sync protocol per document on QUIC streams.
+//!
+//! Scope is enforced here: an appliance may only touch documents of its own site, may create
+//! only session and patient documents, and every incoming change is validated before it is
+//! committed. Validation happens on the in-memory document; if it fails, that copy is thrown
+//! away and the next use reloads the durable one, which never saw the change (the effect of
+//! applying to a fork, without copying half a megabyte per message). The cloud persists
+//! (fsync) before it answers, so the heads it advertises are always durable.
+//!
+//! Site config and patient documents flow down: on connect, and whenever another appliance of
+//! the site changes one, the cloud opens a stream and offers its version.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use automerge::AutoCommit;
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::broadcast;
+use vigil_shared::doc::{DocKind, validate_document};
+use vigil_shared::sync::{DocSync, Incoming, Role, SyncError, durable};
+use vigil_shared::wire::{self, FrameDecoder, Message, RejectCode, SeqCounter, encode_message};
+
+use crate::metrics::Metrics;
+use crate::pki::{ApplianceIdentity, appliance_identity};
+use crate::store::{CloudStore, StoreError};
+
+/// Most documents kept in memory between messages. A document is loaded once per exchange
+/// when it isn't cached; 256 documents of up to half a megabyte each bound the cache well
+/// under the memory of a small VM.
+pub const DOC_CACHE_CAPACITY: usize = 256;
+
+/// How long the cloud waits for an appliance's Hello.
+pub const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Documents queued for pushing to one site's appliances before older notices are dropped
+/// (a dropped notice only delays that document to the appliance's next connection).
+pub const PUSH_QUEUE: usize = 1024;
+
+/// How long the cloud waits for the next frame of an exchange it is part of.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Read buffer size per stream read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Errors of one exchange or connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The peer broke the wire protocol.
+    #[error("wire: {0}")]
+    Wire(#[from] wire::WireError),
+    /// The document exchange failed.
+    #[error("sync: {0}")]
+    Sync(#[from] SyncError),
+    /// The peer may not do this.
+    #[error("{code}: {reason}")]
+    Refused {
+        /// The code sent to the peer.
+        code: RejectCode,
+        /// The reason sent to the peer.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Store(String),
+    /// The QUIC connection or stream failed.
+    #[error("connection: {0}")]
+    Connection(String),
+}
+
+impl ServeError {
+    fn reject(&self) -> Message {
+        match self {
+            ServeError::Wire(e) => e.to_reject(),
+            ServeError::Sync(e) => Message::reject(e.reject_code(), e.to_string()),
+            ServeError::Refused { code, reason } => Message::reject(*code, reason.clone()),
+            ServeError::Store(_) | ServeError::Connection(_) => {
+                Message::reject(RejectCode::Internal, "internal error; retry later")
+            }
+        }
+    }
+}
+
+type DocSlot = Arc<tokio::sync::Mutex<Option<AutoCommit>>>;
+
+/// Documents in memory, each behind its own lock so two appliances syncing one patient take
+/// turns.
+#[derive(Default)]
+struct DocCache {
+    slots: Mutex<Slots>,
+}
+
+/// Slots by document id with the use counter value of their last use, and the counter.
+#[derive(Default)]
+struct Slots {
+    map: HashMap<String, (DocSlot, u64)>,
+    clock: u64,
+}
+
+impl DocCache {
+    fn slot(&self, id: &str) -> DocSlot {
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let Slots { map, clock } = &mut *guard;
+        *clock += 1;
+        let now = *clock;
+        if let Some((slot, used)) = map.get_mut(id) {
+            *used = now;
+            return slot.clone();
+        }
+        if map.len() >= DOC_CACHE_CAPACITY {
+            // Evict the least recently used slot nobody holds.
+            let victim = map
+                .iter()
+                .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = victim {
+                map.remove(&k);
+            }
+        }
+        let slot: DocSlot = Arc::new(tokio::sync::Mutex::new(None));
+        map.insert(id.to_owned(), (slot.clone(), now));
+        slot
+    }
+}
+
+/// A document of a site changed: appliances of that site may want it.
+#[derive(Debug, Clone)]
+struct Changed {
+    site: String,
+    doc_id: String,
+    kind: DocKind,
+    /// The appliance whose exchange made the change (it has it already).
+    from: Option<(String, String)>,
+}
+
+/// Shared state of the sync server.
+pub struct SyncServer {
+    store: Arc<CloudStore>,
+    metrics: Arc<Metrics>,
+    cache: DocCache,
+    changes: broadcast::Sender<Changed>,
+    /// Connections by appliance, to close a revoked one.
+    connections: Mutex<HashMap<(String, String), Connection>>,
+}
+
+impl std::fmt::Debug for SyncServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncServer").finish_non_exhaustive()
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl SyncServer {
+    /// A server over `store`.
+    pub fn new(store: Arc<CloudStore>, metrics: Arc<Metrics>) -> Arc<SyncServer> {
+        let (changes, _) = broadcast::channel(PUSH_QUEUE);
+        Arc::new(SyncServer {
+            store,
+            metrics,
+            cache: DocCache::default(),
+            changes,
+            connections: Mutex::default(),
+        })
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub async fn serve(self: Arc<Self>, endpoint: Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let server = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => server.handle_connection(conn).await,
+                    Err(e) => {
+                        server.metrics.reject("handshake");
+                        tracing::warn!(%remote, error = %e, "appliance handshake failed");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Closes every appliance connection (they reconnect and handshake again).
+    pub fn close_all(&self, reason: &str) {
+        let conns: Vec<Connection> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for conn in conns {
+            conn.close(
+                quinn::VarInt::from_u32(u32::from(RejectCode::Forbidden.code())),
+                reason.as_bytes(),
+            );
+        }
+    }
+
+    async fn handle_connection(self: Arc<Self>, conn: Connection) {
+        let remote = conn.remote_address();
+        let identity = match peer_identity(&conn) {
+            Ok(id) => id,
+            Err(reason) => {
+                self.metrics.reject("forbidden");
+                tracing::warn!(%remote, %reason, "refusing appliance");
+                conn.close(
+                    quinn::VarInt::from_u32(u32::from(RejectCode::Forbidden.code())),
+                    reason.as_bytes(),
+                );
+                return;
+            }
+        };
+        let site = identity.site.to_string();
+        let room = identity.room.to_string();
+        let (software, control, decoder) = match self.hello(&conn).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%site, %room, error = %e, "appliance hello failed");
+                let _ = close_with(&conn, &e);
+                return;
+            }
+        };
+        tracing::info!(%site, %room, %remote, %software, "appliance connected");
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((site.clone(), room.clone()), conn.clone());
+        self.metrics.appliance_connected();
+        let store = self.store.clone();
+        let (s, r, sw) = (site.clone(), room.clone(), software.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || store.appliance_connected(&s, &r, &sw, now_us()))
+                .await;
+
+        let pusher = tokio::spawn(self.clone().push_loop(conn.clone(), identity.clone()));
+        let watcher = tokio::spawn(
+            self.clone()
+                .watch_control(control, decoder, identity.clone()),
+        );
+        let seq = Arc::new(tokio::sync::Mutex::new(SeqCounter::new()));
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::info!(%site, %room, reason = %e, "appliance disconnected");
+                    break;
+                }
+            };
+            let server = self.clone();
+            let identity = identity.clone();
+            let conn = conn.clone();
+            let seq = seq.clone();
+            tokio::spawn(async move {
+                if let Err(e) = server.respond(send, recv, &identity, &seq).await {
+                    tracing::warn!(site = %identity.site, room = %identity.room, error = %e, "document exchange refused");
+                    // A broken or hostile exchange ends the whole connection, with the reason.
+                    let _ = close_with(&conn, &e);
+                }
+            });
+        }
+        pusher.abort();
+        watcher.abort();
+        {
+            let mut conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            if conns
+                .get(&(site.clone(), room.clone()))
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                conns.remove(&(site.clone(), room.clone()));
+            }
+        }
+        self.metrics.appliance_disconnected();
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            store.appliance_disconnected(&site, &room, now_us())
+        })
+        .await;
+    }
+
+    /// The control stream: Hello in, Welcome out (or Reject and close). The stream then
+    /// carries the appliance's backlog reports (see [`SyncServer::watch_control`]).
+    async fn hello(
+        &self,
+        conn: &Connection,
+    ) -> Result<(String, RecvStream, FrameDecoder), ServeError> {
+        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| ServeError::Connection("no hello within 10 s".into()))?
+            .map_err(|e| ServeError::Connection(e.to_string()))?;
+        let mut decoder = FrameDecoder::new();
+        let hello = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            read_message(&mut recv, &mut decoder, &self.metrics),
+        )
+        .await
+        .map_err(|_| ServeError::Connection("no hello within 10 s".into()))??
+        .ok_or_else(|| ServeError::Connection("control stream closed before hello".into()))?;
+        let software = match &hello {
+            Message::Hello { software, .. } => software.clone(),
+            other => {
+                return Err(ServeError::Refused {
+                    code: RejectCode::Malformed,
+                    reason: format!("expected hello, got {}", other.name()),
+                });
+            }
+        };
+        let answer = wire::answer_hello(&hello, now_us());
+        write_message(&mut send, &answer, &self.metrics).await?;
+        let _ = send.finish();
+        if let Message::Reject { code, reason } = answer {
+            return Err(ServeError::Refused { code, reason });
+        }
+        Ok((software, recv, decoder))
+    }
+
+    /// Reads the appliance's backlog reports (also its heartbeat) until the control stream
+    /// ends, and records them for the sites overview.
+    async fn watch_control(
+        self: Arc<Self>,
+        mut recv: RecvStream,
+        mut decoder: FrameDecoder,
+        who: ApplianceIdentity,
+    ) {
+        loop {
+            match read_message(&mut recv, &mut decoder, &self.metrics).await {
+                Ok(Some(Message::Backlog { docs, bytes })) => {
+                    let store = self.store.clone();
+                    let (site, room) = (who.site.to_string(), who.room.to_string());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        store.appliance_synced(&site, &room, now_us(), docs, bytes)
+                    })
+                    .await;
+                }
+                Ok(Some(other)) => {
+                    tracing::debug!(message = other.name(), "ignoring a control message");
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Answers an exchange the appliance opened. On error the reason goes back as a Reject
+    /// frame on the stream (delivered before the caller closes the connection).
+    async fn respond(
+        &self,
+        mut send: SendStream,
+        recv: RecvStream,
+        who: &ApplianceIdentity,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<(), ServeError> {
+        let result = self.exchange_in(&mut send, recv, who, seq).await;
+        if let Err(e) = &result {
+            let reason = match e {
+                ServeError::Wire(w) => w.reject_code().as_str(),
+                ServeError::Sync(s) => s.reject_code().as_str(),
+                ServeError::Refused { code, .. } => code.as_str(),
+                _ => "internal",
+            };
+            self.metrics.reject(reason);
+            if write_message(&mut send, &e.reject(), &self.metrics)
+                .await
+                .is_ok()
+                && send.finish().is_ok()
+            {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), send.stopped()).await;
+            }
+        }
+        result
+    }
+
+    async fn exchange_in(
+        &self,
+        send: &mut SendStream,
+        mut recv: RecvStream,
+        who: &ApplianceIdentity,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<(), ServeError> {
+        let mut decoder = FrameDecoder::new();
+        let Some(first) = read_message(&mut recv, &mut decoder, &self.metrics).await? else {
+            return Ok(());
+        };
+        let Message::Sync { doc_id, kind, .. } = &first else {
+            return Err(ServeError::Refused {
+                code: RejectCode::Malformed,
+                reason: format!(
+                    "a document stream must start with sync, not {}",
+                    first.name()
+                ),
+            });
+        };
+        let (doc_id, kind) = (doc_id.clone(), *kind);
+        self.authorize(&doc_id, kind, who, true).await?;
+        let slot = self.cache.slot(&doc_id);
+        let mut exchange =
+            DocSync::new(Role::Responder, doc_id, kind, automerge::sync::State::new());
+        let mut message = Some(first);
+        while let Some(m) = message.take() {
+            for out in self.step(&slot, &mut exchange, Some(m), who, seq).await? {
+                write_message(send, &out, &self.metrics).await?;
+            }
+            message = read_timed(&mut recv, &mut decoder, &self.metrics).await?;
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// One turn of an exchange under the document's lock: apply what the appliance sent
+    /// (validated and committed when it changed the document), then our answer. Returns the
+    /// frames to send; the lock is never held while waiting on the network, so a slow or
+    /// silent appliance can't hold a document up for the others.
+    async fn step(
+        &self,
+        slot: &DocSlot,
+        exchange: &mut DocSync,
+        incoming: Option<Message>,
+        who: &ApplianceIdentity,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<Vec<Message>, ServeError> {
+        let mut guard = slot.lock().await;
+        let (doc_id, kind) = (exchange.doc_id().to_owned(), exchange.kind());
+        let doc = self.load(&doc_id, &mut guard).await?;
+        let mut out = Vec::new();
+        if let Some(message) = incoming {
+            let before = doc.get_heads();
+            let applied = match exchange.incoming(doc, message) {
+                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who, &before).await,
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = applied {
+                // Forget the in-memory copy: the durable one never saw the change.
+                *guard = None;
+                return Err(e);
+            }
+            // Every answer confirms what is durable (the in-memory copy never holds
+            // uncommitted changes), so an appliance whose earlier confirmation was lost in a
+            // cut learns it on the next exchange instead of waiting forever.
+            out.push(durable(&doc_id, &doc.get_heads()));
+        }
+        let mut seq = seq.lock().await;
+        out.extend(exchange.outgoing(doc, &mut seq)?);
+        Ok(out)
+    }
+
+    /// May this appliance touch this document? New documents: only sessions and patients.
+    async fn authorize(
+        &self,
+        doc_id: &str,
+        kind: DocKind,
+        who: &ApplianceIdentity,
+        writing: bool,
+    ) -> Result<(), ServeError> {
+        let store = self.store.clone();
+        let id = doc_id.to_owned();
+        let owner = tokio::task::spawn_blocking(move || store.document_owner(&id))
+            .await
+            .map_err(|e| ServeError::Store(e.to_string()))?
+            .map_err(|e| ServeError::Store(e.to_string()))?;
+        let forbidden = |reason: String| ServeError::Refused {
+            code: RejectCode::Forbidden,
+            reason,
+        };
+        match owner {
+            Some((owner_kind, site)) => {
+                if site != who.site.as_str() {
+                    return Err(forbidden(format!(
+                        "document {doc_id} belongs to another site"
+                    )));
+                }
+                if owner_kind != kind {
+                    return Err(forbidden(format!(
+                        "document {doc_id} is a {}, not a {}",
+                        owner_kind.as_str(),
+                        kind.as_str()
+                    )));
+                }
+            }
+            None if writing && kind == DocKind::SiteConfig => {
+                return Err(forbidden(
+                    "appliances may not create site configuration".into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn load<'a>(
+        &self,
+        doc_id: &str,
+        slot: &'a mut Option<AutoCommit>,
+    ) -> Result<&'a mut AutoCommit, ServeError> {
+        if slot.is_none() {
+            let store = self.store.clone();
+            let id = doc_id.to_owned();
+            let stored = tokio::task::spawn_blocking(move || store.load_document(&id))
+                .await
+                .map_err(|e| ServeError::Store(e.to_string()))?
+                .map_err(|e| ServeError::Store(e.to_string()))?;
+            *slot = Some(stored.map(|s| s.doc).unwrap_or_default());
+        }
+        slot.as_mut()
+            .ok_or_else(|| ServeError::Store("document slot empty".into()))
+    }
+
+    /// Validates the changed document and makes it durable.
+    async fn commit(
+        &self,
+        doc: &mut AutoCommit,
+        doc_id: &str,
+        kind: DocKind,
+        who: &ApplianceIdentity,
+        before: &[automerge::ChangeHash],
+    ) -> Result<(), ServeError> {
+        let header = validate_document(doc, kind).map_err(|e| ServeError::Refused {
+            code: RejectCode::SchemaInvalid,
+            reason: format!("document {doc_id}: {e}"),
+        })?;
+        if header.id != doc_id {
+            return Err(ServeError::Refused {
+                code: RejectCode::SchemaInvalid,
+                reason: format!("document {doc_id} says its id is {:?}", header.id),
+            });
+        }
+        if header.site != who.site.as_str() {
+            return Err(ServeError::Refused {
+                code: RejectCode::Forbidden,
+                reason: format!(
+                    "document {doc_id} names site {:?}; this appliance is of {}",
+                    header.site, who.site
+                ),
+            });
+        }
+        let changes = doc.save_after(before);
+        let site = header.site.clone();
+        let store = self.store.clone();
+        let id = doc_id.to_owned();
+        let mut owned = std::mem::take(doc);
+        let (owned, result) = tokio::task::spawn_blocking(move || {
+            let r = store.commit_document(&id, kind, &site, &mut owned, &changes, now_us());
+            (owned, r)
+        })
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+        *doc = owned;
+        result.map_err(|e| match e {
+            // The store's own checks are the last line of scope and schema enforcement; they
+            // are the peer's fault, not ours, and must not be retried forever.
+            StoreError::OwnerMismatch { .. } => ServeError::Refused {
+                code: RejectCode::Forbidden,
+                reason: e.to_string(),
+            },
+            StoreError::InvalidDocument { .. } => ServeError::Refused {
+                code: RejectCode::SchemaInvalid,
+                reason: e.to_string(),
+            },
+            other => {
+                tracing::error!(error = %other, doc = %doc_id, "commit failed");
+                ServeError::Store(other.to_string())
+            }
+        })?;
+        self.metrics.document_committed();
+        if kind != DocKind::Session {
+            let _ = self.changes.send(Changed {
+                site: header.site,
+                doc_id: doc_id.to_owned(),
+                kind,
+                from: Some((who.site.to_string(), who.room.to_string())),
+            });
+        }
+        Ok(())
+    }
+
+    /// Offers the site's patient and site-config documents: all of them on connect, then each
+    /// one another appliance changes.
+    async fn push_loop(self: Arc<Self>, conn: Connection, who: ApplianceIdentity) {
+        let mut rx = self.changes.subscribe();
+        let store = self.store.clone();
+        let site = who.site.to_string();
+        let initial = tokio::task::spawn_blocking(move || {
+            store.site_documents(&site, &[DocKind::SiteConfig, DocKind::Patient])
+        })
+        .await;
+        let initial = match initial {
+            Ok(Ok(ids)) => ids,
+            _ => Vec::new(),
+        };
+        let seq = Arc::new(tokio::sync::Mutex::new(SeqCounter::new()));
+        for id in initial {
+            let store = self.store.clone();
+            let lookup = id.clone();
+            let kind =
+                match tokio::task::spawn_blocking(move || store.document_owner(&lookup)).await {
+                    Ok(Ok(Some((kind, _)))) => kind,
+                    _ => continue,
+                };
+            if let Err(e) = self.push(&conn, &id, kind, &who, &seq).await {
+                tracing::debug!(doc = %id, error = %e, "push failed");
+                return;
+            }
+        }
+        loop {
+            match rx.recv().await {
+                Ok(c) => {
+                    let mine = (who.site.to_string(), who.room.to_string());
+                    if c.site != who.site.as_str() || c.from.as_ref() == Some(&mine) {
+                        continue;
+                    }
+                    if let Err(e) = self.push(&conn, &c.doc_id, c.kind, &who, &seq).await {
+                        tracing::debug!(doc = %c.doc_id, error = %e, "push failed");
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "push queue overflowed; documents wait for the next connection"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Runs one exchange as initiator for a cloud document.
+    async fn push(
+        &self,
+        conn: &Connection,
+        doc_id: &str,
+        kind: DocKind,
+        who: &ApplianceIdentity,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<(), ServeError> {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ServeError::Connection(e.to_string()))?;
+        let slot = self.cache.slot(doc_id);
+        let mut exchange =
+            DocSync::new(Role::Initiator, doc_id, kind, automerge::sync::State::new());
+        let mut decoder = FrameDecoder::new();
+        let mut incoming = None;
+        loop {
+            // The appliance answers with its own changes when it has any: they are checked
+            // and committed exactly as on its own streams.
+            let out = self
+                .step(&slot, &mut exchange, incoming.take(), who, seq)
+                .await?;
+            let done = !out.iter().any(|m| matches!(m, Message::Sync { .. }));
+            for m in &out {
+                write_message(&mut send, m, &self.metrics).await?;
+            }
+            if done {
+                break;
+            }
+            let reply = read_timed(&mut recv, &mut decoder, &self.metrics).await?;
+            incoming = Some(reply.ok_or_else(|| {
+                ServeError::Connection("appliance closed the stream mid-exchange".into())
+            })?);
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+}
+
+/// The appliance's identity from its verified certificate.
+fn peer_identity(conn: &Connection) -> Result<ApplianceIdentity, String> {
+    let identity = conn.peer_identity().ok_or("no client certificate")?;
+    let certs = identity
+        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+        .map_err(|_| "unexpected peer identity type".to_owned())?;
+    let leaf = certs.first().ok_or("empty client certificate chain")?;
+    appliance_identity(leaf.as_ref()).map_err(|e| e.to_string())
+}
+
+/// Reads the next message of a stream; `None` at a clean end of stream.
+pub async fn read_message(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+    metrics: &Metrics,
+) -> Result<Option<Message>, ServeError> {
+    loop {
+        if let Some(m) = decoder.next_message()? {
+            metrics.frame_received();
+            return Ok(Some(m));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                metrics.bytes_received(chunk.bytes.len() as u64);
+                decoder.push(&chunk.bytes);
+            }
+            Ok(None) => {
+                decoder.finish()?;
+                return Ok(None);
+            }
+            Err(e) => return Err(ServeError::Connection(e.to_string())),
+        }
+    }
+}
+
+/// [`read_message`] with [`READ_TIMEOUT`]: a peer that stops talking mid-exchange loses
+/// its stream instead of holding it forever.
+async fn read_timed(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+    metrics: &Metrics,
+) -> Result<Option<Message>, ServeError> {
+    tokio::time::timeout(READ_TIMEOUT, read_message(recv, decoder, metrics))
+        .await
+        .map_err(|_| ServeError::Connection(format!("no frame for {} s", READ_TIMEOUT.as_secs())))?
+}
+
+/// Writes one message as a frame.
+pub async fn write_message(
+    send: &mut SendStream,
+    message: &Message,
+    metrics: &Metrics,
+) -> Result<(), ServeError> {
+    let bytes = encode_message(message)?;
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| ServeError::Connection(e.to_string()))?;
+    metrics.frame_sent();
+    metrics.bytes_sent(bytes.len() as u64);
+    Ok(())
+}
+
+/// Sends the reason on a fresh stream (best effort) and closes the connection with it.
+fn close_with(conn: &Connection, error: &ServeError) -> Result<(), ServeError> {
+    let reject = error.reject();
+    let (code, reason) = match &reject {
+        Message::Reject { code, reason } => (*code, reason.clone()),
+        _ => (RejectCode::Internal, error.to_string()),
+    };
+    conn.close(
+        quinn::VarInt::from_u32(u32::from(code.code())),
+        format!("{}: {reason}", code.as_str()).as_bytes(),
+    );
+    Ok(())
+}
+
+/// Binds the sync endpoint.
+pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<Endpoint> {
+    Endpoint::server(config, addr)
+}

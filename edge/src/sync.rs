@@ -1,0 +1,745 @@
+//! The appliance's sync client: one QUIC connection to the cloud with mutual TLS, over which
+//! every document that changed is synced with Automerge's sync protocol, and the site's
+//! patients and configuration come down.
+//!
+//! Recording never waits on this: the client reads committed documents from the database on
+//! its own connections and writes only what the cloud sends down. It connects when it can,
+//! backs off exponentially with jitter when it can't, keeps the connection alive well under the
+//! idle timeout, and persists the sync state per document so a reconnect resumes. A document
+//! counts as delivered only when the cloud has confirmed (as durable) heads that cover it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use rusqlite::Connection as Db;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use vigil_shared::doc::{DocKind, validate_document};
+use vigil_shared::sync::{DocSync, Incoming, Role, SyncError, all_delivered};
+use vigil_shared::wire::{
+    self, ALPN, FrameDecoder, Message, RejectCode, SeqCounter, encode_message,
+};
+
+use crate::clock::ScaledClock;
+use crate::store::{self, StoreError};
+
+/// Documents synced at once on one connection. The cloud allows 16 streams per appliance;
+/// a few in flight keep the pipe full without crowding out the cloud's pushes.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// How often the client looks for changed documents while connected. A closed chunk reaches
+/// the cloud within about this much of its commit (DESIGN.md: chunk period + 2 s).
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest time between two backlog reports to the cloud; they double as heartbeats, so
+/// this must stay well below the cloud's online window (90 s).
+pub const BACKLOG_REPORT: Duration = Duration::from_secs(10);
+/// First retry delay after a failed connection.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest retry delay: an outage of any length is retried at least this often.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a connection attempt (handshake and hello) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive interval, well below the 30 s idle timeout of both sides.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Idle timeout of the connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one document exchange may take before the connection is considered broken.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read buffer per stream read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The `[cloud]` section of `edge.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSettings {
+    /// The cloud's sync address (UDP), e.g. `203.0.113.7:4433`.
+    pub addr: SocketAddr,
+    /// The name on the cloud's certificate.
+    pub server_name: String,
+    /// The clinic CA's certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This appliance's certificate (PEM), naming its site and room.
+    pub cert: PathBuf,
+    /// This appliance's private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+/// Errors setting up the client.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A certificate or key file is missing or unreadable.
+    #[error("cannot read {what} {path}: {reason}")]
+    File {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The files don't make a valid TLS configuration.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(String),
+    /// The local UDP socket could not be bound.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(std::io::Error),
+}
+
+fn file_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupError {
+    SetupError::File {
+        what,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Builds the QUIC client configuration: TLS 1.3, this appliance's certificate, the clinic CA
+/// as the only root, ALPN `vigil-sync/1`, no 0-RTT, keep-alive. Every file error names the file.
+pub fn client_config(s: &CloudSettings) -> Result<quinn::ClientConfig, SetupError> {
+    let read_certs = |path: &Path, what| -> Result<Vec<CertificateDer<'static>>, SetupError> {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| file_err(what, path, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| file_err(what, path, e))?;
+        if certs.is_empty() {
+            return Err(file_err(what, path, "no CERTIFICATE block in the file"));
+        }
+        Ok(certs)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in read_certs(&s.ca_cert, "CA certificate")? {
+        roots
+            .add(ca)
+            .map_err(|e| file_err("CA certificate", &s.ca_cert, e))?;
+    }
+    let chain = read_certs(&s.cert, "appliance certificate")?;
+    let key =
+        PrivateKeyDer::from_pem_file(&s.key).map_err(|e| file_err("appliance key", &s.key, e))?;
+    let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| SetupError::Tls(format!("appliance certificate and key: {e}")))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| SetupError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(Some(
+        IDLE_TIMEOUT
+            .try_into()
+            .map_err(|_| SetupError::Tls("idle timeout".into()))?,
+    ));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// What the status API and `/metrics` show about sync.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncStatus {
+    /// The cloud's address.
+    pub cloud: String,
+    /// Connected now.
+    pub connected: bool,
+    /// Appliance time of the last completed document exchange, µs.
+    pub last_sync_us: Option<i64>,
+    /// The last connection or exchange error, as a person should read it.
+    pub last_error: Option<String>,
+    /// Documents with changes the cloud has not confirmed.
+    pub docs_waiting: u64,
+    /// Their size, roughly (bytes of their stored snapshots).
+    pub bytes_waiting: u64,
+    /// Frames sent since start.
+    pub frames_sent: u64,
+    /// Frames received since start.
+    pub frames_received: u64,
+    /// Bytes sent since start.
+    pub bytes_sent: u64,
+    /// Bytes received since start.
+    pub bytes_received: u64,
+    /// Exchanges the cloud rejected since start.
+    pub rejects: u64,
+}
+
+/// Why one exchange or connection failed.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Wire(#[from] wire::WireError),
+    #[error("{0}")]
+    Sync(#[from] SyncError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Connection(String),
+    #[error("{code}: {reason}")]
+    Refused { code: RejectCode, reason: String },
+}
+
+/// The sync client of one appliance.
+pub struct SyncClient {
+    settings: CloudSettings,
+    config: quinn::ClientConfig,
+    endpoint: Endpoint,
+    db_path: PathBuf,
+    site: String,
+    clock: ScaledClock,
+    status: Arc<Mutex<SyncStatus>>,
+    writer: Arc<Mutex<Option<Db>>>,
+}
+
+impl std::fmt::Debug for SyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncClient")
+            .field("cloud", &self.settings.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncClient {
+    /// Reads the certificate files (errors name them) and opens a UDP socket.
+    pub fn new(
+        settings: CloudSettings,
+        db_path: PathBuf,
+        site: String,
+        clock: ScaledClock,
+        status: Arc<Mutex<SyncStatus>>,
+    ) -> Result<SyncClient, SetupError> {
+        let config = client_config(&settings)?;
+        let bind: SocketAddr = if settings.addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0_u16; 8], 0))
+        };
+        let endpoint = Endpoint::client(bind).map_err(SetupError::Socket)?;
+        if let Ok(mut s) = status.lock() {
+            s.cloud = settings.addr.to_string();
+        }
+        Ok(SyncClient {
+            settings,
+            config,
+            endpoint,
+            db_path,
+            site,
+            clock,
+            status,
+            writer: Arc::default(),
+        })
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut SyncStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Runs forever: connect, sync, and on any failure back off and try again.
+    pub async fn run(self: Arc<Self>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.connect().await {
+                Ok((conn, control)) => {
+                    backoff = BACKOFF_MIN;
+                    self.set_status(|s| {
+                        s.connected = true;
+                        s.last_error = None;
+                    });
+                    tracing::info!(cloud = %self.settings.addr, "connected to the cloud");
+                    let reason = self.clone().serve(conn, control).await;
+                    self.set_status(|s| {
+                        s.connected = false;
+                        s.last_error = Some(reason.clone());
+                    });
+                    tracing::warn!(cloud = %self.settings.addr, %reason, "sync connection ended; recording continues");
+                }
+                Err(e) => {
+                    let waiting = self.refresh_backlog().await.map(|b| b.0).unwrap_or(0);
+                    let message = format!(
+                        "cannot reach cloud at {} ({e}); recording continues, {waiting} documents waiting to sync",
+                        self.settings.addr
+                    );
+                    tracing::warn!("{message}");
+                    self.set_status(|s| {
+                        s.connected = false;
+                        s.last_error = Some(message);
+                    });
+                }
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(&self) -> Result<(Connection, SendStream), Failure> {
+        let connecting = self
+            .endpoint
+            .connect_with(
+                self.config.clone(),
+                self.settings.addr,
+                &self.settings.server_name,
+            )
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                Failure::Connection(format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()))
+            })?
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        // A refused client certificate shows only at the first read: the hello exchange.
+        let control = tokio::time::timeout(CONNECT_TIMEOUT, self.hello(&conn))
+            .await
+            .map_err(|_| Failure::Connection("no answer to hello".into()))??;
+        Ok((conn, control))
+    }
+
+    /// Hello out, Welcome in, on the control stream, which stays open for backlog reports.
+    async fn hello(&self, conn: &Connection) -> Result<SendStream, Failure> {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let software = format!("vigil-edge {}", env!("CARGO_PKG_VERSION"));
+        self.write(&mut send, &wire::hello(software)).await?;
+        let mut decoder = FrameDecoder::new();
+        match self.read(&mut recv, &mut decoder).await? {
+            Some(Message::Welcome { version, .. }) => {
+                tracing::debug!(version, "cloud speaks protocol");
+                Ok(send)
+            }
+            Some(Message::Reject { code, reason }) => Err(Failure::Refused { code, reason }),
+            Some(other) => Err(Failure::Connection(format!(
+                "expected welcome, got {}",
+                other.name()
+            ))),
+            None => Err(Failure::Connection(close_reason(conn))),
+        }
+    }
+
+    /// Syncs until the connection fails; returns why it ended.
+    async fn serve(self: Arc<Self>, conn: Connection, mut control: SendStream) -> String {
+        let pushes = tokio::spawn(self.clone().accept_pushes(conn.clone()));
+        let seq = Arc::new(tokio::sync::Mutex::new(SeqCounter::new()));
+        let mut reported: Option<((u64, u64), tokio::time::Instant)> = None;
+        let reason = loop {
+            if conn.close_reason().is_some() {
+                break close_reason(&conn);
+            }
+            let pending = match self
+                .with_reader(|db| store::unsynced(db, MAX_IN_FLIGHT * 4))
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => break format!("cannot read the database: {e}"),
+            };
+            let mut set = tokio::task::JoinSet::new();
+            let mut failed = None;
+            for doc in pending {
+                while set.len() >= MAX_IN_FLIGHT {
+                    if let Some(Ok(Err(e))) = set.join_next().await {
+                        failed.get_or_insert(e);
+                    }
+                }
+                let (me, conn, seq) = (self.clone(), conn.clone(), seq.clone());
+                set.spawn(async move {
+                    tokio::time::timeout(EXCHANGE_TIMEOUT, me.upload(&conn, doc, &seq))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Failure::Connection("document exchange timed out".into()))
+                        })
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                if let Ok(Err(e)) = r {
+                    failed.get_or_insert(e);
+                }
+            }
+            if let Ok(backlog) = self.refresh_backlog().await {
+                // Report the backlog when it changed (at most once a second) and at least
+                // every BACKLOG_REPORT, which is also the cloud's heartbeat.
+                let now = tokio::time::Instant::now();
+                let due = match reported {
+                    None => true,
+                    Some((last, at)) => {
+                        let since = now.duration_since(at);
+                        (last != backlog && since >= Duration::from_secs(1))
+                            || since >= BACKLOG_REPORT
+                    }
+                };
+                if due {
+                    let m = Message::Backlog {
+                        docs: backlog.0,
+                        bytes: backlog.1,
+                    };
+                    if let Err(e) = self.write(&mut control, &m).await {
+                        break format!("{e}");
+                    }
+                    reported = Some((backlog, now));
+                }
+            }
+            if let Some(e) = failed {
+                if let Failure::Refused { .. } = e {
+                    self.set_status(|s| s.rejects += 1);
+                }
+                conn.close(0_u32.into(), b"exchange failed");
+                break format!("{e}");
+            }
+            tokio::time::sleep(SCAN_INTERVAL).await;
+        };
+        pushes.abort();
+        reason
+    }
+
+    async fn refresh_backlog(&self) -> Result<(u64, u64), StoreError> {
+        let (docs, bytes) = self.with_reader(store::backlog).await?;
+        self.set_status(|s| {
+            s.docs_waiting = docs;
+            s.bytes_waiting = bytes;
+        });
+        Ok((docs, bytes))
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.db_path.clone();
+        tokio::task::spawn_blocking(move || f(&store::open_reader(&path)?))
+            .await
+            .map_err(|e| StoreError::CorruptDocument {
+                id: "-".into(),
+                reason: e.to_string(),
+            })?
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (writer, path) = (self.writer.clone(), self.db_path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                *guard = Some(store::open_writer(&path)?);
+            }
+            match guard.as_mut() {
+                Some(db) => f(db),
+                None => Err(StoreError::CorruptDocument {
+                    id: "-".into(),
+                    reason: "no writer".into(),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::CorruptDocument {
+            id: "-".into(),
+            reason: e.to_string(),
+        })?
+    }
+
+    /// One document up: this side initiates, the cloud answers and confirms durable heads.
+    async fn upload(
+        &self,
+        conn: &Connection,
+        doc: store::Unsynced,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<(), Failure> {
+        let Some(kind) = DocKind::from_name(&doc.kind) else {
+            return Ok(());
+        };
+        let id = doc.id.clone();
+        let (mut am, state, mut confirmed) = self
+            .with_reader(move |db| {
+                let (state, confirmed) = store::sync_record(db, &id)?;
+                let doc = store::load_document(db, &id)?
+                    .map(|(_, d)| d)
+                    .unwrap_or_default();
+                Ok((doc, state, confirmed))
+            })
+            .await?;
+        let state = state
+            .and_then(|b| automerge::sync::State::decode(&b).ok())
+            .unwrap_or_default();
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let mut exchange = DocSync::new(Role::Initiator, doc.id.clone(), kind, state);
+        let mut decoder = FrameDecoder::new();
+        loop {
+            let next = {
+                let mut seq = seq.lock().await;
+                exchange.outgoing(&mut am, &mut seq)?
+            };
+            let Some(message) = next else { break };
+            self.write(&mut send, &message).await?;
+            loop {
+                let Some(reply) = self.read(&mut recv, &mut decoder).await? else {
+                    return Err(Failure::Connection(close_reason(conn)));
+                };
+                let before = am.get_heads();
+                match exchange.incoming(&mut am, reply)? {
+                    Incoming::Durable(heads) => {
+                        confirmed = heads;
+                        continue;
+                    }
+                    Incoming::Changed(true) => {
+                        self.store_remote(&doc.id, kind, &mut am, &before).await?
+                    }
+                    Incoming::Changed(false) => {}
+                }
+                break;
+            }
+        }
+        let _ = send.finish();
+        let delivered = all_delivered(&mut am, &confirmed);
+        let state = exchange.state().encode();
+        let (id, version, now) = (doc.id.clone(), doc.version, self.clock.now_us());
+        self.with_writer(move |db| {
+            let tx = store::write_tx(db)?;
+            store::save_sync_record(
+                &tx,
+                &id,
+                &state,
+                &confirmed,
+                delivered.then_some(version),
+                now,
+            )?;
+            tx.commit().map_err(StoreError::from_sqlite)
+        })
+        .await?;
+        self.set_status(|s| s.last_sync_us = Some(now));
+        Ok(())
+    }
+
+    /// Checks a document the cloud changed and stores the new changes.
+    async fn store_remote(
+        &self,
+        id: &str,
+        kind: DocKind,
+        doc: &mut AutoCommit,
+        before: &[automerge::ChangeHash],
+    ) -> Result<(), Failure> {
+        let header = validate_document(doc, kind).map_err(|e| Failure::Refused {
+            code: RejectCode::SchemaInvalid,
+            reason: format!("document {id}: {e}"),
+        })?;
+        if header.site != self.site || header.id != id {
+            return Err(Failure::Refused {
+                code: RejectCode::Forbidden,
+                reason: format!(
+                    "document {id} belongs to site {:?}, not {}",
+                    header.site, self.site
+                ),
+            });
+        }
+        let changes = doc.save_after(before);
+        let full = if before.is_empty() {
+            Some(doc.save())
+        } else {
+            None
+        };
+        let (id, site, now) = (id.to_owned(), header.site, self.clock.now_us());
+        self.with_writer(move |db| {
+            let tx = store::write_tx(db)?;
+            match (store::document_owner(&tx, &id)?, full) {
+                (None, Some(snapshot)) => {
+                    store::insert_document(&tx, &id, kind.as_str(), &site, &snapshot, now)?
+                }
+                (None, None) => {
+                    return Err(StoreError::CorruptDocument {
+                        id,
+                        reason: "changes for a document we never had".into(),
+                    });
+                }
+                (Some(_), _) => store::append_changes(&tx, &id, &changes, now, || changes.clone())?,
+            }
+            tx.commit().map_err(StoreError::from_sqlite)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Answers the cloud's pushes of site config and patient documents.
+    async fn accept_pushes(self: Arc<Self>, conn: Connection) {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.answer_push(send, recv).await {
+                    tracing::warn!(error = %e, "refusing a document from the cloud");
+                    conn.close(
+                        u32::from(RejectCode::Forbidden.code()).into(),
+                        e.to_string().as_bytes(),
+                    );
+                }
+            });
+        }
+    }
+
+    async fn answer_push(&self, mut send: SendStream, mut recv: RecvStream) -> Result<(), Failure> {
+        let mut decoder = FrameDecoder::new();
+        let Some(first) = self.read(&mut recv, &mut decoder).await? else {
+            return Ok(());
+        };
+        let Message::Sync { doc_id, kind, .. } = &first else {
+            return Err(Failure::Connection(format!(
+                "a pushed stream began with {}",
+                first.name()
+            )));
+        };
+        let (doc_id, kind) = (doc_id.clone(), *kind);
+        if kind == DocKind::Session {
+            return Err(Failure::Refused {
+                code: RejectCode::Forbidden,
+                reason: "the cloud may not push sessions".into(),
+            });
+        }
+        let id = doc_id.clone();
+        let (existing, mut doc) = self
+            .with_reader(move |db| {
+                let owner = store::document_owner(db, &id)?;
+                let doc = store::load_document(db, &id)?
+                    .map(|(_, d)| d)
+                    .unwrap_or_default();
+                Ok((owner, doc))
+            })
+            .await?;
+        if let Some((_, site)) = &existing
+            && *site != self.site
+        {
+            return Err(Failure::Refused {
+                code: RejectCode::Forbidden,
+                reason: format!("document {doc_id} is not of {}", self.site),
+            });
+        }
+        let mut exchange = DocSync::new(
+            Role::Responder,
+            doc_id.clone(),
+            kind,
+            automerge::sync::State::new(),
+        );
+        let mut seq = SeqCounter::new();
+        let mut message = Some(first);
+        while let Some(m) = message.take() {
+            let before = doc.get_heads();
+            if let Incoming::Changed(true) = exchange.incoming(&mut doc, m)? {
+                self.store_remote(&doc_id, kind, &mut doc, &before).await?;
+            }
+            if let Some(reply) = exchange.outgoing(&mut doc, &mut seq)? {
+                self.write(&mut send, &reply).await?;
+            }
+            message = self.read(&mut recv, &mut decoder).await?;
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        recv: &mut RecvStream,
+        decoder: &mut FrameDecoder,
+    ) -> Result<Option<Message>, Failure> {
+        loop {
+            if let Some(m) = decoder.next_message()? {
+                self.set_status(|s| s.frames_received += 1);
+                if let Message::Reject { code, reason } = m {
+                    return Err(Failure::Refused { code, reason });
+                }
+                return Ok(Some(m));
+            }
+            match recv.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => {
+                    let n = chunk.bytes.len() as u64;
+                    self.set_status(|s| s.bytes_received += n);
+                    decoder.push(&chunk.bytes);
+                }
+                Ok(None) => {
+                    decoder.finish()?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(Failure::Connection(e.to_string())),
+            }
+        }
+    }
+
+    async fn write(&self, send: &mut SendStream, message: &Message) -> Result<(), Failure> {
+        let bytes = encode_message(message)?;
+        send.write_all(&bytes)
+            .await
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let n = bytes.len() as u64;
+        self.set_status(|s| {
+            s.frames_sent += 1;
+            s.bytes_sent += n;
+        });
+        Ok(())
+    }
+}
+
+fn close_reason(conn: &Connection) -> String {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            format!(
+                "cloud closed the connection: {}",
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        Some(e) => e.to_string(),
+        None => "stream ended".into(),
+    }
+}
+
+/// A delay between `d/2` and `d`, so a site's appliances don't reconnect in lockstep after an
+/// outage. The randomness needs no quality: the low bits of the clock do.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let frac = f64::from(nanos % 1_000) / 1_000.0;
+    d.mul_f64(0.5 + 0.5 * frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_certificate_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |ca: &str| CloudSettings {
+            addr: "127.0.0.1:4433".parse().unwrap(),
+            server_name: "localhost".into(),
+            ca_cert: dir.path().join(ca),
+            cert: dir.path().join("appliance.pem"),
+            key: dir.path().join("appliance.key"),
+        };
+        let err = client_config(&settings("ca.pem")).unwrap_err().to_string();
+        assert!(
+            err.contains(&dir.path().join("ca.pem").display().to_string()),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let err = client_config(&settings("ca.pem")).unwrap_err().to_string();
+        assert!(
+            err.contains("ca.pem") && err.contains("CA certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_whole() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(8));
+            assert!(
+                d >= Duration::from_secs(4) && d <= Duration::from_secs(8),
+                "{d:?}"
+            );
+        }
+    }
+}
