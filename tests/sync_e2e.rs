@@ -96,6 +96,19 @@ async fn two_sites_sync_every_sample_to_the_cloud() {
         (s["sync"]["docs_waiting"] == json!(0)).then_some(())
     })
     .await;
+    // The site's configuration came down from the cloud.
+    let site = eventually(
+        Duration::from_secs(20),
+        "the site config on the appliance",
+        || async {
+            let (st, s) = edges[1].1.get("/api/v1/site").await;
+            (st == 200).then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(site["site"], json!("florida"), "{site}");
+    assert_eq!(site["rooms"], json!(["1", "2"]), "{site}");
+    assert_eq!(site["thresholds"]["bp_systolic_high"], json!(180), "{site}");
     // The document itself is loadable by Automerge.
     let resp = reqwest::Client::new()
         .get(format!("{}/api/v1/sessions/{a}/automerge", cloud.base))

@@ -88,6 +88,10 @@ impl Cloud {
             addr: config.quic_bind,
             source,
         })?;
+        ensure_site_configs(&store, &config).map_err(|reason| StartError::Database {
+            path: db.clone(),
+            reason,
+        })?;
         let server = SyncServer::new(store.clone(), metrics.clone());
         let mut tasks = vec![tokio::spawn(server.clone().serve(endpoint.clone()))];
         tasks.push(tokio::spawn(watch_crl(
@@ -148,6 +152,53 @@ impl Cloud {
             t.abort();
         }
     }
+}
+
+/// Creates the site configuration document of every configured site that has none yet, so
+/// it flows down to the site's appliances. The document's id is the site id. Existing
+/// documents are left alone: once created, a site's configuration is edited in the document.
+fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), String> {
+    use vigil_shared::doc::{DocKind, RoomConfig, SiteConfig, SiteConfigDoc};
+    for site in &config.sites {
+        if store
+            .document_owner(&site.id)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            continue;
+        }
+        let mut doc = SiteConfigDoc::create(&SiteConfig {
+            site: site.id.clone(),
+            name: site.name.clone(),
+            region: site.region.clone(),
+            rooms: site
+                .rooms
+                .iter()
+                .map(|r| RoomConfig {
+                    id: r.clone(),
+                    name: format!("Room {r}"),
+                    monitors: Vec::new(),
+                })
+                .collect(),
+            thresholds: vigil_shared::advisory::Thresholds::default(),
+            staff: Vec::new(),
+        })
+        .map_err(|e| e.to_string())?;
+        let bytes = doc.automerge().save();
+        let now = crate::sync::now_us();
+        store
+            .commit_document(
+                &site.id,
+                DocKind::SiteConfig,
+                &site.id,
+                doc.automerge(),
+                &bytes,
+                now,
+            )
+            .map_err(|e| format!("site config of {}: {e}", site.id))?;
+        tracing::info!(site = %site.id, "created the site configuration document");
+    }
+    Ok(())
 }
 
 /// Re-reads the CRL when it changes: new handshakes use it at once, and every open connection

@@ -170,6 +170,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/status", get(status))
+        .route("/site", get(site))
         .route("/patients", post(create_patient))
         .route("/patients/{id}", get(patient).patch(update_patient))
         .route("/sessions", get(sessions).post(start_session))
@@ -256,6 +257,17 @@ async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiEr
         storage,
         sync,
     }))
+}
+
+async fn site(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let site = state
+        .status
+        .lock()
+        .map(|s| s.site.clone())
+        .unwrap_or_default();
+    let what = format!("configuration of site {site} (not received from the cloud yet)");
+    let view = read(&state, move |conn| reads::site_config(conn, &site), what).await?;
+    Ok(Json(view))
 }
 
 async fn create_patient(

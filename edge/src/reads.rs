@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 use serde::Serialize;
-use vigil_shared::doc::{DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta};
+use vigil_shared::doc::{
+    DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta, SiteConfigDoc,
+};
 use vigil_shared::vitals::{Channel, Sample};
 
 use crate::recorder::RecorderError;
@@ -198,6 +200,41 @@ pub fn patient(conn: &Connection, id: &str) -> Result<Option<PatientRecord>, Rec
         }
         _ => Ok(None),
     }
+}
+
+/// The site configuration the cloud sent down, or `None` before the first sync.
+pub fn site_config(conn: &Connection, site: &str) -> Result<Option<SiteConfigView>, RecorderError> {
+    match store::load_document(conn, site)? {
+        Some((kind, mut doc)) if kind == DocKind::SiteConfig.as_str() => {
+            let c = SiteConfigDoc::load(&doc.save())?.config()?;
+            Ok(Some(SiteConfigView {
+                site: c.site,
+                name: c.name,
+                region: c.region,
+                rooms: c.rooms.into_iter().map(|r| r.id).collect(),
+                thresholds: c.thresholds,
+                staff: c.staff.len(),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What the appliance shows of its site's configuration (staff PIN hashes stay inside).
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteConfigView {
+    /// Site id.
+    pub site: String,
+    /// Display name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Room ids.
+    pub rooms: Vec<String>,
+    /// Advisory thresholds in force for the site.
+    pub thresholds: vigil_shared::advisory::Thresholds,
+    /// Staff members who may sign in.
+    pub staff: usize,
 }
 
 /// The local session index, newest first.

@@ -1,0 +1,855 @@
+//! Sync against its baselines, in one run (DESIGN.md's performance targets, "Sync"):
+//!
+//! - whole session: the frames Vigil sends to bring an empty cloud copy up to a 56-minute
+//!   session with 250 Hz ECG (a full [`DocSync`] exchange, both directions, through
+//!   [`encode_message`] and [`FrameDecoder`]) ÷ the messages of a plain Automerge
+//!   generate/receive loop between the same two documents; bytes and time;
+//! - one more minute: both sides synced up to minute 55, one more minute of chunks committed as
+//!   the recorder does (one commit per 10 s period), then sync again: bytes on the wire
+//!   (target ≤ 12 KB, about 0.4× plain), after a reconnect (sync states persisted with
+//!   `State::encode`/`decode`) and within one connection (live states);
+//! - cloud ingest: 100 ECG sessions uploaded by 4 real appliances ([`Appliance`] with their
+//!   SQLite files pre-populated) over real QUIC with mutual TLS to a real [`Cloud`], until the
+//!   cloud's store holds every document with the appliance's heads ÷ a plain single-thread
+//!   Automerge sync loop over the same 100 documents in memory (target ≥ 2×).
+//!
+//! The first two parts run the protocol in memory (no validation, no storage, no sockets):
+//! they measure what goes on the wire. The third runs everything users run.
+//!
+//! A summary table is printed first (measured here, in this process), then criterion measures
+//! the first two parts. Ingest stays summary-only: one run takes seconds and builds a CA, five
+//! databases and a QUIC endpoint, which criterion's repeated sampling would turn into minutes.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash};
+use criterion::{BatchSize, Criterion};
+use vigil_cloud::app::Cloud;
+use vigil_cloud::config::{CloudConfig, PkiFiles};
+use vigil_edge::app::Appliance;
+use vigil_edge::config::{EdgeConfig, SourceConfig};
+use vigil_edge::store::{self as edge_store, SessionRow};
+use vigil_edge::sync::CloudSettings;
+use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
+use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::{
+    DocKind, Protocol, SessionDoc, SessionMeta, SessionState, header, validate_document,
+};
+use vigil_shared::sync::{DocSync, Incoming, Role, durable};
+use vigil_shared::vitals::{Channel, Sample};
+use vigil_shared::wire::{FrameDecoder, Message, SeqCounter, encode_message};
+
+const SESSION_S: i64 = 56 * 60;
+const ORIGIN_US: i64 = 1_790_000_000_000_000;
+const CHUNK_US: i64 = 10_000_000;
+/// Where the "one more minute" part starts: both sides hold the first 55 minutes.
+const SYNCED_S: i64 = 55 * 60;
+/// The id of the session in the first two parts; a UUID as the recorder makes, so that the
+/// doc ids in frames are as long as real ones.
+const SESSION_ID: &str = "5e551017-0000-4000-8000-000000000007";
+
+/// Sessions ingested by the cloud in the third part, spread evenly over [`ROOMS`].
+const INGEST_SESSIONS: usize = 100;
+/// The four appliances of the ingest part: the cloud's configured sites and rooms.
+const ROOMS: [(&str, &str); 4] = [
+    ("austin", "1"),
+    ("austin", "2"),
+    ("florida", "1"),
+    ("florida", "2"),
+];
+/// Runs of the ingest pipeline; the summary shows the median.
+const INGEST_RUNS: usize = 3;
+/// Longest wait for one ingest run; a run that takes this long is broken, not slow.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the ingest part polls the cloud's store for completion.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+const API_TOKEN: &str = "bench-token-0123456789abcdef01234";
+
+fn patient() -> VirtualPatient {
+    VirtualPatient::new(PatientParams::new(7, Scenario::Hypertension, ORIGIN_US))
+        .expect("valid params")
+}
+
+/// Every sample of the 56-minute session, per channel.
+fn samples() -> Vec<(Channel, Vec<Sample>)> {
+    let mut p = patient();
+    Channel::ALL
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                p.channel_between(c, ORIGIN_US, ORIGIN_US + SESSION_S * 1_000_000),
+            )
+        })
+        .collect()
+}
+
+fn meta() -> SessionMeta {
+    SessionMeta {
+        id: SESSION_ID.into(),
+        site: "austin".into(),
+        room: "1".into(),
+        patient_id: "p".into(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        },
+        state: SessionState::Completed,
+        created_us: ORIGIN_US,
+        started_us: Some(ORIGIN_US),
+        ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
+        dose_events: vec![],
+        advisories: vec![],
+        observations: vec![],
+        scores: vec![],
+        discharge: None,
+    }
+}
+
+/// The encoded chunks of each 10 s period in `[from_us, to_us)`, per channel, in period order.
+fn periods(
+    data: &[(Channel, Vec<Sample>)],
+    from_us: i64,
+    to_us: i64,
+) -> Vec<Vec<(Channel, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut t = from_us;
+    while t < to_us {
+        let mut period = Vec::new();
+        for (channel, samples) in data {
+            let part: Vec<Sample> = samples
+                .iter()
+                .filter(|s| s.t_us >= t && s.t_us < t + CHUNK_US)
+                .copied()
+                .collect();
+            if part.is_empty() {
+                continue;
+            }
+            let bytes = Chunk {
+                channel: *channel,
+                samples: part,
+            }
+            .encode()
+            .expect("encode");
+            period.push((*channel, bytes));
+        }
+        out.push(period);
+        t += CHUNK_US;
+    }
+    out
+}
+
+/// Appends periods of chunks as the recorder does: one commit per chunk period.
+fn append(doc: &mut SessionDoc, periods: &[Vec<(Channel, Vec<u8>)>]) {
+    for period in periods {
+        for (channel, bytes) in period {
+            doc.append_chunk(*channel, bytes.clone()).expect("append");
+        }
+        doc.automerge().commit();
+    }
+}
+
+/// The session built as in benches/session_doc.rs (10 s chunks, one commit per period).
+struct Built {
+    /// Saved after 55 minutes.
+    at_55: Vec<u8>,
+    /// Saved after 56 minutes: the whole session.
+    whole: Vec<u8>,
+    /// The recorder's actor, so that the extra minute continues its change sequence.
+    actor: ActorId,
+    /// The chunks of minute 55..56, per period.
+    last_minute: Vec<Vec<(Channel, Vec<u8>)>>,
+}
+
+fn build(data: &[(Channel, Vec<Sample>)]) -> Built {
+    let synced_us = ORIGIN_US + SYNCED_S * 1_000_000;
+    let end_us = ORIGIN_US + SESSION_S * 1_000_000;
+    let mut doc = SessionDoc::create(&meta()).expect("create");
+    append(&mut doc, &periods(data, ORIGIN_US, synced_us));
+    let at_55 = doc.automerge().save();
+    let last_minute = periods(data, synced_us, end_us);
+    assert_eq!(last_minute.len(), 6, "one minute is six 10 s periods");
+    append(&mut doc, &last_minute);
+    Built {
+        at_55,
+        whole: doc.automerge().save(),
+        actor: doc.automerge().get_actor().clone(),
+        last_minute,
+    }
+}
+
+/// Bytes and messages that crossed the wire, both directions.
+#[derive(Debug, Clone, Copy, Default)]
+struct Traffic {
+    bytes: usize,
+    messages: usize,
+}
+
+impl Traffic {
+    fn add(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.messages += 1;
+    }
+}
+
+/// Sends `frame` through a stream's decoder as the receiver does; the one whole message.
+fn receive(decoder: &mut FrameDecoder, frame: &[u8]) -> Message {
+    decoder.push(frame);
+    decoder
+        .next_message()
+        .expect("valid frame")
+        .expect("whole frame")
+}
+
+/// One document exchange as Vigil runs it, in memory: the appliance initiates, the cloud
+/// answers each Sync with a Durable of its heads and its own Sync (as `cloud::sync::step`
+/// does). Every frame is encoded (zstd over [`COMPRESS_MIN_BYTES`]) and decoded.
+/// Returns the traffic and both sides' sync states afterwards.
+///
+/// [`COMPRESS_MIN_BYTES`]: vigil_shared::wire::COMPRESS_MIN_BYTES
+fn vigil_exchange(
+    app: &mut AutoCommit,
+    app_state: sync::State,
+    cloud: &mut AutoCommit,
+    cloud_state: sync::State,
+) -> (Traffic, sync::State, sync::State) {
+    let mut traffic = Traffic::default();
+    let mut init = DocSync::new(Role::Initiator, SESSION_ID, DocKind::Session, app_state);
+    let mut resp = DocSync::new(Role::Responder, SESSION_ID, DocKind::Session, cloud_state);
+    let (mut seq_app, mut seq_cloud) = (SeqCounter::new(), SeqCounter::new());
+    let (mut to_cloud, mut to_app) = (FrameDecoder::new(), FrameDecoder::new());
+    while let Some(m) = init.outgoing(app, &mut seq_app).expect("initiator") {
+        let frame = encode_message(&m).expect("encode");
+        traffic.add(frame.len());
+        resp.incoming(cloud, receive(&mut to_cloud, &frame))
+            .expect("cloud applies");
+        let mut answer = vec![durable(SESSION_ID, &cloud.get_heads())];
+        answer.extend(resp.outgoing(cloud, &mut seq_cloud).expect("responder"));
+        for m in answer {
+            let frame = encode_message(&m).expect("encode");
+            traffic.add(frame.len());
+            match init
+                .incoming(app, receive(&mut to_app, &frame))
+                .expect("appliance applies")
+            {
+                Incoming::Durable(_) | Incoming::Changed(_) => {}
+            }
+        }
+    }
+    assert!(init.is_done());
+    (traffic, init.state().clone(), resp.state().clone())
+}
+
+/// Plain Automerge: the appliance and the cloud take turns generating and receiving sync
+/// messages (each encoded and decoded) until neither has anything to say.
+fn plain_sync(
+    app: &mut AutoCommit,
+    mut app_state: sync::State,
+    cloud: &mut AutoCommit,
+    mut cloud_state: sync::State,
+) -> (Traffic, sync::State, sync::State) {
+    let mut traffic = Traffic::default();
+    loop {
+        let mut quiet = true;
+        if let Some(m) = app.sync().generate_sync_message(&mut app_state) {
+            let bytes = m.encode();
+            traffic.add(bytes.len());
+            let m = sync::Message::decode(&bytes).expect("decode");
+            cloud
+                .sync()
+                .receive_sync_message(&mut cloud_state, m)
+                .expect("cloud applies");
+            quiet = false;
+        }
+        if let Some(m) = cloud.sync().generate_sync_message(&mut cloud_state) {
+            let bytes = m.encode();
+            traffic.add(bytes.len());
+            let m = sync::Message::decode(&bytes).expect("decode");
+            app.sync()
+                .receive_sync_message(&mut app_state, m)
+                .expect("appliance applies");
+            quiet = false;
+        }
+        if quiet {
+            return (traffic, app_state, cloud_state);
+        }
+    }
+}
+
+type SyncFn = fn(
+    &mut AutoCommit,
+    sync::State,
+    &mut AutoCommit,
+    sync::State,
+) -> (Traffic, sync::State, sync::State);
+
+fn load(bytes: &[u8]) -> AutoCommit {
+    AutoCommit::load(bytes).expect("load")
+}
+
+/// Whole session into an empty cloud document; asserts both ends converged.
+fn whole_session(f: SyncFn, app: &mut AutoCommit) -> Traffic {
+    let mut cloud = AutoCommit::new();
+    let (traffic, _, _) = f(app, sync::State::new(), &mut cloud, sync::State::new());
+    assert_eq!(cloud.get_heads(), app.get_heads(), "converged");
+    traffic
+}
+
+/// How a side's sync state gets from the end of the minute-55 exchange to the next exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carry {
+    /// Through `State::encode`/`decode`, as across a reconnect (and as the appliance always
+    /// does: it reloads the state from SQLite for every exchange).
+    Persisted,
+    /// The state object itself, within one connection.
+    Live,
+    /// Dropped: a fresh `State::new()`, as the cloud does for every stream it accepts.
+    Fresh,
+}
+
+fn carry(state: &sync::State, how: Carry) -> sync::State {
+    match how {
+        Carry::Persisted => sync::State::decode(&state.encode()).expect("decode state"),
+        Carry::Live => state.clone(),
+        Carry::Fresh => sync::State::new(),
+    }
+}
+
+/// Both sides after syncing the first 55 minutes with `f`.
+struct Synced55 {
+    app: AutoCommit,
+    cloud: AutoCommit,
+    app_state: sync::State,
+    cloud_state: sync::State,
+}
+
+impl Synced55 {
+    fn new(f: SyncFn, built: &Built) -> Synced55 {
+        let mut app = load(&built.at_55);
+        // The recorder's own actor: the extra minute continues its sequence of changes.
+        app.set_actor(built.actor.clone());
+        let mut cloud = AutoCommit::new();
+        let (_, app_state, cloud_state) =
+            f(&mut app, sync::State::new(), &mut cloud, sync::State::new());
+        assert_eq!(cloud.get_heads(), app.get_heads(), "converged at 55 min");
+        Synced55 {
+            app,
+            cloud,
+            app_state,
+            cloud_state,
+        }
+    }
+
+    /// Copies of both sides with the extra minute appended on the appliance and the states
+    /// carried as asked: the input of one "one more minute" exchange.
+    fn next_minute(
+        &self,
+        built: &Built,
+        app_carry: Carry,
+        cloud_carry: Carry,
+    ) -> (AutoCommit, sync::State, AutoCommit, sync::State) {
+        let mut doc = SessionDoc::from_automerge(self.app.clone()).expect("session");
+        append(&mut doc, &built.last_minute);
+        (
+            doc.automerge().clone(),
+            carry(&self.app_state, app_carry),
+            self.cloud.clone(),
+            carry(&self.cloud_state, cloud_carry),
+        )
+    }
+}
+
+/// One "one more minute" exchange; asserts both ends converged.
+fn one_more_minute(
+    f: SyncFn,
+    input: (AutoCommit, sync::State, AutoCommit, sync::State),
+) -> Traffic {
+    let (mut app, app_state, mut cloud, cloud_state) = input;
+    let (traffic, _, _) = f(&mut app, app_state, &mut cloud, cloud_state);
+    assert_eq!(cloud.get_heads(), app.get_heads(), "converged at 56 min");
+    traffic
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Median time and the last result of `runs` runs of `f` on inputs made (untimed) by `setup`.
+fn time_runs<I, T>(
+    runs: usize,
+    mut setup: impl FnMut() -> I,
+    mut f: impl FnMut(I) -> T,
+) -> (Duration, T) {
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let input = setup();
+        let t = Instant::now();
+        let out = black_box(f(input));
+        times.push(t.elapsed());
+        last = Some(out);
+    }
+    (median(times), last.expect("at least one run"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest
+
+/// One of the 100 sessions of the ingest part.
+struct Derived {
+    id: String,
+    site: &'static str,
+    room: &'static str,
+    /// `save()` bytes.
+    bytes: Vec<u8>,
+    /// Its heads, sorted as the cloud stores them.
+    heads: Vec<ChangeHash>,
+}
+
+/// Session `i` of the ingest part: the base session loaded, given a fresh actor, and re-labelled
+/// with its own id, site and room (the cloud refuses a document whose header id differs from
+/// the doc id or whose site is not the appliance's).
+fn derive(base: &[u8], i: usize) -> Derived {
+    let (site, room) = ROOMS[i * ROOMS.len() / INGEST_SESSIONS];
+    let id = format!("5e551017-0000-4000-8000-{i:012x}");
+    let mut am = load(base);
+    am.set_actor(ActorId::random());
+    let mut doc = SessionDoc::from_automerge(am).expect("session");
+    doc.update_meta(|m| {
+        m.id = id.clone();
+        m.site = site.into();
+        m.room = room.into();
+    })
+    .expect("update meta");
+    // The typed metadata's `id` and `site` are reconciled at the root, where the header keys
+    // live too, so update_meta already rewrote the header; no second put of the root `id`.
+    let h = header(doc.automerge_ref()).expect("header");
+    assert_eq!((h.id.as_str(), h.site.as_str()), (id.as_str(), site));
+    let am = doc.automerge();
+    am.commit();
+    let h = validate_document(am, DocKind::Session).expect("the cloud accepts it");
+    assert_eq!(h.id, id);
+    let mut heads = am.get_heads();
+    heads.sort_unstable();
+    Derived {
+        id,
+        site,
+        room,
+        bytes: am.save(),
+        heads,
+    }
+}
+
+/// The plain single-thread loop: each document synced into a fresh empty one, in memory.
+/// Loading the appliance's copy is not timed (the reference loop starts from loaded documents).
+fn plain_ingest(docs: &[Derived]) -> Duration {
+    let mut total = Duration::ZERO;
+    for d in docs {
+        let mut app = load(&d.bytes);
+        let t = Instant::now();
+        let mut cloud = AutoCommit::new();
+        plain_sync(&mut app, sync::State::new(), &mut cloud, sync::State::new());
+        total += t.elapsed();
+        assert_eq!(cloud.get_heads(), app.get_heads(), "plain ingest converged");
+    }
+    total
+}
+
+/// CPU time of this process's threads by role, from /proc (Linux): the cloud's runtime
+/// threads, the appliances' runtime and recorder threads, and the rest.
+#[derive(Debug, Clone, Default)]
+struct CpuByRole {
+    /// (tid, role) → on-CPU nanoseconds.
+    threads: BTreeMap<(u32, &'static str), u64>,
+}
+
+impl CpuByRole {
+    fn now() -> CpuByRole {
+        let mut threads = BTreeMap::new();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return CpuByRole { threads };
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let role = if comm.starts_with("cloud") {
+                "cloud"
+            } else if comm.starts_with("edge") || comm.starts_with("recorder") {
+                "appliances"
+            } else {
+                "other"
+            };
+            // The first field of schedstat is the time spent on the CPU, in nanoseconds.
+            let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            threads.insert((tid, role), ns);
+        }
+        CpuByRole { threads }
+    }
+
+    /// CPU seconds per role spent between `before` and `self`.
+    fn since(&self, before: &CpuByRole) -> BTreeMap<&'static str, f64> {
+        let mut out = BTreeMap::new();
+        for (key, ns) in &self.threads {
+            let was = before.threads.get(key).copied().unwrap_or(0);
+            *out.entry(key.1).or_insert(0.0) += ns.saturating_sub(was) as f64 / 1e9;
+        }
+        out
+    }
+}
+
+/// One run of the real pipeline. Returns the time from starting the appliances until the cloud
+/// has every document durable with the appliance's heads, and the CPU seconds per role.
+fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let ca = vigil_cloud::pki::Ca::init(&pki, "Bench Clinic CA").expect("init CA");
+    ca.issue_server(
+        &["localhost".to_owned()],
+        &["127.0.0.1".parse().expect("ip")],
+        "server",
+    )
+    .expect("server cert");
+    let config = CloudConfig {
+        data_dir: dir.path().join("cloud"),
+        quic_bind: "127.0.0.1:0".parse().expect("addr"),
+        http_bind: "127.0.0.1:0".parse().expect("addr"),
+        api_token: API_TOKEN.into(),
+        pki: PkiFiles {
+            ca_cert: pki.join("ca.pem"),
+            server_cert: pki.join("server.pem"),
+            server_key: pki.join("server.key"),
+            crl: pki.join("crl.pem"),
+        },
+        sites: ["austin", "florida"]
+            .into_iter()
+            .map(|id| vigil_cloud::api::SiteInfo {
+                id: id.into(),
+                name: id.into(),
+                region: "bench".into(),
+                rooms: vec!["1".into(), "2".into()],
+            })
+            .collect(),
+    };
+    config.validate(Path::new("(bench)")).expect("cloud config");
+
+    // The cloud and the appliances on runtimes of their own, so that their threads can be told
+    // apart (CPU per role); both runtimes share this machine's cores, as in the demo.
+    let cloud_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cloud-rt")
+        .enable_all()
+        .build()
+        .expect("cloud runtime");
+    let edge_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edge-rt")
+        .enable_all()
+        .build()
+        .expect("appliance runtime");
+    let cloud = cloud_rt
+        .block_on(Cloud::start(config))
+        .expect("cloud starts");
+
+    let mut configs = Vec::new();
+    for (site, room) in ROOMS {
+        let cert = ca
+            .issue_appliance(&site.into(), &room.into())
+            .expect("appliance cert");
+        let data_dir = dir.path().join(format!("{site}-{room}"));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let mut db = edge_store::open_writer(&data_dir.join(vigil_edge::app::DB_FILE))
+            .expect("appliance db");
+        let tx = edge_store::write_tx(&mut db).expect("tx");
+        for d in docs.iter().filter(|d| (d.site, d.room) == (site, room)) {
+            edge_store::insert_document(
+                &tx,
+                &d.id,
+                DocKind::Session.as_str(),
+                site,
+                &d.bytes,
+                ORIGIN_US,
+            )
+            .expect("insert document");
+            edge_store::upsert_session(
+                &tx,
+                &SessionRow {
+                    id: d.id.clone(),
+                    patient_id: "p".into(),
+                    state: "completed".into(),
+                    started_us: Some(ORIGIN_US),
+                    ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
+                    scenario: Some(Scenario::Hypertension.to_string()),
+                },
+            )
+            .expect("session row");
+        }
+        tx.commit().expect("commit");
+        let config = EdgeConfig {
+            site: site.into(),
+            room: room.into(),
+            data_dir,
+            http_bind: "127.0.0.1:0".parse().expect("addr"),
+            chunk_period_s: 10,
+            group_commit_ms: 1_000,
+            source: SourceConfig::None,
+            cloud: Some(CloudSettings {
+                addr: cloud.sync_addr,
+                server_name: "localhost".into(),
+                ca_cert: pki.join("ca.pem"),
+                cert: cert.cert_path.clone(),
+                key: cert.key_path.clone(),
+            }),
+        };
+        config.validate(Path::new("(bench)")).expect("edge config");
+        configs.push(config);
+    }
+    let expected: BTreeMap<&str, Vec<u8>> = docs
+        .iter()
+        .map(|d| (d.id.as_str(), d.heads.iter().flat_map(|h| h.0).collect()))
+        .collect();
+    let reader = cloud.store.reader().expect("cloud reader");
+
+    let cpu_before = CpuByRole::now();
+    let start = Instant::now();
+    let appliances: Vec<Appliance> = edge_rt.block_on(async {
+        let mut out = Vec::new();
+        for config in configs {
+            out.push(Appliance::start(config).await.expect("appliance starts"));
+        }
+        out
+    });
+    loop {
+        assert!(
+            start.elapsed() < INGEST_TIMEOUT,
+            "ingest did not finish within {INGEST_TIMEOUT:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+        // The projection row is written in the same transaction as the document: count those
+        // first (cheap), compare heads only once all are there.
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .expect("count");
+        if usize::try_from(n).unwrap_or(0) < docs.len() {
+            continue;
+        }
+        let mut stmt = reader
+            .prepare_cached("SELECT id, heads FROM documents WHERE kind = 'session'")
+            .expect("prepare");
+        let stored: BTreeMap<String, Vec<u8>> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        if expected
+            .iter()
+            .all(|(id, heads)| stored.get(*id) == Some(heads))
+        {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let cpu = CpuByRole::now().since(&cpu_before);
+    drop(reader);
+    edge_rt.block_on(async {
+        for a in appliances {
+            a.shutdown().await;
+        }
+    });
+    cloud_rt.block_on(cloud.shutdown());
+    edge_rt.shutdown_timeout(Duration::from_secs(5));
+    cloud_rt.shutdown_timeout(Duration::from_secs(5));
+    (elapsed, cpu)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Summary and criterion
+
+fn kb(bytes: usize) -> String {
+    format!("{:.1} KB", bytes as f64 / 1e3)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn summary(built: &Built) {
+    // 1. The whole session into an empty cloud document.
+    let app = load(&built.whole);
+    let (vigil_whole_t, vigil_whole) = time_runs(
+        5,
+        || app.clone(),
+        |mut a| whole_session(vigil_exchange, &mut a),
+    );
+    let (plain_whole_t, plain_whole) =
+        time_runs(5, || app.clone(), |mut a| whole_session(plain_sync, &mut a));
+
+    // 2. One more minute: the same exchange after 55 minutes were synced.
+    let vigil55 = Synced55::new(vigil_exchange, built);
+    let plain55 = Synced55::new(plain_sync, built);
+    let minute = |f: SyncFn, s: &Synced55, a: Carry, c: Carry| {
+        time_runs(
+            5,
+            || s.next_minute(built, a, c),
+            |input| one_more_minute(f, input),
+        )
+    };
+    use Carry::{Fresh, Live, Persisted};
+    let cases = [
+        (
+            "one more minute, after a reconnect: vigil as deployed (appliance state persisted, cloud state fresh per stream) vs plain (both states persisted)",
+            minute(vigil_exchange, &vigil55, Persisted, Fresh),
+            minute(plain_sync, &plain55, Persisted, Persisted),
+        ),
+        (
+            "one more minute, same connection: vigil as deployed (the same: state reloaded per exchange, cloud fresh per stream) vs plain (live states)",
+            minute(vigil_exchange, &vigil55, Persisted, Fresh),
+            minute(plain_sync, &plain55, Live, Live),
+        ),
+        (
+            "one more minute, both states persisted: vigil framing alone (DocSync, cloud state kept as DESIGN.md asks) vs plain",
+            minute(vigil_exchange, &vigil55, Persisted, Persisted),
+            minute(plain_sync, &plain55, Persisted, Persisted),
+        ),
+        (
+            "one more minute, both states live: vigil framing alone vs plain",
+            minute(vigil_exchange, &vigil55, Live, Live),
+            minute(plain_sync, &plain55, Live, Live),
+        ),
+    ];
+
+    // 3. Cloud ingest.
+    let t = Instant::now();
+    let docs: Vec<Derived> = (0..INGEST_SESSIONS)
+        .map(|i| derive(&built.whole, i))
+        .collect();
+    let derive_t = t.elapsed();
+    let doc_bytes: usize = docs.iter().map(|d| d.bytes.len()).sum();
+    let plain_t = plain_ingest(&docs);
+    let mut runs: Vec<(Duration, BTreeMap<&str, f64>)> =
+        (0..INGEST_RUNS).map(|_| vigil_ingest(&docs)).collect();
+    runs.sort_by_key(|r| r.0);
+    let (vigil_t, cpu) = runs.swap_remove(runs.len() / 2);
+    let rate = |d: Duration| {
+        (
+            INGEST_SESSIONS as f64 / d.as_secs_f64(),
+            doc_bytes as f64 / 1e6 / d.as_secs_f64(),
+        )
+    };
+    let (vigil_sps, vigil_mbps) = rate(vigil_t);
+    let (plain_sps, plain_mbps) = rate(plain_t);
+
+    println!(
+        "sync: 56-minute session with 250 Hz ECG, saved {} ; bytes on the wire counted both directions",
+        kb(built.whole.len())
+    );
+    println!("| measure | vigil | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| whole session into an empty cloud copy: bytes | {} in {} frames | {} in {} messages (plain automerge sync) | {:.2} | - |",
+        kb(vigil_whole.bytes),
+        vigil_whole.messages,
+        kb(plain_whole.bytes),
+        plain_whole.messages,
+        vigil_whole.bytes as f64 / plain_whole.bytes as f64
+    );
+    println!(
+        "| whole session into an empty cloud copy: time (in memory) | {} | {} (plain automerge sync) | {:.2} | - |",
+        ms(vigil_whole_t),
+        ms(plain_whole_t),
+        vigil_whole_t.as_secs_f64() / plain_whole_t.as_secs_f64()
+    );
+    for (name, (vt, v), (pt, p)) in &cases {
+        println!(
+            "| {name} | {} in {} frames, {} | {} in {} messages, {} | {:.2} | <= 12 KB, ~0.4x (plain ~32 KB) |",
+            kb(v.bytes),
+            v.messages,
+            ms(*vt),
+            kb(p.bytes),
+            p.messages,
+            ms(*pt),
+            v.bytes as f64 / p.bytes as f64
+        );
+    }
+    println!(
+        "| cloud ingest of {INGEST_SESSIONS} sessions ({}) from 4 appliances, real QUIC + mTLS + SQLite | {:.1} sessions/s, {:.1} MB/s ({:.2} s, median of {INGEST_RUNS}) | {:.1} sessions/s, {:.1} MB/s ({:.2} s, plain single-thread sync loop in memory) | {:.2}x | >= 2x |",
+        kb(doc_bytes),
+        vigil_sps,
+        vigil_mbps,
+        vigil_t.as_secs_f64(),
+        plain_sps,
+        plain_mbps,
+        plain_t.as_secs_f64(),
+        vigil_sps / plain_sps
+    );
+    println!(
+        "ingest CPU during the median run (s): cloud {:.2}, appliances {:.2}, other {:.2}, over {:.2} s wall on {} cores; deriving the {INGEST_SESSIONS} documents took {:.1} s",
+        cpu.get("cloud").copied().unwrap_or(0.0),
+        cpu.get("appliances").copied().unwrap_or(0.0),
+        cpu.get("other").copied().unwrap_or(0.0),
+        vigil_t.as_secs_f64(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        derive_t.as_secs_f64()
+    );
+}
+
+fn main() {
+    let data = samples();
+    let built = build(&data);
+    summary(&built);
+
+    let app = load(&built.whole);
+    let vigil55 = Synced55::new(vigil_exchange, &built);
+    let plain55 = Synced55::new(plain_sync, &built);
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut g = c.benchmark_group("sync");
+    g.bench_function("whole_session/vigil", |b| {
+        b.iter_batched(
+            || app.clone(),
+            |mut a| whole_session(vigil_exchange, &mut a),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("whole_session/plain", |b| {
+        b.iter_batched(
+            || app.clone(),
+            |mut a| whole_session(plain_sync, &mut a),
+            BatchSize::PerIteration,
+        )
+    });
+    // As deployed: the appliance reloads its persisted state, the cloud starts fresh; plain
+    // Automerge with both states persisted, as LIBRARY-FACTS.md recommends.
+    g.bench_function("one_more_minute/vigil", |b| {
+        b.iter_batched(
+            || vigil55.next_minute(&built, Carry::Persisted, Carry::Fresh),
+            |input| one_more_minute(vigil_exchange, input),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("one_more_minute/plain", |b| {
+        b.iter_batched(
+            || plain55.next_minute(&built, Carry::Persisted, Carry::Persisted),
+            |input| one_more_minute(plain_sync, input),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+    c.final_summary();
+}

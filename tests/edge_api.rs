@@ -1,0 +1,158 @@
+//! The appliance's local API against bad input, through a real `vigil-edge` process: every
+//! refusal is a JSON error with the right status, and nothing is lost or half-written.
+
+mod support;
+
+use serde_json::json;
+use support::{bin, patient_body, session_body, start_edge, write_edge_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_edge_config(
+        dir.path(),
+        "austin",
+        "2",
+        "[source]\nkind = \"simulator\"\ntime_factor = 60.0\n",
+    );
+    let (_edge, http) = start_edge(&config);
+
+    // Unknown patient and session: 404 with a JSON body naming what is missing.
+    let (st, body) = http.get("/api/v1/patients/nobody").await;
+    assert_eq!(
+        (st, body["error"].as_str().unwrap().contains("nobody")),
+        (404, true),
+        "{body}"
+    );
+    let (st, body) = http.get("/api/v1/sessions/nothing").await;
+    assert_eq!(st, 404, "{body}");
+    assert!(body["error"].is_string());
+    let (st, body) = http
+        .post("/api/v1/sessions/nothing/stop", &json!({"by": "n"}))
+        .await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = http
+        .post("/api/v1/sessions", &session_body("nobody", "baseline"))
+        .await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = http.get("/no/such/route").await;
+    assert_eq!(st, 404, "{body}");
+    assert!(body["error"].is_string());
+
+    // Oversized body: 413, and nothing was registered.
+    let mut big = patient_body("Big");
+    big["family_name"] = json!("x".repeat(100_000));
+    let (st, body) = http.post("/api/v1/patients", &big).await;
+    assert_eq!(st, 413, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("larger"), "{body}");
+
+    // Malformed JSON and unknown fields: 400 or 422, never 500.
+    let (st, body) = http
+        .post_raw("/api/v1/patients", b"{\"given_name\": ".to_vec())
+        .await;
+    assert_eq!(st, 400, "{body}");
+    let mut extra = patient_body("Extra");
+    extra["favourite_colour"] = json!("blue");
+    let (st, body) = http.post("/api/v1/patients", &extra).await;
+    assert_eq!(st, 422, "{body}");
+    let mut bad_date = patient_body("Date");
+    bad_date["birth_date"] = json!("31/12/1970");
+    let (st, body) = http.post("/api/v1/patients", &bad_date).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("birth_date"),
+        "{body}"
+    );
+
+    // A real patient and session, then values out of range and conflicting states.
+    let (st, patient) = http.post("/api/v1/patients", &patient_body("Real")).await;
+    assert_eq!(st, 201);
+    let pid = patient["id"].as_str().unwrap();
+    let mut overdose = session_body(pid, "baseline");
+    overdose["protocol"]["dose_mg_per_kg"] = json!(50.0);
+    let (st, body) = http.post("/api/v1/sessions", &overdose).await;
+    assert_eq!(st, 422, "{body}");
+    let (st, session) = http
+        .post("/api/v1/sessions", &session_body(pid, "baseline"))
+        .await;
+    assert_eq!(st, 201, "{session}");
+    let sid = session["id"].as_str().unwrap();
+    let (st, body) = http
+        .post("/api/v1/sessions", &session_body(pid, "baseline"))
+        .await;
+    assert_eq!(st, 409, "a second session in one room: {body}");
+    let events = format!("/api/v1/sessions/{sid}/events");
+    let (st, body) = http
+        .post(
+            &events,
+            &json!({"type": "score", "instrument": "phq9", "phase": "pre", "value": 99, "by": "n"}),
+        )
+        .await;
+    assert_eq!(st, 422, "{body}");
+    let (st, body) = http.post(&events, &json!({"type": "discharge", "aldrete": 7, "escort": "A", "no_driving_ack": true, "by": "n"})).await;
+    assert_eq!(st, 422, "discharge needs Aldrete >= 9: {body}");
+    let (st, body) = http
+        .post(
+            &events,
+            &json!({"type": "acknowledge", "advisory_id": "nope", "by": "n"}),
+        )
+        .await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = http
+        .post(&events, &json!({"type": "teleport", "by": "n"}))
+        .await;
+    assert_eq!(st, 422, "{body}");
+    let (st, body) = http
+        .get(&format!("/api/v1/sessions/{sid}/vitals?channel=brainwaves"))
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("hr"),
+        "lists the channels: {body}"
+    );
+    let (st, body) = http
+        .get(&format!(
+            "/api/v1/sessions/{sid}/vitals?channel=hr&from=10&to=5"
+        ))
+        .await;
+    assert_eq!(st, 400, "{body}");
+
+    // The good requests went through and are all there.
+    let (st, body) = http
+        .post(&events, &json!({"type": "note", "text": "calm", "by": "n"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, stopped) = http
+        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({"by": "n"}))
+        .await;
+    assert_eq!(st, 200, "{stopped}");
+    let (st, body) = http
+        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({"by": "n"}))
+        .await;
+    assert_eq!(st, 409, "stopping twice: {body}");
+    let (_, summary) = http.get(&format!("/api/v1/sessions/{sid}")).await;
+    assert_eq!(summary["state"], json!("completed"));
+    assert_eq!(summary["notes"], json!("[n] calm\n"));
+    assert!(
+        summary["scores"].as_array().unwrap().is_empty(),
+        "the refused score was not stored"
+    );
+    let (_, list) = http.get("/api/v1/sessions").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn config_errors_name_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_edge_config(dir.path(), "austin", "1", "chunk_period_s = 0\n");
+    let out = std::process::Command::new(bin("vigil-edge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(config.to_str().unwrap()) && stderr.contains("chunk_period_s"),
+        "{stderr}"
+    );
+}
