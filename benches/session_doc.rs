@@ -208,6 +208,7 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
         room: "1".into(),
         chunk_period_us: CHUNK_US,
         thresholds: Thresholds::default(),
+        expected_channels: Channel::ALL.to_vec(),
     };
     let (mut rec, _) = Recorder::open(&path, cfg).expect("open");
     let p = rec

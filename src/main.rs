@@ -158,9 +158,12 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
             }
         }));
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch Ctrl-C")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     println!("demo: stopping");
     for d in drivers {
         d.abort();

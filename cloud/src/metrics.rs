@@ -33,6 +33,7 @@ pub struct Metrics {
     changes_committed: AtomicU64,
     /// f64 bits.
     sync_lag_seconds: AtomicU64,
+    documents_waiting: AtomicU64,
     rejects: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -55,6 +56,8 @@ pub struct MetricsSnapshot {
     pub changes_committed: u64,
     /// The largest sync lag over connected appliances, seconds.
     pub sync_lag_seconds: f64,
+    /// Documents the connected appliances report as waiting to sync.
+    pub documents_waiting: u64,
     /// Rejects by reason.
     pub rejects: BTreeMap<String, u64>,
 }
@@ -115,6 +118,11 @@ impl Metrics {
         self.sync_lag_seconds.store(s.to_bits(), Ordering::Relaxed);
     }
 
+    /// Sets the documents-waiting gauge (the sum of the connected appliances' reports).
+    pub fn set_documents_waiting(&self, n: u64) {
+        self.documents_waiting.store(n, Ordering::Relaxed);
+    }
+
     /// One refusal, by reason: a [`RejectCode`] name or a reason of the sync server's own.
     pub fn reject(&self, reason: &str) {
         let mut rejects = self
@@ -150,6 +158,7 @@ impl Metrics {
             documents_committed: load(&self.documents_committed),
             changes_committed: load(&self.changes_committed),
             sync_lag_seconds: f64::from_bits(load(&self.sync_lag_seconds)),
+            documents_waiting: load(&self.documents_waiting),
             rejects: self
                 .rejects
                 .lock()
@@ -216,6 +225,12 @@ impl Metrics {
             "gauge",
             "Largest sync lag over connected appliances.",
             format_float(s.sync_lag_seconds),
+        );
+        metric(
+            "documents_waiting",
+            "gauge",
+            "Documents connected appliances report as waiting to sync.",
+            s.documents_waiting.to_string(),
         );
         out.push_str(
             "# HELP vigil_cloud_rejects_total Refusals sent to appliances, by reason.\n\

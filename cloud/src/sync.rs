@@ -135,6 +135,10 @@ struct Changed {
     from: Option<(String, String)>,
 }
 
+/// One appliance's last backlog report: documents waiting, and since when its backlog has not
+/// been empty (its sync lag).
+type Backlog = (u64, Option<std::time::Instant>);
+
 /// Shared state of the sync server.
 pub struct SyncServer {
     store: Arc<CloudStore>,
@@ -143,6 +147,9 @@ pub struct SyncServer {
     changes: broadcast::Sender<Changed>,
     /// Connections by appliance, to close a revoked one.
     connections: Mutex<HashMap<(String, String), Connection>>,
+    /// Each connected appliance's last backlog report: documents waiting, and since when it
+    /// has not been empty (its sync lag).
+    backlogs: Mutex<HashMap<(String, String), Backlog>>,
 }
 
 impl std::fmt::Debug for SyncServer {
@@ -168,6 +175,7 @@ impl SyncServer {
             cache: DocCache::default(),
             changes,
             connections: Mutex::default(),
+            backlogs: Mutex::default(),
         })
     }
 
@@ -333,6 +341,7 @@ impl SyncServer {
         loop {
             match read_message(&mut recv, &mut decoder, &self.metrics).await {
                 Ok(Some(Message::Backlog { docs, bytes })) => {
+                    self.note_backlog(&who, Some(docs));
                     let store = self.store.clone();
                     let (site, room) = (who.site.to_string(), who.room.to_string());
                     let _ = tokio::task::spawn_blocking(move || {
@@ -343,9 +352,40 @@ impl SyncServer {
                 Ok(Some(other)) => {
                     tracing::debug!(message = other.name(), "ignoring a control message");
                 }
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => {
+                    self.note_backlog(&who, None);
+                    return;
+                }
             }
         }
+    }
+
+    /// Updates the documents-waiting and sync-lag gauges from one appliance's report
+    /// (`None`: it went away).
+    fn note_backlog(&self, who: &ApplianceIdentity, docs: Option<u64>) {
+        let key = (who.site.to_string(), who.room.to_string());
+        let now = std::time::Instant::now();
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        match docs {
+            None => {
+                backlogs.remove(&key);
+            }
+            Some(0) => {
+                backlogs.insert(key, (0, None));
+            }
+            Some(n) => {
+                let since = backlogs.get(&key).and_then(|(_, s)| *s).unwrap_or(now);
+                backlogs.insert(key, (n, Some(since)));
+            }
+        }
+        self.metrics
+            .set_documents_waiting(backlogs.values().map(|(n, _)| n).sum());
+        let lag = backlogs
+            .values()
+            .filter_map(|(_, s)| *s)
+            .map(|s| now.duration_since(s).as_secs_f64())
+            .fold(0.0, f64::max);
+        self.metrics.set_sync_lag_seconds(lag);
     }
 
     /// Answers an exchange the appliance opened. On error the reason goes back as a Reject

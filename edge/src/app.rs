@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource, session_seed};
 use vigil_hardware::source::VitalsSource;
 use vigil_shared::advisory::Thresholds;
+use vigil_shared::vitals::Channel;
 
 use crate::api::{self, ApiState, Command, Status};
 use crate::clock::{ScaledClock, wall_now_us};
@@ -174,6 +175,10 @@ impl Appliance {
             room: config.room.clone(),
             chunk_period_us: i64::try_from(config.chunk_period_s).unwrap_or(10) * 1_000_000,
             thresholds: Thresholds::default(),
+            expected_channels: match &config.source {
+                SourceConfig::Simulator { .. } => Channel::ALL.to_vec(),
+                SourceConfig::None => Vec::new(),
+            },
         };
         let (recorder, resumed) = Recorder::open(&db_path, rcfg).map_err(db_err)?;
 

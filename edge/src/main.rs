@@ -1,7 +1,9 @@
 //! `vigil-edge`: the room appliance's command line.
 //!
 //! `vigil-edge run --config edge.toml` starts the recorder and the local API and prints
-//! `edge api: URL` on standard output once it listens.
+//! `edge api: URL` on standard output once it listens. `vigil-edge decode 2a37 16 48 00 04`
+//! decodes one GATT characteristic value and prints it as JSON, with no configuration: a bench
+//! tool for checking what a monitor sends.
 
 use std::path::PathBuf;
 
@@ -9,6 +11,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use vigil_edge::app::Appliance;
 use vigil_edge::config::EdgeConfig;
+use vigil_hardware::gatt::{self, Characteristic};
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil-edge", version, about = "Vigil room appliance")]
@@ -34,6 +37,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Decode one GATT characteristic value and print it as JSON (needs no configuration).
+    Decode {
+        /// The characteristic: a UUID (2a37, 0x2A37, 00002a37-0000-1000-8000-00805f9b34fb,
+        /// FB005C82-02E7-F387-1CAD-8ACD2D8DF0C8) or a name (heart_rate, plx_continuous, ...).
+        characteristic: String,
+        /// The value in hex, with or without spaces: `16 48 00 04` or `16480004`.
+        #[arg(required = true, num_args = 1..)]
+        hex: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +63,113 @@ fn main() -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
+        Command::Decode {
+            characteristic,
+            hex,
+        } => match decode_to_json(&characteristic, &hex) {
+            Ok(json) => {
+                println!("{json}");
+                Ok(())
+            }
+            Err(e) => {
+                // The message is for a person at a bench: what was wrong, without the
+                // backtrace anyhow adds when RUST_BACKTRACE is set.
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        },
     }
+}
+
+/// The `decode` command: characteristic and hex in, pretty JSON out, or an error saying which
+/// argument is wrong or which field of the value could not be read.
+fn decode_to_json(characteristic: &str, hex: &[String]) -> anyhow::Result<String> {
+    let c = Characteristic::parse(characteristic).ok_or_else(|| {
+        let known: Vec<String> = Characteristic::ALL.iter().map(|c| c.to_string()).collect();
+        anyhow::anyhow!(
+            "unknown characteristic {characteristic:?}: give a UUID (2a37, 0x2A37 or \
+             00002a37-0000-1000-8000-00805f9b34fb) or a name; known: {}",
+            known.join(", ")
+        )
+    })?;
+    let bytes = parse_hex(hex).map_err(|e| anyhow::anyhow!("bad hex value: {e}"))?;
+    let measurement = gatt::decode(c, &bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot decode {c} value [{}] ({} bytes): {e}",
+            spaced_hex(&bytes),
+            bytes.len()
+        )
+    })?;
+    serde_json::to_string_pretty(&measurement).context("cannot print the decoded value as JSON")
+}
+
+/// Why a hex argument could not be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum HexError {
+    /// A character that is not a hex digit.
+    #[error("{found:?} at position {position} of argument {argument} is not a hex digit")]
+    NotHex {
+        /// 1-based argument number.
+        argument: usize,
+        /// 1-based character position within the argument.
+        position: usize,
+        /// The character.
+        found: char,
+    },
+    /// The digits do not pair up into bytes.
+    #[error("{digits} hex digits do not make whole bytes (two digits each)")]
+    OddDigits {
+        /// How many digits there were in all.
+        digits: usize,
+    },
+}
+
+/// Joins hex arguments into bytes. Whitespace is ignored anywhere, and each argument may start
+/// with `0x`, so `16 48 0004`, `"16 48 00 04"` and `0x16480004` are the same value. Bytes may
+/// span arguments (`1 6 48` is `16 48`): only the digit count as a whole must be even.
+fn parse_hex(args: &[String]) -> Result<Vec<u8>, HexError> {
+    let mut nibbles: Vec<u8> = Vec::new();
+    for (i, arg) in args.iter().enumerate() {
+        let trimmed = arg.trim_start();
+        let body = trimmed
+            .strip_prefix("0x")
+            .or_else(|| trimmed.strip_prefix("0X"))
+            .unwrap_or(trimmed);
+        let skipped = arg.chars().count() - body.chars().count();
+        for (j, ch) in body.chars().enumerate() {
+            if ch.is_whitespace() {
+                continue;
+            }
+            let digit = ch.to_digit(16).ok_or(HexError::NotHex {
+                argument: i + 1,
+                position: skipped + j + 1,
+                found: ch,
+            })?;
+            // to_digit(16) is below 16, so the cast keeps every bit.
+            nibbles.push(digit as u8);
+        }
+    }
+    if nibbles.len() % 2 != 0 {
+        return Err(HexError::OddDigits {
+            digits: nibbles.len(),
+        });
+    }
+    Ok(nibbles
+        .chunks_exact(2)
+        .map(|pair| match pair {
+            [hi, lo] => (hi << 4) | lo,
+            _ => 0, // chunks_exact(2) yields pairs only
+        })
+        .collect())
+}
+
+/// Bytes as `16 48 00 04`, for error messages.
+fn spaced_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn run(config: EdgeConfig) -> anyhow::Result<()> {
@@ -72,4 +190,85 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn check(parts: &[&str], expected: Result<Vec<u8>, HexError>) {
+        assert_eq!(parse_hex(&args(parts)), expected, "{parts:?}");
+    }
+
+    #[test]
+    fn hex_with_or_without_spaces() {
+        let value = vec![0x16, 0x48, 0x00, 0x04];
+        check(&["16", "48", "00", "04"], Ok(value.clone()));
+        check(&["16480004"], Ok(value.clone()));
+        check(&["1648", "0004"], Ok(value.clone()));
+        check(&["16 48 00 04"], Ok(value.clone()));
+        check(&["0x16480004"], Ok(value.clone()));
+        check(&["0X16", "0x48", "0004"], Ok(value.clone()));
+        check(&["1", "6480004"], Ok(value));
+        check(&["aB", "Cd"], Ok(vec![0xAB, 0xCD]));
+        check(&[""], Ok(vec![]));
+        check(
+            &["16", "4g"],
+            Err(HexError::NotHex {
+                argument: 2,
+                position: 2,
+                found: 'g',
+            }),
+        );
+        check(
+            &["0x1z"],
+            Err(HexError::NotHex {
+                argument: 1,
+                position: 4,
+                found: 'z',
+            }),
+        );
+        check(
+            &["16:48"],
+            Err(HexError::NotHex {
+                argument: 1,
+                position: 3,
+                found: ':',
+            }),
+        );
+        check(&["164"], Err(HexError::OddDigits { digits: 3 }));
+        check(&["16", "4", "8"], Ok(vec![0x16, 0x48]));
+    }
+
+    #[test]
+    fn decode_command_output_and_errors() {
+        let json = decode_to_json("2A37", &args(&["16480004"])).map_err(|e| e.to_string());
+        let value: serde_json::Value =
+            serde_json::from_str(&json.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(value["characteristic"], "heart_rate");
+        assert_eq!(value["heart_rate_bpm"], 72);
+        assert_eq!(value["rr_intervals_1024th_s"], serde_json::json!([1024]));
+
+        let err = |c: &str, hex: &[&str]| {
+            decode_to_json(c, &args(hex))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("2a99", &["00"]).starts_with("unknown characteristic \"2a99\""));
+        assert!(err("2a99", &["00"]).contains("heart_rate (0x2A37)"));
+        assert_eq!(
+            err("2a37", &["16", "4x"]),
+            "bad hex value: 'x' at position 2 of argument 2 is not a hex digit"
+        );
+        assert_eq!(
+            err("2a37", &["16", "48", "00", "10", "04"]),
+            "cannot decode heart_rate (0x2A37) value [16 48 00 10 04] (5 bytes): rr intervals at \
+             byte 2: an odd number of bytes is left for 16-bit intervals"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     AdvisoryRecord, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent, Observation,
     PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta, SessionState,
+    SiteConfigDoc,
 };
 use vigil_shared::vitals::{Channel, Sample};
 
@@ -73,8 +74,11 @@ pub struct RecorderConfig {
     pub room: String,
     /// Length of a vitals chunk, µs of appliance time.
     pub chunk_period_us: i64,
-    /// Advisory thresholds.
+    /// Advisory thresholds used until the site's configuration document arrives from the
+    /// cloud; from then on, each new session uses the site's.
     pub thresholds: Thresholds,
+    /// The channels the room's monitors deliver (a silent one raises a "no data" advisory).
+    pub expected_channels: Vec<Channel>,
 }
 
 /// A new patient, as the API receives it.
@@ -374,7 +378,7 @@ impl Recorder {
             doc,
             saved_heads,
             open,
-            engine: AdvisoryEngine::new(self.cfg.thresholds.clone(), &Channel::ALL),
+            engine: AdvisoryEngine::new(self.thresholds(), &self.cfg.expected_channels),
             raised,
         });
         tracing::info!(session = %row.id, staged_samples, "resumed the session in progress");
@@ -384,6 +388,30 @@ impl Recorder {
             scenario: row.scenario,
             staged_samples,
         }))
+    }
+
+    /// The thresholds in force: the site configuration's, once the cloud has sent it, else the
+    /// configured defaults. A site config that can't be read is logged and the defaults used:
+    /// advisories are a secondary display, never a reason to stop recording.
+    fn thresholds(&self) -> Thresholds {
+        let site_config = store::load_document(&self.conn, &self.cfg.site)
+            .ok()
+            .flatten();
+        match site_config {
+            Some((kind, mut doc)) if kind == DocKind::SiteConfig.as_str() => {
+                let config = SiteConfigDoc::load(&doc.save())
+                    .ok()
+                    .and_then(|d| d.config().ok());
+                match config {
+                    Some(c) if c.thresholds.validate().is_ok() => c.thresholds,
+                    Some(_) | None => {
+                        tracing::warn!(site = %self.cfg.site, "site configuration unreadable or out of range; using default thresholds");
+                        self.cfg.thresholds.clone()
+                    }
+                }
+            }
+            _ => self.cfg.thresholds.clone(),
+        }
     }
 
     /// The recorder's state for the status API.
@@ -652,7 +680,7 @@ impl Recorder {
             doc,
             saved_heads,
             open: BTreeMap::new(),
-            engine: AdvisoryEngine::new(self.cfg.thresholds.clone(), &Channel::ALL),
+            engine: AdvisoryEngine::new(self.thresholds(), &self.cfg.expected_channels),
             raised: HashMap::new(),
         });
         tracing::info!(session = %meta.id, patient = %meta.patient_id, "session started");

@@ -34,6 +34,14 @@ impl DateTime {
     /// simulated peripherals).
     pub fn to_bytes(&self) -> [u8; DATE_TIME_LEN] {
         let [y0, y1] = self.year.to_le_bytes();
-        [y0, y1, self.month, self.day, self.hours, self.minutes, self.seconds]
+        [
+            y0,
+            y1,
+            self.month,
+            self.day,
+            self.hours,
+            self.minutes,
+            self.seconds,
+        ]
     }
 }

@@ -30,14 +30,17 @@ pub const FLOAT_NEG_INF: u32 = 0x0080_0002;
 /// FLOAT bit pattern reserved for future use by IEEE-11073.
 pub const FLOAT_RESERVED: u32 = 0x0080_0001;
 
-/// SFLOAT mantissa range (12-bit two's complement).
+/// Smallest SFLOAT mantissa (12-bit two's complement).
 const SFLOAT_MANTISSA_MIN: i32 = -2048;
+/// Largest SFLOAT mantissa.
 const SFLOAT_MANTISSA_MAX: i32 = 2047;
-/// SFLOAT exponent range (4-bit two's complement).
+/// Smallest SFLOAT exponent (4-bit two's complement).
 const SFLOAT_EXPONENT_MIN: i8 = -8;
+/// Largest SFLOAT exponent.
 const SFLOAT_EXPONENT_MAX: i8 = 7;
-/// FLOAT mantissa range (24-bit two's complement); the exponent is a full `i8`.
+/// Smallest FLOAT mantissa (24-bit two's complement); the exponent is a full `i8`.
 const FLOAT_MANTISSA_MIN: i32 = -8_388_608;
+/// Largest FLOAT mantissa.
 const FLOAT_MANTISSA_MAX: i32 = 8_388_607;
 
 /// Largest power of ten applied when scaling down. Dividing a mantissa (below 2^24) multiplied
@@ -230,25 +233,25 @@ impl Serialize for Medfloat {
     /// `{"kind":"value","mantissa":125,"exponent":-1,"value":12.5}`, or `{"kind":"nan"}` (and
     /// `nres`, `+inf`, `-inf`, `reserved`): the exact parts for machines, the `f64` for people.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let special = |kind: &'static str| -> Result<S::Ok, S::Error> {
+        let kind = match self {
+            Medfloat::Value { .. } => "value",
+            Medfloat::NaN => "nan",
+            Medfloat::NRes => "nres",
+            Medfloat::PosInf => "+inf",
+            Medfloat::NegInf => "-inf",
+            Medfloat::Reserved => "reserved",
+        };
+        if let Medfloat::Value { mantissa, exponent } = *self {
+            let mut s = serializer.serialize_struct("Medfloat", 4)?;
+            s.serialize_field("kind", kind)?;
+            s.serialize_field("mantissa", &mantissa)?;
+            s.serialize_field("exponent", &exponent)?;
+            s.serialize_field("value", &self.value())?;
+            s.end()
+        } else {
             let mut s = serializer.serialize_struct("Medfloat", 1)?;
             s.serialize_field("kind", kind)?;
             s.end()
-        };
-        match *self {
-            Medfloat::Value { mantissa, exponent } => {
-                let mut s = serializer.serialize_struct("Medfloat", 4)?;
-                s.serialize_field("kind", "value")?;
-                s.serialize_field("mantissa", &mantissa)?;
-                s.serialize_field("exponent", &exponent)?;
-                s.serialize_field("value", &self.value())?;
-                s.end()
-            }
-            Medfloat::NaN => special("nan"),
-            Medfloat::NRes => special("nres"),
-            Medfloat::PosInf => special("+inf"),
-            Medfloat::NegInf => special("-inf"),
-            Medfloat::Reserved => special("reserved"),
         }
     }
 }
@@ -263,12 +266,20 @@ mod tests {
     }
 
     fn check_sfloat(raw: u16, expected: Medfloat) {
-        assert_eq!(Medfloat::from_sfloat_bits(raw), expected, "sfloat {raw:#06x}");
+        assert_eq!(
+            Medfloat::from_sfloat_bits(raw),
+            expected,
+            "sfloat {raw:#06x}"
+        );
         assert_eq!(expected.to_sfloat_bits(), Some(raw), "encode {expected:?}");
     }
 
     fn check_float(raw: u32, expected: Medfloat) {
-        assert_eq!(Medfloat::from_float_bits(raw), expected, "float {raw:#010x}");
+        assert_eq!(
+            Medfloat::from_float_bits(raw),
+            expected,
+            "float {raw:#010x}"
+        );
         assert_eq!(expected.to_float_bits(), Some(raw), "encode {expected:?}");
     }
 

@@ -33,7 +33,10 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `N` bytes, or a truncation error naming `field`.
-    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], GattError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], GattError> {
         let chunk = self
             .bytes
             .get(self.pos..)
