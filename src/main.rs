@@ -34,6 +34,23 @@ enum Command {
         #[arg(long, default_value_t = 60.0)]
         time_factor: f64,
     },
+    /// Run a fault-injecting UDP relay in front of a cloud's sync port until Ctrl-C or
+    /// SIGTERM. Point appliances' `cloud.addr` at the address it prints as `relay:`.
+    Relay {
+        /// The real cloud sync (QUIC) address to forward to.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// Where appliances send; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Faults over time, e.g. "0s ok; 5s cut; 10s ok; 15s loss=20% jitter=200ms; 60s ok"
+        /// or "flap 5s 5s" (up 5 s, cut 5 s, repeating). Without it the link is clean.
+        #[arg(long)]
+        timeline: Option<vigil::relay::Timeline>,
+        /// Seed of the random loss, jitter, duplication and reordering.
+        #[arg(long, default_value_t = vigil::relay::DEFAULT_SEED)]
+        seed: u64,
+    },
 }
 
 const SITES: [(&str, &str, &str); 2] = [
@@ -56,7 +73,42 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Demo { time_factor } => runtime.block_on(demo(time_factor)),
+        Command::Relay {
+            upstream,
+            listen,
+            timeline,
+            seed,
+        } => runtime.block_on(relay(listen, upstream, timeline, seed)),
     }
+}
+
+/// Runs the fault-injecting relay until Ctrl-C or SIGTERM, then prints its counters.
+async fn relay(
+    listen: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    timeline: Option<vigil::relay::Timeline>,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let relay = vigil::relay::Relay::start_with_seed(listen, upstream, seed)
+        .await
+        .with_context(|| format!("cannot listen for the relay on {listen}"))?;
+    println!("relay: {}", relay.local_addr());
+    println!("relay upstream: {upstream}");
+    println!("relay seed: {seed}");
+    if let Some(timeline) = timeline {
+        println!("relay timeline: {timeline}");
+        relay.run_timeline(timeline);
+    }
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    let stats = relay.stats();
+    relay.shutdown().await;
+    println!("relay stats: {stats}");
+    Ok(())
 }
 
 /// A random token for the demo's API, from the kernel's random source.

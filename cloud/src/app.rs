@@ -184,7 +184,6 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
             staff: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
-        let bytes = doc.automerge().save();
         let now = crate::sync::now_us();
         store
             .commit_document(
@@ -192,7 +191,6 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
                 DocKind::SiteConfig,
                 &site.id,
                 doc.automerge(),
-                &bytes,
                 now,
             )
             .map_err(|e| format!("site config of {}: {e}", site.id))?;

@@ -471,9 +471,8 @@ impl SyncServer {
         let doc = self.load(&doc_id, &mut guard).await?;
         let mut out = Vec::new();
         if let Some(message) = incoming {
-            let before = doc.get_heads();
             let applied = match exchange.incoming(doc, message) {
-                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who, &before).await,
+                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who).await,
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.into()),
             };
@@ -560,7 +559,6 @@ impl SyncServer {
         doc_id: &str,
         kind: DocKind,
         who: &ApplianceIdentity,
-        before: &[automerge::ChangeHash],
     ) -> Result<(), ServeError> {
         let header = validate_document(doc, kind).map_err(|e| ServeError::Refused {
             code: RejectCode::SchemaInvalid,
@@ -581,13 +579,12 @@ impl SyncServer {
                 ),
             });
         }
-        let changes = doc.save_after(before);
         let site = header.site.clone();
         let store = self.store.clone();
         let id = doc_id.to_owned();
         let mut owned = std::mem::take(doc);
         let (owned, result) = tokio::task::spawn_blocking(move || {
-            let r = store.commit_document(&id, kind, &site, &mut owned, &changes, now_us());
+            let r = store.commit_document(&id, kind, &site, &mut owned, now_us());
             (owned, r)
         })
         .await

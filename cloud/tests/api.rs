@@ -83,9 +83,8 @@ impl Server {
     }
 
     fn commit(&self, id: &str, kind: DocKind, site: &str, doc: &mut AutoCommit) {
-        let changes = doc.save_incremental();
         self.store
-            .commit_document(id, kind, site, doc, &changes, now_us())
+            .commit_document(id, kind, site, doc, now_us())
             .unwrap();
     }
 }

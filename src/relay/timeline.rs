@@ -113,7 +113,10 @@ impl Timeline {
             Some(period) if t >= period => {
                 let nanos = t.as_nanos() % period.as_nanos();
                 // Below `period`, which is at most MAX_STEP_TIME: fits in u64 nanoseconds.
-                (Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)), true)
+                (
+                    Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)),
+                    true,
+                )
             }
             _ => (t, false),
         };
@@ -152,11 +155,12 @@ impl FromStr for Timeline {
             .filter(|s| !s.is_empty())
             .collect();
         if segments.len() > MAX_TIMELINE_STEPS + 1 {
-            return Err(TimelineError::TooManySteps {
-                n: segments.len(),
-            });
+            return Err(TimelineError::TooManySteps { n: segments.len() });
         }
-        if let Some(flap) = segments.iter().find(|s| s.split_whitespace().next() == Some("flap")) {
+        if let Some(flap) = segments
+            .iter()
+            .find(|s| s.split_whitespace().next() == Some("flap"))
+        {
             return parse_flap(flap, segments.len());
         }
         let mut steps = Vec::new();
@@ -274,12 +278,10 @@ fn parse_faults(segment: &str, items: &[&str]) -> Result<Faults, TimelineError> 
             }
         }
     }
-    faults
-        .validate()
-        .map_err(|source| TimelineError::Faults {
-            token: segment.to_owned(),
-            source,
-        })?;
+    faults.validate().map_err(|source| TimelineError::Faults {
+        token: segment.to_owned(),
+        source,
+    })?;
     Ok(faults)
 }
 
@@ -418,7 +420,10 @@ impl fmt::Display for TimelineError {
                  dup=P%, reorder=P% or repeat"
             ),
             TimelineError::BadPercent { token } => {
-                write!(f, "`{token}` needs a percentage from 0 to 100, like loss=20%")
+                write!(
+                    f,
+                    "`{token}` needs a percentage from 0 to 100, like loss=20%"
+                )
             }
             TimelineError::Repeated { token } => {
                 write!(f, "`{token}` repeats a fault already given in its step")

@@ -314,11 +314,10 @@ impl CloudStore {
     /// Persists a new document, or the new changes of a known one, and updates its
     /// projections, in one transaction; returns once it is committed (fsynced).
     ///
-    /// `doc` is the caller's whole, current document. The store does not rely on `changes`
-    /// (the caller's `save_after` of its previous heads): it persists
-    /// `doc.save_after(<the heads it has on disk>)`, which is the same bytes when the caller's
-    /// bookkeeping is right and still complete when it isn't (a failed earlier commit, another
-    /// connection committing the same document in between). So:
+    /// `doc` is the caller's whole, current document. The store persists
+    /// `doc.save_after(<the heads it has on disk>)`, which stays complete whatever the
+    /// caller's bookkeeping (a failed earlier commit, another connection committing the same
+    /// document in between). So:
     /// - committing a document whose heads are already on disk is a no-op (idempotent);
     /// - if the database holds changes `doc` lacks, they are merged **into `doc`** first, so the
     ///   projections and `doc.get_heads()` after the call cover everything durable;
@@ -333,7 +332,6 @@ impl CloudStore {
         kind: DocKind,
         site: &str,
         doc: &mut AutoCommit,
-        changes: &[u8],
         now_us: i64,
     ) -> Result<(), StoreError> {
         let mut heads = sorted_heads(doc);
@@ -354,7 +352,7 @@ impl CloudStore {
             (prior, channels)
         };
         check_header(id, kind, site, doc)?;
-        tracing::trace!(doc = %id, caller_bytes = changes.len(), "committing");
+        tracing::trace!(doc = %id, "committing");
 
         // Phase 2, without the lock: the projection, when `doc` holds everything on disk
         // (decoding a session's new chunks is the expensive part; it runs in parallel for

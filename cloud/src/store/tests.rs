@@ -130,9 +130,8 @@ impl Session {
 }
 
 fn commit(store: &CloudStore, id: &str, doc: &mut AutoCommit, now_us: i64) {
-    let changes = doc.save_incremental();
     store
-        .commit_document(id, DocKind::Session, "austin", doc, &changes, now_us)
+        .commit_document(id, DocKind::Session, "austin", doc, now_us)
         .unwrap();
 }
 
@@ -347,10 +346,9 @@ fn committing_the_same_changes_twice_is_harmless() {
         Channel::Hr,
         samples(Channel::Hr, 10_000_000, 10, 1_000_000, 2),
     );
-    let changes = s.am().save_incremental();
     for now_us in [2, 3, 4] {
         f.store
-            .commit_document("s-1", DocKind::Session, "austin", s.am(), &changes, now_us)
+            .commit_document("s-1", DocKind::Session, "austin", s.am(), now_us)
             .unwrap();
     }
     check_channel(
@@ -391,16 +389,8 @@ fn reindex_rebuilds_identical_projections() {
     plant(b.am(), Channel::Spo2, ScalarValue::Bytes(vec![1, 2, 3]));
     commit(&f.store, "s-b", b.am(), 12);
     let mut p = PatientDoc::create(&patient("p-1", "austin")).unwrap();
-    let changes = p.automerge().save();
     f.store
-        .commit_document(
-            "p-1",
-            DocKind::Patient,
-            "austin",
-            p.automerge(),
-            &changes,
-            13,
-        )
+        .commit_document("p-1", DocKind::Patient, "austin", p.automerge(), 13)
         .unwrap();
 
     let before = dump_projections(&f.store);
@@ -698,11 +688,7 @@ fn documents_that_do_not_belong_are_refused_whole() {
     ];
     for (name, id, kind, site, doc, check) in cases {
         let before = heads(doc);
-        let changes = doc.save();
-        let err = f
-            .store
-            .commit_document(id, kind, site, doc, &changes, 9)
-            .unwrap_err();
+        let err = f.store.commit_document(id, kind, site, doc, 9).unwrap_err();
         assert!(check(&err), "{name}: {err}");
         assert_eq!(
             heads(doc),
@@ -725,34 +711,18 @@ fn changes_another_copy_committed_are_merged_in() {
     let mut a = PatientDoc::create(&patient("p-1", "austin")).unwrap();
     let bytes = a.automerge().save();
     f.store
-        .commit_document("p-1", DocKind::Patient, "austin", a.automerge(), &bytes, 1)
+        .commit_document("p-1", DocKind::Patient, "austin", a.automerge(), 1)
         .unwrap();
     let mut b = PatientDoc::load(&bytes).unwrap();
     b.automerge().set_actor(automerge::ActorId::random());
 
     a.update(|r| r.phone = Some("512-555-0100".into())).unwrap();
-    let changes = a.automerge().save_incremental();
     f.store
-        .commit_document(
-            "p-1",
-            DocKind::Patient,
-            "austin",
-            a.automerge(),
-            &changes,
-            2,
-        )
+        .commit_document("p-1", DocKind::Patient, "austin", a.automerge(), 2)
         .unwrap();
     b.update(|r| r.family_name = "King".into()).unwrap();
-    let changes = b.automerge().save_incremental();
     f.store
-        .commit_document(
-            "p-1",
-            DocKind::Patient,
-            "austin",
-            b.automerge(),
-            &changes,
-            3,
-        )
+        .commit_document("p-1", DocKind::Patient, "austin", b.automerge(), 3)
         .unwrap();
 
     let merged = b.record().unwrap();
@@ -782,16 +752,14 @@ fn the_registry_lists_a_sites_documents_by_kind() {
     let f = fixture();
     for (id, site) in [("s-1", "austin"), ("s-2", "austin")] {
         let mut s = SessionDoc::create(&meta(id, site, "1", None)).unwrap();
-        let changes = s.automerge().save();
         f.store
-            .commit_document(id, DocKind::Session, site, s.automerge(), &changes, 1)
+            .commit_document(id, DocKind::Session, site, s.automerge(), 1)
             .unwrap();
     }
     for (id, site) in [("p-1", "austin"), ("p-2", "florida")] {
         let mut p = PatientDoc::create(&patient(id, site)).unwrap();
-        let changes = p.automerge().save();
         f.store
-            .commit_document(id, DocKind::Patient, site, p.automerge(), &changes, 1)
+            .commit_document(id, DocKind::Patient, site, p.automerge(), 1)
             .unwrap();
     }
     let cases: [(&str, &[DocKind], &[&str]); 5] = [
@@ -864,9 +832,8 @@ fn the_session_list_filters_and_pages() {
     ];
     for (id, site, room, started) in sessions {
         let mut d = SessionDoc::create(&meta(id, site, room, started)).unwrap();
-        let changes = d.automerge().save();
         f.store
-            .commit_document(id, DocKind::Session, site, d.automerge(), &changes, 1)
+            .commit_document(id, DocKind::Session, site, d.automerge(), 1)
             .unwrap();
     }
     let filter = |site: Option<&str>, room: Option<&str>, from, to, limit, offset| SessionFilter {
