@@ -670,149 +670,22 @@ async fn the_relay_command_forwards_and_stops_on_sigterm() {
 }
 
 mod quic {
-    //! Real QUIC through the relay: the TLS configuration of an appliance, a hello by hand
-    //! (as in tests/sync_security.rs), and a document upload across a cut.
+    //! Real QUIC through the relay: the raw sync client of the test support (an appliance's
+    //! TLS configuration, frames by hand), and a document upload across a cut.
 
-    use std::net::SocketAddr;
-    use std::path::Path;
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use automerge::AutoCommit;
     use vigil::relay::{Faults, Relay};
     use vigil_cloud::app::Cloud;
     use vigil_cloud::config::CloudConfig;
-    use vigil_cloud::pki::IssuedCert;
-    use vigil_edge::sync::{CloudSettings, client_config};
-    use vigil_shared::doc::{CoursePlan, DocKind, PatientDoc, PatientRecord, Screening};
-    use vigil_shared::sync::{DocSync, Incoming, Role};
-    use vigil_shared::wire::{self, FrameDecoder, Message, SeqCounter, encode_message};
 
+    use super::support::peer::{connect, patient};
     use super::support::{clinic_ca, free_udp_port, write_cloud_config};
     use super::{HANG_GUARD, loopback};
 
     /// How long the handshake attempted during the cut may go unanswered before it fails, and
     /// so about how long the cut lasts. The appliance's own idle timeout is 30 s.
     const HANDSHAKE_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
-
-    struct Peer {
-        conn: quinn::Connection,
-        seq: SeqCounter,
-        _endpoint: quinn::Endpoint,
-    }
-
-    /// Connects and says hello; `idle_timeout` replaces the appliance's idle timeout.
-    async fn connect(
-        dir: &Path,
-        cert: &IssuedCert,
-        addr: SocketAddr,
-        idle_timeout: Option<Duration>,
-    ) -> Result<Peer, String> {
-        let settings = CloudSettings {
-            addr,
-            server_name: "localhost".into(),
-            ca_cert: dir.join("pki/ca.pem"),
-            cert: cert.cert_path.clone(),
-            key: cert.key_path.clone(),
-        };
-        let mut config = client_config(&settings).map_err(|e| e.to_string())?;
-        if let Some(idle) = idle_timeout {
-            let mut transport = quinn::TransportConfig::default();
-            transport.max_idle_timeout(Some(idle.try_into().unwrap()));
-            config.transport_config(Arc::new(transport));
-        }
-        let endpoint = quinn::Endpoint::client(loopback()).unwrap();
-        let conn = endpoint
-            .connect_with(config, addr, "localhost")
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&encode_message(&wire::hello("relay-test")).unwrap())
-            .await
-            .map_err(|e| e.to_string())?;
-        send.finish().unwrap();
-        match read(&mut recv, &mut FrameDecoder::new()).await {
-            Ok(Some(Message::Welcome { .. })) => Ok(Peer {
-                conn,
-                seq: SeqCounter::new(),
-                _endpoint: endpoint,
-            }),
-            other => Err(format!("no welcome: {other:?}; {:?}", conn.close_reason())),
-        }
-    }
-
-    async fn read(
-        recv: &mut quinn::RecvStream,
-        decoder: &mut FrameDecoder,
-    ) -> Result<Option<Message>, String> {
-        loop {
-            if let Some(m) = decoder.next_message().map_err(|e| e.to_string())? {
-                return Ok(Some(m));
-            }
-            match recv
-                .read_chunk(65_536, true)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                Some(c) => decoder.push(&c.bytes),
-                None => return Ok(None),
-            }
-        }
-    }
-
-    fn patient() -> PatientDoc {
-        PatientDoc::create(&PatientRecord {
-            id: "patient-relay".into(),
-            site: "austin".into(),
-            given_name: "Pat".into(),
-            family_name: "Relay".into(),
-            birth_date: "1970-01-01".into(),
-            sex: "female".into(),
-            phone: None,
-            screening: Screening::default(),
-            medications: vec![],
-            course: CoursePlan::default(),
-            outcome_scores: vec![],
-        })
-        .unwrap()
-    }
-
-    impl Peer {
-        /// Syncs `doc` up as an appliance does; returns the heads the cloud confirmed durable.
-        async fn upload(
-            &mut self,
-            id: &str,
-            doc: &mut AutoCommit,
-        ) -> Result<Vec<automerge::ChangeHash>, String> {
-            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
-            let mut exchange = DocSync::new(
-                Role::Initiator,
-                id,
-                DocKind::Patient,
-                automerge::sync::State::new(),
-            );
-            let mut decoder = FrameDecoder::new();
-            let mut confirmed = Vec::new();
-            while let Some(m) = exchange
-                .outgoing(doc, &mut self.seq)
-                .map_err(|e| e.to_string())?
-            {
-                send.write_all(&encode_message(&m).unwrap())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                loop {
-                    let reply = read(&mut recv, &mut decoder).await?.ok_or("stream ended")?;
-                    match exchange.incoming(doc, reply).map_err(|e| e.to_string())? {
-                        Incoming::Durable(h) => confirmed = h,
-                        Incoming::Changed(_) => break,
-                    }
-                }
-            }
-            send.finish().unwrap();
-            Ok(confirmed)
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn quic_survives_a_cut_and_new_connections_wait_for_its_end() {
@@ -833,7 +706,7 @@ mod quic {
         // Cut. A connection made before keeps trying to upload; a new one cannot start.
         relay.set(Faults::CUT).unwrap();
         let upload = tokio::spawn(async move {
-            let mut doc = patient();
+            let mut doc = patient("patient-relay", "austin");
             let confirmed = before.upload("patient-relay", doc.automerge()).await;
             (confirmed, doc.automerge().get_heads(), before)
         });

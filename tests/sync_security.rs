@@ -5,155 +5,22 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use automerge::AutoCommit;
+use support::peer::{connect, patient};
 use support::{TOKEN, clinic_ca, eventually, free_udp_port, write_cloud_config};
 use vigil_cloud::app::Cloud;
 use vigil_cloud::config::CloudConfig;
-use vigil_cloud::pki::{Ca, IssuedCert};
-use vigil_edge::sync::{CloudSettings, client_config};
-use vigil_shared::doc::{CoursePlan, DocKind, PatientDoc, PatientRecord, Screening};
-use vigil_shared::sync::{DocSync, Incoming, Role};
-use vigil_shared::wire::{
-    self, FrameDecoder, MAX_FRAME_BYTES, Message, RejectCode, SeqCounter, encode_message,
-};
+use vigil_cloud::pki::Ca;
+use vigil_shared::doc::{DocKind, PatientDoc};
+use vigil_shared::wire::{MAX_FRAME_BYTES, Message, RejectCode, encode_message};
 
 async fn start_cloud(dir: &Path) -> (Cloud, Ca) {
     let ca = clinic_ca(dir);
     let config = CloudConfig::load(&write_cloud_config(dir, free_udp_port())).unwrap();
     (Cloud::start(config).await.unwrap(), ca)
-}
-
-/// A raw sync client: the real TLS configuration of an appliance, frames written by hand.
-struct Peer {
-    conn: quinn::Connection,
-    seq: SeqCounter,
-}
-
-async fn connect(dir: &Path, cert: &IssuedCert, addr: SocketAddr) -> Result<Peer, String> {
-    let settings = CloudSettings {
-        addr,
-        server_name: "localhost".into(),
-        ca_cert: dir.join("pki/ca.pem"),
-        cert: cert.cert_path.clone(),
-        key: cert.key_path.clone(),
-    };
-    let config = client_config(&settings).map_err(|e| e.to_string())?;
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = endpoint
-        .connect_with(config, addr, "localhost")
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(&encode_message(&wire::hello("test")).unwrap())
-        .await
-        .map_err(|e| e.to_string())?;
-    send.finish().unwrap();
-    match read(&mut recv, &mut FrameDecoder::new()).await {
-        Ok(Some(Message::Welcome { .. })) => Ok(Peer {
-            conn,
-            seq: SeqCounter::new(),
-        }),
-        other => Err(format!("no welcome: {other:?}; {:?}", conn.close_reason())),
-    }
-}
-
-async fn read(
-    recv: &mut quinn::RecvStream,
-    decoder: &mut FrameDecoder,
-) -> Result<Option<Message>, String> {
-    loop {
-        if let Some(m) = decoder.next_message().map_err(|e| e.to_string())? {
-            return Ok(Some(m));
-        }
-        match recv
-            .read_chunk(65_536, true)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(c) => decoder.push(&c.bytes),
-            None => return Ok(None),
-        }
-    }
-}
-
-fn patient(site: &str) -> PatientDoc {
-    PatientDoc::create(&PatientRecord {
-        id: format!("patient-{site}"),
-        site: site.into(),
-        given_name: "Pat".into(),
-        family_name: site.into(),
-        birth_date: "1970-01-01".into(),
-        sex: "female".into(),
-        phone: None,
-        screening: Screening::default(),
-        medications: vec![],
-        course: CoursePlan::default(),
-        outcome_scores: vec![],
-    })
-    .unwrap()
-}
-
-impl Peer {
-    /// Syncs `doc` up as an appliance does; returns the heads the cloud confirmed durable.
-    async fn upload(
-        &mut self,
-        id: &str,
-        doc: &mut AutoCommit,
-    ) -> Result<Vec<automerge::ChangeHash>, String> {
-        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
-        let mut exchange = DocSync::new(
-            Role::Initiator,
-            id,
-            DocKind::Patient,
-            automerge::sync::State::new(),
-        );
-        let mut decoder = FrameDecoder::new();
-        let mut confirmed = Vec::new();
-        while let Some(m) = exchange
-            .outgoing(doc, &mut self.seq)
-            .map_err(|e| e.to_string())?
-        {
-            send.write_all(&encode_message(&m).unwrap())
-                .await
-                .map_err(|e| e.to_string())?;
-            loop {
-                let reply = read(&mut recv, &mut decoder).await?.ok_or("stream ended")?;
-                match exchange.incoming(doc, reply).map_err(|e| e.to_string())? {
-                    Incoming::Durable(h) => confirmed = h,
-                    Incoming::Changed(_) => break,
-                }
-            }
-        }
-        send.finish().unwrap();
-        Ok(confirmed)
-    }
-
-    /// Writes raw bytes on a new stream and returns what came back before the stream ended.
-    async fn raw(&mut self, bytes: &[u8]) -> Vec<Message> {
-        let Ok((mut send, mut recv)) = self.conn.open_bi().await else {
-            return vec![];
-        };
-        let _ = send.write_all(bytes).await;
-        let _ = send.finish();
-        let mut out = Vec::new();
-        let mut decoder = FrameDecoder::new();
-        while let Ok(Some(m)) = read(&mut recv, &mut decoder).await {
-            out.push(m);
-        }
-        out
-    }
-
-    async fn closed_reason(&self) -> String {
-        tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
-            .await
-            .expect("connection closed")
-            .to_string()
-    }
 }
 
 async fn cloud_heads(cloud: &Cloud, id: &str) -> Option<Vec<automerge::ChangeHash>> {
@@ -178,7 +45,7 @@ async fn certificate_from_another_ca_is_refused() {
         .unwrap()
         .issue_appliance(&"austin".into(), &"1".into())
         .unwrap();
-    let err = connect(dir.path(), &rogue, cloud.sync_addr)
+    let err = connect(dir.path(), &rogue, cloud.sync_addr, None)
         .await
         .err()
         .expect("refused");
@@ -195,7 +62,7 @@ async fn revoked_appliance_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (cloud, ca) = start_cloud(dir.path()).await;
     let cert = ca.issue_appliance(&"austin".into(), &"1".into()).unwrap();
-    let peer = connect(dir.path(), &cert, cloud.sync_addr)
+    let peer = connect(dir.path(), &cert, cloud.sync_addr, None)
         .await
         .expect("valid certificate accepted");
     ca.revoke(&cert.serial).unwrap();
@@ -205,7 +72,7 @@ async fn revoked_appliance_is_refused() {
         Duration::from_secs(20),
         "the revoked appliance refused",
         || async {
-            connect(dir.path(), &cert, cloud.sync_addr)
+            connect(dir.path(), &cert, cloud.sync_addr, None)
                 .await
                 .is_err()
                 .then_some(())
@@ -222,10 +89,10 @@ async fn austin_cannot_change_a_florida_document() {
     let florida = ca.issue_appliance(&"florida".into(), &"1".into()).unwrap();
     let austin = ca.issue_appliance(&"austin".into(), &"1".into()).unwrap();
 
-    let mut fl = connect(dir.path(), &florida, cloud.sync_addr)
+    let mut fl = connect(dir.path(), &florida, cloud.sync_addr, None)
         .await
         .unwrap();
-    let mut doc = patient("florida");
+    let mut doc = patient("patient-florida", "florida");
     let confirmed = fl.upload("patient-florida", doc.automerge()).await.unwrap();
     assert_eq!(
         confirmed,
@@ -240,7 +107,9 @@ async fn austin_cannot_change_a_florida_document() {
     let mut tampered = PatientDoc::load(&doc.automerge().save()).unwrap();
     tampered.automerge().set_actor(automerge::ActorId::random());
     tampered.update(|r| r.phone = Some("000".into())).unwrap();
-    let mut au = connect(dir.path(), &austin, cloud.sync_addr).await.unwrap();
+    let mut au = connect(dir.path(), &austin, cloud.sync_addr, None)
+        .await
+        .unwrap();
     let err = au
         .upload("patient-florida", tampered.automerge())
         .await
@@ -258,8 +127,10 @@ async fn austin_cannot_change_a_florida_document() {
     );
 
     // Nor can austin create a document that names florida.
-    let mut au = connect(dir.path(), &austin, cloud.sync_addr).await.unwrap();
-    let mut fake = patient("florida");
+    let mut au = connect(dir.path(), &austin, cloud.sync_addr, None)
+        .await
+        .unwrap();
+    let mut fake = patient("patient-florida", "florida");
     let err = au
         .upload("patient-florida-2", fake.automerge())
         .await
@@ -270,7 +141,7 @@ async fn austin_cannot_change_a_florida_document() {
     );
     assert_eq!(cloud_heads(&cloud, "patient-florida-2").await, None);
     // The florida appliance still syncs and still sees its own version.
-    let mut fl = connect(dir.path(), &florida, cloud.sync_addr)
+    let mut fl = connect(dir.path(), &florida, cloud.sync_addr, None)
         .await
         .unwrap();
     assert_eq!(
@@ -285,7 +156,7 @@ async fn hostile_frames_close_the_connection_and_merge_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (cloud, ca) = start_cloud(dir.path()).await;
     let cert = ca.issue_appliance(&"austin".into(), &"1".into()).unwrap();
-    let mut doc = patient("austin");
+    let mut doc = patient("patient-austin", "austin");
     let sync_frame = |seq: u64, doc: &mut AutoCommit| {
         let mut s = automerge::sync::State::new();
         use automerge::sync::SyncDoc;
@@ -315,7 +186,9 @@ async fn hostile_frames_close_the_connection_and_merge_nothing() {
         ("replayed frame", replayed, RejectCode::Replay),
     ];
     for (name, bytes, code) in cases {
-        let mut peer = connect(dir.path(), &cert, cloud.sync_addr).await.unwrap();
+        let mut peer = connect(dir.path(), &cert, cloud.sync_addr, None)
+            .await
+            .unwrap();
         let replies = peer.raw(&bytes).await;
         let reason = peer.closed_reason().await;
         assert!(
@@ -331,7 +204,9 @@ async fn hostile_frames_close_the_connection_and_merge_nothing() {
         }
     }
     // The cloud is still up and serving honest appliances.
-    let mut peer = connect(dir.path(), &cert, cloud.sync_addr).await.unwrap();
+    let mut peer = connect(dir.path(), &cert, cloud.sync_addr, None)
+        .await
+        .unwrap();
     let heads = peer
         .upload("patient-austin", doc.automerge())
         .await

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod peer;
+
 /// Path to a workspace binary of another package, built (or found up to date) first: a test
 /// of the root package alone (`cargo test -p vigil`) would otherwise run a stale binary.
 pub fn bin(name: &str) -> PathBuf {

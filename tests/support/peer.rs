@@ -1,0 +1,161 @@
+//! A raw sync client for tests: the appliance's real TLS configuration (its certificate files,
+//! `vigil_edge::sync::client_config`), with frames written by hand, so tests can act as an
+//! honest appliance, a hostile one, or one behind a broken network.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use vigil_cloud::pki::IssuedCert;
+use vigil_edge::sync::{CloudSettings, client_config};
+use vigil_shared::doc::{CoursePlan, DocKind, PatientDoc, PatientRecord, Screening};
+use vigil_shared::sync::{DocSync, Incoming, Role};
+use vigil_shared::wire::{self, FrameDecoder, Message, SeqCounter, encode_message};
+
+/// A connected, welcomed sync client.
+pub struct Peer {
+    pub conn: quinn::Connection,
+    pub seq: SeqCounter,
+    _endpoint: quinn::Endpoint,
+}
+
+/// Connects to `addr` with `cert` and says hello; `idle_timeout` replaces the appliance's.
+pub async fn connect(
+    dir: &Path,
+    cert: &IssuedCert,
+    addr: SocketAddr,
+    idle_timeout: Option<Duration>,
+) -> Result<Peer, String> {
+    let settings = CloudSettings {
+        addr,
+        server_name: "localhost".into(),
+        ca_cert: dir.join("pki/ca.pem"),
+        cert: cert.cert_path.clone(),
+        key: cert.key_path.clone(),
+    };
+    let mut config = client_config(&settings).map_err(|e| e.to_string())?;
+    if let Some(idle) = idle_timeout {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_idle_timeout(Some(idle.try_into().unwrap()));
+        config.transport_config(Arc::new(transport));
+    }
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(config, addr, "localhost")
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(&encode_message(&wire::hello("test")).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    send.finish().unwrap();
+    match read(&mut recv, &mut FrameDecoder::new()).await {
+        Ok(Some(Message::Welcome { .. })) => Ok(Peer {
+            conn,
+            seq: SeqCounter::new(),
+            _endpoint: endpoint,
+        }),
+        other => Err(format!("no welcome: {other:?}; {:?}", conn.close_reason())),
+    }
+}
+
+/// The next message of a stream; `None` at its end.
+pub async fn read(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+) -> Result<Option<Message>, String> {
+    loop {
+        if let Some(m) = decoder.next_message().map_err(|e| e.to_string())? {
+            return Ok(Some(m));
+        }
+        match recv
+            .read_chunk(65_536, true)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(c) => decoder.push(&c.bytes),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// A patient document with the given id and site.
+pub fn patient(id: &str, site: &str) -> PatientDoc {
+    PatientDoc::create(&PatientRecord {
+        id: id.into(),
+        site: site.into(),
+        given_name: "Pat".into(),
+        family_name: site.into(),
+        birth_date: "1970-01-01".into(),
+        sex: "female".into(),
+        phone: None,
+        screening: Screening::default(),
+        medications: vec![],
+        course: CoursePlan::default(),
+        outcome_scores: vec![],
+    })
+    .unwrap()
+}
+
+impl Peer {
+    /// Syncs a patient document up as an appliance does; returns the heads the cloud
+    /// confirmed durable.
+    pub async fn upload(
+        &mut self,
+        id: &str,
+        doc: &mut AutoCommit,
+    ) -> Result<Vec<automerge::ChangeHash>, String> {
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
+        let mut exchange = DocSync::new(
+            Role::Initiator,
+            id,
+            DocKind::Patient,
+            automerge::sync::State::new(),
+        );
+        let mut decoder = FrameDecoder::new();
+        let mut confirmed = Vec::new();
+        while let Some(m) = exchange
+            .outgoing(doc, &mut self.seq)
+            .map_err(|e| e.to_string())?
+        {
+            send.write_all(&encode_message(&m).unwrap())
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                let reply = read(&mut recv, &mut decoder).await?.ok_or("stream ended")?;
+                match exchange.incoming(doc, reply).map_err(|e| e.to_string())? {
+                    Incoming::Durable(h) => confirmed = h,
+                    Incoming::Changed(_) => break,
+                }
+            }
+        }
+        send.finish().unwrap();
+        Ok(confirmed)
+    }
+
+    /// Writes raw bytes on a new stream and returns what came back before the stream ended.
+    pub async fn raw(&mut self, bytes: &[u8]) -> Vec<Message> {
+        let Ok((mut send, mut recv)) = self.conn.open_bi().await else {
+            return vec![];
+        };
+        let _ = send.write_all(bytes).await;
+        let _ = send.finish();
+        let mut out = Vec::new();
+        let mut decoder = FrameDecoder::new();
+        while let Ok(Some(m)) = read(&mut recv, &mut decoder).await {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Waits (at most 10 s) for the cloud to close the connection, and says why it did.
+    pub async fn closed_reason(&self) -> String {
+        tokio::time::timeout(Duration::from_secs(10), self.conn.closed())
+            .await
+            .expect("connection closed")
+            .to_string()
+    }
+}
