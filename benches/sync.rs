@@ -618,6 +618,8 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             http_bind: "127.0.0.1:0".parse().expect("addr"),
             chunk_period_s: 10,
             group_commit_ms: 1_000,
+            // The bench's sessions ended months ago; keep them while the cloud ingests.
+            retention_days: 3_650,
             source: SourceConfig::None,
             cloud: Some(CloudSettings {
                 addr: cloud.sync_addr,

@@ -176,6 +176,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
                 http_bind: "127.0.0.1:0".parse()?,
                 chunk_period_s: 10,
                 group_commit_ms: 1_000,
+                retention_days: 30,
                 source: SourceConfig::Simulator {
                     seed: 1_000 + n,
                     scenario: Scenario::Baseline,

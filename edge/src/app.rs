@@ -29,6 +29,9 @@ use crate::sync::{SyncClient, SyncStatus};
 /// screen trail the monitor by well under a second.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// How often the recorder deletes sessions past retention (wall time).
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// API commands queued for the recorder before the API answers 503. The recorder answers a
 /// command in milliseconds; a queue this long means it is stuck.
 pub const COMMAND_QUEUE: usize = 64;
@@ -222,10 +225,21 @@ impl Appliance {
         };
         let (commands, rx) = sync_channel(COMMAND_QUEUE);
         let group_commit = Duration::from_millis(config.group_commit_ms);
+        let retention_us = i64::from(config.retention_days) * 86_400 * 1_000_000;
         let thread_status = status.clone();
         let recorder_thread = std::thread::Builder::new()
             .name(format!("recorder-{}-{}", config.site, config.room))
-            .spawn(move || run_recorder(recorder, source, clock, rx, group_commit, thread_status))
+            .spawn(move || {
+                run_recorder(
+                    recorder,
+                    source,
+                    clock,
+                    rx,
+                    group_commit,
+                    retention_us,
+                    thread_status,
+                )
+            })
             .map_err(StartError::Thread)?;
 
         let listener = tokio::net::TcpListener::bind(config.http_bind)
@@ -304,10 +318,12 @@ fn run_recorder(
     clock: ScaledClock,
     commands: Receiver<Command>,
     group_commit: Duration,
+    retention_us: i64,
     status: Arc<Mutex<Status>>,
 ) {
     let mut next_poll = Instant::now();
     let mut next_commit = Instant::now() + group_commit;
+    let mut next_purge = Instant::now();
     loop {
         let wake = next_poll.min(next_commit);
         let timeout = wake.saturating_duration_since(Instant::now());
@@ -331,6 +347,12 @@ fn run_recorder(
                 s.source = source.describe();
                 s.recorder = recorder.status();
             }
+        }
+        if now >= next_purge {
+            if let Err(e) = recorder.purge(clock.now_us(), retention_us) {
+                tracing::warn!(error = %e, "retention pass failed; retrying later");
+            }
+            next_purge = now + PURGE_INTERVAL;
         }
     }
     let events = source.poll(clock.now_us());

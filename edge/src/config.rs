@@ -20,6 +20,8 @@ pub const MAX_CHUNK_PERIOD_S: u64 = 300;
 /// Group commits may be no further apart than this: DESIGN.md promises a sample reaches the
 /// disk within a second.
 pub const MAX_GROUP_COMMIT_MS: u64 = 1_000;
+/// Longest retention accepted (ten years): beyond that a typo is likelier than a policy.
+pub const MAX_RETENTION_DAYS: u32 = 3_650;
 /// The fastest simulated clock: beyond this a 2-core machine can no longer keep up with 250 Hz
 /// ECG for four rooms and the demo would fall behind its own clock.
 pub const MAX_TIME_FACTOR: f64 = 10_000.0;
@@ -74,6 +76,10 @@ pub struct EdgeConfig {
     /// Milliseconds between group commits (at most 1000).
     #[serde(default = "default_group_commit_ms")]
     pub group_commit_ms: u64,
+    /// Days a finished session stays on the appliance after the cloud has confirmed all of
+    /// it. Sessions the cloud has not confirmed are kept, however old.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
     /// Vital-sign sources. Today: one simulator; the BLE collector joins later.
     #[serde(default)]
     pub source: SourceConfig,
@@ -143,6 +149,9 @@ fn default_chunk_period_s() -> u64 {
 fn default_group_commit_ms() -> u64 {
     1_000
 }
+fn default_retention_days() -> u32 {
+    30
+}
 fn default_scenario() -> Scenario {
     Scenario::Baseline
 }
@@ -204,6 +213,23 @@ impl EdgeConfig {
                     "is {}, must be between 1 and {MAX_GROUP_COMMIT_MS}",
                     self.group_commit_ms
                 ),
+            ));
+        }
+        if self.retention_days > MAX_RETENTION_DAYS {
+            return Err(invalid(
+                "retention_days",
+                format!(
+                    "is {}, must be at most {MAX_RETENTION_DAYS}",
+                    self.retention_days
+                ),
+            ));
+        }
+        if let Some(cloud) = &self.cloud
+            && cloud.server_name.is_empty()
+        {
+            return Err(invalid(
+                "cloud.server_name",
+                "is empty; give the name on the cloud's certificate".into(),
             ));
         }
         if let SourceConfig::Simulator {

@@ -35,6 +35,10 @@ use crate::store::{self, SessionRow, StoreError};
 /// failing (a full disk) must not turn into unbounded memory.
 pub const MAX_PENDING_SAMPLES: usize = 1 << 16;
 
+/// Sessions deleted in one retention pass: keeps the write transaction short; the next pass
+/// takes the rest.
+pub const PURGE_BATCH: usize = 16;
+
 /// Longest free text accepted in a note or name: a tablet keyboard can't reasonably produce
 /// more, and a document is forever.
 pub const MAX_TEXT_LEN: usize = 10_000;
@@ -514,6 +518,34 @@ impl Recorder {
     /// Samples committed so far (for status and tests).
     pub fn samples_committed(&self) -> u64 {
         self.status.samples_committed
+    }
+
+    /// Deletes finished sessions that ended more than `retention_us` before `now_us` and that
+    /// the cloud has confirmed in full, at most [`PURGE_BATCH`] at a time. The session being
+    /// recorded and anything unconfirmed are never touched. Returns the ids deleted.
+    pub fn purge(&mut self, now_us: i64, retention_us: i64) -> Result<Vec<String>, RecorderError> {
+        let ids = store::purgeable_sessions(
+            &self.conn,
+            now_us.saturating_sub(retention_us),
+            PURGE_BATCH,
+        )?;
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| self.active_session() != Some(id.as_str()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let tx = store::write_tx(&mut self.conn)?;
+        for id in &ids {
+            store::delete_session(&tx, id)?;
+        }
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        tracing::info!(
+            sessions = ids.len(),
+            "deleted sessions past retention that the cloud holds"
+        );
+        Ok(ids)
     }
 
     /// Registers a patient.
@@ -1139,4 +1171,180 @@ fn apply_event(
         })?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_shared::vitals::SampleBatch;
+
+    const DAY_US: i64 = 86_400 * 1_000_000;
+    const T0: i64 = 1_790_000_000_000_000;
+
+    fn recorder(dir: &Path) -> Recorder {
+        let cfg = RecorderConfig {
+            site: "austin".into(),
+            room: "1".into(),
+            chunk_period_us: 10_000_000,
+            thresholds: Thresholds::default(),
+            expected_channels: vec![Channel::Hr],
+        };
+        Recorder::open(&dir.join("edge.db"), cfg).unwrap().0
+    }
+
+    /// Records a short finished session and returns its id.
+    fn session(r: &mut Recorder, start_us: i64) -> String {
+        let patient = r
+            .create_patient(
+                NewPatient {
+                    given_name: "A".into(),
+                    family_name: "B".into(),
+                    birth_date: "1980-01-01".into(),
+                    sex: String::new(),
+                    phone: None,
+                    screening: Screening::default(),
+                    medications: vec![],
+                    course: CoursePlan::default(),
+                },
+                start_us,
+            )
+            .unwrap();
+        let protocol = Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        };
+        let id = r
+            .start_session(
+                NewSession {
+                    patient_id: patient.id,
+                    protocol,
+                    by: "n".into(),
+                    scenario: None,
+                },
+                start_us,
+            )
+            .unwrap()
+            .id;
+        let samples = (0..30)
+            .map(|i| Sample::scalar(start_us + i * 1_000_000, 70))
+            .collect();
+        r.ingest(vec![SourceEvent::Samples(SampleBatch {
+            channel: Channel::Hr,
+            samples,
+        })]);
+        r.commit(start_us + 30_000_000).unwrap();
+        r.stop_session(
+            &id,
+            StopSession {
+                by: "n".into(),
+                aborted: false,
+            },
+            start_us + 31_000_000,
+        )
+        .unwrap();
+        id
+    }
+
+    /// Marks a document confirmed by the cloud at its current version.
+    fn confirm(r: &mut Recorder, id: &str) {
+        let version: i64 = r
+            .conn
+            .query_row("SELECT version FROM documents WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        let tx = store::write_tx(&mut r.conn).unwrap();
+        store::save_sync_record(&tx, id, &[], &[], Some(version), T0).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn retention_deletes_only_old_sessions_the_cloud_confirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let confirmed = session(&mut r, T0);
+        let unconfirmed = session(&mut r, T0 + DAY_US);
+        let changed_after = session(&mut r, T0 + 2 * DAY_US);
+        confirm(&mut r, &confirmed);
+        confirm(&mut r, &changed_after);
+        // A late note after the cloud confirmed: that change is not in the cloud yet.
+        r.add_event(
+            &changed_after,
+            SessionEvent::Note {
+                text: "late".into(),
+                by: "n".into(),
+            },
+            T0 + 3 * DAY_US,
+        )
+        .unwrap();
+
+        let retention = 30 * DAY_US;
+        assert!(
+            r.purge(T0 + 29 * DAY_US, retention).unwrap().is_empty(),
+            "too recent"
+        );
+        let purged = r.purge(T0 + 90 * DAY_US, retention).unwrap();
+        assert_eq!(purged, vec![confirmed.clone()]);
+        assert!(store::load_document(&r.conn, &confirmed).unwrap().is_none());
+        for kept in [&unconfirmed, &changed_after] {
+            assert!(
+                store::load_document(&r.conn, kept).unwrap().is_some(),
+                "{kept} kept"
+            );
+        }
+        let rows: i64 = r
+            .conn
+            .query_row(
+                "SELECT count(*) FROM doc_changes WHERE doc_id = ?1",
+                [&confirmed],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 0);
+        // Once the cloud confirms the rest, they go too.
+        confirm(&mut r, &unconfirmed);
+        confirm(&mut r, &changed_after);
+        let mut purged = r.purge(T0 + 90 * DAY_US, retention).unwrap();
+        purged.sort();
+        let mut expected = vec![unconfirmed, changed_after];
+        expected.sort();
+        assert_eq!(purged, expected);
+    }
+
+    #[test]
+    fn the_session_being_recorded_is_never_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let old = session(&mut r, T0);
+        confirm(&mut r, &old);
+        let patient = store::document_ids(&r.conn, DocKind::Patient.as_str())
+            .unwrap()
+            .remove(0);
+        let protocol = Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        };
+        let running = r
+            .start_session(
+                NewSession {
+                    patient_id: patient,
+                    protocol,
+                    by: "n".into(),
+                    scenario: None,
+                },
+                T0 + DAY_US,
+            )
+            .unwrap()
+            .id;
+        confirm(&mut r, &running);
+        assert_eq!(r.purge(T0 + 900 * DAY_US, 0).unwrap(), vec![old]);
+        assert_eq!(r.active_session(), Some(running.as_str()));
+        assert!(store::load_document(&r.conn, &running).unwrap().is_some());
+    }
 }

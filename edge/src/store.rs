@@ -564,3 +564,44 @@ pub fn document_owner(conn: &Connection, id: &str) -> Result<Option<(String, Str
     .optional()
     .map_err(map)
 }
+
+/// Finished sessions that ended before `before_us` and whose every change the cloud has
+/// confirmed as durable, oldest first. Only these may be deleted: a session the cloud has not
+/// confirmed is never removed, however old.
+pub fn purgeable_sessions(
+    conn: &Connection,
+    before_us: i64,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT s.id FROM sessions s
+             JOIN documents d ON d.id = s.id
+             JOIN sync_docs y ON y.doc_id = s.id
+             WHERE s.state != 'in_progress' AND s.ended_us IS NOT NULL AND s.ended_us < ?1
+               AND y.synced_version >= d.version
+             ORDER BY s.ended_us LIMIT ?2",
+        )
+        .map_err(map)?;
+    let ids = stmt
+        .query_map(
+            params![before_us, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )
+        .map_err(map)?;
+    ids.collect::<Result<_, _>>().map_err(map)
+}
+
+/// Deletes a session and everything stored for it.
+pub fn delete_session(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        "DELETE FROM staging WHERE session_id = ?1",
+        "DELETE FROM sync_docs WHERE doc_id = ?1",
+        "DELETE FROM doc_changes WHERE doc_id = ?1",
+        "DELETE FROM sessions WHERE id = ?1",
+        "DELETE FROM documents WHERE id = ?1",
+    ] {
+        tx.execute(sql, [id]).map_err(map)?;
+    }
+    Ok(())
+}
