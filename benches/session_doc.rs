@@ -12,19 +12,22 @@
 
 #![allow(unsafe_code)] // reason: the counting global allocator below must implement GlobalAlloc
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, transaction::Transactable};
+use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
 use vigil_edge::recorder::{NewPatient, NewSession, Recorder, RecorderConfig};
-use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource, VirtualPatient};
+use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource};
 use vigil_hardware::source::{SourceEvent, VitalsSource};
 use vigil_shared::advisory::Thresholds;
 use vigil_shared::chunk::{Chunk, encode_raw_delta_varint};
-use vigil_shared::doc::{Protocol, SessionDoc, SessionMeta, SessionState};
+use vigil_shared::doc::SessionDoc;
 use vigil_shared::vitals::{Channel, Sample};
 
 /// Counts live and peak heap bytes, so the bench can report what loading a document costs.
@@ -74,59 +77,10 @@ fn peak_heap<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
 
-const SESSION_S: i64 = 56 * 60;
-const ORIGIN_US: i64 = 1_790_000_000_000_000;
-const CHUNK_US: i64 = 10_000_000;
-
-fn patient() -> VirtualPatient {
-    VirtualPatient::new(PatientParams::new(7, Scenario::Hypertension, ORIGIN_US))
-        .expect("valid params")
-}
-
-/// Every sample of the 56-minute session, per channel.
-fn samples(with_ecg: bool) -> Vec<(Channel, Vec<Sample>)> {
-    let mut p = patient();
-    Channel::ALL
-        .into_iter()
-        .filter(|c| with_ecg || *c != Channel::Ecg)
-        .map(|c| {
-            (
-                c,
-                p.channel_between(c, ORIGIN_US, ORIGIN_US + SESSION_S * 1_000_000),
-            )
-        })
-        .collect()
-}
-
-fn meta() -> SessionMeta {
-    SessionMeta {
-        id: "bench".into(),
-        site: "austin".into(),
-        room: "1".into(),
-        patient_id: "p".into(),
-        protocol: Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        },
-        state: SessionState::Completed,
-        created_us: ORIGIN_US,
-        started_us: Some(ORIGIN_US),
-        ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
-        dose_events: vec![],
-        advisories: vec![],
-        observations: vec![],
-        scores: vec![],
-        discharge: None,
-    }
-}
-
 /// The session as Vigil stores it: 10 s chunks per channel, one change per chunk period (as
 /// the recorder commits them).
 fn chunked_doc(data: &[(Channel, Vec<Sample>)]) -> Vec<u8> {
-    let mut doc = SessionDoc::create(&meta()).expect("create");
+    let mut doc = SessionDoc::create(&meta("bench")).expect("create");
     let mut t = ORIGIN_US;
     let end = ORIGIN_US + SESSION_S * 1_000_000;
     while t < end {
@@ -230,7 +184,7 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
         .start_session(
             NewSession {
                 patient_id: p.id,
-                protocol: meta().protocol,
+                protocol: meta("bench").protocol,
                 by: "bench".into(),
                 scenario: Some(Scenario::Hypertension),
             },

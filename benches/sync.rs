@@ -21,6 +21,8 @@
 //! the first two parts. Ingest stays summary-only: one run takes seconds and builds a CA, five
 //! databases and a QUIC endpoint, which criterion's repeated sampling would turn into minutes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
+use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::{BatchSize, Criterion};
 use vigil_cloud::app::Cloud;
 use vigil_cloud::config::{CloudConfig, PkiFiles};
@@ -35,20 +38,15 @@ use vigil_edge::app::Appliance;
 use vigil_edge::config::{EdgeConfig, SourceConfig};
 use vigil_edge::store::{self as edge_store, SessionRow};
 use vigil_edge::sync::CloudSettings;
-use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
+use vigil_hardware::sim::Scenario;
 use vigil_shared::chunk::{Chunk, encode_raw_delta_varint};
-use vigil_shared::doc::{
-    DocKind, Protocol, SessionDoc, SessionMeta, SessionState, header, validate_document,
-};
+use vigil_shared::doc::{DocKind, SessionDoc, header, validate_document};
 use vigil_shared::sync::{DocSync, Role, durable};
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::{
     FLAG_ZSTD, FRAME_HEADER_BYTES, FrameDecoder, Message, SeqCounter, encode_message,
 };
 
-const SESSION_S: i64 = 56 * 60;
-const ORIGIN_US: i64 = 1_790_000_000_000_000;
-const CHUNK_US: i64 = 10_000_000;
 /// Where the "one more minute" part starts: both sides hold the first 55 minutes.
 const SYNCED_S: i64 = 55 * 60;
 /// The id of the session in the first two parts; a UUID as the recorder makes, so that the
@@ -72,50 +70,6 @@ const INGEST_TIMEOUT: Duration = Duration::from_secs(300);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 const API_TOKEN: &str = "bench-token-0123456789abcdef01234";
-
-fn patient() -> VirtualPatient {
-    VirtualPatient::new(PatientParams::new(7, Scenario::Hypertension, ORIGIN_US))
-        .expect("valid params")
-}
-
-/// Every sample of the 56-minute session, per channel.
-fn samples() -> Vec<(Channel, Vec<Sample>)> {
-    let mut p = patient();
-    Channel::ALL
-        .into_iter()
-        .map(|c| {
-            (
-                c,
-                p.channel_between(c, ORIGIN_US, ORIGIN_US + SESSION_S * 1_000_000),
-            )
-        })
-        .collect()
-}
-
-fn meta() -> SessionMeta {
-    SessionMeta {
-        id: SESSION_ID.into(),
-        site: "austin".into(),
-        room: "1".into(),
-        patient_id: "p".into(),
-        protocol: Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        },
-        state: SessionState::Completed,
-        created_us: ORIGIN_US,
-        started_us: Some(ORIGIN_US),
-        ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
-        dose_events: vec![],
-        advisories: vec![],
-        observations: vec![],
-        scores: vec![],
-        discharge: None,
-    }
-}
 
 /// The encoded chunks of each 10 s period in `[from_us, to_us)`, per channel, in period order.
 fn periods(
@@ -175,7 +129,7 @@ struct Built {
 fn build(data: &[(Channel, Vec<Sample>)]) -> Built {
     let synced_us = ORIGIN_US + SYNCED_S * 1_000_000;
     let end_us = ORIGIN_US + SESSION_S * 1_000_000;
-    let mut doc = SessionDoc::create(&meta()).expect("create");
+    let mut doc = SessionDoc::create(&meta(SESSION_ID)).expect("create");
     append(&mut doc, &periods(data, ORIGIN_US, synced_us));
     let at_55 = doc.automerge().save();
     let last_minute = periods(data, synced_us, end_us);
@@ -869,7 +823,7 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
 }
 
 fn main() {
-    let data = samples();
+    let data = samples(true);
     let built = build(&data);
     summary(&built, &data);
 

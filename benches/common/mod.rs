@@ -1,0 +1,62 @@
+//! The session both benches measure: 56 minutes of the hypertension scenario with 250 Hz ECG
+//! from a fixed seed, and its document metadata. Not a bench of its own.
+
+#![allow(dead_code)] // reason: each bench uses its own subset
+
+use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
+use vigil_shared::doc::{Protocol, SessionMeta, SessionState};
+use vigil_shared::vitals::{Channel, Sample};
+
+/// Length of the session, seconds.
+pub const SESSION_S: i64 = 56 * 60;
+/// Its start, µs since the epoch.
+pub const ORIGIN_US: i64 = 1_790_000_000_000_000;
+/// Chunk period, µs (the appliance's default).
+pub const CHUNK_US: i64 = 10_000_000;
+
+/// The virtual patient of the session.
+pub fn patient() -> VirtualPatient {
+    VirtualPatient::new(PatientParams::new(7, Scenario::Hypertension, ORIGIN_US))
+        .expect("valid params")
+}
+
+/// Every sample of the session, per channel (ECG left out unless `with_ecg`).
+pub fn samples(with_ecg: bool) -> Vec<(Channel, Vec<Sample>)> {
+    let mut p = patient();
+    Channel::ALL
+        .into_iter()
+        .filter(|c| with_ecg || *c != Channel::Ecg)
+        .map(|c| {
+            (
+                c,
+                p.channel_between(c, ORIGIN_US, ORIGIN_US + SESSION_S * 1_000_000),
+            )
+        })
+        .collect()
+}
+
+/// The session's metadata under `id`.
+pub fn meta(id: &str) -> SessionMeta {
+    SessionMeta {
+        id: id.into(),
+        site: "austin".into(),
+        room: "1".into(),
+        patient_id: "p".into(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        },
+        state: SessionState::Completed,
+        created_us: ORIGIN_US,
+        started_us: Some(ORIGIN_US),
+        ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
+        dose_events: vec![],
+        advisories: vec![],
+        observations: vec![],
+        scores: vec![],
+        discharge: None,
+    }
+}
