@@ -163,6 +163,7 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
         chunk_period_us: CHUNK_US,
         thresholds: Thresholds::default(),
         expected_channels: Channel::ALL.to_vec(),
+        max_db_bytes: None,
     };
     let (mut rec, _) = Recorder::open(&path, cfg).expect("open");
     let p = rec

@@ -177,6 +177,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
                 chunk_period_s: 10,
                 group_commit_ms: 1_000,
                 retention_days: 30,
+                max_db_mb: None,
                 source: SourceConfig::Simulator {
                     seed: 1_000 + n,
                     scenario: Scenario::Baseline,

@@ -178,6 +178,7 @@ impl Appliance {
             room: config.room.clone(),
             chunk_period_us: i64::try_from(config.chunk_period_s).unwrap_or(10) * 1_000_000,
             thresholds: Thresholds::default(),
+            max_db_bytes: config.max_db_mb.map(|mb| mb.saturating_mul(1 << 20)),
             expected_channels: match &config.source {
                 SourceConfig::Simulator { .. } => Channel::ALL.to_vec(),
                 SourceConfig::None => Vec::new(),

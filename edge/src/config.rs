@@ -80,6 +80,11 @@ pub struct EdgeConfig {
     /// it. Sessions the cloud has not confirmed are kept, however old.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Largest size the database may grow to, MiB. When it is reached the appliance behaves
+    /// as on a full disk (a storage advisory, samples held in memory, the oldest sessions the
+    /// cloud holds deleted to make room). Default: no cap besides the disk.
+    #[serde(default)]
+    pub max_db_mb: Option<u64>,
     /// Vital-sign sources. Today: one simulator; the BLE collector joins later.
     #[serde(default)]
     pub source: SourceConfig,

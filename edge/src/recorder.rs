@@ -83,6 +83,9 @@ pub struct RecorderConfig {
     pub thresholds: Thresholds,
     /// The channels the room's monitors deliver (a silent one raises a "no data" advisory).
     pub expected_channels: Vec<Channel>,
+    /// Largest size the database may grow to, bytes (SQLite `max_page_count`); `None`: as
+    /// large as the disk allows.
+    pub max_db_bytes: Option<u64>,
 }
 
 /// A new patient, as the API receives it.
@@ -322,6 +325,9 @@ impl Recorder {
         cfg: RecorderConfig,
     ) -> Result<(Recorder, Option<ResumedSession>), RecorderError> {
         let conn = store::open_writer(db_path)?;
+        if let Some(bytes) = cfg.max_db_bytes {
+            store::limit_size(&conn, bytes)?;
+        }
         let mut recorder = Recorder {
             conn,
             db_path: db_path.to_owned(),
@@ -510,7 +516,27 @@ impl Recorder {
         let transitions = a.engine.tick(now_us);
         apply_transitions(a, transitions);
         close_chunks(a, now_us, period, false)?;
-        let result = write_active(&mut self.conn, a, now_us);
+        let mut result = write_active(&mut self.conn, a, now_us);
+        if matches!(&result, Err(RecorderError::Store(e)) if e.is_full()) {
+            // The disk is full: say so in the session, and make room by deleting the oldest
+            // sessions the cloud already holds in full (whatever their age); if that freed
+            // anything, try again at once. Nothing in memory is dropped meanwhile.
+            raise_storage_full(a, now_us);
+            let freed = store::purgeable_sessions(&self.conn, i64::MAX, PURGE_BATCH)
+                .map(|ids| ids.into_iter().filter(|id| *id != a.id).collect::<Vec<_>>())
+                .unwrap_or_default();
+            if !freed.is_empty() && delete_sessions(&mut self.conn, &freed).is_ok() {
+                tracing::warn!(
+                    sessions = freed.len(),
+                    "disk full: deleted the oldest sessions the cloud holds"
+                );
+                result = write_active(&mut self.conn, a, now_us);
+            }
+        }
+        if result.is_ok() && clear_storage_full(a, now_us) {
+            // The cleared advisory goes to disk with the next commit.
+            tracing::info!("disk space is back; recording is durable again");
+        }
         note_result(&mut self.status, &result, now_us);
         result.map(|_| ())
     }
@@ -536,11 +562,7 @@ impl Recorder {
         if ids.is_empty() {
             return Ok(ids);
         }
-        let tx = store::write_tx(&mut self.conn)?;
-        for id in &ids {
-            store::delete_session(&tx, id)?;
-        }
-        tx.commit().map_err(StoreError::from_sqlite)?;
+        delete_sessions(&mut self.conn, &ids)?;
         tracing::info!(
             sessions = ids.len(),
             "deleted sessions past retention that the cloud holds"
@@ -807,6 +829,76 @@ impl Recorder {
         self.active = None;
         Ok(meta)
     }
+}
+
+/// Deletes sessions in one transaction.
+fn delete_sessions(conn: &mut Connection, ids: &[String]) -> Result<(), RecorderError> {
+    let tx = store::write_tx(conn)?;
+    for id in ids {
+        store::delete_session(&tx, id)?;
+    }
+    tx.commit().map_err(StoreError::from_sqlite)?;
+    Ok(())
+}
+
+/// The technical advisory for a full disk: recorded samples wait in memory, so the nurse must
+/// know that a power cut now would lose them.
+const STORAGE_FULL: &str = "storage_full";
+
+/// Whether the session has an uncleared storage advisory.
+fn storage_full_raised(a: &Active) -> bool {
+    a.doc
+        .meta()
+        .map(|m| {
+            m.advisories
+                .iter()
+                .any(|r| r.kind == STORAGE_FULL && r.cleared_us.is_none())
+        })
+        .unwrap_or(false)
+}
+
+/// Raises the storage advisory in the session (in memory; it reaches the disk with the first
+/// commit that succeeds), once.
+fn raise_storage_full(a: &mut Active, now_us: i64) {
+    if storage_full_raised(a) {
+        return;
+    }
+    let result = a.doc.update_meta(|m| {
+        m.advisories.push(AdvisoryRecord {
+            id: new_id(),
+            kind: STORAGE_FULL.into(),
+            subject: "appliance".into(),
+            // Medium, above the low of other technical advisories: samples are at risk.
+            priority: "medium".into(),
+            detail: "the appliance's disk is full; new samples wait in memory until space returns"
+                .into(),
+            raised_us: now_us,
+            acknowledged_us: None,
+            acknowledged_by: None,
+            cleared_us: None,
+        })
+    });
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot record the storage advisory");
+    }
+}
+
+/// Clears the storage advisory if it is raised; returns whether it was.
+fn clear_storage_full(a: &mut Active, now_us: i64) -> bool {
+    if !storage_full_raised(a) {
+        return false;
+    }
+    a.doc
+        .update_meta(|m| {
+            for r in m
+                .advisories
+                .iter_mut()
+                .filter(|r| r.kind == STORAGE_FULL && r.cleared_us.is_none())
+            {
+                r.cleared_us = Some(now_us);
+            }
+        })
+        .is_ok()
 }
 
 /// Keeps the status in step with the last write: errors are shown, not hidden.
@@ -1188,6 +1280,7 @@ mod tests {
             chunk_period_us: 10_000_000,
             thresholds: Thresholds::default(),
             expected_channels: vec![Channel::Hr],
+            max_db_bytes: None,
         };
         Recorder::open(&dir.join("edge.db"), cfg).unwrap().0
     }
@@ -1346,5 +1439,144 @@ mod tests {
         assert_eq!(r.purge(T0 + 900 * DAY_US, 0).unwrap(), vec![old]);
         assert_eq!(r.active_session(), Some(running.as_str()));
         assert!(store::load_document(&r.conn, &running).unwrap().is_some());
+    }
+
+    /// `n` samples of 250 Hz ECG from `start_us`.
+    fn ecg(start_us: i64, n: i64) -> SourceEvent {
+        let samples = (0..n)
+            .map(|i| Sample::scalar(start_us + i * 4_000, ((i * 7_919) % 2_000 - 1_000) as i32))
+            .collect();
+        SourceEvent::Samples(SampleBatch {
+            channel: Channel::Ecg,
+            samples,
+        })
+    }
+
+    fn db_bytes(r: &Recorder) -> u64 {
+        let pages: i64 = r
+            .conn
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .unwrap();
+        let size: i64 = r
+            .conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        (pages * size) as u64
+    }
+
+    #[test]
+    fn a_full_disk_raises_an_advisory_loses_nothing_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        // An earlier session with ten minutes of ECG fills most of the space.
+        let old = session(&mut r, T0);
+        r.active = None;
+        let patient = store::document_ids(&r.conn, DocKind::Patient.as_str())
+            .unwrap()
+            .remove(0);
+        let protocol = Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        };
+        let start = |r: &mut Recorder, at| {
+            r.start_session(
+                NewSession {
+                    patient_id: patient.clone(),
+                    protocol: protocol.clone(),
+                    by: "n".into(),
+                    scenario: None,
+                },
+                at,
+            )
+            .unwrap()
+            .id
+        };
+        let filler = start(&mut r, T0 + DAY_US);
+        r.ingest(vec![ecg(T0 + DAY_US, 60_000)]);
+        r.commit(T0 + DAY_US + 250_000_000).unwrap();
+        r.ingest(vec![ecg(T0 + DAY_US + 240_000_000, 60_000)]);
+        r.commit(T0 + DAY_US + 700_000_000).unwrap();
+        r.stop_session(
+            &filler,
+            StopSession {
+                by: "n".into(),
+                aborted: false,
+            },
+            T0 + DAY_US + 700_000_000,
+        )
+        .unwrap();
+        // The disk has 16 KiB left (and no free pages inside the file): far less than the
+        // next four minutes of ECG need.
+        r.conn.execute_batch("VACUUM").unwrap();
+        store::limit_size(&r.conn, db_bytes(&r) + 16 * 1024).unwrap();
+
+        let t1 = T0 + 2 * DAY_US;
+        let running = start(&mut r, t1);
+        // Four minutes of ECG, under MAX_PENDING_SAMPLES: all of it can wait in memory.
+        r.ingest(vec![ecg(t1, 60_000)]);
+        let err = r.commit(t1 + 700_000_000).unwrap_err();
+        assert!(
+            matches!(&err, RecorderError::Store(e) if e.is_full()),
+            "{err}"
+        );
+        let status = r.status();
+        assert!(status.disk_full);
+        let advisories = status.session.expect("still recording").active_advisories;
+        assert!(
+            advisories.iter().any(|a| a.kind == STORAGE_FULL),
+            "{advisories:?}"
+        );
+        // Nothing the cloud lacks may go: with no session confirmed, the disk stays full.
+        assert!(r.commit(t1 + 701_000_000).is_err());
+
+        // The cloud confirms the filler session; the next commit makes room and succeeds.
+        confirm(&mut r, &filler);
+        r.commit(t1 + 702_000_000).unwrap();
+        assert!(!r.status().disk_full);
+        assert!(
+            store::load_document(&r.conn, &filler).unwrap().is_none(),
+            "the confirmed session made room"
+        );
+        assert!(
+            store::load_document(&r.conn, &old).unwrap().is_some(),
+            "an unconfirmed session stays"
+        );
+        r.stop_session(
+            &running,
+            StopSession {
+                by: "n".into(),
+                aborted: false,
+            },
+            t1 + 703_000_000,
+        )
+        .unwrap();
+
+        let check: String = r
+            .conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let view = crate::reads::session_view(&r.conn, &running)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            view.channels[&Channel::Ecg].samples,
+            60_000,
+            "every sample held in memory was kept"
+        );
+        let storage: Vec<_> = view
+            .meta
+            .advisories
+            .iter()
+            .filter(|a| a.kind == STORAGE_FULL)
+            .collect();
+        assert_eq!(storage.len(), 1);
+        assert!(
+            storage[0].cleared_us.is_some(),
+            "cleared when space returned: {storage:?}"
+        );
     }
 }

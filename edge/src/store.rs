@@ -156,6 +156,22 @@ pub fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, StoreError> {
         .map_err(map)
 }
 
+/// Caps the database at `max_bytes` (SQLite's `max_page_count`): past it, writes fail with
+/// [`StoreError::Full`] as on a full disk, and nothing already written is harmed.
+pub fn limit_size(conn: &Connection, max_bytes: u64) -> Result<(), StoreError> {
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .map_err(map)?;
+    let pages = (max_bytes / u64::try_from(page_size.max(512)).unwrap_or(4096)).max(1);
+    conn.pragma_update(
+        None,
+        "max_page_count",
+        i64::try_from(pages).unwrap_or(i64::MAX),
+    )
+    .map_err(map)?;
+    Ok(())
+}
+
 /// Reads a metadata value.
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
