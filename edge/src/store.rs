@@ -13,10 +13,15 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::vitals::{Channel, Sample};
 
-/// Incremental changes kept per document before they are folded into a new snapshot. Loading
-/// replays every change, so this bounds load time; compacting rewrites the whole document,
-/// so a too-small number rewrites half a megabyte every few seconds.
-pub const COMPACT_AFTER_CHANGES: i64 = 64;
+/// Most incremental changes kept per document before they are folded into a new snapshot.
+/// Loading replays every change, so this bounds load time.
+pub const COMPACT_AFTER_CHANGES: i64 = 512;
+
+/// A document is also compacted once its changes add up to this share of its snapshot's
+/// size. Compacting rewrites the whole document; doing it when the changes have grown as
+/// large as the snapshot keeps the total rewritten bytes within twice the final size (a
+/// fixed count rewrote a long session's half megabyte over and over).
+pub const COMPACT_AT_CHANGE_BYTES_PER_SNAPSHOT_BYTE: i64 = 1;
 
 /// How long a reader or writer waits for a lock before giving up. The writer's transactions
 /// are short; five seconds means something is wrong.
@@ -220,14 +225,25 @@ pub fn append_changes(
     if changes.is_empty() {
         return Ok(());
     }
-    let (n, max_seq): (i64, Option<i64>) = tx
+    let (n, max_seq, change_bytes, snapshot_bytes): (i64, Option<i64>, i64, i64) = tx
         .query_row(
-            "SELECT count(*), max(seq) FROM doc_changes WHERE doc_id = ?1",
+            "SELECT count(*), max(seq), coalesce(sum(length(bytes)), 0),
+                    (SELECT length(snapshot) FROM documents WHERE id = ?1)
+             FROM doc_changes WHERE doc_id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                ))
+            },
         )
         .map_err(map)?;
-    if n >= COMPACT_AFTER_CHANGES {
+    let grown = change_bytes + changes.len() as i64
+        >= snapshot_bytes * COMPACT_AT_CHANGE_BYTES_PER_SNAPSHOT_BYTE;
+    if n >= COMPACT_AFTER_CHANGES || (n > 0 && grown) {
         let snapshot = full_save();
         tx.execute(
             "UPDATE documents SET snapshot = ?2, updated_us = ?3, version = version + 1 WHERE id = ?1",
