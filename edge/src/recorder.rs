@@ -1444,7 +1444,14 @@ mod tests {
     /// `n` samples of 250 Hz ECG from `start_us`.
     fn ecg(start_us: i64, n: i64) -> SourceEvent {
         let samples = (0..n)
-            .map(|i| Sample::scalar(start_us + i * 4_000, ((i * 7_919) % 2_000 - 1_000) as i32))
+            .map(|i| {
+                // Values that don't compress (a hash of the index), so sizes are honest.
+                let mut h = (i as u64 ^ start_us as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+                h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                h ^= h >> 31;
+                Sample::scalar(start_us + i * 4_000, ((h >> 40) % 2_000) as i32 - 1_000)
+            })
             .collect();
         SourceEvent::Samples(SampleBatch {
             channel: Channel::Ecg,
@@ -1495,10 +1502,12 @@ mod tests {
             .id
         };
         let filler = start(&mut r, T0 + DAY_US);
-        r.ingest(vec![ecg(T0 + DAY_US, 60_000)]);
-        r.commit(T0 + DAY_US + 250_000_000).unwrap();
-        r.ingest(vec![ecg(T0 + DAY_US + 240_000_000, 60_000)]);
-        r.commit(T0 + DAY_US + 700_000_000).unwrap();
+        // Sixteen minutes of ECG, four times what the session below will need.
+        for k in 0..4 {
+            r.ingest(vec![ecg(T0 + DAY_US + k * 240_000_000, 60_000)]);
+            r.commit(T0 + DAY_US + (k + 1) * 240_000_000 + 10_000_000)
+                .unwrap();
+        }
         r.stop_session(
             &filler,
             StopSession {
