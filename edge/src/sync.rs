@@ -38,6 +38,8 @@ pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest time between two backlog reports to the cloud; they double as heartbeats, so
 /// this must stay well below the cloud's online window (90 s).
 pub const BACKLOG_REPORT: Duration = Duration::from_secs(10);
+/// How often the status API's backlog figures are refreshed.
+pub const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// First retry delay after a failed connection.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest retry delay: an outage of any length is retried at least this often.
@@ -240,6 +242,15 @@ impl SyncClient {
 
     /// Runs forever: connect, sync, and on any failure back off and try again.
     pub async fn run(self: Arc<Self>) {
+        // The backlog shows on the status API whatever the connection is doing, including
+        // during a connection attempt that takes its full timeout.
+        let me = self.clone();
+        let _refresher = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let _ = me.refresh_backlog().await;
+                tokio::time::sleep(BACKLOG_REFRESH).await;
+            }
+        }));
         let mut backoff = BACKOFF_MIN;
         loop {
             match self.connect().await {
@@ -322,10 +333,10 @@ impl SyncClient {
 
     /// Syncs until the connection fails; returns why it ended.
     async fn serve(self: Arc<Self>, conn: Connection, mut control: SendStream) -> String {
-        let pushes = tokio::spawn(self.clone().accept_pushes(conn.clone()));
+        let _pushes = AbortOnDrop(tokio::spawn(self.clone().accept_pushes(conn.clone())));
         let seq = Arc::new(tokio::sync::Mutex::new(SeqCounter::new()));
         let mut reported: Option<((u64, u64), tokio::time::Instant)> = None;
-        let reason = loop {
+        loop {
             if conn.close_reason().is_some() {
                 break close_reason(&conn);
             }
@@ -389,9 +400,7 @@ impl SyncClient {
                 break format!("{e}");
             }
             tokio::time::sleep(SCAN_INTERVAL).await;
-        };
-        pushes.abort();
-        reason
+        }
     }
 
     async fn refresh_backlog(&self) -> Result<(u64, u64), StoreError> {
@@ -678,6 +687,16 @@ impl SyncClient {
             s.bytes_sent += n;
         });
         Ok(())
+    }
+}
+
+/// A task that ends when its owner does: the client's helpers must not outlive the client
+/// when the appliance shuts down and drops it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
