@@ -248,7 +248,12 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
                         given_name: given.into(),
                         family_name: family.into(),
                         birth_date: format!("19{}-0{}-1{}", 60 + (n + i) % 40, 1 + i % 9, n % 10),
-                        sex: if (n + i) % 2 == 0 { "female" } else { "male" }.into(),
+                        sex: if (n + i).is_multiple_of(2) {
+                            "female"
+                        } else {
+                            "male"
+                        }
+                        .into(),
                         phone: None,
                         screening: Default::default(),
                         medications: vec!["sertraline".into()],

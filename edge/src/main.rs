@@ -149,7 +149,7 @@ fn parse_hex(args: &[String]) -> Result<Vec<u8>, HexError> {
             nibbles.push(digit as u8);
         }
     }
-    if nibbles.len() % 2 != 0 {
+    if !nibbles.len().is_multiple_of(2) {
         return Err(HexError::OddDigits {
             digits: nibbles.len(),
         });

@@ -703,17 +703,17 @@ fn choose_time_layout(samples: &[Sample]) -> TimeLayout {
     let mid = sorted.len() / 2;
     let base_us = *sorted.select_nth_unstable(mid).1;
     let deltas_layout = TimeLayout::Deltas { base_us };
-    if max_us - min_us == 1 {
-        if let Some(rate @ TimeLayout::Rate { num, den, phase }) = detect_rate(samples) {
-            let rate_bytes = varint_len(num) + varint_len(den) + varint_len(phase);
-            let deltas_bytes = varint_len(base_us)
-                + deltas
-                    .iter()
-                    .map(|d| varint_len(zigzag_encode(d.wrapping_sub(base_us) as i64)))
-                    .sum::<usize>();
-            if rate_bytes <= deltas_bytes {
-                return rate;
-            }
+    if max_us - min_us == 1
+        && let Some(rate @ TimeLayout::Rate { num, den, phase }) = detect_rate(samples)
+    {
+        let rate_bytes = varint_len(num) + varint_len(den) + varint_len(phase);
+        let deltas_bytes = varint_len(base_us)
+            + deltas
+                .iter()
+                .map(|d| varint_len(zigzag_encode(d.wrapping_sub(base_us) as i64)))
+                .sum::<usize>();
+        if rate_bytes <= deltas_bytes {
+            return rate;
         }
     }
     deltas_layout

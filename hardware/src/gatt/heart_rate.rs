@@ -88,7 +88,7 @@ pub fn decode_heart_rate(bytes: &[u8]) -> Result<HeartRate, GattError> {
     if flags & HR_FLAG_RR_INTERVALS != 0 {
         // The intervals run to the end of the value, so an odd byte count cannot be a short
         // read of a known length: the sender and the flags disagree.
-        if r.remaining() % 2 != 0 {
+        if !r.remaining().is_multiple_of(2) {
             return Err(GattError::Inconsistent {
                 field: "rr intervals",
                 offset: r.offset(),

@@ -65,7 +65,7 @@ pub fn decode_polar_pmd(bytes: &[u8]) -> Result<PolarEcgFrame, GattError> {
             value: frame_type,
         });
     }
-    if r.remaining() % ECG_TYPE_0_SAMPLE_LEN != 0 {
+    if !r.remaining().is_multiple_of(ECG_TYPE_0_SAMPLE_LEN) {
         return Err(GattError::Inconsistent {
             field: "ecg samples",
             offset: r.offset(),

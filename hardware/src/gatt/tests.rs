@@ -342,13 +342,11 @@ proptest! {
         let mut bytes = vec![flags];
         bytes.extend(rest);
         for c in Characteristic::ALL {
-            if let Ok(m) = decode(c, &bytes) {
-                if !has_reserved_flags(&m) {
-                    if let Some(again) = encode(&m) {
+            if let Ok(m) = decode(c, &bytes)
+                && !has_reserved_flags(&m)
+                    && let Some(again) = encode(&m) {
                         prop_assert_eq!(&again, &bytes, "{}", c);
                     }
-                }
-            }
         }
     }
 
