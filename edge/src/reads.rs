@@ -81,15 +81,16 @@ fn load_session(conn: &Connection, id: &str) -> Result<Option<SessionDoc>, Recor
     }
 }
 
-/// Reads every sample of a channel: closed chunks in order, then staged runs. Corrupt chunks
-/// are counted in `summary` and skipped.
+/// Reads every sample of a channel: closed chunks in order, then the session's staged runs
+/// (`staged`, read once per request by the caller). Corrupt chunks are counted in `summary`
+/// and skipped.
 fn channel_samples(
-    conn: &Connection,
+    staged: &[store::StagedRun],
     doc: &SessionDoc,
     id: &str,
     channel: Channel,
     summary: &mut ChannelSummary,
-) -> Result<Vec<Sample>, RecorderError> {
+) -> Vec<Sample> {
     let mut out = Vec::new();
     for chunk in doc.chunks(channel) {
         summary.chunks += 1;
@@ -104,17 +105,14 @@ fn channel_samples(
             }
         }
     }
-    for run in store::staged(conn, id)? {
-        if run.channel != channel {
-            continue;
-        }
-        if let Ok(samples) = run.samples {
-            summary.add(&samples);
+    for run in staged.iter().filter(|r| r.channel == channel) {
+        if let Ok(samples) = &run.samples {
+            summary.add(samples);
             summary.staged_samples += samples.len() as u64;
-            out.extend(samples);
+            out.extend_from_slice(samples);
         }
     }
-    Ok(out)
+    out
 }
 
 /// The summary of a session, or `None` if there is no such session.
@@ -124,6 +122,7 @@ pub fn session_view(conn: &Connection, id: &str) -> Result<Option<SessionView>, 
     };
     let meta = doc.meta()?;
     let notes = doc.notes()?;
+    let staged = store::staged(conn, id)?;
     let mut channels = BTreeMap::new();
     for channel in Channel::ALL {
         let mut summary = ChannelSummary {
@@ -131,7 +130,7 @@ pub fn session_view(conn: &Connection, id: &str) -> Result<Option<SessionView>, 
             checksum: format!("{:016x}", 0),
             ..ChannelSummary::default()
         };
-        channel_samples(conn, &doc, id, channel, &mut summary)?;
+        channel_samples(&staged, &doc, id, channel, &mut summary);
         channels.insert(channel, summary);
     }
     Ok(Some(SessionView {
@@ -168,7 +167,8 @@ pub fn vitals(
         return Ok(None);
     };
     let mut summary = ChannelSummary::default();
-    let all = channel_samples(conn, &doc, id, channel, &mut summary)?;
+    let staged = store::staged(conn, id)?;
+    let all = channel_samples(&staged, &doc, id, channel, &mut summary);
     let from = from_us.unwrap_or(i64::MIN);
     let to = to_us.unwrap_or(i64::MAX);
     let mut samples = Vec::new();
