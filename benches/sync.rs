@@ -575,6 +575,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             // The bench's sessions ended months ago; keep them while the cloud ingests.
             retention_days: 3_650,
             max_db_mb: None,
+            clock_offset_s: 0,
             source: SourceConfig::None,
             cloud: Some(CloudSettings {
                 addr: cloud.sync_addr,

@@ -51,6 +51,19 @@ enum Command {
         #[arg(long, default_value_t = vigil::relay::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Write RELIABILITY.md from the rows the scenario tests appended to a file
+    /// (`VIGIL_RELIABILITY_OUT`); `just reliability` runs the tests and this.
+    ReliabilityTable {
+        /// The rows file the tests wrote.
+        #[arg(long)]
+        rows: std::path::PathBuf,
+        /// Where to write the table.
+        #[arg(long, default_value = "RELIABILITY.md")]
+        out: std::path::PathBuf,
+        /// A line saying when, where and from which commit the rows were produced.
+        #[arg(long, default_value = "")]
+        produced: String,
+    },
 }
 
 const SITES: [(&str, &str, &str); 2] = [
@@ -79,7 +92,33 @@ fn main() -> anyhow::Result<()> {
             timeline,
             seed,
         } => runtime.block_on(relay(listen, upstream, timeline, seed)),
+        Command::ReliabilityTable {
+            rows,
+            out,
+            produced,
+        } => reliability_table(&rows, &out, &produced),
     }
+}
+
+/// Renders the scenario tests' rows into RELIABILITY.md. Refuses an empty run: a table with
+/// no rows would claim nothing was lost in a run that did not happen.
+fn reliability_table(
+    rows: &std::path::Path,
+    out: &std::path::Path,
+    produced: &str,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(rows)
+        .with_context(|| format!("cannot read reliability rows {}", rows.display()))?;
+    let rows = vigil::reliability::read_rows(&text)?;
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "no reliability rows: did the scenario tests run?"
+    );
+    std::fs::write(out, vigil::reliability::render(&rows, produced))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("reliability rows: {}", rows.len());
+    println!("reliability table: {}", out.display());
+    Ok(())
 }
 
 /// Runs the fault-injecting relay until Ctrl-C or SIGTERM, then prints its counters.
@@ -178,6 +217,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
                 group_commit_ms: 1_000,
                 retention_days: 30,
                 max_db_mb: None,
+                clock_offset_s: 0,
                 source: SourceConfig::Simulator {
                     seed: 1_000 + n,
                     scenario: Scenario::Baseline,

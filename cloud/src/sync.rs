@@ -22,9 +22,12 @@ use vigil_shared::doc::{DocKind, validate_document};
 use vigil_shared::sync::{DocSync, Incoming, Role, SyncError, durable};
 use vigil_shared::wire::{self, FrameDecoder, Message, RejectCode, SeqCounter, encode_message};
 
+pub mod limits;
+
 use crate::metrics::Metrics;
 use crate::pki::{ApplianceIdentity, appliance_identity};
 use crate::store::{CloudStore, StoreError};
+use limits::{Admission, ConnectionTable, MAX_APPLIANCE_CONNECTIONS, TokenBucket};
 
 /// Most documents kept in memory between messages. A document is loaded once per exchange
 /// when it isn't cached; 256 documents of up to half a megabyte each bound the cache well
@@ -145,8 +148,9 @@ pub struct SyncServer {
     metrics: Arc<Metrics>,
     cache: DocCache,
     changes: broadcast::Sender<Changed>,
-    /// Connections by appliance, to close a revoked one.
-    connections: Mutex<HashMap<(String, String), Connection>>,
+    /// Connections by appliance, to close a revoked one; at most
+    /// [`MAX_APPLIANCE_CONNECTIONS`], one per appliance.
+    connections: Mutex<ConnectionTable<(String, String), Connection>>,
     /// Each connected appliance's last backlog report: documents waiting, and since when it
     /// has not been empty (its sync lag).
     backlogs: Mutex<HashMap<(String, String), Backlog>>,
@@ -174,7 +178,7 @@ impl SyncServer {
             metrics,
             cache: DocCache::default(),
             changes,
-            connections: Mutex::default(),
+            connections: Mutex::new(ConnectionTable::new(MAX_APPLIANCE_CONNECTIONS)),
             backlogs: Mutex::default(),
         })
     }
@@ -202,9 +206,7 @@ impl SyncServer {
             .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .map(|(_, c)| c)
-            .collect();
+            .drain();
         for conn in conns {
             conn.close(
                 quinn::VarInt::from_u32(u32::from(RejectCode::Forbidden.code())),
@@ -237,11 +239,35 @@ impl SyncServer {
                 return;
             }
         };
-        tracing::info!(%site, %room, %remote, %software, "appliance connected");
-        self.connections
+        let admission = self
+            .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((site.clone(), room.clone()), conn.clone());
+            .admit((site.clone(), room.clone()), conn.clone());
+        match admission {
+            Admission::Admitted { replaced } => {
+                if let Some(old) = replaced {
+                    old.close(
+                        quinn::VarInt::from_u32(0),
+                        b"replaced by a newer connection from this appliance",
+                    );
+                }
+            }
+            Admission::Full { limit } => {
+                self.metrics.reject(RejectCode::RateLimited.as_str());
+                tracing::warn!(%site, %room, limit, "refusing appliance: too many connected");
+                conn.close(
+                    quinn::VarInt::from_u32(u32::from(RejectCode::RateLimited.code())),
+                    format!(
+                        "{}: {limit} appliances are connected, the most this cloud serves; retry later",
+                        RejectCode::RateLimited.as_str()
+                    )
+                    .as_bytes(),
+                );
+                return;
+            }
+        }
+        tracing::info!(%site, %room, %remote, %software, "appliance connected");
         self.metrics.appliance_connected();
         let store = self.store.clone();
         let (s, r, sw) = (site.clone(), room.clone(), software.clone());
@@ -255,6 +281,9 @@ impl SyncServer {
                 .watch_control(control, decoder, identity.clone()),
         );
         let seq = Arc::new(tokio::sync::Mutex::new(SeqCounter::new()));
+        let bucket = Arc::new(Mutex::new(TokenBucket::for_appliance(
+            std::time::Instant::now(),
+        )));
         loop {
             let (send, recv) = match conn.accept_bi().await {
                 Ok(s) => s,
@@ -267,8 +296,9 @@ impl SyncServer {
             let identity = identity.clone();
             let conn = conn.clone();
             let seq = seq.clone();
+            let bucket = bucket.clone();
             tokio::spawn(async move {
-                if let Err(e) = server.respond(send, recv, &identity, &seq).await {
+                if let Err(e) = server.respond(send, recv, &identity, &seq, &bucket).await {
                     tracing::warn!(site = %identity.site, room = %identity.room, error = %e, "document exchange refused");
                     // A broken or hostile exchange ends the whole connection, with the reason.
                     let _ = close_with(&conn, &e);
@@ -277,15 +307,12 @@ impl SyncServer {
         }
         pusher.abort();
         watcher.abort();
-        {
-            let mut conns = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            if conns
-                .get(&(site.clone(), room.clone()))
-                .is_some_and(|c| c.stable_id() == conn.stable_id())
-            {
-                conns.remove(&(site.clone(), room.clone()));
-            }
-        }
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_if(&(site.clone(), room.clone()), |c| {
+                c.stable_id() == conn.stable_id()
+            });
         self.metrics.appliance_disconnected();
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || {
@@ -396,8 +423,9 @@ impl SyncServer {
         recv: RecvStream,
         who: &ApplianceIdentity,
         seq: &tokio::sync::Mutex<SeqCounter>,
+        bucket: &Mutex<TokenBucket>,
     ) -> Result<(), ServeError> {
-        let result = self.exchange_in(&mut send, recv, who, seq).await;
+        let result = self.exchange_in(&mut send, recv, who, seq, bucket).await;
         if let Err(e) = &result {
             let reason = match e {
                 ServeError::Wire(w) => w.reject_code().as_str(),
@@ -424,9 +452,12 @@ impl SyncServer {
         mut recv: RecvStream,
         who: &ApplianceIdentity,
         seq: &tokio::sync::Mutex<SeqCounter>,
+        bucket: &Mutex<TokenBucket>,
     ) -> Result<(), ServeError> {
         let mut decoder = FrameDecoder::new();
-        let Some(first) = read_message(&mut recv, &mut decoder, &self.metrics).await? else {
+        // Timed like every later read: a stream opened and left silent must not hold one of
+        // the appliance's MAX_STREAMS_PER_APPLIANCE forever.
+        let Some(first) = read_timed(&mut recv, &mut decoder, &self.metrics).await? else {
             return Ok(());
         };
         let Message::Sync { doc_id, kind, .. } = &first else {
@@ -445,6 +476,20 @@ impl SyncServer {
             DocSync::new(Role::Responder, doc_id, kind, automerge::sync::State::new());
         let mut message = Some(first);
         while let Some(m) = message.take() {
+            // The appliance's rate: past its burst, wait before applying, so QUIC's flow
+            // control slows the appliance down instead of the cloud buffering or refusing.
+            let bytes = match &m {
+                Message::Sync { message, .. } => message.len() as u64,
+                _ => 0,
+            };
+            let wait = bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(bytes, std::time::Instant::now());
+            if !wait.is_zero() {
+                tracing::debug!(site = %who.site, room = %who.room, ?wait, "appliance over its rate");
+                tokio::time::sleep(wait).await;
+            }
             for out in self.step(&slot, &mut exchange, Some(m), who, seq).await? {
                 write_message(send, &out, &self.metrics).await?;
             }

@@ -186,12 +186,15 @@ impl Appliance {
         };
         let (recorder, resumed) = Recorder::open(&db_path, rcfg).map_err(db_err)?;
 
-        // The clock continues the timeline stored in the database.
-        let wall = wall_now_us();
+        // The clock continues the timeline stored in the database. `wall` is this appliance's
+        // system clock, shifted when a test asks for a wrong one.
+        let offset_us = config.clock_offset_s.saturating_mul(1_000_000);
+        let wall = wall_now_us().saturating_add(offset_us);
         let stored = store::meta_get(recorder.connection(), "clock")
             .map_err(|e| db_err(e.into()))?
             .and_then(|s| ScaledClock::decode(&s));
-        let clock = ScaledClock::resume(stored, wall, config.source.time_factor());
+        let clock =
+            ScaledClock::resume(stored, wall, config.source.time_factor()).with_offset(offset_us);
         store::meta_set(recorder.connection(), "clock", &clock.encode())
             .map_err(|e| db_err(e.into()))?;
 

@@ -4,6 +4,10 @@
 //! 55-minute session takes a minute. The mapping is anchored in the database, so a restarted
 //! appliance continues on the same timeline (time that passed while it was down passes, sped
 //! up, on the simulated clock too) and recorded times never jump backwards.
+//!
+//! A clock can also be shifted by a fixed offset (`clock_offset_s` in `edge.toml`): the
+//! appliance then behaves as if its system clock were that far off, for recording and for
+//! checking the cloud's certificate, which is how tests show what a wrong clock does.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +30,35 @@ pub struct ScaledClock {
     pub anchor_sim_us: i64,
     /// Speed-up (1 = real time).
     pub factor: f64,
+    /// How far this appliance's system clock is off the real one, µs (tests of a wrong
+    /// clock; 0 otherwise). Not stored: it applies to every reading of the system clock.
+    pub offset_us: i64,
+}
+
+/// The largest clock offset accepted: a year either way covers every wrong clock worth
+/// testing (a dead RTC battery resets to a fixed date, which is a different test).
+pub const MAX_CLOCK_OFFSET_S: i64 = 366 * 86_400;
+
+/// `1_700_000_000_000_000` as `2023-11-14 22:13:20 UTC`, for messages people read.
+pub fn format_utc(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 impl ScaledClock {
@@ -35,7 +68,18 @@ impl ScaledClock {
             anchor_wall_us: wall_us,
             anchor_sim_us: wall_us,
             factor,
+            offset_us: 0,
         }
+    }
+
+    /// The same clock reading a system clock `offset_us` off the real one.
+    pub fn with_offset(self, offset_us: i64) -> ScaledClock {
+        ScaledClock { offset_us, ..self }
+    }
+
+    /// This appliance's system clock now (the real one plus the offset), µs.
+    pub fn system_now_us(&self) -> i64 {
+        wall_now_us().saturating_add(self.offset_us)
     }
 
     /// Appliance time for a given wall time.
@@ -46,7 +90,7 @@ impl ScaledClock {
 
     /// Appliance time now.
     pub fn now_us(&self) -> i64 {
-        self.at(wall_now_us())
+        self.at(self.system_now_us())
     }
 
     /// The same timeline continued at another speed from `wall_us` on.
@@ -55,6 +99,7 @@ impl ScaledClock {
             anchor_wall_us: wall_us,
             anchor_sim_us: self.at(wall_us),
             factor,
+            offset_us: self.offset_us,
         }
     }
 
@@ -76,6 +121,7 @@ impl ScaledClock {
             anchor_wall_us,
             anchor_sim_us,
             factor,
+            offset_us: 0,
         })
     }
 
@@ -109,5 +155,33 @@ mod tests {
         assert_eq!(slower.at(6_000_000), c.at(5_000_000) + 1_000_000);
         assert!(ScaledClock::decode("1,2").is_none());
         assert!(ScaledClock::decode("1,2,nan").is_none());
+    }
+
+    #[test]
+    fn an_offset_shifts_every_reading_of_the_system_clock() {
+        let day_us = 86_400 * 1_000_000;
+        let c = ScaledClock::starting_at(wall_now_us() + day_us, 1.0).with_offset(day_us);
+        let skew = c.system_now_us() - wall_now_us();
+        assert!((day_us - 1_000_000..=day_us).contains(&skew), "{skew}");
+        assert!(c.now_us() - c.system_now_us() <= 0);
+        assert_eq!(
+            c.rescaled(0, 2.0).offset_us,
+            day_us,
+            "kept across a rescale"
+        );
+    }
+
+    #[test]
+    fn times_are_formatted_as_utc() {
+        let cases = [
+            (0, "1970-01-01 00:00:00 UTC"),
+            (1_700_000_000_000_000, "2023-11-14 22:13:20 UTC"),
+            (951_782_400_000_000, "2000-02-29 00:00:00 UTC"),
+            (-1_000_000, "1969-12-31 23:59:59 UTC"),
+            (1_798_675_200_999_999, "2026-12-31 00:00:00 UTC"),
+        ];
+        for (us, expected) in cases {
+            assert_eq!(format_utc(us), expected, "{us}");
+        }
     }
 }

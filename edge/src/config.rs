@@ -85,6 +85,10 @@ pub struct EdgeConfig {
     /// cloud holds deleted to make room). Default: no cap besides the disk.
     #[serde(default)]
     pub max_db_mb: Option<u64>,
+    /// Seconds this appliance's clock is shifted from the system clock, for recording and for
+    /// checking the cloud's certificate. For tests of a wrong clock; leave it at 0.
+    #[serde(default)]
+    pub clock_offset_s: i64,
     /// Vital-sign sources. Today: one simulator; the BLE collector joins later.
     #[serde(default)]
     pub source: SourceConfig,
@@ -229,6 +233,16 @@ impl EdgeConfig {
                 ),
             ));
         }
+        if self.clock_offset_s.abs() > crate::clock::MAX_CLOCK_OFFSET_S {
+            return Err(invalid(
+                "clock_offset_s",
+                format!(
+                    "is {}, must be between -{max} and {max} seconds",
+                    self.clock_offset_s,
+                    max = crate::clock::MAX_CLOCK_OFFSET_S
+                ),
+            ));
+        }
         if let Some(cloud) = &self.cloud
             && cloud.server_name.is_empty()
         {
@@ -314,6 +328,10 @@ mod tests {
             &["group_commit_ms"],
         );
         check_err(&format!("{base}colour = 3\n"), &["colour"]);
+        check_err(
+            &format!("{base}clock_offset_s = 99999999\n"),
+            &["clock_offset_s", "between"],
+        );
         check_err(&format!("{base}http_bind = \"nowhere\"\n"), &["http_bind"]);
         check_err(
             &format!("{base}[source]\nkind = \"simulator\"\necg_hz = 100\n"),

@@ -251,6 +251,10 @@ pub struct RecorderStatus {
     pub last_error: Option<String>,
     /// Samples committed since start-up.
     pub samples_committed: u64,
+    /// Samples measured during a session but dropped since start-up because the pending
+    /// buffer ([`MAX_PENDING_SAMPLES`]) was full: commits kept failing (a full disk) or fell
+    /// that far behind. Never recorded, so not "lost" in DESIGN.md's sense, but a gap.
+    pub samples_dropped: u64,
     /// Appliance time of the last successful group commit, µs.
     pub last_commit_us: Option<i64>,
 }
@@ -497,6 +501,7 @@ impl Recorder {
             }
         }
         if dropped > 0 {
+            self.status.samples_dropped += dropped as u64;
             tracing::warn!(
                 dropped,
                 "pending sample buffer full; samples dropped (is the disk full?)"

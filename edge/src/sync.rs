@@ -52,6 +52,10 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one document exchange may take before the connection is considered broken.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A clock this far from the cloud's (at hello) is logged as a warning: recorded times
+/// follow the appliance's clock, so a manager comparing them with the cloud's should know.
+/// A minute is far beyond NTP's error and well below anything that matters for certificates.
+pub const CLOCK_SKEW_WARN_S: i64 = 60;
 /// Read buffer per stream read.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -103,6 +107,18 @@ fn file_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupErro
 /// Builds the QUIC client configuration: TLS 1.3, this appliance's certificate, the clinic CA
 /// as the only root, ALPN `vigil-sync/1`, no 0-RTT, keep-alive. Every file error names the file.
 pub fn client_config(s: &CloudSettings) -> Result<quinn::ClientConfig, SetupError> {
+    clocked_client_config(s, 0, Arc::default())
+}
+
+/// [`client_config`] for an appliance whose system clock is `offset_us` off the real one: the
+/// cloud's certificate is checked against that clock, as it would be on a machine whose clock
+/// is wrong. When the certificate is outside its validity by that clock, a sentence saying so
+/// (with both times) is left in `refusal` for the connection error to carry.
+pub fn clocked_client_config(
+    s: &CloudSettings,
+    offset_us: i64,
+    refusal: Arc<Mutex<Option<String>>>,
+) -> Result<quinn::ClientConfig, SetupError> {
     let read_certs = |path: &Path, what| -> Result<Vec<CertificateDer<'static>>, SetupError> {
         let certs: Vec<_> = CertificateDer::pem_file_iter(path)
             .map_err(|e| file_err(what, path, e))?
@@ -122,8 +138,19 @@ pub fn client_config(s: &CloudSettings) -> Result<quinn::ClientConfig, SetupErro
     let chain = read_certs(&s.cert, "appliance certificate")?;
     let key =
         PrivateKeyDer::from_pem_file(&s.key).map_err(|e| file_err("appliance key", &s.key, e))?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| SetupError::Tls(format!("CA certificate {}: {e}", s.ca_cert.display())))?;
+    let verifier = ClockedVerifier {
+        inner: webpki,
+        offset_us,
+        refusal,
+    };
+    // Not a weaker check: the verifier is rustls's own WebPKI verifier with the clinic CA as
+    // its only root; the wrapper only chooses the clock and words the validity errors.
     let mut tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(chain, key)
         .map_err(|e| SetupError::Tls(format!("appliance certificate and key: {e}")))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -139,6 +166,107 @@ pub fn client_config(s: &CloudSettings) -> Result<quinn::ClientConfig, SetupErro
     ));
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// rustls's WebPKI check of the cloud's certificate, against this appliance's clock.
+#[derive(Debug)]
+struct ClockedVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    offset_us: i64,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ClockedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let shifted_s = i64::try_from(now.as_secs())
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.offset_us / 1_000_000);
+        let shifted = rustls_pki_types::UnixTime::since_unix_epoch(Duration::from_secs(
+            u64::try_from(shifted_s).unwrap_or(0),
+        ));
+        let result = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            shifted,
+        );
+        if let Err(e) = &result
+            && let Some(why) = validity_refusal(e, shifted)
+            && let Ok(mut slot) = self.refusal.lock()
+        {
+            *slot = Some(why);
+        }
+        result
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The sentence for a certificate refused because of its validity period, as measured by this
+/// appliance's clock (`now`); `None` for any other refusal.
+fn validity_refusal(error: &rustls::Error, now: rustls_pki_types::UnixTime) -> Option<String> {
+    use rustls::CertificateError as C;
+    let utc = |t: rustls_pki_types::UnixTime| {
+        crate::clock::format_utc(
+            i64::try_from(t.as_secs())
+                .unwrap_or(i64::MAX / 1_000_000)
+                .saturating_mul(1_000_000),
+        )
+    };
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return None;
+    };
+    let here = utc(now);
+    Some(match cert {
+        C::NotValidYetContext { not_before, .. } => format!(
+            "the cloud's certificate is not valid yet by this appliance's clock: it is {here} \
+             here and the certificate is valid from {}; set the appliance's clock right (NTP)",
+            utc(*not_before)
+        ),
+        C::NotValidYet => format!(
+            "the cloud's certificate is not valid yet by this appliance's clock ({here}); \
+             set the appliance's clock right (NTP)"
+        ),
+        C::ExpiredContext { not_after, .. } => format!(
+            "the cloud's certificate has expired by this appliance's clock: it is {here} here \
+             and the certificate was valid until {}; set the appliance's clock right (NTP) or \
+             renew the cloud's certificate",
+            utc(*not_after)
+        ),
+        C::Expired => format!(
+            "the cloud's certificate has expired by this appliance's clock ({here}); set the \
+             appliance's clock right (NTP) or renew the cloud's certificate"
+        ),
+        _ => return None,
+    })
 }
 
 /// What the status API and `/metrics` show about sync.
@@ -166,6 +294,9 @@ pub struct SyncStatus {
     pub bytes_received: u64,
     /// Exchanges the cloud rejected since start.
     pub rejects: u64,
+    /// How far this appliance's clock is ahead of the cloud's (negative: behind), seconds,
+    /// measured at the last hello (give or take the round trip).
+    pub clock_skew_s: Option<i64>,
 }
 
 /// Why one exchange or connection failed.
@@ -193,6 +324,8 @@ pub struct SyncClient {
     clock: ScaledClock,
     status: Arc<Mutex<SyncStatus>>,
     writer: Arc<Mutex<Option<Db>>>,
+    /// Why the last handshake refused the cloud's certificate, when its validity was the reason.
+    refusal: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for SyncClient {
@@ -212,7 +345,8 @@ impl SyncClient {
         clock: ScaledClock,
         status: Arc<Mutex<SyncStatus>>,
     ) -> Result<SyncClient, SetupError> {
-        let config = client_config(&settings)?;
+        let refusal = Arc::new(Mutex::new(None));
+        let config = clocked_client_config(&settings, clock.offset_us, refusal.clone())?;
         let bind: SocketAddr = if settings.addr.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
@@ -231,6 +365,7 @@ impl SyncClient {
             clock,
             status,
             writer: Arc::default(),
+            refusal,
         })
     }
 
@@ -287,6 +422,20 @@ impl SyncClient {
     }
 
     async fn connect(&self) -> Result<(Connection, SendStream), Failure> {
+        if let Ok(mut slot) = self.refusal.lock() {
+            *slot = None;
+        }
+        self.try_connect().await.map_err(|e| {
+            // A certificate refused for its dates says so, with both times: the usual cause is
+            // this appliance's clock, and "handshake failed" would not tell anyone that.
+            match self.refusal.lock().ok().and_then(|mut s| s.take()) {
+                Some(why) => Failure::Connection(why),
+                None => e,
+            }
+        })
+    }
+
+    async fn try_connect(&self) -> Result<(Connection, SendStream), Failure> {
         let connecting = self
             .endpoint
             .connect_with(
@@ -318,8 +467,21 @@ impl SyncClient {
         self.write(&mut send, &wire::hello(software)).await?;
         let mut decoder = FrameDecoder::new();
         match self.read(&mut recv, &mut decoder).await? {
-            Some(Message::Welcome { version, .. }) => {
+            Some(Message::Welcome {
+                version,
+                server_time_us,
+            }) => {
                 tracing::debug!(version, "cloud speaks protocol");
+                let skew_s = (self.clock.system_now_us() - server_time_us) / 1_000_000;
+                if skew_s.abs() > CLOCK_SKEW_WARN_S {
+                    tracing::warn!(
+                        skew_s,
+                        "this appliance's clock is {} s {} the cloud's; recorded times follow the appliance's clock",
+                        skew_s.abs(),
+                        if skew_s > 0 { "ahead of" } else { "behind" }
+                    );
+                }
+                self.set_status(|s| s.clock_skew_s = Some(skew_s));
                 Ok(send)
             }
             Some(Message::Reject { code, reason }) => Err(Failure::Refused { code, reason }),
@@ -748,6 +910,53 @@ mod tests {
         assert!(
             err.contains("ca.pem") && err.contains("CA certificate"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn certificate_validity_refusals_say_which_clock_and_both_times() {
+        use rustls::CertificateError as C;
+        use rustls_pki_types::UnixTime;
+        let t = |s: u64| UnixTime::since_unix_epoch(Duration::from_secs(s));
+        let now = t(1_700_000_000);
+        let cases: Vec<(rustls::Error, Option<&str>)> = vec![
+            (
+                rustls::Error::InvalidCertificate(C::NotValidYetContext {
+                    time: now,
+                    not_before: t(1_700_086_400),
+                }),
+                Some(
+                    "the cloud's certificate is not valid yet by this appliance's clock: it is \
+                     2023-11-14 22:13:20 UTC here and the certificate is valid from 2023-11-15 \
+                     22:13:20 UTC; set the appliance's clock right (NTP)",
+                ),
+            ),
+            (
+                rustls::Error::InvalidCertificate(C::ExpiredContext {
+                    time: now,
+                    not_after: t(1_699_913_600),
+                }),
+                Some(
+                    "the cloud's certificate has expired by this appliance's clock: it is \
+                     2023-11-14 22:13:20 UTC here and the certificate was valid until \
+                     2023-11-13 22:13:20 UTC; set the appliance's clock right (NTP) or renew the \
+                     cloud's certificate",
+                ),
+            ),
+            (rustls::Error::InvalidCertificate(C::BadSignature), None),
+            (rustls::Error::DecryptError, None),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(
+                validity_refusal(&error, now).as_deref(),
+                expected,
+                "{error}"
+            );
+        }
+        assert!(
+            validity_refusal(&rustls::Error::InvalidCertificate(C::Expired), now)
+                .unwrap()
+                .contains("(2023-11-14 22:13:20 UTC)")
         );
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod peer;
+pub mod tally;
 
 /// Path to a workspace binary of another package, built (or found up to date) first: a test
 /// of the root package alone (`cargo test -p vigil`) would otherwise run a stale binary.
@@ -257,14 +258,20 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
 
 /// The clinic's private CA in `dir/pki`, with a server certificate for localhost.
 pub fn clinic_ca(dir: &Path) -> vigil_cloud::pki::Ca {
+    clinic_ca_with_server(dir).0
+}
+
+/// [`clinic_ca`], also returning the server certificate it issued.
+pub fn clinic_ca_with_server(dir: &Path) -> (vigil_cloud::pki::Ca, vigil_cloud::pki::IssuedCert) {
     let ca = vigil_cloud::pki::Ca::init(&dir.join("pki"), "Test Clinic CA").expect("init CA");
-    ca.issue_server(
-        &["localhost".to_owned()],
-        &["127.0.0.1".parse().unwrap()],
-        "server",
-    )
-    .expect("server cert");
-    ca
+    let server = ca
+        .issue_server(
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse().unwrap()],
+            "server",
+        )
+        .expect("server cert");
+    (ca, server)
 }
 
 /// A UDP port free right now on loopback (for a cloud that must come back on the same port).
@@ -381,4 +388,33 @@ pub fn channel_digest(summary: &Value) -> Vec<(String, u64, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Registers a patient and starts a session; returns its id and start time (appliance clock).
+pub async fn start_session(edge: &Http, given: &str, scenario: &str) -> (String, i64) {
+    let (st, patient) = edge.post("/api/v1/patients", &patient_body(given)).await;
+    assert_eq!(st, 201, "{patient}");
+    let (st, session) = edge
+        .post(
+            "/api/v1/sessions",
+            &session_body(patient["id"].as_str().unwrap(), scenario),
+        )
+        .await;
+    assert_eq!(st, 201, "{session}");
+    (
+        session["id"].as_str().unwrap().to_owned(),
+        session["started_us"].as_i64().unwrap(),
+    )
+}
+
+/// Stops a session; returns its end time (appliance clock).
+pub async fn stop_session(edge: &Http, id: &str) -> i64 {
+    let (st, stopped) = edge
+        .post(
+            &format!("/api/v1/sessions/{id}/stop"),
+            &serde_json::json!({"by": "test-nurse"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{stopped}");
+    stopped["ended_us"].as_i64().unwrap()
 }
