@@ -193,6 +193,47 @@ async fn start_cloud(
     Ok((cloud, pki, token))
 }
 
+/// The demo's dashboard users, one per role (and a regional manager per region), with random
+/// passwords: `(role, user, password)`.
+fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, String, String)>> {
+    use vigil_cloud::auth::{NewUser, Role, add_user};
+    let sites: Vec<vigil_cloud::api::SiteInfo> = SITES
+        .iter()
+        .map(|(id, name, region)| vigil_cloud::api::SiteInfo {
+            id: (*id).into(),
+            name: (*name).into(),
+            region: (*region).into(),
+            rooms: ROOMS.iter().map(|r| (*r).into()).collect(),
+        })
+        .collect();
+    let users = [
+        ("admin", Role::Admin, None, None),
+        ("rm-central", Role::RegionalManager, Some("central"), None),
+        (
+            "rm-southeast",
+            Role::RegionalManager,
+            Some("southeast"),
+            None,
+        ),
+        ("nurse-austin", Role::Clinician, None, Some("austin")),
+    ];
+    let mut out = Vec::new();
+    for (user, role, region, site) in users {
+        let password = random_token()?[..16].to_owned();
+        let new = NewUser {
+            username: user,
+            role,
+            region,
+            site,
+            password: &password,
+        };
+        add_user(&cloud.store, &sites, &new, vigil_cloud::api::now_us())
+            .with_context(|| format!("cannot create demo user {user}"))?;
+        out.push((role.name().replace('_', "-"), user.to_owned(), password));
+    }
+    Ok(out)
+}
+
 async fn demo(time_factor: f64) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("vigil-demo-")
@@ -202,6 +243,10 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
     let (cloud, pki, token) = start_cloud(dir.path()).await?;
     println!("cloud api: {}", cloud.api_url());
     println!("api token: {token}");
+    println!("dashboard: {}/", cloud.api_url());
+    for (role, user, password) in demo_users(&cloud)? {
+        println!("login: {role} {user} {password}");
+    }
     let ca = vigil_cloud::pki::Ca::load(&pki)?;
     let mut appliances = Vec::new();
     for (s, (site, _, _)) in SITES.iter().enumerate() {

@@ -118,6 +118,8 @@ impl Cloud {
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tasks.push(tokio::spawn(async move {
+            // Connection info gives the audit log each request's client address.
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = rx.await;
             });

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::api::SiteInfo;
 
-/// Shortest API token accepted: a token is the only thing between the internet and patient
-/// data until users arrive, so it must not be guessable.
+/// Shortest API token accepted: the configured token is a service token with an admin's
+/// scope, so it must not be guessable.
 pub const MIN_TOKEN_LEN: usize = 24;
 
 /// A configuration problem, naming the file and the field.
@@ -71,7 +71,7 @@ pub struct CloudConfig {
     pub quic_bind: SocketAddr,
     /// TCP address of the HTTP API.
     pub http_bind: SocketAddr,
-    /// Bearer token of the JSON API.
+    /// The service token of the JSON API (an admin's scope); people use their own tokens.
     pub api_token: String,
     /// Certificates.
     pub pki: PkiFiles,
@@ -146,6 +146,16 @@ impl CloudConfig {
                     format!("{:?} is listed twice", site.id),
                 ));
             }
+            if !ok(&site.region) {
+                return Err(invalid(
+                    &format!("sites[{i}].region"),
+                    format!(
+                        "is {:?}; every site needs a region (regional managers see the sites \
+                         of theirs): use 1-32 of a-z, 0-9, '-'",
+                        site.region
+                    ),
+                ));
+            }
             if let Some(room) = site.rooms.iter().find(|r| !ok(r)) {
                 return Err(invalid(
                     &format!("sites[{i}].rooms"),
@@ -211,5 +221,13 @@ rooms = ["1", "2"]
         );
         check_err(&GOOD.replace("crl = \"pki/crl.pem\"\n", ""), &["crl"]);
         check_err(&format!("{GOOD}\nextra = 1\n"), &["extra"]);
+        check_err(
+            &GOOD.replace("region = \"south\"\n", ""),
+            &["sites[0].region"],
+        );
+        check_err(
+            &GOOD.replace("region = \"south\"", "region = \"South East\""),
+            &["sites[0].region"],
+        );
     }
 }

@@ -7,11 +7,17 @@
 //! - [`sync`]: the sync server (scope checks, validation, durable-before-advertised).
 //! - [`store`]: documents and projections in SQLite, behind one interface.
 //! - [`api`]: the read-only JSON API; [`metrics`]: Prometheus counters.
+//! - [`auth`]: users, roles and scope, sign-in, API tokens, the audit log.
+//! - [`dashboard`]: the regional manager's pages; [`fhir`]: FHIR R4 export; [`dates`].
 //! - [`app`]: all of it started and stopped together.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod dashboard;
+pub mod dates;
+pub mod fhir;
 pub mod metrics;
 pub mod pki;
 pub mod store;

@@ -1,5 +1,5 @@
-//! `vigil-cloud`: the cloud aggregator's command line. `pki …` runs the private CA; `run` will
-//! start the aggregator.
+//! `vigil-cloud`: the cloud aggregator's command line. `pki …` runs the private CA, `run` starts
+//! the aggregator, `user …` manages the dashboard's users and their API tokens.
 //!
 //! This file only parses arguments and prints results; the work is in the `vigil_cloud` library.
 
@@ -39,11 +39,63 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Manage dashboard users: admins (every site), regional managers (a region's sites),
+    /// clinicians (one site). Passwords are read from standard input, one line.
+    User {
+        /// The aggregator's configuration file (the database and the sites).
+        #[arg(long, default_value = "cloud.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Rebuild every projection (sessions, counts, advisories, events) from the documents.
     Reindex {
         /// The aggregator's configuration file.
         #[arg(long, default_value = "cloud.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        /// Login name: a-z, 0-9, '.', '_', '-'.
+        username: String,
+        /// admin, regional-manager or clinician.
+        #[arg(long)]
+        role: String,
+        /// The region of a regional manager (as in cloud.toml's sites).
+        #[arg(long)]
+        region: Option<String>,
+        /// The site of a clinician.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Set a user's password (read from standard input); signs them out everywhere.
+    Passwd {
+        /// The user.
+        username: String,
+    },
+    /// Disable a user: sign-in refused, sessions ended, API tokens revoked.
+    Disable {
+        /// The user.
+        username: String,
+    },
+    /// Re-enable a disabled user (their old API tokens stay revoked).
+    Enable {
+        /// The user.
+        username: String,
+    },
+    /// List users.
+    List,
+    /// Issue an API token for a user (printed once; it sees what the user sees).
+    Token {
+        /// The user.
+        username: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        label: String,
     },
 }
 
@@ -145,6 +197,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(serve(config))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::User { config, command } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            user_command(&config, command).map(|()| ExitCode::SUCCESS)
         }
         Command::Reindex { config } => {
             vigil_cloud::init_logging(false);
@@ -259,6 +315,90 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                 identity.room,
                 pki::cert_serial(&der)?
             );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a password: one line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn user_command(
+    config: &vigil_cloud::config::CloudConfig,
+    command: UserCommand,
+) -> anyhow::Result<()> {
+    use vigil_cloud::auth::{self, Role};
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
+    let store = vigil_cloud::store::CloudStore::open(&db)
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    match command {
+        UserCommand::Add {
+            username,
+            role,
+            region,
+            site,
+        } => {
+            let role = Role::from_name(&role).with_context(|| {
+                format!("unknown role {role:?}; one of admin, regional-manager, clinician")
+            })?;
+            let password = read_password()?;
+            auth::add_user(
+                &store,
+                &config.sites,
+                &auth::NewUser {
+                    username: &username,
+                    role,
+                    region: region.as_deref(),
+                    site: site.as_deref(),
+                    password: &password,
+                },
+                vigil_cloud::api::now_us(),
+            )?;
+            println!("user added: {username} ({})", role.name());
+        }
+        UserCommand::Passwd { username } => {
+            let password = read_password()?;
+            auth::check_password(&password)?;
+            if !store.set_password(&username, &auth::hash_password(&password)?)? {
+                anyhow::bail!("no user {username:?}; see `vigil-cloud user list`");
+            }
+            println!("password changed: {username}");
+        }
+        UserCommand::Disable { username } => {
+            if !store.set_disabled(&username, true)? {
+                anyhow::bail!("no user {username:?}; see `vigil-cloud user list`");
+            }
+            println!("user disabled: {username}");
+        }
+        UserCommand::Enable { username } => {
+            if !store.set_disabled(&username, false)? {
+                anyhow::bail!("no user {username:?}; see `vigil-cloud user list`");
+            }
+            println!("user enabled: {username}");
+        }
+        UserCommand::List => {
+            for u in store.users()? {
+                println!(
+                    "user: {} {} {}{}",
+                    u.username,
+                    u.role,
+                    if u.scope.is_empty() { "-" } else { &u.scope },
+                    if u.disabled { " disabled" } else { "" }
+                );
+            }
+        }
+        UserCommand::Token { username, label } => {
+            let token =
+                auth::issue_api_token(&store, &username, &label, vigil_cloud::api::now_us())?;
+            println!("api token: {token}");
         }
     }
     Ok(())

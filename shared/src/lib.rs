@@ -10,5 +10,6 @@ pub mod chunk;
 pub mod doc;
 pub mod ids;
 pub mod sync;
+pub mod ui;
 pub mod vitals;
 pub mod wire;

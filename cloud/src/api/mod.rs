@@ -1,10 +1,16 @@
 //! The cloud's read-only JSON API under `/api/v1`, for regional managers' tools and the
 //! dashboard, described by a hand-written OpenAPI document (`GET /api/v1/openapi.json`).
 //!
-//! Every `/api/v1` route, the OpenAPI document included, needs `Authorization: Bearer TOKEN`
-//! (the token from `cloud.toml`, compared in constant time; an empty configured token refuses
-//! everyone). `GET /metrics` is open, for Prometheus scrapers: it carries counts only, never a
-//! site, room or patient. Errors are JSON, `{"error": "…"}`: 400 for a bad id or query, 401,
+//! Every `/api/v1` route, the OpenAPI document included, needs `Authorization: Bearer TOKEN`:
+//! a user's API token (`vigil-cloud user token`), which sees exactly what that user sees in the
+//! dashboard, or the service token from `cloud.toml` (an admin's scope; compared in constant
+//! time; an empty configured token refuses everyone). A document of a site out of the caller's
+//! scope answers 404, as an unknown id does, and lists and counts leave such sites out. Every
+//! read of patient data is written to the audit log first ([`crate::auth::Auth::audit`]).
+//! `GET /metrics` is open, for Prometheus scrapers: it carries counts only, never a site, room
+//! or patient.
+//!
+//! [`router`] also mounts the dashboard ([`crate::dashboard`]), so one listener serves both. Errors are JSON, `{"error": "…"}`: 400 for a bad id or query, 401,
 //! 404 for an unknown id or route, 405, 413 for a request body (nothing here takes one), 503
 //! when too many reads are queued, 500 with details only in the log.
 //!
@@ -15,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,6 +34,7 @@ use tokio::sync::Semaphore;
 use vigil_shared::vitals::Channel;
 use vigil_shared::wire::{DocKind, MAX_DOC_ID_BYTES};
 
+use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::store::{ApplianceRow, CloudStore, MAX_SESSION_PAGE, SessionFilter, StoreError};
 
@@ -62,12 +70,13 @@ const SESSION_STATES: [&str; 4] = ["planned", "in_progress", "completed", "abort
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Every route under `/api/v1`, all `GET`; the OpenAPI document lists exactly these.
-pub const API_ROUTES: [&str; 7] = [
+pub const API_ROUTES: [&str; 8] = [
     "/sites",
     "/sessions",
     "/sessions/{id}",
     "/sessions/{id}/vitals",
     "/sessions/{id}/automerge",
+    "/sessions/{id}/fhir",
     "/patients/{id}",
     "/openapi.json",
 ];
@@ -101,32 +110,27 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The state plus what the router derives from it once.
-struct Shared {
-    state: ApiState,
-    /// SHA-256 of the configured token; `None` when it is empty (nobody gets in).
-    token_digest: Option<Vec<u8>>,
+/// The state plus what the router derives from it once; shared with the dashboard.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) state: ApiState,
+    /// Users, sessions, tokens, scope and the audit log.
+    pub(crate) auth: Auth,
     reads: Arc<Semaphore>,
 }
 
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .to_vec()
-}
+/// The client's address as the audit log records it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientIp(pub(crate) String);
 
-impl Shared {
-    /// Compares digests, in constant time, so neither the token's content nor its length
-    /// shows in the response time.
-    fn token_ok(&self, presented: &str) -> bool {
-        self.token_digest.as_ref().is_some_and(|expected| {
-            aws_lc_rs::constant_time::verify_slices_are_equal(
-                expected,
-                &sha256(presented.as_bytes()),
-            )
-            .is_ok()
-        })
-    }
+/// The address of the connection a request came on (`unknown` when the server was started
+/// without connection info, as some tests do).
+pub(crate) fn client_ip(req: &Request) -> ClientIp {
+    ClientIp(
+        req.extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+    )
 }
 
 /// An API error: a status and a message for the person or program that asked.
@@ -139,7 +143,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -147,22 +151,22 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
-    fn internal() -> ApiError {
+    pub(crate) fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; see the cloud's log",
         )
     }
 
-    fn busy() -> ApiError {
+    pub(crate) fn busy() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the cloud is busy answering other reads; retry in a few seconds",
@@ -200,15 +204,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The API's routes, `/metrics` and JSON fallbacks.
+/// The API's routes, the dashboard, `/metrics` and JSON fallbacks.
 pub fn router(state: ApiState) -> Router {
-    let token_digest = (!state.token.is_empty()).then(|| sha256(state.token.as_bytes()));
-    if token_digest.is_none() {
-        tracing::warn!("the api token is empty: every /api/v1 request will be refused");
+    if state.token.is_empty() {
+        tracing::warn!("the api token is empty: only users' own tokens will be accepted");
     }
+    let auth = Auth::new(state.store.clone(), state.sites.clone(), &state.token);
     let shared = Arc::new(Shared {
         state,
-        token_digest,
+        auth,
         reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
     });
     let [
@@ -217,6 +221,7 @@ pub fn router(state: ApiState) -> Router {
         session_path,
         vitals_path,
         automerge_path,
+        fhir_path,
         patient_path,
         openapi_path,
     ] = API_ROUTES;
@@ -226,6 +231,7 @@ pub fn router(state: ApiState) -> Router {
         .route(session_path, get(session))
         .route(vitals_path, get(vitals))
         .route(automerge_path, get(automerge_bytes))
+        .route(fhir_path, get(fhir))
         .route(patient_path, get(patient))
         .route(openapi_path, get(openapi))
         .fallback(not_found)
@@ -234,6 +240,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes(shared.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(refuse_bodies))
@@ -262,7 +269,7 @@ async fn refuse_bodies(req: Request, next: Next) -> Response {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {MAX_BODY_BYTES} bytes; this api takes none"),
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
         )
         .into_response();
     }
@@ -279,14 +286,31 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let (message, challenge) = match bearer(req.headers()) {
-        Some(token) if s.token_ok(token) => return next.run(req).await,
-        Some(_) => (
+async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let presented = bearer(req.headers()).map(str::to_owned);
+    let principal = match &presented {
+        Some(token) => {
+            let (token, shared) = (token.clone(), s.clone());
+            match tokio::task::spawn_blocking(move || shared.auth.bearer(&token)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => return ApiError::from(e).into_response(),
+                Err(_) => return ApiError::internal().into_response(),
+            }
+        }
+        None => None,
+    };
+    let (message, challenge) = match (presented, principal) {
+        (Some(_), Some(p)) => {
+            let ip = client_ip(&req);
+            req.extensions_mut().insert(p);
+            req.extensions_mut().insert(ip);
+            return next.run(req).await;
+        }
+        (Some(_), None) => (
             "invalid bearer token",
             "Bearer realm=\"vigil-cloud\", error=\"invalid_token\"",
         ),
-        None => (
+        (None, _) => (
             "missing bearer token; send Authorization: Bearer <token>",
             "Bearer realm=\"vigil-cloud\"",
         ),
@@ -300,7 +324,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, req: Request, next: Next) ->
 }
 
 /// Runs a store read on a blocking thread, at most [`MAX_CONCURRENT_READS`] at a time.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&CloudStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -325,7 +349,7 @@ async fn read<T: Send + 'static>(
 /// Checks a document id from the path: 1 to [`MAX_DOC_ID_BYTES`] bytes of letters, digits
 /// and `- _ . : @`, no `..`. Ids are only ever SQL parameters, never paths; the check keeps
 /// junk out of logs, error messages and headers.
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > MAX_DOC_ID_BYTES {
         return Err(ApiError::bad_request(format!(
             "an id is 1 to {MAX_DOC_ID_BYTES} bytes long"
@@ -340,13 +364,14 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     check_id(&id)?;
     Ok(id)
 }
 
-fn now_us() -> i64 {
+/// The system clock, µs since the Unix epoch.
+pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -452,9 +477,14 @@ pub fn site_views(config: &[SiteInfo], appliances: &[ApplianceRow], now_us: i64)
     out
 }
 
-async fn sites(State(s): State<Arc<Shared>>) -> Result<Json<Vec<SiteView>>, ApiError> {
+async fn sites(
+    State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Json<Vec<SiteView>>, ApiError> {
     let appliances = read(&s, |store| store.appliances()).await?;
-    Ok(Json(site_views(&s.state.sites, &appliances, now_us())))
+    let mut views = site_views(&s.state.sites, &appliances, now_us());
+    views.retain(|v| p.allows(&v.id));
+    Ok(Json(views))
 }
 
 /// Query of `GET /api/v1/sessions`.
@@ -466,11 +496,12 @@ struct SessionsQuery {
     state: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
+    has_advisory: Option<bool>,
     limit: Option<u32>,
     offset: Option<u32>,
 }
 
-fn session_filter(q: SessionsQuery) -> Result<SessionFilter, ApiError> {
+fn session_filter(q: SessionsQuery, p: &Principal) -> Result<SessionFilter, ApiError> {
     for (name, value) in [("site", &q.site), ("room", &q.room), ("state", &q.state)] {
         if value
             .as_ref()
@@ -501,11 +532,13 @@ fn session_filter(q: SessionsQuery) -> Result<SessionFilter, ApiError> {
         return Err(ApiError::bad_request("from is after to"));
     }
     Ok(SessionFilter {
+        sites: p.scope(),
         site: q.site,
         room: q.room,
         state: q.state,
         from_us: q.from,
         to_us: q.to,
+        has_advisory: q.has_advisory,
         limit,
         offset: q.offset.unwrap_or(0),
     })
@@ -516,25 +549,65 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
+/// Writes an audit entry on a blocking thread; the read it records is answered only if this
+/// succeeds.
+pub(crate) async fn audit(
+    s: &Arc<Shared>,
+    p: &Principal,
+    ip: &ClientIp,
+    action: &str,
+    target: &str,
+) -> Result<(), ApiError> {
+    let (shared, p, ip) = (s.clone(), p.clone(), ip.0.clone());
+    let (action, target) = (action.to_owned(), target.to_owned());
+    tokio::task::spawn_blocking(move || shared.auth.audit(&p, &action, &target, &ip, now_us()))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+}
+
+/// Runs `f` on the document `id` only if its registered site is in the caller's scope;
+/// `None` otherwise, which the handlers answer as an unknown id (404), so that the answer
+/// does not reveal that another site's document exists.
+pub(crate) async fn scoped<T: Send + 'static>(
+    s: &Shared,
+    p: &Principal,
+    id: &str,
+    f: impl FnOnce(&CloudStore, &str) -> Result<Option<T>, StoreError> + Send + 'static,
+) -> Result<Option<T>, ApiError> {
+    let (p, id) = (p.clone(), id.to_owned());
+    read(s, move |store| match store.document_owner(&id)? {
+        Some((_, site)) if p.allows(&site) => f(store, &id),
+        _ => Ok(None),
+    })
+    .await
+}
+
 async fn sessions(
     State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     q: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let filter = session_filter(query(q)?)?;
+    let filter = session_filter(query(q)?, &p)?;
+    let target = format!("{filter:?}");
     let page = read(&s, move |store| store.sessions(&filter)).await?;
+    audit(&s, &p, &ip, "api list sessions", &target).await?;
     Ok(Json(page))
 }
 
 async fn session(
     State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = path_id(path)?;
-    let lookup = id.clone();
-    let summary = read(&s, move |store| store.session_summary(&lookup)).await?;
-    summary
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))
+    let summary = scoped(&s, &p, &id, |store, id| store.session_summary(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+    audit(&s, &p, &ip, "api session", &id).await?;
+    Ok(Json(summary))
 }
 
 /// Query of `GET /api/v1/sessions/{id}/vitals`.
@@ -548,6 +621,8 @@ struct VitalsQuery {
 
 async fn vitals(
     State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     path: Result<Path<String>, PathRejection>,
     q: Result<Query<VitalsQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -566,26 +641,28 @@ async fn vitals(
     {
         return Err(ApiError::bad_request("from is after to"));
     }
-    let lookup = id.clone();
-    let page = read(&s, move |store| {
-        store.vitals(&lookup, channel, q.from, q.to)
+    let page = scoped(&s, &p, &id, move |store, id| {
+        store.vitals(id, channel, q.from, q.to)
     })
-    .await?;
-    page.map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+    audit(&s, &p, &ip, "api vitals", &format!("{id} {channel}")).await?;
+    Ok(Json(page))
 }
 
 async fn automerge_bytes(
     State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
-    let lookup = id.clone();
-    let bytes = read(&s, move |store| {
-        store.document_bytes(&lookup, DocKind::Session)
+    let bytes = scoped(&s, &p, &id, |store, id| {
+        store.document_bytes(id, DocKind::Session)
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+    audit(&s, &p, &ip, "api session document", &id).await?;
     // `check_id` allows only characters that are safe inside a quoted header value.
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{id}.automerge\""))
         .unwrap_or(HeaderValue::from_static("attachment"));
@@ -602,16 +679,57 @@ async fn automerge_bytes(
         .into_response())
 }
 
+/// The FHIR R4 Bundle of a session, for the API and the dashboard's download link.
+pub(crate) async fn fhir_bundle(
+    s: &Arc<Shared>,
+    p: &Principal,
+    ip: &ClientIp,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let chart = scoped(s, p, id, |store, id| {
+        store.session_chart(id, Some(0), Some(0))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
+    audit(s, p, ip, "fhir export", id).await?;
+    let body = crate::fhir::session_bundle(&chart);
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{id}.fhir.json\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/fhir+json"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+async fn fhir(
+    State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(path)?;
+    fhir_bundle(&s, &p, &ip, &id).await
+}
+
 async fn patient(
     State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = path_id(path)?;
-    let lookup = id.clone();
-    let record = read(&s, move |store| store.patient(&lookup)).await?;
-    record
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("patient {id} not found")))
+    let record = scoped(&s, &p, &id, |store, id| store.patient(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("patient {id} not found")))?;
+    audit(&s, &p, &ip, "api patient", &id).await?;
+    Ok(Json(record))
 }
 
 async fn openapi() -> impl IntoResponse {

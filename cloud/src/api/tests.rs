@@ -108,16 +108,6 @@ fn bearer_tokens_are_parsed() {
 fn tokens_compare_exactly_and_an_empty_token_admits_nobody() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(CloudStore::open(&dir.path().join("c.db")).unwrap());
-    let shared = |token: &str| Shared {
-        state: ApiState {
-            store: store.clone(),
-            token: token.into(),
-            sites: vec![],
-            metrics: Arc::default(),
-        },
-        token_digest: (!token.is_empty()).then(|| sha256(token.as_bytes())),
-        reads: Arc::new(Semaphore::new(1)),
-    };
     let cases = [
         ("secret", "secret", true),
         ("secret", "secret ", false),
@@ -128,8 +118,9 @@ fn tokens_compare_exactly_and_an_empty_token_admits_nobody() {
         ("", "anything", false),
     ];
     for (configured, presented, ok) in cases {
+        let auth = crate::auth::Auth::new(store.clone(), vec![], configured);
         assert_eq!(
-            shared(configured).token_ok(presented),
+            auth.bearer(presented).unwrap().is_some(),
             ok,
             "{configured:?} vs {presented:?}"
         );
@@ -144,6 +135,7 @@ fn session_queries_are_validated() {
         state: state.map(str::to_owned),
         from,
         to,
+        has_advisory: None,
         limit,
         offset: None,
     };
@@ -188,7 +180,7 @@ fn session_queries_are_validated() {
     ];
     for (query, expected) in cases {
         let described = format!("{query:?}");
-        match (session_filter(query), expected) {
+        match (session_filter(query, &Principal::service()), expected) {
             (Ok(f), Ok(limit)) => assert_eq!(f.limit, limit, "{described}"),
             (Err(e), Err(message)) => {
                 assert_eq!(e.status, StatusCode::BAD_REQUEST, "{described}");

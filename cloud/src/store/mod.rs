@@ -15,6 +15,8 @@
 
 mod projection;
 mod reads;
+mod report;
+mod users;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,11 @@ pub use reads::{
     ApplianceRow, ChannelSummary, MAX_SESSION_PAGE, MAX_VITALS_PER_PAGE, SessionFilter,
     SessionPage, SessionRow, SessionSummary, VitalsPage,
 };
+pub use report::{
+    AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, RoomActivity, SessionChart,
+    SessionReportRow, SiteSessionCount,
+};
+pub use users::{AuditRow, MAX_AUDIT_PAGE, UserRow, WebSessionRow};
 
 use projection::Projection;
 
@@ -53,7 +60,7 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_REPORTED_FAILURES: usize = 100;
 
 /// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 1;
+const DB_VERSION: i64 = 2;
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +99,9 @@ pub enum StoreError {
         /// The registered site.
         site: String,
     },
+    /// The row to create exists already (a user name, for example); nothing was written.
+    #[error("{0}")]
+    Conflict(String),
     /// The database was written by a newer version of vigil-cloud.
     #[error(
         "database schema version {0} is newer than this vigil-cloud understands ({DB_VERSION})"
@@ -674,6 +684,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              PRAGMA user_version = 1;
              COMMIT;",
         )?;
+    }
+    if version < 2 {
+        // Users, browser sessions, API tokens and the audit log (the dashboard).
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 2; COMMIT;",
+            users::SCHEMA_V2
+        ))?;
     }
     Ok(())
 }

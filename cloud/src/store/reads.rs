@@ -32,6 +32,8 @@ pub const MAX_SESSION_PAGE: u32 = 500;
 /// Which sessions to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFilter {
+    /// Only these sites (the reader's scope); `None` for every site, an empty list for none.
+    pub sites: Option<Vec<String>>,
     /// Only this site.
     pub site: Option<String>,
     /// Only this room.
@@ -42,6 +44,8 @@ pub struct SessionFilter {
     pub from_us: Option<i64>,
     /// Started before, µs.
     pub to_us: Option<i64>,
+    /// Only sessions with (`true`) or without (`false`) an advisory.
+    pub has_advisory: Option<bool>,
     /// Rows wanted, at most [`MAX_SESSION_PAGE`].
     pub limit: u32,
     /// Rows skipped.
@@ -230,8 +234,18 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
 impl CloudStore {
     /// A page of the session list.
     pub fn sessions(&self, filter: &SessionFilter) -> Result<SessionPage, StoreError> {
-        let mut clauses = Vec::new();
+        let mut clauses: Vec<&str> = Vec::new();
         let mut args: Vec<SqlValue> = Vec::new();
+        let scope;
+        if let Some(sites) = &filter.sites {
+            scope = if sites.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("site IN ({})", vec!["?"; sites.len()].join(", "))
+            };
+            clauses.push(scope.as_str());
+            args.extend(sites.iter().map(|s| SqlValue::Text(s.clone())));
+        }
         let mut add = |clause: &'static str, value: SqlValue| {
             clauses.push(clause);
             args.push(value);
@@ -250,6 +264,9 @@ impl CloudStore {
         }
         if let Some(to) = filter.to_us {
             add("started_us < ?", SqlValue::Integer(to));
+        }
+        if let Some(has) = filter.has_advisory {
+            add("has_advisory = ?", SqlValue::Integer(i64::from(has)));
         }
         let where_clause = if clauses.is_empty() {
             String::new()

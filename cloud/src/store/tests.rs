@@ -837,6 +837,8 @@ fn the_session_list_filters_and_pages() {
             .unwrap();
     }
     let filter = |site: Option<&str>, room: Option<&str>, from, to, limit, offset| SessionFilter {
+        sites: None,
+        has_advisory: None,
         site: site.map(str::to_owned),
         room: room.map(str::to_owned),
         state: None,

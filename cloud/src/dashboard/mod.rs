@@ -1,0 +1,453 @@
+//! The regional manager's dashboard: server-rendered HTML pages (no JavaScript at all), the
+//! stylesheet compiled into the binary, sign-in with browser sessions, CSV and FHIR downloads.
+//!
+//! - `GET /login`, `POST /login`, `POST /logout`; every other page needs a live session
+//!   (cookie `vigil_session`: HttpOnly, SameSite=Strict) and otherwise redirects to the
+//!   sign-in page. Sessions end after [`IDLE_TIMEOUT_US`](crate::auth::IDLE_TIMEOUT_US)
+//!   without a request.
+//! - Every form carries a CSRF token: the session's own after sign-in, a per-browser cookie
+//!   for the sign-in form itself. A POST without the right token is refused with 403.
+//! - Every page and download of patient data is written to the audit log before it is sent,
+//!   and shows only the sites in the viewer's scope; another site's session is a 404.
+//! - Responses carry a strict Content-Security-Policy (no scripts, styles only from
+//!   [`CSS_PATH`]), `nosniff`, `no-store` and `frame-ancestors 'none'`.
+//!
+//! Pages are in [`pages`] (overview, sessions, session, audit, account) and [`reports`]
+//! (advisories, utilisation, outcomes). Layout, escaping and charts come from
+//! `vigil_shared::ui`; this module adds HTTP, sessions and scope.
+
+// A refusal is the early return of a handler, answered at once: an error that is a whole
+// `Response` is the simplest shape, and it is built only on that path.
+#![allow(clippy::result_large_err)]
+
+mod pages;
+mod reports;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
+use vigil_shared::ui::{Esc, url_encode};
+
+use crate::api::{ApiError, ClientIp, Shared, client_ip, now_us};
+use crate::auth::{BAD_LOGIN, Login, Principal, Role, random_token, same};
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "vigil_session";
+
+/// The cookie holding the sign-in form's CSRF token (before there is a session).
+pub const LOGIN_CSRF_COOKIE: &str = "vigil_login_csrf";
+
+/// The policy every dashboard response carries: nothing runs, styles come from our own
+/// stylesheet, forms post only here, no framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// Who is looking at a page: the principal and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    pub(crate) who: Principal,
+    pub(crate) csrf: String,
+}
+
+/// The dashboard's routes, merged into the API's router.
+pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
+    let signed_in = Router::new()
+        .route("/", get(pages::overview))
+        .route("/sessions", get(pages::sessions))
+        .route("/sessions.csv", get(pages::sessions_csv))
+        .route("/sessions/{id}", get(pages::session))
+        .route("/sessions/{id}/fhir", get(pages::session_fhir))
+        .route("/reports/advisories", get(reports::advisories))
+        .route("/reports/advisories.csv", get(reports::advisories_csv))
+        .route("/reports/utilisation", get(reports::utilisation))
+        .route("/reports/utilisation.csv", get(reports::utilisation_csv))
+        .route("/reports/outcomes", get(reports::outcomes))
+        .route("/reports/outcomes.csv", get(reports::outcomes_csv))
+        .route("/audit", get(pages::audit))
+        .route("/audit.csv", get(pages::audit_csv))
+        .route("/account", get(pages::account))
+        .route("/account/tokens", post(pages::new_token))
+        .route("/logout", post(logout))
+        .layer(middleware::from_fn_with_state(shared, require_session));
+    Router::new()
+        .route("/login", get(login_page).post(login))
+        .route(CSS_PATH, get(stylesheet))
+        .merge(signed_in)
+        .layer(middleware::from_fn(security_headers))
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn set_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    let age = max_age_s.map_or(String::new(), |s| format!("; Max-Age={s}"));
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+    ))
+    .unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A path to return to after sign-in: only a local absolute path (no `//host`).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    let found = match cookie(req.headers(), SESSION_COOKIE).map(str::to_owned) {
+        Some(c) => {
+            let shared = s.clone();
+            match tokio::task::spawn_blocking(move || shared.auth.session(&c, now_us())).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => return ApiError::from(e).into_response(),
+                Err(_) => return ApiError::internal().into_response(),
+            }
+        }
+        None => None,
+    };
+    let Some((who, csrf)) = found else {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        return Redirect::to(&format!("/login?next={}", url_encode(&target))).into_response();
+    };
+    let ip = client_ip(&req);
+    req.extensions_mut().insert(Viewer { who, csrf });
+    req.extensions_mut().insert(ip);
+    next.run(req).await
+}
+
+/// Refuses a form whose CSRF token is missing or wrong.
+pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(), Response> {
+    match presented {
+        Some(p) if same(p.as_bytes(), viewer.csrf.as_bytes()) => Ok(()),
+        _ => Err(forbidden_csrf()),
+    }
+}
+
+fn forbidden_csrf() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        html_doc(
+            "Refused",
+            "<h1>Refused</h1><p class=\"error\">This form is missing its security token or the \
+             token is out of date. Go back, reload the page and try again.</p>",
+        ),
+    )
+        .into_response()
+}
+
+/// A page without the signed-in frame (sign-in, errors before sign-in).
+fn html_doc(title: &str, body: &str) -> axum::response::Html<String> {
+    axum::response::Html(layout::render(&Page {
+        title,
+        nav: &[],
+        account: "",
+        body,
+    }))
+}
+
+/// Sections of the top bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Section {
+    Overview,
+    Sessions,
+    Advisories,
+    Utilisation,
+    Outcomes,
+    Audit,
+    Account,
+}
+
+/// A signed-in page in the shared frame.
+pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) -> Response {
+    let mut nav = vec![
+        ("/", "Overview", Section::Overview),
+        ("/sessions", "Sessions", Section::Sessions),
+        ("/reports/advisories", "Advisories", Section::Advisories),
+        ("/reports/utilisation", "Utilisation", Section::Utilisation),
+        ("/reports/outcomes", "Outcomes", Section::Outcomes),
+    ];
+    if viewer.who.role == Role::Admin {
+        nav.push(("/audit", "Audit log", Section::Audit));
+    }
+    let links: Vec<NavLink<'_>> = nav
+        .iter()
+        .map(|(href, label, s)| NavLink {
+            href,
+            label,
+            active: *s == section,
+        })
+        .collect();
+    let account = format!(
+        r#"<a href="/account" class="muted" id="whoami">{} · {}</a><form method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button type="submit" id="logout">Sign out</button></form>"#,
+        Esc(&viewer.who.username),
+        Esc(&viewer.who.describe()),
+        Esc(&viewer.csrf)
+    );
+    axum::response::Html(layout::render(&Page {
+        title,
+        nav: &links,
+        account: &account,
+        body,
+    }))
+    .into_response()
+}
+
+/// An error page in the frame.
+pub(crate) fn error_page(viewer: &Viewer, status: StatusCode, message: &str) -> Response {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<h1>{}</h1><p class=\"error\">{}</p>",
+        Esc(title),
+        Esc(message)
+    );
+    (status, frame(viewer, Section::Overview, title, &body)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+fn login_form(csrf: &str, next: &str, error: Option<&str>) -> String {
+    let error = error.map_or(String::new(), |e| {
+        format!(r#"<p class="error" id="login-error">{}</p>"#, Esc(e))
+    });
+    format!(
+        r#"<form class="login" method="post" action="/login"><h1>Sign in to Vigil</h1>{error}
+<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="next" value="{next}">
+<label>User name<input name="username" id="username" autocomplete="username" required></label>
+<label>Password<input name="password" id="password" type="password" autocomplete="current-password" required></label>
+<button class="primary" type="submit" id="signin">Sign in</button></form>"#,
+        csrf = Esc(csrf),
+        next = Esc(next),
+    )
+}
+
+async fn login_page(
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<LoginQuery>, QueryRejection>,
+) -> Response {
+    let next = safe_next(q.as_ref().ok().and_then(|q| q.next.as_deref()));
+    // Reuse the browser's sign-in token if it has one, so two open tabs both work.
+    let csrf = cookie(&headers, LOGIN_CSRF_COOKIE)
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(random_token, str::to_owned);
+    let mut res = html_doc("Sign in", &login_form(&csrf, &next, None)).into_response();
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(LOGIN_CSRF_COOKIE, &csrf, None),
+    );
+    res
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    username: Option<String>,
+    password: Option<String>,
+    csrf: Option<String>,
+    next: Option<String>,
+}
+
+async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -> Response {
+    let ip = client_ip(&req);
+    let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
+        return (
+            StatusCode::BAD_REQUEST,
+            html_doc("Sign in", "<p class=\"error\">Unreadable form.</p>"),
+        )
+            .into_response();
+    };
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
+    let csrf_ok = matches!((expected, form.csrf.as_deref()),
+        (Some(e), Some(p)) if same(e.as_bytes(), p.as_bytes()));
+    if !csrf_ok {
+        return forbidden_csrf();
+    }
+    let csrf = expected.unwrap_or_default().to_owned();
+    let next = safe_next(form.next.as_deref());
+    let username = form.username.unwrap_or_default().trim().to_owned();
+    let password = form.password.unwrap_or_default();
+    let (shared, ip_text, user) = (s.clone(), ip.0.clone(), username.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        shared.auth.login(&user, &password, &ip_text, now_us())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Login::Ok { cookie, .. })) => {
+            tracing::info!(user = %username, ip = %ip.0, "signed in");
+            let mut res = Redirect::to(&next).into_response();
+            res.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(SESSION_COOKIE, &cookie, None),
+            );
+            res
+        }
+        Ok(Ok(Login::Refused)) => {
+            tracing::warn!(user = %username, ip = %ip.0, "sign-in refused");
+            (
+                StatusCode::UNAUTHORIZED,
+                html_doc("Sign in", &login_form(&csrf, &next, Some(BAD_LOGIN))),
+            )
+                .into_response()
+        }
+        Ok(Ok(Login::Limited)) => {
+            tracing::warn!(user = %username, ip = %ip.0, "sign-in rate limited");
+            let message = format!(
+                "too many failed sign-ins; wait {} minutes and try again",
+                crate::auth::FAILURE_WINDOW_US / 60_000_000
+            );
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                html_doc("Sign in", &login_form(&csrf, &next, Some(&message))),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(_) => ApiError::internal().into_response(),
+    }
+}
+
+use axum::extract::FromRequest as _;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    pub(crate) csrf: Option<String>,
+}
+
+async fn logout(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    if let Err(r) = check_csrf(&viewer, form.as_ref().ok().and_then(|f| f.csrf.as_deref())) {
+        return r;
+    }
+    if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_owned) {
+        let shared = s.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.auth.logout(&c)).await {
+            return ApiError::from(e).into_response();
+        }
+    }
+    let mut res = Redirect::to("/login").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Some(0)));
+    res
+}
+
+/// A CSV download.
+pub(crate) fn csv_response(filename: &str, body: String) -> Response {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Audits a page view; on failure the page is not shown.
+pub(crate) async fn audit_view(
+    s: &Arc<Shared>,
+    viewer: &Viewer,
+    ip: &ClientIp,
+    action: &str,
+    target: &str,
+) -> Result<(), Response> {
+    crate::api::audit(s, &viewer.who, ip, action, target)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_paths_stay_local() {
+        let cases = [
+            (None, "/"),
+            (Some("/sessions?site=austin"), "/sessions?site=austin"),
+            (Some("//evil.example/"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/\\evil.example"), "/"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(safe_next(input), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; vigil_session=abc"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "vigil"), None);
+    }
+}

@@ -1,0 +1,349 @@
+//! The people side of [`CloudStore`]: user accounts, browser sessions, per-user API tokens and
+//! the audit log of reads of patient data, in the same SQLite file as the documents.
+//!
+//! Nothing here hashes passwords, decides who may see what or checks timeouts: that is
+//! [`crate::auth`]'s job. Secrets are never stored: passwords as argon2 PHC strings (made by
+//! `auth`), session cookies and API tokens as SHA-256 digests.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{CloudStore, StoreError};
+
+/// Most audit entries one read returns; the audit page and CSV export page past this.
+pub const MAX_AUDIT_PAGE: u32 = 5_000;
+
+/// A user account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Row id.
+    pub id: i64,
+    /// Login name.
+    pub username: String,
+    /// `admin`, `regional_manager` or `clinician`.
+    pub role: String,
+    /// The region of a regional manager, the site of a clinician, empty for an admin.
+    pub scope: String,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+    /// A disabled user cannot sign in and their sessions and tokens stop working.
+    pub disabled: bool,
+    /// Created, µs.
+    pub created_us: i64,
+}
+
+/// A browser session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSessionRow {
+    /// Whose.
+    pub user_id: i64,
+    /// The session's CSRF token (sent in forms, compared with this).
+    pub csrf: String,
+    /// Signed in, µs.
+    pub created_us: i64,
+    /// Last request, µs (updated at most once a minute).
+    pub last_seen_us: i64,
+}
+
+/// One audit entry: who read what, when, from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRow {
+    /// When, µs.
+    pub at_us: i64,
+    /// Who (user name, or `service` for the configured token).
+    pub username: String,
+    /// What was done, e.g. `view session`, `export sessions csv`, `api GET /api/v1/sessions/{id}`.
+    pub action: String,
+    /// What it concerned (a session or patient id, or a filter).
+    pub target: String,
+    /// The client's address.
+    pub ip: String,
+}
+
+const USER_COLUMNS: &str = "id, username, role, scope, password_hash, disabled, created_us";
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        role: r.get(2)?,
+        scope: r.get(3)?,
+        password_hash: r.get(4)?,
+        disabled: r.get(5)?,
+        created_us: r.get(6)?,
+    })
+}
+
+/// The tables of this module, created by the store's migration to version 2.
+pub(super) const SCHEMA_V2: &str = "
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_us INTEGER NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        token_hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        csrf TEXT NOT NULL,
+        created_us INTEGER NOT NULL,
+        last_seen_us INTEGER NOT NULL
+    );
+    CREATE INDEX web_sessions_by_user ON web_sessions (user_id);
+    CREATE TABLE api_tokens (
+        token_hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        label TEXT NOT NULL,
+        created_us INTEGER NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at_us INTEGER NOT NULL,
+        username TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        ip TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_log (at_us);
+";
+
+impl CloudStore {
+    /// Creates a user; [`StoreError::Conflict`] if the name is taken.
+    pub fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        scope: &str,
+        password_hash: &str,
+        now_us: i64,
+    ) -> Result<i64, StoreError> {
+        let conn = self.writer();
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+            [username],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::Conflict(format!(
+                "user {username:?} already exists"
+            )));
+        }
+        conn.execute(
+            "INSERT INTO users (username, role, scope, password_hash, disabled, created_us)
+             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+            params![username, role, scope, password_hash, now_us],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Replaces a user's password hash and ends their browser sessions; `false` if there is
+    /// no such user.
+    pub fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+            params![username, password_hash],
+        )?;
+        tx.execute(
+            "DELETE FROM web_sessions WHERE user_id IN (SELECT id FROM users WHERE username = ?1)",
+            [username],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Disables (or re-enables) a user; disabling ends their sessions and revokes their API
+    /// tokens. `false` if there is no such user.
+    pub fn set_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE users SET disabled = ?2 WHERE username = ?1",
+            params![username, disabled],
+        )?;
+        if disabled {
+            for table in ["web_sessions", "api_tokens"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE user_id IN
+                         (SELECT id FROM users WHERE username = ?1)"
+                    ),
+                    [username],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+            ))?;
+            let rows = stmt.query_map([], user_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// A user by name.
+    pub fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
+                    [username],
+                    user_row,
+                )
+                .optional()?)
+        })
+    }
+
+    /// Records a new browser session under the digest of its cookie.
+    pub fn create_web_session(
+        &self,
+        token_hash: &[u8],
+        user_id: i64,
+        csrf: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        self.writer().execute(
+            "INSERT INTO web_sessions (token_hash, user_id, csrf, created_us, last_seen_us)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![token_hash, user_id, csrf, now_us],
+        )?;
+        Ok(())
+    }
+
+    /// A browser session and its user, by the digest of its cookie.
+    pub fn web_session(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<(WebSessionRow, UserRow)>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT s.user_id, s.csrf, s.created_us, s.last_seen_us,
+                            u.id, u.username, u.role, u.scope, u.password_hash, u.disabled,
+                            u.created_us
+                     FROM web_sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.token_hash = ?1",
+                    [token_hash],
+                    |r| {
+                        Ok((
+                            WebSessionRow {
+                                user_id: r.get(0)?,
+                                csrf: r.get(1)?,
+                                created_us: r.get(2)?,
+                                last_seen_us: r.get(3)?,
+                            },
+                            UserRow {
+                                id: r.get(4)?,
+                                username: r.get(5)?,
+                                role: r.get(6)?,
+                                scope: r.get(7)?,
+                                password_hash: r.get(8)?,
+                                disabled: r.get(9)?,
+                                created_us: r.get(10)?,
+                            },
+                        ))
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    /// Marks a browser session as used now.
+    pub fn touch_web_session(&self, token_hash: &[u8], now_us: i64) -> Result<(), StoreError> {
+        self.writer().execute(
+            "UPDATE web_sessions SET last_seen_us = ?2 WHERE token_hash = ?1",
+            params![token_hash, now_us],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a browser session (sign-out, timeout).
+    pub fn delete_web_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
+        self.writer().execute(
+            "DELETE FROM web_sessions WHERE token_hash = ?1",
+            [token_hash],
+        )?;
+        Ok(())
+    }
+
+    /// Records an API token of a user under its digest.
+    pub fn create_api_token(
+        &self,
+        token_hash: &[u8],
+        user_id: i64,
+        label: &str,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        self.writer().execute(
+            "INSERT INTO api_tokens (token_hash, user_id, label, created_us) VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash, user_id, label, now_us],
+        )?;
+        Ok(())
+    }
+
+    /// The user an API token belongs to, by the token's digest.
+    pub fn api_token_user(&self, token_hash: &[u8]) -> Result<Option<UserRow>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT u.id, u.username, u.role, u.scope, u.password_hash, u.disabled,
+                            u.created_us
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
+                    [token_hash],
+                    user_row,
+                )
+                .optional()?)
+        })
+    }
+
+    /// Appends to the audit log.
+    pub fn audit(&self, entry: &AuditRow) -> Result<(), StoreError> {
+        self.writer().execute(
+            "INSERT INTO audit_log (at_us, username, action, target, ip) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                entry.at_us,
+                entry.username,
+                entry.action,
+                entry.target,
+                entry.ip
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Audit entries, newest first, at most [`MAX_AUDIT_PAGE`]; and how many there are.
+    pub fn audit_log(&self, limit: u32, offset: u32) -> Result<(u64, Vec<AuditRow>), StoreError> {
+        let limit = limit.min(MAX_AUDIT_PAGE);
+        self.read(|conn| {
+            let tx = conn.transaction()?;
+            let total: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
+            let rows = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT at_us, username, action, target, ip FROM audit_log
+                     ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+                )?;
+                let rows = stmt.query_map(params![limit, offset], |r| {
+                    Ok(AuditRow {
+                        at_us: r.get(0)?,
+                        username: r.get(1)?,
+                        action: r.get(2)?,
+                        target: r.get(3)?,
+                        ip: r.get(4)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            Ok((u64::try_from(total).unwrap_or(0), rows))
+        })
+    }
+}

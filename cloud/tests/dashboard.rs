@@ -1,0 +1,644 @@
+//! The dashboard and the scoped API over real HTTP on loopback, against a real SQLite store:
+//! sign-in and its refusals (same message for a wrong password and an unknown user, rate
+//! limiting), CSRF, session cookies, scope for every role on pages, CSV, FHIR and the API,
+//! and the audit log.
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::Value;
+use vigil_cloud::api::{ApiState, SiteInfo, router};
+use vigil_cloud::auth::{self, BAD_LOGIN, MAX_FAILURES, Role};
+use vigil_cloud::metrics::Metrics;
+use vigil_cloud::store::CloudStore;
+use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::{
+    AdvisoryRecord, DoseAction, DoseEvent, Observation, Protocol, Score, SessionDoc, SessionMeta,
+    SessionState,
+};
+use vigil_shared::vitals::{Channel, Sample};
+use vigil_shared::wire::DocKind;
+
+const SERVICE_TOKEN: &str = "service-token-0123456789abcdef";
+const PASSWORD: &str = "a long enough password";
+const T0: i64 = 1_796_000_000_000_000;
+
+fn sites() -> Vec<SiteInfo> {
+    vec![
+        SiteInfo {
+            id: "austin".into(),
+            name: "Austin, TX".into(),
+            region: "central".into(),
+            rooms: vec!["1".into(), "2".into()],
+        },
+        SiteInfo {
+            id: "florida".into(),
+            name: "Florida".into(),
+            region: "southeast".into(),
+            rooms: vec!["1".into()],
+        },
+    ]
+}
+
+/// A completed 20-minute session with vitals, a short ECG, a dose timeline, an advisory, a
+/// side effect and scores.
+fn session(id: &str, site: &str, room: &str, patient: &str, start: i64) -> SessionDoc {
+    let minute = 60_000_000;
+    let meta = SessionMeta {
+        id: id.into(),
+        site: site.into(),
+        room: room.into(),
+        patient_id: patient.into(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 20,
+        },
+        state: SessionState::Completed,
+        created_us: start - minute,
+        started_us: Some(start),
+        ended_us: Some(start + 20 * minute),
+        dose_events: vec![
+            DoseEvent {
+                id: "d1".into(),
+                at_us: start,
+                action: DoseAction::Start,
+                rate_mg_per_h: Some(105.0),
+                by: "nurse".into(),
+            },
+            DoseEvent {
+                id: "d2".into(),
+                at_us: start + 15 * minute,
+                action: DoseAction::Stop,
+                rate_mg_per_h: Some(0.0),
+                by: "nurse".into(),
+            },
+        ],
+        advisories: vec![AdvisoryRecord {
+            id: "a1".into(),
+            kind: "bp_high".into(),
+            subject: "nibp".into(),
+            priority: "high".into(),
+            detail: "<b>182/96</b> twice".into(),
+            raised_us: start + 9 * minute,
+            acknowledged_us: Some(start + 10 * minute),
+            acknowledged_by: Some("nurse".into()),
+            cleared_us: Some(start + 14 * minute),
+        }],
+        observations: vec![Observation {
+            id: "o1".into(),
+            at_us: start + 5 * minute,
+            effect: "nausea".into(),
+            severity: "mild".into(),
+            by: "nurse".into(),
+        }],
+        scores: vec![Score {
+            id: "s1".into(),
+            at_us: start - minute,
+            instrument: "phq9".into(),
+            phase: "pre".into(),
+            value: 18,
+            by: "nurse".into(),
+        }],
+        discharge: None,
+    };
+    let mut doc = SessionDoc::create(&meta).unwrap();
+    let seconds = 20 * 60;
+    let mut add = |channel: Channel, samples: Vec<Sample>| {
+        for part in samples.chunks(600) {
+            let bytes = Chunk {
+                channel,
+                samples: part.to_vec(),
+            }
+            .encode()
+            .unwrap();
+            doc.append_chunk(channel, bytes).unwrap();
+        }
+    };
+    add(
+        Channel::Hr,
+        (0..seconds)
+            .map(|s| Sample::scalar(start + s * 1_000_000, 70 + (s % 13) as i32))
+            .collect(),
+    );
+    add(
+        Channel::Spo2,
+        (0..seconds)
+            .map(|s| Sample::scalar(start + s * 1_000_000, 97))
+            .collect(),
+    );
+    add(
+        Channel::Nibp,
+        (0..7)
+            .map(|k| Sample {
+                t_us: start + k * 3 * minute,
+                v: [120 + k as i32 * 10, 80, 93],
+            })
+            .collect(),
+    );
+    add(
+        Channel::Ecg,
+        (0..250 * 30)
+            .map(|k| Sample::scalar(start + k * 4_000, ((k % 250) as i32 - 125) * 8))
+            .collect(),
+    );
+    doc.automerge().commit();
+    doc
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    store: Arc<CloudStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
+        let fixtures = [
+            ("s-austin-1", "austin", "1", "p-a1", T0),
+            ("s-austin-2", "austin", "2", "p-a2", T0 + 3_600_000_000),
+            ("s-florida-1", "florida", "1", "p-f1", T0 + 7_200_000_000),
+        ];
+        for (id, site, room, patient, start) in fixtures {
+            let mut doc = session(id, site, room, patient, start);
+            store
+                .commit_document(id, DocKind::Session, site, doc.automerge(), T0)
+                .unwrap();
+        }
+        let users = [
+            ("admin", Role::Admin, None, None),
+            ("rm-central", Role::RegionalManager, Some("central"), None),
+            (
+                "rm-southeast",
+                Role::RegionalManager,
+                Some("southeast"),
+                None,
+            ),
+            ("nurse-austin", Role::Clinician, None, Some("austin")),
+        ];
+        for (name, role, region, site) in users {
+            let user = auth::NewUser {
+                username: name,
+                role,
+                region,
+                site,
+                password: PASSWORD,
+            };
+            auth::add_user(&store, &sites(), &user, T0).unwrap();
+        }
+        let app = router(ApiState {
+            store: store.clone(),
+            token: SERVICE_TOKEN.into(),
+            sites: sites(),
+            metrics: Arc::new(Metrics::default()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .await
+        });
+        Server {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let body: String = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", vigil_shared::ui::url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = cookie {
+            req = req.header(COOKIE, c);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// The sign-in form's CSRF cookie (as a `Cookie` header value) and token.
+    async fn login_form(&self) -> (String, String) {
+        let res = self.get("/login", None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let cookie = set_cookie(&res, "vigil_login_csrf").expect("login csrf cookie");
+        let html = res.text().await.unwrap();
+        let token = hidden(&html, "csrf");
+        (format!("vigil_login_csrf={cookie}"), token)
+    }
+
+    async fn try_login(&self, user: &str, password: &str) -> reqwest::Response {
+        let (cookie, csrf) = self.login_form().await;
+        self.post(
+            "/login",
+            Some(&cookie),
+            &[
+                ("username", user),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+
+    /// Signs in and returns the `Cookie` header value of the session.
+    async fn login(&self, user: &str) -> String {
+        let res = self.try_login(user, PASSWORD).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "sign-in of {user}");
+        let session = set_cookie(&res, "vigil_session").expect("session cookie");
+        format!("vigil_session={session}")
+    }
+
+    async fn page(&self, path: &str, cookie: &str) -> (StatusCode, String) {
+        let res = self.get(path, Some(cookie)).await;
+        (res.status(), res.text().await.unwrap())
+    }
+
+    async fn api(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (kv, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (k, value) = kv.split_once('=')?;
+            (k == name).then(|| {
+                assert!(attrs.contains("HttpOnly"), "{v}");
+                assert!(attrs.contains("SameSite=Strict"), "{v}");
+                value.to_owned()
+            })
+        })
+}
+
+/// The value of a hidden input.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("hidden input") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn pages_need_a_session_and_redirect_to_sign_in() {
+    let s = Server::start().await;
+    for path in [
+        "/",
+        "/sessions",
+        "/sessions/s-austin-1",
+        "/reports/outcomes",
+        "/audit.csv",
+    ] {
+        let res = s.get(path, None).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+        let location = res.headers()[LOCATION].to_str().unwrap().to_owned();
+        assert!(location.starts_with("/login?next="), "{path}: {location}");
+        // A made-up cookie is no better than none.
+        let res = s.get(path, Some("vigil_session=00ff")).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "{path} with a forged cookie"
+        );
+    }
+    // The sign-in page and the stylesheet are public, and pages carry a strict CSP.
+    let res = s.get("/login", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(
+        s.get("/assets/vigil.css", None).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer_then_a_rate_limit() {
+    let s = Server::start().await;
+    let wrong = s.try_login("rm-central", "not the password").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&wrong, "vigil_session").is_none());
+    let wrong_text = wrong.text().await.unwrap();
+    let unknown = s.try_login("nobody-here", "not the password").await;
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let unknown_text = unknown.text().await.unwrap();
+    assert!(wrong_text.contains(BAD_LOGIN), "{wrong_text}");
+    let message = |html: &str| {
+        let start = html.find("id=\"login-error\">").unwrap();
+        html[start..].split('<').next().unwrap().to_owned()
+    };
+    assert_eq!(message(&wrong_text), message(&unknown_text));
+
+    // Failures for one name are counted; past the limit even the right password is refused
+    // without being checked.
+    for _ in 1..MAX_FAILURES {
+        let res = s.try_login("rm-central", "still wrong").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = s.try_login("rm-central", PASSWORD).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie(&limited, "vigil_session").is_none());
+    assert!(
+        limited
+            .text()
+            .await
+            .unwrap()
+            .contains("too many failed sign-ins")
+    );
+}
+
+#[tokio::test]
+async fn forms_without_their_csrf_token_are_refused() {
+    let s = Server::start().await;
+    // Sign-in without the token, or with a token that does not match the cookie.
+    let (cookie, csrf) = s.login_form().await;
+    let creds = [("username", "admin"), ("password", PASSWORD)];
+    let res = s.post("/login", Some(&cookie), &creds).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = s
+        .post("/login", None, &[creds[0], creds[1], ("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "token without its cookie"
+    );
+
+    // Signed-in forms: sign-out and token creation.
+    let session = s.login("admin").await;
+    let res = s.post("/logout", Some(&session), &[]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = s
+        .post(
+            "/account/tokens",
+            Some(&session),
+            &[("csrf", "0000"), ("label", "x")],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // Still signed in after the refusals; the right token signs out.
+    let (status, html) = s.page("/account", &session).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = hidden(&html, "csrf");
+    let res = s.post("/logout", Some(&session), &[("csrf", &token)]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        s.get("/", Some(&session)).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn a_regional_manager_sees_only_their_region_everywhere() {
+    let s = Server::start().await;
+    let rm = s.login("rm-central").await;
+    let (status, html) = s.page("/", &rm).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("id=\"site-austin\"") && !html.contains("site-florida"),
+        "overview"
+    );
+    let (_, html) = s.page("/sessions", &rm).await;
+    assert!(html.contains("s-austin-1") && html.contains("s-austin-2"));
+    assert!(
+        !html.contains("s-florida-1") && html.contains("2 sessions"),
+        "list and count"
+    );
+    // Asking for the other site by filter gives nothing, not the other site's rows.
+    let (_, html) = s.page("/sessions?site=florida", &rm).await;
+    assert!(!html.contains("s-florida-1") && html.contains("0 sessions"));
+    let (status, html) = s.page("/sessions/s-florida-1", &rm).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
+    assert!(!html.contains("p-f1"));
+    let (status, _) = s.page("/sessions/s-florida-1/fhir", &rm).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, csv) = s.page("/sessions.csv", &rm).await;
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(!csv.contains("florida"));
+    for report in [
+        "/reports/advisories",
+        "/reports/utilisation",
+        "/reports/outcomes",
+        "/reports/advisories.csv",
+        "/reports/utilisation.csv",
+        "/reports/outcomes.csv",
+    ] {
+        let (status, body) = s.page(report, &rm).await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert!(!body.contains("florida"), "{report}: {body}");
+    }
+    // The other region's manager sees the mirror image.
+    let rm2 = s.login("rm-southeast").await;
+    let (status, _) = s.page("/sessions/s-florida-1", &rm2).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.page("/sessions/s-austin-1", &rm2).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The audit log is for admins.
+    let (status, _) = s.page("/audit", &rm).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn api_tokens_carry_their_users_scope() {
+    let s = Server::start().await;
+    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", T0).unwrap();
+    let (status, body) = s.api("/api/v1/sessions/s-florida-1", &nurse).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (unknown_status, unknown) = s.api("/api/v1/sessions/s-nowhere", &nurse).await;
+    assert_eq!(unknown_status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body["error"].as_str().unwrap().replace("s-florida-1", "X"),
+        unknown["error"].as_str().unwrap().replace("s-nowhere", "X"),
+        "another site's session looks like an unknown one"
+    );
+    for path in [
+        "/api/v1/sessions/s-florida-1/vitals?channel=hr",
+        "/api/v1/sessions/s-florida-1/automerge",
+        "/api/v1/sessions/s-florida-1/fhir",
+        "/api/v1/patients/p-f1",
+    ] {
+        assert_eq!(s.api(path, &nurse).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _) = s.api("/api/v1/sessions/s-austin-1", &nurse).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, page) = s.api("/api/v1/sessions", &nurse).await;
+    assert_eq!(page["total"], 2);
+    let (_, sites) = s.api("/api/v1/sites", &nurse).await;
+    assert_eq!(sites.as_array().unwrap().len(), 1);
+    // The service token sees everything; a disabled user's token nothing.
+    let (_, page) = s.api("/api/v1/sessions", SERVICE_TOKEN).await;
+    assert_eq!(page["total"], 3);
+    assert!(s.store.set_disabled("nurse-austin", true).unwrap());
+    assert_eq!(
+        s.api("/api/v1/sessions", &nurse).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn session_page_draws_charts_and_marks_advisories() {
+    let s = Server::start().await;
+    let admin = s.login("admin").await;
+    let (status, html) = s.page("/sessions/s-austin-1", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        html.matches("<svg class=\"chart\"").count(),
+        4,
+        "HR, SpO2, BP, ECG"
+    );
+    assert!(
+        html.matches("class=\"marker\"").count() >= 3,
+        "the advisory on each chart"
+    );
+    assert!(html.contains("&lt;b&gt;182/96&lt;/b&gt;"), "detail escaped");
+    assert!(!html.contains("<b>182/96</b>"));
+    assert!(html.contains("nausea") && html.contains("phq9"));
+    // Zooming the ECG changes the window.
+    let (_, zoomed) = s
+        .page("/sessions/s-austin-1?ecg_from=20&ecg_span=5", &admin)
+        .await;
+    assert!(zoomed.contains("20 s to 25 s of"));
+}
+
+#[tokio::test]
+async fn fhir_bundle_uses_loinc_and_ucum() {
+    let s = Server::start().await;
+    let (status, bundle) = s
+        .api("/api/v1/sessions/s-austin-1/fhir", SERVICE_TOKEN)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bundle["resourceType"], "Bundle");
+    let resources: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let with_code = |code: &str| {
+        resources
+            .iter()
+            .filter(|r| r["code"]["coding"][0]["code"] == code)
+            .count()
+    };
+    assert_eq!(
+        with_code("8867-4"),
+        20,
+        "one heart-rate observation per minute"
+    );
+    assert_eq!(with_code("59408-5"), 20);
+    assert_eq!(with_code("85354-9"), 7, "every blood pressure reading");
+    let hr = resources
+        .iter()
+        .find(|r| r["code"]["coding"][0]["code"] == "8867-4")
+        .unwrap();
+    assert_eq!(hr["valueQuantity"]["system"], "http://unitsofmeasure.org");
+    assert_eq!(hr["valueQuantity"]["code"], "/min");
+    assert_eq!(hr["subject"]["reference"], "Patient/p-a1");
+    let bp = resources
+        .iter()
+        .find(|r| r["code"]["coding"][0]["code"] == "85354-9")
+        .unwrap();
+    let components: Vec<&str> = bp["component"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(components, ["8480-6", "8462-4", "8478-0"]);
+    assert_eq!(bp["component"][0]["valueQuantity"]["code"], "mm[Hg]");
+    let doses: Vec<&&Value> = resources
+        .iter()
+        .filter(|r| r["resourceType"] == "MedicationAdministration")
+        .collect();
+    assert_eq!(doses.len(), 2);
+    assert_eq!(doses[0]["dosage"]["rateQuantity"]["code"], "mg/h");
+    assert_eq!(doses[1]["status"], "completed");
+}
+
+#[tokio::test]
+async fn reads_of_patient_data_are_audited_with_who_and_where() {
+    let s = Server::start().await;
+    let rm = s.login("rm-central").await;
+    assert_eq!(s.page("/sessions/s-austin-1", &rm).await.0, StatusCode::OK);
+    assert_eq!(s.page("/sessions.csv", &rm).await.0, StatusCode::OK);
+    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", T0).unwrap();
+    assert_eq!(
+        s.api("/api/v1/sessions/s-austin-2", &nurse).await.0,
+        StatusCode::OK
+    );
+    let (_, entries) = s.store.audit_log(100, 0).unwrap();
+    let seen: Vec<(String, String, String, String)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.username.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                e.ip.clone(),
+            )
+        })
+        .collect();
+    let has = |user: &str, action: &str, target: &str| {
+        seen.iter().any(|(u, a, t, ip)| {
+            u == user && a == action && t.contains(target) && ip == "127.0.0.1"
+        })
+    };
+    assert!(has("rm-central", "view session", "s-austin-1"), "{seen:?}");
+    assert!(has("rm-central", "export sessions csv", ""), "{seen:?}");
+    assert!(has("nurse-austin", "api session", "s-austin-2"), "{seen:?}");
+    // Admins read and export it.
+    let admin = s.login("admin").await;
+    let (status, csv) = s.page("/audit.csv", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(csv.starts_with("at_utc,user,action,target,ip"));
+    assert!(
+        csv.contains("rm-central,view session,s-austin-1,127.0.0.1"),
+        "{csv}"
+    );
+}

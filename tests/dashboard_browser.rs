@@ -1,0 +1,613 @@
+//! The dashboard in a real headless Chromium, driven over the W3C WebDriver protocol by
+//! `chromedriver`, against the real `vigil-cloud` binary: sign-in and sign-out, the overview
+//! with both sites, a session's charts and ECG zoom, filters and paging, a CSV download, and a
+//! regional manager refused another region's session. Screenshots of each step are saved
+//! under `target/screenshots/`.
+//!
+//! The cloud's database is filled before the cloud starts, through `CloudStore` (as the sync
+//! server fills it), with sessions from the deterministic simulator; users are created with
+//! `vigil-cloud user add`. Chromium and chromedriver must be installed (`.ci/run` installs
+//! Debian's `chromium` and `chromium-driver`): without them this test fails, it does not skip.
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{bin, clinic_ca, free_udp_port, start_cloud, write_cloud_config};
+use vigil_cloud::store::CloudStore;
+use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
+use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::{
+    AdvisoryRecord, DoseAction, DoseEvent, Protocol, SessionDoc, SessionMeta, SessionState,
+};
+use vigil_shared::vitals::Channel;
+use vigil_shared::wire::DocKind;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PASSWORD: &str = "browser test password";
+/// Austin sessions: more than one page of the list (25).
+const AUSTIN_SESSIONS: usize = 30;
+const FLORIDA_SESSIONS: usize = 4;
+/// The element key of the W3C WebDriver protocol.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn now_us() -> i64 {
+    vigil_cloud::api::now_us()
+}
+
+/// A session of `minutes` from the simulator (hypertension scenario, so the blood pressure
+/// climbs), with its dose timeline and an advisory; ECG only when asked.
+fn simulated_session(
+    id: &str,
+    site: &str,
+    room: &str,
+    start: i64,
+    minutes: i64,
+    ecg: bool,
+    seed: u64,
+) -> SessionDoc {
+    let end = start + minutes * 60_000_000;
+    let meta = SessionMeta {
+        id: id.into(),
+        site: site.into(),
+        room: room.into(),
+        patient_id: format!("patient-{id}"),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 72.0,
+            planned_minutes: minutes as u64,
+        },
+        state: SessionState::Completed,
+        created_us: start,
+        started_us: Some(start),
+        ended_us: Some(end),
+        dose_events: vec![
+            DoseEvent {
+                id: "d1".into(),
+                at_us: start + 60_000_000,
+                action: DoseAction::Start,
+                rate_mg_per_h: Some(90.0),
+                by: "nurse".into(),
+            },
+            DoseEvent {
+                id: "d2".into(),
+                at_us: end - 120_000_000,
+                action: DoseAction::Stop,
+                rate_mg_per_h: Some(0.0),
+                by: "nurse".into(),
+            },
+        ],
+        advisories: vec![AdvisoryRecord {
+            id: "a1".into(),
+            kind: "bp_high".into(),
+            subject: "nibp".into(),
+            priority: "high".into(),
+            detail: "systolic 184 on two readings".into(),
+            raised_us: start + minutes * 60_000_000 / 2,
+            acknowledged_us: Some(start + minutes * 60_000_000 / 2 + 90_000_000),
+            acknowledged_by: Some("nurse".into()),
+            cleared_us: None,
+        }],
+        observations: vec![],
+        scores: vec![],
+        discharge: None,
+    };
+    let mut doc = SessionDoc::create(&meta).expect("create session");
+    let mut patient = VirtualPatient::new(PatientParams::new(seed, Scenario::Hypertension, start))
+        .expect("patient");
+    let channels: &[Channel] = if ecg {
+        &[
+            Channel::Hr,
+            Channel::Spo2,
+            Channel::Pulse,
+            Channel::Nibp,
+            Channel::Ecg,
+        ]
+    } else {
+        &[Channel::Hr, Channel::Spo2, Channel::Nibp]
+    };
+    for &channel in channels {
+        let samples = patient.channel_between(channel, start, end);
+        let mut t = start;
+        while t < end {
+            let part: Vec<_> = samples
+                .iter()
+                .filter(|s| s.t_us >= t && s.t_us < t + 10_000_000)
+                .copied()
+                .collect();
+            if !part.is_empty() {
+                let bytes = Chunk {
+                    channel,
+                    samples: part,
+                }
+                .encode()
+                .expect("encode");
+                doc.append_chunk(channel, bytes).expect("append");
+            }
+            t += 10_000_000;
+        }
+    }
+    doc.automerge().commit();
+    doc
+}
+
+/// Fills the cloud's database: Austin (region central) and Florida (region southeast).
+fn fill(db: &Path) -> (String, String) {
+    let store = CloudStore::open(db).expect("open the cloud database");
+    let day = 86_400_000_000;
+    let base = now_us() - 3 * day;
+    let ecg_session = "austin-1-ecg".to_owned();
+    let mut doc = simulated_session(&ecg_session, "austin", "1", base, 20, true, 7);
+    store
+        .commit_document(
+            &ecg_session,
+            DocKind::Session,
+            "austin",
+            doc.automerge(),
+            now_us(),
+        )
+        .expect("commit");
+    for i in 1..AUSTIN_SESSIONS {
+        let id = format!("austin-{i:02}");
+        let room = if i % 2 == 0 { "1" } else { "2" };
+        let mut doc = simulated_session(
+            &id,
+            "austin",
+            room,
+            base + i as i64 * 3_600_000_000,
+            5,
+            false,
+            i as u64,
+        );
+        store
+            .commit_document(&id, DocKind::Session, "austin", doc.automerge(), now_us())
+            .expect("commit");
+    }
+    let mut florida_session = String::new();
+    for i in 0..FLORIDA_SESSIONS {
+        let id = format!("florida-{i:02}");
+        let mut doc = simulated_session(
+            &id,
+            "florida",
+            "1",
+            base + i as i64 * 3_600_000_000,
+            5,
+            false,
+            100 + i as u64,
+        );
+        store
+            .commit_document(&id, DocKind::Session, "florida", doc.automerge(), now_us())
+            .expect("commit");
+        florida_session = id;
+    }
+    (ecg_session, florida_session)
+}
+
+fn add_user(config: &Path, name: &str, args: &[&str]) {
+    let mut child = Command::new(bin("vigil-cloud"))
+        .args(["user", "add", name, "--config", config.to_str().unwrap()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run vigil-cloud user add");
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "user add {name} failed");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user added"));
+}
+
+/// A minimal W3C WebDriver client over HTTP.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    driver: Child,
+    shots: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Chromium is a child of chromedriver: ending the WebDriver session stops it.
+        let _ = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-X",
+                "DELETE",
+                &format!("{}/session/{}", self.base, self.session),
+            ])
+            .output();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    async fn start(downloads: &Path, profile: &Path) -> Browser {
+        assert!(
+            Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+            "the browser tests need Debian's chromium and chromium-driver \
+             (apt-get install -y chromium chromium-driver; .ci/run installs them)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", "--window-size=1400,1000",
+                         format!("--user-data-dir={}", profile.display())],
+                "prefs": {"download.default_directory": downloads.display().to_string(),
+                          "download.prompt_for_download": false}
+            }
+        }}});
+        let res: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("session json");
+        let session = res["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {res}"))
+            .to_owned();
+        let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let b = Browser {
+            http,
+            base,
+            session,
+            driver,
+            shots,
+        };
+        b.cmd(
+            "POST",
+            "/chromium/send_command",
+            json!({"cmd": "Page.setDownloadBehavior",
+            "params": {"behavior": "allow", "downloadPath": downloads.display().to_string()}}),
+        )
+        .await;
+        b
+    }
+
+    async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url).json(&body),
+        };
+        let res: Value = req
+            .send()
+            .await
+            .expect("webdriver")
+            .json()
+            .await
+            .expect("webdriver json");
+        if let Some(err) = res["value"].get("error") {
+            panic!(
+                "webdriver {method} {path}: {err} {}",
+                res["value"]["message"]
+            );
+        }
+        res["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", json!({"url": url})).await;
+    }
+
+    async fn url(&self) -> String {
+        self.cmd("GET", "/url", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Waits until the address contains `part` (a form submission may still be navigating
+    /// when a click returns) and returns it.
+    async fn wait_url(&self, part: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {part:?} in the address, at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until an element matches `css`.
+    async fn wait_for(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.find_all(css).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {css} at {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn source(&self) -> String {
+        self.cmd("GET", "/source", Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<String> {
+        self.cmd(
+            "POST",
+            "/elements",
+            json!({"using": "css selector", "value": css}),
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[ELEMENT].as_str().unwrap().to_owned())
+        .collect()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self.find_all(css).await;
+        found
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no element {css}"))
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/click"), json!({}))
+            .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        self.cmd("POST", &format!("/element/{e}/clear"), json!({}))
+            .await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({"text": text}),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.cmd("GET", &format!("/element/{e}/text"), Value::Null)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let b64 = self.cmd("GET", "/screenshot", Value::Null).await;
+        let png = base64_decode(b64.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn sign_in(&self, site: &str, user: &str, password: &str) {
+        self.goto(&format!("{site}/login")).await;
+        self.type_into("#username", user).await;
+        self.type_into("#password", password).await;
+        self.click("#signin").await;
+        // Either the signed-in frame or the refusal.
+        self.wait_for("#whoami, #login-error").await;
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for group in bytes.chunks(4) {
+        let mut n = 0_u32;
+        for (i, &c) in group.iter().enumerate() {
+            n |= u32::from(value(c)) << (18 - 6 * i);
+        }
+        let take = group.len() - 1;
+        out.extend(&n.to_be_bytes()[1..=take]);
+    }
+    out
+}
+
+/// Waits for a finished download in `dir`.
+async fn downloaded(dir: &Path) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(f) = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "csv"))
+        {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no CSV downloaded into {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    clinic_ca(dir.path());
+    let config = write_cloud_config(dir.path(), free_udp_port());
+    std::fs::create_dir_all(dir.path().join("cloud-data")).unwrap();
+    let (ecg_session, florida_session) = fill(&dir.path().join("cloud-data/vigil-cloud.db"));
+    add_user(&config, "admin", &["--role", "admin"]);
+    add_user(
+        &config,
+        "rm-central",
+        &["--role", "regional-manager", "--region", "central"],
+    );
+    let (_cloud, api) = start_cloud(&config);
+    let site = api.base.clone();
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let b = Browser::start(&downloads, &dir.path().join("chromium-profile")).await;
+
+    // Signed out: every page sends the browser to the sign-in form.
+    b.goto(&format!("{site}/sessions")).await;
+    assert!(b.url().await.contains("/login?next="), "{}", b.url().await);
+    b.screenshot("01-login").await;
+
+    // A wrong password is refused with the generic message.
+    b.sign_in(&site, "admin", "not the password").await;
+    assert!(
+        b.text("#login-error")
+            .await
+            .contains("wrong user name or password")
+    );
+
+    // The admin's overview shows both sites.
+    b.sign_in(&site, "admin", PASSWORD).await;
+    assert_eq!(b.url().await, format!("{site}/"));
+    let html = b.source().await;
+    assert!(html.contains("id=\"site-austin\"") && html.contains("id=\"site-florida\""));
+    assert!(b.text("#site-austin").await.contains("Austin, TX"));
+    assert_eq!(
+        b.find_all("tr.room").await.len(),
+        4,
+        "two rooms at each site"
+    );
+    b.screenshot("02-overview").await;
+
+    // Sessions: paging, then a filter.
+    b.click("nav a[href='/sessions']").await;
+    let total = AUSTIN_SESSIONS + FLORIDA_SESSIONS;
+    assert!(
+        b.text("#total")
+            .await
+            .starts_with(&format!("{total} sessions · page 1 of 2"))
+    );
+    assert_eq!(b.find_all("tr.session-row").await.len(), 25);
+    b.click("#next").await;
+    b.wait_url("page=2").await;
+    assert!(b.text("#total").await.contains("page 2 of 2"));
+    assert_eq!(b.find_all("tr.session-row").await.len(), total - 25);
+    b.click("#f-site option[value='florida']").await;
+    b.click("#apply").await;
+    b.wait_url("site=florida").await;
+    assert!(
+        b.text("#total")
+            .await
+            .starts_with(&format!("{FLORIDA_SESSIONS} sessions"))
+    );
+    let rows = b.text("#sessions tbody").await;
+    assert!(
+        rows.contains("florida") && !rows.contains("austin"),
+        "{rows}"
+    );
+    b.screenshot("03-sessions-filtered").await;
+
+    // The CSV of the filtered list downloads with one line per session.
+    b.click("#csv").await;
+    let csv = std::fs::read_to_string(downloaded(&downloads).await).unwrap();
+    assert!(csv.starts_with("id,site,room,patient_id,state"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + FLORIDA_SESSIONS, "{csv}");
+    assert!(
+        csv.lines().skip(1).all(|l| l.contains(",florida,")),
+        "{csv}"
+    );
+
+    // A session's charts, advisories marked, and the ECG zoom.
+    b.goto(&format!("{site}/sessions/{ecg_session}")).await;
+    assert_eq!(
+        b.find_all("svg.chart").await.len(),
+        4,
+        "HR, SpO2, BP and ECG charts"
+    );
+    assert!(
+        !b.find_all("svg.chart g.marker").await.is_empty(),
+        "the advisory is marked"
+    );
+    assert!(!b.find_all("svg.chart path.series").await.is_empty());
+    assert!(b.source().await.contains("bp_high"));
+    b.screenshot("04-session").await;
+    b.click("#ecg-zoom-2").await;
+    b.wait_url("ecg_span=2").await;
+    assert!(b.source().await.contains("0 s to 2 s of"));
+    b.click("#ecg-next").await;
+    b.wait_url("ecg_from=2").await;
+    assert!(b.source().await.contains("2 s to 4 s of"));
+    b.screenshot("05-ecg-zoomed").await;
+
+    // Sign out: the session is gone.
+    b.click("#logout").await;
+    b.wait_url("/login").await;
+    b.goto(&format!("{site}/")).await;
+    b.wait_url("/login?next=").await;
+
+    // A regional manager sees their region and is refused the other region's session.
+    b.sign_in(&site, "rm-central", PASSWORD).await;
+    let html = b.source().await;
+    assert!(html.contains("id=\"site-austin\"") && !html.contains("id=\"site-florida\""));
+    b.goto(&format!("{site}/sessions/{florida_session}")).await;
+    let html = b.source().await;
+    assert!(html.contains("Not Found"), "{html}");
+    assert!(!html.contains(&format!("patient-{florida_session}")));
+    b.screenshot("06-regional-manager-refused").await;
+    b.goto(&format!("{site}/sessions?site=florida")).await;
+    assert!(b.text("#total").await.starts_with("0 sessions"));
+}
