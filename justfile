@@ -12,6 +12,21 @@ test:
 bench:
     cargo bench --locked --bench session_doc
 
+# Lost and duplicated must be 0: the table is written only when every scenario passed.
+# The reliability scenarios (short versions, as CI runs them), then RELIABILITY.md.
+reliability:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rows="$PWD/target/reliability-rows.tsv"
+    mkdir -p target && rm -f "$rows"
+    VIGIL_RELIABILITY_OUT="$rows" cargo test --locked --test scenarios --test scenarios_appliance --test kill_loop
+    cargo run --locked --quiet -- reliability-table --rows "$rows" --out RELIABILITY.md \
+        --produced "Produced $(date -u '+%Y-%m-%d %H:%M UTC') from commit $(git rev-parse --short HEAD) on a $(nproc)-core machine, debug build as CI runs it."
+
+# The long versions of the reliability scenarios (a quarter of an hour); rows in target/.
+soak:
+    VIGIL_RELIABILITY_OUT="$PWD/target/soak-rows.tsv" cargo test --locked --test scenarios --test scenarios_appliance -- --ignored --nocapture
+
 # What CI runs.
 ci:
     bash .ci/run

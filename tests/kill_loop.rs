@@ -1,14 +1,19 @@
-//! A real `vigil-edge` recording a session is SIGKILLed at random moments, 50 times. After
-//! every kill the database passes `PRAGMA integrity_check`, every sample committed before any
-//! earlier kill is still there exactly once, and every stored sample is the one the
-//! deterministic simulator produced at that time.
+//! A real `vigil-edge` recording a session and syncing it to a real `vigil-cloud` is SIGKILLed
+//! at random moments, 50 times. After every kill the database passes `PRAGMA
+//! integrity_check`, every sample committed before any earlier kill is still there exactly
+//! once, and every stored sample is the one the deterministic simulator produced at that time.
+//! At the end the cloud holds exactly what the appliance recorded (the reliability row).
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::{Proc, bin, patient_body, session_body, write_edge_config};
+use support::tally::{converge, report};
+use support::{
+    Proc, bin, clinic_ca, cloud_section, free_udp_port, patient_body, session_body, start_cloud,
+    stop_session, write_cloud_config, write_edge_config,
+};
 use vigil_hardware::sim::{EcgRate, PatientParams, Scenario, VirtualPatient, session_seed};
 use vigil_shared::vitals::Channel;
 
@@ -37,16 +42,20 @@ fn start(config: &std::path::Path) -> (Proc, support::Http) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_kills_lose_nothing_committed() {
     let dir = tempfile::tempdir().unwrap();
+    let ca = clinic_ca(dir.path());
+    let port = free_udp_port();
+    let (_cloud_proc, cloud) = start_cloud(&write_cloud_config(dir.path(), port));
     let config = write_edge_config(
         dir.path(),
         "austin",
         "1",
         &format!(
-            "group_commit_ms = 100\n[source]\nkind = \"simulator\"\nseed = {ROOM_SEED}\necg_hz = 130\ntime_factor = 60.0\n"
+            "group_commit_ms = 100\n[source]\nkind = \"simulator\"\nseed = {ROOM_SEED}\necg_hz = 130\ntime_factor = 60.0\n{}",
+            cloud_section(&ca, dir.path(), port, "austin", "1")
         ),
     );
     let db = dir.path().join("data-austin-1").join("vigil-edge.db");
-    let (mut edge, http) = start(&config);
+    let (mut edge, mut http) = start(&config);
     let (_, patient) = http.post("/api/v1/patients", &patient_body("Loop")).await;
     let (st, session) = http
         .post(
@@ -118,12 +127,29 @@ async fn fifty_kills_lose_nothing_committed() {
             *before = set;
         }
         drop(reader);
-        (edge, _) = start(&config);
+        (edge, http) = start(&config);
     }
     let ecg = committed[&Channel::Ecg].len();
     assert!(
         ecg > 10_000,
         "the session kept recording across the kills ({ecg} ECG samples)"
+    );
+    // Everything recorded across the kills reaches the cloud once.
+    stop_session(&http, &id).await;
+    let stopped = Instant::now();
+    let (tally, took) = converge(
+        &[(&http, id.as_str())],
+        &cloud,
+        stopped,
+        Duration::from_secs(120),
+    )
+    .await;
+    report(
+        "kill loop: appliance SIGKILLed 50 times while recording and syncing",
+        "1 room, 1 session, ECG 130 Hz, clock 60x",
+        "SIGKILL every 50-650 ms (seeded), restart, integrity and committed samples checked after each",
+        tally,
+        took,
     );
     assert_eq!(edge.terminate().code(), Some(0));
 }

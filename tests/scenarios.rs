@@ -13,7 +13,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::tally::{assert_nothing_dropped, converge, report};
+use support::tally::{assert_nothing_dropped, converge, one_at_a_time, report};
 use support::*;
 use vigil::relay::{Faults, Relay, RelayHandle};
 
@@ -202,6 +202,7 @@ async fn outage_of_one_site(plan: OutagePlan) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_hour_outage_of_one_site_loses_nothing() {
+    let _turn = one_at_a_time().await;
     outage_of_one_site(OutagePlan {
         name: "6-hour outage of one site, then catch-up",
         hours: 6.0,
@@ -214,6 +215,7 @@ async fn six_hour_outage_of_one_site_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak: 6 simulated hours at 60x (about 8 minutes); run by `just soak`"]
 async fn soak_six_hour_outage_at_sixty_times() {
+    let _turn = one_at_a_time().await;
     outage_of_one_site(OutagePlan {
         name: "soak: 6-hour outage of one site at 60x, 250 Hz ECG",
         hours: 6.0,
@@ -223,9 +225,10 @@ async fn soak_six_hour_outage_at_sixty_times() {
     .await;
 }
 
-/// A session recorded while the link flaps (`up` connected, `down` cut, repeating) for `for_s`.
-async fn flapping(name: &str, up: Duration, down: Duration, for_s: u64) {
-    let clinic = Clinic::start(&[("austin", "1", sim(31, 130, 60.0))]).await;
+/// A session recorded while the link flaps (`up` connected, `down` cut, repeating) for `for_s`
+/// wall seconds, the room's clock at `time_factor`.
+async fn flapping(name: &str, up: Duration, down: Duration, for_s: u64, time_factor: f64) {
+    let clinic = Clinic::start(&[("austin", "1", sim(31, 130, time_factor))]).await;
     let edge = &clinic.rooms[0].http;
     let (id, _) = start_session(edge, "Net", "baseline").await;
     clinic.relay.flap(up, down).unwrap();
@@ -250,7 +253,10 @@ async fn flapping(name: &str, up: Duration, down: Duration, for_s: u64) {
     assert_nothing_dropped(edge).await;
     report(
         name,
-        &format!("1 room, 1 session of {for_s} min, ECG 130 Hz, clock 60x"),
+        &format!(
+            "1 room, 1 session of {} min, ECG 130 Hz, clock {time_factor}x",
+            (for_s as f64 * time_factor / 60.0).round()
+        ),
         &format!(
             "link up {} s, down {} s, repeating, during the session",
             up.as_secs(),
@@ -263,23 +269,27 @@ async fn flapping(name: &str, up: Duration, down: Duration, for_s: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_link_during_a_session_loses_nothing() {
+    let _turn = one_at_a_time().await;
     flapping(
         "flapping link during a session",
         Duration::from_secs(5),
         Duration::from_secs(5),
         30,
+        60.0,
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "soak: a 55-minute session at real time (55 minutes); run by `just soak`"]
+#[ignore = "soak: a 55-minute session at 10x (about 6 minutes); run by `just soak`"]
 async fn soak_flapping_link_for_a_whole_session() {
+    let _turn = one_at_a_time().await;
     flapping(
         "soak: flapping link for a whole session",
         Duration::from_secs(5),
         Duration::from_secs(5),
-        55 * 60,
+        330,
+        10.0,
     )
     .await;
 }
@@ -298,6 +308,7 @@ async fn backlog(sessions: usize, session_s: f64, time_factor: f64) -> (Clinic, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catch_up_through_loss_and_jitter_loses_nothing() {
+    let _turn = one_at_a_time().await;
     let (clinic, ids) = backlog(3, 4.0, 300.0).await;
     // The link returns, lossy and jittery: 20 % loss, 200 ms of jitter, during the catch-up.
     let repaired = Instant::now();
@@ -358,6 +369,7 @@ async fn repair_slowly_and_wait_for_sync(clinic: &Clinic) -> Instant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_killed_during_a_catch_up_loses_nothing() {
+    let _turn = one_at_a_time().await;
     let (mut clinic, ids) = backlog(3, 3.0, 400.0).await;
     let repaired = repair_slowly_and_wait_for_sync(&clinic).await;
     clinic.cloud_proc.kill();
@@ -382,6 +394,7 @@ async fn cloud_killed_during_a_catch_up_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appliance_killed_during_a_catch_up_loses_nothing() {
+    let _turn = one_at_a_time().await;
     let (mut clinic, mut ids) = backlog(2, 3.0, 400.0).await;
     // A third session is being recorded when the appliance dies.
     let (running, _) = start_session(&clinic.rooms[0].http, "Running", "baseline").await;

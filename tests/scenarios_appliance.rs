@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::tally::{assert_nothing_dropped, converge, report};
+use support::tally::{assert_nothing_dropped, converge, one_at_a_time, report};
 use support::*;
 use vigil_hardware::sim::{EcgRate, PatientParams, Scenario, VirtualPatient, session_seed};
 use vigil_shared::vitals::Channel;
@@ -126,6 +126,7 @@ async fn assert_every_measured_sample_recorded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_keeps_the_session_and_recovers_when_space_returns() {
+    let _turn = one_at_a_time().await;
     const SEED: u64 = 51;
     const CAP_MB: u64 = 16;
     let dir = tempfile::tempdir().unwrap();
@@ -255,6 +256,7 @@ fn assert_time_among(message: &str, before: &str, after: &str, candidates: &[Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clocks_a_day_ahead_and_a_day_behind_still_sync() {
+    let _turn = one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let ca = clinic_ca(dir.path());
     let port = free_udp_port();
@@ -337,6 +339,7 @@ async fn clocks_a_day_ahead_and_a_day_behind_still_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clock_two_days_behind_is_refused_with_the_reason_and_recording_goes_on() {
+    let _turn = one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let (ca, server) = clinic_ca_with_server(dir.path());
     let port = free_udp_port();

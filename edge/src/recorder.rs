@@ -1593,4 +1593,63 @@ mod tests {
             "cleared when space returned: {storage:?}"
         );
     }
+
+    #[test]
+    fn pending_samples_are_bounded_and_the_excess_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let patient = r
+            .create_patient(
+                NewPatient {
+                    given_name: "A".into(),
+                    family_name: "B".into(),
+                    birth_date: "1980-01-01".into(),
+                    sex: String::new(),
+                    phone: None,
+                    screening: Screening::default(),
+                    medications: vec![],
+                    course: CoursePlan::default(),
+                },
+                T0,
+            )
+            .unwrap();
+        r.start_session(
+            NewSession {
+                patient_id: patient.id,
+                protocol: Protocol {
+                    drug: "ketamine".into(),
+                    route: "iv".into(),
+                    dose_mg_per_kg: 0.5,
+                    weight_kg: 70.0,
+                    planned_minutes: 40,
+                },
+                by: "n".into(),
+                scenario: None,
+            },
+            T0,
+        )
+        .unwrap();
+        // More samples than the buffer holds arrive before any commit (a commit that keeps
+        // failing): memory stays bounded, and the status says how many were dropped.
+        let excess = 1_000;
+        let samples: Vec<Sample> = (0..(MAX_PENDING_SAMPLES + excess) as i64)
+            .map(|i| Sample::scalar(T0 + i * 4_000, 70))
+            .collect();
+        let dropped = r.ingest(vec![SourceEvent::Samples(SampleBatch {
+            channel: Channel::Ecg,
+            samples,
+        })]);
+        assert_eq!(dropped, excess);
+        assert_eq!(r.status().samples_dropped, excess as u64);
+        let pending = r.active.as_ref().unwrap().open[&Channel::Ecg].pending.len();
+        assert_eq!(pending, MAX_PENDING_SAMPLES);
+        // Once committed, the buffer takes samples again.
+        r.commit(T0 + 300_000_000).unwrap();
+        let more = r.ingest(vec![SourceEvent::Samples(SampleBatch {
+            channel: Channel::Ecg,
+            samples: vec![Sample::scalar(T0 + 300_000_000, 70)],
+        })]);
+        assert_eq!(more, 0);
+        assert_eq!(r.status().samples_dropped, excess as u64);
+    }
 }

@@ -148,3 +148,11 @@ pub async fn assert_nothing_dropped(edge: &Http) {
         status["recorder"]
     );
 }
+
+/// Scenario tests of one test binary take turns: each runs real processes at a sped-up clock,
+/// and two at once on a 2-core machine would make each other's recorders fall behind (which
+/// [`assert_nothing_dropped`] rightly reports as a failure).
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
