@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use vigil::ble_rig::{self, BleRig};
 use vigil_edge::api::Command as EdgeCommand;
 use vigil_edge::app::Appliance;
-use vigil_edge::config::{EdgeConfig, SourceConfig};
+use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
 use vigil_edge::recorder::{NewPatient, NewSession, SessionEvent, StopSession};
+use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::sim::Scenario;
 use vigil_shared::doc::{DoseAction, Protocol};
 
@@ -33,6 +35,11 @@ enum Command {
         /// How much faster than real time the simulated rooms run.
         #[arg(long, default_value_t = 60.0)]
         time_factor: f64,
+        /// Run the rooms' monitors as simulated Bluetooth peripherals on a simulated BlueZ,
+        /// read by the appliances' real Bluetooth collector, at real time (needs dbus-daemon
+        /// and `pip install bluezoo==1.0.2`).
+        #[arg(long)]
+        ble: bool,
     },
     /// Run a fault-injecting UDP relay in front of a cloud's sync port until Ctrl-C or
     /// SIGTERM. Point appliances' `cloud.addr` at the address it prints as `relay:`.
@@ -83,9 +90,15 @@ const NAMES: [(&str, &str); 6] = [
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     vigil_edge::init_logging(cli.log_json);
+    // The simulated BlueZ comes first: its bus goes into this process's environment, which
+    // must happen before the runtime starts its threads.
+    let rig = match &cli.command {
+        Command::Demo { ble: true, .. } => Some(demo_ble_rig()?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Demo { time_factor } => runtime.block_on(demo(time_factor)),
+        Command::Demo { time_factor, .. } => runtime.block_on(demo(time_factor, rig.as_ref())),
         Command::Relay {
             upstream,
             listen,
@@ -234,7 +247,67 @@ fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, St
     Ok(out)
 }
 
-async fn demo(time_factor: f64) -> anyhow::Result<()> {
+/// Adapters per room in the Bluetooth demo: the appliance's, then one per monitor.
+const BLE_ADAPTERS_PER_ROOM: usize = 1 + SimMonitor::ALL.len();
+
+/// Starts the simulated BlueZ for `vigil demo --ble` and points this process's D-Bus at it.
+fn demo_ble_rig() -> anyhow::Result<BleRig> {
+    let rig = BleRig::start(SITES.len() * ROOMS.len() * BLE_ADAPTERS_PER_ROOM)
+        .context("cannot start the simulated Bluetooth")?;
+    #[allow(unsafe_code)]
+    // SAFETY: called from `main` before the async runtime exists. The only other threads are
+    // the rig's pipe readers, which never read the environment.
+    unsafe {
+        std::env::set_var(ble_rig::SYSTEM_BUS_ENV, rig.bus_address());
+    }
+    println!("bluetooth bus: {}", rig.bus_address());
+    Ok(rig)
+}
+
+/// Room `k`'s simulated monitors and the `ble` source that reads them.
+async fn demo_ble_room(
+    k: usize,
+    site: &str,
+    room: &str,
+    seed: u64,
+) -> anyhow::Result<(SourceConfig, Vec<simulated::Running>)> {
+    let first = k * BLE_ADAPTERS_PER_ROOM;
+    let mut running = Vec::new();
+    let mut monitors = Vec::new();
+    for (i, m) in SimMonitor::ALL.into_iter().enumerate() {
+        let hci = first + 1 + i;
+        let opts = SimulateOptions {
+            monitor: m,
+            adapter: Some(format!("hci{hci}")),
+            name: format!("Vigil {site}-{room} {}", m.device()),
+            seed,
+            scenario: Scenario::Baseline,
+            nibp_interval_s: 180,
+        };
+        running.push(
+            simulated::start(&opts)
+                .await
+                .with_context(|| format!("cannot start the simulated {}", m.device()))?,
+        );
+        monitors.push(MonitorConfig {
+            device: m.device().into(),
+            address: Some(ble_rig::adapter_address(hci)),
+            name: None,
+            measures: m.measures().to_vec(),
+            silence_s: None,
+        });
+    }
+    let source = SourceConfig::Ble {
+        adapter: Some(format!("hci{first}")),
+        monitors,
+    };
+    Ok((source, running))
+}
+
+async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
+    // Bluetooth monitors run at the speed of the world.
+    let time_factor = if ble.is_some() { 1.0 } else { time_factor };
+    let mut monitors = Vec::new();
     let dir = tempfile::Builder::new()
         .prefix("vigil-demo-")
         .tempdir()
@@ -253,6 +326,19 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
         for (r, room) in ROOMS.iter().enumerate() {
             let cert = ca.issue_appliance(&(*site).into(), &(*room).into())?;
             let n = (s * ROOMS.len() + r) as u64;
+            let source = if ble.is_some() {
+                let (source, running) =
+                    demo_ble_room(s * ROOMS.len() + r, site, room, 1_000 + n).await?;
+                monitors.extend(running);
+                source
+            } else {
+                SourceConfig::Simulator {
+                    seed: 1_000 + n,
+                    scenario: Scenario::Baseline,
+                    ecg_hz: 250,
+                    time_factor,
+                }
+            };
             let config = EdgeConfig {
                 site: (*site).into(),
                 room: (*room).into(),
@@ -263,12 +349,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
                 retention_days: 30,
                 max_db_mb: None,
                 clock_offset_s: 0,
-                source: SourceConfig::Simulator {
-                    seed: 1_000 + n,
-                    scenario: Scenario::Baseline,
-                    ecg_hz: 250,
-                    time_factor,
-                },
+                source,
                 cloud: Some(vigil_edge::sync::CloudSettings {
                     addr: cloud.sync_addr,
                     server_name: "localhost".into(),
@@ -283,7 +364,11 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
             appliances.push((format!("{site}-{room}"), n, appliance));
         }
     }
-    println!("demo: running at {time_factor}x real time; Ctrl-C stops it");
+    if ble.is_some() {
+        println!("demo: monitors on simulated Bluetooth, real time; Ctrl-C stops it");
+    } else {
+        println!("demo: running at {time_factor}x real time; Ctrl-C stops it");
+    }
     let appliances: Vec<_> = appliances
         .into_iter()
         .map(|(name, n, a)| (name, n, std::sync::Arc::new(a)))
@@ -313,6 +398,7 @@ async fn demo(time_factor: f64) -> anyhow::Result<()> {
             Err(_) => tracing::warn!("an appliance is still in use at shutdown"),
         }
     }
+    drop(monitors);
     cloud.shutdown().await;
     Ok(())
 }

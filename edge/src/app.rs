@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vigil_hardware::ble::collector::{BleCollector, BleError, Clock};
 use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource, session_seed};
 use vigil_hardware::source::VitalsSource;
 use vigil_shared::advisory::Thresholds;
-use vigil_shared::vitals::Channel;
 
 use crate::api::{self, ApiState, Command, Status};
 use crate::clock::{ScaledClock, wall_now_us};
@@ -72,6 +72,9 @@ pub enum StartError {
     /// The recorder thread could not be started.
     #[error("cannot start the recorder thread: {0}")]
     Thread(std::io::Error),
+    /// The Bluetooth collector could not be started.
+    #[error(transparent)]
+    Ble(#[from] BleError),
 }
 
 /// The room's vitals source, as configured.
@@ -82,25 +85,32 @@ enum RoomSource {
         default_scenario: Scenario,
         ecg: vigil_hardware::sim::EcgRate,
     },
+    /// The room's monitors over Bluetooth.
+    Ble(BleCollector),
     None,
 }
 
 impl RoomSource {
-    fn from_config(config: &SourceConfig) -> RoomSource {
-        match config {
+    fn from_config(config: &SourceConfig, clock: ScaledClock) -> Result<RoomSource, StartError> {
+        if let Some(settings) = config.collector_settings() {
+            let clock: Clock = Arc::new(move || clock.now_us());
+            return Ok(RoomSource::Ble(BleCollector::start(settings, clock)?));
+        }
+        Ok(match config {
             SourceConfig::Simulator { seed, scenario, .. } => RoomSource::Simulator {
                 sim: SimulatedSource::new(),
                 room_seed: *seed,
                 default_scenario: *scenario,
                 ecg: config.ecg_rate(),
             },
-            SourceConfig::None => RoomSource::None,
-        }
+            SourceConfig::Ble { .. } | SourceConfig::None => RoomSource::None,
+        })
     }
 
     fn describe(&self) -> String {
         match self {
             RoomSource::Simulator { sim, .. } => sim.describe(),
+            RoomSource::Ble(ble) => ble.describe(),
             RoomSource::None => "none".into(),
         }
     }
@@ -108,6 +118,7 @@ impl RoomSource {
     fn poll(&mut self, now_us: i64) -> Vec<vigil_hardware::source::SourceEvent> {
         match self {
             RoomSource::Simulator { sim, .. } => sim.poll(now_us),
+            RoomSource::Ble(ble) => ble.poll(now_us),
             RoomSource::None => Vec::new(),
         }
     }
@@ -179,10 +190,7 @@ impl Appliance {
             chunk_period_us: i64::try_from(config.chunk_period_s).unwrap_or(10) * 1_000_000,
             thresholds: Thresholds::default(),
             max_db_bytes: config.max_db_mb.map(|mb| mb.saturating_mul(1 << 20)),
-            expected_channels: match &config.source {
-                SourceConfig::Simulator { .. } => Channel::ALL.to_vec(),
-                SourceConfig::None => Vec::new(),
-            },
+            expected_channels: config.source.expected_channels(),
         };
         let (recorder, resumed) = Recorder::open(&db_path, rcfg).map_err(db_err)?;
 
@@ -198,7 +206,7 @@ impl Appliance {
         store::meta_set(recorder.connection(), "clock", &clock.encode())
             .map_err(|e| db_err(e.into()))?;
 
-        let mut source = RoomSource::from_config(&config.source);
+        let mut source = RoomSource::from_config(&config.source, clock)?;
         if let Some(r) = &resumed {
             source.session_started(&r.id, r.started_us, clock.at(wall), r.scenario.as_deref());
         }

@@ -7,9 +7,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use vigil_hardware::ble::Measures;
+use vigil_hardware::ble::collector::{CollectorSettings, MonitorSpec};
 use vigil_hardware::sim::{EcgRate, Scenario};
+use vigil_shared::vitals::Channel;
 
 /// The shortest chunk period accepted: shorter chunks make documents grow per-chunk overhead
 /// faster than they save latency.
@@ -116,9 +120,46 @@ pub enum SourceConfig {
         #[serde(default = "default_time_factor")]
         time_factor: f64,
     },
+    /// The room's bedside monitors over Bluetooth Low Energy, through BlueZ. The clock runs at
+    /// real time.
+    Ble {
+        /// The Bluetooth adapter (`hci0`); the first one BlueZ lists when absent.
+        #[serde(default)]
+        adapter: Option<String>,
+        /// The monitors assigned to this room, as `[[source.monitor]]` tables.
+        #[serde(default, rename = "monitor")]
+        monitors: Vec<MonitorConfig>,
+    },
     /// No monitors (the appliance records events only).
     None,
 }
+
+/// One monitor assigned to the room, found by its address or by the name it advertises.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// The name the room's advisories and status use (`hr-strap`, `oximeter`, …).
+    pub device: String,
+    /// Its Bluetooth address, `AA:BB:CC:DD:EE:FF` (the surest way to pick one monitor).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Or the name it advertises (e.g. `Polar H10 12345678`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What it measures: `heart_rate`, `ecg`, `pulse_oximetry`, `blood_pressure`,
+    /// `temperature`.
+    pub measures: Vec<Measures>,
+    /// Seconds a connected monitor may stay silent before the link is restarted; defaults to
+    /// 15 for straps and oximeters, 900 for cuffs and thermometers (they speak once per
+    /// reading).
+    #[serde(default)]
+    pub silence_s: Option<u32>,
+}
+
+/// Longest silence allowance a monitor can be given.
+pub const MAX_SILENCE_S: u32 = 3_600;
+/// Most monitors one room can be assigned.
+pub const MAX_MONITORS: usize = 16;
 
 impl Default for SourceConfig {
     fn default() -> Self {
@@ -136,7 +177,7 @@ impl SourceConfig {
     pub fn time_factor(&self) -> f64 {
         match self {
             SourceConfig::Simulator { time_factor, .. } => *time_factor,
-            SourceConfig::None => 1.0,
+            SourceConfig::Ble { .. } | SourceConfig::None => 1.0,
         }
     }
 
@@ -270,8 +311,143 @@ impl EdgeConfig {
                 ));
             }
         }
+        if let SourceConfig::Ble { adapter, monitors } = &self.source {
+            check_ble(adapter.as_deref(), monitors).map_err(|(field, p)| invalid(field, p))?;
+        }
         Ok(())
     }
+}
+
+impl SourceConfig {
+    /// The channels the room's monitors deliver (for "no data" advisories).
+    pub fn expected_channels(&self) -> Vec<Channel> {
+        match self {
+            SourceConfig::Simulator { .. } => Channel::ALL.to_vec(),
+            SourceConfig::Ble { monitors, .. } => Channel::ALL
+                .into_iter()
+                .filter(|c| {
+                    monitors
+                        .iter()
+                        .flat_map(|m| &m.measures)
+                        .any(|k| k.channels().contains(c))
+                })
+                .collect(),
+            SourceConfig::None => Vec::new(),
+        }
+    }
+
+    /// The collector's settings, for a `ble` source.
+    pub fn collector_settings(&self) -> Option<CollectorSettings> {
+        let SourceConfig::Ble { adapter, monitors } = self else {
+            return None;
+        };
+        Some(CollectorSettings {
+            adapter: adapter.clone(),
+            monitors: monitors
+                .iter()
+                .map(|m| MonitorSpec {
+                    device: m.device.clone(),
+                    address: m.address.clone(),
+                    name: m.name.clone(),
+                    measures: m.measures.clone(),
+                    silence: Duration::from_secs(u64::from(m.silence_s.unwrap_or_else(|| {
+                        m.measures
+                            .iter()
+                            .map(|k| k.default_silence_s())
+                            .max()
+                            .unwrap_or(15)
+                    }))),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Checks a `ble` source: which field is wrong, and how.
+fn check_ble(
+    adapter: Option<&str>,
+    monitors: &[MonitorConfig],
+) -> Result<(), (&'static str, String)> {
+    if let Some(a) = adapter
+        && (a.is_empty() || a.len() > 32 || !a.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err((
+            "source.adapter",
+            format!("is {a:?}; give a name like \"hci0\""),
+        ));
+    }
+    if monitors.is_empty() {
+        return Err((
+            "source.monitor",
+            "is missing; assign at least one monitor with a [[source.monitor]] table".into(),
+        ));
+    }
+    if monitors.len() > MAX_MONITORS {
+        return Err((
+            "source.monitor",
+            format!("has {} monitors, at most {MAX_MONITORS}", monitors.len()),
+        ));
+    }
+    for (i, m) in monitors.iter().enumerate() {
+        let n = i + 1;
+        if m.device.is_empty() || m.device.len() > 64 {
+            return Err((
+                "source.monitor.device",
+                format!("monitor {n}: is {:?}, must be 1 to 64 characters", m.device),
+            ));
+        }
+        if monitors[..i].iter().any(|o| o.device == m.device) {
+            return Err((
+                "source.monitor.device",
+                format!("monitor {n}: {:?} is used twice", m.device),
+            ));
+        }
+        match (&m.address, &m.name) {
+            (Some(a), None) => {
+                let ok = a.len() == 17
+                    && a.split(':').count() == 6
+                    && a.split(':')
+                        .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+                if !ok {
+                    return Err((
+                        "source.monitor.address",
+                        format!(
+                            "monitor {n} ({}): is {a:?}, must look like AA:BB:CC:DD:EE:FF",
+                            m.device
+                        ),
+                    ));
+                }
+            }
+            (None, Some(name)) if !name.is_empty() => {}
+            _ => {
+                return Err((
+                    "source.monitor.address",
+                    format!(
+                        "monitor {n} ({}): give exactly one of address or name",
+                        m.device
+                    ),
+                ));
+            }
+        }
+        if m.measures.is_empty() {
+            return Err((
+                "source.monitor.measures",
+                format!("monitor {n} ({}): is empty; say what it measures", m.device),
+            ));
+        }
+        if let Some(s) = m.silence_s
+            && !(1..=MAX_SILENCE_S).contains(&s)
+        {
+            return Err((
+                "source.monitor.silence_s",
+                format!(
+                    "monitor {n} ({}): is {s}, must be between 1 and {MAX_SILENCE_S}",
+                    m.device
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Site and room ids end up in URLs, certificate names and file names: keep them plain.
@@ -313,6 +489,75 @@ mod tests {
         assert_eq!(c.group_commit_ms, 1000);
         assert_eq!(c.http_bind.port(), 8080);
         assert_eq!(c.source.time_factor(), 1.0);
+    }
+
+    #[test]
+    fn ble_source_assigns_monitors_by_address_or_name() {
+        let c = EdgeConfig::parse(
+            Path::new("edge.toml"),
+            r#"
+site = "austin"
+room = "1"
+data_dir = "/d"
+[source]
+kind = "ble"
+adapter = "hci0"
+[[source.monitor]]
+device = "hr-strap"
+name = "Polar H10 1234"
+measures = ["heart_rate", "ecg"]
+[[source.monitor]]
+device = "bp-cuff"
+address = "00:00:00:00:00:04"
+measures = ["blood_pressure"]
+silence_s = 400
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.source.time_factor(), 1.0);
+        assert_eq!(
+            c.source.expected_channels(),
+            [Channel::Hr, Channel::Rr, Channel::Nibp, Channel::Ecg]
+        );
+        let s = c.source.collector_settings().unwrap();
+        assert_eq!(s.adapter.as_deref(), Some("hci0"));
+        assert_eq!(s.monitors[0].silence, Duration::from_secs(15));
+        assert_eq!(s.monitors[1].silence, Duration::from_secs(400));
+        assert_eq!(s.monitors[1].address.as_deref(), Some("00:00:00:00:00:04"));
+    }
+
+    #[test]
+    fn ble_source_errors_name_the_monitor_and_field() {
+        let base = "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/d\"\n[source]\nkind = \"ble\"\n";
+        check_err(base, &["source.monitor", "at least one"]);
+        let monitor = |body: &str| format!("{base}[[source.monitor]]\n{body}\n");
+        check_err(
+            &monitor("device = \"ox\"\nmeasures = [\"pulse_oximetry\"]"),
+            &["source.monitor.address", "ox", "exactly one"],
+        );
+        check_err(
+            &monitor("device = \"ox\"\naddress = \"00:11\"\nmeasures = [\"pulse_oximetry\"]"),
+            &["source.monitor.address", "AA:BB"],
+        );
+        check_err(
+            &monitor("device = \"ox\"\nname = \"x\"\nmeasures = []"),
+            &["source.monitor.measures"],
+        );
+        check_err(
+            &monitor("device = \"ox\"\nname = \"x\"\nmeasures = [\"spo3\"]"),
+            &["spo3"],
+        );
+        check_err(
+            &monitor("device = \"ox\"\nname = \"x\"\nmeasures = [\"ecg\"]\nsilence_s = 0"),
+            &["source.monitor.silence_s"],
+        );
+        check_err(
+            &format!(
+                "{}[[source.monitor]]\ndevice = \"ox\"\nname = \"y\"\nmeasures = [\"ecg\"]\n",
+                monitor("device = \"ox\"\nname = \"x\"\nmeasures = [\"ecg\"]")
+            ),
+            &["used twice"],
+        );
     }
 
     #[test]

@@ -9,9 +9,14 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::time::Duration;
 use vigil_edge::app::Appliance;
 use vigil_edge::config::EdgeConfig;
+
+use vigil_hardware::ble::collector;
+use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::gatt::{self, Characteristic};
+use vigil_hardware::sim::Scenario;
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil-edge", version, about = "Vigil room appliance")]
@@ -46,6 +51,46 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         hex: Vec<String>,
     },
+    /// Bluetooth monitors: list the ones in range, or run a simulated one.
+    Devices {
+        #[command(subcommand)]
+        command: Devices,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Devices {
+    /// Scan and list the devices in range, health monitors first, with what they measure;
+    /// copy an address into a `[[source.monitor]]` table to assign a monitor to the room.
+    Scan {
+        /// The adapter to scan with (`hci0`); the first one when absent.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// How long to scan, seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Run one simulated monitor as a BLE peripheral (a GATT application and an
+    /// advertisement on the adapter), fed by the physiology simulator, until stopped.
+    Simulate {
+        /// Which monitor: hr-strap, oximeter, bp-cuff or thermometer.
+        monitor: String,
+        /// The adapter to register on (`hci1`); BlueZ's default when absent.
+        #[arg(long)]
+        adapter: Option<String>,
+        /// The name to advertise (default: "Vigil " and the monitor).
+        #[arg(long)]
+        name: Option<String>,
+        /// The virtual patient's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The scenario: baseline, hypertension, desaturation, sensor_off, disconnect.
+        #[arg(long, default_value = "baseline")]
+        scenario: String,
+        /// Seconds between cuff readings (30 to 3600).
+        #[arg(long, default_value_t = 180)]
+        nibp_interval_s: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +107,11 @@ fn main() -> anyhow::Result<()> {
             let config = EdgeConfig::load(&config)?;
             println!("{config:#?}");
             Ok(())
+        }
+        Command::Devices { command } => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(devices(command))
         }
         Command::Decode {
             characteristic,
@@ -180,6 +230,62 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     tracing::info!("stopping");
     appliance.shutdown().await;
     Ok(())
+}
+
+async fn devices(command: Devices) -> anyhow::Result<()> {
+    match command {
+        Devices::Scan { adapter, seconds } => {
+            let seen = collector::scan(adapter.as_deref(), Duration::from_secs(seconds)).await?;
+            if seen.is_empty() {
+                println!("no devices seen in {seconds} s");
+            }
+            for d in seen {
+                let measures: Vec<&str> = d.measures.iter().map(|m| m.label()).collect();
+                println!(
+                    "{}  {:<24}  {}",
+                    d.address,
+                    d.name.as_deref().unwrap_or("(no name)"),
+                    if measures.is_empty() {
+                        "no health service advertised".to_owned()
+                    } else {
+                        measures.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
+        Devices::Simulate {
+            monitor,
+            adapter,
+            name,
+            seed,
+            scenario,
+            nibp_interval_s,
+        } => {
+            let m = SimMonitor::parse(&monitor).ok_or_else(|| {
+                let known: Vec<&str> = SimMonitor::ALL.iter().map(|m| m.device()).collect();
+                anyhow::anyhow!("unknown monitor {monitor:?}; known: {}", known.join(", "))
+            })?;
+            let scenario: Scenario = scenario.parse()?;
+            let opts = SimulateOptions {
+                monitor: m,
+                adapter,
+                name: name.unwrap_or_else(|| format!("Vigil {}", m.device())),
+                seed,
+                scenario,
+                nibp_interval_s,
+            };
+            let running = simulated::start(&opts)
+                .await
+                .with_context(|| format!("cannot register the simulated {}", m.device()))?;
+            println!("monitor: {}", opts.name);
+            println!("adapter: {}", running.adapter);
+            println!("address: {}", running.address);
+            wait_for_signal().await?;
+            drop(running);
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -284,6 +284,8 @@ struct OpenChunk {
     clear_staging: bool,
     /// Samples received since the last successful commit (for the committed count).
     fresh: u64,
+    /// The time of the last sample taken on this channel in this session.
+    last_us: Option<i64>,
 }
 
 struct Active {
@@ -458,6 +460,7 @@ impl Recorder {
     /// recorded. Returns how many samples were dropped because the pending buffer is full.
     pub fn ingest(&mut self, events: Vec<SourceEvent>) -> usize {
         let mut dropped = 0;
+        let mut out_of_order = 0_usize;
         for event in events {
             match event {
                 SourceEvent::Samples(batch) => {
@@ -473,11 +476,21 @@ impl Recorder {
                         if s.t_us < a.started_us {
                             continue;
                         }
+                        // A channel's samples go forward in time (chunks refuse anything
+                        // else); a source that breaks that loses the sample, not the record.
+                        let floor = oc
+                            .last_us
+                            .or_else(|| oc.pending.last().or(oc.staged.last()).map(|p| p.t_us));
+                        if floor.is_some_and(|f| s.t_us < f) {
+                            out_of_order += 1;
+                            continue;
+                        }
                         if oc.pending.len() >= MAX_PENDING_SAMPLES {
                             dropped += 1;
                             continue;
                         }
                         transitions.extend(a.engine.observe(batch.channel, &s));
+                        oc.last_us = Some(s.t_us);
                         oc.pending.push(s);
                         oc.fresh += 1;
                     }
@@ -505,6 +518,12 @@ impl Recorder {
             tracing::warn!(
                 dropped,
                 "pending sample buffer full; samples dropped (is the disk full?)"
+            );
+        }
+        if out_of_order > 0 {
+            tracing::warn!(
+                out_of_order,
+                "samples older than their channel's last one; not recorded"
             );
         }
         dropped
@@ -1410,6 +1429,53 @@ mod tests {
         let mut expected = vec![unconfirmed, changed_after];
         expected.sort();
         assert_eq!(purged, expected);
+    }
+
+    #[test]
+    fn a_sample_older_than_its_channel_is_refused_and_recording_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let patient = r
+            .create_patient(
+                NewPatient {
+                    given_name: "A".into(),
+                    family_name: "B".into(),
+                    birth_date: "1980-01-01".into(),
+                    sex: String::new(),
+                    phone: None,
+                    screening: Screening::default(),
+                    medications: vec![],
+                    course: CoursePlan::default(),
+                },
+                T0,
+            )
+            .unwrap();
+        let protocol = Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        };
+        let new = NewSession {
+            patient_id: patient.id,
+            protocol,
+            by: "n".into(),
+            scenario: None,
+        };
+        r.start_session(new, T0).unwrap();
+        let hr = |t: i64| Sample::scalar(T0 + t, 70);
+        r.ingest(vec![SourceEvent::Samples(SampleBatch {
+            channel: Channel::Hr,
+            samples: vec![hr(10), hr(5), hr(12)],
+        })]);
+        r.ingest(vec![SourceEvent::Samples(SampleBatch {
+            channel: Channel::Hr,
+            samples: vec![hr(11), hr(12), hr(20)],
+        })]);
+        r.commit(T0 + 1_000_000).expect("the commit goes through");
+        // 10, 12, then 12 (a tie is allowed) and 20; 5 and 11 went backwards.
+        assert_eq!(r.samples_committed(), 4);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Not here yet: the BLE collector (btleplug), which will implement the same trait. This crate
 //! is the only one that will talk to BlueZ.
 
+pub mod ble;
 pub mod gatt;
 pub mod sim;
 pub mod source;

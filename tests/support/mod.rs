@@ -52,8 +52,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args`; stderr goes to the test's stderr (shown on failure).
     pub fn spawn(bin: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_env(bin, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

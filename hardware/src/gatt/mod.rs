@@ -32,6 +32,7 @@
 
 pub mod blood_pressure;
 pub mod date_time;
+pub mod encode;
 pub mod heart_rate;
 pub mod medfloat;
 pub mod plx;
