@@ -309,6 +309,22 @@ async fn wrong_device_is_refused_and_silent_monitor_is_restarted() {
     // Both are thermometers, which speak once a minute.
     let _wrong = monitor(&rig, "thermometer", 1);
     let _quiet = monitor(&rig, "thermometer", 2);
+    // The IT person's view first: both show up in a scan, with what they advertise.
+    let scan = std::process::Command::new(bin("vigil-edge"))
+        .args(["devices", "scan", "--adapter", "hci0", "--seconds", "3"])
+        .env(SYSTEM_BUS_ENV, rig.bus_address())
+        .output()
+        .expect("run vigil-edge devices scan");
+    let listing = String::from_utf8_lossy(&scan.stdout);
+    assert!(scan.status.success(), "{listing}");
+    for hci in [1, 2] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(&adapter_address(hci)) && l.ends_with("temperature")),
+            "hci{hci} listed as a thermometer: {listing}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_edge_config(
         dir.path(),
