@@ -21,7 +21,7 @@ reliability:
     mkdir -p target && rm -f "$rows"
     VIGIL_RELIABILITY_OUT="$rows" cargo test --locked --test scenarios --test scenarios_appliance --test kill_loop
     cargo run --locked --quiet -- reliability-table --rows "$rows" --out RELIABILITY.md \
-        --produced "Produced $(date -u '+%Y-%m-%d %H:%M UTC') from commit $(git rev-parse --short HEAD) on a $(nproc)-core machine, debug build as CI runs it."
+        --produced "Produced $(date -u '+%Y-%m-%d %H:%M UTC') from commit $(git describe --always --dirty) on a $(nproc)-core machine, debug build as CI runs it."
 
 # The long versions of the reliability scenarios (a quarter of an hour); rows in target/.
 soak:

@@ -164,8 +164,11 @@ pub fn render(rows: &[Row], produced: &str) -> String {
     );
     out.push_str(
         "Produced by one command, `just reliability` (short versions, as CI runs them); \
-         `just soak` runs the long versions. Every test asserts lost = 0 and duplicated = 0 \
-         before it writes its row.\n\n",
+         `just soak` runs the long versions. Every test asserts lost = 0 and duplicated = 0; \
+         the scenarios without a SIGKILL also assert that the appliances dropped no measured \
+         sample, so there *recorded* is everything the monitors measured (around a SIGKILL, \
+         samples not yet committed were never recorded). The table is written only when every \
+         test passed.\n\n",
     );
     let _ = writeln!(out, "| {} |", COLUMNS.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(COLUMNS.len()));

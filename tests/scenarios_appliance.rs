@@ -223,6 +223,12 @@ async fn full_disk_keeps_the_session_and_recovers_when_space_returns() {
         .collect();
     assert_eq!(storage.len(), 1, "{session}");
     assert!(storage[0]["cleared_us"].as_i64().is_some(), "{storage:?}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok", "after the recovery");
+    drop(conn);
 
     let (tally, took) = converge(
         &[(&edge, id.as_str())],

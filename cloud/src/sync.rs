@@ -835,3 +835,31 @@ fn close_with(conn: &Connection, error: &ServeError) -> Result<(), ServeError> {
 pub fn bind(addr: SocketAddr, config: quinn::ServerConfig) -> std::io::Result<Endpoint> {
     Endpoint::server(config, addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_cache_holds_at_most_its_capacity_and_never_evicts_a_slot_in_use() {
+        let cache = DocCache::default();
+        let held = cache.slot("in-use");
+        for i in 0..DOC_CACHE_CAPACITY * 2 {
+            drop(cache.slot(&format!("doc-{i}")));
+        }
+        let slots = cache.slots.lock().unwrap();
+        assert_eq!(slots.map.len(), DOC_CACHE_CAPACITY);
+        let kept = slots
+            .map
+            .get("in-use")
+            .expect("a held slot is never evicted");
+        assert!(Arc::ptr_eq(&kept.0, &held));
+        // The most recent documents are the ones kept.
+        assert!(
+            slots
+                .map
+                .contains_key(&format!("doc-{}", DOC_CACHE_CAPACITY * 2 - 1))
+        );
+        assert!(!slots.map.contains_key("doc-0"));
+    }
+}

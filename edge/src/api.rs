@@ -500,3 +500,38 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         out,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::COMMAND_QUEUE;
+    use crate::recorder::StopSession;
+
+    #[tokio::test]
+    async fn a_full_command_queue_answers_503_at_once() {
+        // A stuck recorder: nobody takes commands off the queue.
+        let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let state = ApiState {
+            commands,
+            db_path: PathBuf::new(),
+            status: Arc::default(),
+            sync: None,
+        };
+        for _ in 0..COMMAND_QUEUE {
+            state.commands.try_send(Command::Shutdown).unwrap();
+        }
+        let stop = |r| {
+            Command::StopSession(
+                "s".into(),
+                StopSession {
+                    by: "n".into(),
+                    aborted: false,
+                },
+                r,
+            )
+        };
+        let err = call(&state, stop).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.message, "the recorder is busy; try again in a moment");
+    }
+}
