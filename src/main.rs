@@ -247,6 +247,42 @@ fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, St
     Ok(out)
 }
 
+/// The room left to people: no scripted sessions run there, so the room screen can run one
+/// from check-in to discharge.
+const SCREEN_ROOM: &str = "austin-2";
+
+/// The demo's room-screen staff at every site: `(id, name, role)`.
+const DEMO_STAFF: [(&str, &str, &str); 3] = [
+    ("nurse-ana", "Ana Ruiz", "nurse"),
+    ("dr-kim", "Dr Sam Kim", "clinician"),
+    ("desk-lee", "Lee Park", "front_desk"),
+];
+
+/// Adds the demo staff to each site's configuration with random four-digit PINs, before any
+/// appliance connects (so the first sync brings the list): `(site, name, role, pin)`.
+fn demo_staff(
+    cloud: &vigil_cloud::app::Cloud,
+) -> anyhow::Result<Vec<(String, String, String, String)>> {
+    use vigil_cloud::staff::{NewStaff, set_staff_member};
+    let mut out = Vec::new();
+    for (site, _, _) in SITES {
+        for (id, name, role) in DEMO_STAFF {
+            let n = u32::from_str_radix(&random_token()?[..8], 16)?;
+            let pin = format!("{:04}", n % 10_000);
+            let new = NewStaff {
+                id,
+                name,
+                role,
+                pin: &pin,
+            };
+            set_staff_member(&cloud.store, site, &new, vigil_cloud::api::now_us())
+                .with_context(|| format!("cannot add demo staff {id} at {site}"))?;
+            out.push((site.to_owned(), name.to_owned(), role.to_owned(), pin));
+        }
+    }
+    Ok(out)
+}
+
 /// Adapters per room in the Bluetooth demo: the appliance's, then one per monitor.
 const BLE_ADAPTERS_PER_ROOM: usize = 1 + SimMonitor::ALL.len();
 
@@ -320,6 +356,9 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
     for (role, user, password) in demo_users(&cloud)? {
         println!("login: {role} {user} {password}");
     }
+    for (site, name, role, pin) in demo_staff(&cloud)? {
+        println!("{site} staff: {name} ({role}) PIN {pin}");
+    }
     let ca = vigil_cloud::pki::Ca::load(&pki)?;
     let mut appliances = Vec::new();
     for (s, (site, _, _)) in SITES.iter().enumerate() {
@@ -361,6 +400,7 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
             config.validate(std::path::Path::new("(demo)"))?;
             let appliance = Appliance::start(config).await?;
             println!("{site}-{room} api: {}", appliance.api_url());
+            println!("{site}-{room} screen: {}/screen", appliance.api_url());
             appliances.push((format!("{site}-{room}"), n, appliance));
         }
     }
@@ -368,6 +408,7 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         println!("demo: monitors on simulated Bluetooth, real time; Ctrl-C stops it");
     } else {
         println!("demo: running at {time_factor}x real time; Ctrl-C stops it");
+        println!("demo: {SCREEN_ROOM} runs no scripted sessions; run one on its screen");
     }
     let appliances: Vec<_> = appliances
         .into_iter()
@@ -375,6 +416,9 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         .collect();
     let mut drivers = Vec::new();
     for (name, n, appliance) in &appliances {
+        if name == SCREEN_ROOM {
+            continue;
+        }
         let (name, n, appliance) = (name.clone(), *n, appliance.clone());
         drivers.push(tokio::spawn(async move {
             if let Err(e) = drive_room(&appliance, n, time_factor).await {

@@ -20,6 +20,7 @@ pub mod dates;
 pub mod fhir;
 pub mod metrics;
 pub mod pki;
+pub mod staff;
 pub mod store;
 pub mod sync;
 pub mod tls;

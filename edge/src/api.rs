@@ -44,6 +44,12 @@ pub enum Command {
     ),
     /// Start a session.
     StartSession(NewSession, Reply<vigil_shared::doc::SessionMeta>),
+    /// Start a session with the room screen's check-in record.
+    StartChecked(
+        NewSession,
+        vigil_shared::doc::CheckIn,
+        Reply<vigil_shared::doc::SessionMeta>,
+    ),
     /// Record an event.
     AddEvent(String, SessionEvent, Reply<vigil_shared::doc::SessionMeta>),
     /// Stop a session.

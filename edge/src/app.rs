@@ -264,12 +264,13 @@ impl Appliance {
             addr: config.http_bind,
             source,
         })?;
-        let app = api::router(ApiState {
+        let state = ApiState {
             commands: commands.clone(),
             db_path: db_path.clone(),
             status,
             sync: sync_status,
-        });
+        };
+        let app = api::router(state.clone()).merge(crate::screen::router(state));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -349,6 +350,11 @@ fn run_recorder(
             let events = source.poll(clock.now_us());
             recorder.ingest(events);
             next_poll = now + POLL_INTERVAL;
+            // Live values for the room screen, fresher than the full snapshot below.
+            if let Ok(mut s) = status.lock() {
+                s.now_us = clock.now_us();
+                s.recorder.last.clone_from(recorder.last_values());
+            }
         }
         if now >= next_commit {
             // Errors are logged and shown on the status API by the recorder; it retries.
@@ -375,6 +381,23 @@ fn run_recorder(
     tracing::info!("recorder stopped");
 }
 
+fn start_session(
+    recorder: &mut Recorder,
+    source: &mut RoomSource,
+    now: i64,
+    input: crate::recorder::NewSession,
+    checkin: Option<vigil_shared::doc::CheckIn>,
+) -> Result<vigil_shared::doc::SessionMeta, RecorderError> {
+    // Samples up to now belong to no session; hand them out before the start.
+    recorder.ingest(source.poll(now));
+    let scenario = input.scenario.map(|s| s.to_string());
+    let result = recorder.start_session_checked(input, checkin, now);
+    if let Ok(meta) = &result {
+        source.session_started(&meta.id, now, now, scenario.as_deref());
+    }
+    result
+}
+
 fn handle_command(
     recorder: &mut Recorder,
     source: &mut RoomSource,
@@ -390,14 +413,10 @@ fn handle_command(
             let _ = reply.send(recorder.update_patient(&id, update, now));
         }
         Command::StartSession(input, reply) => {
-            // Samples up to now belong to no session; hand them out before the start.
-            recorder.ingest(source.poll(now));
-            let scenario = input.scenario.map(|s| s.to_string());
-            let result = recorder.start_session(input, now);
-            if let Ok(meta) = &result {
-                source.session_started(&meta.id, now, now, scenario.as_deref());
-            }
-            let _ = reply.send(result);
+            let _ = reply.send(start_session(recorder, source, now, input, None));
+        }
+        Command::StartChecked(input, checkin, reply) => {
+            let _ = reply.send(start_session(recorder, source, now, input, Some(checkin)));
         }
         Command::AddEvent(id, event, reply) => {
             let _ = reply.send(recorder.add_event(&id, event, now));

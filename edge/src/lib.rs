@@ -6,6 +6,7 @@
 //! - [`recorder`]: samples and people's actions in, durable documents out; synchronous.
 //! - [`reads`]: what the API shows, read from committed data.
 //! - [`api`]: the HTTP routes under `/api/v1`.
+//! - [`screen`]: the clinician's room screen (server-rendered pages under `/screen`).
 //! - [`sync`]: the QUIC sync client (mutual TLS, backoff, persisted sync state).
 //! - [`app`]: everything started together, and stopped cleanly.
 //!
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod reads;
 pub mod recorder;
+pub mod screen;
 pub mod store;
 pub mod sync;
 

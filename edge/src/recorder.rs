@@ -22,9 +22,9 @@ use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
-    AdvisoryRecord, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent, Observation,
-    PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta, SessionState,
-    SiteConfigDoc,
+    AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
+    Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
+    SessionState, SiteConfigDoc,
 };
 use vigil_shared::vitals::{Channel, Sample};
 
@@ -132,6 +132,9 @@ pub struct PatientUpdate {
     /// New course plan.
     #[serde(default)]
     pub course: Option<CoursePlan>,
+    /// Outcome scores to add to the course record (an id already present is not added twice).
+    #[serde(default)]
+    pub add_outcome_scores: Vec<Score>,
 }
 
 /// A session start request.
@@ -451,6 +454,11 @@ impl Recorder {
         s
     }
 
+    /// The last sample of each channel, for live values between two status snapshots.
+    pub fn last_values(&self) -> &BTreeMap<Channel, Sample> {
+        &self.status.last
+    }
+
     /// The session being recorded, if any.
     pub fn active_session(&self) -> Option<&str> {
         self.active.as_ref().map(|a| a.id.as_str())
@@ -669,6 +677,11 @@ impl Recorder {
             if let Some(course) = update.course {
                 r.course = course;
             }
+            for score in update.add_outcome_scores {
+                if !r.outcome_scores.iter().any(|s| s.id == score.id) {
+                    r.outcome_scores.push(score);
+                }
+            }
         })?;
         let changes = doc.automerge().save_after(&heads);
         let tx = store::write_tx(&mut self.conn)?;
@@ -683,6 +696,32 @@ impl Recorder {
         input: NewSession,
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
+        self.start_session_checked(input, None, now_us)
+    }
+
+    /// Starts recording a session with the room screen's check-in record, written in the same
+    /// transaction as the new document. A check-in that lists contraindication flags must
+    /// carry an override reason and who gave it; the screen checks that person's role.
+    pub fn start_session_checked(
+        &mut self,
+        input: NewSession,
+        checkin: Option<CheckIn>,
+        now_us: i64,
+    ) -> Result<SessionMeta, RecorderError> {
+        if let Some(c) = &checkin {
+            check_text("checkin.by", &c.by, true)?;
+            let reason = c.override_reason.as_deref().unwrap_or("");
+            check_text("checkin.override_reason", reason, false)?;
+            if !c.flags.is_empty()
+                && (reason.trim().is_empty()
+                    || c.override_by.as_deref().is_none_or(|b| b.trim().is_empty()))
+            {
+                return Err(RecorderError::Conflict(format!(
+                    "start blocked by contraindications ({}): a clinician must override with a reason",
+                    c.flags.join(", ")
+                )));
+            }
+        }
         if let Some(a) = &self.active {
             return Err(RecorderError::Conflict(format!(
                 "session {} is already in progress in this room; stop it first",
@@ -730,6 +769,9 @@ impl Recorder {
             discharge: None,
         };
         let mut doc = SessionDoc::create(&meta)?;
+        if let Some(c) = &checkin {
+            doc.set_checkin(c)?;
+        }
         let bytes = doc.automerge().save();
         let row = SessionRow {
             id: meta.id.clone(),

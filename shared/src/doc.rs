@@ -526,6 +526,73 @@ impl SessionDoc {
     }
 }
 
+/// Root key of a session's check-in record (absent in sessions started without the room
+/// screen, and in documents written before it existed: readers treat absence as `None`).
+pub const CHECKIN_KEY: &str = "checkin";
+
+/// What the room screen recorded at check-in, before the infusion: baseline vitals, the
+/// screening flags found and any clinician override, the pump settings and the pre-infusion
+/// checklist. Written once, in the same transaction that creates the session.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct CheckIn {
+    /// When, µs.
+    pub at_us: i64,
+    /// Who checked the patient in (staff id).
+    pub by: String,
+    /// Baseline systolic pressure, mmHg.
+    pub baseline_systolic: i64,
+    /// Baseline diastolic pressure, mmHg.
+    pub baseline_diastolic: i64,
+    /// Baseline heart rate, bpm.
+    pub baseline_hr: Option<i64>,
+    /// Baseline SpO2, %.
+    pub baseline_spo2: Option<i64>,
+    /// Contraindication flags found (names from `clinical::Contraindication::name`).
+    pub flags: Vec<String>,
+    /// The clinician's reason for starting despite the flags.
+    pub override_reason: Option<String>,
+    /// The clinician who overrode (staff id).
+    pub override_by: Option<String>,
+    /// Concentration of the prepared infusion, mg/mL.
+    pub concentration_mg_per_ml: f64,
+    /// Total dose, mg.
+    pub total_mg: f64,
+    /// Pump rate, mg/h.
+    pub rate_mg_per_h: f64,
+    /// Pump rate, mL/h.
+    pub rate_ml_per_h: f64,
+    /// Escort home arranged.
+    pub escort_arranged: bool,
+    /// Informed consent signed.
+    pub consent: bool,
+    /// Nothing by mouth as instructed.
+    pub nothing_by_mouth: bool,
+}
+
+/// The check-in record of a session document; absent is `None`, malformed an error.
+fn read_checkin(doc: &AutoCommit) -> Result<Option<CheckIn>, DocError> {
+    if doc.get(automerge::ROOT, CHECKIN_KEY)?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(hydrate_prop(doc, automerge::ROOT, CHECKIN_KEY)?))
+}
+
+impl SessionDoc {
+    /// The check-in record, if the session has one.
+    pub fn checkin(&self) -> Result<Option<CheckIn>, DocError> {
+        read_checkin(&self.doc)
+    }
+
+    /// Writes the check-in record.
+    pub fn set_checkin(&mut self, checkin: &CheckIn) -> Result<(), DocError> {
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, CHECKIN_KEY, checkin) {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
 /// Why one chunk of a session document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkReadError {
@@ -578,6 +645,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
                 Some((Value::Object(ObjType::Map), _)) => {}
                 _ => return Err(vitals_error("*", "no vitals map")),
             }
+            read_checkin(doc)?;
         }
         DocKind::Patient => {
             PatientDoc::from_automerge(doc.clone())?.record()?;
@@ -1202,6 +1270,46 @@ mod tests {
         );
         assert_eq!(merged.chunk_count(Channel::Hr), 1);
         assert_eq!(merged.chunk_count(Channel::Spo2), 1);
+    }
+
+    #[test]
+    fn checkin_round_trips_and_is_optional() {
+        let mut s = SessionDoc::create(&meta()).unwrap();
+        assert_eq!(
+            s.checkin().unwrap(),
+            None,
+            "absent in a session without one"
+        );
+        validate_document(s.automerge_ref(), DocKind::Session).unwrap();
+        let c = CheckIn {
+            at_us: 1_900,
+            by: "nurse-a".into(),
+            baseline_systolic: 150,
+            baseline_diastolic: 85,
+            baseline_hr: Some(72),
+            baseline_spo2: None,
+            flags: vec!["uncontrolled_hypertension".into()],
+            override_reason: Some("white-coat; home readings 125/80".into()),
+            override_by: Some("dr-b".into()),
+            concentration_mg_per_ml: 0.5,
+            total_mg: 35.0,
+            rate_mg_per_h: 52.5,
+            rate_ml_per_h: 105.0,
+            escort_arranged: true,
+            consent: true,
+            nothing_by_mouth: true,
+        };
+        s.set_checkin(&c).unwrap();
+        let loaded = SessionDoc::load(&s.automerge().save()).unwrap();
+        assert_eq!(loaded.checkin().unwrap(), Some(c));
+        assert_eq!(loaded.meta().unwrap(), meta());
+        validate_document(loaded.automerge_ref(), DocKind::Session).unwrap();
+        // A malformed record is refused by validation.
+        let mut bad = SessionDoc::create(&meta()).unwrap();
+        bad.automerge()
+            .put(automerge::ROOT, CHECKIN_KEY, "not a map")
+            .unwrap();
+        assert!(validate_document(bad.automerge_ref(), DocKind::Session).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod advisory;
 pub mod chunk;
+pub mod clinical;
 pub mod doc;
 pub mod ids;
 pub mod sync;

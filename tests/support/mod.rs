@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod peer;
 pub mod tally;
+pub mod webdriver;
 
 /// Path to a workspace binary of another package, built (or found up to date) first: a test
 /// of the root package alone (`cargo test -p vigil`) would otherwise run a stale binary.

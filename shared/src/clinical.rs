@@ -1,0 +1,734 @@
+//! Clinical calculations of the room screen: the ketamine pump rate and its site limits, the
+//! pre-infusion contraindication rules, the modified Aldrete score and the course plan.
+//!
+//! Pure functions over numbers and answers, with worked examples in table tests. Nothing here
+//! decides for a clinician: the screen shows the results and records who acted on them. Rules
+//! follow DESIGN.md's clinical defaults; a site's medical director may tighten the limits.
+
+use crate::doc::{CoursePlan, Screening};
+
+/// Microseconds in a day.
+const DAY_US: i64 = 86_400 * 1_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Pump rate
+
+/// Limits a site puts on an infusion order. The defaults are the usual ketamine protocol for
+/// depression (0.5 mg/kg over 40 minutes) with room either side; anything outside needs a
+/// different protocol, not a typo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InfusionLimits {
+    /// Highest dose, mg per kg.
+    pub max_dose_mg_per_kg: f64,
+    /// Highest total dose of one infusion, mg.
+    pub max_total_mg: f64,
+    /// Highest pump rate, mg/h.
+    pub max_rate_mg_per_h: f64,
+    /// Shortest infusion, minutes.
+    pub min_minutes: u64,
+    /// Longest infusion, minutes.
+    pub max_minutes: u64,
+}
+
+impl Default for InfusionLimits {
+    fn default() -> Self {
+        InfusionLimits {
+            max_dose_mg_per_kg: 1.0,
+            max_total_mg: 150.0,
+            max_rate_mg_per_h: 200.0,
+            min_minutes: 20,
+            max_minutes: 120,
+        }
+    }
+}
+
+/// An infusion order as the clinician enters it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InfusionOrder {
+    /// Dose, mg per kg of body weight.
+    pub dose_mg_per_kg: f64,
+    /// Weight on the day, kg.
+    pub weight_kg: f64,
+    /// Planned duration, minutes.
+    pub minutes: u64,
+    /// Concentration of the prepared bag or syringe, mg/mL.
+    pub concentration_mg_per_ml: f64,
+}
+
+/// What the pump is set to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PumpPlan {
+    /// Total dose, mg (rounded to 0.1 mg).
+    pub total_mg: f64,
+    /// Total volume, mL (rounded to 0.1 mL).
+    pub volume_ml: f64,
+    /// Rate, mg/h (rounded to 0.1).
+    pub rate_mg_per_h: f64,
+    /// Rate, mL/h (rounded to 0.1), what the pump is programmed with.
+    pub rate_ml_per_h: f64,
+}
+
+/// Why an order is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrderError {
+    /// A number is missing, zero, negative or not a number.
+    #[error("{field} must be a positive number")]
+    NotPositive {
+        /// The field.
+        field: &'static str,
+    },
+    /// The weight is outside what a person weighs.
+    #[error("weight {0} kg is outside 20-350 kg; check the scale")]
+    Weight(f64),
+    /// A value is over the site's limit.
+    #[error("{what} {value} is over the site limit of {limit}")]
+    OverLimit {
+        /// What.
+        what: &'static str,
+        /// The value.
+        value: f64,
+        /// The limit.
+        limit: f64,
+    },
+    /// The duration is outside the site's range.
+    #[error("duration {minutes} min is outside the site's {min}-{max} min")]
+    Duration {
+        /// Entered.
+        minutes: u64,
+        /// Shortest allowed.
+        min: u64,
+        /// Longest allowed.
+        max: u64,
+    },
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Total dose and pump rate of an order, checked against `limits`.
+///
+/// total mg = mg/kg × kg; mg/h = total ÷ hours; mL/h = mg/h ÷ mg/mL. Rounding happens once,
+/// at the end, so the rounded rate times the duration gives the rounded total to within 0.1.
+pub fn pump_plan(order: &InfusionOrder, limits: &InfusionLimits) -> Result<PumpPlan, OrderError> {
+    let positive = |v: f64, field| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(OrderError::NotPositive { field })
+        }
+    };
+    positive(order.dose_mg_per_kg, "dose (mg/kg)")?;
+    positive(order.weight_kg, "weight (kg)")?;
+    positive(order.concentration_mg_per_ml, "concentration (mg/mL)")?;
+    if order.minutes == 0 {
+        return Err(OrderError::NotPositive {
+            field: "duration (min)",
+        });
+    }
+    if !(20.0..=350.0).contains(&order.weight_kg) {
+        return Err(OrderError::Weight(order.weight_kg));
+    }
+    if !(limits.min_minutes..=limits.max_minutes).contains(&order.minutes) {
+        return Err(OrderError::Duration {
+            minutes: order.minutes,
+            min: limits.min_minutes,
+            max: limits.max_minutes,
+        });
+    }
+    let over = |what, value: f64, limit: f64| {
+        if value > limit + 1e-9 {
+            Err(OrderError::OverLimit {
+                what,
+                value: round1(value),
+                limit,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    over(
+        "dose (mg/kg)",
+        order.dose_mg_per_kg,
+        limits.max_dose_mg_per_kg,
+    )?;
+    let total = order.dose_mg_per_kg * order.weight_kg;
+    over("total dose (mg)", total, limits.max_total_mg)?;
+    let hours = order.minutes as f64 / 60.0;
+    let rate = total / hours;
+    over("rate (mg/h)", rate, limits.max_rate_mg_per_h)?;
+    Ok(PumpPlan {
+        total_mg: round1(total),
+        volume_ml: round1(total / order.concentration_mg_per_ml),
+        rate_mg_per_h: round1(rate),
+        rate_ml_per_h: round1(rate / order.concentration_mg_per_ml),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contraindications
+
+/// A pre-infusion screening flag (DESIGN.md, clinical rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Contraindication {
+    /// Baseline blood pressure above 140/90, or hypertension known to be uncontrolled.
+    UncontrolledHypertension,
+    /// Cardiovascular disease.
+    CardiovascularDisease,
+    /// History of psychosis.
+    PsychosisHistory,
+    /// Pregnancy.
+    Pregnancy,
+    /// Current substance use.
+    SubstanceUse,
+}
+
+impl Contraindication {
+    /// Every flag, in the order the screen lists them.
+    pub const ALL: [Contraindication; 5] = [
+        Contraindication::UncontrolledHypertension,
+        Contraindication::CardiovascularDisease,
+        Contraindication::PsychosisHistory,
+        Contraindication::Pregnancy,
+        Contraindication::SubstanceUse,
+    ];
+
+    /// Stable name, as stored in documents.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contraindication::UncontrolledHypertension => "uncontrolled_hypertension",
+            Contraindication::CardiovascularDisease => "cardiovascular_disease",
+            Contraindication::PsychosisHistory => "psychosis_history",
+            Contraindication::Pregnancy => "pregnancy",
+            Contraindication::SubstanceUse => "substance_use",
+        }
+    }
+
+    /// What a person reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            Contraindication::UncontrolledHypertension => "Uncontrolled hypertension",
+            Contraindication::CardiovascularDisease => "Cardiovascular disease",
+            Contraindication::PsychosisHistory => "History of psychosis",
+            Contraindication::Pregnancy => "Pregnancy",
+            Contraindication::SubstanceUse => "Current substance use",
+        }
+    }
+}
+
+/// Baseline blood pressure above this systolic (mmHg) flags uncontrolled hypertension.
+pub const BASELINE_SYSTOLIC_MAX: i64 = 140;
+/// Baseline blood pressure above this diastolic (mmHg) flags uncontrolled hypertension.
+pub const BASELINE_DIASTOLIC_MAX: i64 = 90;
+
+/// The flags raised by the screening answers and the baseline blood pressure (systolic,
+/// diastolic, mmHg) when measured. A baseline above 140/90 flags hypertension whatever the
+/// answer was: "> 140/90" means either number above its limit.
+pub fn contraindications(
+    screening: &Screening,
+    baseline_bp: Option<(i64, i64)>,
+) -> Vec<Contraindication> {
+    let high_bp =
+        baseline_bp.is_some_and(|(s, d)| s > BASELINE_SYSTOLIC_MAX || d > BASELINE_DIASTOLIC_MAX);
+    let mut flags = Vec::new();
+    if screening.uncontrolled_hypertension || high_bp {
+        flags.push(Contraindication::UncontrolledHypertension);
+    }
+    if screening.cardiovascular_disease {
+        flags.push(Contraindication::CardiovascularDisease);
+    }
+    if screening.psychosis_history {
+        flags.push(Contraindication::PsychosisHistory);
+    }
+    if screening.pregnancy {
+        flags.push(Contraindication::Pregnancy);
+    }
+    if screening.substance_use {
+        flags.push(Contraindication::SubstanceUse);
+    }
+    flags
+}
+
+/// Why an infusion may not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartBlocked {
+    /// Flags without an override.
+    #[error("start blocked by {}: a clinician must override with a reason", names(.0))]
+    Contraindicated(Vec<Contraindication>),
+    /// An override by someone who is not a clinician.
+    #[error("only a clinician may override a contraindication")]
+    NotClinician,
+    /// Pre-infusion checklist items not done.
+    #[error("pre-infusion checklist incomplete: {}", .0.join(", "))]
+    Checklist(Vec<&'static str>),
+}
+
+fn names(flags: &[Contraindication]) -> String {
+    flags
+        .iter()
+        .map(|f| f.label().to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The pre-infusion checklist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreInfusionChecklist {
+    /// An escort home is arranged.
+    pub escort_arranged: bool,
+    /// Informed consent signed.
+    pub consent: bool,
+    /// Nothing by mouth as instructed.
+    pub nothing_by_mouth: bool,
+}
+
+impl PreInfusionChecklist {
+    /// Items not yet done, as a person reads them.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.escort_arranged {
+            out.push("escort arranged");
+        }
+        if !self.consent {
+            out.push("consent");
+        }
+        if !self.nothing_by_mouth {
+            out.push("nothing by mouth");
+        }
+        out
+    }
+}
+
+/// Whether an infusion may start: the checklist done, and every flag overridden by a
+/// clinician with a reason. `override_reason` is what the clinician wrote (blank is none);
+/// `overrider_is_clinician` is the role of whoever submitted it.
+pub fn may_start(
+    flags: &[Contraindication],
+    checklist: &PreInfusionChecklist,
+    override_reason: Option<&str>,
+    overrider_is_clinician: bool,
+) -> Result<(), StartBlocked> {
+    let missing = checklist.missing();
+    if !missing.is_empty() {
+        return Err(StartBlocked::Checklist(missing));
+    }
+    if flags.is_empty() {
+        return Ok(());
+    }
+    match override_reason.map(str::trim) {
+        Some(r) if !r.is_empty() => {
+            if overrider_is_clinician {
+                Ok(())
+            } else {
+                Err(StartBlocked::NotClinician)
+            }
+        }
+        _ => Err(StartBlocked::Contraindicated(flags.to_vec())),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modified Aldrete
+
+/// The five items of the modified Aldrete score, each 0-2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Aldrete {
+    /// 2: moves four limbs; 1: two; 0: none.
+    pub activity: u8,
+    /// 2: breathes deeply and coughs; 1: dyspnoea or shallow; 0: apnoeic.
+    pub respiration: u8,
+    /// 2: BP within 20 % of baseline; 1: 20-49 %; 0: 50 % or more off.
+    pub circulation: u8,
+    /// 2: fully awake; 1: rousable on calling; 0: not responding.
+    pub consciousness: u8,
+    /// 2: SpO2 > 92 % on room air; 1: needs oxygen to stay > 90 %; 0: < 90 % even with oxygen.
+    pub oxygen_saturation: u8,
+}
+
+/// Lowest modified Aldrete total for discharge (DESIGN.md).
+pub const ALDRETE_DISCHARGE_MIN: u8 = 9;
+
+impl Aldrete {
+    /// The total, 0-10; `None` when an item is outside 0-2.
+    pub fn total(&self) -> Option<u8> {
+        let items = [
+            self.activity,
+            self.respiration,
+            self.circulation,
+            self.consciousness,
+            self.oxygen_saturation,
+        ];
+        items.iter().all(|&i| i <= 2).then(|| items.iter().sum())
+    }
+
+    /// Whether the score allows discharge.
+    pub fn allows_discharge(&self) -> bool {
+        self.total().is_some_and(|t| t >= ALDRETE_DISCHARGE_MIN)
+    }
+}
+
+/// The circulation item from the systolic pressure before the infusion and now: within 20 %
+/// of baseline scores 2, 20 % up to 50 % scores 1, 50 % or more scores 0.
+pub fn aldrete_circulation(baseline_systolic: i64, current_systolic: i64) -> u8 {
+    if baseline_systolic <= 0 {
+        return 0;
+    }
+    // Integer percentages, so 20 % exactly is the boundary whatever floating point says.
+    let off_pct_x100 = (current_systolic - baseline_systolic).abs() * 10_000 / baseline_systolic;
+    match off_pct_x100 {
+        x if x <= 2_000 => 2,
+        x if x < 5_000 => 1,
+        _ => 0,
+    }
+}
+
+/// The oxygen-saturation item from SpO2 (%) and whether the patient is on oxygen.
+pub fn aldrete_oxygen(spo2_pct: i64, on_oxygen: bool) -> u8 {
+    match (spo2_pct, on_oxygen) {
+        (s, false) if s > 92 => 2,
+        (s, _) if s >= 90 => 1,
+        _ => 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Course
+
+/// Where a patient's course stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CourseStatus {
+    /// Infusions done.
+    pub done: u64,
+    /// Infusions planned in the induction.
+    pub planned: u64,
+    /// `induction` or `maintenance`.
+    pub phase: &'static str,
+    /// Week of the induction the next infusion falls in (1-based), while in induction.
+    pub week: Option<u64>,
+    /// Earliest day the next infusion is due, µs (start of that day is not implied: it is
+    /// the instant of the last infusion plus the gap).
+    pub next_due_us: Option<i64>,
+}
+
+/// Days between maintenance infusions once the induction is complete.
+pub const MAINTENANCE_INTERVAL_DAYS: i64 = 28;
+
+/// The course's status from its plan and the start times of the infusions done (any order).
+///
+/// Induction week *k* (0-based) begins 7·k days after the first infusion and holds
+/// `per_week[k]` infusions, spaced `7 / per_week[k]` days apart (whole days, at least one).
+/// The next infusion is due at the later of the last one plus that spacing and the start of
+/// its week. After the planned count, maintenance: every [`MAINTENANCE_INTERVAL_DAYS`].
+pub fn course_status(plan: &CoursePlan, done_us: &[i64]) -> CourseStatus {
+    let mut done_sorted = done_us.to_vec();
+    done_sorted.sort_unstable();
+    let done = done_sorted.len() as u64;
+    let planned = if plan.per_week.is_empty() {
+        plan.infusions_planned
+    } else {
+        plan.per_week
+            .iter()
+            .sum::<u64>()
+            .max(plan.infusions_planned)
+    };
+    let (Some(&first), Some(&last)) = (done_sorted.first(), done_sorted.last()) else {
+        return CourseStatus {
+            done,
+            planned,
+            phase: "induction",
+            week: Some(1),
+            next_due_us: None,
+        };
+    };
+    if done >= planned || plan.phase == "maintenance" {
+        return CourseStatus {
+            done,
+            planned,
+            phase: "maintenance",
+            week: None,
+            next_due_us: Some(last + MAINTENANCE_INTERVAL_DAYS * DAY_US),
+        };
+    }
+    // The week in which infusion number `done` (0-based) falls.
+    let mut cumulative = 0;
+    let mut week = plan.per_week.len().saturating_sub(1);
+    let mut per_week = plan.per_week.last().copied().unwrap_or(1);
+    for (k, &n) in plan.per_week.iter().enumerate() {
+        cumulative += n;
+        if done < cumulative {
+            week = k;
+            per_week = n;
+            break;
+        }
+    }
+    let gap_days = (7 / per_week.max(1)).max(1) as i64;
+    let week_start = first + 7 * week as i64 * DAY_US;
+    CourseStatus {
+        done,
+        planned,
+        phase: "induction",
+        week: Some(week as u64 + 1),
+        next_due_us: Some((last + gap_days * DAY_US).max(week_start)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::type_complexity)] // reason: the worked-example tables read best as tuples
+mod tests {
+    use super::*;
+
+    fn order(dose: f64, kg: f64, minutes: u64, conc: f64) -> InfusionOrder {
+        InfusionOrder {
+            dose_mg_per_kg: dose,
+            weight_kg: kg,
+            minutes,
+            concentration_mg_per_ml: conc,
+        }
+    }
+
+    /// Worked examples: (mg/kg, kg, min, mg/mL) → (total mg, mL, mg/h, mL/h).
+    #[test]
+    fn pump_rate_worked_examples() {
+        let cases: &[((f64, f64, u64, f64), (f64, f64, f64, f64))] = &[
+            // 0.5 mg/kg × 70 kg = 35 mg over 40 min = 52.5 mg/h; 0.5 mg/mL → 70 mL, 105 mL/h.
+            ((0.5, 70.0, 40, 0.5), (35.0, 70.0, 52.5, 105.0)),
+            // 0.5 × 80 = 40 mg over 40 min = 60 mg/h; 1 mg/mL → 40 mL, 60 mL/h.
+            ((0.5, 80.0, 40, 1.0), (40.0, 40.0, 60.0, 60.0)),
+            // 0.75 × 92.4 = 69.3 mg over 45 min = 92.4 mg/h; 1 mg/mL.
+            ((0.75, 92.4, 45, 1.0), (69.3, 69.3, 92.4, 92.4)),
+            // 1.0 × 60 = 60 mg over 60 min = 60 mg/h; 2 mg/mL → 30 mL, 30 mL/h.
+            ((1.0, 60.0, 60, 2.0), (60.0, 30.0, 60.0, 30.0)),
+            // 0.5 × 55 = 27.5 mg over 40 min = 41.25 mg/h → 41.3; 0.5 mg/mL → 82.5 mL/h.
+            ((0.5, 55.0, 40, 0.5), (27.5, 55.0, 41.3, 82.5)),
+            // 0.5 × 72.5 = 36.25 mg over 50 min = 43.5 mg/h; 0.25 mg/mL → 145 mL, 174 mL/h.
+            ((0.5, 72.5, 50, 0.25), (36.3, 145.0, 43.5, 174.0)),
+        ];
+        for &((dose, kg, min, conc), (total, ml, mgh, mlh)) in cases {
+            let p = pump_plan(&order(dose, kg, min, conc), &InfusionLimits::default())
+                .unwrap_or_else(|e| panic!("{dose} mg/kg {kg} kg {min} min: {e}"));
+            assert_eq!(
+                (p.total_mg, p.volume_ml, p.rate_mg_per_h, p.rate_ml_per_h),
+                (total, ml, mgh, mlh),
+                "{dose} mg/kg × {kg} kg over {min} min at {conc} mg/mL"
+            );
+        }
+    }
+
+    #[test]
+    fn pump_orders_outside_limits_are_refused() {
+        let limits = InfusionLimits::default();
+        let cases: &[(InfusionOrder, &str)] = &[
+            (order(0.0, 70.0, 40, 1.0), "dose (mg/kg) must be a positive"),
+            (
+                order(0.5, f64::NAN, 40, 1.0),
+                "weight (kg) must be a positive",
+            ),
+            (order(0.5, 70.0, 40, 0.0), "concentration"),
+            (order(0.5, 70.0, 0, 1.0), "duration (min) must be"),
+            (order(0.5, 7.0, 40, 1.0), "weight 7 kg"),
+            (
+                order(1.5, 70.0, 40, 1.0),
+                "dose (mg/kg) 1.5 is over the site limit of 1",
+            ),
+            (
+                order(1.0, 160.0, 60, 1.0),
+                "total dose (mg) 160 is over the site limit of 150",
+            ),
+            (
+                order(1.0, 140.0, 40, 1.0),
+                "rate (mg/h) 210 is over the site limit of 200",
+            ),
+            (
+                order(0.5, 70.0, 10, 1.0),
+                "duration 10 min is outside the site's 20-120 min",
+            ),
+        ];
+        for (o, expected) in cases {
+            let err = pump_plan(o, &limits).unwrap_err().to_string();
+            assert!(err.contains(expected), "{o:?}: {err:?} lacks {expected:?}");
+        }
+        // Exactly at a limit is allowed.
+        assert!(pump_plan(&order(1.0, 150.0, 60, 1.0), &limits).is_ok());
+    }
+
+    #[test]
+    fn contraindication_rules() {
+        let none = Screening::default();
+        let cases: &[(Screening, Option<(i64, i64)>, &[Contraindication])] = &[
+            (none.clone(), None, &[]),
+            (none.clone(), Some((140, 90)), &[]),
+            (
+                none.clone(),
+                Some((141, 80)),
+                &[Contraindication::UncontrolledHypertension],
+            ),
+            (
+                none.clone(),
+                Some((120, 91)),
+                &[Contraindication::UncontrolledHypertension],
+            ),
+            (
+                Screening {
+                    uncontrolled_hypertension: true,
+                    ..none.clone()
+                },
+                Some((118, 76)),
+                &[Contraindication::UncontrolledHypertension],
+            ),
+            (
+                Screening {
+                    cardiovascular_disease: true,
+                    psychosis_history: true,
+                    pregnancy: true,
+                    substance_use: true,
+                    ..none.clone()
+                },
+                Some((150, 95)),
+                &Contraindication::ALL,
+            ),
+        ];
+        for (screening, bp, expected) in cases {
+            assert_eq!(
+                contraindications(screening, *bp),
+                expected.to_vec(),
+                "{screening:?} {bp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flag_blocks_the_start_until_a_clinician_overrides_with_a_reason() {
+        let done = PreInfusionChecklist {
+            escort_arranged: true,
+            consent: true,
+            nothing_by_mouth: true,
+        };
+        let flags = [Contraindication::Pregnancy];
+        let cases: &[(
+            &[Contraindication],
+            PreInfusionChecklist,
+            Option<&str>,
+            bool,
+            Result<(), &str>,
+        )] = &[
+            (&[], done, None, false, Ok(())),
+            (&flags, done, None, true, Err("start blocked by pregnancy")),
+            (&flags, done, Some("   "), true, Err("start blocked")),
+            (
+                &flags,
+                done,
+                Some("test negative today"),
+                false,
+                Err("only a clinician"),
+            ),
+            (&flags, done, Some("test negative today"), true, Ok(())),
+            (
+                &[],
+                PreInfusionChecklist {
+                    consent: false,
+                    ..done
+                },
+                None,
+                true,
+                Err("checklist incomplete: consent"),
+            ),
+        ];
+        for (flags, checklist, reason, clinician, expected) in cases {
+            let got = may_start(flags, checklist, *reason, *clinician).map_err(|e| e.to_string());
+            match (expected, &got) {
+                (Ok(()), Ok(())) => {}
+                (Err(part), Err(msg)) if msg.contains(part) => {}
+                _ => panic!(
+                    "{flags:?} {checklist:?} {reason:?} {clinician}: {got:?}, expected {expected:?}"
+                ),
+            }
+        }
+    }
+
+    /// Worked examples of the modified Aldrete score.
+    #[test]
+    fn aldrete_worked_examples() {
+        let a = |activity, respiration, circulation, consciousness, oxygen_saturation| Aldrete {
+            activity,
+            respiration,
+            circulation,
+            consciousness,
+            oxygen_saturation,
+        };
+        let cases = [
+            (a(2, 2, 2, 2, 2), Some(10), true),
+            (a(2, 2, 2, 1, 2), Some(9), true),
+            (a(2, 2, 1, 1, 2), Some(8), false),
+            (a(1, 1, 1, 1, 1), Some(5), false),
+            (a(0, 0, 0, 0, 0), Some(0), false),
+            (a(3, 2, 2, 2, 2), None, false),
+        ];
+        for (items, total, discharge) in cases {
+            assert_eq!(items.total(), total, "{items:?}");
+            assert_eq!(items.allows_discharge(), discharge, "{items:?}");
+        }
+        // Circulation from the systolic pressure: (baseline, now) → item.
+        let circulation = [
+            (120, 120, 2),
+            (120, 144, 2), // +20 % exactly
+            (120, 96, 2),  // -20 % exactly
+            (120, 145, 1),
+            (120, 179, 1), // +49.2 %
+            (120, 180, 0), // +50 %
+            (120, 59, 0),
+            (0, 120, 0),
+        ];
+        for (baseline, now, item) in circulation {
+            assert_eq!(
+                aldrete_circulation(baseline, now),
+                item,
+                "{baseline} → {now}"
+            );
+        }
+        // Oxygen: (SpO2, on oxygen) → item.
+        let oxygen = [
+            (98, false, 2),
+            (93, false, 2),
+            (92, false, 1),
+            (95, true, 1),
+            (90, true, 1),
+            (89, true, 0),
+            (85, false, 0),
+        ];
+        for (spo2, o2, item) in oxygen {
+            assert_eq!(aldrete_oxygen(spo2, o2), item, "{spo2} % on oxygen {o2}");
+        }
+    }
+
+    #[test]
+    fn course_plan_examples() {
+        let plan = CoursePlan::default(); // 6 over 3 weeks, 3/2/1
+        let d = |days: i64| days * DAY_US;
+        // (days of infusions done) → (done, phase, week, next due day)
+        let cases: &[(&[i64], u64, &str, Option<u64>, Option<i64>)] = &[
+            (&[], 0, "induction", Some(1), None),
+            (&[0], 1, "induction", Some(1), Some(2)),
+            (&[0, 2], 2, "induction", Some(1), Some(4)),
+            // Third done on day 4: the fourth falls in week 2 (from day 7), twice a week.
+            (&[0, 2, 4], 3, "induction", Some(2), Some(7)),
+            (&[0, 2, 4, 7], 4, "induction", Some(2), Some(10)),
+            // Sixth falls in week 3 (from day 14), once a week.
+            (&[0, 2, 4, 7, 10], 5, "induction", Some(3), Some(17)),
+            // A late fifth infusion pushes the sixth.
+            (&[0, 2, 4, 7, 16], 5, "induction", Some(3), Some(23)),
+            (&[0, 2, 4, 7, 10, 17], 6, "maintenance", None, Some(17 + 28)),
+            // Order does not matter.
+            (&[4, 0, 2], 3, "induction", Some(2), Some(7)),
+        ];
+        for (days, done, phase, week, next) in cases {
+            let times: Vec<i64> = days.iter().map(|&x| d(x)).collect();
+            let s = course_status(&plan, &times);
+            assert_eq!(
+                (s.done, s.phase, s.week, s.next_due_us),
+                (*done, *phase, *week, next.map(d)),
+                "{days:?}"
+            );
+            assert_eq!(s.planned, 6);
+        }
+    }
+}

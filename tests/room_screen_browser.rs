@@ -1,0 +1,373 @@
+//! The clinician's room screen in real headless Chromium, against the real `vigil-edge` and
+//! `vigil-cloud` binaries: one infusion from check-in to discharge while the cloud is down,
+//! a start blocked by a contraindication and then overridden by a clinician, two tablets on
+//! the same session seeing each other's edits through the event stream, and the session
+//! arriving in the cloud, check-in record and discharge included, once the cloud is back.
+//! Screenshots of each step are saved under `target/screenshots/`.
+//!
+//! Staff come from the site configuration document: the test adds them through
+//! `vigil_cloud::staff` (as `vigil demo` does), the appliance receives the list on its first
+//! sync, and then the cloud is stopped for the rest of the session. Chromium and chromedriver
+//! must be installed: without them this test fails, it does not skip.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::webdriver::Browser;
+use support::{
+    TOKEN, clinic_ca, cloud_section, eventually, free_udp_port, start_cloud, start_edge,
+    write_cloud_config, write_edge_config,
+};
+use vigil_cloud::staff::{NewStaff, set_staff_member};
+use vigil_cloud::store::CloudStore;
+use vigil_shared::doc::SessionDoc;
+
+const NURSE_PIN: &str = "2468";
+const CLINICIAN_PIN: &str = "135790";
+const SOURCE: &str = "[source]\nkind = \"simulator\"\nseed = 11\nscenario = \"baseline\"\necg_hz = 130\ntime_factor = 1.0\n";
+
+fn add_staff(db: &std::path::Path) {
+    let store = CloudStore::open(db).expect("open the cloud database");
+    let staff = [
+        ("nurse-ana", "Ana Ruiz", "nurse", NURSE_PIN),
+        ("dr-kim", "Dr Sam Kim", "clinician", CLINICIAN_PIN),
+    ];
+    for (id, name, role, pin) in staff {
+        let new = NewStaff {
+            id,
+            name,
+            role,
+            pin,
+        };
+        set_staff_member(&store, "austin", &new, vigil_cloud::api::now_us()).expect("add staff");
+    }
+}
+
+async fn sign_in(b: &Browser, base: &str, staff: &str, pin: &str) {
+    b.goto(&format!("{base}/screen/login")).await;
+    b.click(&format!("#staff option[value='{staff}']")).await;
+    b.type_into("#pin", pin).await;
+    b.click("#signin").await;
+    b.wait_for("#whoami, #login-error").await;
+}
+
+async fn sign_out(b: &Browser) {
+    b.click("#logout").await;
+    b.wait_url("/screen/login").await;
+}
+
+/// Fills the check-in form as the nurse would: baseline, scores, protocol, checklist.
+async fn fill_checkin(b: &Browser) {
+    for (field, value) in [
+        ("#bp_sys", "128"),
+        ("#bp_dia", "82"),
+        ("#hr", "74"),
+        ("#spo2", "98"),
+        ("#weight", "70"),
+        ("#phq9", "18"),
+        ("#gad7", "12"),
+        ("#dose", "0.5"),
+        ("#minutes", "40"),
+        ("#conc", "0.5"),
+    ] {
+        b.type_into(field, value).await;
+    }
+    for check in ["#c_escort", "#c_consent", "#c_npo"] {
+        if b.cmd(
+            "GET",
+            &format!("/element/{}/selected", b.find(check).await),
+            Value::Null,
+        )
+        .await
+            != Value::Bool(true)
+        {
+            b.click(check).await;
+        }
+    }
+}
+
+async fn is_checked(b: &Browser, css: &str) -> bool {
+    b.cmd(
+        "GET",
+        &format!("/element/{}/selected", b.find(css).await),
+        Value::Null,
+    )
+    .await
+        == Value::Bool(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = clinic_ca(dir.path());
+    let port = free_udp_port();
+    let cloud_config = write_cloud_config(dir.path(), port);
+    let (mut cloud_proc, _) = start_cloud(&cloud_config);
+    // The cloud created the site configuration; add the staff, then let the room sync once.
+    add_staff(&dir.path().join("cloud-data/vigil-cloud.db"));
+    let extra = format!(
+        "{SOURCE}{}",
+        cloud_section(&ca, dir.path(), port, "austin", "1")
+    );
+    let (_edge_proc, edge) = start_edge(&write_edge_config(dir.path(), "austin", "1", &extra));
+    eventually(
+        Duration::from_secs(60),
+        "the staff list on the appliance",
+        || async {
+            let (st, site) = edge.get("/api/v1/site").await;
+            (st == 200 && site["staff"] == 2).then_some(())
+        },
+    )
+    .await;
+
+    // The network goes: the cloud stops, the room carries on.
+    cloud_proc.terminate();
+    eventually(
+        Duration::from_secs(60),
+        "the appliance to notice",
+        || async {
+            let (_, status) = edge.get("/api/v1/status").await;
+            (status["sync"]["connected"] == false).then_some(())
+        },
+    )
+    .await;
+
+    let base = edge.base.clone();
+    let a = Browser::start(&dir.path().join("dl-a"), &dir.path().join("profile-a")).await;
+
+    // Signed out, the screen sends the browser to sign-in; a wrong PIN is refused.
+    a.goto(&format!("{base}/screen")).await;
+    a.wait_url("/screen/login").await;
+    a.screenshot("room-01-sign-in").await;
+    sign_in(&a, &base, "nurse-ana", "0000").await;
+    assert!(a.text("#login-error").await.contains("wrong name or PIN"));
+    sign_in(&a, &base, "nurse-ana", NURSE_PIN).await;
+    assert!(a.text("#whoami").await.contains("Ana Ruiz"));
+    assert!(
+        a.text("#cloud").await.contains("cloud unreachable"),
+        "{}",
+        a.text("#cloud").await
+    );
+    a.screenshot("room-02-room-offline").await;
+
+    // Check-in: register the patient.
+    a.click("#new-patient").await;
+    a.wait_for("#given_name").await;
+    a.type_into("#given_name", "Rosa").await;
+    a.type_into("#family_name", "Diaz").await;
+    a.type_into("#birth_date", "1984-06-30").await;
+    a.click("#register-submit").await;
+    a.wait_url("/checkin").await;
+    let patient_id = a
+        .url()
+        .await
+        .split("/patients/")
+        .nth(1)
+        .and_then(|x| x.split('/').next())
+        .unwrap()
+        .to_owned();
+
+    // Screening with a flag; the review shows it and the pump rate.
+    a.click("#s_preg").await;
+    fill_checkin(&a).await;
+    a.click("#review-btn").await;
+    a.wait_for("#review").await;
+    assert!(a.text("#flags").await.contains("Pregnancy"));
+    // 0.5 mg/kg × 70 kg = 35 mg over 40 min = 52.5 mg/h; at 0.5 mg/mL, 105 mL/h.
+    assert_eq!(a.text("#total-mg").await, "35 mg");
+    assert_eq!(a.text("#rate-mg-h").await, "52.5 mg/h");
+    assert_eq!(a.text("#rate-ml-h").await, "105 mL/h");
+    a.screenshot("room-03-review-flagged").await;
+
+    // The start is blocked; a nurse's override is not enough.
+    fill_checkin(&a).await;
+    a.click("#start").await;
+    let blocked = a.wait_text("#blocked", "start blocked").await;
+    assert!(blocked.contains("pregnancy"), "{blocked}");
+    a.screenshot("room-04-start-blocked").await;
+    fill_checkin(&a).await;
+    a.type_into("#override_reason", "negative test this morning")
+        .await;
+    a.click("#start").await;
+    a.wait_text("#blocked", "only a clinician").await;
+    let (_, sessions) = edge.get("/api/v1/sessions").await;
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        0,
+        "no session started: {sessions}"
+    );
+
+    // The clinician signs in and overrides with a reason; the screening answers were kept.
+    sign_out(&a).await;
+    sign_in(&a, &base, "dr-kim", CLINICIAN_PIN).await;
+    a.goto(&format!("{base}/screen/patients/{patient_id}/checkin"))
+        .await;
+    assert!(
+        is_checked(&a, "#s_preg").await,
+        "screening kept in the patient's record"
+    );
+    fill_checkin(&a).await;
+    a.type_into("#override_reason", "serum hCG negative this morning")
+        .await;
+    a.click("#start").await;
+    a.wait_url("/screen/sessions/").await;
+    let session_url = a.url().await;
+    let session_id = session_url.rsplit('/').next().unwrap().to_owned();
+    assert!(a.text("#override").await.contains("serum hCG negative"));
+    assert!(a.text("#pump").await.contains("52.5 mg/h = 105 mL/h"));
+
+    // Live values stream in from the room's monitors.
+    a.wait_text("#v-age", "behind the monitor").await;
+    let hr = a.text("#v-hr").await;
+    assert!(
+        hr.parse::<u32>().is_ok_and(|v| (30..=200).contains(&v)),
+        "{hr}"
+    );
+    let first_t = a.cmd("POST", "/execute/sync", serde_json::json!({"script": "return document.getElementById('live').getAttribute('data-t')", "args": []})).await;
+    eventually(Duration::from_secs(15), "a newer live sample", || async {
+        let t = a.cmd("POST", "/execute/sync", serde_json::json!({"script": "return document.getElementById('live').getAttribute('data-t')", "args": []})).await;
+        (t != first_t).then_some(())
+    })
+    .await;
+
+    // The nurse takes over the session on the tablet: dose start, a side effect, a note.
+    sign_out(&a).await;
+    sign_in(&a, &base, "nurse-ana", NURSE_PIN).await;
+    a.goto(&session_url).await;
+    a.click("#dose-start").await;
+    a.wait_text("#dose-events", "start").await;
+    assert!(a.text("#dose-events").await.contains("52.5 mg/h"));
+    a.click("#effect option[value='nausea']").await;
+    a.click("#sev-mild").await;
+    a.wait_text("#effects", "Nausea").await;
+    a.type_into("#note", "calm, talking about her garden").await;
+    a.click("#save-note").await;
+    a.wait_text("#notes", "calm, talking").await;
+    a.screenshot("room-05-session-live").await;
+
+    // A second tablet on the same session: each sees the other's edits without reloading.
+    let b = Browser::start(&dir.path().join("dl-b"), &dir.path().join("profile-b")).await;
+    sign_in(&b, &base, "dr-kim", CLINICIAN_PIN).await;
+    b.goto(&session_url).await;
+    b.wait_text("#v-age", "behind the monitor").await;
+    b.type_into("#note", "seen by Dr Kim, comfortable").await;
+    b.click("#save-note").await;
+    b.wait_text("#notes", "seen by Dr Kim").await;
+    let notes_a = a.wait_text("#notes", "seen by Dr Kim").await;
+    assert!(
+        notes_a.contains("calm, talking"),
+        "both notes merged: {notes_a}"
+    );
+    a.click("#effect option[value='dissociation']").await;
+    a.click("#sev-moderate").await;
+    b.wait_text("#effects", "Dissociation").await;
+    a.screenshot("room-06-tablet-a").await;
+    b.screenshot("room-07-tablet-b").await;
+    drop(b);
+
+    // Pause, resume, stop.
+    for action in ["pause", "resume", "stop"] {
+        a.click(&format!("#dose-{action}")).await;
+        a.wait_text("#dose-events", action).await;
+    }
+    let doses = a.text("#dose-events").await;
+    for action in ["start", "pause", "resume", "stop"] {
+        assert!(doses.contains(action), "{doses}");
+    }
+
+    // After: discharge refuses while anything is missing.
+    a.click("#after-link").await;
+    a.wait_url("/after").await;
+    a.click("#discharge").await;
+    let missing = a.wait_text("#missing", "escort").await;
+    for item in ["Aldrete: activity", "CADSS", "no driving"] {
+        assert!(missing.contains(item), "{missing}");
+    }
+    a.screenshot("room-08-discharge-refused").await;
+    a.type_into("#cadss", "14").await;
+    a.click("#save-cadss").await;
+    a.wait_text("#cadss-value", "Recorded: 14").await;
+    for (item, value) in [
+        ("a_activity", "2"),
+        ("a_respiration", "2"),
+        ("a_circulation", "2"),
+        ("a_consciousness", "1"),
+        ("a_oxygen", "2"),
+    ] {
+        a.click(&format!("#{item} option[value='{value}']")).await;
+    }
+    a.click("#calc").await;
+    a.wait_text("#aldrete-total", "9").await;
+    a.type_into("#escort", "Marco Diaz").await;
+    a.click("#no-driving").await;
+    a.click("#discharge").await;
+    let done = a.wait_text("#discharged", "Discharged").await;
+    assert!(
+        done.contains("modified Aldrete 9") && done.contains("Marco Diaz"),
+        "{done}"
+    );
+    a.screenshot("room-09-discharged").await;
+
+    // The course: one infusion of six done, the next due in two days.
+    a.click("#course-link").await;
+    a.wait_for("#course").await;
+    assert_eq!(a.text("#done").await, "1 of 6");
+    assert_eq!(a.text("#phase").await, "induction");
+    assert!(a.text("#next-due").await.starts_with("from "));
+    assert_eq!(a.find_all("tr.phq9-row").await.len(), 1);
+    a.screenshot("room-10-course").await;
+
+    // On the appliance: every action with who did it.
+    let (_, local) = edge.get(&format!("/api/v1/sessions/{session_id}")).await;
+    assert_eq!(local["state"], "completed", "{local}");
+    assert_eq!(local["discharge"]["by"], "nurse-ana");
+    assert_eq!(local["discharge"]["escort"], "Marco Diaz");
+    let by: Vec<&str> = local["dose_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(by, ["nurse-ana"; 4]);
+    let notes = local["notes"].as_str().unwrap();
+    assert!(
+        notes.contains("[nurse-ana] calm") && notes.contains("[dr-kim] seen"),
+        "{notes}"
+    );
+
+    // The network returns: the session reaches the cloud with its check-in record.
+    let (_cloud_again, cloud) = start_cloud(&cloud_config);
+    let remote = eventually(
+        Duration::from_secs(90),
+        "the session in the cloud",
+        || async {
+            let (st, s) = cloud.get(&format!("/api/v1/sessions/{session_id}")).await;
+            (st == 200 && s["state"] == "completed" && s["discharge"]["by"] == "nurse-ana")
+                .then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(remote["notes"], local["notes"]);
+    let bytes = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/sessions/{session_id}/automerge",
+            cloud.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let checkin = SessionDoc::load(&bytes)
+        .unwrap()
+        .checkin()
+        .unwrap()
+        .expect("check-in record");
+    assert_eq!(checkin.flags, ["pregnancy"]);
+    assert_eq!(checkin.override_by.as_deref(), Some("dr-kim"));
+    assert_eq!(checkin.rate_ml_per_h, 105.0);
+}
