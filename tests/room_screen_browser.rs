@@ -5,9 +5,8 @@
 //! arriving in the cloud, check-in record and discharge included, once the cloud is back.
 //! Screenshots of each step are saved under `target/screenshots/`.
 //!
-//! Staff come from the site configuration document: the test adds them through
-//! `vigil_cloud::staff` (as `vigil demo` does), the appliance receives the list on its first
-//! sync, and then the cloud is stopped for the rest of the session. Chromium and chromedriver
+//! Staff come from the site configuration document: the test adds them with `vigil-cloud
+//! staff add` while the cloud runs, the appliance receives the list on its first sync, and then the cloud is stopped for the rest of the session. Chromium and chromedriver
 //! must be installed: without them this test fails, it does not skip.
 
 mod support;
@@ -17,31 +16,38 @@ use std::time::Duration;
 use serde_json::Value;
 use support::webdriver::Browser;
 use support::{
-    TOKEN, clinic_ca, cloud_section, eventually, free_udp_port, start_cloud, start_edge,
+    TOKEN, bin, clinic_ca, cloud_section, eventually, free_udp_port, start_cloud, start_edge,
     write_cloud_config, write_edge_config,
 };
-use vigil_cloud::staff::{NewStaff, set_staff_member};
-use vigil_cloud::store::CloudStore;
 use vigil_shared::doc::SessionDoc;
 
 const NURSE_PIN: &str = "2468";
 const CLINICIAN_PIN: &str = "135790";
 const SOURCE: &str = "[source]\nkind = \"simulator\"\nseed = 11\nscenario = \"baseline\"\necg_hz = 130\ntime_factor = 1.0\n";
 
-fn add_staff(db: &std::path::Path) {
-    let store = CloudStore::open(db).expect("open the cloud database");
+/// Adds the staff with `vigil-cloud staff add`, the PIN on standard input, as an operator
+/// would.
+fn add_staff(config: &std::path::Path) {
+    use std::io::Write as _;
     let staff = [
         ("nurse-ana", "Ana Ruiz", "nurse", NURSE_PIN),
         ("dr-kim", "Dr Sam Kim", "clinician", CLINICIAN_PIN),
     ];
     for (id, name, role, pin) in staff {
-        let new = NewStaff {
-            id,
-            name,
-            role,
-            pin,
-        };
-        set_staff_member(&store, "austin", &new, vigil_cloud::api::now_us()).expect("add staff");
+        let mut child = std::process::Command::new(bin("vigil-cloud"))
+            .args([
+                "staff", "add", id, "--site", "austin", "--name", name, "--role", role,
+            ])
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run vigil-cloud staff add");
+        writeln!(child.stdin.take().unwrap(), "{pin}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "staff add {id} failed");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("staff added"));
     }
 }
 
@@ -106,7 +112,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     let cloud_config = write_cloud_config(dir.path(), port);
     let (mut cloud_proc, _) = start_cloud(&cloud_config);
     // The cloud created the site configuration; add the staff, then let the room sync once.
-    add_staff(&dir.path().join("cloud-data/vigil-cloud.db"));
+    add_staff(&cloud_config);
     let extra = format!(
         "{SOURCE}{}",
         cloud_section(&ca, dir.path(), port, "austin", "1")
@@ -136,6 +142,13 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
 
     let base = edge.base.clone();
     let a = Browser::start(&dir.path().join("dl-a"), &dir.path().join("profile-a")).await;
+
+    // A room that never synced has no staff list: nobody can sign in, and the page says why.
+    let lonely = write_edge_config(dir.path(), "austin", "2", "[source]\nkind = \"none\"\n");
+    let (_lonely_proc, lonely) = start_edge(&lonely);
+    a.goto(&format!("{}/screen/login", lonely.base)).await;
+    assert!(a.text("#no-staff").await.contains("has not received"));
+    a.screenshot("room-00-never-synced").await;
 
     // Signed out, the screen sends the browser to sign-in; a wrong PIN is refused.
     a.goto(&format!("{base}/screen")).await;

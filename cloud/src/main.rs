@@ -1,5 +1,6 @@
 //! `vigil-cloud`: the cloud aggregator's command line. `pki …` runs the private CA, `run` starts
-//! the aggregator, `user …` manages the dashboard's users and their API tokens.
+//! the aggregator, `user …` manages the dashboard's users and their API tokens, `staff …` the
+//! people who sign in at the room screens.
 //!
 //! This file only parses arguments and prints results; the work is in the `vigil_cloud` library.
 
@@ -48,11 +49,39 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage the staff who sign in at a site's room screens (kept in the site's
+    /// configuration document, which appliances receive when they connect).
+    Staff {
+        /// The aggregator's configuration file (the database).
+        #[arg(long, default_value = "cloud.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// Rebuild every projection (sessions, counts, advisories, events) from the documents.
     Reindex {
         /// The aggregator's configuration file.
         #[arg(long, default_value = "cloud.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StaffCommand {
+    /// Add a staff member, or give an existing one a new name, role or PIN; the PIN (4-12
+    /// digits) is read from standard input.
+    Add {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
+        /// Staff id, a-z, 0-9, '-' (what session records show as `by`).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// nurse, clinician or front_desk.
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -201,6 +230,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { config, command } => {
             let config = vigil_cloud::config::CloudConfig::load(&config)?;
             user_command(&config, command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Staff { config, command } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
+            let store = vigil_cloud::store::CloudStore::open(&db)
+                .with_context(|| format!("cannot open {}", db.display()))?;
+            match command {
+                StaffCommand::Add {
+                    site,
+                    id,
+                    name,
+                    role,
+                } => {
+                    let pin = read_password()?;
+                    let new = vigil_cloud::staff::NewStaff {
+                        id: &id,
+                        name: &name,
+                        role: &role,
+                        pin: &pin,
+                    };
+                    vigil_cloud::staff::set_staff_member(
+                        &store,
+                        &site,
+                        &new,
+                        vigil_cloud::api::now_us(),
+                    )?;
+                    println!("staff added: {id} ({role}) at {site}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Reindex { config } => {
             vigil_cloud::init_logging(false);

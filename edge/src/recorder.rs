@@ -708,6 +708,8 @@ impl Recorder {
         checkin: Option<CheckIn>,
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
+        // The check-in happened now, whatever the caller's clock said.
+        let checkin = checkin.map(|c| CheckIn { at_us: now_us, ..c });
         if let Some(c) = &checkin {
             check_text("checkin.by", &c.by, true)?;
             let reason = c.override_reason.as_deref().unwrap_or("");

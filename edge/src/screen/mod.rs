@@ -524,7 +524,8 @@ async fn login(
     // The lock is per name: a wrong PIN for one person does not lock out the others.
     {
         let mut failures = s.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = failures.entry(id.clone()).or_default();
+        let mut empty = Failures::default();
+        let f = failures.get_mut(&id).unwrap_or(&mut empty);
         if let Some(since) = f.since
             && since.elapsed() >= LOCKOUT
         {
@@ -548,10 +549,13 @@ async fn login(
             .await
             .unwrap_or(false);
     let Some(member) = member.filter(|_| ok) else {
-        let mut failures = s.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = failures.entry(id.clone()).or_default();
-        f.count += 1;
-        f.since.get_or_insert_with(Instant::now);
+        // Only names on the staff list are counted, so made-up names can't grow the map.
+        if staff.iter().any(|m| m.id == id) {
+            let mut failures = s.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let f = failures.entry(id.clone()).or_default();
+            f.count += 1;
+            f.since.get_or_insert_with(Instant::now);
+        }
         tracing::warn!(staff = %id, "room screen sign-in refused");
         return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
     };

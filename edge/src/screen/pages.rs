@@ -785,6 +785,7 @@ pub(crate) async fn checkin_submit(
         .map(str::trim)
         .filter(|x| !x.is_empty() && !r.flags.is_empty());
     let checkin = CheckIn {
+        // Set by the recorder when it writes the record.
         at_us: 0,
         by: v.id.clone(),
         baseline_systolic: parsed.bp.0,
@@ -801,11 +802,6 @@ pub(crate) async fn checkin_submit(
         escort_arranged: true,
         consent: true,
         nothing_by_mouth: true,
-    };
-    let (_, now_us) = now(&s);
-    let checkin = CheckIn {
-        at_us: now_us,
-        ..checkin
     };
     let new = NewSession {
         patient_id: id.clone(),
@@ -858,15 +854,6 @@ pub(crate) async fn checkin_submit(
         return fail(&v, e);
     }
     Redirect::to(&format!("/screen/sessions/{}", url_encode(&meta.id))).into_response()
-}
-
-/// The appliance's clock as the status last showed it (site, µs).
-fn now(s: &Shared) -> (String, i64) {
-    s.api
-        .status
-        .lock()
-        .map(|st| (st.site.clone(), st.now_us))
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
