@@ -27,6 +27,11 @@ reliability:
 soak:
     VIGIL_RELIABILITY_OUT="$PWD/target/soak-rows.tsv" cargo test --locked --test scenarios --test scenarios_appliance -- --ignored --nocapture
 
+# e.g. just relay 127.0.0.1:4433 "0s ok; 5s cut; 10s ok; 15s loss=20% jitter=200ms"
+# The fault-injecting relay in front of a cloud's sync port (timeline as `vigil relay`).
+relay upstream timeline="flap 5s 5s":
+    cargo run --locked --quiet -- relay --upstream {{upstream}} --timeline "{{timeline}}"
+
 # What CI runs.
 ci:
     bash .ci/run
