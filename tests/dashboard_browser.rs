@@ -13,10 +13,10 @@ mod support;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use support::webdriver::Browser;
 use support::{bin, clinic_ca, free_udp_port, start_cloud, write_cloud_config};
 use vigil_cloud::store::CloudStore;
 use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
@@ -27,14 +27,10 @@ use vigil_shared::doc::{
 use vigil_shared::vitals::Channel;
 use vigil_shared::wire::DocKind;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const PASSWORD: &str = "browser test password";
 /// Austin sessions: more than one page of the list (25).
 const AUSTIN_SESSIONS: usize = 30;
 const FLORIDA_SESSIONS: usize = 4;
-/// The element key of the W3C WebDriver protocol.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn now_us() -> i64 {
     vigil_cloud::api::now_us()
@@ -204,267 +200,13 @@ fn add_user(config: &Path, name: &str, args: &[&str]) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("user added"));
 }
 
-/// A minimal W3C WebDriver client over HTTP.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    session: String,
-    driver: Child,
-    shots: PathBuf,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Chromium is a child of chromedriver: ending the WebDriver session stops it.
-        let _ = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-X",
-                "DELETE",
-                &format!("{}/session/{}", self.base, self.session),
-            ])
-            .output();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-impl Browser {
-    async fn start(downloads: &Path, profile: &Path) -> Browser {
-        assert!(
-            Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
-            "the browser tests need Debian's chromium and chromium-driver \
-             (apt-get install -y chromium chromium-driver; .ci/run installs them)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new(CHROMEDRIVER)
-            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--window-size=1400,1000",
-                         format!("--user-data-dir={}", profile.display())],
-                "prefs": {"download.default_directory": downloads.display().to_string(),
-                          "download.prompt_for_download": false}
-            }
-        }}});
-        let res: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("session json");
-        let session = res["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {res}"))
-            .to_owned();
-        let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-        std::fs::create_dir_all(&shots).unwrap();
-        let b = Browser {
-            http,
-            base,
-            session,
-            driver,
-            shots,
-        };
-        b.cmd(
-            "POST",
-            "/chromium/send_command",
-            json!({"cmd": "Page.setDownloadBehavior",
-            "params": {"behavior": "allow", "downloadPath": downloads.display().to_string()}}),
-        )
-        .await;
-        b
-    }
-
-    async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let req = match method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url).json(&body),
-        };
-        let res: Value = req
-            .send()
-            .await
-            .expect("webdriver")
-            .json()
-            .await
-            .expect("webdriver json");
-        if let Some(err) = res["value"].get("error") {
-            panic!(
-                "webdriver {method} {path}: {err} {}",
-                res["value"]["message"]
-            );
-        }
-        res["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", json!({"url": url})).await;
-    }
-
-    async fn url(&self) -> String {
-        self.cmd("GET", "/url", Value::Null)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Waits until the address contains `part` (a form submission may still be navigating
-    /// when a click returns) and returns it.
-    async fn wait_url(&self, part: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let url = self.url().await;
-            if url.contains(part) {
-                return url;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {part:?} in the address, at {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until an element matches `css`.
-    async fn wait_for(&self, css: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.find_all(css).await.is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "waited for {css} at {}",
-                self.url().await
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn source(&self) -> String {
-        self.cmd("GET", "/source", Value::Null)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn find_all(&self, css: &str) -> Vec<String> {
-        self.cmd(
-            "POST",
-            "/elements",
-            json!({"using": "css selector", "value": css}),
-        )
-        .await
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[ELEMENT].as_str().unwrap().to_owned())
-        .collect()
-    }
-
-    async fn find(&self, css: &str) -> String {
-        let found = self.find_all(css).await;
-        found
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no element {css}"))
-    }
-
-    async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/click"), json!({}))
-            .await;
-    }
-
-    async fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/clear"), json!({}))
-            .await;
-        self.cmd(
-            "POST",
-            &format!("/element/{e}/value"),
-            json!({"text": text}),
-        )
-        .await;
-    }
-
-    async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.cmd("GET", &format!("/element/{e}/text"), Value::Null)
-            .await
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let b64 = self.cmd("GET", "/screenshot", Value::Null).await;
-        let png = base64_decode(b64.as_str().unwrap());
-        assert!(png.starts_with(b"\x89PNG"), "screenshot is a PNG");
-        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    async fn sign_in(&self, site: &str, user: &str, password: &str) {
-        self.goto(&format!("{site}/login")).await;
-        self.type_into("#username", user).await;
-        self.type_into("#password", password).await;
-        self.click("#signin").await;
-        // Either the signed-in frame or the refusal.
-        self.wait_for("#whoami, #login-error").await;
-    }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let bytes: Vec<u8> = s
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for group in bytes.chunks(4) {
-        let mut n = 0_u32;
-        for (i, &c) in group.iter().enumerate() {
-            n |= u32::from(value(c)) << (18 - 6 * i);
-        }
-        let take = group.len() - 1;
-        out.extend(&n.to_be_bytes()[1..=take]);
-    }
-    out
+/// Signs in through the form and waits for the signed-in frame or the refusal.
+async fn sign_in(b: &Browser, site: &str, user: &str, password: &str) {
+    b.goto(&format!("{site}/login")).await;
+    b.type_into("#username", user).await;
+    b.type_into("#password", password).await;
+    b.click("#signin").await;
+    b.wait_for("#whoami, #login-error").await;
 }
 
 /// Waits for a finished download in `dir`.
@@ -513,7 +255,7 @@ async fn dashboard_in_a_real_browser() {
     b.screenshot("01-login").await;
 
     // A wrong password is refused with the generic message.
-    b.sign_in(&site, "admin", "not the password").await;
+    sign_in(&b, &site, "admin", "not the password").await;
     assert!(
         b.text("#login-error")
             .await
@@ -521,7 +263,7 @@ async fn dashboard_in_a_real_browser() {
     );
 
     // The admin's overview shows both sites.
-    b.sign_in(&site, "admin", PASSWORD).await;
+    sign_in(&b, &site, "admin", PASSWORD).await;
     assert_eq!(b.url().await, format!("{site}/"));
     let html = b.source().await;
     assert!(html.contains("id=\"site-austin\"") && html.contains("id=\"site-florida\""));
@@ -600,7 +342,7 @@ async fn dashboard_in_a_real_browser() {
     b.wait_url("/login?next=").await;
 
     // A regional manager sees their region and is refused the other region's session.
-    b.sign_in(&site, "rm-central", PASSWORD).await;
+    sign_in(&b, &site, "rm-central", PASSWORD).await;
     let html = b.source().await;
     assert!(html.contains("id=\"site-austin\"") && !html.contains("id=\"site-florida\""));
     b.goto(&format!("{site}/sessions/{florida_session}")).await;

@@ -462,11 +462,11 @@ async fn a_regional_manager_sees_only_their_region_everywhere() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(!csv.contains("florida"));
     for report in [
-        "/reports/advisories",
-        "/reports/utilisation",
+        "/reports/advisories?from=2026-11-01&to=2026-12-31",
+        "/reports/utilisation?from=2026-11-01&to=2026-12-31",
         "/reports/outcomes",
-        "/reports/advisories.csv",
-        "/reports/utilisation.csv",
+        "/reports/advisories.csv?from=2026-11-01&to=2026-12-31",
+        "/reports/utilisation.csv?from=2026-11-01&to=2026-12-31",
         "/reports/outcomes.csv",
     ] {
         let (status, body) = s.page(report, &rm).await;
@@ -641,4 +641,38 @@ async fn reads_of_patient_data_are_audited_with_who_and_where() {
         csv.contains("rm-central,view session,s-austin-1,127.0.0.1"),
         "{csv}"
     );
+}
+
+#[tokio::test]
+async fn reports_count_per_site() {
+    let s = Server::start().await;
+    let admin = s.login("admin").await;
+    // The fixtures start on 2026-11-30 (T0); the range is explicit so the clock doesn't matter.
+    let range = "from=2026-11-01&to=2026-12-31";
+    let (status, csv) = s
+        .page(&format!("/reports/advisories.csv?{range}"), &admin)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "site,sessions,category,kind,level,count,per_100_sessions",
+            "austin,2,advisory,bp_high,high,2,100.0",
+            "austin,2,side_effect,nausea,mild,2,100.0",
+            "florida,1,advisory,bp_high,high,1,100.0",
+            "florida,1,side_effect,nausea,mild,1,100.0",
+        ]
+    );
+    let (_, csv) = s
+        .page(&format!("/reports/utilisation.csv?{range}"), &admin)
+        .await;
+    // Each fixture session runs 20 minutes, one per room: a third of an hour of chair time.
+    assert!(csv.contains("austin,1,1,0.33,,2026-11-30,1"), "{csv}");
+    assert!(csv.contains("florida,1,1,0.33,,2026-11-30,1"), "{csv}");
+    let (_, csv) = s.page("/reports/outcomes.csv", &admin).await;
+    // One PHQ-9 per patient: no change measured yet; no induction of 6 completed.
+    assert!(csv.contains("austin,2,0,0,,,0,0"), "{csv}");
+    let (status, _) = s.page("/reports/advisories?from=junk", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -23,6 +23,11 @@
 mod pages;
 mod reports;
 
+pub use pages::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
+pub use reports::{
+    RoomUse, SiteAdvisories, SiteOutcome, advisory_report, outcome_report, utilisation_report,
+};
+
 use std::sync::Arc;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};

@@ -81,20 +81,21 @@ pub(crate) async fn overview(
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let body = overview_html(&s.state.sites, &appliances, &activity, &viewer, now);
+    let body = overview_html(&s.state.sites, &appliances, &activity, &viewer.who, now);
     frame(&viewer, Section::Overview, "Overview", &body)
 }
 
-/// The overview's HTML; separate from the handler so the bench can time it.
+/// The overview's content for `who`: configured sites merged with the appliance registry and
+/// today's activity, grouped by region. Separate from the handler so the bench can time it.
 pub fn overview_html(
     sites: &[crate::api::SiteInfo],
     appliances: &[crate::store::ApplianceRow],
     activity: &[crate::store::RoomActivity],
-    viewer: &Viewer,
+    who: &crate::auth::Principal,
     now_us: i64,
 ) -> String {
     let mut views = site_views(sites, appliances, now_us);
-    views.retain(|v| viewer.who.allows(&v.id));
+    views.retain(|v| who.allows(&v.id));
     let counts: BTreeMap<(&str, &str), (u64, u64)> = activity
         .iter()
         .map(|a| {
@@ -562,15 +563,12 @@ fn points(chart: &SessionChart, channel: Channel, dim: usize, divisor: f64) -> V
         .unwrap_or_default()
 }
 
-/// The session page's HTML; separate from the handler so the bench can time it.
-pub fn session_html(
-    chart: &SessionChart,
-    ecg_from_s: u32,
-    ecg_span_s: u32,
-    csrf_free_id: &str,
-) -> String {
+/// The session page's content: facts, charts with the infusion shaded and advisories marked,
+/// the ECG strip `ecg_span_s` wide from `ecg_from_s` after its first sample with zoom links,
+/// and the tables. Separate from the handler so the bench can time it.
+pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> String {
     let m = &chart.meta;
-    let id = csrf_free_id;
+    let id = m.id.as_str();
     let idu = url_encode(id);
     let start = m.started_us.unwrap_or(m.created_us);
     let last_sample = chart
@@ -924,7 +922,7 @@ pub(crate) async fn session(
     if let Err(r) = audit_view(&s, &viewer, &ip, "view session", &id).await {
         return r;
     }
-    let body = session_html(&chart, from_s, span_s, &id);
+    let body = session_html(&chart, from_s, span_s);
     frame(&viewer, Section::Sessions, &format!("Session {id}"), &body)
 }
 

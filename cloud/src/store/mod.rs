@@ -6,7 +6,8 @@
 //! (sessions, per-channel vitals statistics, advisories, events, patients) are tables derived
 //! from the documents: updated in the same transaction as the document they come from, and
 //! rebuilt from scratch by [`CloudStore::reindex`]. The appliance registry (which room is
-//! connected, how far behind) is not derived from documents and survives a reindex.
+//! connected, how far behind) and the people tables (users, browser sessions, API tokens, the
+//! audit log) are not derived from documents and survive a reindex.
 //!
 //! This module does not speak the sync protocol, decide who may write what (the sync server
 //! does) or serve HTTP (the API does); it stores what it is given and answers queries.
@@ -181,6 +182,15 @@ impl ReindexReport {
 /// - reads for the API: [`sessions`](Self::sessions),
 ///   [`session_summary`](Self::session_summary), [`vitals`](Self::vitals),
 ///   [`patient`](Self::patient), [`appliances`](Self::appliances);
+/// - reads for the dashboard, each taking the reader's scope: [`room_activity`](Self::room_activity),
+///   [`session_chart`](Self::session_chart), [`session_report_rows`](Self::session_report_rows),
+///   [`site_session_counts`](Self::site_session_counts),
+///   [`advisory_counts`](Self::advisory_counts), [`outcome_inputs`](Self::outcome_inputs);
+/// - people: [`create_user`](Self::create_user), [`set_password`](Self::set_password),
+///   [`set_disabled`](Self::set_disabled), [`users`](Self::users), browser sessions
+///   ([`create_web_session`](Self::create_web_session) …), API tokens
+///   ([`create_api_token`](Self::create_api_token), [`api_token_user`](Self::api_token_user))
+///   and the audit log ([`audit`](Self::audit), [`audit_log`](Self::audit_log));
 /// - maintenance: [`reindex`](Self::reindex).
 ///
 /// [`path`](Self::path) and [`reader`](Self::reader) are SQLite-specific (tests and tools).
