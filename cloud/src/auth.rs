@@ -641,6 +641,91 @@ mod tests {
         assert!(!l.limited("k", MAX_FAILURES, 1));
     }
 
+    fn auth_with_user() -> (tempfile::TempDir, Arc<CloudStore>, Auth) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CloudStore::open(&dir.path().join("c.db")).unwrap());
+        let user = NewUser {
+            username: "maria",
+            role: Role::RegionalManager,
+            region: Some("central"),
+            site: None,
+            password: "a long enough password",
+        };
+        add_user(&store, &sites(), &user, 0).unwrap();
+        let auth = Auth::new(store.clone(), sites(), "");
+        (dir, store, auth)
+    }
+
+    #[test]
+    fn sessions_end_when_idle_too_long_or_too_old_or_disabled() {
+        let (_dir, store, auth) = auth_with_user();
+        let t0 = 1_000_000_000_000;
+        let Login::Ok { cookie, csrf } = auth
+            .login("maria", "a long enough password", "ip", t0)
+            .unwrap()
+        else {
+            panic!("sign-in refused");
+        };
+        let (p, token) = auth
+            .session(&cookie, t0 + 1)
+            .unwrap()
+            .expect("live session");
+        assert_eq!((p.username.as_str(), token), ("maria", csrf));
+        assert_eq!(
+            p.scope(),
+            Some(vec!["austin".to_owned(), "dallas".to_owned()])
+        );
+        // Used every 20 minutes, the session lives on past the idle timeout…
+        let mut t = t0;
+        for _ in 0..5 {
+            t += 20 * 60 * 1_000_000;
+            assert!(auth.session(&cookie, t).unwrap().is_some(), "at {t}");
+        }
+        // …until idle for longer than the timeout; then it is gone for good.
+        assert!(
+            auth.session(&cookie, t + IDLE_TIMEOUT_US + 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            auth.session(&cookie, t + 1).unwrap().is_none(),
+            "deleted, not just refused"
+        );
+
+        let Login::Ok { cookie, .. } = auth
+            .login("maria", "a long enough password", "ip", t0)
+            .unwrap()
+        else {
+            panic!("sign-in refused");
+        };
+        let mut t = t0;
+        while t < t0 + MAX_SESSION_US {
+            assert!(auth.session(&cookie, t).unwrap().is_some());
+            t += 25 * 60 * 1_000_000;
+        }
+        assert!(
+            auth.session(&cookie, t0 + MAX_SESSION_US + 1)
+                .unwrap()
+                .is_none(),
+            "too old"
+        );
+
+        let Login::Ok { cookie, .. } = auth
+            .login("maria", "a long enough password", "ip", t0)
+            .unwrap()
+        else {
+            panic!("sign-in refused");
+        };
+        assert!(store.set_disabled("maria", true).unwrap());
+        assert!(auth.session(&cookie, t0 + 1).unwrap().is_none(), "disabled");
+        assert_eq!(
+            auth.login("maria", "a long enough password", "ip", t0)
+                .unwrap(),
+            Login::Refused
+        );
+        assert!(auth.session("not a cookie", t0).unwrap().is_none());
+    }
+
     #[test]
     fn names_and_passwords_are_checked() {
         assert!(check_username("maria.alvarez").is_ok());

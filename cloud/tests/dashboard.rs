@@ -676,3 +676,55 @@ async fn reports_count_per_site() {
     let (status, _) = s.page("/reports/advisories?from=junk", &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn room_activity_counts_today_and_running_in_scope() {
+    let s = Server::start().await;
+    let mut running = session("s-austin-3", "austin", "1", "p-a3", T0 + 60_000_000);
+    running
+        .update_meta(|m| {
+            m.state = SessionState::InProgress;
+            m.ended_us = None;
+        })
+        .unwrap();
+    s.store
+        .commit_document(
+            "s-austin-3",
+            DocKind::Session,
+            "austin",
+            running.automerge(),
+            T0,
+        )
+        .unwrap();
+    let all = s.store.room_activity(T0, None).unwrap();
+    let rows: Vec<(&str, &str, u64, u64)> = all
+        .iter()
+        .map(|a| {
+            (
+                a.site.as_str(),
+                a.room.as_str(),
+                a.sessions_today,
+                a.in_progress,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("austin", "1", 2, 1),
+            ("austin", "2", 1, 0),
+            ("florida", "1", 1, 0)
+        ]
+    );
+    // Since after the first sessions started; and a region's scope.
+    let later = s
+        .store
+        .room_activity(T0 + 1, Some(&["austin".to_owned()]))
+        .unwrap();
+    let rows: Vec<(&str, u64, u64)> = later
+        .iter()
+        .map(|a| (a.room.as_str(), a.sessions_today, a.in_progress))
+        .collect();
+    assert_eq!(rows, [("1", 1, 1), ("2", 1, 0)]);
+    assert!(s.store.room_activity(T0, Some(&[])).unwrap().is_empty());
+}
