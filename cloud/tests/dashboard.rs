@@ -453,6 +453,14 @@ async fn a_regional_manager_sees_only_their_region_everywhere() {
     // Asking for the other site by filter gives nothing, not the other site's rows.
     let (_, html) = s.page("/sessions?site=florida", &rm).await;
     assert!(!html.contains("s-florida-1") && html.contains("0 sessions"));
+    // Searching for the other region's patient finds nothing; one's own, their sessions.
+    let (_, html) = s.page("/sessions?patient=p-f1", &rm).await;
+    assert!(!html.contains("s-florida-1") && html.contains("0 sessions"));
+    let (_, html) = s.page("/sessions?patient=p-a2", &rm).await;
+    assert!(
+        html.contains("s-austin-2") && html.contains("1 sessions"),
+        "{html}"
+    );
     let (status, html) = s.page("/sessions/s-florida-1", &rm).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{html}");
     assert!(!html.contains("p-f1"));
@@ -509,6 +517,11 @@ async fn api_tokens_carry_their_users_scope() {
     assert_eq!(status, StatusCode::OK);
     let (_, page) = s.api("/api/v1/sessions", &nurse).await;
     assert_eq!(page["total"], 2);
+    let (_, page) = s.api("/api/v1/sessions?patient=p-f1", &nurse).await;
+    assert_eq!(
+        page["total"], 0,
+        "another site's patient is not found by search"
+    );
     let (_, sites) = s.api("/api/v1/sites", &nurse).await;
     assert_eq!(sites.as_array().unwrap().len(), 1);
     // The service token sees everything; a disabled user's token nothing.

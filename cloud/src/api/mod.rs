@@ -497,12 +497,18 @@ struct SessionsQuery {
     from: Option<i64>,
     to: Option<i64>,
     has_advisory: Option<bool>,
+    patient: Option<String>,
     limit: Option<u32>,
     offset: Option<u32>,
 }
 
 fn session_filter(q: SessionsQuery, p: &Principal) -> Result<SessionFilter, ApiError> {
-    for (name, value) in [("site", &q.site), ("room", &q.room), ("state", &q.state)] {
+    for (name, value) in [
+        ("site", &q.site),
+        ("room", &q.room),
+        ("state", &q.state),
+        ("patient", &q.patient),
+    ] {
         if value
             .as_ref()
             .is_some_and(|v| v.is_empty() || v.len() > MAX_FILTER_BYTES)
@@ -539,6 +545,7 @@ fn session_filter(q: SessionsQuery, p: &Principal) -> Result<SessionFilter, ApiE
         from_us: q.from,
         to_us: q.to,
         has_advisory: q.has_advisory,
+        patient_id: q.patient,
         limit,
         offset: q.offset.unwrap_or(0),
     })

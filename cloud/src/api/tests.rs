@@ -136,6 +136,7 @@ fn session_queries_are_validated() {
         from,
         to,
         has_advisory: None,
+        patient: None,
         limit,
         offset: None,
     };

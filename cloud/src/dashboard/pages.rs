@@ -187,6 +187,7 @@ pub(crate) struct ListQuery {
     from: Option<String>,
     to: Option<String>,
     advisory: Option<String>,
+    patient: Option<String>,
     page: Option<u32>,
 }
 
@@ -237,6 +238,7 @@ impl ListQuery {
             from_us,
             to_us,
             has_advisory,
+            patient_id: nonempty(&self.patient),
             limit: LIST_PAGE,
             offset: (page - 1).saturating_mul(LIST_PAGE),
         })
@@ -252,6 +254,7 @@ impl ListQuery {
             ("from", &self.from),
             ("to", &self.to),
             ("advisory", &self.advisory),
+            ("patient", &self.patient),
         ] {
             if let Some(v) = nonempty(v) {
                 parts.push(format!("{k}={}", url_encode(&v)));
@@ -394,7 +397,7 @@ pub(crate) async fn sessions(
 <form class="filters" method="get" action="/sessions">
 <label>Site{site}</label><label>Room<input name="room" id="f-room" size="6" value="{room}"></label>
 <label>From<input type="date" name="from" id="f-from" value="{from}"></label><label>To<input type="date" name="to" id="f-to" value="{to}"></label>
-<label>State{state}</label><label>Advisory{adv}</label>
+<label>State{state}</label><label>Advisory{adv}</label><label>Patient<input name="patient" id="f-patient" size="12" value="{patient}"></label>
 <button class="primary" type="submit" id="apply">Apply</button> <a href="/sessions">Clear</a> <a href="{csv_href}" id="csv">Download CSV</a></form>
 <p class="muted" id="total">{total} sessions · page {current} of {pages}</p>
 <table id="sessions"><thead><tr><th>Started (UTC)</th><th>Site</th><th>Room</th><th>Patient</th><th>State</th><th>Duration</th><th>Advisories</th><th class="num">Side effects</th><th>Discharged</th></tr></thead><tbody>{rows}</tbody></table>
@@ -405,6 +408,7 @@ pub(crate) async fn sessions(
         to = Esc(&nonempty(&q.to).unwrap_or_default()),
         state = select("state", nonempty(&q.state).as_deref(), &states),
         adv = select("advisory", nonempty(&q.advisory).as_deref(), &yes_no),
+        patient = Esc(&nonempty(&q.patient).unwrap_or_default()),
         total = page.total,
         rows = session_rows_html(&page.sessions),
     );

@@ -40,6 +40,8 @@ pub struct SessionFilter {
     pub room: Option<String>,
     /// Only this state (`planned`, `in_progress`, `completed`, `aborted`).
     pub state: Option<String>,
+    /// Only this patient's sessions.
+    pub patient_id: Option<String>,
     /// Started at or after, µs.
     pub from_us: Option<i64>,
     /// Started before, µs.
@@ -264,6 +266,9 @@ impl CloudStore {
         }
         if let Some(to) = filter.to_us {
             add("started_us < ?", SqlValue::Integer(to));
+        }
+        if let Some(patient) = &filter.patient_id {
+            add("patient_id = ?", SqlValue::Text(patient.clone()));
         }
         if let Some(has) = filter.has_advisory {
             add("has_advisory = ?", SqlValue::Integer(i64::from(has)));

@@ -839,6 +839,7 @@ fn the_session_list_filters_and_pages() {
     let filter = |site: Option<&str>, room: Option<&str>, from, to, limit, offset| SessionFilter {
         sites: None,
         has_advisory: None,
+        patient_id: None,
         site: site.map(str::to_owned),
         room: room.map(str::to_owned),
         state: None,
