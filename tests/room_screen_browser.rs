@@ -23,7 +23,9 @@ use vigil_shared::doc::SessionDoc;
 
 const NURSE_PIN: &str = "2468";
 const CLINICIAN_PIN: &str = "135790";
-const SOURCE: &str = "[source]\nkind = \"simulator\"\nseed = 11\nscenario = \"baseline\"\necg_hz = 130\ntime_factor = 1.0\n";
+/// Simulated monitors at 30 times real time, so the hypertension scenario's advisory comes
+/// within the test.
+const SOURCE: &str = "[source]\nkind = \"simulator\"\nseed = 11\nscenario = \"hypertension\"\necg_hz = 130\ntime_factor = 30.0\n";
 
 /// Adds the staff with `vigil-cloud staff add`, the PIN on standard input, as an operator
 /// would.
@@ -279,6 +281,25 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.screenshot("room-06-tablet-a").await;
     b.screenshot("room-07-tablet-b").await;
     drop(b);
+
+    // The simulated patient's blood pressure climbs half an hour in (a minute of the test's
+    // 30x clock): the high-priority advisory appears by itself, and the nurse acknowledges it.
+    let advisory = "#advisories li[data-priority='high']";
+    for _ in 0..1_200 {
+        if !a.find_all(advisory).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.wait_for(&format!("{advisory} button")).await;
+    assert!(
+        a.text(advisory).await.contains("bp high"),
+        "{}",
+        a.text(advisory).await
+    );
+    a.screenshot("room-07b-advisory").await;
+    a.click(&format!("{advisory} button")).await;
+    a.wait_text(advisory, "acknowledged by Ana Ruiz").await;
 
     // Pause, resume, stop.
     for action in ["pause", "resume", "stop"] {

@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
 use vigil_shared::vitals::{Channel, Sample};
 
-use super::pages::{load_session, staff_names, timeline_html};
+use super::pages::{changing_html, load_session, staff_names};
 use super::{Shared, Viewer, site_room};
 use crate::store;
 
@@ -41,8 +41,9 @@ struct Tick {
 }
 
 /// The live values as the screen shows them (strings, formatted here), and how far behind the
-/// appliance clock the newest sample is.
-fn vitals_json(last: &BTreeMap<Channel, Sample>, now_us: i64) -> String {
+/// appliance clock the newest sample is, in real milliseconds (a sped-up simulated room's
+/// clock runs `time_factor` times faster).
+fn vitals_json(last: &BTreeMap<Channel, Sample>, now_us: i64, time_factor: f64) -> String {
     let mut fields = Vec::new();
     let mut newest = None;
     for (&channel, sample) in last {
@@ -57,7 +58,10 @@ fn vitals_json(last: &BTreeMap<Channel, Sample>, now_us: i64) -> String {
             newest = Some(newest.map_or(sample.t_us, |n: i64| n.max(sample.t_us)));
         }
     }
-    let behind_ms = newest.map_or(-1, |t| ((now_us - t).max(0)) / 1000);
+    let factor = if time_factor > 0.0 { time_factor } else { 1.0 };
+    let behind_ms = newest.map_or(-1, |t| {
+        ((now_us - t).max(0) as f64 / 1000.0 / factor).round() as i64
+    });
     format!(
         "{{\"values\":{{{}}},\"behind_ms\":{behind_ms},\"t_us\":{}}}",
         fields.join(","),
@@ -81,13 +85,13 @@ async fn step(mut t: Tick) -> Option<(Vec<Event>, Tick)> {
     }
     t.first = false;
     let mut events = Vec::new();
-    let (last, now_us) =
+    let (last, now_us, factor) =
         t.s.api
             .status
             .lock()
-            .map(|st| (st.recorder.last.clone(), st.now_us))
+            .map(|st| (st.recorder.last.clone(), st.now_us, st.time_factor))
             .unwrap_or_default();
-    let values = vitals_json(&last, now_us);
+    let values = vitals_json(&last, now_us, factor);
     // Compare without the lag, which changes every tick.
     let key = values
         .split(",\"behind_ms\"")
@@ -111,19 +115,21 @@ async fn step(mut t: Tick) -> Option<(Vec<Event>, Tick)> {
             return Some((v, None));
         }
         let parts = load_session(&conn, &id).ok()??;
-        // One line: event-stream data lines end at a newline.
-        let html = timeline_html(&parts, &viewer, &names).replace(['\r', '\n'], " ");
-        Some((v, Some(html)))
+        let (advisories, timeline) = changing_html(&parts, &viewer, &names);
+        // One line each: event-stream data lines end at a newline.
+        let one_line = |h: String| h.replace(['\r', '\n'], " ");
+        Some((v, Some((one_line(advisories), one_line(timeline)))))
     })
     .await
     .ok()
     .flatten();
     if let Some((v, html)) = fresh {
         t.version = Some(v);
-        if let Some(html) = html
+        if let Some((advisories, timeline)) = html
             && seen.is_some()
         {
-            events.push(Event::default().event("timeline").data(html));
+            events.push(Event::default().event("advisories").data(advisories));
+            events.push(Event::default().event("timeline").data(timeline));
         }
     }
     Some((events, t))
@@ -178,7 +184,7 @@ mod tests {
             },
         );
         last.insert(Channel::Ecg, Sample::scalar(9_900_000, 300));
-        let json = vitals_json(&last, 10_000_000);
+        let json = vitals_json(&last, 10_000_000, 1.0);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["values"]["hr"], "72");
         assert_eq!(v["values"]["temp"], "36.8");
@@ -186,5 +192,9 @@ mod tests {
         assert!(v["values"].get("ecg").is_none());
         // Newest non-BP sample at 9.5 s, clock at 10 s: half a second behind.
         assert_eq!(v["behind_ms"], 500);
+        // A room simulated at 10x: half a second of its clock is 50 ms of real time.
+        let v: serde_json::Value =
+            serde_json::from_str(&vitals_json(&last, 10_000_000, 10.0)).unwrap();
+        assert_eq!(v["behind_ms"], 50);
     }
 }

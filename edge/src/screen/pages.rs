@@ -869,13 +869,14 @@ fn priority_rank(p: &str) -> u8 {
     }
 }
 
-/// The part of the session page that changes as people act: advisories, dose events, side
-/// effects, scores, notes. Sent again over the event stream whenever the document changes.
-pub(crate) fn timeline_html(
+/// The parts of the session page that change as people act, sent again over the event
+/// stream whenever the document changes: the advisories (shown at the top, by priority) and
+/// the timeline (dose events, side effects, scores, notes).
+pub(crate) fn changing_html(
     parts: &SessionParts,
     v: &Viewer,
     names: &BTreeMap<String, String>,
-) -> String {
+) -> (String, String) {
     let m = &parts.meta;
     let sid = Esc(&m.id);
     let mut out = String::new();
@@ -892,11 +893,13 @@ pub(crate) fn timeline_html(
     );
     for a in &advisories {
         let state = match (a.cleared_us, &a.acknowledged_by) {
-            (Some(_), _) => "cleared".to_owned(),
+            (Some(_), Some(by)) => format!("cleared · acknowledged by {}", who(names, by)),
+            (Some(_), None) => "cleared".to_owned(),
             (None, Some(by)) => format!("acknowledged by {}", who(names, by)),
             (None, None) => String::new(),
         };
-        let ack = if a.acknowledged_us.is_none() && a.cleared_us.is_none() {
+        // A cleared advisory can still be acknowledged: the record shows someone saw it.
+        let ack = if a.acknowledged_us.is_none() {
             format!(
                 r#"<form method="post" action="/screen/sessions/{sid}/ack" class="inline">{}<input type="hidden" name="advisory_id" value="{}"><button class="big" type="submit" id="ack-{}">Acknowledge</button></form>"#,
                 csrf_input(v),
@@ -920,6 +923,7 @@ pub(crate) fn timeline_html(
         out.push_str(r#"<li class="muted">None.</li>"#);
     }
     out.push_str("</ul></section>");
+    let advisories_html = std::mem::take(&mut out);
 
     out.push_str(r#"<section class="card"><h2>Dose</h2><table id="dose-events"><tbody>"#);
     for d in &m.dose_events {
@@ -972,7 +976,7 @@ pub(crate) fn timeline_html(
         r#"<section class="card"><h2>Notes</h2><pre id="notes">{}</pre></section>"#,
         Esc(&parts.notes)
     ));
-    out
+    (advisories_html, out)
 }
 
 fn instrument_label(i: &str) -> String {
@@ -1077,9 +1081,13 @@ pub(crate) async fn session(
             |d| who(&names, &d.by)
         )),
     );
+    let (advisories_html, timeline) = changing_html(&parts, &v, &names);
     let live = m.state == SessionState::InProgress;
     body.push_str(&format!(
         r#"<section id="live" class="live" data-src="/screen/sessions/{sid}/live"><div class="tile"><span>HR</span><b id="v-hr">–</b><small>/min</small></div><div class="tile"><span>SpO2</span><b id="v-spo2">–</b><small>%</small></div><div class="tile"><span>BP</span><b id="v-nibp">–</b><small>mmHg</small></div><div class="tile"><span>Pulse</span><b id="v-pulse">–</b><small>/min</small></div><div class="tile"><span>Temp</span><b id="v-temp">–</b><small>°C</small></div><p class="muted">Room monitors · <span id="v-age">connecting…</span></p></section>"#
+    ));
+    body.push_str(&format!(
+        r#"<div id="advisories-box">{advisories_html}</div>"#
     ));
     if live {
         let rate = parts
@@ -1115,7 +1123,7 @@ pub(crate) async fn session(
     ));
     body.push_str(&format!(
         r#"<div id="timeline">{}</div><p><a class="button primary big" id="after-link" href="/screen/sessions/{sid}/after">After the infusion: scores, Aldrete, discharge</a> <a class="button big" href="/screen/patients/{}/course">Course</a></p>"#,
-        timeline_html(&parts, &v, &names),
+        timeline,
         Esc(&m.patient_id)
     ));
     frame(&v, Section::Room, &name, &body)

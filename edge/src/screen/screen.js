@@ -17,6 +17,11 @@
       age.textContent = v.behind_ms < 0 ? "no data" : "live · " + v.behind_ms + " ms behind the monitor";
     }
   });
+  source.addEventListener("advisories", function (e) {
+    var box = document.getElementById("advisories-box");
+    // Server-rendered and escaped on the appliance, from the same code as the page itself.
+    if (box) { box.innerHTML = e.data; }
+  });
   source.addEventListener("timeline", function (e) {
     var t = document.getElementById("timeline");
     // Server-rendered and escaped on the appliance, from the same code as the page itself.
