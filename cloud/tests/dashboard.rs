@@ -14,8 +14,8 @@ use vigil_cloud::metrics::Metrics;
 use vigil_cloud::store::CloudStore;
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
-    AdvisoryRecord, DoseAction, DoseEvent, Observation, Protocol, Score, SessionDoc, SessionMeta,
-    SessionState,
+    AdvisoryRecord, CoursePlan, DoseAction, DoseEvent, Observation, PatientDoc, PatientRecord,
+    Protocol, Score, Screening, SessionDoc, SessionMeta, SessionState,
 };
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::DocKind;
@@ -686,6 +686,44 @@ async fn reports_count_per_site() {
     let (_, csv) = s.page("/reports/outcomes.csv", &admin).await;
     // One PHQ-9 per patient: no change measured yet; no induction of 6 completed.
     assert!(csv.contains("austin,2,0,0,,,0,0"), "{csv}");
+
+    // A patient's course record (outcome scores in the patient document) takes the place of
+    // the totals recorded in sessions: 20 → 12 → 9 is a response (9 ≤ 10), not a remission.
+    let score = |id: &str, at_us: i64, value: i64| Score {
+        id: id.into(),
+        at_us,
+        instrument: "phq9".into(),
+        phase: "pre".into(),
+        value,
+        by: "nurse".into(),
+    };
+    let record = PatientRecord {
+        id: "p-a1".into(),
+        site: "austin".into(),
+        given_name: "Ada".into(),
+        family_name: "Test".into(),
+        birth_date: "1980-01-01".into(),
+        sex: "female".into(),
+        phone: None,
+        screening: Screening::default(),
+        medications: vec![],
+        course: CoursePlan {
+            infusions_planned: 1,
+            ..CoursePlan::default()
+        },
+        // Out of time order on purpose: the report orders by time.
+        outcome_scores: vec![
+            score("c", T0 + 2, 9),
+            score("a", T0, 20),
+            score("b", T0 + 1, 12),
+        ],
+    };
+    let mut doc = PatientDoc::create(&record).unwrap();
+    s.store
+        .commit_document("p-a1", DocKind::Patient, "austin", doc.automerge(), T0)
+        .unwrap();
+    let (_, csv) = s.page("/reports/outcomes.csv", &admin).await;
+    assert!(csv.contains("austin,2,1,1,20.00,9.00,1,0"), "{csv}");
     let (status, _) = s.page("/reports/advisories?from=junk", &admin).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

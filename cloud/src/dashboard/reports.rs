@@ -592,7 +592,7 @@ pub(crate) async fn outcomes(
         return r;
     }
     let mut body = String::from(
-        "<h1>Courses and outcomes</h1><p class=\"muted\">Every patient with a session at the site. Induction completed: as many completed sessions as the course plans (6 when the patient record has not arrived). PHQ-9 change from the first to the latest total recorded in sessions, for patients with two or more; response: a drop of 50 % or more; remission: latest below 5. <a href=\"/reports/outcomes.csv\" id=\"csv\">Download CSV</a></p><table id=\"outcomes\"><thead><tr><th>Site</th><th class=\"num\">Patients</th><th class=\"num\">Induction completed</th><th class=\"num\">With PHQ-9 follow-up</th><th class=\"num\">PHQ-9 first → latest</th><th class=\"num\">Response</th><th class=\"num\">Remission</th></tr></thead><tbody>",
+        "<h1>Courses and outcomes</h1><p class=\"muted\">Every patient with a session at the site. Induction completed: as many completed sessions as the course plans (6 when the patient record has not arrived). PHQ-9 change from the first to the latest total of the patient's course record (the outcome scores in the patient record, or else the totals recorded in sessions), for patients with two or more; response: a drop of 50 % or more; remission: latest below 5. <a href=\"/reports/outcomes.csv\" id=\"csv\">Download CSV</a></p><table id=\"outcomes\"><thead><tr><th>Site</th><th class=\"num\">Patients</th><th class=\"num\">Induction completed</th><th class=\"num\">With PHQ-9 follow-up</th><th class=\"num\">PHQ-9 first → latest</th><th class=\"num\">Response</th><th class=\"num\">Remission</th></tr></thead><tbody>",
     );
     for o in &report {
         let _ = write!(

@@ -61,7 +61,7 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_REPORTED_FAILURES: usize = 100;
 
 /// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 2;
+const DB_VERSION: i64 = 3;
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
@@ -701,6 +701,16 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN; {} PRAGMA user_version = 2; COMMIT;",
             users::SCHEMA_V2
         ))?;
+    }
+    if version < 3 {
+        // Patients' outcome scores, for the outcomes report. Rows projected before this read
+        // '[]' until `vigil-cloud reindex` projects them again.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE patients ADD COLUMN outcome_scores TEXT NOT NULL DEFAULT '[]';
+             PRAGMA user_version = 3;
+             COMMIT;",
+        )?;
     }
     Ok(())
 }

@@ -275,10 +275,20 @@ pub(crate) fn write(
         Projection::Session(s) => write_session(conn, id, site, s, now_us),
         Projection::Patient(p) => {
             let course = to_json(id, &p.course)?;
+            let outcome_scores = to_json(id, &p.outcome_scores)?;
             conn.execute(
-                "INSERT OR REPLACE INTO patients (id, site, given_name, family_name, birth_date, course)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, site, p.given_name, p.family_name, p.birth_date, course],
+                "INSERT OR REPLACE INTO patients (id, site, given_name, family_name, birth_date,
+                     course, outcome_scores)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    site,
+                    p.given_name,
+                    p.family_name,
+                    p.birth_date,
+                    course,
+                    outcome_scores
+                ],
             )?;
             Ok(())
         }

@@ -346,7 +346,9 @@ impl CloudStore {
 
     /// Per site in scope and per patient with a session there: the induction planned (from
     /// the patient's course, 6 when the patient document has not arrived), sessions completed
-    /// and the PHQ-9 totals recorded in sessions, oldest first.
+    /// and the PHQ-9 totals, oldest first: the patient's course record (outcome scores in the
+    /// patient document) when it holds any, otherwise the totals recorded in sessions. Never
+    /// both, since the room screen writes each pre-infusion PHQ-9 to both places.
     pub fn outcome_inputs(&self, sites: Option<&[String]>) -> Result<Vec<OutcomeSite>, StoreError> {
         let mut args = Vec::new();
         let scope = scope_clause("s.site", sites, &mut args);
@@ -360,7 +362,12 @@ impl CloudStore {
                         WHERE e.type = 'score' AND s2.patient_id = s.patient_id
                           AND s2.site = s.site
                           AND json_extract(e.detail, '$.instrument') = 'phq9'
-                        ORDER BY e.at_us))
+                        ORDER BY e.at_us)),
+                    (SELECT group_concat(v, ',') FROM (
+                        SELECT json_extract(j.value, '$.value') AS v
+                        FROM json_each(p.outcome_scores) j
+                        WHERE json_extract(j.value, '$.instrument') = 'phq9'
+                        ORDER BY json_extract(j.value, '$.at_us')))
              FROM sessions s LEFT JOIN patients p ON p.id = s.patient_id
              WHERE 1 {scope}
              GROUP BY s.site, s.patient_id ORDER BY s.site, s.patient_id
@@ -375,16 +382,24 @@ impl CloudStore {
                     count(r.get(2)?),
                     count(r.get(3)?),
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })?;
             let mut out: Vec<OutcomeSite> = Vec::new();
             for row in rows {
-                let (site, patient, planned, completed, phq) = row?;
-                let scores = phq
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter_map(|v| v.trim().parse::<i64>().ok())
-                    .collect();
+                let (site, patient, planned, completed, in_sessions, in_course) = row?;
+                let parse = |list: Option<String>| -> Vec<i64> {
+                    list.unwrap_or_default()
+                        .split(',')
+                        .filter_map(|v| v.trim().parse::<i64>().ok())
+                        .collect()
+                };
+                let course = parse(in_course);
+                let scores = if course.is_empty() {
+                    parse(in_sessions)
+                } else {
+                    course
+                };
                 match out.last_mut() {
                     Some(o) if o.site == site => {
                         o.patients.push((patient, planned, completed, scores))
