@@ -10,7 +10,8 @@
 //!   JSON API and recording are unaffected.
 //! - A signed-in browser holds a random token in an HttpOnly, SameSite=Strict cookie; the
 //!   appliance keeps the signed-in list in memory (a restart signs everyone out). Every form
-//!   carries the session's CSRF token; a POST without it is refused with 403.
+//!   carries the session's CSRF token, the sign-in form a per-browser one held in a cookie, as
+//!   the cloud dashboard does; a POST without the right token is refused with 403.
 //! - Every action goes through the recorder's commands with `by` = the signed-in staff id.
 //! - Live vitals and the session's timeline arrive by server-sent events ([`live`]); the only
 //!   script is [`SCRIPT`], served from this binary. Layout, escaping and charts come from
@@ -47,6 +48,9 @@ use crate::store;
 
 /// The session cookie of the room screen.
 pub const COOKIE: &str = "vigil_room";
+
+/// The cookie holding the sign-in form's CSRF token (before there is a session).
+pub const LOGIN_CSRF_COOKIE: &str = "vigil_room_login_csrf";
 
 /// Where the room screen lives.
 pub const BASE: &str = "/screen";
@@ -235,9 +239,13 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn set_cookie(value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    set_named_cookie(COOKIE, value, max_age_s)
+}
+
+fn set_named_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
     let age = max_age_s.map_or(String::new(), |s| format!("; Max-Age={s}"));
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
     ))
     .unwrap_or(HeaderValue::from_static(""))
 }
@@ -442,7 +450,7 @@ fn pin_matches(pin: &str, hash: &str) -> bool {
     })
 }
 
-fn login_form(staff: &[StaffMember], site_name: &str, error: Option<&str>) -> String {
+fn login_form(staff: &[StaffMember], site_name: &str, csrf: &str, error: Option<&str>) -> String {
     let error = error.map_or(String::new(), |e| {
         format!(r#"<p class="error" id="login-error">{}</p>"#, Esc(e))
     });
@@ -462,11 +470,20 @@ fn login_form(staff: &[StaffMember], site_name: &str, error: Option<&str>) -> St
     }
     format!(
         r#"<form class="login" method="post" action="/screen/login"><h1>Room screen · {site}</h1>{error}
+<input type="hidden" name="csrf" value="{csrf}">
 <label>Name<select name="staff" id="staff" required>{options}</select></label>
 <label>PIN<input name="pin" id="pin" type="password" inputmode="numeric" autocomplete="off" required></label>
 <button class="primary big" type="submit" id="signin">Sign in</button></form>"#,
         site = Esc(site_name),
+        csrf = Esc(csrf),
     )
+}
+
+/// The sign-in form's CSRF token: the browser's own, from [`LOGIN_CSRF_COOKIE`], or a new one.
+fn login_csrf(headers: &HeaderMap) -> String {
+    cookie(headers, LOGIN_CSRF_COOKIE)
+        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(random_token, str::to_owned)
 }
 
 async fn load_staff(s: &Shared) -> Result<(String, Vec<StaffMember>), (StatusCode, String)> {
@@ -475,9 +492,17 @@ async fn load_staff(s: &Shared) -> Result<(String, Vec<StaffMember>), (StatusCod
     Ok(config.map_or((String::new(), Vec::new()), |c| (c.name, c.staff)))
 }
 
-async fn login_page(State(s): State<Shared>) -> Response {
+async fn login_page(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    let csrf = login_csrf(&headers);
     match load_staff(&s).await {
-        Ok((name, staff)) => bare("Sign in", &login_form(&staff, &name, None)).into_response(),
+        Ok((name, staff)) => {
+            let mut res = bare("Sign in", &login_form(&staff, &name, &csrf, None)).into_response();
+            res.headers_mut().append(
+                header::SET_COOKIE,
+                set_named_cookie(LOGIN_CSRF_COOKIE, &csrf, None),
+            );
+            res
+        }
         Err((status, msg)) => (
             status,
             bare("Error", &format!("<p class=\"error\">{}</p>", Esc(&msg))),
@@ -490,6 +515,7 @@ async fn login_page(State(s): State<Shared>) -> Response {
 struct LoginForm {
     staff: Option<String>,
     pin: Option<String>,
+    csrf: Option<String>,
 }
 
 /// The one message for a wrong PIN and an unknown name.
@@ -497,8 +523,10 @@ const BAD_PIN: &str = "wrong name or PIN";
 
 async fn login(
     State(s): State<Shared>,
+    headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let csrf = login_csrf(&headers);
     let (site_name, staff) = match load_staff(&s).await {
         Ok(v) => v,
         Err((status, msg)) => {
@@ -512,13 +540,22 @@ async fn login(
     let refuse = |status: StatusCode, msg: &str| {
         (
             status,
-            bare("Sign in", &login_form(&staff, &site_name, Some(msg))),
+            bare("Sign in", &login_form(&staff, &site_name, &csrf, Some(msg))),
         )
             .into_response()
     };
     let Ok(Form(form)) = form else {
         return refuse(StatusCode::BAD_REQUEST, "unreadable form");
     };
+    // The form must come from a page this browser loaded (its cookie and field agree).
+    let csrf_ok = matches!((cookie(&headers, LOGIN_CSRF_COOKIE), form.csrf.as_deref()),
+        (Some(c), Some(f)) if same(c, f));
+    if !csrf_ok {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this sign-in form is out of date; try again",
+        );
+    }
     let id = form.staff.unwrap_or_default();
     let pin = form.pin.unwrap_or_default();
     // The lock is per name: a wrong PIN for one person does not lock out the others.
