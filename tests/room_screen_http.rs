@@ -1,0 +1,223 @@
+//! The room screen's refusals over plain HTTP against the real `vigil-edge` binary: sign-in
+//! without its form token, a name locked after five wrong PINs while colleagues still sign
+//! in, a signed-in form without its CSRF token, and the front desk allowed to register a
+//! patient but refused the start of an infusion.
+//!
+//! The staff list is put in the appliance's database as the sync client would store it (a
+//! site configuration document), so no cloud is needed.
+
+mod support;
+
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use support::{start_edge, write_edge_config};
+use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
+
+const NURSE_PIN: &str = "2468";
+const DESK_PIN: &str = "1357";
+
+/// Writes austin's site configuration, with a nurse and a front-desk person, into the
+/// appliance database at `db`.
+fn seed_staff(db: &std::path::Path) {
+    let hash = |pin: &str| vigil_cloud::auth::hash_password(pin).expect("hash");
+    let config = SiteConfig {
+        site: "austin".into(),
+        name: "Austin, TX".into(),
+        region: "central".into(),
+        rooms: vec![],
+        thresholds: vigil_shared::advisory::Thresholds::default(),
+        staff: vec![
+            StaffMember {
+                id: "nurse-ana".into(),
+                name: "Ana Ruiz".into(),
+                role: "nurse".into(),
+                pin_hash: hash(NURSE_PIN),
+            },
+            StaffMember {
+                id: "desk-lee".into(),
+                name: "Lee Park".into(),
+                role: "front_desk".into(),
+                pin_hash: hash(DESK_PIN),
+            },
+        ],
+    };
+    let bytes = SiteConfigDoc::create(&config).unwrap().automerge().save();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let mut conn = vigil_edge::store::open_writer(db).expect("open the appliance database");
+    let tx = vigil_edge::store::write_tx(&mut conn).unwrap();
+    vigil_edge::store::insert_document(
+        &tx,
+        "austin",
+        DocKind::SiteConfig.as_str(),
+        "austin",
+        &bytes,
+        0,
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// `name=value` of a `Set-Cookie` named `name` in a response.
+fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|kv| kv.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of the first hidden `csrf` field in a page.
+fn csrf_field(html: &str) -> String {
+    let start = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+    html[start..start + 64].to_owned()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// Loads the sign-in page and returns its token cookie and field.
+    async fn login_form(&self) -> (String, String) {
+        let res = self
+            .http
+            .get(format!("{}/screen/login", self.base))
+            .send()
+            .await
+            .unwrap();
+        let cookie = set_cookie(&res, "vigil_room_login_csrf").expect("a sign-in token cookie");
+        let html = res.text().await.unwrap();
+        (cookie, csrf_field(&html))
+    }
+
+    async fn sign_in(&self, cookie: &str, csrf: &str, staff: &str, pin: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/screen/login", self.base))
+            .header(COOKIE, cookie)
+            .form(&[("staff", staff), ("pin", pin), ("csrf", csrf)])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_screen_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_edge_config(dir.path(), "austin", "1", "[source]\nkind = \"none\"\n");
+    seed_staff(&dir.path().join("data-austin-1").join("vigil-edge.db"));
+    let (_edge, edge) = start_edge(&config);
+    let c = Client {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: edge.base.clone(),
+    };
+
+    // Signed out: every page sends the browser to sign-in, with the strict policy.
+    let res = c
+        .http
+        .get(format!("{}/screen/patients", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/screen/login");
+    let csp = res.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+
+    // A sign-in posted without the form's token is refused, even with the right PIN.
+    let (cookie, csrf) = c.login_form().await;
+    let res = c.sign_in("", &csrf, "nurse-ana", NURSE_PIN).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = c
+        .sign_in(&cookie, &"0".repeat(64), "nurse-ana", NURSE_PIN)
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // Five wrong PINs lock the name; the right PIN is then refused too.
+    for _ in 0..5 {
+        let res = c.sign_in(&cookie, &csrf, "nurse-ana", "0000").await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(res.text().await.unwrap().contains("wrong name or PIN"));
+    }
+    let res = c.sign_in(&cookie, &csrf, "nurse-ana", NURSE_PIN).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(set_cookie(&res, "vigil_room").is_none());
+
+    // A colleague still signs in.
+    let res = c.sign_in(&cookie, &csrf, "desk-lee", DESK_PIN).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&res, "vigil_room").expect("a session cookie");
+    let flags = res
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("vigil_room="))
+        .unwrap()
+        .to_owned();
+    assert!(
+        flags.contains("HttpOnly") && flags.contains("SameSite=Strict"),
+        "{flags}"
+    );
+    let page = c
+        .http
+        .get(format!("{}/screen", c.base))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Lee Park"));
+    let token = csrf_field(&html);
+
+    // Signed in, a form without its token is refused and nothing is registered.
+    let post = |path: &str, form: Vec<(&'static str, String)>| {
+        c.http
+            .post(format!("{}{path}", c.base))
+            .header(COOKIE, &session)
+            .form(&form)
+            .send()
+    };
+    let patient = vec![
+        ("given_name", "Rosa".to_owned()),
+        ("family_name", "Diaz".to_owned()),
+        ("birth_date", "1984-06-30".to_owned()),
+    ];
+    let res = post("/screen/patients", patient.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    // The front desk registers the patient, but may not start the infusion.
+    let mut with_token = patient.clone();
+    with_token.push(("csrf", token.clone()));
+    let res = post("/screen/patients", with_token).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let checkin = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(checkin.ends_with("/checkin"), "{checkin}");
+    let start = vec![
+        ("csrf", token.clone()),
+        ("action", "start".to_owned()),
+        ("bp_sys", "120".to_owned()),
+        ("bp_dia", "80".to_owned()),
+        ("weight", "70".to_owned()),
+        ("phq9", "15".to_owned()),
+        ("gad7", "9".to_owned()),
+        ("dose", "0.5".to_owned()),
+        ("minutes", "40".to_owned()),
+        ("conc", "1".to_owned()),
+        ("c_escort", "on".to_owned()),
+        ("c_consent", "on".to_owned()),
+        ("c_npo", "on".to_owned()),
+    ];
+    let res = post(&checkin, start).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("front desk"));
+    let (_, sessions) = edge.get("/api/v1/sessions").await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(0), "{sessions}");
+}
