@@ -103,6 +103,26 @@ impl Viewer {
     pub(crate) fn is_clinician(&self) -> bool {
         self.role == "clinician"
     }
+
+    /// Whether this person may record the infusion itself (start, dose, side effects, scores,
+    /// advisories, discharge): nurses and clinicians. The front desk registers patients and
+    /// records screening answers (DESIGN.md's "who uses it").
+    pub(crate) fn may_treat(&self) -> bool {
+        self.role == "nurse" || self.role == "clinician"
+    }
+}
+
+/// Refuses an infusion action by someone who may not record one.
+pub(crate) fn require_treating(viewer: &Viewer) -> Result<(), Response> {
+    if viewer.may_treat() {
+        return Ok(());
+    }
+    Err(error_page(
+        viewer,
+        StatusCode::FORBIDDEN,
+        "the front desk registers patients and records screening answers; a nurse or clinician \
+         signs in to record the infusion",
+    ))
 }
 
 #[derive(Debug)]

@@ -772,6 +772,9 @@ pub(crate) async fn checkin_submit(
     if f.action.as_deref() != Some("start") {
         return again(StatusCode::OK, &r);
     }
+    if let Err(r) = super::require_treating(&v) {
+        return r;
+    }
     let (Some(parsed), Some(plan), true) = (parsed, r.plan, r.errors.is_empty()) else {
         return again(StatusCode::UNPROCESSABLE_ENTITY, &r);
     };
@@ -1156,6 +1159,9 @@ pub(crate) async fn dose(
     if let Err(r) = check_csrf(&v, f.csrf.as_deref()) {
         return r;
     }
+    if let Err(r) = super::require_treating(&v) {
+        return r;
+    }
     let action = match f.action.as_deref() {
         Some("start") => DoseAction::Start,
         Some("rate_change") => DoseAction::RateChange,
@@ -1204,6 +1210,9 @@ pub(crate) async fn effect(
         return error_page(&v, StatusCode::BAD_REQUEST, "unreadable form");
     };
     if let Err(r) = check_csrf(&v, f.csrf.as_deref()) {
+        return r;
+    }
+    if let Err(r) = super::require_treating(&v) {
         return r;
     }
     let effect = f.effect.unwrap_or_default();
@@ -1268,6 +1277,9 @@ pub(crate) async fn acknowledge(
         return error_page(&v, StatusCode::BAD_REQUEST, "unreadable form");
     };
     if let Err(r) = check_csrf(&v, f.csrf.as_deref()) {
+        return r;
+    }
+    if let Err(r) = super::require_treating(&v) {
         return r;
     }
     let back = format!("/screen/sessions/{}", url_encode(&id));
@@ -1494,6 +1506,9 @@ pub(crate) async fn score(
     if let Err(r) = check_csrf(&v, f.csrf.as_deref()) {
         return r;
     }
+    if let Err(r) = super::require_treating(&v) {
+        return r;
+    }
     let instrument = f.instrument.unwrap_or_default();
     let value: i64 = match number(&f.value, &instrument_label(&instrument)) {
         Ok(x) => x,
@@ -1519,6 +1534,9 @@ pub(crate) async fn discharge(
         return error_page(&v, StatusCode::BAD_REQUEST, "unreadable form");
     };
     if let Err(r) = check_csrf(&v, f.csrf.as_deref()) {
+        return r;
+    }
+    if let Err(r) = super::require_treating(&v) {
         return r;
     }
     let (parts, patient, names) = match session_or_404(&s, &v, &id).await {
