@@ -841,6 +841,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_push_queue_holds_push_queue_notices_and_a_slow_reader_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
+        let server = SyncServer::new(store, Arc::new(Metrics::default()));
+        let mut rx = server.changes.subscribe();
+        let extra = 5;
+        for i in 0..PUSH_QUEUE + extra {
+            let _ = server.changes.send(Changed {
+                site: "austin".into(),
+                doc_id: format!("doc-{i}"),
+                kind: DocKind::Patient,
+                from: None,
+            });
+        }
+        // The oldest notices are gone (those documents wait for the next connection); memory
+        // stays at PUSH_QUEUE notices however far the reader falls behind.
+        match rx.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, extra as u64),
+            other => panic!("expected a lag of {extra}, got {other:?}"),
+        }
+        let mut left = 0;
+        while let Ok(c) = rx.try_recv() {
+            if left == 0 {
+                assert_eq!(c.doc_id, format!("doc-{extra}"));
+            }
+            left += 1;
+        }
+        assert_eq!(left, PUSH_QUEUE);
+    }
+
+    #[test]
     fn the_document_cache_holds_at_most_its_capacity_and_never_evicts_a_slot_in_use() {
         let cache = DocCache::default();
         let held = cache.slot("in-use");

@@ -303,6 +303,33 @@ pub struct SyncStatus {
     pub clock_skew_s: Option<i64>,
 }
 
+/// Runs `task` for every item, at most `limit` at a time, and waits for all of them; returns
+/// the first error. The rest still run: one document's failure must not cut another's
+/// exchange short.
+async fn at_most<T, E, F, Fut>(limit: usize, items: Vec<T>, mut task: F) -> Option<E>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut failed = None;
+    for item in items {
+        while set.len() >= limit {
+            if let Some(Ok(Err(e))) = set.join_next().await {
+                failed.get_or_insert(e);
+            }
+        }
+        set.spawn(task(item));
+    }
+    while let Some(r) = set.join_next().await {
+        if let Ok(Err(e)) = r {
+            failed.get_or_insert(e);
+        }
+    }
+    failed
+}
+
 /// Why one exchange or connection failed.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
@@ -513,28 +540,17 @@ impl SyncClient {
                 Ok(p) => p,
                 Err(e) => break format!("cannot read the database: {e}"),
             };
-            let mut set = tokio::task::JoinSet::new();
-            let mut failed = None;
-            for doc in pending {
-                while set.len() >= MAX_IN_FLIGHT {
-                    if let Some(Ok(Err(e))) = set.join_next().await {
-                        failed.get_or_insert(e);
-                    }
-                }
+            let failed = at_most(MAX_IN_FLIGHT, pending, |doc| {
                 let (me, conn, seq) = (self.clone(), conn.clone(), seq.clone());
-                set.spawn(async move {
+                async move {
                     tokio::time::timeout(EXCHANGE_TIMEOUT, me.upload(&conn, doc, &seq))
                         .await
                         .unwrap_or_else(|_| {
                             Err(Failure::Connection("document exchange timed out".into()))
                         })
-                });
-            }
-            while let Some(r) = set.join_next().await {
-                if let Ok(Err(e)) = r {
-                    failed.get_or_insert(e);
                 }
-            }
+            })
+            .await;
             if let Ok(backlog) = self.refresh_backlog().await {
                 // Report the backlog when it changed (at most once a second) and at least
                 // every BACKLOG_REPORT, which is also the cloud's heartbeat.
@@ -893,6 +909,34 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn at_most_max_in_flight_exchanges_run_at_once_and_all_of_them_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let docs: Vec<usize> = (0..MAX_IN_FLIGHT * 3 + 1).collect();
+        let failed = at_most(MAX_IN_FLIGHT, docs, |doc| {
+            let (running, peak, done) = (running.clone(), peak.clone(), done.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                if doc == 3 {
+                    Err(format!("doc {doc}"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_IN_FLIGHT);
+        assert_eq!(done.load(Ordering::SeqCst), MAX_IN_FLIGHT * 3 + 1);
+        assert_eq!(failed.as_deref(), Some("doc 3"));
+    }
 
     #[test]
     fn missing_certificate_files_are_named() {
