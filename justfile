@@ -11,6 +11,7 @@ test:
 # The criterion benches, each against its baseline in the same run.
 bench:
     cargo bench --locked --bench session_doc
+    cargo bench --locked --bench sync
     cargo bench --locked --bench dashboard
 
 # Lost and duplicated must be 0: the table is written only when every scenario passed.
