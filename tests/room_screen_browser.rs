@@ -253,7 +253,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.goto(&session_url).await;
     a.click("#dose-start").await;
     a.wait_text("#dose-events", "start").await;
-    assert!(a.text("#dose-events").await.contains("52.5 mg/h"));
+    a.wait_text("#dose-events", "52.5 mg/h").await;
     a.click("#effect option[value='nausea']").await;
     a.click("#sev-mild").await;
     a.wait_text("#effects", "Nausea").await;
@@ -292,11 +292,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     a.wait_for(&format!("{advisory} button")).await;
-    assert!(
-        a.text(advisory).await.contains("bp high"),
-        "{}",
-        a.text(advisory).await
-    );
+    a.wait_text(advisory, "bp high").await;
     a.screenshot("room-07b-advisory").await;
     a.click(&format!("{advisory} button")).await;
     a.wait_text(advisory, "acknowledged by Ana Ruiz").await;
@@ -306,7 +302,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         a.click(&format!("#dose-{action}")).await;
         a.wait_text("#dose-events", action).await;
     }
-    let doses = a.text("#dose-events").await;
+    let doses = a.try_text("#dose-events").await.unwrap_or_default();
     for action in ["start", "pause", "resume", "stop"] {
         assert!(doses.contains(action), "{doses}");
     }

@@ -1,7 +1,7 @@
 //! The room screen's refusals over plain HTTP against the real `vigil-edge` binary: sign-in
 //! without its form token, a name locked after five wrong PINs while colleagues still sign
 //! in, a signed-in form without its CSRF token, and the front desk allowed to register a
-//! patient but refused the start of an infusion.
+//! patient but refused the start of an infusion; and the site's own infusion limit applied.
 //!
 //! The staff list is put in the appliance's database as the sync client would store it (a
 //! site configuration document), so no cloud is needed.
@@ -41,7 +41,14 @@ fn seed_staff(db: &std::path::Path) {
             },
         ],
     };
-    let bytes = SiteConfigDoc::create(&config).unwrap().automerge().save();
+    let mut doc = SiteConfigDoc::create(&config).unwrap();
+    // The medical director's limit: at most 0.4 mg/kg at this site.
+    doc.set_infusion_limits(&vigil_shared::clinical::InfusionLimits {
+        max_dose_mg_per_kg: 0.4,
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = doc.automerge().save();
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     let mut conn = vigil_edge::store::open_writer(db).expect("open the appliance database");
     let tx = vigil_edge::store::write_tx(&mut conn).unwrap();
@@ -215,6 +222,16 @@ async fn room_screen_refusals() {
         ("c_consent", "on".to_owned()),
         ("c_npo", "on".to_owned()),
     ];
+    // The review (allowed to the front desk) checks the order against the site's own limit.
+    let mut review = start.clone();
+    review[1].1 = "review".to_owned();
+    let res = post(&checkin, review).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("dose (mg/kg) 0.5 is over the site limit of 0.4"),
+        "the site's limit applies"
+    );
     let res = post(&checkin, start).await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.text().await.unwrap().contains("front desk"));

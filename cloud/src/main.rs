@@ -68,6 +68,28 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum StaffCommand {
+    /// Set the site's infusion limits, which the room screens check orders against; fields
+    /// not given keep their current value (or the default).
+    Limits {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
+        /// Highest dose, mg/kg (default 1.0).
+        #[arg(long)]
+        max_dose_mg_per_kg: Option<f64>,
+        /// Highest total dose, mg (default 150).
+        #[arg(long)]
+        max_total_mg: Option<f64>,
+        /// Highest pump rate, mg/h (default 200).
+        #[arg(long)]
+        max_rate_mg_per_h: Option<f64>,
+        /// Shortest infusion, minutes (default 20).
+        #[arg(long)]
+        min_minutes: Option<u64>,
+        /// Longest infusion, minutes (default 120).
+        #[arg(long)]
+        max_minutes: Option<u64>,
+    },
     /// Add a staff member, or give an existing one a new name, role or PIN; the PIN (4-12
     /// digits) is read from standard input.
     Add {
@@ -257,6 +279,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         vigil_cloud::api::now_us(),
                     )?;
                     println!("staff added: {id} ({role}) at {site}");
+                }
+                StaffCommand::Limits {
+                    site,
+                    max_dose_mg_per_kg,
+                    max_total_mg,
+                    max_rate_mg_per_h,
+                    min_minutes,
+                    max_minutes,
+                } => {
+                    let current = store
+                        .load_document(&site)?
+                        .and_then(|mut d| {
+                            vigil_shared::doc::SiteConfigDoc::load(&d.doc.save()).ok()
+                        })
+                        .and_then(|d| d.infusion_limits().ok().flatten())
+                        .unwrap_or_default();
+                    let limits = vigil_shared::clinical::InfusionLimits {
+                        max_dose_mg_per_kg: max_dose_mg_per_kg
+                            .unwrap_or(current.max_dose_mg_per_kg),
+                        max_total_mg: max_total_mg.unwrap_or(current.max_total_mg),
+                        max_rate_mg_per_h: max_rate_mg_per_h.unwrap_or(current.max_rate_mg_per_h),
+                        min_minutes: min_minutes.unwrap_or(current.min_minutes),
+                        max_minutes: max_minutes.unwrap_or(current.max_minutes),
+                    };
+                    vigil_cloud::staff::set_infusion_limits(
+                        &store,
+                        &site,
+                        &limits,
+                        vigil_cloud::api::now_us(),
+                    )?;
+                    println!("infusion limits: {site} {limits:?}");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
-//! The staff list of a site's configuration document: who may sign in at the site's room
-//! screens, with their role and a hash of their PIN.
+//! The room screens' part of a site's configuration document: the staff list (who may sign
+//! in, with their role and a hash of their PIN) and the infusion limits the screens check
+//! orders against.
 //!
 //! The cloud owns site configuration documents ([`crate::app`] creates them); this module
 //! adds or replaces one person in one, and the sync server offers the document to the site's
@@ -42,6 +43,9 @@ pub enum StaffError {
     /// The name is empty or longer than 100 characters.
     #[error("the name must be 1-100 characters")]
     Name,
+    /// Infusion limits that make no sense.
+    #[error("infusion limits: {0}")]
+    Limits(String),
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] crate::auth::AuthError),
@@ -119,6 +123,29 @@ pub fn set_staff_member(
         None => c.staff.push(member),
     })?;
     // Merge into the stored document so the commit carries only the new change.
+    stored_doc.merge(doc.automerge())?;
+    store.commit_document(site, DocKind::SiteConfig, site, &mut stored_doc, now_us)?;
+    Ok(())
+}
+
+/// Sets a site's infusion limits (the medical director's), replacing any set before, and
+/// commits the document. Appliances receive it when they next connect.
+pub fn set_infusion_limits(
+    store: &CloudStore,
+    site: &str,
+    limits: &vigil_shared::clinical::InfusionLimits,
+    now_us: i64,
+) -> Result<(), StaffError> {
+    limits.validate().map_err(StaffError::Limits)?;
+    let Some(stored) = store.load_document(site)? else {
+        return Err(StaffError::NoSite(site.to_owned()));
+    };
+    if stored.kind != DocKind::SiteConfig {
+        return Err(StaffError::NoSite(site.to_owned()));
+    }
+    let mut stored_doc = stored.doc;
+    let mut doc = SiteConfigDoc::load(&stored_doc.save())?;
+    doc.set_infusion_limits(limits)?;
     stored_doc.merge(doc.automerge())?;
     store.commit_document(site, DocKind::SiteConfig, site, &mut stored_doc, now_us)?;
     Ok(())
@@ -247,5 +274,24 @@ mod tests {
         assert!(!m.pin_hash.contains("97531") && m.pin_hash.starts_with("$argon2id$"));
         assert!(crate::auth::verify_password("97531", &m.pin_hash));
         assert!(!crate::auth::verify_password("13579", &m.pin_hash));
+
+        // The infusion limits sit beside the staff list; nonsense is refused.
+        let strict = vigil_shared::clinical::InfusionLimits {
+            max_dose_mg_per_kg: 0.6,
+            ..Default::default()
+        };
+        set_infusion_limits(&store, "austin", &strict, 4).unwrap();
+        let bad = vigil_shared::clinical::InfusionLimits {
+            min_minutes: 0,
+            ..strict
+        };
+        assert!(matches!(
+            set_infusion_limits(&store, "austin", &bad, 5),
+            Err(StaffError::Limits(_))
+        ));
+        let mut stored = store.load_document("austin").unwrap().unwrap().doc;
+        let doc = SiteConfigDoc::load(&stored.save()).unwrap();
+        assert_eq!(doc.infusion_limits().unwrap(), Some(strict));
+        assert_eq!(doc.config().unwrap().staff.len(), 1);
     }
 }

@@ -42,6 +42,27 @@ impl Default for InfusionLimits {
     }
 }
 
+impl InfusionLimits {
+    /// Checks that the limits make sense: positive, finite, and a duration range that is not
+    /// empty. A site configuration with limits that fail this is ignored for the defaults.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |v: f64, name: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a positive number"))
+            }
+        };
+        positive(self.max_dose_mg_per_kg, "max_dose_mg_per_kg")?;
+        positive(self.max_total_mg, "max_total_mg")?;
+        positive(self.max_rate_mg_per_h, "max_rate_mg_per_h")?;
+        if self.min_minutes == 0 || self.min_minutes > self.max_minutes {
+            return Err("min_minutes must be at least 1 and at most max_minutes".into());
+        }
+        Ok(())
+    }
+}
+
 /// An infusion order as the clinician enters it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InfusionOrder {
@@ -549,6 +570,38 @@ mod tests {
         }
         // Exactly at a limit is allowed.
         assert!(pump_plan(&order(1.0, 150.0, 60, 1.0), &limits).is_ok());
+        // A site's stricter limits apply.
+        let strict = InfusionLimits {
+            max_dose_mg_per_kg: 0.4,
+            ..limits
+        };
+        assert!(strict.validate().is_ok());
+        let err = pump_plan(&order(0.5, 70.0, 40, 1.0), &strict).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dose (mg/kg) 0.5 is over the site limit of 0.4"
+        );
+        for bad in [
+            InfusionLimits {
+                max_total_mg: 0.0,
+                ..limits
+            },
+            InfusionLimits {
+                max_rate_mg_per_h: f64::NAN,
+                ..limits
+            },
+            InfusionLimits {
+                min_minutes: 90,
+                max_minutes: 60,
+                ..limits
+            },
+            InfusionLimits {
+                min_minutes: 0,
+                ..limits
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

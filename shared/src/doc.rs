@@ -654,6 +654,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             hydrate_prop::<_, StoredThresholds, _, _>(doc, automerge::ROOT, "thresholds")?;
             hydrate_prop::<_, Vec<RoomConfig>, _, _>(doc, automerge::ROOT, "rooms")?;
             hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
+            read_infusion_limits(doc)?;
         }
     }
     Ok(h)
@@ -944,6 +945,63 @@ pub struct SiteConfig {
 #[derive(Debug, Clone)]
 pub struct SiteConfigDoc {
     doc: AutoCommit,
+}
+
+/// Root key of a site's infusion limits (absent: the defaults of
+/// [`crate::clinical::InfusionLimits`]).
+pub const INFUSION_LIMITS_KEY: &str = "infusion_limits";
+
+/// Infusion limits as stored in the site config (mirrors [`crate::clinical::InfusionLimits`]).
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
+struct StoredInfusionLimits {
+    max_dose_mg_per_kg: f64,
+    max_total_mg: f64,
+    max_rate_mg_per_h: f64,
+    min_minutes: u64,
+    max_minutes: u64,
+}
+
+fn read_infusion_limits(
+    doc: &AutoCommit,
+) -> Result<Option<crate::clinical::InfusionLimits>, DocError> {
+    if doc.get(automerge::ROOT, INFUSION_LIMITS_KEY)?.is_none() {
+        return Ok(None);
+    }
+    let s: StoredInfusionLimits = hydrate_prop(doc, automerge::ROOT, INFUSION_LIMITS_KEY)?;
+    Ok(Some(crate::clinical::InfusionLimits {
+        max_dose_mg_per_kg: s.max_dose_mg_per_kg,
+        max_total_mg: s.max_total_mg,
+        max_rate_mg_per_h: s.max_rate_mg_per_h,
+        min_minutes: s.min_minutes,
+        max_minutes: s.max_minutes,
+    }))
+}
+
+impl SiteConfigDoc {
+    /// The site's infusion limits, if its medical director set any.
+    pub fn infusion_limits(&self) -> Result<Option<crate::clinical::InfusionLimits>, DocError> {
+        read_infusion_limits(&self.doc)
+    }
+
+    /// Sets the site's infusion limits; on error the document is unchanged.
+    pub fn set_infusion_limits(
+        &mut self,
+        l: &crate::clinical::InfusionLimits,
+    ) -> Result<(), DocError> {
+        let stored = StoredInfusionLimits {
+            max_dose_mg_per_kg: l.max_dose_mg_per_kg,
+            max_total_mg: l.max_total_mg,
+            max_rate_mg_per_h: l.max_rate_mg_per_h,
+            min_minutes: l.min_minutes,
+            max_minutes: l.max_minutes,
+        };
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, INFUSION_LIMITS_KEY, stored)
+        {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
 }
 
 impl SiteConfigDoc {
@@ -1333,5 +1391,19 @@ mod tests {
         let mut d = SiteConfigDoc::create(&cfg).unwrap();
         let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
         assert_eq!(loaded.config().unwrap(), cfg);
+        // Infusion limits are optional and round-trip when set.
+        assert_eq!(loaded.infusion_limits().unwrap(), None);
+        let limits = crate::clinical::InfusionLimits {
+            max_dose_mg_per_kg: 0.75,
+            ..Default::default()
+        };
+        d.set_infusion_limits(&limits).unwrap();
+        let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
+        assert_eq!(loaded.infusion_limits().unwrap(), Some(limits));
+        validate_document(
+            &AutoCommit::load(&d.automerge().save()).unwrap(),
+            DocKind::SiteConfig,
+        )
+        .unwrap();
     }
 }

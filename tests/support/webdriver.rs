@@ -236,27 +236,38 @@ impl Browser {
             .to_owned()
     }
 
+    /// The rendered text of the first element matching `css`, read inside the page in one
+    /// step, so an element replaced meanwhile (a page that updates itself from a server-sent
+    /// event) is never a stale reference; `None` when nothing matches.
+    pub async fn try_text(&self, css: &str) -> Option<String> {
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": [css]}),
+        )
+        .await
+        .as_str()
+        .map(str::to_owned)
+    }
+
     /// Waits until the text of the first element matching `css` contains `part`, and
     /// returns it.
     pub async fn wait_text(&self, css: &str, part: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if !self.find_all(css).await.is_empty() {
-                let text = self.text(css).await;
-                if text.contains(part) {
-                    return text;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "waited for {part:?} in {css}, which reads {text:?}"
-                );
-            } else {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited for {css} at {}",
-                    self.url().await
-                );
+            let text = self.try_text(css).await;
+            if let Some(t) = &text
+                && t.contains(part)
+            {
+                return t.clone();
             }
+            assert!(
+                Instant::now() < deadline,
+                "waited for {part:?} in {css} at {}, which reads {text:?}",
+                self.url().await
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

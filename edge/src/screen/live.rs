@@ -3,8 +3,8 @@
 //!
 //! Each stream wakes every [`TICK`]: it reads the live values the recorder thread refreshes
 //! after every poll of the monitors ([`crate::app::POLL_INTERVAL`]) and sends them when they
-//! changed, and it reads the session document's stored version (one indexed row) and sends
-//! the re-rendered timeline when that moved. So a value reaches the screen at most one poll
+//! changed, and it reads the session document's stored version (one indexed row) and, when
+//! that moved, re-renders the advisories and the timeline and sends whichever changed. So a value reaches the screen at most one poll
 //! plus one tick after the monitor sent it, and one tablet's edit reaches the others within a
 //! tick of being durable.
 
@@ -36,6 +36,11 @@ struct Tick {
     names: BTreeMap<String, String>,
     version: Option<i64>,
     vitals: String,
+    /// The advisories and timeline as last rendered: sent again only when they differ, so a
+    /// new vitals chunk (which changes the document, not what the page shows) does not
+    /// replace the buttons under a nurse's finger.
+    advisories: String,
+    timeline: String,
     started: std::time::Instant,
     first: bool,
 }
@@ -125,11 +130,25 @@ async fn step(mut t: Tick) -> Option<(Vec<Event>, Tick)> {
     .flatten();
     if let Some((v, html)) = fresh {
         t.version = Some(v);
-        if let Some((advisories, timeline)) = html
-            && seen.is_some()
-        {
-            events.push(Event::default().event("advisories").data(advisories));
-            events.push(Event::default().event("timeline").data(timeline));
+        if let Some((advisories, timeline)) = html {
+            // The page was rendered with the document as the first tick finds it.
+            let first = seen.is_none();
+            if advisories != t.advisories {
+                if !first {
+                    events.push(
+                        Event::default()
+                            .event("advisories")
+                            .data(advisories.clone()),
+                    );
+                }
+                t.advisories = advisories;
+            }
+            if timeline != t.timeline {
+                if !first {
+                    events.push(Event::default().event("timeline").data(timeline.clone()));
+                }
+                t.timeline = timeline;
+            }
         }
     }
     Some((events, t))
@@ -158,6 +177,8 @@ pub(crate) async fn stream(
         names,
         version: None,
         vitals: String::new(),
+        advisories: String::new(),
+        timeline: String::new(),
         started: std::time::Instant::now(),
         first: true,
     };

@@ -460,6 +460,28 @@ pub(crate) fn site_config(
     }
 }
 
+/// The site's infusion limits from its configuration, or the defaults when it sets none (or
+/// sets ones that don't make sense, which is logged).
+pub(crate) fn infusion_limits(
+    conn: &rusqlite::Connection,
+    site: &str,
+) -> vigil_shared::clinical::InfusionLimits {
+    let stored = match store::load_document(conn, site) {
+        Ok(Some((kind, mut doc))) if kind == DocKind::SiteConfig.as_str() => {
+            SiteConfigDoc::load(&doc.save()).and_then(|d| d.infusion_limits())
+        }
+        _ => Ok(None),
+    };
+    match stored {
+        Ok(Some(l)) if l.validate().is_ok() => l,
+        Ok(None) => Default::default(),
+        Ok(Some(_)) | Err(_) => {
+            tracing::warn!(%site, "the site's infusion limits are unreadable or out of range; using the defaults");
+            Default::default()
+        }
+    }
+}
+
 /// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
 fn pin_matches(pin: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};

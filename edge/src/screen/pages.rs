@@ -546,14 +546,18 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
 /// What the review panel says.
 #[derive(Default)]
 struct Review {
+    limits: InfusionLimits,
     errors: Vec<String>,
     flags: Vec<Contraindication>,
     plan: Option<clinical::PumpPlan>,
     blocked: Option<String>,
 }
 
-fn review(f: &CheckInForm, viewer: &Viewer) -> (Review, Option<Parsed>) {
-    let mut r = Review::default();
+fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, Option<Parsed>) {
+    let mut r = Review {
+        limits,
+        ..Review::default()
+    };
     let parsed = match parse_checkin(f) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -564,7 +568,7 @@ fn review(f: &CheckInForm, viewer: &Viewer) -> (Review, Option<Parsed>) {
     let bp = parsed.as_ref().map(|p| p.bp);
     r.flags = clinical::contraindications(&f.screening(&viewer.id), bp);
     if let Some(p) = &parsed {
-        match clinical::pump_plan(&p.order, &InfusionLimits::default()) {
+        match clinical::pump_plan(&p.order, &r.limits) {
             Ok(plan) => r.plan = Some(plan),
             Err(e) => r.errors.push(e.to_string()),
         }
@@ -622,9 +626,9 @@ fn checkin_page(v: &Viewer, p: &PatientRecord, f: &CheckInForm, r: Option<&Revie
                 plan.volume_ml,
                 plan.rate_mg_per_h,
                 plan.rate_ml_per_h,
-                InfusionLimits::default().max_dose_mg_per_kg,
-                InfusionLimits::default().max_total_mg,
-                InfusionLimits::default().max_rate_mg_per_h,
+                r.limits.max_dose_mg_per_kg,
+                r.limits.max_total_mg,
+                r.limits.max_rate_mg_per_h,
             ));
         }
         if let Some(b) = &r.blocked {
@@ -729,7 +733,12 @@ pub(crate) async fn checkin_submit(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (r, parsed) = review(&f, &v);
+    let (site, _) = site_room(&s);
+    let limits = match read(&s, move |conn| Ok(super::infusion_limits(conn, &site))).await {
+        Ok(l) => l,
+        Err(e) => return fail(&v, e),
+    };
+    let (r, parsed) = review(&f, &v, limits);
     let again = |status: StatusCode, r: &Review| {
         (
             status,
