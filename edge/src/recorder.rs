@@ -1354,7 +1354,8 @@ mod tests {
     }
 
     /// Records a short finished session and returns its id.
-    fn session(r: &mut Recorder, start_us: i64) -> String {
+    /// Registers a patient and starts a session for them at `start_us`; returns its id.
+    fn start(r: &mut Recorder, start_us: i64) -> String {
         let patient = r
             .create_patient(
                 NewPatient {
@@ -1389,6 +1390,11 @@ mod tests {
             )
             .unwrap()
             .id;
+        id
+    }
+
+    fn session(r: &mut Recorder, start_us: i64) -> String {
+        let id = start(r, start_us);
         let samples = (0..30)
             .map(|i| Sample::scalar(start_us + i * 1_000_000, 70))
             .collect();
@@ -1479,35 +1485,7 @@ mod tests {
     fn a_sample_older_than_its_channel_is_refused_and_recording_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = recorder(dir.path());
-        let patient = r
-            .create_patient(
-                NewPatient {
-                    given_name: "A".into(),
-                    family_name: "B".into(),
-                    birth_date: "1980-01-01".into(),
-                    sex: String::new(),
-                    phone: None,
-                    screening: Screening::default(),
-                    medications: vec![],
-                    course: CoursePlan::default(),
-                },
-                T0,
-            )
-            .unwrap();
-        let protocol = Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        };
-        let new = NewSession {
-            patient_id: patient.id,
-            protocol,
-            by: "n".into(),
-            scenario: None,
-        };
-        r.start_session(new, T0).unwrap();
+        start(&mut r, T0);
         let hr = |t: i64| Sample::scalar(T0 + t, 70);
         r.ingest(vec![SourceEvent::Samples(SampleBatch {
             channel: Channel::Hr,
@@ -1708,37 +1686,7 @@ mod tests {
     fn pending_samples_are_bounded_and_the_excess_is_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = recorder(dir.path());
-        let patient = r
-            .create_patient(
-                NewPatient {
-                    given_name: "A".into(),
-                    family_name: "B".into(),
-                    birth_date: "1980-01-01".into(),
-                    sex: String::new(),
-                    phone: None,
-                    screening: Screening::default(),
-                    medications: vec![],
-                    course: CoursePlan::default(),
-                },
-                T0,
-            )
-            .unwrap();
-        r.start_session(
-            NewSession {
-                patient_id: patient.id,
-                protocol: Protocol {
-                    drug: "ketamine".into(),
-                    route: "iv".into(),
-                    dose_mg_per_kg: 0.5,
-                    weight_kg: 70.0,
-                    planned_minutes: 40,
-                },
-                by: "n".into(),
-                scenario: None,
-            },
-            T0,
-        )
-        .unwrap();
+        start(&mut r, T0);
         // More samples than the buffer holds arrive before any commit (a commit that keeps
         // failing): memory stays bounded, and the status says how many were dropped.
         let excess = 1_000;
