@@ -1378,19 +1378,17 @@ mod tests {
             weight_kg: 70.0,
             planned_minutes: 40,
         };
-        let id = r
-            .start_session(
-                NewSession {
-                    patient_id: patient.id,
-                    protocol,
-                    by: "n".into(),
-                    scenario: None,
-                },
-                start_us,
-            )
-            .unwrap()
-            .id;
-        id
+        r.start_session(
+            NewSession {
+                patient_id: patient.id,
+                protocol,
+                by: "n".into(),
+                scenario: None,
+            },
+            start_us,
+        )
+        .unwrap()
+        .id
     }
 
     fn session(r: &mut Recorder, start_us: i64) -> String {
