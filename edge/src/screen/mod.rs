@@ -39,8 +39,8 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
-use vigil_shared::ui::Esc;
 use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
+use vigil_shared::ui::{Esc, http};
 
 use crate::api::{ApiState, Command, Reply};
 use crate::recorder::RecorderError;
@@ -216,17 +216,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    for (name, value) in http::SECURITY_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
+        .or_insert(HeaderValue::from_static(http::DEFAULT_CACHE_CONTROL));
     res
 }
 
@@ -247,15 +241,8 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+    let values = headers.get_all(header::COOKIE).into_iter();
+    http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
 fn set_cookie(value: &str, max_age_s: Option<i64>) -> HeaderValue {
@@ -263,11 +250,8 @@ fn set_cookie(value: &str, max_age_s: Option<i64>) -> HeaderValue {
 }
 
 fn set_named_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
-    let age = max_age_s.map_or(String::new(), |s| format!("; Max-Age={s}"));
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
-    ))
-    .unwrap_or(HeaderValue::from_static(""))
+    HeaderValue::from_str(&http::session_cookie(name, value, max_age_s))
+        .unwrap_or(HeaderValue::from_static(""))
 }
 
 async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) -> Response {

@@ -1,5 +1,6 @@
 //! Pure building blocks for Vigil's server-rendered pages: HTML escaping ([`Esc`], [`escape`]),
-//! the page layout and its stylesheet ([`layout`]) and SVG charts ([`chart`]).
+//! the page layout and its stylesheet ([`layout`]), SVG charts ([`chart`]) and the cookie and
+//! header conventions both screens keep ([`http`]).
 //!
 //! The cloud dashboard uses them today; the room screen on the appliance will reuse them, so
 //! nothing here knows about HTTP, users, databases or clocks. Functions take values and return
@@ -7,6 +8,7 @@
 //! through [`Esc`] (or [`escape`]) before it lands in HTML; markup built here is trusted.
 
 pub mod chart;
+pub mod http;
 pub mod layout;
 
 use std::fmt;
