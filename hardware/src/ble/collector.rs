@@ -41,7 +41,9 @@ use uuid::Uuid;
 use vigil_shared::vitals::{Channel, Sample, SampleBatch};
 
 use super::{Measures, PMD_START_ECG, POLAR_PMD_CONTROL, characteristic_for};
-use crate::gatt::{Characteristic, Measurement, SensorContact, decode, to_samples};
+use crate::gatt::{
+    Characteristic, Measurement, PlxContinuous, PlxSpotCheck, SensorContact, decode, to_samples,
+};
 use crate::source::{DeviceStatus, SourceEvent, VitalsSource};
 
 /// The appliance's clock, microseconds since the Unix epoch: every value is stamped with it on
@@ -821,24 +823,14 @@ impl Link {
                 SensorContact::NotDetected => self.contact(false),
                 SensorContact::NotSupported => {}
             },
-            Measurement::PlxContinuous(plx) => {
-                if let Some(s) = plx.device_sensor_status {
-                    self.contact(
-                        !(s.sensor_unconnected_to_user
-                            || s.sensor_displaced
-                            || s.sensor_disconnected),
-                    );
-                }
-            }
-            Measurement::PlxSpotCheck(plx) => {
-                if let Some(s) = plx.device_sensor_status {
-                    self.contact(
-                        !(s.sensor_unconnected_to_user
-                            || s.sensor_displaced
-                            || s.sensor_disconnected),
-                    );
-                }
-            }
+            Measurement::PlxContinuous(PlxContinuous {
+                device_sensor_status: Some(status),
+                ..
+            })
+            | Measurement::PlxSpotCheck(PlxSpotCheck {
+                device_sensor_status: Some(status),
+                ..
+            }) => self.contact(!status.sensor_off_patient()),
             _ => {}
         }
         let mut samples = to_samples(&m, at_us);

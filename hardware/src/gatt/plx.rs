@@ -151,6 +151,12 @@ pub struct PlxDeviceSensorStatus {
 }
 
 impl PlxDeviceSensorStatus {
+    /// Whether the device says its sensor is not on the patient: unconnected to the user,
+    /// displaced, or disconnected from the device.
+    pub fn sensor_off_patient(&self) -> bool {
+        self.sensor_unconnected_to_user || self.sensor_displaced || self.sensor_disconnected
+    }
+
     /// Splits a raw Device and Sensor Status field into its bits.
     pub fn from_raw(raw: u32) -> PlxDeviceSensorStatus {
         let bit = |n: u32| raw & (1 << n) != 0;
