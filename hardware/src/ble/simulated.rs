@@ -185,6 +185,17 @@ where
     Arc::new(move |n| f(n).boxed())
 }
 
+/// A feed that only keeps the subscriber's notifier in `slot`, for another feed to send
+/// through (the PMD control point's responses, the cuff's pressure while it inflates).
+fn keep_in(slot: Arc<Mutex<Option<CharacteristicNotifier>>>) -> Feed {
+    feed(move |n| {
+        let slot = slot.clone();
+        async move {
+            *slot.lock().await = Some(n);
+        }
+    })
+}
+
 /// A characteristic that notifies (or indicates) with `feed`. The callback must return at
 /// once (BlueZ waits for it to answer StartNotify), so the feed runs in its own task.
 fn streaming(uuid: Uuid, indicate: bool, feed: Feed) -> Characteristic {
@@ -229,16 +240,7 @@ fn services(monitor: SimMonitor, patient: &VirtualPatient) -> Vec<Service> {
                 let (p, on) = (p.clone(), streaming_ecg.clone());
                 feed(move |n| ecg_feed(n, p.clone(), on.clone()))
             };
-            let control_feed = {
-                let slot = control_notifier.clone();
-                feed(move |n| {
-                    let slot = slot.clone();
-                    async move {
-                        *slot.lock().await = Some(n);
-                    }
-                })
-            };
-            let mut control = streaming(POLAR_PMD_CONTROL, true, control_feed);
+            let mut control = streaming(POLAR_PMD_CONTROL, true, keep_in(control_notifier.clone()));
             control.write = Some(CharacteristicWrite {
                 write: true,
                 method: CharacteristicWriteMethod::Fun(Box::new(move |value, _req| {
@@ -285,15 +287,7 @@ fn services(monitor: SimMonitor, patient: &VirtualPatient) -> Vec<Service> {
         )],
         SimMonitor::BpCuff => {
             let cuff: Arc<Mutex<Option<CharacteristicNotifier>>> = Arc::default();
-            let icp = {
-                let slot = cuff.clone();
-                feed(move |n| {
-                    let slot = slot.clone();
-                    async move {
-                        *slot.lock().await = Some(n);
-                    }
-                })
-            };
+            let icp = keep_in(cuff.clone());
             let bp = feed(move |n| blood_pressure_feed(n, p.clone(), cuff.clone()));
             vec![service(
                 BLOOD_PRESSURE_SERVICE,
