@@ -258,7 +258,7 @@ const DEMO_STAFF: [(&str, &str, &str); 3] = [
     ("desk-lee", "Lee Park", "front_desk"),
 ];
 
-/// Adds the demo staff to each site's configuration with random four-digit PINs, before any
+/// Adds the demo staff to each site's configuration with random six-digit PINs, before any
 /// appliance connects (so the first sync brings the list): `(site, name, role, pin)`.
 fn demo_staff(
     cloud: &vigil_cloud::app::Cloud,
@@ -268,7 +268,7 @@ fn demo_staff(
     for (site, _, _) in SITES {
         for (id, name, role) in DEMO_STAFF {
             let n = u32::from_str_radix(&random_token()?[..8], 16)?;
-            let pin = format!("{:04}", n % 10_000);
+            let pin = format!("{:06}", n % 1_000_000);
             let new = NewStaff {
                 id,
                 name,
@@ -383,6 +383,7 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
                 room: (*room).into(),
                 data_dir: dir.path().join(format!("{site}-{room}")),
                 http_bind: "127.0.0.1:0".parse()?,
+                http_hosts: Vec::new(),
                 chunk_period_s: 10,
                 group_commit_ms: 1_000,
                 retention_days: 30,
@@ -400,6 +401,7 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
             config.validate(std::path::Path::new("(demo)"))?;
             let appliance = Appliance::start(config).await?;
             println!("{site}-{room} api: {}", appliance.api_url());
+            println!("{site}-{room} api token: {}", appliance.api_token);
             println!("{site}-{room} screen: {}/screen", appliance.api_url());
             appliances.push((format!("{site}-{room}"), n, appliance));
         }

@@ -119,7 +119,7 @@ async fn records_from_simulated_monitors_through_a_monitor_drop() {
         &["run", "--config", cfg.to_str().unwrap()],
         &[(SYSTEM_BUS_ENV, rig.bus_address())],
     );
-    let http = Http::new(&edge.wait_for("edge api", Duration::from_secs(60)));
+    let http = support::edge_client(&mut edge);
 
     // Every monitor connects.
     eventually(
@@ -343,7 +343,7 @@ async fn wrong_device_is_refused_and_silent_monitor_is_restarted() {
         &["run", "--config", cfg.to_str().unwrap()],
         &[(SYSTEM_BUS_ENV, rig.bus_address())],
     );
-    let http = Http::new(&edge.wait_for("edge api", Duration::from_secs(60)));
+    let http = support::edge_client(&mut edge);
     let mut seen_states = std::collections::BTreeSet::new();
     let (wrong, quiet) = eventually(
         Duration::from_secs(60),

@@ -27,9 +27,7 @@ async fn bad_requests_get_clear_json_errors() {
     let (st, body) = http.get("/api/v1/sessions/nothing").await;
     assert_eq!(st, 404, "{body}");
     assert!(body["error"].is_string());
-    let (st, body) = http
-        .post("/api/v1/sessions/nothing/stop", &json!({"by": "n"}))
-        .await;
+    let (st, body) = http.post("/api/v1/sessions/nothing/stop", &json!({})).await;
     assert_eq!(st, 404, "{body}");
     let (st, body) = http
         .post("/api/v1/sessions", &session_body("nobody", "baseline"))
@@ -85,22 +83,25 @@ async fn bad_requests_get_clear_json_errors() {
     let (st, body) = http
         .post(
             &events,
-            &json!({"type": "score", "instrument": "phq9", "phase": "pre", "value": 99, "by": "n"}),
+            &json!({"type": "score", "instrument": "phq9", "phase": "pre", "value": 99}),
         )
         .await;
     assert_eq!(st, 422, "{body}");
-    let (st, body) = http.post(&events, &json!({"type": "discharge", "aldrete": 7, "escort": "A", "no_driving_ack": true, "by": "n"})).await;
+    let (st, body) = http
+        .post(
+            &events,
+            &json!({"type": "discharge", "aldrete": 7, "escort": "A", "no_driving_ack": true}),
+        )
+        .await;
     assert_eq!(st, 422, "discharge needs Aldrete >= 9: {body}");
     let (st, body) = http
         .post(
             &events,
-            &json!({"type": "acknowledge", "advisory_id": "nope", "by": "n"}),
+            &json!({"type": "acknowledge", "advisory_id": "nope"}),
         )
         .await;
     assert_eq!(st, 404, "{body}");
-    let (st, body) = http
-        .post(&events, &json!({"type": "teleport", "by": "n"}))
-        .await;
+    let (st, body) = http.post(&events, &json!({"type": "teleport"})).await;
     assert_eq!(st, 422, "{body}");
     let (st, body) = http
         .get(&format!("/api/v1/sessions/{sid}/vitals?channel=brainwaves"))
@@ -119,15 +120,15 @@ async fn bad_requests_get_clear_json_errors() {
 
     // The good requests went through and are all there.
     let (st, body) = http
-        .post(&events, &json!({"type": "note", "text": "calm", "by": "n"}))
+        .post(&events, &json!({"type": "note", "text": "calm"}))
         .await;
     assert_eq!(st, 201, "{body}");
     let (st, stopped) = http
-        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({"by": "n"}))
+        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200, "{stopped}");
     let (st, body) = http
-        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({"by": "n"}))
+        .post(&format!("/api/v1/sessions/{sid}/stop"), &json!({}))
         .await;
     assert_eq!(st, 409, "stopping twice: {body}");
     let (_, summary) = http.get(&format!("/api/v1/sessions/{sid}")).await;

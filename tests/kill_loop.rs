@@ -35,8 +35,8 @@ fn start(config: &std::path::Path) -> (Proc, support::Http) {
         &bin("vigil-edge"),
         &["run", "--config", config.to_str().unwrap()],
     );
-    let url = p.wait_for("edge api", Duration::from_secs(60));
-    (p, support::Http::new(&url))
+    let http = support::edge_client(&mut p);
+    (p, http)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

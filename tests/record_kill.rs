@@ -20,8 +20,8 @@ fn start(config: &std::path::Path) -> (Proc, Http) {
         &bin("vigil-edge"),
         &["run", "--config", config.to_str().unwrap()],
     );
-    let url = p.wait_for("edge api", Duration::from_secs(60));
-    (p, Http::new(&url))
+    let http = support::edge_client(&mut p);
+    (p, http)
 }
 
 /// Committed per-channel (count, last_us) from the session summary.
@@ -110,10 +110,7 @@ async fn killed_appliance_keeps_every_committed_sample() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (st, stopped) = http
-        .post(
-            &format!("/api/v1/sessions/{id}/stop"),
-            &json!({"by": "test-nurse"}),
-        )
+        .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200, "{stopped}");
     let ended_us = stopped["ended_us"].as_i64().unwrap();

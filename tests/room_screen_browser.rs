@@ -21,7 +21,7 @@ use support::{
 };
 use vigil_shared::doc::SessionDoc;
 
-const NURSE_PIN: &str = "2468";
+const NURSE_PIN: &str = "246802";
 const CLINICIAN_PIN: &str = "135790";
 /// Simulated monitors at 30 times real time, so the hypertension scenario's advisory comes
 /// within the test.

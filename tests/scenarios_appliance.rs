@@ -164,7 +164,7 @@ async fn full_disk_keeps_the_session_and_recovers_when_space_returns() {
     let (st, body) = edge
         .post(
             &format!("/api/v1/sessions/{id}/events"),
-            &json!({"type": "note", "text": "while full", "by": "test-nurse"}),
+            &json!({"type": "note", "text": "while full"}),
         )
         .await;
     assert_eq!(st, 507, "{body}");

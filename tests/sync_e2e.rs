@@ -25,7 +25,7 @@ async fn record_session(edge: &Http, scenario: &str, wall_s: u64) -> String {
     let id = session["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_secs(wall_s)).await;
     let (st, stopped) = edge
-        .post(&format!("/api/v1/sessions/{id}/stop"), &json!({"by": "t"}))
+        .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200, "{stopped}");
     id
@@ -173,7 +173,7 @@ async fn cloud_killed_mid_sync_loses_and_duplicates_nothing() {
     let (_cloud_proc, cloud) = start_cloud(&cloud_config);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (st, _) = edge
-        .post(&format!("/api/v1/sessions/{id}/stop"), &json!({"by": "t"}))
+        .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200);
     converged(&edge, &cloud, &id).await;

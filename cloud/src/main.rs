@@ -90,7 +90,7 @@ enum StaffCommand {
         #[arg(long)]
         max_minutes: Option<u64>,
     },
-    /// Add a staff member, or give an existing one a new name, role or PIN; the PIN (4-12
+    /// Add a staff member, or give an existing one a new name, role or PIN; the PIN (6-12
     /// digits) is read from standard input.
     Add {
         /// The site, as in cloud.toml.
@@ -104,6 +104,34 @@ enum StaffCommand {
         /// nurse, clinician or front_desk.
         #[arg(long)]
         role: String,
+    },
+    /// Issue an API token for a site's appliances (for an integration such as an EHR bridge);
+    /// printed once, only its hash is kept. The rooms accept it once they have synced.
+    IssueToken {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
+        /// What it is for: a-z, 0-9, '-' (shown as `token:LABEL` in the appliance's audit log).
+        #[arg(long)]
+        label: String,
+        /// Days until it expires.
+        #[arg(long, default_value_t = vigil_cloud::staff::DEFAULT_TOKEN_DAYS)]
+        days: u32,
+    },
+    /// Revoke a site's appliance API token by its label.
+    RevokeToken {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
+        /// The token's label.
+        #[arg(long)]
+        label: String,
+    },
+    /// List a site's appliance API tokens.
+    Tokens {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
     },
 }
 
@@ -310,6 +338,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         vigil_cloud::api::now_us(),
                     )?;
                     println!("infusion limits: {site} {limits:?}");
+                }
+                StaffCommand::IssueToken { site, label, days } => {
+                    let now = vigil_cloud::api::now_us();
+                    let token =
+                        vigil_cloud::staff::issue_site_token(&store, &site, &label, days, now)?;
+                    println!("site token: {token}");
+                    println!("site token label: {label}");
+                    println!("site token expires in days: {days}");
+                }
+                StaffCommand::RevokeToken { site, label } => {
+                    let now = vigil_cloud::api::now_us();
+                    vigil_cloud::staff::revoke_site_token(&store, &site, &label, now)?;
+                    println!("site token revoked: {label} at {site}");
+                }
+                StaffCommand::Tokens { site } => {
+                    for t in vigil_cloud::staff::site_tokens(&store, &site)? {
+                        let state = if t.revoked { "revoked" } else { "active" };
+                        println!(
+                            "site token: {} {state} created_us={} expires_us={}",
+                            t.label, t.created_us, t.expires_us
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! The room screens' part of a site's configuration document: the staff list (who may sign
 //! in, with their role and a hash of their PIN) and the infusion limits the screens check
-//! orders against.
+//! orders against, and the integration tokens of the appliances' JSON API (hashes only).
 //!
 //! The cloud owns site configuration documents ([`crate::app`] creates them); this module
 //! adds or replaces one person in one, and the sync server offers the document to the site's
@@ -8,14 +8,15 @@
 //! keeps working when the network is down. PINs are hashed with argon2id
 //! ([`crate::auth::hash_password`]); the clear PIN is never stored or logged.
 
-use vigil_shared::doc::{DocKind, SiteConfigDoc, StaffMember};
+use vigil_shared::doc::{DocKind, SiteApiToken, SiteConfigDoc, StaffMember};
 
 use crate::auth::hash_password;
 use crate::store::{CloudStore, StoreError};
 
-/// Shortest PIN accepted. Four digits is what a nurse types with a glove on; the appliance
-/// locks a name after a few wrong PINs, which is what makes a short PIN acceptable.
-pub const MIN_PIN_LEN: usize = 4;
+/// Shortest PIN accepted for a new PIN. Six digits (a million choices) with the appliance's
+/// growing delay after wrong PINs keeps guessing at months, while a nurse still types it with
+/// a glove on. PINs set before this rule stay valid until changed.
+pub const MIN_PIN_LEN: usize = 6;
 
 /// Longest PIN accepted.
 pub const MAX_PIN_LEN: usize = 12;
@@ -31,7 +32,7 @@ pub enum StaffError {
         "site {0} has no configuration document; list it in cloud.toml and start the cloud once"
     )]
     NoSite(String),
-    /// The PIN is not 4-12 digits.
+    /// The PIN is not 6-12 digits.
     #[error("the PIN must be {MIN_PIN_LEN}-{MAX_PIN_LEN} digits")]
     Pin,
     /// The role is not one of [`ROLES`].
@@ -43,6 +44,9 @@ pub enum StaffError {
     /// The name is empty or longer than 100 characters.
     #[error("the name must be 1-100 characters")]
     Name,
+    /// An API token request that cannot be met.
+    #[error("{0}")]
+    Token(String),
     /// Infusion limits that make no sense.
     #[error("infusion limits: {0}")]
     Limits(String),
@@ -110,6 +114,24 @@ pub fn set_staff_member(
         role: new.role.to_owned(),
         pin_hash: hash_password(new.pin)?,
     };
+    edit_site_config(store, site, now_us, |doc| {
+        doc.update(|c| match c.staff.iter_mut().find(|m| m.id == member.id) {
+            Some(m) => *m = member,
+            None => c.staff.push(member),
+        })?;
+        Ok(())
+    })
+}
+
+/// Loads a site's configuration document, lets `edit` change it and commits the change. The
+/// cloud is the only writer of site configurations: the sync server refuses them from
+/// appliances.
+fn edit_site_config<R>(
+    store: &CloudStore,
+    site: &str,
+    now_us: i64,
+    edit: impl FnOnce(&mut SiteConfigDoc) -> Result<R, StaffError>,
+) -> Result<R, StaffError> {
     let Some(stored) = store.load_document(site)? else {
         return Err(StaffError::NoSite(site.to_owned()));
     };
@@ -118,14 +140,11 @@ pub fn set_staff_member(
     }
     let mut stored_doc = stored.doc;
     let mut doc = SiteConfigDoc::load(&stored_doc.save())?;
-    doc.update(|c| match c.staff.iter_mut().find(|m| m.id == member.id) {
-        Some(m) => *m = member,
-        None => c.staff.push(member),
-    })?;
+    let out = edit(&mut doc)?;
     // Merge into the stored document so the commit carries only the new change.
     stored_doc.merge(doc.automerge())?;
     store.commit_document(site, DocKind::SiteConfig, site, &mut stored_doc, now_us)?;
-    Ok(())
+    Ok(out)
 }
 
 /// Sets a site's infusion limits (the medical director's), replacing any set before, and
@@ -137,18 +156,97 @@ pub fn set_infusion_limits(
     now_us: i64,
 ) -> Result<(), StaffError> {
     limits.validate().map_err(StaffError::Limits)?;
+    edit_site_config(store, site, now_us, |doc| {
+        Ok(doc.set_infusion_limits(limits)?)
+    })
+}
+
+/// Default lifetime of an appliance API token: a quarter, so a forgotten integration stops
+/// on its own.
+pub const DEFAULT_TOKEN_DAYS: u32 = 90;
+
+/// Longest lifetime of an appliance API token.
+pub const MAX_TOKEN_DAYS: u32 = 365;
+
+/// Prefix of a site's appliance API tokens; the site id follows, so an appliance can tell a
+/// token of another site (403) from a wrong one (401) without a database.
+pub const SITE_TOKEN_PREFIX: &str = "vgt_";
+
+/// Issues an API token for a site's appliances: 256 random bits, of which only the SHA-256
+/// goes into the site's configuration document. Returns the token, shown once.
+pub fn issue_site_token(
+    store: &CloudStore,
+    site: &str,
+    label: &str,
+    days: u32,
+    now_us: i64,
+) -> Result<String, StaffError> {
+    let label_ok = !label.is_empty()
+        && label.len() <= 32
+        && label
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !label_ok {
+        return Err(StaffError::Id(label.to_owned()));
+    }
+    if !(1..=MAX_TOKEN_DAYS).contains(&days) {
+        return Err(StaffError::Token(format!(
+            "a token lives 1-{MAX_TOKEN_DAYS} days, not {days}"
+        )));
+    }
+    let token = format!("{SITE_TOKEN_PREFIX}{site}_{}", crate::auth::random_token());
+    let entry = SiteApiToken {
+        label: label.to_owned(),
+        sha256: hex(&crate::auth::digest(&token)),
+        created_us: now_us,
+        expires_us: now_us.saturating_add(i64::from(days) * 86_400 * 1_000_000),
+        revoked: false,
+    };
+    edit_site_config(store, site, now_us, |doc| {
+        let mut tokens = doc.api_tokens()?;
+        if tokens.iter().any(|t| t.label == entry.label) {
+            return Err(StaffError::Token(format!(
+                "site {site} already has a token labelled {label}; choose another label"
+            )));
+        }
+        tokens.push(entry);
+        doc.set_api_tokens(&tokens)?;
+        Ok(())
+    })?;
+    Ok(token)
+}
+
+/// Revokes a site's API token by its label. Appliances refuse it once they have the change.
+pub fn revoke_site_token(
+    store: &CloudStore,
+    site: &str,
+    label: &str,
+    now_us: i64,
+) -> Result<(), StaffError> {
+    edit_site_config(store, site, now_us, |doc| {
+        let mut tokens = doc.api_tokens()?;
+        let Some(t) = tokens.iter_mut().find(|t| t.label == label) else {
+            return Err(StaffError::Token(format!(
+                "site {site} has no token labelled {label}"
+            )));
+        };
+        t.revoked = true;
+        doc.set_api_tokens(&tokens)?;
+        Ok(())
+    })
+}
+
+/// A site's API tokens, revoked ones included.
+pub fn site_tokens(store: &CloudStore, site: &str) -> Result<Vec<SiteApiToken>, StaffError> {
     let Some(stored) = store.load_document(site)? else {
         return Err(StaffError::NoSite(site.to_owned()));
     };
-    if stored.kind != DocKind::SiteConfig {
-        return Err(StaffError::NoSite(site.to_owned()));
-    }
     let mut stored_doc = stored.doc;
-    let mut doc = SiteConfigDoc::load(&stored_doc.save())?;
-    doc.set_infusion_limits(limits)?;
-    stored_doc.merge(doc.automerge())?;
-    store.commit_document(site, DocKind::SiteConfig, site, &mut stored_doc, now_us)?;
-    Ok(())
+    Ok(SiteConfigDoc::load(&stored_doc.save())?.api_tokens()?)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl From<vigil_shared::doc::DocError> for StaffError {
@@ -173,20 +271,20 @@ mod tests {
             id: "nurse-ana",
             name: "Ana Ruiz",
             role: "nurse",
-            pin: "2468",
+            pin: "246810",
         };
         assert!(validate(&ok).is_ok());
         let cases: &[(NewStaff<'_>, &str)] = &[
             (
                 NewStaff {
-                    pin: "123",
+                    pin: "12345",
                     ..ok.clone()
                 },
                 "PIN",
             ),
             (
                 NewStaff {
-                    pin: "12a4",
+                    pin: "12a456",
                     ..ok.clone()
                 },
                 "PIN",
@@ -234,7 +332,7 @@ mod tests {
             id: "dr-kim",
             name: "Dr Kim",
             role: "clinician",
-            pin: "13579",
+            pin: "135799",
         };
         assert!(matches!(
             set_staff_member(&store, "austin", &new, 1),
@@ -257,7 +355,7 @@ mod tests {
             &store,
             "austin",
             &NewStaff {
-                pin: "97531",
+                pin: "975311",
                 ..new.clone()
             },
             3,
@@ -271,9 +369,9 @@ mod tests {
         assert_eq!(config.staff.len(), 1, "replaced, not added twice");
         let m = &config.staff[0];
         assert_eq!((m.id.as_str(), m.role.as_str()), ("dr-kim", "clinician"));
-        assert!(!m.pin_hash.contains("97531") && m.pin_hash.starts_with("$argon2id$"));
-        assert!(crate::auth::verify_password("97531", &m.pin_hash));
-        assert!(!crate::auth::verify_password("13579", &m.pin_hash));
+        assert!(!m.pin_hash.contains("975311") && m.pin_hash.starts_with("$argon2id$"));
+        assert!(crate::auth::verify_password("975311", &m.pin_hash));
+        assert!(!crate::auth::verify_password("135799", &m.pin_hash));
 
         // The infusion limits sit beside the staff list; nonsense is refused.
         let strict = vigil_shared::clinical::InfusionLimits {
@@ -293,5 +391,47 @@ mod tests {
         let doc = SiteConfigDoc::load(&stored.save()).unwrap();
         assert_eq!(doc.infusion_limits().unwrap(), Some(strict));
         assert_eq!(doc.config().unwrap().staff.len(), 1);
+    }
+
+    #[test]
+    fn site_tokens_are_hashed_unique_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("c.db")).unwrap();
+        let mut doc = SiteConfigDoc::create(&vigil_shared::doc::SiteConfig {
+            site: "austin".into(),
+            name: "Austin".into(),
+            region: "central".into(),
+            rooms: vec![],
+            thresholds: vigil_shared::advisory::Thresholds::default(),
+            staff: vec![],
+        })
+        .unwrap();
+        store
+            .commit_document("austin", DocKind::SiteConfig, "austin", doc.automerge(), 1)
+            .unwrap();
+        let token = issue_site_token(&store, "austin", "ehr", 30, 10).unwrap();
+        assert!(token.starts_with("vgt_austin_"), "{token}");
+        let again = issue_site_token(&store, "austin", "ehr", 30, 11).unwrap_err();
+        assert!(again.to_string().contains("already has a token"), "{again}");
+        for (label, days) in [("Bad Label", 30), ("ok", 0), ("ok", MAX_TOKEN_DAYS + 1)] {
+            assert!(issue_site_token(&store, "austin", label, days, 12).is_err());
+        }
+        let tokens = site_tokens(&store, "austin").unwrap();
+        assert_eq!(tokens.len(), 1);
+        let t = &tokens[0];
+        assert_eq!(t.sha256, hex(&crate::auth::digest(&token)));
+        assert!(
+            !t.sha256.contains(&token[11..]),
+            "no clear token in the document"
+        );
+        assert_eq!(t.expires_us, 10 + 30 * 86_400 * 1_000_000);
+        assert!(!t.revoked);
+        revoke_site_token(&store, "austin", "ehr", 13).unwrap();
+        assert!(site_tokens(&store, "austin").unwrap()[0].revoked);
+        assert!(revoke_site_token(&store, "austin", "nope", 14).is_err());
+        assert!(matches!(
+            issue_site_token(&store, "florida", "ehr", 30, 15),
+            Err(StaffError::NoSite(_))
+        ));
     }
 }

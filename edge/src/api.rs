@@ -1,30 +1,43 @@
-//! The appliance's local JSON API under `/api/v1`, used by the demo, the tests and the room
-//! screen.
+//! The appliance's local JSON API under `/api/v1`, for integrations, the demo and the tests.
 //!
-//! Writes go to the recorder thread as commands and are answered once durable; reads open
-//! their own read-only database connection on a blocking thread. Errors are JSON
-//! (`{"error": "…"}`) with the status that fits: 404 for an unknown patient or session, 409 for
-//! a conflicting state, 413 for an oversized body, 422 for values out of range, 503 when the
-//! recorder is busy, 507 when the disk is full. Internal details are logged, not returned.
+//! Every route that reads or writes patient or session data needs a credential
+//! ([`crate::access`]): a site or local API token, or a signed-in room screen's cookie. No
+//! credential is 401, another site's token 403. Each such request is written to the audit log
+//! ([`crate::audit`]) before it is served, and a write records `by` from the credential: a body
+//! that names `by` itself is refused. `GET /api/v1/status` without a credential shows only what
+//! holds no patient data; `GET /metrics` holds none.
+//!
+//! Writes go to the recorder thread as commands and are answered once durable; the recorder
+//! enforces the clinical rules whoever asks. Reads open their own read-only database connection
+//! on a blocking thread. Errors are JSON (`{"error": "…"}`) with the status that fits: 401/403
+//! for credentials, 404 for an unknown patient or session, 409 for a conflicting state, 413 for
+//! an oversized body, 422 for values out of range, 503 when the recorder is busy, 507 when the
+//! disk is full. Internal details are logged, not returned.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use vigil_shared::vitals::Channel;
 
+use crate::access::{self, AllowedHosts, Principal, Refusal, ScreenSessions};
+use crate::audit::{AuditLog, Entry};
 use crate::reads;
 use crate::recorder::{
     NewPatient, NewSession, RecorderError, RecorderStatus, SessionEvent, StopSession,
 };
+use crate::screen::throttle::PinThrottle;
 use crate::store;
 
 /// Largest request body accepted. The biggest legitimate body is a patient registration or a
@@ -78,6 +91,24 @@ pub struct Status {
     pub recorder: RecorderStatus,
 }
 
+/// What the appliance's HTTP server checks on every request: credentials, the audit log, the
+/// `Host` header, the room screen's sign-ins and wrong PINs.
+#[derive(Debug)]
+pub struct Security {
+    /// SHA-256 of the local token.
+    pub local_sha256: String,
+    /// Signed-in room-screen browsers.
+    pub sessions: ScreenSessions,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
+    /// Names the server answers to.
+    pub hosts: AllowedHosts,
+    /// Wrong PINs at the room screen.
+    pub pins: PinThrottle,
+    /// Whether the server speaks TLS (cookies are then `Secure`).
+    pub tls: bool,
+}
+
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct ApiState {
@@ -89,6 +120,8 @@ pub struct ApiState {
     pub status: Arc<Mutex<Status>>,
     /// The sync client's status, when a cloud is configured.
     pub sync: Option<Arc<Mutex<crate::sync::SyncStatus>>>,
+    /// Credentials, audit, hosts.
+    pub security: Arc<Security>,
 }
 
 /// An API error: a status and a message for the person or program that asked.
@@ -174,8 +207,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/status", get(status))
+    let guarded = Router::new()
         .route("/site", get(site))
         .route("/patients", post(create_patient))
         .route("/patients/{id}", get(patient).patch(update_patient))
@@ -183,13 +215,224 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}", get(session))
         .route("/sessions/{id}/events", post(add_event))
         .route("/sessions/{id}/stop", post(stop_session))
-        .route("/sessions/{id}/vitals", get(vitals));
+        .route("/sessions/{id}/vitals", get(vitals))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    let api = Router::new().route("/status", get(status)).merge(guarded);
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(no_store))
         .with_state(state)
+}
+
+/// Refuses a request whose `Host` header names something else than this appliance (DNS
+/// rebinding: a web page a tablet opened, resolving its own name to the appliance). Layered
+/// over the whole HTTP server, the room screen included.
+pub async fn check_host(
+    State(security): State<Arc<Security>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if security.hosts.allows(host) {
+        return next.run(req).await;
+    }
+    tracing::warn!(host = %host.escape_debug(), "request for another host refused");
+    ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "this appliance does not answer to that host name; use its configured name or address \
+         (edge.toml http_hosts)",
+    )
+    .into_response()
+}
+
+/// Patient data must not stay in a browser's or proxy's cache, nor be sniffed into another
+/// type.
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+/// The client's address, as the server accepted the connection.
+pub fn client_addr(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// Who is asking, from the `Authorization` header or the room screen's cookie.
+pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Principal, Refusal> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(access::bearer)
+            .ok_or(Refusal::Invalid)?
+            .to_owned();
+        let site = state
+            .status
+            .lock()
+            .map(|s| s.site.clone())
+            .unwrap_or_default();
+        let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+        let local = state.security.local_sha256.clone();
+        // Site tokens come from the site configuration the cloud last sent.
+        let tokens = if access::token_site(&token) == Some(site.as_str()) {
+            let path = state.db_path.clone();
+            let site = site.clone();
+            tokio::task::spawn_blocking(move || site_tokens(&path, &site))
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        return access::check_token(&token, &local, &site, &tokens, now_us);
+    }
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok());
+    match vigil_shared::ui::http::cookie_value(cookies, crate::screen::COOKIE) {
+        Some(token) => state
+            .security
+            .sessions
+            .touch(token)
+            .map(|s| s.principal)
+            .ok_or(Refusal::Invalid),
+        None => Err(Refusal::Missing),
+    }
+}
+
+/// The site's API tokens from its stored configuration; none when it is missing or unreadable
+/// (which is logged): an unreadable list accepts no site token.
+fn site_tokens(db_path: &std::path::Path, site: &str) -> Vec<vigil_shared::doc::SiteApiToken> {
+    let read = || -> Result<Vec<_>, RecorderError> {
+        let conn = store::open_reader(db_path)?;
+        match reads::site_config_doc(&conn, site)? {
+            Some(doc) => Ok(doc.api_tokens()?),
+            None => Ok(Vec::new()),
+        }
+    };
+    read().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read the site's API tokens; refusing site tokens");
+        Vec::new()
+    })
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        let status = match r {
+            Refusal::OtherSite(_) => StatusCode::FORBIDDEN,
+            Refusal::Missing | Refusal::Invalid => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, r.to_string())
+    }
+}
+
+/// The id in a path such as `/api/v1/sessions/{id}/vitals`, from the route's template.
+pub fn path_target(template: &str, path: &str) -> String {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .find(|(t, _)| *t == "{id}")
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default()
+}
+
+/// Every guarded route: a credential, then an audit entry made durable, then the handler.
+async fn guard(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let principal = match authenticate(&state, req.headers()).await {
+        Ok(p) => p,
+        Err(refusal) => {
+            tracing::warn!(client = %client_addr(&req), reason = %refusal, path = %req.uri().path(), "api request refused");
+            let mut res = ApiError::from(refusal).into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vigil-edge\""),
+            );
+            return res;
+        }
+    };
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let entry = Entry {
+        actor: principal.id.clone(),
+        action: format!("api {} {template}", req.method()),
+        target: path_target(&template, req.uri().path()),
+        client: client_addr(&req),
+    };
+    if let Err(e) = state.security.audit.record_async(entry).await {
+        tracing::error!(error = %e, "cannot write the audit log; request refused");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the appliance cannot write its audit log, so it serves no patient data; see its log",
+        )
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// A JSON body written by the principal: a body that says `by` itself is refused, and `by` is
+/// set from the credential.
+#[derive(Debug)]
+pub struct Authored<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Authored<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Refusal::Missing.to_string(),
+            ));
+        };
+        let ApiJson(mut value) = ApiJson::<serde_json::Value>::from_request(req, state).await?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object",
+            ));
+        };
+        if object.contains_key("by") {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "`by` comes from your credential; remove it from the body",
+            ));
+        }
+        object.insert("by".into(), principal.id.into());
+        serde_json::from_value(value)
+            .map(Authored)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+    }
+}
+
+/// Refuses an infusion action by someone who may not record one (the front desk).
+fn require_treating(principal: &Principal) -> Result<(), ApiError> {
+    if principal.role.may_treat() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "the front desk registers patients and records screening answers; a nurse or clinician \
+         records the infusion",
+    ))
 }
 
 async fn call<T: Send + 'static>(
@@ -245,7 +488,22 @@ struct StatusBody {
     sync: Option<crate::sync::SyncStatus>,
 }
 
-async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
+/// What `/status` shows without a credential: health, version and sync, no patient data.
+#[derive(Serialize)]
+struct PublicStatus {
+    site: String,
+    room: String,
+    version: &'static str,
+    now_us: i64,
+    source: String,
+    recording: bool,
+    samples_committed: u64,
+    disk_full: bool,
+    storage: store::StorageUse,
+    sync: Option<crate::sync::SyncStatus>,
+}
+
+async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let snapshot = state.status.lock().map(|s| s.clone()).unwrap_or_default();
     let path = state.db_path.clone();
     let storage = read(
@@ -258,11 +516,28 @@ async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiEr
         .sync
         .as_ref()
         .and_then(|s| s.lock().ok().map(|s| s.clone()));
+    // A credential shows the running session; without one, only the appliance's health.
+    if authenticate(&state, &headers).await.is_err() {
+        return Ok(Json(PublicStatus {
+            site: snapshot.site,
+            room: snapshot.room,
+            version: env!("CARGO_PKG_VERSION"),
+            now_us: snapshot.now_us,
+            source: snapshot.source,
+            recording: snapshot.recorder.session.is_some(),
+            samples_committed: snapshot.recorder.samples_committed,
+            disk_full: snapshot.recorder.disk_full,
+            storage,
+            sync,
+        })
+        .into_response());
+    }
     Ok(Json(StatusBody {
         status: snapshot,
         storage,
         sync,
-    }))
+    })
+    .into_response())
 }
 
 async fn site(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
@@ -278,8 +553,10 @@ async fn site(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiErr
 
 async fn create_patient(
     State(state): State<ApiState>,
-    ApiJson(input): ApiJson<NewPatient>,
+    Extension(principal): Extension<Principal>,
+    ApiJson(mut input): ApiJson<NewPatient>,
 ) -> Result<impl IntoResponse, ApiError> {
+    input.screening.by = Some(principal.id);
     let record = call(&state, |r| Command::CreatePatient(input, r)).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
@@ -295,9 +572,13 @@ async fn patient(
 
 async fn update_patient(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    ApiJson(update): ApiJson<crate::recorder::PatientUpdate>,
+    ApiJson(mut update): ApiJson<crate::recorder::PatientUpdate>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if let Some(screening) = &mut update.screening {
+        screening.by = Some(principal.id);
+    }
     let record = call(&state, |r| Command::UpdatePatient(id, update, r)).await?;
     Ok(Json(record))
 }
@@ -332,8 +613,10 @@ async fn sessions(State(state): State<ApiState>) -> Result<impl IntoResponse, Ap
 
 async fn start_session(
     State(state): State<ApiState>,
-    ApiJson(input): ApiJson<NewSession>,
+    Extension(principal): Extension<Principal>,
+    Authored(input): Authored<NewSession>,
 ) -> Result<impl IntoResponse, ApiError> {
+    require_treating(&principal)?;
     let meta = call(&state, |r| Command::StartSession(input, r)).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
@@ -349,18 +632,22 @@ async fn session(
 
 async fn add_event(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    ApiJson(event): ApiJson<SessionEvent>,
+    Authored(event): Authored<SessionEvent>,
 ) -> Result<impl IntoResponse, ApiError> {
+    require_treating(&principal)?;
     let meta = call(&state, |r| Command::AddEvent(id, event, r)).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
 
 async fn stop_session(
     State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
-    ApiJson(input): ApiJson<StopSession>,
+    Authored(input): Authored<StopSession>,
 ) -> Result<impl IntoResponse, ApiError> {
+    require_treating(&principal)?;
     let meta = call(&state, |r| Command::StopSession(id, input, r)).await?;
     Ok(Json(meta))
 }
@@ -513,8 +800,39 @@ mod tests {
     use crate::app::COMMAND_QUEUE;
     use crate::recorder::StopSession;
 
+    #[test]
+    fn targets_come_from_the_route_template() {
+        let cases = [
+            (
+                "/api/v1/sessions/{id}/vitals",
+                "/api/v1/sessions/s-1/vitals",
+                "s-1",
+            ),
+            ("/api/v1/patients/{id}", "/api/v1/patients/p-9", "p-9"),
+            ("/api/v1/sessions", "/api/v1/sessions", ""),
+            (
+                "/screen/sessions/{id}/live",
+                "/screen/sessions/abc/live",
+                "abc",
+            ),
+        ];
+        for (template, path, expected) in cases {
+            assert_eq!(path_target(template, path), expected, "{path}");
+        }
+    }
+
     #[tokio::test]
     async fn a_full_command_queue_answers_503_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::ScaledClock::starting_at(0, 1.0);
+        let security = Security {
+            local_sha256: String::new(),
+            sessions: ScreenSessions::default(),
+            audit: Arc::new(AuditLog::open(&dir.path().join("a.db"), clock).unwrap()),
+            hosts: AllowedHosts::new("127.0.0.1:0".parse().unwrap(), &[]),
+            pins: PinThrottle::default(),
+            tls: false,
+        };
         // A stuck recorder: nobody takes commands off the queue.
         let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
         let state = ApiState {
@@ -522,6 +840,7 @@ mod tests {
             db_path: PathBuf::new(),
             status: Arc::default(),
             sync: None,
+            security: Arc::new(security),
         };
         for _ in 0..COMMAND_QUEUE {
             state.commands.try_send(Command::Shutdown).unwrap();

@@ -18,7 +18,9 @@ use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource, session_seed
 use vigil_hardware::source::VitalsSource;
 use vigil_shared::advisory::Thresholds;
 
-use crate::api::{self, ApiState, Command, Status};
+use crate::access::{self, AllowedHosts};
+use crate::api::{self, ApiState, Command, Security, Status};
+use crate::audit::AuditLog;
 use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
 use crate::recorder::{Recorder, RecorderConfig, RecorderError};
@@ -72,6 +74,14 @@ pub enum StartError {
     /// The recorder thread could not be started.
     #[error("cannot start the recorder thread: {0}")]
     Thread(std::io::Error),
+    /// The local API token could not be read or made.
+    #[error("cannot read or make the local API token in {path}: {source}")]
+    Token {
+        /// The data directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The Bluetooth collector could not be started.
     #[error(transparent)]
     Ble(#[from] BleError),
@@ -162,6 +172,8 @@ impl RoomSource {
 pub struct Appliance {
     /// Where the HTTP API listens.
     pub api_addr: SocketAddr,
+    /// The local API token (also in the data directory's `api-token` file).
+    pub api_token: String,
     /// The database file.
     pub db_path: PathBuf,
     commands: std::sync::mpsc::SyncSender<Command>,
@@ -264,13 +276,39 @@ impl Appliance {
             addr: config.http_bind,
             source,
         })?;
+        let api_token =
+            access::local_token(&config.data_dir).map_err(|source| StartError::Token {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let audit = AuditLog::open(&db_path, clock).map_err(|e| db_err(e.into()))?;
+        let pins = {
+            let conn = audit.connection();
+            crate::screen::throttle::PinThrottle::load(&conn, Instant::now(), clock.now_us())
+                .map_err(|e| db_err(store::StoreError::from_sqlite(e).into()))?
+        };
+        let security = Arc::new(Security {
+            local_sha256: access::token_sha256(&api_token),
+            sessions: access::ScreenSessions::default(),
+            audit: Arc::new(audit),
+            hosts: AllowedHosts::new(api_addr, &config.http_hosts),
+            pins,
+            tls: false,
+        });
         let state = ApiState {
             commands: commands.clone(),
             db_path: db_path.clone(),
             status,
             sync: sync_status,
+            security: security.clone(),
         };
-        let app = api::router(state.clone()).merge(crate::screen::router(state));
+        let app = api::router(state.clone())
+            .merge(crate::screen::router(state))
+            .layer(axum::middleware::from_fn_with_state(
+                security,
+                api::check_host,
+            ))
+            .into_make_service_with_connect_info::<SocketAddr>();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -283,6 +321,7 @@ impl Appliance {
         tracing::info!(site = %config.site, room = %config.room, api = %api_addr, db = %db_path.display(), "appliance started");
         Ok(Appliance {
             api_addr,
+            api_token,
             db_path,
             commands,
             recorder: Some(recorder_thread),
@@ -359,6 +398,10 @@ fn run_recorder(
         if now >= next_commit {
             // Errors are logged and shown on the status API by the recorder; it retries.
             let _ = recorder.commit(clock.now_us());
+            // The audit entries the HTTP server wrote since, into the synced audit document.
+            if let Err(e) = recorder.fold_audit(clock.now_us()) {
+                tracing::warn!(error = %e, "folding audit entries failed; they stay pending and are retried");
+            }
             next_commit = now + group_commit;
             if let Ok(mut s) = status.lock() {
                 s.now_us = clock.now_us();

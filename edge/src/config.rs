@@ -74,6 +74,11 @@ pub struct EdgeConfig {
     /// Where the local HTTP API listens. Port 0 picks a free port (printed at start-up).
     #[serde(default = "default_http_bind")]
     pub http_bind: SocketAddr,
+    /// Host names (or addresses) tablets use for this appliance on the room network, e.g.
+    /// `["room1.austin.clinic"]`. Requests naming any other host are refused (DNS rebinding);
+    /// loopback and the bound address are always accepted.
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
     /// Seconds of samples per vitals chunk.
     #[serde(default = "default_chunk_period_s")]
     pub chunk_period_s: u64,

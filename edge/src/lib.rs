@@ -13,8 +13,10 @@
 //! Not here: vital-sign sources (`vigil-hardware`), the document schema and codecs
 //! (`vigil-shared`).
 
+pub mod access;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod reads;

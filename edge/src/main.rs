@@ -225,6 +225,7 @@ fn spaced_hex(bytes: &[u8]) -> String {
 async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     let appliance = Appliance::start(config).await?;
     println!("edge api: {}", appliance.api_url());
+    println!("edge api token: {}", appliance.api_token);
     println!("edge db: {}", appliance.db_path.display());
     wait_for_signal().await?;
     tracing::info!("stopping");

@@ -202,22 +202,50 @@ pub fn patient(conn: &Connection, id: &str) -> Result<Option<PatientRecord>, Rec
     }
 }
 
-/// The site configuration the cloud sent down, or `None` before the first sync.
-pub fn site_config(conn: &Connection, site: &str) -> Result<Option<SiteConfigView>, RecorderError> {
+/// The site configuration document as the cloud last sent it, or `None` before the first sync.
+pub fn site_config_doc(
+    conn: &Connection,
+    site: &str,
+) -> Result<Option<SiteConfigDoc>, RecorderError> {
     match store::load_document(conn, site)? {
-        Some((kind, mut doc)) if kind == DocKind::SiteConfig.as_str() => {
-            let c = SiteConfigDoc::load(&doc.save())?.config()?;
-            Ok(Some(SiteConfigView {
-                site: c.site,
-                name: c.name,
-                region: c.region,
-                rooms: c.rooms.into_iter().map(|r| r.id).collect(),
-                thresholds: c.thresholds,
-                staff: c.staff.len(),
-            }))
+        Some((kind, doc)) if kind == DocKind::SiteConfig.as_str() => {
+            Ok(Some(SiteConfigDoc::from_automerge(doc)?))
         }
         _ => Ok(None),
     }
+}
+
+/// The site's infusion limits from its configuration, or the defaults when it sets none (or
+/// sets ones that don't make sense, which is logged).
+pub fn infusion_limits(conn: &Connection, site: &str) -> vigil_shared::clinical::InfusionLimits {
+    let stored = site_config_doc(conn, site).and_then(|d| match d {
+        Some(d) => Ok(d.infusion_limits()?),
+        None => Ok(None),
+    });
+    match stored {
+        Ok(Some(l)) if l.validate().is_ok() => l,
+        Ok(None) => Default::default(),
+        Ok(Some(_)) | Err(_) => {
+            tracing::warn!(%site, "the site's infusion limits are unreadable or out of range; using the defaults");
+            Default::default()
+        }
+    }
+}
+
+/// The site configuration the cloud sent down, or `None` before the first sync.
+pub fn site_config(conn: &Connection, site: &str) -> Result<Option<SiteConfigView>, RecorderError> {
+    let Some(doc) = site_config_doc(conn, site)? else {
+        return Ok(None);
+    };
+    let c = doc.config()?;
+    Ok(Some(SiteConfigView {
+        site: c.site,
+        name: c.name,
+        region: c.region,
+        rooms: c.rooms.into_iter().map(|r| r.id).collect(),
+        thresholds: c.thresholds,
+        staff: c.staff.len(),
+    }))
 }
 
 /// What the appliance shows of its site's configuration (staff PIN hashes stay inside).

@@ -21,6 +21,7 @@ use vigil_hardware::sim::Scenario;
 use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
 use vigil_shared::chunk::Chunk;
+use vigil_shared::clinical;
 use vigil_shared::doc::{
     AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
     Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
@@ -602,6 +603,12 @@ impl Recorder {
         Ok(ids)
     }
 
+    /// Moves audit entries the HTTP server wrote into this appliance's audit document, which
+    /// syncs to the cloud ([`crate::audit::fold`]).
+    pub fn fold_audit(&mut self, now_us: i64) -> Result<usize, RecorderError> {
+        crate::audit::fold(&mut self.conn, &self.cfg.site, &self.cfg.room, now_us)
+    }
+
     /// Registers a patient.
     pub fn create_patient(
         &mut self,
@@ -709,20 +716,48 @@ impl Recorder {
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
         // The check-in happened now, whatever the caller's clock said.
-        let checkin = checkin.map(|c| CheckIn { at_us: now_us, ..c });
+        let mut checkin = checkin.map(|c| CheckIn { at_us: now_us, ..c });
         if let Some(c) = &checkin {
             check_text("checkin.by", &c.by, true)?;
-            let reason = c.override_reason.as_deref().unwrap_or("");
-            check_text("checkin.override_reason", reason, false)?;
-            if !c.flags.is_empty()
-                && (reason.trim().is_empty()
-                    || c.override_by.as_deref().is_none_or(|b| b.trim().is_empty()))
-            {
-                return Err(RecorderError::Conflict(format!(
-                    "start blocked by contraindications ({}): a clinician must override with a reason",
-                    c.flags.join(", ")
-                )));
-            }
+            check_text(
+                "checkin.override_reason",
+                c.override_reason.as_deref().unwrap_or(""),
+                false,
+            )?;
+        }
+        // The clinical rules hold whoever asks (the screen, the API, an integration): the
+        // flags come from the patient's own screening, the limits from the site's
+        // configuration, and an override only from a clinician on the site's staff list.
+        let Some((kind, patient)) = store::load_document(&self.conn, &input.patient_id)? else {
+            return Err(RecorderError::NotFound(format!(
+                "patient {}",
+                input.patient_id
+            )));
+        };
+        if kind != DocKind::Patient.as_str() {
+            return Err(RecorderError::NotFound(format!(
+                "patient {}",
+                input.patient_id
+            )));
+        }
+        let screening = PatientDoc::from_automerge(patient)?.record()?.screening;
+        let baseline = checkin
+            .as_ref()
+            .map(|c| (c.baseline_systolic, c.baseline_diastolic));
+        let flags = clinical::contraindications(&screening, baseline);
+        if !flags.is_empty() {
+            self.check_override(checkin.as_ref(), &flags)?;
+        }
+        if let Some(c) = &mut checkin {
+            c.flags = flags.iter().map(|f| f.name().to_owned()).collect();
+        }
+        let limits = crate::reads::infusion_limits(&self.conn, &self.cfg.site);
+        let p = &input.protocol;
+        clinical::check_protocol(p.dose_mg_per_kg, p.weight_kg, p.planned_minutes, &limits)
+            .map_err(|e| RecorderError::Invalid(format!("protocol refused: {e}")))?;
+        if let Some(c) = &checkin {
+            clinical::check_rate(c.rate_mg_per_h, &limits)
+                .map_err(|e| RecorderError::Invalid(format!("pump setting refused: {e}")))?;
         }
         if let Some(a) = &self.active {
             return Err(RecorderError::Conflict(format!(
@@ -731,29 +766,8 @@ impl Recorder {
             )));
         }
         let p = &input.protocol;
-        if !(p.dose_mg_per_kg > 0.0 && p.dose_mg_per_kg <= 5.0) {
-            return Err(RecorderError::Invalid(
-                "protocol.dose_mg_per_kg must be above 0 and at most 5".into(),
-            ));
-        }
-        if !(p.weight_kg >= 20.0 && p.weight_kg <= 350.0) {
-            return Err(RecorderError::Invalid(
-                "protocol.weight_kg must be between 20 and 350".into(),
-            ));
-        }
-        if !(1..=600).contains(&p.planned_minutes) {
-            return Err(RecorderError::Invalid(
-                "protocol.planned_minutes must be between 1 and 600".into(),
-            ));
-        }
         check_text("protocol.drug", &p.drug, true)?;
         check_text("protocol.route", &p.route, true)?;
-        if store::load_document(&self.conn, &input.patient_id)?.is_none() {
-            return Err(RecorderError::NotFound(format!(
-                "patient {}",
-                input.patient_id
-            )));
-        }
         let meta = SessionMeta {
             id: new_id(),
             site: self.cfg.site.clone(),
@@ -809,6 +823,44 @@ impl Recorder {
         Ok(meta)
     }
 
+    /// Refuses a start despite contraindication `flags` unless the check-in carries an
+    /// override with a reason by someone the site's staff list names as a clinician.
+    fn check_override(
+        &self,
+        checkin: Option<&CheckIn>,
+        flags: &[clinical::Contraindication],
+    ) -> Result<(), RecorderError> {
+        let names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
+        let blocked = || {
+            RecorderError::Conflict(format!(
+                "start blocked by contraindications ({}): a clinician must override with a reason at the room screen",
+                names.join(", ")
+            ))
+        };
+        let Some(c) = checkin else {
+            return Err(blocked());
+        };
+        let reason = c.override_reason.as_deref().unwrap_or("").trim();
+        let Some(by) = c.override_by.as_deref().filter(|b| !b.trim().is_empty()) else {
+            return Err(blocked());
+        };
+        if reason.is_empty() {
+            return Err(blocked());
+        }
+        let staff = crate::reads::site_config_doc(&self.conn, &self.cfg.site)?
+            .map(|d| d.config())
+            .transpose()?
+            .map(|c| c.staff)
+            .unwrap_or_default();
+        if staff.iter().any(|m| m.id == by && m.role == "clinician") {
+            Ok(())
+        } else {
+            Err(RecorderError::Conflict(format!(
+                "only a clinician may override a contraindication; {by} is not one on this site's staff list"
+            )))
+        }
+    }
+
     /// Records an event on a session (the running one, or a finished one for late scores,
     /// notes and discharge). Durable when this returns.
     pub fn add_event(
@@ -818,6 +870,15 @@ impl Recorder {
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
         validate_event(&event)?;
+        if let SessionEvent::Dose {
+            rate_mg_per_h: Some(rate),
+            ..
+        } = &event
+        {
+            let limits = crate::reads::infusion_limits(&self.conn, &self.cfg.site);
+            clinical::check_rate(*rate, &limits)
+                .map_err(|e| RecorderError::Invalid(format!("pump rate refused: {e}")))?;
+        }
         if self.active.as_ref().is_some_and(|a| a.id == session_id) {
             let a = self
                 .active

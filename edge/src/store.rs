@@ -28,7 +28,7 @@ pub const COMPACT_AT_CHANGE_BYTES_PER_SNAPSHOT_BYTE: i64 = 1;
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// The schema of the appliance database, bumped with each migration.
-const DB_VERSION: i64 = 1;
+const DB_VERSION: i64 = 2;
 
 /// Errors from the appliance's storage.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,9 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A blocking database task stopped before it answered (it panicked or was cancelled).
+    #[error("a database task stopped before it finished")]
+    TaskStopped,
     /// The database was written by a newer version of vigil-edge.
     #[error("database schema version {0} is newer than this vigil-edge understands ({DB_VERSION})")]
     TooNew(i64),
@@ -147,6 +150,32 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                  last_sync_us INTEGER
              );
              PRAGMA user_version = 1;
+             COMMIT;",
+        )
+        .map_err(map)?;
+    }
+    if version < 2 {
+        // Version 2: the audit log of this appliance's HTTP server (entries wait here, durable,
+        // until the recorder folds them into an audit document that syncs), and the room
+        // screen's wrong-PIN counts, so a restart does not hand out fresh guesses.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE audit_pending (
+                 id TEXT PRIMARY KEY,
+                 at_us INTEGER NOT NULL,
+                 actor TEXT NOT NULL,
+                 action TEXT NOT NULL,
+                 target TEXT NOT NULL,
+                 client TEXT NOT NULL
+             );
+             CREATE TABLE pin_failures (
+                 staff_id TEXT NOT NULL,
+                 client TEXT NOT NULL,
+                 failures INTEGER NOT NULL,
+                 last_us INTEGER NOT NULL,
+                 PRIMARY KEY (staff_id, client)
+             );
+             PRAGMA user_version = 2;
              COMMIT;",
         )
         .map_err(map)?;

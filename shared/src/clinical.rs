@@ -132,58 +132,80 @@ fn round1(x: f64) -> f64 {
 /// total mg = mg/kg × kg; mg/h = total ÷ hours; mL/h = mg/h ÷ mg/mL. Rounding happens once,
 /// at the end, so the rounded rate times the duration gives the rounded total to within 0.1.
 pub fn pump_plan(order: &InfusionOrder, limits: &InfusionLimits) -> Result<PumpPlan, OrderError> {
-    let positive = |v: f64, field| {
-        if v.is_finite() && v > 0.0 {
-            Ok(())
-        } else {
-            Err(OrderError::NotPositive { field })
-        }
-    };
-    positive(order.dose_mg_per_kg, "dose (mg/kg)")?;
-    positive(order.weight_kg, "weight (kg)")?;
     positive(order.concentration_mg_per_ml, "concentration (mg/mL)")?;
-    if order.minutes == 0 {
-        return Err(OrderError::NotPositive {
-            field: "duration (min)",
-        });
-    }
-    if !(20.0..=350.0).contains(&order.weight_kg) {
-        return Err(OrderError::Weight(order.weight_kg));
-    }
-    if !(limits.min_minutes..=limits.max_minutes).contains(&order.minutes) {
-        return Err(OrderError::Duration {
-            minutes: order.minutes,
-            min: limits.min_minutes,
-            max: limits.max_minutes,
-        });
-    }
-    let over = |what, value: f64, limit: f64| {
-        if value > limit + 1e-9 {
-            Err(OrderError::OverLimit {
-                what,
-                value: round1(value),
-                limit,
-            })
-        } else {
-            Ok(())
-        }
-    };
-    over(
-        "dose (mg/kg)",
-        order.dose_mg_per_kg,
-        limits.max_dose_mg_per_kg,
-    )?;
-    let total = order.dose_mg_per_kg * order.weight_kg;
-    over("total dose (mg)", total, limits.max_total_mg)?;
-    let hours = order.minutes as f64 / 60.0;
-    let rate = total / hours;
-    over("rate (mg/h)", rate, limits.max_rate_mg_per_h)?;
+    let (total, rate) =
+        check_protocol(order.dose_mg_per_kg, order.weight_kg, order.minutes, limits)?;
     Ok(PumpPlan {
         total_mg: round1(total),
         volume_ml: round1(total / order.concentration_mg_per_ml),
         rate_mg_per_h: round1(rate),
         rate_ml_per_h: round1(rate / order.concentration_mg_per_ml),
     })
+}
+
+fn positive(v: f64, field: &'static str) -> Result<(), OrderError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(OrderError::NotPositive { field })
+    }
+}
+
+fn over(what: &'static str, value: f64, limit: f64) -> Result<(), OrderError> {
+    if value > limit + 1e-9 {
+        Err(OrderError::OverLimit {
+            what,
+            value: round1(value),
+            limit,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a protocol (dose, weight, duration) against a site's limits and returns its total
+/// dose (mg) and rate (mg/h), unrounded. The recorder checks every session start with this,
+/// whichever way the start arrives; the screen's [`pump_plan`] is built on it.
+pub fn check_protocol(
+    dose_mg_per_kg: f64,
+    weight_kg: f64,
+    minutes: u64,
+    limits: &InfusionLimits,
+) -> Result<(f64, f64), OrderError> {
+    positive(dose_mg_per_kg, "dose (mg/kg)")?;
+    positive(weight_kg, "weight (kg)")?;
+    if minutes == 0 {
+        return Err(OrderError::NotPositive {
+            field: "duration (min)",
+        });
+    }
+    if !(20.0..=350.0).contains(&weight_kg) {
+        return Err(OrderError::Weight(weight_kg));
+    }
+    if !(limits.min_minutes..=limits.max_minutes).contains(&minutes) {
+        return Err(OrderError::Duration {
+            minutes,
+            min: limits.min_minutes,
+            max: limits.max_minutes,
+        });
+    }
+    over("dose (mg/kg)", dose_mg_per_kg, limits.max_dose_mg_per_kg)?;
+    let total = dose_mg_per_kg * weight_kg;
+    over("total dose (mg)", total, limits.max_total_mg)?;
+    let rate = total / (minutes as f64 / 60.0);
+    over("rate (mg/h)", rate, limits.max_rate_mg_per_h)?;
+    Ok((total, rate))
+}
+
+/// Checks a pump rate set during an infusion (a start or a rate change) against the site's
+/// highest rate: a typed 525 for 52.5 mg/h is refused, not recorded.
+pub fn check_rate(rate_mg_per_h: f64, limits: &InfusionLimits) -> Result<(), OrderError> {
+    if !(rate_mg_per_h.is_finite() && rate_mg_per_h >= 0.0) {
+        return Err(OrderError::NotPositive {
+            field: "rate (mg/h)",
+        });
+    }
+    over("rate (mg/h)", rate_mg_per_h, limits.max_rate_mg_per_h)
 }
 
 // ---------------------------------------------------------------------------------------------

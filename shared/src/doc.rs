@@ -700,6 +700,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             hydrate_prop::<_, Vec<RoomConfig>, _, _>(doc, automerge::ROOT, "rooms")?;
             hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
             read_infusion_limits(doc)?;
+            read_api_tokens(doc)?;
         }
         DocKind::Audit => crate::audit::validate(doc)?,
     }
@@ -1023,6 +1024,52 @@ fn read_infusion_limits(
     }))
 }
 
+/// Root key of a site's appliance API tokens (absent: none).
+pub const API_TOKENS_KEY: &str = "api_tokens";
+
+/// An integration token for the appliances' JSON API, issued by the cloud for one site. Only
+/// a hash is stored: the document travels to every room of the site, and whoever reads it must
+/// not learn a usable token. A token is never deleted, only revoked, so every room learns of
+/// the revocation by the same merge that brought the token.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct SiteApiToken {
+    /// What it is for (`ehr-bridge`); unique within the site, shown in the appliance's audit log.
+    #[key]
+    pub label: String,
+    /// SHA-256 of the token, lowercase hex. Tokens are 256 random bits, so a fast hash is
+    /// enough: there is nothing to brute-force.
+    pub sha256: String,
+    /// Issued, µs.
+    pub created_us: i64,
+    /// No longer accepted from this time, µs.
+    pub expires_us: i64,
+    /// Revoked by the cloud.
+    pub revoked: bool,
+}
+
+fn read_api_tokens(doc: &AutoCommit) -> Result<Vec<SiteApiToken>, DocError> {
+    if doc.get(automerge::ROOT, API_TOKENS_KEY)?.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(hydrate_prop(doc, automerge::ROOT, API_TOKENS_KEY)?)
+}
+
+impl SiteConfigDoc {
+    /// The site's appliance API tokens, revoked ones included.
+    pub fn api_tokens(&self) -> Result<Vec<SiteApiToken>, DocError> {
+        read_api_tokens(&self.doc)
+    }
+
+    /// Replaces the site's token list; on error the document is unchanged.
+    pub fn set_api_tokens(&mut self, tokens: &[SiteApiToken]) -> Result<(), DocError> {
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, API_TOKENS_KEY, tokens) {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
 impl SiteConfigDoc {
     /// The site's infusion limits, if its medical director set any.
     pub fn infusion_limits(&self) -> Result<Option<crate::clinical::InfusionLimits>, DocError> {
@@ -1062,7 +1109,11 @@ impl SiteConfigDoc {
 
     /// Loads and checks a saved site config.
     pub fn load(bytes: &[u8]) -> Result<SiteConfigDoc, DocError> {
-        let doc = AutoCommit::load(bytes)?;
+        SiteConfigDoc::from_automerge(AutoCommit::load(bytes)?)
+    }
+
+    /// Wraps a loaded document after checking its kind (no save and reload).
+    pub fn from_automerge(doc: AutoCommit) -> Result<SiteConfigDoc, DocError> {
         expect_kind(&doc, DocKind::SiteConfig)?;
         Ok(SiteConfigDoc { doc })
     }
@@ -1448,6 +1499,31 @@ mod tests {
         assert_eq!(loaded.infusion_limits().unwrap(), Some(limits));
         validate_document(
             &AutoCommit::load(&d.automerge().save()).unwrap(),
+            DocKind::SiteConfig,
+        )
+        .unwrap();
+        // API tokens are optional too; a revocation merges into a room's copy.
+        assert!(loaded.api_tokens().unwrap().is_empty());
+        let token = SiteApiToken {
+            label: "ehr".into(),
+            sha256: "ab".repeat(32),
+            created_us: 1,
+            expires_us: 2,
+            revoked: false,
+        };
+        d.set_api_tokens(std::slice::from_ref(&token)).unwrap();
+        let mut room = SiteConfigDoc::load(&d.automerge().save()).unwrap();
+        d.set_api_tokens(&[SiteApiToken {
+            revoked: true,
+            ..token.clone()
+        }])
+        .unwrap();
+        room.automerge().merge(d.automerge()).unwrap();
+        let tokens = room.api_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert!(tokens[0].revoked);
+        validate_document(
+            &AutoCommit::load(&room.automerge().save()).unwrap(),
             DocKind::SiteConfig,
         )
         .unwrap();

@@ -169,19 +169,22 @@ impl Http {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.expect("GET");
+        let req = self.client.get(format!("{}{path}", self.base));
+        let resp = self.authorised(req).send().await.expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .authorised(self.client.post(format!("{}{path}", self.base)))
             .json(body)
             .send()
             .await
@@ -192,8 +195,7 @@ impl Http {
 
     pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
         let resp = self
-            .client
-            .patch(format!("{}{path}", self.base))
+            .authorised(self.client.patch(format!("{}{path}", self.base)))
             .json(body)
             .send()
             .await
@@ -204,8 +206,7 @@ impl Http {
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
         let resp = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .authorised(self.client.post(format!("{}{path}", self.base)))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -258,7 +259,6 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
     serde_json::json!({
         "patient_id": patient_id,
         "protocol": {"drug": "ketamine", "route": "iv", "dose_mg_per_kg": 0.5, "weight_kg": 70.0, "planned_minutes": 40},
-        "by": "test-nurse",
         "scenario": scenario,
     })
 }
@@ -356,8 +356,15 @@ pub fn start_edge(config: &Path) -> (Proc, Http) {
         &bin("vigil-edge"),
         &["run", "--config", config.to_str().unwrap()],
     );
+    let http = edge_client(&mut p);
+    (p, http)
+}
+
+/// The API client of a started `vigil-edge`, holding the local API token it printed.
+pub fn edge_client(p: &mut Proc) -> Http {
     let url = p.wait_for("edge api", Duration::from_secs(60));
-    (p, Http::new(&url))
+    let token = p.wait_for("edge api token", Duration::from_secs(5));
+    Http::with_token(&url, &token)
 }
 
 /// Polls `f` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
@@ -419,7 +426,7 @@ pub async fn stop_session(edge: &Http, id: &str) -> i64 {
     let (st, stopped) = edge
         .post(
             &format!("/api/v1/sessions/{id}/stop"),
-            &serde_json::json!({"by": "test-nurse"}),
+            &serde_json::json!({}),
         )
         .await;
     assert_eq!(st, 200, "{stopped}");

@@ -82,7 +82,9 @@ fn version(conn: &rusqlite::Connection, id: &str) -> Option<i64> {
 }
 
 async fn step(mut t: Tick) -> Option<(Vec<Event>, Tick)> {
-    if t.started.elapsed() > MAX_STREAM {
+    // Signed out (on this tablet or by the idle timeout): the stream ends with the sign-in.
+    if t.started.elapsed() > MAX_STREAM || !t.s.api.security.sessions.is_signed_in(&t.viewer.token)
+    {
         return None;
     }
     if !t.first {

@@ -8,10 +8,14 @@
 //!   the cloud last sent (stored in the appliance's database, so sign-in works offline). A room
 //!   that never synced has no staff list: the sign-in page says so and nobody can sign in; the
 //!   JSON API and recording are unaffected.
-//! - A signed-in browser holds a random token in an HttpOnly, SameSite=Strict cookie; the
-//!   appliance keeps the signed-in list in memory (a restart signs everyone out). Every form
-//!   carries the session's CSRF token, the sign-in form a per-browser one held in a cookie, as
-//!   the cloud dashboard does; a POST without the right token is refused with 403.
+//! - A signed-in browser holds a random token in an HttpOnly, SameSite=Strict cookie (`Secure`
+//!   under TLS); the appliance keeps the signed-in list in memory ([`crate::access`]; a restart
+//!   signs everyone out). Every form carries the session's CSRF token, the sign-in form a
+//!   per-browser one held in a cookie, as the cloud dashboard does; a POST without the right
+//!   token is refused with 403.
+//! - Wrong PINs are counted per (name, client) with growing delays ([`throttle`]), so guesses
+//!   from one client never lock the nurse out of the room's tablet; a clinician can clear them.
+//! - Every signed-in request is written to the appliance's audit log before it is served.
 //! - Every action goes through the recorder's commands with `by` = the signed-in staff id.
 //! - Live vitals and the session's timeline arrive by server-sent events ([`live`]); the only
 //!   script is [`SCRIPT`], served from this binary. Layout, escaping and charts come from
@@ -26,23 +30,25 @@
 
 mod live;
 mod pages;
+pub mod throttle;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
-use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
+use vigil_shared::doc::{SiteConfig, StaffMember};
 use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
 use vigil_shared::ui::{Esc, http};
 
-use crate::api::{ApiState, Command, Reply};
+use crate::access::{Principal, Role, same};
+use crate::api::{ApiState, Command, Reply, client_addr, path_target};
+use crate::audit::Entry;
 use crate::recorder::RecorderError;
 use crate::store;
 
@@ -54,21 +60,6 @@ pub const LOGIN_CSRF_COOKIE: &str = "vigil_room_login_csrf";
 
 /// Where the room screen lives.
 pub const BASE: &str = "/screen";
-
-/// A signed-in tablet is signed out after this long without a request: long enough for an
-/// infusion watched without touching the screen, short enough that a tablet left in a room
-/// overnight is not signed in the next morning.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
-
-/// Signed-in browsers kept; the oldest is signed out past this. A room has a few tablets.
-pub const MAX_SIGNED_IN: usize = 64;
-
-/// Wrong PINs for one person before their name is locked for [`LOCKOUT`]. With four-digit
-/// PINs, five tries in ten minutes make guessing take weeks.
-pub const MAX_PIN_FAILURES: u32 = 5;
-
-/// How long a name stays locked after [`MAX_PIN_FAILURES`] wrong PINs.
-pub const LOCKOUT: Duration = Duration::from_secs(600);
 
 /// Largest form accepted: a note is the longest thing a person types.
 pub const MAX_FORM_BYTES: usize = 32 * 1024;
@@ -93,22 +84,24 @@ pub(crate) struct Viewer {
     pub(crate) id: String,
     /// Display name.
     pub(crate) name: String,
-    /// `nurse`, `clinician`, `front_desk`.
-    pub(crate) role: String,
+    /// What they may do.
+    pub(crate) role: Role,
     /// The CSRF token of this sign-in.
     pub(crate) csrf: String,
+    /// The cookie token of this sign-in (a live stream ends when it is signed out).
+    pub(crate) token: String,
 }
 
 impl Viewer {
     pub(crate) fn is_clinician(&self) -> bool {
-        self.role == "clinician"
+        self.role.is_clinician()
     }
 
     /// Whether this person may record the infusion itself (start, dose, side effects, scores,
     /// advisories, discharge): nurses and clinicians. The front desk registers patients and
     /// records screening answers (DESIGN.md's "who uses it").
     pub(crate) fn may_treat(&self) -> bool {
-        self.role == "nurse" || self.role == "clinician"
+        self.role.may_treat()
     }
 }
 
@@ -125,35 +118,17 @@ pub(crate) fn require_treating(viewer: &Viewer) -> Result<(), Response> {
     ))
 }
 
-#[derive(Debug)]
-struct SignedIn {
-    viewer: Viewer,
-    last_seen: Instant,
-}
-
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-    since: Option<Instant>,
-}
-
 /// What the screen's handlers share.
 #[derive(Debug)]
 pub(crate) struct Screen {
     pub(crate) api: ApiState,
-    signed_in: Mutex<HashMap<String, SignedIn>>,
-    failures: Mutex<HashMap<String, Failures>>,
 }
 
 pub(crate) type Shared = Arc<Screen>;
 
 /// The room screen's routes, merged into the appliance's HTTP server.
 pub fn router(api: ApiState) -> Router {
-    let shared = Arc::new(Screen {
-        api,
-        signed_in: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
-    });
+    let shared = Arc::new(Screen { api });
     let signed_in = Router::new()
         .route("/screen", get(pages::home))
         .route("/screen/", get(pages::home))
@@ -176,7 +151,8 @@ pub fn router(api: ApiState) -> Router {
         .route("/screen/sessions/{id}/score", post(pages::score))
         .route("/screen/sessions/{id}/discharge", post(pages::discharge))
         .route("/screen/logout", post(logout))
-        .layer(middleware::from_fn_with_state(
+        .route("/screen/pins", get(pins_page).post(unlock_pins))
+        .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_sign_in,
         ));
@@ -224,54 +200,57 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
-/// 32 random bytes as hex.
-pub(crate) fn random_token() -> String {
-    let mut bytes = [0_u8; 32];
-    // aws-lc-rs's system random fails only if the OS has no entropy source at all; a token of
-    // zeros would be guessable, so that case must stop the request instead.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        panic!("the operating system's random source failed");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Constant-time comparison.
-fn same(a: &str, b: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
-}
-
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let values = headers.get_all(header::COOKIE).into_iter();
     http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
-fn set_cookie(value: &str, max_age_s: Option<i64>) -> HeaderValue {
-    set_named_cookie(COOKIE, value, max_age_s)
+fn set_cookie(s: &Shared, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    set_named_cookie(s, COOKIE, value, max_age_s)
 }
 
-fn set_named_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
-    HeaderValue::from_str(&http::session_cookie(name, value, max_age_s))
-        .unwrap_or(HeaderValue::from_static(""))
+fn set_named_cookie(s: &Shared, name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    let mut cookie = http::session_cookie(name, value, max_age_s);
+    if s.api.security.tls {
+        cookie.push_str("; Secure");
+    }
+    HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
 }
 
 async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let token = cookie(req.headers(), COOKIE).map(str::to_owned);
     let viewer = token.and_then(|t| {
-        let mut map = s.signed_in.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, v| now.duration_since(v.last_seen) < IDLE_TIMEOUT);
-        map.get_mut(&t).map(|v| {
-            v.last_seen = now;
-            v.viewer.clone()
+        s.api.security.sessions.touch(&t).map(|v| Viewer {
+            id: v.principal.id,
+            name: v.principal.name,
+            role: v.principal.role,
+            csrf: v.csrf,
+            token: t,
         })
     });
-    match viewer {
-        Some(v) => {
-            req.extensions_mut().insert(v);
-            next.run(req).await
-        }
-        None => Redirect::to("/screen/login").into_response(),
+    let Some(viewer) = viewer else {
+        return Redirect::to("/screen/login").into_response();
+    };
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    let entry = Entry {
+        actor: viewer.id.clone(),
+        action: format!("screen {} {template}", req.method()),
+        target: path_target(&template, req.uri().path()),
+        client: client_addr(&req),
+    };
+    if let Err(e) = s.api.security.audit.record_async(entry).await {
+        tracing::error!(error = %e, "cannot write the audit log; room screen request refused");
+        return error_page(
+            &viewer,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the appliance cannot write its audit log, so it shows no patient data; tell IT",
+        );
     }
+    req.extensions_mut().insert(viewer);
+    next.run(req).await
 }
 
 /// Refuses a form whose CSRF token is missing or wrong.
@@ -335,7 +314,7 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
     let account = format!(
         r#"<span id="whoami">{} · {}</span><form method="post" action="/screen/logout"><input type="hidden" name="csrf" value="{}"><button type="submit" id="logout">Sign out</button></form>"#,
         Esc(&viewer.name),
-        Esc(&viewer.role.replace('_', " ")),
+        Esc(viewer.role.label()),
         Esc(&viewer.csrf)
     );
     Html(with_assets(layout::render(&Page {
@@ -436,34 +415,10 @@ pub(crate) fn site_config(
     conn: &rusqlite::Connection,
     site: &str,
 ) -> Result<Option<SiteConfig>, RecorderError> {
-    match store::load_document(conn, site)? {
-        Some((kind, mut doc)) if kind == DocKind::SiteConfig.as_str() => {
-            Ok(Some(SiteConfigDoc::load(&doc.save())?.config()?))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The site's infusion limits from its configuration, or the defaults when it sets none (or
-/// sets ones that don't make sense, which is logged).
-pub(crate) fn infusion_limits(
-    conn: &rusqlite::Connection,
-    site: &str,
-) -> vigil_shared::clinical::InfusionLimits {
-    let stored = match store::load_document(conn, site) {
-        Ok(Some((kind, mut doc))) if kind == DocKind::SiteConfig.as_str() => {
-            SiteConfigDoc::load(&doc.save()).and_then(|d| d.infusion_limits())
-        }
-        _ => Ok(None),
-    };
-    match stored {
-        Ok(Some(l)) if l.validate().is_ok() => l,
-        Ok(None) => Default::default(),
-        Ok(Some(_)) | Err(_) => {
-            tracing::warn!(%site, "the site's infusion limits are unreadable or out of range; using the defaults");
-            Default::default()
-        }
-    }
+    crate::reads::site_config_doc(conn, site)?
+        .map(|d| d.config())
+        .transpose()
+        .map_err(RecorderError::from)
 }
 
 /// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
@@ -509,7 +464,7 @@ fn login_form(staff: &[StaffMember], site_name: &str, csrf: &str, error: Option<
 fn login_csrf(headers: &HeaderMap) -> String {
     cookie(headers, LOGIN_CSRF_COOKIE)
         .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map_or_else(random_token, str::to_owned)
+        .map_or_else(crate::access::random_token, str::to_owned)
 }
 
 async fn load_staff(s: &Shared) -> Result<(String, Vec<StaffMember>), (StatusCode, String)> {
@@ -525,7 +480,7 @@ async fn login_page(State(s): State<Shared>, headers: HeaderMap) -> Response {
             let mut res = bare("Sign in", &login_form(&staff, &name, &csrf, None)).into_response();
             res.headers_mut().append(
                 header::SET_COOKIE,
-                set_named_cookie(LOGIN_CSRF_COOKIE, &csrf, None),
+                set_named_cookie(&s, LOGIN_CSRF_COOKIE, &csrf, None),
             );
             res
         }
@@ -549,6 +504,7 @@ const BAD_PIN: &str = "wrong name or PIN";
 
 async fn login(
     State(s): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -584,76 +540,74 @@ async fn login(
     }
     let id = form.staff.unwrap_or_default();
     let pin = form.pin.unwrap_or_default();
-    // The lock is per name: a wrong PIN for one person does not lock out the others.
-    {
-        let mut failures = s.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let mut empty = Failures::default();
-        let f = failures.get_mut(&id).unwrap_or(&mut empty);
-        if let Some(since) = f.since
-            && since.elapsed() >= LOCKOUT
-        {
-            *f = Failures::default();
-        }
-        if f.count >= MAX_PIN_FAILURES {
+    let client = peer.ip().to_string();
+    // Only names on the staff list are counted, so made-up names can't grow the counts.
+    let member = staff.iter().find(|m| m.id == id).cloned();
+    let Some(member) = member else {
+        return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
+    };
+    // The attempt is reserved before the PIN is checked: parallel guesses wait their turn.
+    let security = s.api.security.clone();
+    let reservation = match security.pins.reserve(&id, &client, Instant::now()) {
+        Ok(r) => r,
+        Err(wait) => {
             let msg = format!(
-                "too many wrong PINs for this name; wait {} minutes or ask a colleague to sign in",
-                LOCKOUT.as_secs() / 60
+                "too many wrong PINs for this name from this device; wait {} s, sign in on \
+                 another tablet, or ask a clinician to clear it",
+                wait.as_secs().max(1)
             );
             return refuse(StatusCode::TOO_MANY_REQUESTS, &msg);
         }
-    }
-    let member = staff.iter().find(|m| m.id == id).cloned();
-    let hash = member
-        .as_ref()
-        .map(|m| m.pin_hash.clone())
-        .unwrap_or_default();
+    };
+    let hash = member.pin_hash.clone();
     let ok = pin.len() <= 64
         && tokio::task::spawn_blocking(move || pin_matches(&pin, &hash))
             .await
             .unwrap_or(false);
-    let Some(member) = member.filter(|_| ok) else {
-        // Only names on the staff list are counted, so made-up names can't grow the map.
-        if staff.iter().any(|m| m.id == id) {
-            let mut failures = s.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let f = failures.entry(id.clone()).or_default();
-            f.count += 1;
-            f.since.get_or_insert_with(Instant::now);
-        }
+    let role = Role::from_staff(&member.role);
+    let now_us = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
+    let settle_security = security.clone();
+    let settled = tokio::task::spawn_blocking(move || {
+        let conn = settle_security.audit.connection();
+        settle_security
+            .pins
+            .settle(reservation, ok, Instant::now(), now_us, Some(&conn));
+    })
+    .await;
+    if settled.is_err() {
+        tracing::error!("settling a PIN attempt failed");
+    }
+    let action = if ok && role.is_some() {
+        "screen sign-in"
+    } else {
+        "screen sign-in refused"
+    };
+    let entry = Entry {
+        actor: id.clone(),
+        action: action.into(),
+        target: String::new(),
+        client,
+    };
+    if let Err(e) = security.audit.record_async(entry).await {
+        tracing::error!(error = %e, "cannot write the audit log; sign-in refused");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the appliance cannot write its audit log; tell IT",
+        );
+    }
+    let (true, Some(role)) = (ok, role) else {
         tracing::warn!(staff = %id, "room screen sign-in refused");
         return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
     };
-    s.failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
-    let token = random_token();
-    {
-        let mut map = s.signed_in.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_SIGNED_IN
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, v)| v.last_seen)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(
-            token.clone(),
-            SignedIn {
-                viewer: Viewer {
-                    id: member.id.clone(),
-                    name: member.name.clone(),
-                    role: member.role.clone(),
-                    csrf: random_token(),
-                },
-                last_seen: Instant::now(),
-            },
-        );
-    }
+    let token = security.sessions.sign_in(Principal {
+        id: member.id.clone(),
+        name: member.name.clone(),
+        role,
+    });
     tracing::info!(staff = %member.id, "signed in at the room screen");
     let mut res = Redirect::to("/screen").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&token, None));
+        .append(header::SET_COOKIE, set_cookie(&s, &token, None));
     res
 }
 
@@ -664,23 +618,89 @@ pub(crate) struct CsrfForm {
 
 async fn logout(
     State(s): State<Shared>,
-    headers: HeaderMap,
     axum::Extension(viewer): axum::Extension<Viewer>,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     if let Err(r) = check_csrf(&viewer, form.as_ref().ok().and_then(|f| f.csrf.as_deref())) {
         return r;
     }
-    if let Some(t) = cookie(&headers, COOKIE) {
-        s.signed_in
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(t);
-    }
+    s.api.security.sessions.sign_out(&viewer.token);
     let mut res = Redirect::to("/screen/login").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie("", Some(0)));
+        .append(header::SET_COOKIE, set_cookie(&s, "", Some(0)));
     res
+}
+
+/// `GET /screen/pins`: names with wrong PINs, and from which device; a clinician clears them.
+async fn pins_page(
+    State(s): State<Shared>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+) -> Response {
+    let locked = s.api.security.pins.locked();
+    let mut rows = String::new();
+    for (staff, client, failures) in &locked {
+        let button = if viewer.is_clinician() {
+            format!(
+                r#"<form method="post" action="/screen/pins"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="staff" value="{}"><button type="submit" class="unlock">Clear</button></form>"#,
+                Esc(&viewer.csrf),
+                Esc(staff)
+            )
+        } else {
+            String::new()
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{failures}</td><td>{button}</td></tr>",
+            Esc(staff),
+            Esc(client)
+        ));
+    }
+    let body = if locked.is_empty() {
+        "<h1>Wrong PINs</h1><p id=\"no-locks\">Nobody is waiting after wrong PINs.</p>".to_owned()
+    } else {
+        format!(
+            "<h1>Wrong PINs</h1><p>Each device waits longer after each wrong PIN for a name; \
+             other devices are not affected. A clinician can clear a name once they know the \
+             person.</p><table id=\"locks\"><tr><th>Name</th><th>Device</th><th>Wrong PINs</th><th></th></tr>{rows}</table>"
+        )
+    };
+    frame(&viewer, Section::Room, "Wrong PINs", &body)
+}
+
+#[derive(Debug, Deserialize)]
+struct UnlockForm {
+    csrf: Option<String>,
+    staff: Option<String>,
+}
+
+/// `POST /screen/pins`: a clinician clears a name's wrong-PIN counts.
+async fn unlock_pins(
+    State(s): State<Shared>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    form: Result<Form<UnlockForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return error_page(&viewer, StatusCode::BAD_REQUEST, "unreadable form");
+    };
+    if let Err(r) = check_csrf(&viewer, form.csrf.as_deref()) {
+        return r;
+    }
+    if !viewer.is_clinician() {
+        return error_page(
+            &viewer,
+            StatusCode::FORBIDDEN,
+            "only a clinician may clear another person's wrong PINs",
+        );
+    }
+    let staff = form.staff.unwrap_or_default();
+    let security = s.api.security.clone();
+    let who = staff.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let conn = security.audit.connection();
+        security.pins.unlock(&who, Some(&conn));
+    })
+    .await;
+    tracing::info!(staff = %staff, by = %viewer.id, "wrong PINs cleared at the room screen");
+    Redirect::to("/screen/pins").into_response()
 }
 
 #[cfg(test)]

@@ -734,7 +734,11 @@ pub(crate) async fn checkin_submit(
         Err(r) => return r,
     };
     let (site, _) = site_room(&s);
-    let limits = match read(&s, move |conn| Ok(super::infusion_limits(conn, &site))).await {
+    let limits = match read(&s, move |conn| {
+        Ok(crate::reads::infusion_limits(conn, &site))
+    })
+    .await
+    {
         Ok(l) => l,
         Err(e) => return fail(&v, e),
     };
@@ -1387,7 +1391,7 @@ fn after_page(
     }
     body.push_str(&format!(
         r#"<section class="card"><h2>CADSS after the session</h2><p id="cadss-value">{}</p><form method="post" action="/screen/sessions/{sid}/score" class="buttons">{csrf}<input type="hidden" name="instrument" value="cadss"><label>CADSS (0-92)<input name="value" id="cadss" inputmode="numeric"></label><button class="big" type="submit" id="save-cadss">Save CADSS</button></form></section>"#,
-        cadss.map_or("Not recorded yet.".to_owned(), |c| format!("Recorded: {} ({})", c.value, who(names, &c.by)))
+        cadss.map_or("Not recorded yet.".to_owned(), |c| format!("Recorded: {} ({})", c.value, Esc(&who(names, &c.by))))
     ));
     // Suggestions from the monitors for the two items they can measure.
     let baseline = parts.checkin.as_ref().map(|c| c.baseline_systolic);
