@@ -133,7 +133,11 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(st, 409, "stopping twice: {body}");
     let (_, summary) = http.get(&format!("/api/v1/sessions/{sid}")).await;
     assert_eq!(summary["state"], json!("completed"));
-    assert_eq!(summary["notes"], json!("[n] calm\n"));
+    assert_eq!(
+        summary["notes"],
+        json!("[local] calm\n"),
+        "by comes from the token"
+    );
     assert!(
         summary["scores"].as_array().unwrap().is_empty(),
         "the refused score was not stored"

@@ -1,6 +1,6 @@
 //! The room screen's refusals over plain HTTP against the real `vigil-edge` binary: sign-in
-//! without its form token, a name locked after five wrong PINs while colleagues still sign
-//! in, a signed-in form without its CSRF token, and the front desk allowed to register a
+//! without its form token, a device made to wait after three wrong PINs for a name while
+//! colleagues still sign in, a signed-in form without its CSRF token, and the front desk allowed to register a
 //! patient but refused the start of an infusion; and the site's own infusion limit applied.
 //!
 //! The staff list is put in the appliance's database as the sync client would store it (a
@@ -11,57 +11,24 @@ mod support;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use support::{start_edge, write_edge_config};
-use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
 
-const NURSE_PIN: &str = "2468";
-const DESK_PIN: &str = "1357";
+const NURSE_PIN: &str = "246802";
+const DESK_PIN: &str = "135702";
 
-/// Writes austin's site configuration, with a nurse and a front-desk person, into the
-/// appliance database at `db`.
+/// Writes austin's site configuration, with a nurse and a front-desk person and the medical
+/// director's limit of at most 0.4 mg/kg, into the appliance database at `db`.
 fn seed_staff(db: &std::path::Path) {
-    let hash = |pin: &str| vigil_cloud::auth::hash_password(pin).expect("hash");
-    let config = SiteConfig {
-        site: "austin".into(),
-        name: "Austin, TX".into(),
-        region: "central".into(),
-        rooms: vec![],
-        thresholds: vigil_shared::advisory::Thresholds::default(),
-        staff: vec![
-            StaffMember {
-                id: "nurse-ana".into(),
-                name: "Ana Ruiz".into(),
-                role: "nurse".into(),
-                pin_hash: hash(NURSE_PIN),
-            },
-            StaffMember {
-                id: "desk-lee".into(),
-                name: "Lee Park".into(),
-                role: "front_desk".into(),
-                pin_hash: hash(DESK_PIN),
-            },
-        ],
-    };
-    let mut doc = SiteConfigDoc::create(&config).unwrap();
-    // The medical director's limit: at most 0.4 mg/kg at this site.
-    doc.set_infusion_limits(&vigil_shared::clinical::InfusionLimits {
-        max_dose_mg_per_kg: 0.4,
-        ..Default::default()
-    })
-    .unwrap();
-    let bytes = doc.automerge().save();
-    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
-    let mut conn = vigil_edge::store::open_writer(db).expect("open the appliance database");
-    let tx = vigil_edge::store::write_tx(&mut conn).unwrap();
-    vigil_edge::store::insert_document(
-        &tx,
-        "austin",
-        DocKind::SiteConfig.as_str(),
-        "austin",
-        &bytes,
-        0,
-    )
-    .unwrap();
-    tx.commit().unwrap();
+    let staff = [
+        ("nurse-ana", "Ana Ruiz", "nurse", NURSE_PIN),
+        ("desk-lee", "Lee Park", "front_desk", DESK_PIN),
+    ];
+    support::seed_site_config(db, "austin", &staff, |doc| {
+        doc.set_infusion_limits(&vigil_shared::clinical::InfusionLimits {
+            max_dose_mg_per_kg: 0.4,
+            ..Default::default()
+        })
+        .unwrap();
+    });
 }
 
 /// `name=value` of a `Set-Cookie` named `name` in a response.
@@ -146,9 +113,9 @@ async fn room_screen_refusals() {
         .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
-    // Five wrong PINs lock the name; the right PIN is then refused too.
-    for _ in 0..5 {
-        let res = c.sign_in(&cookie, &csrf, "nurse-ana", "0000").await;
+    // Three wrong PINs make this device wait for the name; the right PIN is then refused too.
+    for _ in 0..vigil_edge::screen::throttle::FREE_TRIES {
+        let res = c.sign_in(&cookie, &csrf, "nurse-ana", "000000").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert!(res.text().await.unwrap().contains("wrong name or PIN"));
     }

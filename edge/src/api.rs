@@ -343,10 +343,11 @@ impl From<Refusal> for ApiError {
 }
 
 /// The id in a path such as `/api/v1/sessions/{id}/vitals`, from the route's template.
+/// Compared from the end: inside a nested router the path has lost its prefix.
 pub fn path_target(template: &str, path: &str) -> String {
     template
-        .split('/')
-        .zip(path.split('/'))
+        .rsplit('/')
+        .zip(path.rsplit('/'))
         .find(|(t, _)| *t == "{id}")
         .map(|(_, p)| p.to_owned())
         .unwrap_or_default()

@@ -244,6 +244,50 @@ impl Http {
     }
 }
 
+/// Writes a site's configuration document into an appliance database at `db`, as the sync
+/// client stores what the cloud sends: `staff` as (id, name, role, PIN), then `edit` (limits,
+/// tokens) on the document. No cloud needed.
+pub fn seed_site_config(
+    db: &Path,
+    site: &str,
+    staff: &[(&str, &str, &str, &str)],
+    edit: impl FnOnce(&mut vigil_shared::doc::SiteConfigDoc),
+) {
+    use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
+    let hash = |pin: &str| vigil_cloud::auth::hash_password(pin).expect("hash");
+    let config = SiteConfig {
+        site: site.into(),
+        name: format!("Site {site}"),
+        region: "central".into(),
+        rooms: vec![],
+        thresholds: vigil_shared::advisory::Thresholds::default(),
+        staff: staff
+            .iter()
+            .map(|(id, name, role, pin)| StaffMember {
+                id: (*id).into(),
+                name: (*name).into(),
+                role: (*role).into(),
+                pin_hash: hash(pin),
+            })
+            .collect(),
+    };
+    let mut doc = SiteConfigDoc::create(&config).unwrap();
+    edit(&mut doc);
+    let bytes = doc.automerge().save();
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let mut conn = vigil_edge::store::open_writer(db).expect("open the appliance database");
+    let tx = vigil_edge::store::write_tx(&mut conn).unwrap();
+    vigil_edge::store::insert_document(&tx, site, DocKind::SiteConfig.as_str(), site, &bytes, 0)
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The database of the appliance [`write_edge_config`] configured in `dir`.
+pub fn edge_db(dir: &Path, site: &str, room: &str) -> PathBuf {
+    dir.join(format!("data-{site}-{room}"))
+        .join("vigil-edge.db")
+}
+
 /// A patient registration body.
 pub fn patient_body(given: &str) -> Value {
     serde_json::json!({
