@@ -189,7 +189,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = settings.tls.clone().map(TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    // A server that may hold no connection would never answer: one at least.
+    let max_connections = settings.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -228,7 +230,7 @@ pub async fn serve(
     drop(listener);
     let _ = stop_tx.send(true);
     // Every connection gives its slot back within the grace period (or its handshake's end).
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
 }
 
