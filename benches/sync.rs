@@ -571,6 +571,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             data_dir,
             http_bind: "127.0.0.1:0".parse().expect("addr"),
             http_hosts: Vec::new(),
+            http_tls: None,
             chunk_period_s: 10,
             group_commit_ms: 1_000,
             // The bench's sessions ended months ago; keep them while the cloud ingests.

@@ -3,6 +3,10 @@
 //! patients back to back at 60 times real speed, each with its own data directory, its own
 //! certificate from a private CA, and real QUIC to the cloud on loopback.
 //!
+//! The room screens and the rooms' APIs are served over HTTPS on loopback, each with a
+//! certificate for `localhost` and `127.0.0.1` from the demo's CA; the CA's file is printed
+//! (`demo ca:`) so a browser can be told to trust it.
+//!
 //! It prints where to look as `name: value` lines and stops cleanly on Ctrl-C.
 
 use std::time::Duration;
@@ -360,10 +364,20 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         println!("{site} staff: {name} ({role}) PIN {pin}");
     }
     let ca = vigil_cloud::pki::Ca::load(&pki)?;
+    println!(
+        "demo ca: {}",
+        pki.join(vigil_cloud::pki::CA_CERT_FILE).display()
+    );
     let mut appliances = Vec::new();
     for (s, (site, _, _)) in SITES.iter().enumerate() {
         for (r, room) in ROOMS.iter().enumerate() {
             let cert = ca.issue_appliance(&(*site).into(), &(*room).into())?;
+            let screen = ca.issue_screen(
+                &(*site).into(),
+                &(*room).into(),
+                &["localhost".to_owned()],
+                &[std::net::Ipv4Addr::LOCALHOST.into()],
+            )?;
             let n = (s * ROOMS.len() + r) as u64;
             let source = if ble.is_some() {
                 let (source, running) =
@@ -384,6 +398,10 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
                 data_dir: dir.path().join(format!("{site}-{room}")),
                 http_bind: "127.0.0.1:0".parse()?,
                 http_hosts: Vec::new(),
+                http_tls: Some(vigil_edge::config::HttpTls {
+                    cert: screen.cert_path.clone(),
+                    key: screen.key_path.clone(),
+                }),
                 chunk_period_s: 10,
                 group_commit_ms: 1_000,
                 retention_days: 30,

@@ -218,7 +218,9 @@ enum PkiCommand {
         #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
         days: u32,
     },
-    /// Issue a room appliance's client certificate naming its site and room.
+    /// Issue a room appliance's client certificate naming its site and room and, with
+    /// --screen-dns or --screen-ip, the HTTPS certificate of its room screen
+    /// (screen-SITE-ROOM.pem and .key, for edge.toml's [http_tls] section).
     IssueAppliance {
         #[command(flatten)]
         dir: DirArg,
@@ -228,7 +230,13 @@ enum PkiCommand {
         /// The room within the site, e.g. 1.
         #[arg(long)]
         room: String,
-        /// How long the certificate is valid.
+        /// A DNS name tablets reach the room screen by, e.g. room1.austin.clinic (repeatable).
+        #[arg(long = "screen-dns")]
+        screen_dns: Vec<String>,
+        /// An address tablets reach the room screen at, e.g. 10.1.2.3 (repeatable).
+        #[arg(long = "screen-ip")]
+        screen_ips: Vec<IpAddr>,
+        /// How long the certificates are valid.
         #[arg(long, default_value_t = DEFAULT_LEAF_VALIDITY_DAYS)]
         days: u32,
     },
@@ -435,11 +443,36 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             dir,
             site,
             room,
+            screen_dns,
+            screen_ips,
             days,
         } => {
             let ca = load(&dir.dir, days)?;
-            let issued = ca.issue_appliance(&SiteId(site.clone()), &RoomId(room.clone()))?;
+            let (site_id, room_id) = (SiteId(site.clone()), RoomId(room.clone()));
+            // The screen's names are the likelier typo: issue it first, so a refused name
+            // leaves nothing half-issued.
+            let screen = if screen_dns.is_empty() && screen_ips.is_empty() {
+                None
+            } else {
+                Some(ca.issue_screen(&site_id, &room_id, &screen_dns, &screen_ips)?)
+            };
+            let issued = ca.issue_appliance(&site_id, &room_id)?;
             print_issued(&format!("appliance certificate for {site}/{room}"), &issued);
+            if let Some(screen) = screen {
+                print_issued(
+                    &format!("room screen certificate for {site}/{room}"),
+                    &screen,
+                );
+                println!(
+                    "  in edge.toml: [http_tls] cert = \"{}\", key = \"{}\"",
+                    screen.cert_path.display(),
+                    screen.key_path.display()
+                );
+                if !screen_dns.is_empty() {
+                    let names: Vec<String> = screen_dns.iter().map(|n| format!("{n:?}")).collect();
+                    println!("  in edge.toml: http_hosts = [{}]", names.join(", "));
+                }
+            }
         }
         PkiCommand::Revoke { dir, cert, serial } => {
             let ca = Ca::load(&dir.dir)?;

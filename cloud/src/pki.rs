@@ -8,6 +8,7 @@
 //! | `ca.pem`, `ca.key` | the CA certificate and its private key (0600) |
 //! | `server.pem`, `server.key` | the cloud's TLS certificate (ServerAuth) and key |
 //! | `appliance-SITE-ROOM.pem/.key` | a room appliance's client certificate (ClientAuth) and key |
+//! | `screen-SITE-ROOM.pem/.key` | the HTTPS certificate (ServerAuth) of that appliance's room screen and API, for the names tablets use |
 //! | `crl.pem` | the certificate revocation list, signed by the CA, re-signed on every revocation |
 //! | `revoked.txt` | the revoked serials and when, the source `crl.pem` is signed from |
 //! | `issued.txt` | every certificate issued: serial, kind, name, expiry — so one can be revoked by serial after its files were replaced |
@@ -84,6 +85,22 @@ pub const MAX_NAME_BYTES: usize = 32;
 
 /// The URI prefix that names an appliance in its certificate: `urn:vigil:appliance:SITE:ROOM`.
 pub const APPLIANCE_URN_PREFIX: &str = "urn:vigil:appliance:";
+
+/// The loopback names every room screen certificate also carries, so the appliance's own
+/// display can reach the screen over HTTPS whatever address it listens on. They identify no
+/// other machine: only a process on the browser's own host can answer for them.
+pub const SCREEN_LOOPBACK_DNS: &str = "localhost";
+
+/// The loopback addresses every room screen certificate also carries (see
+/// [`SCREEN_LOOPBACK_DNS`]).
+pub const SCREEN_LOOPBACK_IPS: [IpAddr; 2] = [
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+];
+
+/// The most names a room screen certificate carries besides the loopback ones: a room has a
+/// name or two and an address or two; dozens would be a script gone wrong.
+pub const MAX_SCREEN_NAMES: usize = 16;
 
 /// Something the CA could not do, naming the file and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +179,26 @@ pub enum PkiError {
     /// A DNS name the certificate can't carry.
     #[error("invalid DNS name {0:?}")]
     InvalidDnsName(String),
+    /// An address no client connects to (`0.0.0.0`, `::`, multicast).
+    #[error(
+        "invalid address {0}: name the address clients connect to, not a wildcard or multicast one"
+    )]
+    InvalidIp(IpAddr),
     /// A server certificate without any name.
     #[error("a server certificate needs at least one --dns name or --ip address")]
     NoServerNames,
+    /// A room screen certificate without any name tablets could use.
+    #[error(
+        "a room screen certificate needs at least one --screen-dns name or --screen-ip address \
+         (the names tablets on the room network type to reach the screen)"
+    )]
+    NoScreenNames,
+    /// A room screen certificate with more names than anyone needs.
+    #[error("{given} room screen names given; at most {MAX_SCREEN_NAMES}")]
+    TooManyScreenNames {
+        /// How many were given.
+        given: usize,
+    },
     /// A validity period out of range.
     #[error("invalid validity of {days} days: use 1 to {MAX_VALIDITY_DAYS}")]
     InvalidValidity {
@@ -525,15 +559,7 @@ impl Ca {
         if dns_names.is_empty() && ips.is_empty() {
             return Err(PkiError::NoServerNames);
         }
-        let mut sans = Vec::with_capacity(dns_names.len() + ips.len());
-        for name in dns_names {
-            let ia5 = Some(name.as_str())
-                .filter(|name| is_dns_name(name))
-                .and_then(|name| name.try_into().ok())
-                .ok_or_else(|| PkiError::InvalidDnsName(name.clone()))?;
-            sans.push(SanType::DnsName(ia5));
-        }
-        sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let sans = server_sans(dns_names, ips)?;
         let common_name = dns_names
             .first()
             .cloned()
@@ -571,6 +597,57 @@ impl Ca {
                 eku: ExtendedKeyUsagePurpose::ClientAuth,
             },
             &format!("appliance-{site}-{room}"),
+        )
+    }
+
+    /// Issues the HTTPS certificate (ServerAuth) of a room appliance's screen and local API,
+    /// for the DNS names and addresses tablets on the room network use, plus the loopback
+    /// names ([`SCREEN_LOOPBACK_DNS`], [`SCREEN_LOOPBACK_IPS`]) for the appliance's own
+    /// display. Written to `screen-SITE-ROOM.pem` and `.key` beside the appliance's client
+    /// certificate; issuing again replaces them. It carries no appliance identity: it cannot
+    /// be used to sync.
+    pub fn issue_screen(
+        &self,
+        site: &SiteId,
+        room: &RoomId,
+        dns_names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<IssuedCert, PkiError> {
+        let identity = ApplianceIdentity::new(site, room)?;
+        if dns_names.is_empty() && ips.is_empty() {
+            return Err(PkiError::NoScreenNames);
+        }
+        if dns_names.len() + ips.len() > MAX_SCREEN_NAMES {
+            return Err(PkiError::TooManyScreenNames {
+                given: dns_names.len() + ips.len(),
+            });
+        }
+        // DNS names compare without case; each name once, loopback last.
+        let mut all_dns: Vec<String> = Vec::with_capacity(dns_names.len() + 1);
+        for name in dns_names
+            .iter()
+            .map(String::as_str)
+            .chain([SCREEN_LOOPBACK_DNS])
+        {
+            if !all_dns.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                all_dns.push(name.to_owned());
+            }
+        }
+        let mut all_ips: Vec<IpAddr> = Vec::with_capacity(ips.len() + SCREEN_LOOPBACK_IPS.len());
+        for ip in ips.iter().chain(&SCREEN_LOOPBACK_IPS) {
+            if !all_ips.contains(ip) {
+                all_ips.push(*ip);
+            }
+        }
+        self.issue(
+            Leaf {
+                kind: "screen",
+                name: &identity.to_string(),
+                common_name: &format!("room screen {identity}"),
+                sans: server_sans(&all_dns, &all_ips)?,
+                eku: ExtendedKeyUsagePurpose::ServerAuth,
+            },
+            &format!("screen-{site}-{room}"),
         )
     }
 
@@ -779,6 +856,25 @@ struct Leaf<'a> {
     common_name: &'a str,
     sans: Vec<SanType>,
     eku: ExtendedKeyUsagePurpose,
+}
+
+/// The subject alternative names of a server certificate: DNS names (checked) then addresses.
+fn server_sans(dns_names: &[String], ips: &[IpAddr]) -> Result<Vec<SanType>, PkiError> {
+    let mut sans = Vec::with_capacity(dns_names.len() + ips.len());
+    for name in dns_names {
+        let ia5 = Some(name.as_str())
+            .filter(|name| is_dns_name(name))
+            .and_then(|name| name.try_into().ok())
+            .ok_or_else(|| PkiError::InvalidDnsName(name.clone()))?;
+        sans.push(SanType::DnsName(ia5));
+    }
+    for ip in ips {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(PkiError::InvalidIp(*ip));
+        }
+        sans.push(SanType::IpAddress(*ip));
+    }
+    Ok(sans)
 }
 
 /// The site and room an appliance certificate names in its `urn:vigil:appliance:SITE:ROOM`

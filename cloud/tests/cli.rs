@@ -137,3 +137,61 @@ fn run_names_a_missing_certificate_file() {
         "/nonexistent/cloud.toml",
     );
 }
+
+#[test]
+fn issue_appliance_also_issues_the_room_screen_certificate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir_path = tmp.path().join("pki");
+    let dir = dir_path.to_str().expect("utf-8 path");
+    ok(&["pki", "init", "--dir", dir]);
+    fn issue<'a>(dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "pki",
+            "issue-appliance",
+            "--dir",
+            dir,
+            "--site",
+            "austin",
+            "--room",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    // A bad screen name is refused before anything is written, the appliance's files included.
+    let bad = issue(dir, &["--screen-dns", "room 1.austin.clinic"]);
+    fails(&bad, 1, "invalid DNS name \"room 1.austin.clinic\"");
+    assert!(!dir_path.join("appliance-austin-1.pem").exists());
+    fails(
+        &issue(dir, &["--screen-ip", "10.1.2"]),
+        2,
+        "invalid value '10.1.2'",
+    );
+
+    let good = issue(
+        dir,
+        &[
+            "--screen-dns",
+            "room1.austin.clinic",
+            "--screen-ip",
+            "10.1.2.3",
+        ],
+    );
+    let out = ok(&good);
+    for file in [
+        "appliance-austin-1.pem",
+        "appliance-austin-1.key",
+        "screen-austin-1.pem",
+        "screen-austin-1.key",
+    ] {
+        assert!(out.contains(file), "{file} not in {out}");
+        assert!(dir_path.join(file).exists(), "{file}");
+    }
+    assert!(out.contains("[http_tls] cert = "), "{out}");
+
+    // Without screen names only the appliance's certificate is issued, as before.
+    std::fs::remove_file(dir_path.join("screen-austin-1.pem")).expect("remove");
+    ok(&issue(dir, &[]));
+    assert!(!dir_path.join("screen-austin-1.pem").exists());
+}

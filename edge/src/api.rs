@@ -105,8 +105,6 @@ pub struct Security {
     pub hosts: AllowedHosts,
     /// Wrong PINs at the room screen.
     pub pins: PinThrottle,
-    /// Whether the server speaks TLS (cookies are then `Secure`).
-    pub tls: bool,
 }
 
 /// Shared state of the HTTP handlers.
@@ -832,7 +830,6 @@ mod tests {
             audit: Arc::new(AuditLog::open(&dir.path().join("a.db"), clock).unwrap()),
             hosts: AllowedHosts::new("127.0.0.1:0".parse().unwrap(), &[]),
             pins: PinThrottle::default(),
-            tls: false,
         };
         // A stuck recorder: nobody takes commands off the queue.
         let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);

@@ -1,5 +1,6 @@
 //! The appliance assembled: the recorder thread (source polling, group commits, API commands)
-//! and the HTTP server, started from an [`EdgeConfig`] and stopped cleanly.
+//! and the HTTP server (HTTPS with `[http_tls]`, see [`crate::http_server`]), started from an
+//! [`EdgeConfig`] and stopped cleanly.
 //!
 //! The recorder thread is the only writer of the database. It wakes every
 //! [`POLL_INTERVAL`] to pull samples from the source, and every `group_commit_ms` to commit;
@@ -23,6 +24,7 @@ use crate::api::{self, ApiState, Command, Security, Status};
 use crate::audit::AuditLog;
 use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
+use crate::http_server::{self, ServerSettings, Transport};
 use crate::recorder::{Recorder, RecorderConfig, RecorderError};
 use crate::store;
 use crate::sync::{SyncClient, SyncStatus};
@@ -60,6 +62,15 @@ pub enum StartError {
         /// Why.
         source: RecorderError,
     },
+    /// Plain HTTP on an address other machines reach (the config was not validated).
+    #[error("refusing to serve plain HTTP: http_bind {problem}")]
+    PlainHttp {
+        /// What is wrong and how to configure TLS.
+        problem: String,
+    },
+    /// The room screen's certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] http_server::TlsError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -174,6 +185,8 @@ pub struct Appliance {
     pub api_addr: SocketAddr,
     /// The local API token (also in the data directory's `api-token` file).
     pub api_token: String,
+    /// Whether the API and the screen are served over TLS.
+    pub transport: Transport,
     /// The database file.
     pub db_path: PathBuf,
     commands: std::sync::mpsc::SyncSender<Command>,
@@ -187,6 +200,19 @@ impl Appliance {
     /// Opens the database, resumes any session in progress, starts the recorder thread and the
     /// HTTP server. Must be called inside a tokio runtime.
     pub async fn start(config: EdgeConfig) -> Result<Appliance, StartError> {
+        // The network side is checked before anything is opened: a refused start leaves no
+        // trace. In-process callers may skip `EdgeConfig::validate`, so the rule is kept here too.
+        let tls = match &config.http_tls {
+            Some(files) => Some(http_server::server_config(files)?),
+            None => {
+                if let Some(problem) =
+                    crate::config::plain_http_refusal(config.http_bind, &config.site, &config.room)
+                {
+                    return Err(StartError::PlainHttp { problem });
+                }
+                None
+            }
+        };
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -293,7 +319,6 @@ impl Appliance {
             audit: Arc::new(audit),
             hosts: AllowedHosts::new(api_addr, &config.http_hosts),
             pins,
-            tls: false,
         });
         let state = ApiState {
             commands: commands.clone(),
@@ -307,21 +332,18 @@ impl Appliance {
             .layer(axum::middleware::from_fn_with_state(
                 security,
                 api::check_host,
-            ))
-            .into_make_service_with_connect_info::<SocketAddr>();
+            ));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
-            }
-        });
-        tracing::info!(site = %config.site, room = %config.room, api = %api_addr, db = %db_path.display(), "appliance started");
+        let settings = ServerSettings::new(tls);
+        let transport = settings.transport();
+        let server = tokio::spawn(http_server::serve(listener, app, settings, async move {
+            let _ = shutdown_rx.await;
+        }));
+        tracing::info!(site = %config.site, room = %config.room, api = %api_addr, tls = transport.is_tls(), db = %db_path.display(), "appliance started");
         Ok(Appliance {
             api_addr,
             api_token,
+            transport,
             db_path,
             commands,
             recorder: Some(recorder_thread),
@@ -343,9 +365,23 @@ impl Appliance {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// The base URL of the local API.
+    /// The base URL of the local API and the screen: `https://…` under TLS. An appliance
+    /// listening on every address is named by its loopback address, which its certificate
+    /// always carries.
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.transport.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut addr = self.api_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("{scheme}://{addr}")
     }
 
     /// Stops the HTTP server, commits what the recorder holds and waits for it to finish.

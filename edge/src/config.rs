@@ -1,11 +1,13 @@
 //! The appliance's configuration file (`edge.toml`): what site and room it serves, where it
-//! keeps its data, which vital-sign sources it reads and where its local API listens.
+//! keeps its data, which vital-sign sources it reads and where its local API listens, and with
+//! which certificate it serves HTTPS to the room network (`[http_tls]`). Plain HTTP is
+//! accepted on loopback only: any other `http_bind` without `[http_tls]` is refused here.
 //!
 //! Parsing is strict: an unknown field, a missing required field or a value out of range is an
 //! error that names the file, the field and what is wrong. Nothing here opens sockets or
 //! databases; [`crate::app`] does that with the values checked here.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,7 +73,8 @@ pub struct EdgeConfig {
     pub room: String,
     /// Directory for the database and other state; created if missing.
     pub data_dir: PathBuf,
-    /// Where the local HTTP API listens. Port 0 picks a free port (printed at start-up).
+    /// Where the room screen and the local API listen. Port 0 picks a free port (printed at
+    /// start-up). Without [`EdgeConfig::http_tls`] it must be a loopback address.
     #[serde(default = "default_http_bind")]
     pub http_bind: SocketAddr,
     /// Host names (or addresses) tablets use for this appliance on the room network, e.g.
@@ -79,6 +82,10 @@ pub struct EdgeConfig {
     /// loopback and the bound address are always accepted.
     #[serde(default)]
     pub http_hosts: Vec<String>,
+    /// The certificate the room screen and the API are served with over HTTPS; required
+    /// unless `http_bind` is on loopback.
+    #[serde(default)]
+    pub http_tls: Option<HttpTls>,
     /// Seconds of samples per vitals chunk.
     #[serde(default = "default_chunk_period_s")]
     pub chunk_period_s: u64,
@@ -104,6 +111,52 @@ pub struct EdgeConfig {
     /// The cloud to sync with; without it the appliance records locally only.
     #[serde(default)]
     pub cloud: Option<crate::sync::CloudSettings>,
+}
+
+/// `[http_tls]`: the room screen's certificate, from `vigil-cloud pki issue-appliance …
+/// --screen-dns NAME --screen-ip ADDRESS`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTls {
+    /// The certificate (PEM; the leaf first if it holds a chain): `screen-SITE-ROOM.pem`.
+    pub cert: PathBuf,
+    /// Its private key (PEM): `screen-SITE-ROOM.key`.
+    pub key: PathBuf,
+}
+
+/// Whether browsers on `ip` are on this machine: 127.0.0.0/8 and ::1 (also written as the
+/// IPv4-mapped `::ffff:127.x.y.z`). The wildcard addresses are not: they listen on every
+/// network the appliance is on.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Why the appliance may not serve plain HTTP on `bind` for `site`/`room`, with what to do
+/// instead; `None` on loopback. The message is for the installer: it names the fields and the
+/// command that issues the certificate.
+pub fn plain_http_refusal(bind: SocketAddr, site: &str, room: &str) -> Option<String> {
+    if is_loopback(bind.ip()) {
+        return None;
+    }
+    let screen_ip = if bind.ip().is_unspecified() {
+        "ADDRESS".to_owned()
+    } else {
+        bind.ip().to_string()
+    };
+    Some(format!(
+        "is {bind}, which is not a loopback address, and there is no [http_tls] section: the \
+         room network may reach the appliance over HTTPS only (PINs, cookies and patient data \
+         cross it). Issue the room screen's certificate with `vigil-cloud pki issue-appliance \
+         --dir CA_DIR --site {site} --room {room} --screen-dns NAME --screen-ip {screen_ip}` \
+         and add to this file:\n[http_tls]\ncert = \"CA_DIR/screen-{site}-{room}.pem\"\n\
+         key = \"CA_DIR/screen-{site}-{room}.key\"\n\
+         or set http_bind to 127.0.0.1:PORT to serve only the appliance's own display"
+    ))
 }
 
 /// Where vitals come from.
@@ -278,6 +331,29 @@ impl EdgeConfig {
                     self.retention_days
                 ),
             ));
+        }
+        match &self.http_tls {
+            None => {
+                if let Some(problem) = plain_http_refusal(self.http_bind, &self.site, &self.room) {
+                    return Err(invalid("http_bind", problem));
+                }
+            }
+            Some(tls) => {
+                if tls.cert.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "http_tls.cert",
+                        "is empty; give the room screen's certificate file (screen-SITE-ROOM.pem)"
+                            .into(),
+                    ));
+                }
+                if tls.key.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "http_tls.key",
+                        "is empty; give the room screen's private key file (screen-SITE-ROOM.key)"
+                            .into(),
+                    ));
+                }
+            }
         }
         if self.clock_offset_s.abs() > crate::clock::MAX_CLOCK_OFFSET_S {
             return Err(invalid(
@@ -598,6 +674,87 @@ silence_s = 400
         check_err(
             "site = \"Austin TX\"\nroom = \"1\"\ndata_dir = \"/d\"\n",
             &["`site`", "a-z"],
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let base = "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/d\"\n";
+        let tls =
+            "[http_tls]\ncert = \"/pki/screen-austin-1.pem\"\nkey = \"/pki/screen-austin-1.key\"\n";
+        let parse = |text: &str| EdgeConfig::parse(Path::new("edge.toml"), text);
+        // (bind, accepted without TLS)
+        let cases = [
+            ("127.0.0.1:8080", true),
+            ("127.5.6.7:0", true),
+            ("[::1]:8080", true),
+            ("[::ffff:127.0.0.1]:8080", true),
+            ("0.0.0.0:8443", false),
+            ("[::]:8443", false),
+            ("10.1.2.3:8443", false),
+            ("192.168.0.10:80", false),
+            ("[fe80::1]:8443", false),
+            ("[::ffff:10.1.2.3]:8443", false),
+        ];
+        for (bind, plain_ok) in cases {
+            let plain = format!("{base}http_bind = \"{bind}\"\n");
+            assert_eq!(parse(&plain).is_ok(), plain_ok, "{bind} without TLS");
+            let with_tls = parse(&format!("{plain}{tls}")).unwrap();
+            assert_eq!(
+                with_tls.http_tls,
+                Some(HttpTls {
+                    cert: "/pki/screen-austin-1.pem".into(),
+                    key: "/pki/screen-austin-1.key".into(),
+                }),
+                "{bind} with TLS"
+            );
+        }
+        // The refusal says what to configure and how to get the certificate.
+        check_err(
+            &format!("{base}http_bind = \"10.1.2.3:8443\"\n"),
+            &[
+                "`http_bind`",
+                "10.1.2.3:8443",
+                "not a loopback address",
+                "[http_tls]",
+                "cert = ",
+                "key = ",
+                "vigil-cloud pki issue-appliance",
+                "--site austin --room 1",
+                "--screen-ip 10.1.2.3",
+                "screen-austin-1.pem",
+                "127.0.0.1",
+            ],
+        );
+        check_err(
+            &format!("{base}http_bind = \"0.0.0.0:8443\"\n"),
+            &["0.0.0.0:8443", "--screen-ip ADDRESS"],
+        );
+    }
+
+    #[test]
+    fn http_tls_is_parsed_strictly() {
+        let base =
+            "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/d\"\nhttp_bind = \"10.1.2.3:8443\"\n";
+        check_err(
+            &format!("{base}[http_tls]\ncert = \"/c.pem\"\n"),
+            &["missing field `key`"],
+        );
+        check_err(
+            &format!("{base}[http_tls]\nkey = \"/k.pem\"\n"),
+            &["missing field `cert`"],
+        );
+        check_err(
+            &format!("{base}[http_tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\nca = \"/ca.pem\"\n"),
+            &["unknown field `ca`"],
+        );
+        check_err(
+            &format!("{base}[http_tls]\ncert = \"\"\nkey = \"/k.pem\"\n"),
+            &["`http_tls.cert`", "is empty"],
+        );
+        check_err(
+            &format!("{base}[http_tls]\ncert = \"/c.pem\"\nkey = \"\"\n"),
+            &["`http_tls.key`", "is empty"],
         );
     }
 

@@ -7,6 +7,7 @@
 //! - [`reads`]: what the API shows, read from committed data.
 //! - [`api`]: the HTTP routes under `/api/v1`.
 //! - [`screen`]: the clinician's room screen (server-rendered pages under `/screen`).
+//! - [`http_server`]: the accept loop serving both, HTTPS off loopback (rustls), with limits.
 //! - [`sync`]: the QUIC sync client (mutual TLS, backoff, persisted sync state).
 //! - [`app`]: everything started together, and stopped cleanly.
 //!
@@ -19,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod http_server;
 pub mod reads;
 pub mod recorder;
 pub mod screen;

@@ -1,7 +1,7 @@
 //! `vigil-edge`: the room appliance's command line.
 //!
 //! `vigil-edge run --config edge.toml` starts the recorder and the local API and prints
-//! `edge api: URL` on standard output once it listens. `vigil-edge decode 2a37 16 48 00 04`
+//! `edge api: URL` on standard output once it listens (`https://…` with `[http_tls]`). `vigil-edge decode 2a37 16 48 00 04`
 //! decodes one GATT characteristic value and prints it as JSON, with no configuration: a bench
 //! tool for checking what a monitor sends.
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod https;
 pub mod peer;
 pub mod tally;
 pub mod webdriver;

@@ -533,3 +533,136 @@ fn rustls_webpki_accepts_issued_certificates_and_refuses_revoked_ones() {
     ));
     assert!(webpki_verify(&ca, &server, server_usage(), now).is_ok());
 }
+
+/// The subject alternative names of a certificate, as x509-parser prints them.
+fn san_strings(der: &[u8]) -> Vec<String> {
+    let (_, cert) = X509Certificate::from_der(der).unwrap();
+    cert.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| name.to_string())
+        .collect()
+}
+
+#[test]
+fn room_screen_certificates_serve_the_names_tablets_use() {
+    let (tmp, ca) = new_ca();
+    let (site, room) = site_room("austin", "1");
+    let appliance = ca.issue_appliance(&site, &room).unwrap();
+    let screen = ca
+        .issue_screen(
+            &site,
+            &room,
+            &["room1.austin.clinic".to_owned(), "LOCALHOST".to_owned()],
+            &["10.1.2.3".parse().unwrap()],
+        )
+        .unwrap();
+    // Beside the appliance's own files, private key 0600, logged as issued.
+    assert_eq!(screen.cert_path, ca.dir().join("screen-austin-1.pem"));
+    assert_eq!(screen.key_path, ca.dir().join("screen-austin-1.key"));
+    assert_eq!(screen.cert_path.parent(), appliance.cert_path.parent());
+    assert_eq!(mode(&screen.key_path), 0o600);
+    assert_eq!(mode(&screen.cert_path), 0o644);
+    assert!(ca.issued_serials().unwrap().contains(&screen.serial));
+
+    let der = read_cert_file(&screen.cert_path).unwrap();
+    ca.verify_issued(&der).unwrap();
+    // The names given, then loopback; a name given twice (in any case) appears once.
+    assert_eq!(
+        san_strings(&der),
+        [
+            "DNSName(room1.austin.clinic)",
+            "DNSName(LOCALHOST)",
+            "IPAddress(0a:01:02:03)",
+            "IPAddress(7f:00:00:01)",
+            "IPAddress(00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:01)",
+        ]
+    );
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth, "{eku:?}");
+    assert!(!cert.is_ca());
+    let cn = cert.subject().iter_common_name().next().unwrap();
+    assert_eq!(cn.as_str().unwrap(), "room screen austin/1");
+    // It is not an appliance identity: it cannot be used to sync.
+    assert!(matches!(
+        appliance_identity(&der),
+        Err(PkiError::NotAppliance(_))
+    ));
+
+    // rustls-webpki, as a tablet's TLS stack: a server certificate chaining to the CA, valid
+    // for the room's names and loopback, for no other name, and from no other CA.
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    webpki_verify(&ca, &der, webpki::KeyUsage::server_auth(), now).unwrap();
+    assert!(webpki_verify(&ca, &der, webpki::KeyUsage::client_auth(), now).is_err());
+    let other = Ca::init(&tmp.path().join("other"), "Other").unwrap();
+    assert!(matches!(
+        webpki_verify(&other, &der, webpki::KeyUsage::server_auth(), now),
+        Err(webpki::Error::UnknownIssuer)
+    ));
+    let cert_der = rustls_pki_types::CertificateDer::from(der.clone());
+    let end_entity = webpki::EndEntityCert::try_from(&cert_der).unwrap();
+    let names = [
+        ("room1.austin.clinic", true),
+        ("ROOM1.Austin.Clinic", true),
+        ("localhost", true),
+        ("10.1.2.3", true),
+        ("127.0.0.1", true),
+        ("::1", true),
+        ("room2.austin.clinic", false),
+        ("austin.clinic", false),
+        ("evil.example", false),
+        ("10.1.2.4", false),
+    ];
+    for (name, valid) in names {
+        let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
+        let got = end_entity.verify_is_valid_for_subject_name(&server_name);
+        assert_eq!(got.is_ok(), valid, "{name}: {got:?}");
+    }
+}
+
+#[test]
+fn room_screen_names_are_checked_before_anything_is_written() {
+    let (_tmp, ca) = new_ca();
+    let (site, room) = site_room("austin", "1");
+    let dns = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let many: Vec<String> = (0..=MAX_SCREEN_NAMES)
+        .map(|i| format!("r{i}.clinic"))
+        .collect();
+    let cases: Vec<(Vec<String>, Vec<IpAddr>, &str)> = vec![
+        (vec![], vec![], "at least one --screen-dns"),
+        (
+            dns(&["room 1.clinic"]),
+            vec![],
+            "invalid DNS name \"room 1.clinic\"",
+        ),
+        (dns(&["*.austin.clinic"]), vec![], "invalid DNS name"),
+        (
+            vec![],
+            vec!["0.0.0.0".parse().unwrap()],
+            "invalid address 0.0.0.0",
+        ),
+        (vec![], vec!["::".parse().unwrap()], "invalid address ::"),
+        (many, vec![], "at most 16"),
+    ];
+    for (dns_names, ips, expected) in cases {
+        let err = ca.issue_screen(&site, &room, &dns_names, &ips).unwrap_err();
+        assert!(
+            err.to_string().contains(expected),
+            "{dns_names:?} {ips:?}: {err}"
+        );
+    }
+    let err = ca
+        .issue_screen(&SiteId::from("Austin"), &room, &dns(&["a.clinic"]), &[])
+        .unwrap_err();
+    assert!(
+        matches!(err, PkiError::InvalidName { what: "site", .. }),
+        "{err}"
+    );
+    assert!(!ca.dir().join("screen-austin-1.pem").exists());
+    assert!(!ca.dir().join("screen-austin-1.key").exists());
+    assert!(ca.issued_serials().unwrap().is_empty());
+}

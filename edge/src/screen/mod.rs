@@ -8,11 +8,11 @@
 //!   the cloud last sent (stored in the appliance's database, so sign-in works offline). A room
 //!   that never synced has no staff list: the sign-in page says so and nobody can sign in; the
 //!   JSON API and recording are unaffected.
-//! - A signed-in browser holds a random token in an HttpOnly, SameSite=Strict cookie (`Secure`
-//!   under TLS); the appliance keeps the signed-in list in memory ([`crate::access`]; a restart
-//!   signs everyone out). Every form carries the session's CSRF token, the sign-in form a
-//!   per-browser one held in a cookie, as the cloud dashboard does; a POST without the right
-//!   token is refused with 403.
+//! - A signed-in browser holds a random token in an HttpOnly, SameSite=Strict cookie (also
+//!   `Secure` when the request came over TLS: [`Transport`] in the request's extensions); the
+//!   appliance keeps the signed-in list in memory ([`crate::access`]; a restart signs everyone
+//!   out). Every form carries the session's CSRF token, the sign-in form a per-browser one held
+//!   in a cookie, as the cloud dashboard does; a POST without the right token is refused with 403.
 //! - Wrong PINs are counted per (name, client) with growing delays ([`throttle`]), so guesses
 //!   from one client never lock the nurse out of the room's tablet; a clinician can clear them.
 //! - Every signed-in request is written to the appliance's audit log before it is served.
@@ -43,6 +43,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use vigil_shared::doc::{SiteConfig, StaffMember};
+use vigil_shared::ui::http::Transport;
 use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
 use vigil_shared::ui::{Esc, http};
 
@@ -205,16 +206,26 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
-fn set_cookie(s: &Shared, value: &str, max_age_s: Option<i64>) -> HeaderValue {
-    set_named_cookie(s, COOKIE, value, max_age_s)
+/// How the request reached the appliance: the HTTP server puts it in every request's
+/// extensions; a router served some other way (none today) counts as plain HTTP.
+type Via = Option<axum::Extension<Transport>>;
+
+fn transport(via: &Via) -> Transport {
+    via.as_ref().map_or(Transport::Plain, |t| t.0)
 }
 
-fn set_named_cookie(s: &Shared, name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
-    let mut cookie = http::session_cookie(name, value, max_age_s);
-    if s.api.security.tls {
-        cookie.push_str("; Secure");
-    }
-    HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static(""))
+fn set_cookie(via: &Via, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    set_named_cookie(via, COOKIE, value, max_age_s)
+}
+
+fn set_named_cookie(via: &Via, name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+    HeaderValue::from_str(&http::session_cookie_over(
+        transport(via),
+        name,
+        value,
+        max_age_s,
+    ))
+    .unwrap_or(HeaderValue::from_static(""))
 }
 
 async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
@@ -473,14 +484,14 @@ async fn load_staff(s: &Shared) -> Result<(String, Vec<StaffMember>), (StatusCod
     Ok(config.map_or((String::new(), Vec::new()), |c| (c.name, c.staff)))
 }
 
-async fn login_page(State(s): State<Shared>, headers: HeaderMap) -> Response {
+async fn login_page(State(s): State<Shared>, via: Via, headers: HeaderMap) -> Response {
     let csrf = login_csrf(&headers);
     match load_staff(&s).await {
         Ok((name, staff)) => {
             let mut res = bare("Sign in", &login_form(&staff, &name, &csrf, None)).into_response();
             res.headers_mut().append(
                 header::SET_COOKIE,
-                set_named_cookie(&s, LOGIN_CSRF_COOKIE, &csrf, None),
+                set_named_cookie(&via, LOGIN_CSRF_COOKIE, &csrf, None),
             );
             res
         }
@@ -505,6 +516,7 @@ const BAD_PIN: &str = "wrong name or PIN";
 async fn login(
     State(s): State<Shared>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    via: Via,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -607,7 +619,7 @@ async fn login(
     tracing::info!(staff = %member.id, "signed in at the room screen");
     let mut res = Redirect::to("/screen").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&s, &token, None));
+        .append(header::SET_COOKIE, set_cookie(&via, &token, None));
     res
 }
 
@@ -618,6 +630,7 @@ pub(crate) struct CsrfForm {
 
 async fn logout(
     State(s): State<Shared>,
+    via: Via,
     axum::Extension(viewer): axum::Extension<Viewer>,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -627,7 +640,7 @@ async fn logout(
     s.api.security.sessions.sign_out(&viewer.token);
     let mut res = Redirect::to("/screen/login").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&s, "", Some(0)));
+        .append(header::SET_COOKIE, set_cookie(&via, "", Some(0)));
     res
 }
 

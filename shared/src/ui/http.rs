@@ -1,7 +1,8 @@
 //! The HTTP conventions both screens (the cloud dashboard and the appliance's room screen)
 //! keep, as plain strings: reading a cookie out of `Cookie` header values, the `Set-Cookie`
-//! value of a session cookie, and the response headers every page carries besides its own
-//! Content-Security-Policy. The servers turn these into their framework's types.
+//! value of a session cookie (with `Secure` when the browser came over TLS), and the response
+//! headers every page carries besides its own Content-Security-Policy. The servers turn these
+//! into their framework's types; whether a connection is TLS is theirs to know ([`Transport`]).
 
 /// Headers on every page response, whatever the page: no MIME sniffing, no referrer beyond
 /// the origin, never inside a frame.
@@ -13,6 +14,28 @@ pub const SECURITY_HEADERS: [(&str, &str); 3] = [
 
 /// `Cache-Control` for a page that did not set its own: pages hold patient data.
 pub const DEFAULT_CACHE_CONTROL: &str = "no-store";
+
+/// `Strict-Transport-Security` on every response served over TLS: one year, so a browser that
+/// once reached a server over HTTPS never again sends its cookies or PINs in clear to that
+/// name, even when a hostile network answers plain HTTP in its place. Sent over TLS only (a
+/// browser ignores it over plain HTTP), and browsers ignore it for IP-address hosts.
+pub const HSTS: (&str, &str) = ("strict-transport-security", "max-age=31536000");
+
+/// How a browser reached the server, which decides whether its cookies carry `Secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP (only on loopback at the appliance, or behind a TLS-terminating proxy).
+    Plain,
+    /// HTTPS: cookies are `Secure`, responses carry [`HSTS`].
+    Tls,
+}
+
+impl Transport {
+    /// Whether this is a TLS connection.
+    pub fn is_tls(self) -> bool {
+        self == Transport::Tls
+    }
+}
 
 /// The value of cookie `name` among `Cookie` header values (`a=1; b=2`, possibly several
 /// headers); `None` when absent or empty.
@@ -26,11 +49,24 @@ pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) 
         .filter(|v| !v.is_empty())
 }
 
-/// The `Set-Cookie` value of a session cookie: whole site, HttpOnly, SameSite=Strict, and a
-/// `Max-Age` when given (0 deletes it).
+/// The `Set-Cookie` value of a session cookie sent over plain HTTP: whole site, HttpOnly,
+/// SameSite=Strict, and a `Max-Age` when given (0 deletes it).
 pub fn session_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> String {
+    session_cookie_over(Transport::Plain, name, value, max_age_s)
+}
+
+/// [`session_cookie`] for a response going over `transport`: over TLS the cookie also carries
+/// `Secure`, so the browser never sends it over plain HTTP (where anyone on the room network
+/// could read it).
+pub fn session_cookie_over(
+    transport: Transport,
+    name: &str,
+    value: &str,
+    max_age_s: Option<i64>,
+) -> String {
     let age = max_age_s.map_or(String::new(), |s| format!("; Max-Age={s}"));
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}")
+    let secure = if transport.is_tls() { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly{secure}; SameSite=Strict{age}")
 }
 
 #[cfg(test)]
@@ -55,6 +91,34 @@ mod tests {
         assert_eq!(
             session_cookie("s", "", Some(0)),
             "s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn cookies_over_tls_are_secure_and_plain_ones_unchanged() {
+        let cases = [
+            (
+                Transport::Tls,
+                None,
+                "s=v; Path=/; HttpOnly; Secure; SameSite=Strict",
+            ),
+            (
+                Transport::Tls,
+                Some(0),
+                "s=v; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+            ),
+            (
+                Transport::Plain,
+                None,
+                "s=v; Path=/; HttpOnly; SameSite=Strict",
+            ),
+        ];
+        for (transport, age, expected) in cases {
+            assert_eq!(session_cookie_over(transport, "s", "v", age), expected);
+        }
+        assert_eq!(
+            session_cookie("s", "v", Some(5)),
+            session_cookie_over(Transport::Plain, "s", "v", Some(5))
         );
     }
 }
