@@ -53,6 +53,7 @@ impl Server {
                 },
             ],
             metrics: metrics.clone(),
+            http: vigil_cloud::config::HttpConfig::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -120,7 +120,7 @@ fn tokens_compare_exactly_and_an_empty_token_admits_nobody() {
     for (configured, presented, ok) in cases {
         let auth = crate::auth::Auth::new(store.clone(), vec![], configured);
         assert_eq!(
-            auth.bearer(presented).unwrap().is_some(),
+            auth.bearer(presented, 0).unwrap().is_some(),
             ok,
             "{configured:?} vs {presented:?}"
         );
@@ -181,7 +181,7 @@ fn session_queries_are_validated() {
     ];
     for (query, expected) in cases {
         let described = format!("{query:?}");
-        match (session_filter(query, &Principal::service()), expected) {
+        match (session_filter(query), expected) {
             (Ok(f), Ok(limit)) => assert_eq!(f.limit, limit, "{described}"),
             (Err(e), Err(message)) => {
                 assert_eq!(e.status, StatusCode::BAD_REQUEST, "{described}");
