@@ -423,7 +423,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(shared.clone(), check_host))
         // Added after the Host check: scrapers reach it by whatever name their service
         // discovery uses, and it carries no patient data.
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
         .layer(middleware::from_fn(baseline_headers))
         .with_state(shared)
 }

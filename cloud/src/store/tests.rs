@@ -1093,7 +1093,9 @@ fn a_regional_managers_scope_leaves_other_regions_out_of_every_query() {
         let ecg = samples(Channel::Ecg, 100, 50, 4_000, 2);
         s.append_chunk(Channel::Ecg, encode(Channel::Ecg, &ecg))
             .unwrap();
-        commit(&f.store, id, s.automerge(), 1);
+        f.store
+            .commit_document(id, DocKind::Session, site, s.automerge(), 1)
+            .unwrap();
         let mut p = PatientDoc::create(&patient(patient_id, site)).unwrap();
         f.store
             .commit_document(patient_id, DocKind::Patient, site, p.automerge(), 1)
