@@ -1236,3 +1236,63 @@ fn a_session_cannot_pull_another_sites_patient_into_its_outcomes() {
         "Florida's plan and PHQ-9 stay out of Austin's report"
     );
 }
+
+#[test]
+fn tokens_made_before_expiry_existed_get_the_default_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let day = 86_400_000_000_i64;
+    {
+        // A database at version 3, as far as the step to 4 looks (it touches only
+        // `api_tokens`): tokens without expiry or last use.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 3; COMMIT;",
+            users::SCHEMA_V2
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO users (username, role, scope, password_hash, created_us)
+             VALUES ('maria', 'admin', '', 'x', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_id, label, created_us)
+             VALUES (x'01', 1, 'old', ?1)",
+            [5 * day],
+        )
+        .unwrap();
+    }
+    let store = CloudStore::open(&path).unwrap();
+    let (row, user) = store.api_token(&[1]).unwrap().unwrap();
+    assert_eq!(user.username, "maria");
+    assert_eq!(
+        (
+            row.label.as_str(),
+            row.created_us,
+            row.expires_us,
+            row.last_used_us
+        ),
+        ("old", 5 * day, (5 + LEGACY_TOKEN_DAYS) * day, None)
+    );
+    // New tokens, use, listing and revocation on the migrated file.
+    let id = store
+        .create_api_token(&[2], user.id, "new", 10 * day, 40 * day)
+        .unwrap();
+    store.touch_api_token(id, 11 * day).unwrap();
+    let listed = store.api_tokens(user.id).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.label.as_str(), t.last_used_us))
+            .collect::<Vec<_>>(),
+        [("new", Some(11 * day)), ("old", None)]
+    );
+    assert!(
+        !store.revoke_api_token(user.id + 1, id).unwrap(),
+        "not theirs"
+    );
+    assert!(store.revoke_api_token(user.id, id).unwrap());
+    assert!(store.api_token(&[2]).unwrap().is_none());
+}
