@@ -250,7 +250,7 @@ pub fn host_allowed(host: &str, configured: &[String], local: Option<IpAddr>) ->
     let Some(name) = host_name(host) else {
         return false;
     };
-    if name == "localhost" || configured.iter().any(|c| *c == name) {
+    if name == "localhost" || configured.contains(&name) {
         return true;
     }
     let unmapped = |ip: IpAddr| match ip {
