@@ -2,9 +2,21 @@
 //! sessions, per-user API tokens, sign-in rate limiting and the audit log.
 //!
 //! - An **admin** sees every site; a **regional manager** the configured sites of their region;
-//!   a **clinician** one site. [`Principal::scope`] is the list of site ids, resolved against
+//!   a **clinician** one site. [`Principal::scope`] is a [`Scope`], resolved against
 //!   `cloud.toml` at each request, so moving a site to another region takes effect on restart.
+//!   A `Scope` is made only here, from a principal; every store read of patient data takes
+//!   one, and none has a default.
 //! - The `api_token` of `cloud.toml` is a service token with an admin's scope.
+//! - Users' API tokens expire ([`DEFAULT_TOKEN_DAYS`] unless chosen, at most
+//!   [`MAX_TOKEN_DAYS`]), record their last use, can be revoked by their owner, are all revoked
+//!   when the password changes, and are made on the account page only after the password is
+//!   typed again ([`Auth::mint_token`]).
+//! - Sign-in (and typing the password again) is limited per (name, client): [`FREE_ATTEMPTS`],
+//!   then a delay doubling from [`FIRST_DELAY_US`] to [`MAX_DELAY_US`]; and per name
+//!   ([`MAX_FAILURES`]) and per client ([`MAX_ADDRESS_FAILURES`]) over
+//!   [`FAILURE_WINDOW_US`]. Each attempt is reserved under the lock before argon2 runs, so
+//!   parallel guesses cannot slip past a count, and a success forgives only the failures that
+//!   were counted before it was reserved.
 //! - Secrets are random 32 bytes from aws-lc-rs, shown once (cookie, printed token) and stored
 //!   as SHA-256 digests. Passwords are argon2id PHC strings with the crate's default cost.
 //!

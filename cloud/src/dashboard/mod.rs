@@ -11,7 +11,7 @@
 //! - Sign-in is rate limited per (name, client) with a growing delay and per name and per
 //!   client with a ceiling ([`crate::auth`]); the client is the address
 //!   [`client_ip`](crate::api) finds, behind a trusted proxy its `X-Forwarded-For`.
-//! - After sign-in the browser goes to `next` only if it is a local path ([`safe_next`]).
+//! - After sign-in the browser goes to `next` only if it is a local path (`safe_next`).
 //! - The account page lists the user's API tokens (label, made, expires, last used) with a
 //!   revoke button each; a new token or a new password needs the current password again. A new
 //!   password ends every session of the user and revokes every token.
