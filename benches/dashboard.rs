@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
 use vigil_cloud::api::SiteInfo;
-use vigil_cloud::auth::{Auth, Login, NewUser, Principal, Role, add_user};
+use vigil_cloud::auth::{Auth, Login, NewUser, Role, add_user};
 use vigil_cloud::config::{CloudConfig, PkiFiles};
 use vigil_cloud::dashboard::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
 use vigil_cloud::store::CloudStore;
@@ -190,6 +190,7 @@ fn main() {
             crl: pki.join("crl.pem"),
         },
         sites: sites.clone(),
+        http: vigil_cloud::config::HttpConfig::default(),
     };
     config
         .validate(std::path::Path::new("(bench)"))
@@ -222,6 +223,11 @@ fn main() {
     else {
         panic!("the bench user cannot sign in");
     };
+    // The page functions are timed with the signed-in admin's own principal and scope.
+    let (admin, _) = auth
+        .session(&cookie, now)
+        .expect("session")
+        .expect("a live session");
     let cookie = format!("vigil_session={cookie}");
     let http = reqwest::Client::new();
     let base = cloud.api_url();
@@ -235,10 +241,10 @@ fn main() {
             res.text().await.expect("body").len()
         })
     };
-    let admin = Principal::service();
     let session_page = || {
         let chart = store
             .session_chart(
+                admin.scope(),
                 SESSION_ID,
                 None,
                 Some(ORIGIN_US + i64::from(ECG_DEFAULT_SPAN_S) * 1_000_000),
@@ -250,7 +256,7 @@ fn main() {
     let overview = || {
         let appliances = store.appliances().expect("appliances");
         let activity = store
-            .room_activity(now - 86_400_000_000, None)
+            .room_activity(admin.scope(), now - 86_400_000_000)
             .expect("activity");
         overview_html(&sites, &appliances, &activity, &admin, now).len()
     };

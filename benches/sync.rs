@@ -510,6 +510,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
                 rooms: vec!["1".into(), "2".into()],
             })
             .collect(),
+        http: vigil_cloud::config::HttpConfig::default(),
     };
     config.validate(Path::new("(bench)")).expect("cloud config");
 

@@ -204,6 +204,7 @@ async fn start_cloud(
                 rooms: ROOMS.iter().map(|r| (*r).into()).collect(),
             })
             .collect(),
+        http: vigil_cloud::config::HttpConfig::default(),
     };
     config.validate(std::path::Path::new("(demo)"))?;
     let cloud = vigil_cloud::app::Cloud::start(config).await?;

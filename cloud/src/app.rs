@@ -115,11 +115,13 @@ impl Cloud {
             token: config.api_token.clone(),
             sites: config.sites.clone(),
             metrics,
+            http: config.http.clone(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tasks.push(tokio::spawn(async move {
-            // Connection info gives the audit log each request's client address.
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            // Connection info gives the audit log each request's client address and the Host
+            // check the address the request arrived on.
+            let app = app.into_make_service_with_connect_info::<api::ClientConn>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = rx.await;
             });

@@ -2,9 +2,21 @@
 //! sessions, per-user API tokens, sign-in rate limiting and the audit log.
 //!
 //! - An **admin** sees every site; a **regional manager** the configured sites of their region;
-//!   a **clinician** one site. [`Principal::scope`] is the list of site ids, resolved against
+//!   a **clinician** one site. [`Principal::scope`] is a [`Scope`], resolved against
 //!   `cloud.toml` at each request, so moving a site to another region takes effect on restart.
+//!   A `Scope` is made only here, from a principal; every store read of patient data takes
+//!   one, and none has a default.
 //! - The `api_token` of `cloud.toml` is a service token with an admin's scope.
+//! - Users' API tokens expire ([`DEFAULT_TOKEN_DAYS`] unless chosen, at most
+//!   [`MAX_TOKEN_DAYS`]), record their last use, can be revoked by their owner, are all revoked
+//!   when the password changes, and are made on the account page only after the password is
+//!   typed again ([`Auth::mint_token`]).
+//! - Sign-in (and typing the password again) is limited per (name, client): [`FREE_ATTEMPTS`],
+//!   then a delay doubling from [`FIRST_DELAY_US`] to [`MAX_DELAY_US`]; and per name
+//!   ([`MAX_FAILURES`]) and per client ([`MAX_ADDRESS_FAILURES`]) over
+//!   [`FAILURE_WINDOW_US`]. Each attempt is reserved under the lock before argon2 runs, so
+//!   parallel guesses cannot slip past a count, and a success forgives only the failures that
+//!   were counted before it was reserved.
 //! - Secrets are random 32 bytes from aws-lc-rs, shown once (cookie, printed token) and stored
 //!   as SHA-256 digests. Passwords are argon2id PHC strings with the crate's default cost.
 //!
@@ -17,8 +29,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-use crate::api::SiteInfo;
-use crate::store::{AuditRow, CloudStore, StoreError, UserRow};
+use crate::config::SiteInfo;
+use crate::store::{ApiTokenRow, AuditRow, CloudStore, StoreError, UserRow};
 
 /// A browser session ends after this long without a request, µs (30 minutes, the usual limit
 /// for an unattended screen showing patient data).
@@ -31,20 +43,58 @@ pub const MAX_SESSION_US: i64 = 12 * 3600 * 1_000_000;
 /// be accurate to a minute, rarely enough that page views do not each cost a disk sync.
 pub const TOUCH_EVERY_US: i64 = 60 * 1_000_000;
 
-/// Failed sign-ins allowed per user name within [`FAILURE_WINDOW_US`] before further attempts
-/// for that name are refused without checking.
-pub const MAX_FAILURES: u32 = 5;
+/// Sign-in attempts one client may make for one name without waiting. Past these, each
+/// further attempt for that (name, client) waits [`FIRST_DELAY_US`], doubling with every
+/// failure up to [`MAX_DELAY_US`]: a person who mistypes a few times is not slowed down, a
+/// script guessing from one address gets a handful of tries an hour.
+pub const FREE_ATTEMPTS: u32 = 3;
 
-/// Failed sign-ins allowed per client address within [`FAILURE_WINDOW_US`]. Higher than per
-/// name: a whole clinic may sign in from behind one address.
+/// The wait after the first failure past [`FREE_ATTEMPTS`], µs: long enough to notice,
+/// short enough for a person who is sure of their password this time.
+pub const FIRST_DELAY_US: i64 = 5_000_000;
+
+/// The longest wait between two attempts of one (name, client), µs (15 minutes). With the
+/// doubling from [`FIRST_DELAY_US`], one client gets at most about a dozen evaluated attempts
+/// per [`FAILURE_WINDOW_US`], well under [`MAX_FAILURES`], so that a flood from one address
+/// never reaches the name's ceiling and never locks the real user out from elsewhere.
+pub const MAX_DELAY_US: i64 = 15 * 60 * 1_000_000;
+
+/// How long a (name, client) pair's failures are remembered after its last failure, µs (an
+/// hour): longer than [`MAX_DELAY_US`], so a script that waits out each delay never starts
+/// afresh with free attempts; it gets one guess per [`MAX_DELAY_US`].
+pub const PAIR_MEMORY_US: i64 = 60 * 60 * 1_000_000;
+
+/// Failed sign-ins allowed per user name, over all clients, within [`FAILURE_WINDOW_US`];
+/// past this, attempts for that name are refused without checking until the window passes.
+/// The ceiling that bounds guessing spread over many addresses (at most 20 guesses per 15
+/// minutes per account).
+pub const MAX_FAILURES: u32 = 20;
+
+/// Failed sign-ins allowed per client address, over all names, within
+/// [`FAILURE_WINDOW_US`]: one address spraying many names. As high as the name ceiling: a
+/// whole clinic may sign in from behind one address.
 pub const MAX_ADDRESS_FAILURES: u32 = 20;
 
 /// The window failed sign-ins are counted in, µs (15 minutes).
 pub const FAILURE_WINDOW_US: i64 = 15 * 60 * 1_000_000;
 
-/// Names and addresses tracked by the rate limiter; past this, expired entries are dropped
-/// and, if it is still full, the oldest window. Bounds memory under a spray of names.
-const MAX_TRACKED: usize = 10_000;
+/// Names, addresses and (name, address) pairs tracked by the rate limiter; past this, expired
+/// entries are dropped and, if it is still full, the least recently failed idle one. Bounds
+/// memory under a spray of names.
+const MAX_TRACKED: usize = 30_000;
+
+/// An API token's lifetime when its maker names none, days.
+pub const DEFAULT_TOKEN_DAYS: u32 = 90;
+
+/// The longest lifetime a token may be given, days: a forgotten token in a script stops
+/// working within a year.
+pub const MAX_TOKEN_DAYS: u32 = 365;
+
+/// Longest token label kept, characters.
+pub const MAX_TOKEN_LABEL: usize = 64;
+
+/// Microseconds in a day.
+const DAY_US: i64 = 86_400 * 1_000_000;
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 10;
@@ -102,7 +152,57 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// The person (or service) behind a request, with the sites they may see.
+/// The sites a request may see: every site (admins, the service token) or a set of sites
+/// (a regional manager's region, a clinician's site; possibly empty).
+///
+/// Made only here, from a [`Principal`]: there is no `Default`, no public constructor and no
+/// "none means every site". Every store read of patient data takes one, so a query that forgets
+/// its scope does not compile, and one cannot be conjured up in a handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(Reach);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reach {
+    All,
+    Sites(BTreeSet<String>),
+}
+
+/// What a [`Scope`] covers, for the store to turn into SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeSites<'a> {
+    /// Every site.
+    All,
+    /// Only these sites (none when empty).
+    Only(&'a BTreeSet<String>),
+}
+
+impl Scope {
+    /// Whether a site is in scope.
+    pub fn allows(&self, site: &str) -> bool {
+        match &self.0 {
+            Reach::All => true,
+            Reach::Sites(s) => s.contains(site),
+        }
+    }
+
+    /// The sites covered.
+    pub fn sites(&self) -> ScopeSites<'_> {
+        match &self.0 {
+            Reach::All => ScopeSites::All,
+            Reach::Sites(s) => ScopeSites::Only(s),
+        }
+    }
+
+    /// Every site, for tests of the store.
+    #[cfg(test)]
+    pub(crate) fn all_for_tests() -> Scope {
+        Scope(Reach::All)
+    }
+}
+
+/// The person (or service) behind a request, with the sites they may see. Made only from a
+/// stored user ([`principal`], as sessions and tokens resolve them) or for the configured
+/// service token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// User name, or `service` for the configured token.
@@ -111,28 +211,27 @@ pub struct Principal {
     pub role: Role,
     /// The region or site the role is bound to (empty for an admin).
     pub bound_to: String,
-    /// Site ids in scope; `None`: every site (admins).
-    pub sites: Option<BTreeSet<String>>,
+    scope: Scope,
 }
 
 impl Principal {
     /// Whether a site is in scope.
     pub fn allows(&self, site: &str) -> bool {
-        self.sites.as_ref().is_none_or(|s| s.contains(site))
+        self.scope.allows(site)
     }
 
-    /// The scope as a list for store queries.
-    pub fn scope(&self) -> Option<Vec<String>> {
-        self.sites.as_ref().map(|s| s.iter().cloned().collect())
+    /// The sites this principal may see, for store queries.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
     }
 
     /// The configured service token's principal.
-    pub fn service() -> Principal {
+    fn service() -> Principal {
         Principal {
             username: "service".into(),
             role: Role::Admin,
             bound_to: String::new(),
-            sites: None,
+            scope: Scope(Reach::All),
         }
     }
 
@@ -149,22 +248,22 @@ impl Principal {
 /// The principal of a stored user, scoped against the configured sites.
 pub fn principal(user: &UserRow, sites: &[SiteInfo]) -> Option<Principal> {
     let role = Role::from_name(&user.role)?;
-    let in_scope = match role {
-        Role::Admin => None,
-        Role::RegionalManager => Some(
+    let reach = match role {
+        Role::Admin => Reach::All,
+        Role::RegionalManager => Reach::Sites(
             sites
                 .iter()
                 .filter(|s| s.region == user.scope)
                 .map(|s| s.id.clone())
                 .collect(),
         ),
-        Role::Clinician => Some(BTreeSet::from([user.scope.clone()])),
+        Role::Clinician => Reach::Sites(BTreeSet::from([user.scope.clone()])),
     };
     Some(Principal {
         username: user.username.clone(),
         role,
         bound_to: user.scope.clone(),
-        sites: in_scope,
+        scope: Scope(reach),
     })
 }
 
@@ -315,21 +414,31 @@ pub fn add_user(
     Ok(())
 }
 
-/// Issues a new API token for a user and returns it (shown once).
+/// Issues a new API token for a user, valid for `lifetime_days` (1 to [`MAX_TOKEN_DAYS`]),
+/// and returns it (shown once). For the CLI (whoever runs it holds the database) and, after
+/// the password was checked again, the account page ([`Auth::mint_token`]).
 pub fn issue_api_token(
     store: &CloudStore,
     username: &str,
     label: &str,
+    lifetime_days: u32,
     now_us: i64,
 ) -> Result<String, AuthError> {
+    if !(1..=MAX_TOKEN_DAYS).contains(&lifetime_days) {
+        return Err(AuthError::Invalid(format!(
+            "a token lives 1 to {MAX_TOKEN_DAYS} days, not {lifetime_days}"
+        )));
+    }
     let user = store
         .user_by_name(username)?
         .ok_or_else(|| AuthError::Invalid(format!("no user {username:?}")))?;
     if user.disabled {
         return Err(AuthError::Invalid(format!("user {username:?} is disabled")));
     }
+    let label: String = label.trim().chars().take(MAX_TOKEN_LABEL).collect();
     let token = random_token();
-    store.create_api_token(&digest(&token), user.id, label, now_us)?;
+    let expires_us = now_us.saturating_add(i64::from(lifetime_days) * DAY_US);
+    store.create_api_token(&digest(&token), user.id, &label, now_us, expires_us)?;
     Ok(token)
 }
 
@@ -345,48 +454,215 @@ pub enum Login {
     },
     /// Wrong name or password (one message for both).
     Refused,
-    /// Too many failures for this name or address; nothing was checked.
-    Limited,
+    /// Too many failures for this name, address or pair; nothing was checked.
+    Limited {
+        /// How long until an attempt may be checked again, seconds (at least 1).
+        retry_after_s: u64,
+    },
 }
 
-/// Failed sign-ins per key within a window.
+/// The outcome of an action that needs the password typed again (a new API token, a new
+/// password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reauth<T> {
+    /// The password was right and the action done.
+    Done(T),
+    /// The password was wrong; nothing was done.
+    Refused,
+    /// Too many failures; nothing was checked or done.
+    Limited {
+        /// Seconds until an attempt may be checked again.
+        retry_after_s: u64,
+    },
+}
+
+/// Failures and attempts in flight under one key of the limiter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Count {
+    /// Evaluated attempts that failed within the window.
+    failures: u32,
+    /// Attempts reserved and being checked right now.
+    in_flight: u32,
+    /// The first failure of the window, µs.
+    window_start_us: i64,
+    /// The latest failure, µs.
+    last_failure_us: i64,
+}
+
+/// What the limiter counts under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// A (lower-cased) user name, over all clients.
+    Name(String),
+    /// A client address, over all names.
+    Client(String),
+    /// One name from one client.
+    Pair(String, String),
+}
+
+/// An attempt the limiter let through and counts as in flight until it is finished.
+#[derive(Debug)]
+struct Ticket {
+    name: String,
+    client: String,
+    /// The pair's failures when the attempt was reserved: a success forgives those, never
+    /// failures that concurrent attempts recorded meanwhile.
+    pair_failures: u32,
+}
+
+/// The sign-in rate limiter: per (name, client) a growing delay, per name and per client a
+/// ceiling. An attempt is reserved under the lock *before* the password is checked, so
+/// parallel attempts cannot all pass a check that each of them alone would have passed.
 #[derive(Debug, Default)]
 struct Limiter {
-    /// key → (failures, window start µs)
-    entries: HashMap<String, (u32, i64)>,
+    entries: HashMap<Key, Count>,
+}
+
+/// The wait imposed on a pair after `failures` failures, µs (0 while within
+/// [`FREE_ATTEMPTS`]).
+fn pair_delay_us(failures: u32) -> i64 {
+    if failures < FREE_ATTEMPTS {
+        return 0;
+    }
+    let doublings = (failures - FREE_ATTEMPTS).min(30);
+    FIRST_DELAY_US
+        .saturating_mul(1_i64 << doublings)
+        .min(MAX_DELAY_US)
+}
+
+fn retry_s(wait_us: i64) -> u64 {
+    u64::try_from(wait_us.max(1).saturating_add(999_999) / 1_000_000).unwrap_or(1)
 }
 
 impl Limiter {
-    fn limited(&self, key: &str, max: u32, now_us: i64) -> bool {
-        self.entries
-            .get(key)
-            .is_some_and(|(n, start)| now_us - start < FAILURE_WINDOW_US && *n >= max)
+    /// The entry of `key` with an expired window reset; created if absent.
+    fn entry(&mut self, key: Key, now_us: i64) -> &mut Count {
+        if self.entries.len() >= MAX_TRACKED && !self.entries.contains_key(&key) {
+            self.evict(now_us);
+        }
+        let pair = matches!(key, Key::Pair(..));
+        let c = self.entries.entry(key).or_default();
+        // A pair's failures are forgotten a while after the last one, so a patient script
+        // does not start afresh while it keeps failing; a name's or client's a window after
+        // the first, so the ceiling is per window.
+        let expired = if pair {
+            now_us - c.last_failure_us >= PAIR_MEMORY_US
+        } else {
+            now_us - c.window_start_us >= FAILURE_WINDOW_US
+        };
+        if c.failures > 0 && expired {
+            c.failures = 0;
+        }
+        c
     }
 
-    fn fail(&mut self, key: &str, now_us: i64) {
-        if self.entries.len() >= MAX_TRACKED && !self.entries.contains_key(key) {
-            self.entries
-                .retain(|_, (_, start)| now_us - *start < FAILURE_WINDOW_US);
-            if self.entries.len() >= MAX_TRACKED
-                && let Some(oldest) = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, (_, start))| *start)
-                    .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
+    /// Makes room: drops idle entries whose window has passed, then the idle entry that
+    /// failed longest ago. Entries with attempts in flight are kept.
+    fn evict(&mut self, now_us: i64) {
+        self.entries.retain(|_, c| {
+            c.in_flight > 0 || now_us - c.last_failure_us.max(c.window_start_us) < PAIR_MEMORY_US
+        });
+        if self.entries.len() >= MAX_TRACKED
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .filter(|(_, c)| c.in_flight == 0)
+                .min_by_key(|(_, c)| c.last_failure_us)
+                .map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+    }
+
+    /// Reserves an attempt for `name` from `client`, or says how long to wait, µs.
+    fn reserve(&mut self, name: &str, client: &str, now_us: i64) -> Result<Ticket, i64> {
+        let ceilings = [
+            (Key::Name(name.to_owned()), MAX_FAILURES),
+            (Key::Client(client.to_owned()), MAX_ADDRESS_FAILURES),
+        ];
+        for (key, max) in &ceilings {
+            let c = *self.entry(key.clone(), now_us);
+            if c.failures + c.in_flight >= *max {
+                return Err(c.window_start_us + FAILURE_WINDOW_US - now_us);
             }
         }
-        let e = self.entries.entry(key.to_owned()).or_insert((0, now_us));
-        if now_us - e.1 >= FAILURE_WINDOW_US {
-            *e = (0, now_us);
+        let pair_key = Key::Pair(name.to_owned(), client.to_owned());
+        let pair = *self.entry(pair_key.clone(), now_us);
+        let attempts = pair.failures + pair.in_flight;
+        if attempts >= FREE_ATTEMPTS {
+            // Past the free attempts, one at a time and only after the delay.
+            if pair.in_flight > 0 {
+                return Err(pair_delay_us(attempts));
+            }
+            let wait = pair.last_failure_us + pair_delay_us(pair.failures) - now_us;
+            if wait > 0 {
+                return Err(wait);
+            }
         }
-        e.0 += 1;
+        for key in ceilings.into_iter().map(|(k, _)| k).chain([pair_key]) {
+            self.entry(key, now_us).in_flight += 1;
+        }
+        Ok(Ticket {
+            name: name.to_owned(),
+            client: client.to_owned(),
+            pair_failures: pair.failures,
+        })
     }
 
-    fn clear(&mut self, key: &str) {
-        self.entries.remove(key);
+    /// Ends an attempt: `Some(true)` succeeded, `Some(false)` failed, `None` was not decided
+    /// (the store failed), which only releases the reservation.
+    fn finish(&mut self, ticket: &Ticket, outcome: Option<bool>, now_us: i64) {
+        let keys = [
+            Key::Name(ticket.name.clone()),
+            Key::Client(ticket.client.clone()),
+            Key::Pair(ticket.name.clone(), ticket.client.clone()),
+        ];
+        for key in keys {
+            let pair = matches!(key, Key::Pair(..));
+            let c = self.entry(key, now_us);
+            c.in_flight = c.in_flight.saturating_sub(1);
+            match outcome {
+                Some(false) => {
+                    if c.failures == 0 {
+                        c.window_start_us = now_us;
+                    }
+                    c.failures += 1;
+                    c.last_failure_us = now_us;
+                }
+                Some(true) if pair => c.failures = c.failures.saturating_sub(ticket.pair_failures),
+                _ => {}
+            }
+        }
     }
+}
+
+/// A reserved attempt that releases its reservation if dropped before it is finished (an
+/// error or a panic between reserving and deciding).
+struct Attempt<'a> {
+    limiter: &'a Mutex<Limiter>,
+    ticket: Option<Ticket>,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, ok: bool, now_us: i64) {
+        if let Some(t) = self.ticket.take() {
+            lock(self.limiter).finish(&t, Some(ok), now_us);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            lock(self.limiter).finish(&t, None, 0);
+        }
+    }
+}
+
+/// Locks the limiter; its counts stay meaningful even if a holder panicked (every update is
+/// a few integer writes), so a poisoned lock is used as is.
+fn lock(m: &Mutex<Limiter>) -> std::sync::MutexGuard<'_, Limiter> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The authentication service the HTTP handlers share.
@@ -415,38 +691,40 @@ impl Auth {
         &self.sites
     }
 
-    /// The principal of a bearer token: the service token or a user's API token.
-    /// Blocking (a database read).
-    pub fn bearer(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+    /// The principal of a bearer token: the service token, or a user's API token that is
+    /// neither expired, revoked nor its user disabled. Blocking (a database read, and a write
+    /// at most once a minute per token to record its use).
+    pub fn bearer(&self, token: &str, now_us: i64) -> Result<Option<Principal>, StoreError> {
         let d = digest(token);
         if self.service_digest.as_ref().is_some_and(|s| same(s, &d)) {
             return Ok(Some(Principal::service()));
         }
-        Ok(self
-            .store
-            .api_token_user(&d)?
-            .filter(|u| !u.disabled)
-            .and_then(|u| principal(&u, &self.sites)))
+        let Some((row, user)) = self.store.api_token(&d)? else {
+            return Ok(None);
+        };
+        if user.disabled || now_us >= row.expires_us {
+            return Ok(None);
+        }
+        if row.last_used_us.is_none_or(|t| now_us - t > TOUCH_EVERY_US) {
+            self.store.touch_api_token(row.id, now_us)?;
+        }
+        Ok(principal(&user, &self.sites))
     }
 
-    /// Checks a name and password and opens a session. Blocking (argon2 and the database).
-    pub fn login(
-        &self,
-        username: &str,
-        password: &str,
-        ip: &str,
-        now_us: i64,
-    ) -> Result<Login, StoreError> {
-        let user_key = format!("user:{}", username.to_lowercase());
-        let ip_key = format!("ip:{ip}");
-        {
-            let limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            if limiter.limited(&user_key, MAX_FAILURES, now_us)
-                || limiter.limited(&ip_key, MAX_ADDRESS_FAILURES, now_us)
-            {
-                return Ok(Login::Limited);
-            }
-        }
+    /// Reserves an attempt of `name` from `client`, or says how many seconds to wait.
+    fn attempt(&self, name: &str, client: &str, now_us: i64) -> Result<Attempt<'_>, u64> {
+        let ticket = lock(&self.limiter)
+            .reserve(&name.to_lowercase(), client, now_us)
+            .map_err(retry_s)?;
+        Ok(Attempt {
+            limiter: &self.limiter,
+            ticket: Some(ticket),
+        })
+    }
+
+    /// The user named, if the password is theirs and they are enabled. Runs argon2 against a
+    /// decoy hash for unknown names, so that they cost the same time.
+    fn check(&self, username: &str, password: &str) -> Result<Option<UserRow>, StoreError> {
         let user = if check_username(username).is_ok() && password.len() <= MAX_PASSWORD_LEN {
             self.store.user_by_name(username)?
         } else {
@@ -459,19 +737,110 @@ impl Auth {
                 false
             }
         };
-        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(user) = user.filter(|_| ok) else {
-            limiter.fail(&user_key, now_us);
-            limiter.fail(&ip_key, now_us);
+        Ok(user.filter(|_| ok))
+    }
+
+    /// Checks a name and password from `client` (its address) and opens a session.
+    /// Blocking (argon2 and the database).
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+        now_us: i64,
+    ) -> Result<Login, StoreError> {
+        let attempt = match self.attempt(username, client, now_us) {
+            Ok(a) => a,
+            Err(retry_after_s) => return Ok(Login::Limited { retry_after_s }),
+        };
+        let user = self.check(username, password)?;
+        attempt.finish(user.is_some(), now_us);
+        let Some(user) = user else {
             return Ok(Login::Refused);
         };
-        limiter.clear(&user_key);
-        drop(limiter);
         let cookie = random_token();
         let csrf = random_token();
         self.store
             .create_web_session(&digest(&cookie), user.id, &csrf, now_us)?;
         Ok(Login::Ok { cookie, csrf })
+    }
+
+    /// Checks a signed-in user's password again, under the same limits as sign-in, then runs
+    /// `action`. Blocking.
+    fn reauthenticate<T>(
+        &self,
+        who: &Principal,
+        password: &str,
+        client: &str,
+        now_us: i64,
+        action: impl FnOnce(&UserRow) -> Result<T, AuthError>,
+    ) -> Result<Reauth<T>, AuthError> {
+        let attempt = match self.attempt(&who.username, client, now_us) {
+            Ok(a) => a,
+            Err(retry_after_s) => return Ok(Reauth::Limited { retry_after_s }),
+        };
+        let user = self.check(&who.username, password)?;
+        attempt.finish(user.is_some(), now_us);
+        match user {
+            Some(u) => action(&u).map(Reauth::Done),
+            None => Ok(Reauth::Refused),
+        }
+    }
+
+    /// Issues an API token for a signed-in user once they typed their password again.
+    /// Blocking.
+    pub fn mint_token(
+        &self,
+        who: &Principal,
+        password: &str,
+        label: &str,
+        lifetime_days: u32,
+        client: &str,
+        now_us: i64,
+    ) -> Result<Reauth<String>, AuthError> {
+        if !(1..=MAX_TOKEN_DAYS).contains(&lifetime_days) {
+            return Err(AuthError::Invalid(format!(
+                "a token lives 1 to {MAX_TOKEN_DAYS} days, not {lifetime_days}"
+            )));
+        }
+        self.reauthenticate(who, password, client, now_us, |u| {
+            issue_api_token(&self.store, &u.username, label, lifetime_days, now_us)
+        })
+    }
+
+    /// Changes a signed-in user's password once they typed the current one: every browser
+    /// session of theirs ends and every API token is revoked. Blocking.
+    pub fn change_password(
+        &self,
+        who: &Principal,
+        current: &str,
+        new: &str,
+        client: &str,
+        now_us: i64,
+    ) -> Result<Reauth<()>, AuthError> {
+        check_password(new)?;
+        self.reauthenticate(who, current, client, now_us, |u| {
+            let hash = hash_password(new)?;
+            self.store.set_password(&u.username, &hash)?;
+            Ok(())
+        })
+    }
+
+    /// The signed-in user's API tokens, newest first. Blocking.
+    pub fn tokens(&self, who: &Principal) -> Result<Vec<ApiTokenRow>, StoreError> {
+        match self.store.user_by_name(&who.username)? {
+            Some(u) => self.store.api_tokens(u.id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Revokes one of the signed-in user's own API tokens; `false` if they have none with
+    /// that id. Blocking.
+    pub fn revoke_token(&self, who: &Principal, token_id: i64) -> Result<bool, StoreError> {
+        match self.store.user_by_name(&who.username)? {
+            Some(u) => self.store.revoke_api_token(u.id, token_id),
+            None => Ok(false),
+        }
     }
 
     /// The principal and CSRF token of a session cookie, if the session is live; an expired
@@ -623,22 +992,113 @@ mod tests {
         assert_ne!(h, hash_password("correct horse battery").unwrap(), "salted");
     }
 
+    /// Reserves and finishes one attempt; `None` when the limiter refused it.
+    fn attempt(l: &mut Limiter, name: &str, client: &str, ok: bool, now: i64) -> Option<()> {
+        let t = l.reserve(name, client, now).ok()?;
+        l.finish(&t, Some(ok), now);
+        Some(())
+    }
+
     #[test]
-    fn limiter_counts_failures_in_a_window() {
+    fn a_pair_gets_free_attempts_then_a_growing_delay() {
         let mut l = Limiter::default();
-        for _ in 0..MAX_FAILURES {
-            assert!(!l.limited("k", MAX_FAILURES, 0));
-            l.fail("k", 0);
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(attempt(&mut l, "maria", "a", false, 0).is_some());
         }
-        assert!(l.limited("k", MAX_FAILURES, 1));
-        assert!(!l.limited("k", MAX_FAILURES + 1, 1), "a higher limit");
-        assert!(
-            !l.limited("k", MAX_FAILURES, FAILURE_WINDOW_US + 1),
-            "the window passes"
+        // Past the free attempts: wait the first delay, then twice as long, and so on.
+        assert_eq!(l.reserve("maria", "a", 1).unwrap_err(), FIRST_DELAY_US - 1);
+        let mut t = FIRST_DELAY_US;
+        for k in 0..4 {
+            assert!(attempt(&mut l, "maria", "a", false, t).is_some(), "at {k}");
+            let delay = FIRST_DELAY_US << (k + 1);
+            assert!(l.reserve("maria", "a", t + delay - 1).is_err(), "at {k}");
+            t += delay;
+        }
+        // Another client, or another name from this client, is not slowed down.
+        assert!(attempt(&mut l, "maria", "b", true, t).is_some());
+        assert!(attempt(&mut l, "jo", "a", false, t).is_some());
+        // Long after the last failure, the pair starts afresh.
+        let later = t + PAIR_MEMORY_US;
+        assert!(attempt(&mut l, "maria", "a", false, later).is_some());
+        assert!(attempt(&mut l, "maria", "a", false, later).is_some());
+        assert_eq!(pair_delay_us(FREE_ATTEMPTS - 1), 0);
+        assert_eq!(pair_delay_us(FREE_ATTEMPTS + 40), MAX_DELAY_US);
+    }
+
+    #[test]
+    fn parallel_attempts_are_reserved_before_they_are_checked() {
+        let mut l = Limiter::default();
+        // Sixty attempts at once, none finished: only the free ones get through.
+        let tickets: Vec<Ticket> = (0..60)
+            .filter_map(|_| l.reserve("maria", "a", 0).ok())
+            .collect();
+        assert_eq!(tickets.len(), FREE_ATTEMPTS as usize);
+        // One of them was right: its success does not forgive the failures the others
+        // record, before or after it.
+        l.finish(&tickets[0], Some(false), 1);
+        l.finish(&tickets[1], Some(true), 1);
+        l.finish(&tickets[2], Some(false), 1);
+        let pair = l.entries[&Key::Pair("maria".into(), "a".into())];
+        assert_eq!((pair.failures, pair.in_flight), (2, 0));
+        // An attempt the store failed on only releases its place.
+        let t = l.reserve("maria", "a", 2).unwrap();
+        l.finish(&t, None, 2);
+        let pair = l.entries[&Key::Pair("maria".into(), "a".into())];
+        assert_eq!((pair.failures, pair.in_flight), (2, 0));
+        // A success forgives the failures that were there when it was reserved.
+        let t = l.reserve("maria", "a", 3).unwrap();
+        l.finish(&t, Some(true), 3);
+        assert_eq!(
+            l.entries[&Key::Pair("maria".into(), "a".into())].failures,
+            0
         );
-        assert!(!l.limited("other", MAX_FAILURES, 1));
-        l.clear("k");
-        assert!(!l.limited("k", MAX_FAILURES, 1));
+        // The name's and the client's failures stay.
+        assert_eq!(l.entries[&Key::Name("maria".into())].failures, 2);
+        assert_eq!(l.entries[&Key::Client("a".into())].failures, 2);
+    }
+
+    #[test]
+    fn a_name_and_a_client_have_ceilings_over_every_pair() {
+        let mut l = Limiter::default();
+        // Guesses for one name from many addresses: the name's ceiling.
+        for k in 0..MAX_FAILURES {
+            assert!(attempt(&mut l, "maria", &format!("10.0.0.{k}"), false, 0).is_some());
+        }
+        let wait = l.reserve("maria", "10.9.9.9", 5).unwrap_err();
+        assert_eq!(wait, FAILURE_WINDOW_US - 5);
+        assert!(l.reserve("maria", "10.9.9.9", FAILURE_WINDOW_US).is_ok());
+        // Many names from one address: the address's ceiling.
+        let mut l = Limiter::default();
+        for k in 0..MAX_ADDRESS_FAILURES {
+            assert!(attempt(&mut l, &format!("user{k}"), "a", false, 0).is_some());
+        }
+        assert!(l.reserve("someone", "a", 1).is_err());
+        assert!(l.reserve("someone", "b", 1).is_ok());
+    }
+
+    #[test]
+    fn one_client_never_reaches_the_names_ceiling() {
+        // A script that waits out every delay, for hours, from one address.
+        let mut l = Limiter::default();
+        let mut t = 0;
+        let mut evaluated = 0;
+        while t < 6 * 3600 * 1_000_000 {
+            match l.reserve("maria", "attacker", t) {
+                Ok(ticket) => {
+                    l.finish(&ticket, Some(false), t);
+                    evaluated += 1;
+                }
+                Err(wait) => t += wait.max(1),
+            }
+            // The real user, elsewhere, is never refused.
+            assert!(l.reserve("maria", "nurse-station", t).is_ok_and(|tk| {
+                l.finish(&tk, None, t);
+                true
+            }));
+        }
+        // About a dozen while the delay grows, then one per longest delay.
+        let ceiling = 12 + 6 * 3600 * 1_000_000 / MAX_DELAY_US;
+        assert!(evaluated <= ceiling, "{evaluated} guesses in six hours");
     }
 
     fn auth_with_user() -> (tempfile::TempDir, Arc<CloudStore>, Auth) {
@@ -671,10 +1131,8 @@ mod tests {
             .unwrap()
             .expect("live session");
         assert_eq!((p.username.as_str(), token), ("maria", csrf));
-        assert_eq!(
-            p.scope(),
-            Some(vec!["austin".to_owned(), "dallas".to_owned()])
-        );
+        let central = BTreeSet::from(["austin".to_owned(), "dallas".to_owned()]);
+        assert_eq!(p.scope().sites(), ScopeSites::Only(&central));
         // Used every 20 minutes, the session lives on past the idle timeout…
         let mut t = t0;
         for _ in 0..5 {

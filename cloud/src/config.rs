@@ -1,15 +1,15 @@
 //! The aggregator's configuration file (`cloud.toml`): where it keeps data, where it listens,
-//! which certificates it uses, the API token and the sites it serves.
+//! which certificates it uses, the API token, the sites it serves and the names and proxies of
+//! its HTTP server (`[http]`).
 //!
 //! Parsing is strict: unknown fields, missing fields and bad values are errors that name the
 //! file and the field. Certificate files are checked when the server starts ([`crate::tls`]).
+//! This module only reads and checks values; the HTTP layer applies them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-use crate::api::SiteInfo;
+use serde::{Deserialize, Serialize};
 
 /// Shortest API token accepted: the configured token is a service token with an admin's
 /// scope, so it must not be guessable.
@@ -46,6 +46,137 @@ pub enum ConfigError {
     },
 }
 
+/// Longest host name accepted in `[http] hosts` (DNS's limit).
+const MAX_HOST_LEN: usize = 253;
+
+/// A site as configured in `cloud.toml` (`[[sites]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInfo {
+    /// Site id, as in appliance certificates, e.g. `austin`.
+    pub id: String,
+    /// Display name, e.g. `Austin, TX`.
+    pub name: String,
+    /// Region, for regional managers' scope.
+    #[serde(default)]
+    pub region: String,
+    /// Room ids.
+    #[serde(default)]
+    pub rooms: Vec<String>,
+}
+
+/// An address or a network (`10.0.0.0/8`, `fd00::/8`) of reverse proxies, as written in
+/// `[http] trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ProxyNet {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl ProxyNet {
+    /// Whether `ip` is in this network. An IPv4 address seen as IPv4-mapped IPv6 (a dual-stack
+    /// listener) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl TryFrom<String> for ProxyNet {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<ProxyNet, String> {
+        let bad = || {
+            format!("{text:?} is not an IP address or network (e.g. \"127.0.0.1\", \"10.0.0.0/8\")")
+        };
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.as_str(), None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(ProxyNet { addr, prefix_len })
+    }
+}
+
+/// The HTTP server's section, `[http]`; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Names the dashboard and API answer to, e.g. `dashboard.example.org` (no scheme, no
+    /// port). Loopback names and addresses and the address a request arrived on are always
+    /// accepted; any other `Host` is refused, which stops DNS rebinding.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Reverse proxies in front of the server: only when a request's TCP peer is one of these
+    /// is its `X-Forwarded-For` believed, for sign-in limits and the audit log.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ProxyNet>,
+}
+
+impl HttpConfig {
+    /// Lower-cases the host names and drops a trailing dot, as they are compared.
+    fn normalise(&mut self) {
+        for h in &mut self.hosts {
+            *h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+        }
+    }
+
+    /// Checks that every host is a bare DNS name or IP address.
+    fn check_hosts(&self) -> Result<(), (String, String)> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            let is_name = !host.is_empty()
+                && host.len() <= MAX_HOST_LEN
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                });
+            if !is_name && host.parse::<IpAddr>().is_err() {
+                return Err((
+                    format!("http.hosts[{i}]"),
+                    format!(
+                        "is {host:?}; write a bare host name or IP address such as \
+                         \"dashboard.example.org\" (no scheme, port or path)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Certificate files of the cloud.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +208,9 @@ pub struct CloudConfig {
     pub pki: PkiFiles,
     /// The sites served.
     pub sites: Vec<SiteInfo>,
+    /// Host names and trusted proxies of the HTTP server.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 impl CloudConfig {
@@ -93,6 +227,7 @@ impl CloudConfig {
         if let Some(base) = path.parent() {
             config.resolve(base);
         }
+        config.http.normalise();
         config.validate(path)?;
         Ok(config)
     }
@@ -126,6 +261,9 @@ impl CloudConfig {
         if self.sites.is_empty() {
             return Err(invalid("sites", "lists no site".into()));
         }
+        self.http
+            .check_hosts()
+            .map_err(|(field, problem)| invalid(&field, problem))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             let ok = |s: &str| {
@@ -229,5 +367,70 @@ rooms = ["1", "2"]
             &GOOD.replace("region = \"south\"", "region = \"South East\""),
             &["sites[0].region"],
         );
+        check_err(
+            &format!("{GOOD}\n[http]\nhosts = [\"https://dash.example.org\"]\n"),
+            &["http.hosts[0]", "no scheme"],
+        );
+        check_err(
+            &format!("{GOOD}\n[http]\nhosts = [\"dash.example.org:443\"]\n"),
+            &["http.hosts[0]"],
+        );
+        check_err(
+            &format!("{GOOD}\n[http]\ntrusted_proxies = [\"proxy.local\"]\n"),
+            &["trusted_proxies", "not an IP address"],
+        );
+        check_err(
+            &format!("{GOOD}\n[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
+            &["trusted_proxies"],
+        );
+        check_err(&format!("{GOOD}\n[http]\nhost = []\n"), &["host"]);
+    }
+
+    #[test]
+    fn the_http_section_is_optional_and_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let c = CloudConfig::load(&path).unwrap();
+        assert!(c.http.hosts.is_empty() && c.http.trusted_proxies.is_empty());
+        let text = format!(
+            "{GOOD}\n[http]\nhosts = [\"Dashboard.Example.org.\", \"10.1.2.3\"]\n\
+             trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let c = CloudConfig::load(&path).unwrap();
+        assert_eq!(c.http.hosts, ["dashboard.example.org", "10.1.2.3"]);
+        assert_eq!(c.http.trusted_proxies.len(), 3);
+    }
+
+    #[test]
+    fn proxy_networks_contain_their_addresses() {
+        let net = |s: &str| ProxyNet::try_from(s.to_owned()).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "127.0.0.2", false),
+            ("10.0.0.0/8", "10.200.3.4", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("192.168.1.0/24", "::ffff:192.168.1.7", true),
+            ("::1", "::1", true),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::1", "127.0.0.1", false),
+        ];
+        for (n, a, expected) in cases {
+            assert_eq!(net(n).contains(ip(a)), expected, "{n} contains {a}");
+        }
+        for bad in [
+            "",
+            "proxy",
+            "10.0.0.0/",
+            "10.0.0.0/40",
+            "::1/129",
+            "1.2.3.4:80",
+        ] {
+            assert!(ProxyNet::try_from(bad.to_owned()).is_err(), "{bad:?}");
+        }
     }
 }

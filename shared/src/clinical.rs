@@ -1,5 +1,6 @@
 //! Clinical calculations of the room screen: the ketamine pump rate and its site limits, the
-//! pre-infusion contraindication rules, the modified Aldrete score and the course plan.
+//! pre-infusion contraindication rules, the modified Aldrete score, the course plan and the
+//! plausible range of a birth date.
 //!
 //! Pure functions over numbers and answers, with worked examples in table tests. Nothing here
 //! decides for a clinician: the screen shows the results and records who acted on them. Rules
@@ -515,6 +516,73 @@ pub fn course_status(plan: &CoursePlan, done_us: &[i64]) -> CourseStatus {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Birth dates
+
+/// The earliest birth date accepted, `(year, month, day)`: no patient alive today was born
+/// before it, and a date before it is a typo in the year.
+pub const EARLIEST_BIRTH_DATE: (i32, u8, u8) = (1900, 1, 1);
+
+/// Why a birth date is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BirthDateError {
+    /// The text is not `YYYY-MM-DD`.
+    #[error("birth date {0:?} is not a date written YYYY-MM-DD")]
+    Format(String),
+    /// The calendar has no such day (a 13th month, 31 February, 29 February of a common year).
+    #[error("birth date {0:?} is not a day of the calendar; check the month and day")]
+    NoSuchDay(String),
+    /// Before [`EARLIEST_BIRTH_DATE`] or after today.
+    #[error("birth date {date:?} is outside 1900-01-01 to today ({today}); check the year")]
+    OutOfRange {
+        /// The date as given.
+        date: String,
+        /// Today, `YYYY-MM-DD`.
+        today: String,
+    },
+}
+
+/// Days in a month of the Gregorian calendar.
+fn days_in_month(year: i32, month: u8) -> u8 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Checks a birth date as typed (`YYYY-MM-DD`): a real day of the calendar, from
+/// [`EARLIEST_BIRTH_DATE`] to `today` (`(year, month, day)`, the caller's clock) inclusive.
+pub fn check_birth_date(date: &str, today: (i32, u8, u8)) -> Result<(), BirthDateError> {
+    let b = date.as_bytes();
+    let shape = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    let year = date.get(0..4).and_then(|p| p.parse::<u16>().ok());
+    let month = date.get(5..7).and_then(|p| p.parse::<u8>().ok());
+    let day = date.get(8..10).and_then(|p| p.parse::<u8>().ok());
+    let (Some(year), Some(month), Some(day), true) = (year, month, day, shape) else {
+        return Err(BirthDateError::Format(date.to_owned()));
+    };
+    let year = i32::from(year);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Err(BirthDateError::NoSuchDay(date.to_owned()));
+    }
+    let ymd = (year, month, day);
+    if ymd < EARLIEST_BIRTH_DATE || ymd > today {
+        return Err(BirthDateError::OutOfRange {
+            date: date.to_owned(),
+            today: format!("{:04}-{:02}-{:02}", today.0, today.1, today.2),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::type_complexity)] // reason: the worked-example tables read best as tuples
 mod tests {
@@ -804,6 +872,44 @@ mod tests {
                 "{days:?}"
             );
             assert_eq!(s.planned, 6);
+        }
+    }
+
+    #[test]
+    fn birth_dates_are_real_days_from_1900_to_today() {
+        let today = (2026, 12, 3);
+        let cases: [(&str, Option<&str>); 22] = [
+            ("1980-12-10", None),
+            ("1900-01-01", None),
+            ("2026-12-03", None),
+            ("2000-02-29", None),
+            ("2024-02-29", None),
+            ("1999-12-31", None),
+            ("1899-12-31", Some("outside")),
+            ("2026-12-04", Some("outside")),
+            ("9999-12-31", Some("outside")),
+            ("0000-01-01", Some("outside")),
+            ("0000-02-31", Some("not a day")),
+            ("1900-02-29", Some("not a day")),
+            ("2023-02-29", Some("not a day")),
+            ("1980-04-31", Some("not a day")),
+            ("1980-13-01", Some("not a day")),
+            ("1980-00-10", Some("not a day")),
+            ("1980-01-00", Some("not a day")),
+            ("1980-1-10", Some("YYYY-MM-DD")),
+            ("10/12/1980", Some("YYYY-MM-DD")),
+            ("1980-12-10T00:00", Some("YYYY-MM-DD")),
+            ("", Some("YYYY-MM-DD")),
+            ("１９８０-12-10", Some("YYYY-MM-DD")),
+        ];
+        for (date, expected) in cases {
+            match (check_birth_date(date, today), expected) {
+                (Ok(()), None) => {}
+                (Err(e), Some(words)) => {
+                    assert!(e.to_string().contains(words), "{date:?}: {e}");
+                }
+                (got, expected) => panic!("{date:?}: got {got:?}, expected {expected:?}"),
+            }
         }
     }
 }

@@ -10,18 +10,28 @@
 //! `GET /metrics` is open, for Prometheus scrapers: it carries counts only, never a site, room
 //! or patient.
 //!
-//! [`router`] also mounts the dashboard ([`crate::dashboard`]), so one listener serves both. Errors are JSON, `{"error": "…"}`: 400 for a bad id or query, 401,
-//! 404 for an unknown id or route, 405, 413 for a request body (nothing here takes one), 503
-//! when too many reads are queued, 500 with details only in the log.
+//! [`router`] also mounts the dashboard ([`crate::dashboard`]), so one listener serves both.
+//! Errors are JSON, `{"error": "…"}`: 400 for a bad id or query, 401, 404 for an unknown id or
+//! route, 405, 413 for a request body (nothing here takes one), 421 for a `Host` this server
+//! does not answer to, 503 when too many reads are queued, 500 with details only in the log.
+//!
+//! Around every route but `/metrics`: the `Host` header must be a loopback name or address,
+//! the address the request arrived on, or one of `[http] hosts` (DNS rebinding gets 421). Every
+//! response carries `X-Content-Type-Options: nosniff` and, unless it set its own,
+//! `Cache-Control: no-store`. The client's address, for the audit log and sign-in limits, is
+//! the TCP peer's, or, when the peer is one of `[http] trusted_proxies`, the right-most address
+//! of `X-Forwarded-For` that is not a trusted proxy ([`client_address`]).
 //!
 //! Reads run on blocking threads through [`CloudStore`]'s read methods (their own read-only
-//! connections), at most [`MAX_CONCURRENT_READS`] at a time. This module never writes; the
-//! sync server does.
+//! connections), at most [`MAX_CONCURRENT_READS`] at a time, each with the caller's
+//! [`Scope`](crate::auth::Scope). This module never writes patient data; the sync server does.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -35,6 +45,7 @@ use vigil_shared::vitals::Channel;
 use vigil_shared::wire::{DocKind, MAX_DOC_ID_BYTES};
 
 use crate::auth::{Auth, Principal};
+use crate::config::{HttpConfig, ProxyNet};
 use crate::metrics::Metrics;
 use crate::store::{ApplianceRow, CloudStore, MAX_SESSION_PAGE, SessionFilter, StoreError};
 
@@ -52,9 +63,17 @@ pub const MAX_CONCURRENT_READS: usize = 16;
 /// How long a read waits for a free slot before the API answers 503.
 const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Largest request body accepted. The API takes no bodies; a small limit refuses uploads
-/// early instead of letting them stream into a handler that ignores them.
+/// Largest request body the JSON API accepts. The API takes no bodies; a small limit refuses
+/// uploads early instead of letting them stream into a handler that ignores them. (The
+/// dashboard's forms have their own limit.)
 pub const MAX_BODY_BYTES: usize = 1024;
+
+/// Addresses of `X-Forwarded-For` looked at, from the right: a chain of proxies is a handful;
+/// a longer list is padding meant to cost the server time.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// Longest `Host` value quoted back in a refusal.
+const MAX_QUOTED_HOST: usize = 100;
 
 /// Sessions per page when the query names no `limit`.
 pub const DEFAULT_SESSION_PAGE: u32 = 100;
@@ -81,21 +100,8 @@ pub const API_ROUTES: [&str; 8] = [
     "/openapi.json",
 ];
 
-/// A site as configured in `cloud.toml` (`[[sites]]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SiteInfo {
-    /// Site id, as in appliance certificates, e.g. `austin`.
-    pub id: String,
-    /// Display name, e.g. `Austin, TX`.
-    pub name: String,
-    /// Region, for regional managers' scope.
-    #[serde(default)]
-    pub region: String,
-    /// Room ids.
-    #[serde(default)]
-    pub rooms: Vec<String>,
-}
+/// A site as configured; defined with the configuration, named here for the API's users.
+pub use crate::config::SiteInfo;
 
 /// What the API handlers share.
 #[derive(Debug, Clone)]
@@ -108,6 +114,8 @@ pub struct ApiState {
     pub sites: Vec<SiteInfo>,
     /// Counters rendered at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Accepted host names and trusted proxies (`[http]` of `cloud.toml`).
+    pub http: HttpConfig,
 }
 
 /// The state plus what the router derives from it once; shared with the dashboard.
@@ -119,18 +127,186 @@ pub(crate) struct Shared {
     reads: Arc<Semaphore>,
 }
 
+/// The two ends of the TCP connection a request came on: serve the router with
+/// `into_make_service_with_connect_info::<ClientConn>()` so that the `Host` check knows the
+/// address the request arrived at. (`SocketAddr` connection info works too, without it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientConn {
+    /// The peer: the client, or a proxy.
+    pub peer: SocketAddr,
+    /// This server's end, when the socket could tell.
+    pub local: Option<SocketAddr>,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for ClientConn {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientConn {
+            peer: *stream.remote_addr(),
+            local: stream.io().local_addr().ok(),
+        }
+    }
+}
+
+/// The connection's ends as far as the server was told.
+fn connection(req: &Request) -> (Option<IpAddr>, Option<IpAddr>) {
+    let ext = req.extensions();
+    if let Some(ConnectInfo(c)) = ext.get::<ConnectInfo<ClientConn>>() {
+        return (Some(c.peer.ip()), c.local.map(|l| l.ip()));
+    }
+    let peer = ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    (peer, None)
+}
+
 /// The client's address as the audit log records it.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientIp(pub(crate) String);
 
-/// The address of the connection a request came on (`unknown` when the server was started
-/// without connection info, as some tests do).
-pub(crate) fn client_ip(req: &Request) -> ClientIp {
-    ClientIp(
-        req.extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-    )
+/// The client's address of a request ([`client_address`] over its connection and headers).
+pub(crate) fn client_ip(req: &Request, trusted: &[ProxyNet]) -> ClientIp {
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    ClientIp(client_address(connection(req).0, forwarded, trusted))
+}
+
+/// An address as written in `X-Forwarded-For`: bare, `v4:port` or `[v6]:port`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    entry.split_once(':')?.0.parse().ok()
+}
+
+/// The client's address: the TCP peer's (`unknown` without one), unless the peer is a trusted
+/// proxy; then the right-most `X-Forwarded-For` address that is not a trusted proxy (each
+/// proxy appends the address it saw, so addresses left of the first untrusted one are the
+/// client's own claims). If every address is a trusted proxy, the left-most; if an entry is
+/// unreadable, the trusted hop that wrote it.
+pub fn client_address<'a>(
+    peer: Option<IpAddr>,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[ProxyNet],
+) -> String {
+    let Some(peer) = peer else {
+        return "unknown".to_owned();
+    };
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return peer.to_string();
+    }
+    let entries: Vec<&str> = forwarded
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev().take(MAX_FORWARDED_HOPS) {
+        let Some(ip) = forwarded_ip(entry) else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client.to_string()
+}
+
+/// The host name or address of a `Host` value, without its port, lower-cased and without a
+/// trailing dot; `None` if it is not one.
+fn host_name(value: &str) -> Option<String> {
+    let value = value.trim();
+    let name = if let Some(rest) = value.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        v6
+    } else {
+        match value.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => value,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether this server answers to `host` (a `Host` header's value): a loopback name or
+/// address, the address the request arrived on, or a configured name. Anything else is a
+/// name an attacker pointed at this address (DNS rebinding) or a misrouted request.
+pub fn host_allowed(host: &str, configured: &[String], local: Option<IpAddr>) -> bool {
+    let Some(name) = host_name(host) else {
+        return false;
+    };
+    if name == "localhost" || configured.contains(&name) {
+        return true;
+    }
+    let unmapped = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match name.parse::<IpAddr>() {
+        Ok(ip) => {
+            let ip = unmapped(ip);
+            ip.is_loopback() || local.is_some_and(|l| unmapped(l) == ip)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Refuses a request whose `Host` (or absolute URI) names a host this server does not answer
+/// to, before anything else runs.
+async fn check_host(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let local = connection(&req).1;
+    let hosts = &s.state.http.hosts;
+    let header = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let named: Vec<String> = header.into_iter().chain(authority).collect();
+    if named.is_empty() {
+        return ApiError::bad_request("the request has no Host header").into_response();
+    }
+    if let Some(bad) = named.iter().find(|h| !host_allowed(h, hosts, local)) {
+        let quoted: String = bad.chars().take(MAX_QUOTED_HOST).collect();
+        tracing::warn!(host = %quoted, "refused a request for another host");
+        return ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer to host {quoted:?}; open it by one of its own \
+                 names (an administrator lists them under [http] hosts in cloud.toml)"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// `nosniff` on every response, and `no-store` on every one that did not choose its own
+/// caching (only the stylesheet does): answers hold patient data.
+async fn baseline_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
 }
 
 /// An API error: a status and a message for the person or program that asked.
@@ -236,15 +412,19 @@ pub fn router(state: ApiState) -> Router {
         .route(openapi_path, get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(shared.clone(), authenticate));
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .layer(middleware::from_fn(refuse_bodies))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .nest("/api/v1", api)
-        .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes(shared.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(refuse_bodies))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(shared.clone(), check_host))
+        // Added after the Host check: scrapers reach it by whatever name their service
+        // discovery uses, and it carries no patient data.
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .layer(middleware::from_fn(baseline_headers))
         .with_state(shared)
 }
 
@@ -291,7 +471,7 @@ async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next
     let principal = match &presented {
         Some(token) => {
             let (token, shared) = (token.clone(), s.clone());
-            match tokio::task::spawn_blocking(move || shared.auth.bearer(&token)).await {
+            match tokio::task::spawn_blocking(move || shared.auth.bearer(&token, now_us())).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => return ApiError::from(e).into_response(),
                 Err(_) => return ApiError::internal().into_response(),
@@ -301,13 +481,13 @@ async fn authenticate(State(s): State<Arc<Shared>>, mut req: Request, next: Next
     };
     let (message, challenge) = match (presented, principal) {
         (Some(_), Some(p)) => {
-            let ip = client_ip(&req);
+            let ip = client_ip(&req, &s.state.http.trusted_proxies);
             req.extensions_mut().insert(p);
             req.extensions_mut().insert(ip);
             return next.run(req).await;
         }
         (Some(_), None) => (
-            "invalid bearer token",
+            "the bearer token is unknown, expired or revoked; make a new one on your account page",
             "Bearer realm=\"vigil-cloud\", error=\"invalid_token\"",
         ),
         (None, _) => (
@@ -502,7 +682,7 @@ struct SessionsQuery {
     offset: Option<u32>,
 }
 
-fn session_filter(q: SessionsQuery, p: &Principal) -> Result<SessionFilter, ApiError> {
+fn session_filter(q: SessionsQuery) -> Result<SessionFilter, ApiError> {
     for (name, value) in [
         ("site", &q.site),
         ("room", &q.room),
@@ -538,7 +718,6 @@ fn session_filter(q: SessionsQuery, p: &Principal) -> Result<SessionFilter, ApiE
         return Err(ApiError::bad_request("from is after to"));
     }
     Ok(SessionFilter {
-        sites: p.scope(),
         site: q.site,
         room: q.room,
         state: q.state,
@@ -573,32 +752,16 @@ pub(crate) async fn audit(
         .map_err(ApiError::from)
 }
 
-/// Runs `f` on the document `id` only if its registered site is in the caller's scope;
-/// `None` otherwise, which the handlers answer as an unknown id (404), so that the answer
-/// does not reveal that another site's document exists.
-pub(crate) async fn scoped<T: Send + 'static>(
-    s: &Shared,
-    p: &Principal,
-    id: &str,
-    f: impl FnOnce(&CloudStore, &str) -> Result<Option<T>, StoreError> + Send + 'static,
-) -> Result<Option<T>, ApiError> {
-    let (p, id) = (p.clone(), id.to_owned());
-    read(s, move |store| match store.document_owner(&id)? {
-        Some((_, site)) if p.allows(&site) => f(store, &id),
-        _ => Ok(None),
-    })
-    .await
-}
-
 async fn sessions(
     State(s): State<Arc<Shared>>,
     Extension(p): Extension<Principal>,
     Extension(ip): Extension<ClientIp>,
     q: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let filter = session_filter(query(q)?, &p)?;
+    let filter = session_filter(query(q)?)?;
     let target = format!("{filter:?}");
-    let page = read(&s, move |store| store.sessions(&filter)).await?;
+    let scope = p.scope().clone();
+    let page = read(&s, move |store| store.sessions(&scope, &filter)).await?;
     audit(&s, &p, &ip, "api list sessions", &target).await?;
     Ok(Json(page))
 }
@@ -610,7 +773,8 @@ async fn session(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = path_id(path)?;
-    let summary = scoped(&s, &p, &id, |store, id| store.session_summary(id))
+    let (scope, key) = (p.scope().clone(), id.clone());
+    let summary = read(&s, move |store| store.session_summary(&scope, &key))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
     audit(&s, &p, &ip, "api session", &id).await?;
@@ -648,8 +812,9 @@ async fn vitals(
     {
         return Err(ApiError::bad_request("from is after to"));
     }
-    let page = scoped(&s, &p, &id, move |store, id| {
-        store.vitals(id, channel, q.from, q.to)
+    let (scope, key) = (p.scope().clone(), id.clone());
+    let page = read(&s, move |store| {
+        store.vitals(&scope, &key, channel, q.from, q.to)
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
@@ -664,8 +829,9 @@ async fn automerge_bytes(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(path)?;
-    let bytes = scoped(&s, &p, &id, |store, id| {
-        store.document_bytes(id, DocKind::Session)
+    let (scope, key) = (p.scope().clone(), id.clone());
+    let bytes = read(&s, move |store| {
+        store.document_bytes(&scope, &key, DocKind::Session)
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
@@ -693,8 +859,9 @@ pub(crate) async fn fhir_bundle(
     ip: &ClientIp,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let chart = scoped(s, p, id, |store, id| {
-        store.session_chart(id, Some(0), Some(0))
+    let (scope, key) = (p.scope().clone(), id.to_owned());
+    let chart = read(s, move |store| {
+        store.session_chart(&scope, &key, Some(0), Some(0))
     })
     .await?
     .ok_or_else(|| ApiError::not_found(format!("session {id} not found")))?;
@@ -732,7 +899,8 @@ async fn patient(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = path_id(path)?;
-    let record = scoped(&s, &p, &id, |store, id| store.patient(id))
+    let (scope, key) = (p.scope().clone(), id.clone());
+    let record = read(&s, move |store| store.patient(&scope, &key))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("patient {id} not found")))?;
     audit(&s, &p, &ip, "api patient", &id).await?;

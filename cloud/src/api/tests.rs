@@ -1,5 +1,6 @@
 //! Tests of the API's pure parts: the OpenAPI document against the routes, id and query
-//! validation, bearer parsing and the sites view. The HTTP behaviour is tested end to end in
+//! validation, bearer parsing, the sites view, the `Host` check and the client's address
+//! behind proxies. The HTTP behaviour is tested end to end in
 //! `cloud/tests/api.rs`.
 
 use super::*;
@@ -120,7 +121,7 @@ fn tokens_compare_exactly_and_an_empty_token_admits_nobody() {
     for (configured, presented, ok) in cases {
         let auth = crate::auth::Auth::new(store.clone(), vec![], configured);
         assert_eq!(
-            auth.bearer(presented).unwrap().is_some(),
+            auth.bearer(presented, 0).unwrap().is_some(),
             ok,
             "{configured:?} vs {presented:?}"
         );
@@ -181,7 +182,7 @@ fn session_queries_are_validated() {
     ];
     for (query, expected) in cases {
         let described = format!("{query:?}");
-        match (session_filter(query, &Principal::service()), expected) {
+        match (session_filter(query), expected) {
             (Ok(f), Ok(limit)) => assert_eq!(f.limit, limit, "{described}"),
             (Err(e), Err(message)) => {
                 assert_eq!(e.status, StatusCode::BAD_REQUEST, "{described}");
@@ -271,4 +272,88 @@ fn site_info_reads_from_toml_shaped_json() {
     .unwrap();
     assert_eq!(sites[1].rooms, Vec::<String>::new());
     assert!(serde_json::from_str::<SiteInfo>(r#"{"id": "a", "name": "b", "typo": 1}"#).is_err());
+}
+
+#[test]
+fn hosts_are_loopback_the_local_address_or_configured() {
+    let configured = vec!["dashboard.example.org".to_owned(), "10.9.8.7".to_owned()];
+    let local: Option<IpAddr> = Some("10.1.2.3".parse().unwrap());
+    let cases = [
+        ("localhost", true),
+        ("localhost:8443", true),
+        ("LocalHost.", true),
+        ("127.0.0.1", true),
+        ("127.8.9.10:80", true),
+        ("[::1]", true),
+        ("[::1]:8443", true),
+        ("[::ffff:127.0.0.1]:1", true),
+        ("dashboard.example.org", true),
+        ("dashboard.example.org:443", true),
+        ("DASHBOARD.example.org.", true),
+        ("10.9.8.7:8443", true),
+        ("10.1.2.3:8443", true),
+        ("[::ffff:10.1.2.3]", true),
+        ("10.1.2.4", false),
+        ("attacker.example", false),
+        ("dashboard.example.org.attacker.example", false),
+        ("localhost.attacker.example", false),
+        ("evil.localhost", false),
+        ("", false),
+        (":443", false),
+        ("localhost:", false),
+        ("localhost:http", false),
+        ("localhost:123456", false),
+        ("[::1", false),
+        ("[::1]x", false),
+        ("::1", false),
+        ("user@localhost", false),
+        ("localhost/x", false),
+    ];
+    for (host, expected) in cases {
+        assert_eq!(host_allowed(host, &configured, local), expected, "{host:?}");
+    }
+    assert!(
+        !host_allowed("10.1.2.3", &[], None),
+        "no local address known"
+    );
+}
+
+#[test]
+fn the_client_is_found_behind_trusted_proxies_only() {
+    let net = |s: &str| ProxyNet::try_from(s.to_owned()).unwrap();
+    let trusted = [net("127.0.0.1"), net("10.0.0.0/8")];
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    // (peer, X-Forwarded-For headers, client)
+    let cases: [(Option<IpAddr>, &[&str], &str); 12] = [
+        (None, &["1.2.3.4"], "unknown"),
+        (ip("198.51.100.7"), &[], "198.51.100.7"),
+        // An untrusted peer's header is its own claim.
+        (ip("198.51.100.7"), &["1.2.3.4"], "198.51.100.7"),
+        (ip("127.0.0.1"), &[], "127.0.0.1"),
+        (ip("127.0.0.1"), &["198.51.100.7"], "198.51.100.7"),
+        // The right-most untrusted address; what the client wrote left of it is ignored.
+        (ip("127.0.0.1"), &["6.6.6.6, 198.51.100.7"], "198.51.100.7"),
+        (
+            ip("127.0.0.1"),
+            &["6.6.6.6", "198.51.100.7, 10.1.1.1"],
+            "198.51.100.7",
+        ),
+        // Every hop trusted: the left-most.
+        (ip("127.0.0.1"), &["10.2.2.2, 10.1.1.1"], "10.2.2.2"),
+        // Ports and brackets as some proxies write them.
+        (ip("127.0.0.1"), &["198.51.100.7:5555"], "198.51.100.7"),
+        (ip("127.0.0.1"), &["[2001:db8::1]:443"], "2001:db8::1"),
+        // Garbage: the trusted hop that passed it on.
+        (ip("127.0.0.1"), &["198.51.100.7, unknown"], "127.0.0.1"),
+        (ip("127.0.0.1"), &["<script>, 10.1.1.1"], "10.1.1.1"),
+    ];
+    for (peer, headers, expected) in cases {
+        let got = client_address(peer, headers.iter().copied(), &trusted);
+        assert_eq!(got, expected, "{peer:?} {headers:?}");
+    }
+    // A long forged chain of trusted-looking addresses is not walked to its end.
+    let padding = vec!["10.0.0.1"; 1000].join(", ");
+    let chain = format!("6.6.6.6, {padding}");
+    let got = client_address(ip("127.0.0.1"), [chain.as_str()].into_iter(), &trusted);
+    assert_eq!(got, "10.0.0.1");
 }

@@ -6,7 +6,15 @@
 //!   sign-in page. Sessions end after [`IDLE_TIMEOUT_US`](crate::auth::IDLE_TIMEOUT_US)
 //!   without a request.
 //! - Every form carries a CSRF token: the session's own after sign-in, a per-browser cookie
-//!   for the sign-in form itself. A POST without the right token is refused with 403.
+//!   for the sign-in form itself. A POST without the right token is refused with 403. Form
+//!   bodies are limited to [`MAX_FORM_BYTES`].
+//! - Sign-in is rate limited per (name, client) with a growing delay and per name and per
+//!   client with a ceiling ([`crate::auth`]); the client is the address
+//!   [`client_ip`](crate::api) finds, behind a trusted proxy its `X-Forwarded-For`.
+//! - After sign-in the browser goes to `next` only if it is a local path (`safe_next`).
+//! - The account page lists the user's API tokens (label, made, expires, last used) with a
+//!   revoke button each; a new token or a new password needs the current password again. A new
+//!   password ends every session of the user and revokes every token.
 //! - Every page and download of patient data is written to the audit log before it is sent,
 //!   and shows only the sites in the viewer's scope; another site's session is a 404.
 //! - Responses carry a strict Content-Security-Policy (no scripts, styles only from
@@ -34,7 +42,7 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -43,6 +51,10 @@ use vigil_shared::ui::{Esc, http, url_encode};
 
 use crate::api::{ApiError, ClientIp, Shared, client_ip, now_us};
 use crate::auth::{BAD_LOGIN, Login, Principal, Role, random_token, same};
+
+/// Largest form body the dashboard reads: its forms carry a token, a name, a password or two
+/// and a label (well under 2 KB); 16 KB leaves room and still refuses uploads at once.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "vigil_session";
@@ -80,12 +92,15 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/audit.csv", get(pages::audit_csv))
         .route("/account", get(pages::account))
         .route("/account/tokens", post(pages::new_token))
+        .route("/account/tokens/revoke", post(pages::revoke_token))
+        .route("/account/password", post(pages::change_password))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(shared, require_session));
     Router::new()
         .route("/login", get(login_page).post(login))
         .route(CSS_PATH, get(stylesheet))
         .merge(signed_in)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -121,17 +136,37 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
     http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
-fn set_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
     HeaderValue::from_str(&http::session_cookie(name, value, max_age_s))
         .unwrap_or(HeaderValue::from_static(""))
 }
 
-/// A path to return to after sign-in: only a local absolute path (no `//host`).
-fn safe_next(next: Option<&str>) -> String {
+/// Longest `next` path kept; a longer one goes to `/`.
+const MAX_NEXT_LEN: usize = 2048;
+
+/// A path to return to after sign-in: a local absolute path, else `/`. It must start with a
+/// single `/` and hold only visible ASCII without a backslash: browsers read `//host`, `/\host`
+/// and paths with tabs or line breaks removed (`/\t/host`) as another site, and a header value
+/// cannot carry controls or non-ASCII bytes.
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.len() <= MAX_NEXT_LEN
+                && n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
+}
+
+/// A `303 See Other` to a local path; `/` if the path cannot be a header value (never, for
+/// what [`safe_next`] returns), so that no redirect can fail.
+pub(crate) fn see_other(path: &str) -> Response {
+    let location = HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
@@ -151,9 +186,9 @@ async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: N
             .uri()
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        return Redirect::to(&format!("/login?next={}", url_encode(&target))).into_response();
+        return see_other(&format!("/login?next={}", url_encode(&target)));
     };
-    let ip = client_ip(&req);
+    let ip = client_ip(&req, &s.state.http.trusted_proxies);
     req.extensions_mut().insert(Viewer { who, csrf });
     req.extensions_mut().insert(ip);
     next.run(req).await
@@ -293,7 +328,7 @@ pub(crate) struct LoginForm {
 }
 
 async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -> Response {
-    let ip = client_ip(&req);
+    let ip = client_ip(&req, &s.state.http.trusted_proxies);
     let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
         return (
             StatusCode::BAD_REQUEST,
@@ -319,7 +354,7 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
     match outcome {
         Ok(Ok(Login::Ok { cookie, .. })) => {
             tracing::info!(user = %username, ip = %ip.0, "signed in");
-            let mut res = Redirect::to(&next).into_response();
+            let mut res = see_other(&next);
             res.headers_mut().append(
                 header::SET_COOKIE,
                 set_cookie(SESSION_COOKIE, &cookie, None),
@@ -334,21 +369,37 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
             )
                 .into_response()
         }
-        Ok(Ok(Login::Limited)) => {
+        Ok(Ok(Login::Limited { retry_after_s })) => {
             tracing::warn!(user = %username, ip = %ip.0, "sign-in rate limited");
-            let message = format!(
-                "too many failed sign-ins; wait {} minutes and try again",
-                crate::auth::FAILURE_WINDOW_US / 60_000_000
-            );
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                html_doc("Sign in", &login_form(&csrf, &next, Some(&message))),
+            limited(
+                html_doc(
+                    "Sign in",
+                    &login_form(&csrf, &next, Some(&wait_message(retry_after_s))),
+                ),
+                retry_after_s,
             )
-                .into_response()
         }
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(_) => ApiError::internal().into_response(),
     }
+}
+
+/// What a person is told when the limiter refused an attempt.
+pub(crate) fn wait_message(retry_after_s: u64) -> String {
+    let wait = if retry_after_s < 120 {
+        format!("{retry_after_s} seconds")
+    } else {
+        format!("{} minutes", retry_after_s.div_ceil(60))
+    };
+    format!("too many failed sign-ins; wait {wait} and try again")
+}
+
+/// A 429 with its `Retry-After`.
+pub(crate) fn limited(body: impl IntoResponse, retry_after_s: u64) -> Response {
+    let mut res = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    res
 }
 
 use axum::extract::FromRequest as _;
@@ -373,7 +424,7 @@ async fn logout(
             return ApiError::from(e).into_response();
         }
     }
-    let mut res = Redirect::to("/login").into_response();
+    let mut res = see_other("/login");
     res.headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", Some(0)));
     res
@@ -415,15 +466,40 @@ mod tests {
 
     #[test]
     fn next_paths_stay_local() {
+        let long = format!("/{}", "a".repeat(MAX_NEXT_LEN));
         let cases = [
             (None, "/"),
+            (Some(""), "/"),
+            (Some("/"), "/"),
             (Some("/sessions?site=austin"), "/sessions?site=austin"),
+            (
+                Some("/sessions/s-1?ecg_from=20&ecg_span=5#ecg"),
+                "/sessions/s-1?ecg_from=20&ecg_span=5#ecg",
+            ),
+            (Some("/reports/outcomes%0A"), "/reports/outcomes%0A"),
             (Some("//evil.example/"), "/"),
+            (Some("///evil.example/"), "/"),
             (Some("https://evil.example/"), "/"),
+            (Some("evil.example"), "/"),
             (Some("/\\evil.example"), "/"),
+            (Some("/sessions\\..\\x"), "/"),
+            (Some("/\t/evil.example/"), "/"),
+            (Some("/\n/x"), "/"),
+            (Some("/\r\nSet-Cookie: a=b"), "/"),
+            (Some("/ /evil.example"), "/"),
+            (Some("/\u{0}"), "/"),
+            (Some("/\u{7f}"), "/"),
+            (Some("/caf\u{e9}"), "/"),
+            (Some("/\u{2215}\u{2215}evil.example"), "/"),
+            (Some(long.as_str()), "/"),
         ];
         for (input, expected) in cases {
-            assert_eq!(safe_next(input), expected, "{input:?}");
+            let next = safe_next(input);
+            assert_eq!(next, expected, "{input:?}");
+            // Whatever was asked, the redirect is built and goes where it should.
+            let res = see_other(&next);
+            assert_eq!(res.status(), StatusCode::SEE_OTHER);
+            assert_eq!(res.headers()[header::LOCATION], expected, "{input:?}");
         }
     }
 

@@ -20,11 +20,16 @@ use vigil_shared::ui::layout::badge;
 use vigil_shared::ui::{Esc, csv_row, url_encode};
 use vigil_shared::vitals::Channel;
 
-use super::{Section, Viewer, audit_view, check_csrf, csv_response, error_page, frame};
-use crate::api::{ClientIp, Shared, check_id, read, scoped, site_views};
-use crate::auth::Role;
+use super::{
+    Section, Viewer, audit_view, check_csrf, csv_response, error_page, frame, limited, wait_message,
+};
+use crate::api::{ClientIp, Shared, check_id, read, site_views};
+use crate::auth::{
+    AuthError, DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, MAX_TOKEN_LABEL, MIN_PASSWORD_LEN, Reauth, Role,
+    ScopeSites,
+};
 use crate::dates;
-use crate::store::{MAX_SESSION_PAGE, SessionChart, SessionFilter, SessionRow};
+use crate::store::{ApiTokenRow, MAX_SESSION_PAGE, SessionChart, SessionFilter, SessionRow};
 
 /// Sessions per page of the list.
 pub const LIST_PAGE: u32 = 25;
@@ -68,13 +73,10 @@ pub(crate) async fn overview(
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
     let now = crate::api::now_us();
-    let scope = viewer.who.scope();
+    let scope = viewer.who.scope().clone();
     let since = dates::midnight(now);
     let data = read(&s, move |store| {
-        Ok((
-            store.appliances()?,
-            store.room_activity(since, scope.as_deref())?,
-        ))
+        Ok((store.appliances()?, store.room_activity(&scope, since)?))
     })
     .await;
     let (appliances, activity) = match data {
@@ -200,7 +202,7 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 
 impl ListQuery {
     /// The store filter, or a message for the person who typed it.
-    fn filter(&self, viewer: &Viewer) -> Result<SessionFilter, String> {
+    fn filter(&self) -> Result<SessionFilter, String> {
         let from_us = match nonempty(&self.from) {
             Some(d) => Some(
                 dates::parse_day(&d)
@@ -231,7 +233,6 @@ impl ListQuery {
         };
         let page = self.page.unwrap_or(1).max(1);
         Ok(SessionFilter {
-            sites: viewer.who.scope(),
             site: nonempty(&self.site),
             room: nonempty(&self.room),
             state,
@@ -339,13 +340,13 @@ pub(crate) async fn sessions(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let filter = match q.filter(&viewer) {
+    let filter = match q.filter() {
         Ok(f) => f,
         Err(message) => return error_page(&viewer, StatusCode::BAD_REQUEST, &message),
     };
     let target = q.query_string();
-    let f = filter.clone();
-    let page = match read(&s, move |store| store.sessions(&f)).await {
+    let (f, scope) = (filter.clone(), viewer.who.scope().clone());
+    let page = match read(&s, move |store| store.sessions(&scope, &f)).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -423,16 +424,17 @@ pub(crate) async fn sessions_csv(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let mut filter = match q.filter(&viewer) {
+    let mut filter = match q.filter() {
         Ok(f) => f,
         Err(message) => return error_page(&viewer, StatusCode::BAD_REQUEST, &message),
     };
     filter.offset = 0;
     filter.limit = MAX_SESSION_PAGE;
+    let scope = viewer.who.scope().clone();
     let rows = read(&s, move |store| {
         let mut all = Vec::new();
         loop {
-            let page = store.sessions(&filter)?;
+            let page = store.sessions(&scope, &filter)?;
             let n = page.sessions.len() as u32;
             all.extend(page.sessions);
             if n < filter.limit || all.len() as u32 >= MAX_CSV_ROWS {
@@ -903,13 +905,15 @@ pub(crate) async fn session(
     }
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let (from_s, span_s) = ecg_window(&q);
-    let found = scoped(&s, &viewer.who, &id, move |store, id| {
+    let (scope, key) = (viewer.who.scope().clone(), id.clone());
+    let found = read(&s, move |store| {
         // The window is relative to the ECG's first sample, which the store knows.
-        let Some(first) = store.ecg_first_us(id)? else {
-            return store.session_chart(id, None, None);
+        let Some(first) = store.ecg_first_us(&scope, &key)? else {
+            return store.session_chart(&scope, &key, None, None);
         };
         let from = first + i64::from(from_s) * 1_000_000;
-        store.session_chart(id, Some(from), Some(from + i64::from(span_s) * 1_000_000))
+        let to = from + i64::from(span_s) * 1_000_000;
+        store.session_chart(&scope, &key, Some(from), Some(to))
     })
     .await;
     let chart = match found {
@@ -1039,36 +1043,152 @@ pub(crate) async fn audit_csv(
     csv_response("audit.csv", out)
 }
 
-fn account_html(viewer: &Viewer, new_token: Option<&str>) -> String {
-    let scope = match &viewer.who.sites {
-        None => "every site".to_owned(),
-        Some(s) if s.is_empty() => "no site (the region has no configured site)".to_owned(),
-        Some(s) => s.iter().cloned().collect::<Vec<_>>().join(", "),
+/// What the account page says above its forms after an action.
+enum Notice<'a> {
+    /// A token was just made: shown once.
+    NewToken(&'a str),
+    /// An action was refused: why, and what to do.
+    Error(&'a str),
+}
+
+fn account_html(
+    viewer: &Viewer,
+    tokens: &[ApiTokenRow],
+    now_us: i64,
+    notice: Option<Notice<'_>>,
+) -> String {
+    let scope = match viewer.who.scope().sites() {
+        ScopeSites::All => "every site".to_owned(),
+        ScopeSites::Only(s) if s.is_empty() => {
+            "no site (the region has no configured site)".to_owned()
+        }
+        ScopeSites::Only(s) => s.iter().cloned().collect::<Vec<_>>().join(", "),
     };
-    let token = new_token.map_or(String::new(), |t| {
-        format!(
+    let notice = match notice {
+        Some(Notice::NewToken(t)) => format!(
             r#"<p class="card">Your new API token (shown once; keep it secret): <code id="new-token">{}</code><br>Use it as <code>Authorization: Bearer TOKEN</code> on <code>/api/v1</code>; it sees what you see here.</p>"#,
             Esc(t)
-        )
-    });
+        ),
+        Some(Notice::Error(m)) => format!(r#"<p class="error" id="account-error">{}</p>"#, Esc(m)),
+        None => String::new(),
+    };
+    let csrf = Esc(&viewer.csrf);
+    let mut rows = String::new();
+    for t in tokens {
+        let expires = if now_us >= t.expires_us {
+            format!("{} (expired)", dates::minute(t.expires_us))
+        } else {
+            dates::minute(t.expires_us)
+        };
+        let _ = write!(
+            rows,
+            r#"<tr class="token" id="token-{id}"><td>{label}</td><td>{created}</td><td>{expires}</td><td>{used}</td><td><form method="post" action="/account/tokens/revoke"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button type="submit" id="revoke-{id}">Revoke</button></form></td></tr>"#,
+            id = t.id,
+            label = Esc(&t.label),
+            created = dates::minute(t.created_us),
+            expires = Esc(&expires),
+            used = t
+                .last_used_us
+                .map_or_else(|| "never".to_owned(), dates::minute),
+        );
+    }
+    if rows.is_empty() {
+        rows.push_str(r#"<tr><td colspan="5" class="muted">No API tokens.</td></tr>"#);
+    }
     format!(
-        r#"<h1>Account</h1><div class="card"><dl class="facts"><dt>User</dt><dd>{}</dd><dt>Role</dt><dd>{}</dd><dt>Sites</dt><dd>{}</dd></dl></div>{token}
-<form method="post" action="/account/tokens" class="filters"><input type="hidden" name="csrf" value="{}"><label>Token label<input name="label" id="token-label" value="dashboard"></label><button class="primary" type="submit" id="new-token-button">Create an API token</button></form>"#,
-        Esc(&viewer.who.username),
-        Esc(&viewer.who.describe()),
-        Esc(&scope),
-        Esc(&viewer.csrf)
+        r#"<h1>Account</h1><div class="card"><dl class="facts"><dt>User</dt><dd>{user}</dd><dt>Role</dt><dd>{role}</dd><dt>Sites</dt><dd>{scope}</dd></dl></div>{notice}
+<h2>API tokens</h2><p class="muted">Times in UTC. A token stops working when it expires, when you revoke it and when your password changes.</p>
+<table id="tokens"><thead><tr><th>Label</th><th>Made</th><th>Expires</th><th>Last used</th><th></th></tr></thead><tbody>{rows}</tbody></table>
+<form method="post" action="/account/tokens" class="filters"><input type="hidden" name="csrf" value="{csrf}"><label>Token label<input name="label" id="token-label" value="dashboard" maxlength="{max_label}"></label><label>Valid for (days)<input name="days" id="token-days" type="number" min="1" max="{max_days}" value="{default_days}"></label><label>Your password<input name="password" id="token-password" type="password" autocomplete="current-password" required></label><button class="primary" type="submit" id="new-token-button">Create an API token</button></form>
+<h2>Password</h2><p class="muted">A new password signs you out everywhere and revokes all your API tokens.</p>
+<form method="post" action="/account/password" class="filters"><input type="hidden" name="csrf" value="{csrf}"><label>Current password<input name="current" id="current-password" type="password" autocomplete="current-password" required></label><label>New password<input name="new" id="new-password" type="password" autocomplete="new-password" minlength="{min_len}" required></label><label>New password again<input name="repeat" id="repeat-password" type="password" autocomplete="new-password" minlength="{min_len}" required></label><button type="submit" id="change-password">Change password</button></form>"#,
+        user = Esc(&viewer.who.username),
+        role = Esc(&viewer.who.describe()),
+        scope = Esc(&scope),
+        max_label = MAX_TOKEN_LABEL,
+        max_days = MAX_TOKEN_DAYS,
+        default_days = DEFAULT_TOKEN_DAYS,
+        min_len = MIN_PASSWORD_LEN,
     )
 }
 
+/// The account page with `notice`, answered with `status`. The token list is read afresh.
+async fn account_page(
+    s: &Arc<Shared>,
+    viewer: &Viewer,
+    status: StatusCode,
+    notice: Option<Notice<'_>>,
+) -> Response {
+    let (shared, who) = (s.clone(), viewer.who.clone());
+    let tokens = match tokio::task::spawn_blocking(move || shared.auth.tokens(&who)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return crate::api::ApiError::from(e).into_response(),
+        Err(_) => return crate::api::ApiError::internal().into_response(),
+    };
+    let body = account_html(viewer, &tokens, crate::api::now_us(), notice);
+    (status, frame(viewer, Section::Account, "Account", &body)).into_response()
+}
+
 /// `GET /account`.
-pub(crate) async fn account(Extension(viewer): Extension<Viewer>) -> Response {
-    frame(
-        &viewer,
-        Section::Account,
-        "Account",
-        &account_html(&viewer, None),
-    )
+pub(crate) async fn account(
+    State(s): State<Arc<Shared>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    account_page(&s, &viewer, StatusCode::OK, None).await
+}
+
+/// Runs an action of `auth` on a blocking thread; a failed task is a 500.
+async fn blocking<T: Send + 'static>(
+    s: &Arc<Shared>,
+    f: impl FnOnce(&crate::auth::Auth) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let shared = s.clone();
+    tokio::task::spawn_blocking(move || f(&shared.auth))
+        .await
+        .map_err(|_| crate::api::ApiError::internal().into_response())
+}
+
+/// The answer to an action that needed the password again and was not done, or the error.
+async fn not_done<T>(
+    s: &Arc<Shared>,
+    viewer: &Viewer,
+    outcome: Result<Reauth<T>, AuthError>,
+) -> Result<T, Response> {
+    match outcome {
+        Ok(Reauth::Done(v)) => Ok(v),
+        Ok(Reauth::Refused) => Err(account_page(
+            s,
+            viewer,
+            StatusCode::FORBIDDEN,
+            Some(Notice::Error(
+                "wrong password: nothing was changed; type your current password again",
+            )),
+        )
+        .await),
+        Ok(Reauth::Limited { retry_after_s }) => {
+            let message = wait_message(retry_after_s);
+            let page = account_page(
+                s,
+                viewer,
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Notice::Error(&message)),
+            )
+            .await;
+            Err(limited(page, retry_after_s))
+        }
+        Err(AuthError::Invalid(message)) => Err(account_page(
+            s,
+            viewer,
+            StatusCode::BAD_REQUEST,
+            Some(Notice::Error(&message)),
+        )
+        .await),
+        Err(AuthError::Store(e)) => Err(crate::api::ApiError::from(e).into_response()),
+        Err(AuthError::Hash(e)) => {
+            tracing::error!(error = %e, "cannot hash a password");
+            Err(crate::api::ApiError::internal().into_response())
+        }
+    }
 }
 
 /// The token form.
@@ -1076,39 +1196,178 @@ pub(crate) async fn account(Extension(viewer): Extension<Viewer>) -> Response {
 pub(crate) struct TokenForm {
     csrf: Option<String>,
     label: Option<String>,
+    days: Option<String>,
+    password: Option<String>,
 }
 
-/// `POST /account/tokens`: issues an API token for the signed-in user.
+/// `POST /account/tokens`: issues an API token for the signed-in user, who types their
+/// password again (a session left open on a shared screen must not yield a lasting
+/// credential).
 pub(crate) async fn new_token(
     State(s): State<Arc<Shared>>,
     Extension(viewer): Extension<Viewer>,
+    Extension(ip): Extension<ClientIp>,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let (csrf, label) = match form {
-        Ok(Form(f)) => (f.csrf, f.label),
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(_) => TokenForm {
+            csrf: None,
+            label: None,
+            days: None,
+            password: None,
+        },
+    };
+    if let Err(r) = check_csrf(&viewer, f.csrf.as_deref()) {
+        return r;
+    }
+    let days = match f.days.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        None => DEFAULT_TOKEN_DAYS,
+        Some(d) => match d.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let message =
+                    format!("valid for: {d:?} is not a number of days (1 to {MAX_TOKEN_DAYS})");
+                return account_page(
+                    &s,
+                    &viewer,
+                    StatusCode::BAD_REQUEST,
+                    Some(Notice::Error(&message)),
+                )
+                .await;
+            }
+        },
+    };
+    let label = f.label.unwrap_or_default();
+    let password = f.password.unwrap_or_default();
+    let (who, client) = (viewer.who.clone(), ip.0.clone());
+    let minted = match blocking(&s, move |auth| {
+        auth.mint_token(&who, &password, &label, days, &client, crate::api::now_us())
+    })
+    .await
+    {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let token = match not_done(&s, &viewer, minted).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if let Err(r) = audit_view(&s, &viewer, &ip, "make api token", &format!("{days} days")).await {
+        return r;
+    }
+    account_page(&s, &viewer, StatusCode::OK, Some(Notice::NewToken(&token))).await
+}
+
+/// The revoke form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RevokeForm {
+    csrf: Option<String>,
+    id: Option<i64>,
+}
+
+/// `POST /account/tokens/revoke`: revokes one of the signed-in user's tokens, then shows the
+/// account page again.
+pub(crate) async fn revoke_token(
+    State(s): State<Arc<Shared>>,
+    Extension(viewer): Extension<Viewer>,
+    Extension(ip): Extension<ClientIp>,
+    form: Result<Form<RevokeForm>, FormRejection>,
+) -> Response {
+    let (csrf, id) = match form {
+        Ok(Form(f)) => (f.csrf, f.id),
         Err(_) => (None, None),
     };
     if let Err(r) = check_csrf(&viewer, csrf.as_deref()) {
         return r;
     }
-    let label: String = label.unwrap_or_default().chars().take(64).collect();
-    let user = viewer.who.username.clone();
-    let issued = read(&s, move |store| {
-        crate::auth::issue_api_token(store, &user, &label, crate::api::now_us()).map_err(
-            |e| match e {
-                crate::auth::AuthError::Store(e) => e,
-                other => crate::store::StoreError::Conflict(other.to_string()),
-            },
-        )
-    })
-    .await;
-    match issued {
-        Ok(token) => frame(
+    let Some(id) = id else {
+        return error_page(
             &viewer,
-            Section::Account,
-            "Account",
-            &account_html(&viewer, Some(&token)),
-        ),
-        Err(e) => e.into_response(),
+            StatusCode::BAD_REQUEST,
+            "which token? the form named none",
+        );
+    };
+    let who = viewer.who.clone();
+    let revoked = match blocking(&s, move |auth| auth.revoke_token(&who, id)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return crate::api::ApiError::from(e).into_response(),
+        Err(r) => return r,
+    };
+    if !revoked {
+        return error_page(
+            &viewer,
+            StatusCode::NOT_FOUND,
+            "you have no such token (already revoked?); reload the account page",
+        );
     }
+    if let Err(r) = audit_view(&s, &viewer, &ip, "revoke api token", &id.to_string()).await {
+        return r;
+    }
+    super::see_other("/account")
+}
+
+/// The password form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PasswordForm {
+    csrf: Option<String>,
+    current: Option<String>,
+    new: Option<String>,
+    repeat: Option<String>,
+}
+
+/// `POST /account/password`: changes the signed-in user's password once they typed the
+/// current one. Every session of theirs ends (this one too) and every API token is revoked;
+/// the browser goes to the sign-in page.
+pub(crate) async fn change_password(
+    State(s): State<Arc<Shared>>,
+    Extension(viewer): Extension<Viewer>,
+    Extension(ip): Extension<ClientIp>,
+    form: Result<Form<PasswordForm>, FormRejection>,
+) -> Response {
+    let f = match form {
+        Ok(Form(f)) => f,
+        Err(_) => PasswordForm {
+            csrf: None,
+            current: None,
+            new: None,
+            repeat: None,
+        },
+    };
+    if let Err(r) = check_csrf(&viewer, f.csrf.as_deref()) {
+        return r;
+    }
+    let (current, new) = (f.current.unwrap_or_default(), f.new.unwrap_or_default());
+    if f.repeat.as_deref() != Some(new.as_str()) {
+        return account_page(
+            &s,
+            &viewer,
+            StatusCode::BAD_REQUEST,
+            Some(Notice::Error(
+                "the new password and its repetition differ: nothing was changed",
+            )),
+        )
+        .await;
+    }
+    let (who, client) = (viewer.who.clone(), ip.0.clone());
+    let changed = match blocking(&s, move |auth| {
+        auth.change_password(&who, &current, &new, &client, crate::api::now_us())
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(r) = not_done(&s, &viewer, changed).await {
+        return r;
+    }
+    if let Err(r) = audit_view(&s, &viewer, &ip, "change password", "").await {
+        return r;
+    }
+    let mut res = super::see_other("/login");
+    res.headers_mut().append(
+        axum::http::header::SET_COOKIE,
+        super::set_cookie(super::SESSION_COOKIE, "", Some(0)),
+    );
+    res
 }

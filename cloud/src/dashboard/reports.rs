@@ -156,10 +156,10 @@ async fn advisory_data(
 ) -> Result<(Vec<SiteAdvisories>, String, String), Response> {
     let (from, to, from_text, to_text) =
         range(q, now_us()).map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
-    let scope = viewer.who.scope();
+    let scope = viewer.who.scope().clone();
     let data = read(s, move |store| {
-        let sessions = store.site_session_counts(scope.as_deref(), Some(from), Some(to))?;
-        let counts = store.advisory_counts(scope.as_deref(), Some(from), Some(to))?;
+        let sessions = store.site_session_counts(&scope, Some(from), Some(to))?;
+        let counts = store.advisory_counts(&scope, Some(from), Some(to))?;
         Ok((sessions, counts))
     })
     .await
@@ -356,9 +356,9 @@ async fn utilisation_data(
     let now = now_us();
     let (from, to, from_text, to_text) =
         range(q, now).map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
-    let scope = viewer.who.scope();
+    let scope = viewer.who.scope().clone();
     let rows = read(s, move |store| {
-        store.session_report_rows(scope.as_deref(), Some(from), Some(to))
+        store.session_report_rows(&scope, Some(from), Some(to))
     })
     .await
     .map_err(IntoResponse::into_response)?;
@@ -567,8 +567,8 @@ pub fn outcome_report(inputs: &[OutcomeSite]) -> Vec<SiteOutcome> {
 }
 
 async fn outcome_data(s: &Arc<Shared>, viewer: &Viewer) -> Result<Vec<SiteOutcome>, Response> {
-    let scope = viewer.who.scope();
-    let inputs = read(s, move |store| store.outcome_inputs(scope.as_deref()))
+    let scope = viewer.who.scope().clone();
+    let inputs = read(s, move |store| store.outcome_inputs(&scope))
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(outcome_report(&inputs))

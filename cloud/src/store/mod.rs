@@ -25,9 +25,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use automerge::{AutoCommit, ChangeHash};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use vigil_shared::wire::DocKind;
+
+use crate::auth::{Scope, ScopeSites};
 
 pub use reads::{
     ApplianceRow, ChannelSummary, MAX_SESSION_PAGE, MAX_VITALS_PER_PAGE, SessionFilter,
@@ -37,7 +40,7 @@ pub use report::{
     AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, RoomActivity, SessionChart,
     SessionReportRow, SiteSessionCount,
 };
-pub use users::{AuditRow, MAX_AUDIT_PAGE, UserRow, WebSessionRow};
+pub use users::{ApiTokenRow, AuditRow, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow};
 
 use projection::Projection;
 
@@ -61,7 +64,7 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_REPORTED_FAILURES: usize = 100;
 
 /// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 3;
+const DB_VERSION: i64 = 4;
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
@@ -179,17 +182,21 @@ impl ReindexReport {
 /// - appliance presence: [`appliance_connected`](Self::appliance_connected),
 ///   [`appliance_seen`](Self::appliance_seen), [`appliance_synced`](Self::appliance_synced),
 ///   [`appliance_disconnected`](Self::appliance_disconnected);
-/// - reads for the API: [`sessions`](Self::sessions),
-///   [`session_summary`](Self::session_summary), [`vitals`](Self::vitals),
-///   [`patient`](Self::patient), [`appliances`](Self::appliances);
-/// - reads for the dashboard, each taking the reader's scope: [`room_activity`](Self::room_activity),
-///   [`session_chart`](Self::session_chart), [`session_report_rows`](Self::session_report_rows),
+/// - reads of patient data, each taking the reader's [`Scope`] (a document of a site out of
+///   scope reads as unknown; lists leave such sites out in SQL): [`sessions`](Self::sessions),
+///   [`session_row`](Self::session_row), [`session_summary`](Self::session_summary),
+///   [`vitals`](Self::vitals), [`patient`](Self::patient),
+///   [`document_bytes`](Self::document_bytes), [`room_activity`](Self::room_activity),
+///   [`session_chart`](Self::session_chart), [`ecg_first_us`](Self::ecg_first_us),
+///   [`session_report_rows`](Self::session_report_rows),
 ///   [`site_session_counts`](Self::site_session_counts),
 ///   [`advisory_counts`](Self::advisory_counts), [`outcome_inputs`](Self::outcome_inputs);
+///   and appliance presence (no patient data): [`appliances`](Self::appliances);
 /// - people: [`create_user`](Self::create_user), [`set_password`](Self::set_password),
 ///   [`set_disabled`](Self::set_disabled), [`users`](Self::users), browser sessions
 ///   ([`create_web_session`](Self::create_web_session) …), API tokens
-///   ([`create_api_token`](Self::create_api_token), [`api_token_user`](Self::api_token_user))
+///   ([`create_api_token`](Self::create_api_token), [`api_token`](Self::api_token),
+///   [`api_tokens`](Self::api_tokens), [`revoke_api_token`](Self::revoke_api_token))
 ///   and the audit log ([`audit`](Self::audit), [`audit_log`](Self::audit_log));
 /// - maintenance: [`reindex`](Self::reindex).
 ///
@@ -301,22 +308,27 @@ impl CloudStore {
     }
 
     /// The whole document as `doc.save()` bytes, loadable by any Automerge implementation;
-    /// `None` when the id is unknown or is not of `kind`. Served straight from the snapshot
-    /// when no change sets are pending.
-    pub fn document_bytes(&self, id: &str, kind: DocKind) -> Result<Option<Vec<u8>>, StoreError> {
+    /// `None` when the id is unknown, is not of `kind` or belongs to a site out of `scope`.
+    /// Served straight from the snapshot when no change sets are pending.
+    pub fn document_bytes(
+        &self,
+        scope: &Scope,
+        id: &str,
+        kind: DocKind,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|conn| {
             let tx = conn.transaction()?;
-            let row: Option<(String, Vec<u8>)> = tx
+            let row: Option<(String, String, Vec<u8>)> = tx
                 .query_row(
-                    "SELECT kind, snapshot FROM documents WHERE id = ?1",
+                    "SELECT kind, site, snapshot FROM documents WHERE id = ?1",
                     [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let Some((stored_kind, snapshot)) = row else {
+            let Some((stored_kind, site, snapshot)) = row else {
                 return Ok(None);
             };
-            if stored_kind != kind.as_str() {
+            if stored_kind != kind.as_str() || !scope.allows(&site) {
                 return Ok(None);
             }
             let pending: i64 = tx.query_row(
@@ -580,6 +592,39 @@ impl CloudStore {
     }
 }
 
+/// `AND column IN (?, ?…)` for a scope, with its arguments; nothing for every site, and
+/// `AND 0` for a scope of no site. Every list of patient data goes through here, so rows of a
+/// site out of scope never leave the database.
+fn scope_clause(column: &str, scope: &Scope, args: &mut Vec<SqlValue>) -> String {
+    match scope.sites() {
+        ScopeSites::All => String::new(),
+        ScopeSites::Only(list) if list.is_empty() => " AND 0".into(),
+        ScopeSites::Only(list) => {
+            args.extend(list.iter().map(|s| SqlValue::Text(s.clone())));
+            format!(" AND {column} IN ({})", vec!["?"; list.len()].join(", "))
+        }
+    }
+}
+
+/// Loads a document of `kind` if it exists and its registered site is in `scope`; `None`
+/// otherwise, so that a document out of scope reads exactly like an unknown one.
+fn load_in_scope(
+    conn: &Connection,
+    scope: &Scope,
+    id: &str,
+    kind: DocKind,
+) -> Result<Option<StoredDoc>, StoreError> {
+    let site: Option<String> = conn
+        .query_row("SELECT site FROM documents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if !site.is_some_and(|s| scope.allows(&s)) {
+        return Ok(None);
+    }
+    Ok(load_stored(conn, id)?.filter(|s| s.kind == kind))
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked: a panic inside a
 /// write unwinds through rusqlite's `Transaction`, whose drop rolls the transaction back, and
 /// the reader pool only holds idle connections. So the poison flag carries no information.
@@ -711,6 +756,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              PRAGMA user_version = 3;
              COMMIT;",
         )?;
+    }
+    if version < 4 {
+        // API tokens expire and record their last use.
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 4; COMMIT;",
+            users::schema_v4_tokens()
+        ))?;
     }
     Ok(())
 }

@@ -18,7 +18,8 @@ use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::DocKind;
 
 use super::projection::{self, ChannelStats};
-use super::{CloudStore, StoreError, load_stored};
+use super::{CloudStore, StoreError, load_in_scope, scope_clause};
+use crate::auth::Scope;
 
 /// Most samples one vitals page carries; a longer range is paged with `next_from_us`.
 /// 250,000 samples is about 17 minutes of 250 Hz ECG and a few megabytes of JSON; the
@@ -29,11 +30,10 @@ pub const MAX_VITALS_PER_PAGE: usize = 250_000;
 /// a dashboard table shows; past that, page with `offset`.
 pub const MAX_SESSION_PAGE: u32 = 500;
 
-/// Which sessions to list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which sessions to list, within the reader's [`Scope`] (given beside it, never part of it:
+/// a filter has no default and no field that could widen what a reader sees).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionFilter {
-    /// Only these sites (the reader's scope); `None` for every site, an empty list for none.
-    pub sites: Option<Vec<String>>,
     /// Only this site.
     pub site: Option<String>,
     /// Only this room.
@@ -234,20 +234,15 @@ fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
 }
 
 impl CloudStore {
-    /// A page of the session list.
-    pub fn sessions(&self, filter: &SessionFilter) -> Result<SessionPage, StoreError> {
-        let mut clauses: Vec<&str> = Vec::new();
+    /// A page of the session list: the sessions of the sites in `scope` that match `filter`.
+    pub fn sessions(
+        &self,
+        scope: &Scope,
+        filter: &SessionFilter,
+    ) -> Result<SessionPage, StoreError> {
         let mut args: Vec<SqlValue> = Vec::new();
-        let scope;
-        if let Some(sites) = &filter.sites {
-            scope = if sites.is_empty() {
-                "0".to_owned()
-            } else {
-                format!("site IN ({})", vec!["?"; sites.len()].join(", "))
-            };
-            clauses.push(scope.as_str());
-            args.extend(sites.iter().map(|s| SqlValue::Text(s.clone())));
-        }
+        let in_scope = scope_clause("site", scope, &mut args);
+        let mut clauses: Vec<&str> = Vec::new();
         let mut add = |clause: &'static str, value: SqlValue| {
             clauses.push(clause);
             args.push(value);
@@ -273,11 +268,9 @@ impl CloudStore {
         if let Some(has) = filter.has_advisory {
             add("has_advisory = ?", SqlValue::Integer(i64::from(has)));
         }
-        let where_clause = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
+        let where_clause: String = std::iter::once(format!("WHERE 1{in_scope}"))
+            .chain(clauses.iter().map(|c| format!(" AND {c}")))
+            .collect();
         let limit = filter.limit.min(MAX_SESSION_PAGE);
         self.read(|conn| {
             let tx = conn.transaction()?;
@@ -308,24 +301,30 @@ impl CloudStore {
         })
     }
 
-    /// One session's list row, or `None`.
-    pub fn session_row(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+    /// One session's list row, or `None` (no such session, or out of scope).
+    pub fn session_row(&self, scope: &Scope, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let mut args = vec![SqlValue::Text(id.to_owned())];
+        let in_scope = scope_clause("site", scope, &mut args);
         self.read(|conn| {
             Ok(conn
                 .query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
-                    [id],
+                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 {in_scope}"),
+                    rusqlite::params_from_iter(args.iter()),
                     session_row,
                 )
                 .optional()?)
         })
     }
 
-    /// A session's summary, or `None` if there is no such session.
-    pub fn session_summary(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
+    /// A session's summary, or `None` (no such session, or out of scope).
+    pub fn session_summary(
+        &self,
+        scope: &Scope,
+        id: &str,
+    ) -> Result<Option<SessionSummary>, StoreError> {
         self.read(|conn| {
             let tx = conn.transaction()?;
-            let Some(doc) = load_session(&tx, id)? else {
+            let Some(doc) = load_session(&tx, scope, id)? else {
                 return Ok(None);
             };
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
@@ -355,9 +354,10 @@ impl CloudStore {
     }
 
     /// Samples of one channel with `from_us <= t < to_us`, at most [`MAX_VITALS_PER_PAGE`]
-    /// of them; `None` if there is no such session.
+    /// of them; `None` if there is no such session or it is out of scope.
     pub fn vitals(
         &self,
+        scope: &Scope,
         id: &str,
         channel: Channel,
         from_us: Option<i64>,
@@ -365,7 +365,7 @@ impl CloudStore {
     ) -> Result<Option<VitalsPage>, StoreError> {
         self.read(|conn| {
             let tx = conn.transaction()?;
-            let Some(doc) = load_session(&tx, id)? else {
+            let Some(doc) = load_session(&tx, scope, id)? else {
                 return Ok(None);
             };
             let corrupt_chunks = projection::read_channels(&tx, id)?
@@ -382,15 +382,12 @@ impl CloudStore {
         })
     }
 
-    /// A patient's record, or `None`.
-    pub fn patient(&self, id: &str) -> Result<Option<PatientRecord>, StoreError> {
+    /// A patient's record, or `None` (no such patient, or out of scope).
+    pub fn patient(&self, scope: &Scope, id: &str) -> Result<Option<PatientRecord>, StoreError> {
         self.read(|conn| {
-            let Some(stored) = load_stored(conn, id)? else {
+            let Some(stored) = load_in_scope(conn, scope, id, DocKind::Patient)? else {
                 return Ok(None);
             };
-            if stored.kind != DocKind::Patient {
-                return Ok(None);
-            }
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
                 id: id.to_owned(),
                 reason: e.to_string(),
@@ -427,10 +424,12 @@ impl CloudStore {
     }
 }
 
-fn load_session(conn: &Connection, id: &str) -> Result<Option<AutoCommit>, StoreError> {
-    Ok(load_stored(conn, id)?
-        .filter(|s| s.kind == DocKind::Session)
-        .map(|s| s.doc))
+fn load_session(
+    conn: &Connection,
+    scope: &Scope,
+    id: &str,
+) -> Result<Option<AutoCommit>, StoreError> {
+    Ok(load_in_scope(conn, scope, id, DocKind::Session)?.map(|s| s.doc))
 }
 
 /// The samples of one channel in `[from_us, to_us)`, sorted by time, cut after `max_samples`.

@@ -2,9 +2,8 @@
 //! overview, a session's charts (its document loaded once for every channel), and the rows
 //! the advisory, utilisation and outcome reports are computed from.
 //!
-//! Every query takes the caller's scope as `sites: Option<&[String]>` (`None`: every site) and
-//! filters in SQL, so rows of a site out of scope never leave the database. Nothing here
-//! writes or decides scope; [`crate::auth`] does.
+//! Every query takes the caller's [`Scope`] and filters in SQL, so rows of a site out of
+//! scope never leave the database. Nothing here writes or decides scope; [`crate::auth`] does.
 
 use rusqlite::types::Value as SqlValue;
 use serde::Serialize;
@@ -12,7 +11,8 @@ use vigil_shared::doc::{SessionDoc, SessionMeta};
 use vigil_shared::vitals::Channel;
 
 use super::reads::{VitalsPage, vitals_page};
-use super::{CloudStore, StoreError, projection};
+use super::{CloudStore, StoreError, load_in_scope, projection, scope_clause};
+use crate::auth::Scope;
 
 /// Most ECG samples one chart window decodes: 60 s at 250 Hz. The session page shows a strip
 /// of 10 s by default; zooming out is capped here so a page never decodes a whole session.
@@ -105,19 +105,6 @@ pub struct OutcomeSite {
     pub patients: Vec<(String, u64, u64, Vec<i64>)>,
 }
 
-/// `AND column IN (?, ?…)` for a scope, with its arguments; nothing for every site. An empty
-/// scope matches nothing.
-fn scope_clause(column: &str, sites: Option<&[String]>, args: &mut Vec<SqlValue>) -> String {
-    match sites {
-        None => String::new(),
-        Some([]) => " AND 0".into(),
-        Some(list) => {
-            args.extend(list.iter().map(|s| SqlValue::Text(s.clone())));
-            format!(" AND {column} IN ({})", vec!["?"; list.len()].join(", "))
-        }
-    }
-}
-
 fn range_clause(
     column: &str,
     from_us: Option<i64>,
@@ -144,11 +131,11 @@ impl CloudStore {
     /// Per room: sessions started at or after `since_us`, and sessions in progress.
     pub fn room_activity(
         &self,
+        scope: &Scope,
         since_us: i64,
-        sites: Option<&[String]>,
     ) -> Result<Vec<RoomActivity>, StoreError> {
         let mut args = vec![SqlValue::Integer(since_us)];
-        let scope = scope_clause("site", sites, &mut args);
+        let scope = scope_clause("site", scope, &mut args);
         let sql = format!(
             "SELECT site, room,
                     sum(CASE WHEN started_us >= ?1 THEN 1 ELSE 0 END),
@@ -171,21 +158,20 @@ impl CloudStore {
 
     /// The session page's data: the document is loaded once; HR, SpO2, pulse, blood pressure
     /// and temperature in full, the ECG only in `[ecg_from_us, ecg_to_us)` and at most
-    /// [`MAX_ECG_WINDOW_SAMPLES`]. `None` if there is no such session.
+    /// [`MAX_ECG_WINDOW_SAMPLES`]. `None` if there is no such session or it is out of scope.
     pub fn session_chart(
         &self,
+        scope: &Scope,
         id: &str,
         ecg_from_us: Option<i64>,
         ecg_to_us: Option<i64>,
     ) -> Result<Option<SessionChart>, StoreError> {
         self.read(|conn| {
             let tx = conn.transaction()?;
-            let Some(stored) = super::load_stored(&tx, id)? else {
+            let kind = vigil_shared::wire::DocKind::Session;
+            let Some(stored) = load_in_scope(&tx, scope, id, kind)? else {
                 return Ok(None);
             };
-            if stored.kind != vigil_shared::wire::DocKind::Session {
-                return Ok(None);
-            }
             let stats = projection::read_channels(&tx, id)?;
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
                 id: id.to_owned(),
@@ -235,9 +221,20 @@ impl CloudStore {
         })
     }
 
-    /// The time of a session's first ECG sample, from the projection.
-    pub fn ecg_first_us(&self, id: &str) -> Result<Option<i64>, StoreError> {
+    /// The time of a session's first ECG sample, from the projection; `None` also when the
+    /// session is out of scope.
+    pub fn ecg_first_us(&self, scope: &Scope, id: &str) -> Result<Option<i64>, StoreError> {
+        let mut args = vec![SqlValue::Text(id.to_owned())];
+        let in_scope = scope_clause("site", scope, &mut args);
         self.read(|conn| {
+            let visible: bool = conn.query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM documents WHERE id = ?1 {in_scope})"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            if !visible {
+                return Ok(None);
+            }
             Ok(projection::read_channels(conn, id)?
                 .get(&Channel::Ecg)
                 .and_then(|s| s.first_us))
@@ -247,12 +244,12 @@ impl CloudStore {
     /// Sessions started in `[from_us, to_us)` at the sites in scope, by site, room and start.
     pub fn session_report_rows(
         &self,
-        sites: Option<&[String]>,
+        scope: &Scope,
         from_us: Option<i64>,
         to_us: Option<i64>,
     ) -> Result<Vec<SessionReportRow>, StoreError> {
         let mut args = Vec::new();
-        let scope = scope_clause("site", sites, &mut args);
+        let scope = scope_clause("site", scope, &mut args);
         let range = range_clause("started_us", from_us, to_us, &mut args);
         let sql = format!(
             "SELECT id, site, room, patient_id, state, started_us, ended_us, discharge_us
@@ -280,12 +277,12 @@ impl CloudStore {
     /// Sessions started in the range, per site in scope.
     pub fn site_session_counts(
         &self,
-        sites: Option<&[String]>,
+        scope: &Scope,
         from_us: Option<i64>,
         to_us: Option<i64>,
     ) -> Result<Vec<SiteSessionCount>, StoreError> {
         let mut args = Vec::new();
-        let scope = scope_clause("site", sites, &mut args);
+        let scope = scope_clause("site", scope, &mut args);
         let range = range_clause("started_us", from_us, to_us, &mut args);
         let sql = format!(
             "SELECT site, count(*) FROM sessions WHERE started_us IS NOT NULL {scope} {range}
@@ -307,12 +304,12 @@ impl CloudStore {
     /// sessions started in the range, per site in scope.
     pub fn advisory_counts(
         &self,
-        sites: Option<&[String]>,
+        scope: &Scope,
         from_us: Option<i64>,
         to_us: Option<i64>,
     ) -> Result<Vec<AdvisoryCount>, StoreError> {
         let mut args = Vec::new();
-        let scope = scope_clause("s.site", sites, &mut args);
+        let scope = scope_clause("s.site", scope, &mut args);
         let range = range_clause("s.started_us", from_us, to_us, &mut args);
         let sql = format!(
             "SELECT s.site, 'advisory', a.kind, a.priority, count(*)
@@ -348,10 +345,12 @@ impl CloudStore {
     /// the patient's course, 6 when the patient document has not arrived), sessions completed
     /// and the PHQ-9 totals, oldest first: the patient's course record (outcome scores in the
     /// patient document) when it holds any, otherwise the totals recorded in sessions. Never
-    /// both, since the room screen writes each pre-infusion PHQ-9 to both places.
-    pub fn outcome_inputs(&self, sites: Option<&[String]>) -> Result<Vec<OutcomeSite>, StoreError> {
+    /// both, since the room screen writes each pre-infusion PHQ-9 to both places. A patient
+    /// document counts only for sessions of its own site, so a session naming another site's
+    /// patient cannot pull that patient's scores into this site's report.
+    pub fn outcome_inputs(&self, scope: &Scope) -> Result<Vec<OutcomeSite>, StoreError> {
         let mut args = Vec::new();
-        let scope = scope_clause("s.site", sites, &mut args);
+        let scope = scope_clause("s.site", scope, &mut args);
         let sql = format!(
             "SELECT s.site, s.patient_id,
                     coalesce(json_extract(p.course, '$.infusions_planned'), 6),
@@ -368,7 +367,7 @@ impl CloudStore {
                         FROM json_each(p.outcome_scores) j
                         WHERE json_extract(j.value, '$.instrument') = 'phq9'
                         ORDER BY json_extract(j.value, '$.at_us')))
-             FROM sessions s LEFT JOIN patients p ON p.id = s.patient_id
+             FROM sessions s LEFT JOIN patients p ON p.id = s.patient_id AND p.site = s.site
              WHERE 1 {scope}
              GROUP BY s.site, s.patient_id ORDER BY s.site, s.patient_id
              LIMIT {MAX_REPORT_ROWS}"

@@ -249,7 +249,7 @@ fn a_new_session_round_trips_with_its_projections() {
     check_channel(&rows, Channel::Nibp, &s.sent[&Channel::Nibp], 1, 0);
     check_channel(&rows, Channel::Spo2, &[], 0, 0);
 
-    let row = f.store.session_row("s-1").unwrap().unwrap();
+    let row = f.store.session_row(&all(), "s-1").unwrap().unwrap();
     assert_eq!(
         (
             row.site.as_str(),
@@ -260,7 +260,7 @@ fn a_new_session_round_trips_with_its_projections() {
         ),
         ("austin", "1", "in_progress", Some(2_000), 5_000)
     );
-    let summary = f.store.session_summary("s-1").unwrap().unwrap();
+    let summary = f.store.session_summary(&all(), "s-1").unwrap().unwrap();
     assert_eq!(summary.notes, "calm");
     assert_eq!(summary.channels[&Channel::Ecg].samples, 2_500);
     assert_eq!(
@@ -319,7 +319,7 @@ fn incremental_commits_update_the_projections() {
     let rows = channels(&f.store, "s-1");
     check_channel(&rows, Channel::Hr, &s.sent[&Channel::Hr], 2, 0);
     check_channel(&rows, Channel::Spo2, &s.sent[&Channel::Spo2], 1, 0);
-    let row = f.store.session_row("s-1").unwrap().unwrap();
+    let row = f.store.session_row(&all(), "s-1").unwrap().unwrap();
     assert_eq!(
         (
             row.n_advisories,
@@ -460,12 +460,14 @@ fn compaction_keeps_the_document_identical() {
     // The document endpoint's bytes load to the same heads, with and without pending changes.
     let bytes = f
         .store
-        .document_bytes("s-1", DocKind::Session)
+        .document_bytes(&all(), "s-1", DocKind::Session)
         .unwrap()
         .unwrap();
     assert_eq!(heads(&mut AutoCommit::load(&bytes).unwrap()), heads(s.am()));
     assert_eq!(
-        f.store.document_bytes("s-1", DocKind::Patient).unwrap(),
+        f.store
+            .document_bytes(&all(), "s-1", DocKind::Patient)
+            .unwrap(),
         None
     );
 }
@@ -505,7 +507,7 @@ fn a_corrupt_chunk_counts_apart_while_the_others_count() {
     );
     let page = f
         .store
-        .vitals("s-1", Channel::Hr, None, None)
+        .vitals(&all(), "s-1", Channel::Hr, None, None)
         .unwrap()
         .unwrap();
     assert_eq!((page.samples.len(), page.corrupt_chunks), (20, 3));
@@ -733,7 +735,7 @@ fn changes_another_copy_committed_are_merged_in() {
     );
     let mut stored = f.store.load_document("p-1").unwrap().unwrap();
     assert_eq!(heads(&mut stored.doc), heads(b.automerge()));
-    assert_eq!(f.store.patient("p-1").unwrap(), Some(merged));
+    assert_eq!(f.store.patient(&all(), "p-1").unwrap(), Some(merged));
     let family: String = f
         .store
         .reader()
@@ -837,7 +839,6 @@ fn the_session_list_filters_and_pages() {
             .unwrap();
     }
     let filter = |site: Option<&str>, room: Option<&str>, from, to, limit, offset| SessionFilter {
-        sites: None,
         has_advisory: None,
         patient_id: None,
         site: site.map(str::to_owned),
@@ -882,17 +883,17 @@ fn the_session_list_filters_and_pages() {
         ),
     ];
     for (filter, total, ids) in cases {
-        let page = f.store.sessions(&filter).unwrap();
+        let page = f.store.sessions(&all(), &filter).unwrap();
         let got: Vec<&str> = page.sessions.iter().map(|r| r.id.as_str()).collect();
         assert_eq!((page.total, got), (total, ids), "{filter:?}");
         assert!(page.limit <= MAX_SESSION_PAGE);
     }
-    let in_progress = SessionFilter {
+    let completed = SessionFilter {
         state: Some("completed".into()),
         limit: 10,
-        ..SessionFilter::default()
+        ..filter(None, None, None, None, 10, 0)
     };
-    assert_eq!(f.store.sessions(&in_progress).unwrap().total, 0);
+    assert_eq!(f.store.sessions(&all(), &completed).unwrap().total, 0);
 }
 
 /// Vitals pages: range filters, time order across chunks, and cuts that never split an
@@ -1040,4 +1041,258 @@ fn reopening_keeps_everything_and_refuses_a_newer_schema() {
         CloudStore::open(&path),
         Err(StoreError::TooNew(_))
     ));
+}
+
+/// Every scope in these tests: made as the dashboard makes them, from a principal.
+fn all() -> Scope {
+    Scope::all_for_tests()
+}
+
+/// The scope of a user with `role` bound to `bound_to`, over Austin (central) and Florida
+/// (southeast).
+fn scope_of(role: &str, bound_to: &str) -> Scope {
+    let site = |id: &str, region: &str| crate::config::SiteInfo {
+        id: id.into(),
+        name: id.into(),
+        region: region.into(),
+        rooms: vec!["1".into()],
+    };
+    let user = UserRow {
+        id: 1,
+        username: "u".into(),
+        role: role.into(),
+        scope: bound_to.into(),
+        password_hash: String::new(),
+        disabled: false,
+        created_us: 0,
+    };
+    let sites = [site("austin", "central"), site("florida", "southeast")];
+    crate::auth::principal(&user, &sites)
+        .unwrap()
+        .scope()
+        .clone()
+}
+
+#[test]
+fn a_regional_managers_scope_leaves_other_regions_out_of_every_query() {
+    let f = fixture();
+    for (id, site, patient_id) in [("s-a", "austin", "p-a"), ("s-f", "florida", "p-f")] {
+        let mut m = meta(id, site, "1", Some(100));
+        m.patient_id = patient_id.into();
+        m.observations = vec![vigil_shared::doc::Observation {
+            id: "o1".into(),
+            at_us: 200,
+            effect: "nausea".into(),
+            severity: "mild".into(),
+            by: "nurse-a".into(),
+        }];
+        let mut s = SessionDoc::create(&m).unwrap();
+        let hr = samples(Channel::Hr, 100, 20, 1_000_000, 1);
+        s.append_chunk(Channel::Hr, encode(Channel::Hr, &hr))
+            .unwrap();
+        let ecg = samples(Channel::Ecg, 100, 50, 4_000, 2);
+        s.append_chunk(Channel::Ecg, encode(Channel::Ecg, &ecg))
+            .unwrap();
+        f.store
+            .commit_document(id, DocKind::Session, site, s.automerge(), 1)
+            .unwrap();
+        let mut p = PatientDoc::create(&patient(patient_id, site)).unwrap();
+        f.store
+            .commit_document(patient_id, DocKind::Patient, site, p.automerge(), 1)
+            .unwrap();
+    }
+    let central = scope_of("regional_manager", "central");
+    let s = &f.store;
+    let sites_of = |rows: Vec<String>| rows.into_iter().collect::<std::collections::BTreeSet<_>>();
+    let austin_only = sites_of(vec!["austin".into()]);
+
+    // Lists and reports: only the region's sites.
+    let filter = SessionFilter {
+        site: None,
+        room: None,
+        state: None,
+        patient_id: None,
+        from_us: None,
+        to_us: None,
+        has_advisory: None,
+        limit: 100,
+        offset: 0,
+    };
+    let page = s.sessions(&central, &filter).unwrap();
+    assert_eq!(
+        (
+            page.total,
+            sites_of(page.sessions.into_iter().map(|r| r.site).collect())
+        ),
+        (1, austin_only.clone())
+    );
+    let by_patient = SessionFilter {
+        patient_id: Some("p-f".into()),
+        ..filter.clone()
+    };
+    assert_eq!(s.sessions(&central, &by_patient).unwrap().total, 0);
+    let rooms = s.room_activity(&central, 0).unwrap();
+    assert_eq!(
+        sites_of(rooms.into_iter().map(|r| r.site).collect()),
+        austin_only
+    );
+    let rows = s.session_report_rows(&central, None, None).unwrap();
+    assert_eq!(
+        sites_of(rows.into_iter().map(|r| r.site).collect()),
+        austin_only
+    );
+    let counts = s.site_session_counts(&central, None, None).unwrap();
+    assert_eq!(
+        sites_of(counts.into_iter().map(|r| r.site).collect()),
+        austin_only
+    );
+    let events = s.advisory_counts(&central, None, None).unwrap();
+    assert_eq!(
+        sites_of(events.into_iter().map(|r| r.site).collect()),
+        austin_only
+    );
+    let outcomes = s.outcome_inputs(&central).unwrap();
+    assert_eq!(
+        sites_of(outcomes.into_iter().map(|r| r.site).collect()),
+        austin_only
+    );
+
+    // One document at a time: the other region's reads exactly like an unknown id.
+    for (id, visible) in [("s-a", true), ("s-f", false), ("s-nowhere", false)] {
+        assert_eq!(
+            s.session_row(&central, id).unwrap().is_some(),
+            visible,
+            "{id}"
+        );
+        assert_eq!(
+            s.session_summary(&central, id).unwrap().is_some(),
+            visible,
+            "{id}"
+        );
+        let vitals = s.vitals(&central, id, Channel::Hr, None, None).unwrap();
+        assert_eq!(vitals.is_some(), visible, "{id}");
+        let chart = s.session_chart(&central, id, None, None).unwrap();
+        assert_eq!(chart.is_some(), visible, "{id}");
+        assert_eq!(
+            s.ecg_first_us(&central, id).unwrap().is_some(),
+            visible,
+            "{id}"
+        );
+        let bytes = s.document_bytes(&central, id, DocKind::Session).unwrap();
+        assert_eq!(bytes.is_some(), visible, "{id}");
+    }
+    assert!(s.patient(&central, "p-a").unwrap().is_some());
+    assert!(s.patient(&central, "p-f").unwrap().is_none());
+    let patient_bytes = s.document_bytes(&central, "p-f", DocKind::Patient).unwrap();
+    assert!(patient_bytes.is_none());
+
+    // The mirror image, a clinician's single site, and a region with no site: nothing.
+    let southeast = scope_of("regional_manager", "southeast");
+    assert!(s.session_summary(&southeast, "s-f").unwrap().is_some());
+    assert!(s.session_summary(&southeast, "s-a").unwrap().is_none());
+    let nurse = scope_of("clinician", "florida");
+    assert_eq!(s.sessions(&nurse, &filter).unwrap().total, 1);
+    let nowhere = scope_of("regional_manager", "west");
+    assert_eq!(s.sessions(&nowhere, &filter).unwrap().total, 0);
+    assert!(s.room_activity(&nowhere, 0).unwrap().is_empty());
+    assert!(s.outcome_inputs(&nowhere).unwrap().is_empty());
+    assert!(s.patient(&nowhere, "p-a").unwrap().is_none());
+    // An admin sees both.
+    assert_eq!(
+        s.sessions(&scope_of("admin", ""), &filter).unwrap().total,
+        2
+    );
+}
+
+#[test]
+fn a_session_cannot_pull_another_sites_patient_into_its_outcomes() {
+    let f = fixture();
+    let mut record = patient("p-f", "florida");
+    record.course.infusions_planned = 1;
+    record.outcome_scores = vec![vigil_shared::doc::Score {
+        id: "c1".into(),
+        at_us: 10,
+        instrument: "phq9".into(),
+        phase: "pre".into(),
+        value: 21,
+        by: "nurse".into(),
+    }];
+    let mut p = PatientDoc::create(&record).unwrap();
+    f.store
+        .commit_document("p-f", DocKind::Patient, "florida", p.automerge(), 1)
+        .unwrap();
+    // A session at Austin naming Florida's patient.
+    let mut m = meta("s-forged", "austin", "1", Some(100));
+    m.patient_id = "p-f".into();
+    let mut s = SessionDoc::create(&m).unwrap();
+    commit(&f.store, "s-forged", s.automerge(), 1);
+    let outcomes = f.store.outcome_inputs(&all()).unwrap();
+    assert_eq!(
+        outcomes,
+        vec![OutcomeSite {
+            site: "austin".into(),
+            patients: vec![("p-f".into(), 6, 0, vec![])],
+        }],
+        "Florida's plan and PHQ-9 stay out of Austin's report"
+    );
+}
+
+#[test]
+fn tokens_made_before_expiry_existed_get_the_default_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let day = 86_400_000_000_i64;
+    {
+        // A database at version 3, as far as the step to 4 looks (it touches only
+        // `api_tokens`): tokens without expiry or last use.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 3; COMMIT;",
+            users::SCHEMA_V2
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO users (username, role, scope, password_hash, created_us)
+             VALUES ('maria', 'admin', '', 'x', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_id, label, created_us)
+             VALUES (x'01', 1, 'old', ?1)",
+            [5 * day],
+        )
+        .unwrap();
+    }
+    let store = CloudStore::open(&path).unwrap();
+    let (row, user) = store.api_token(&[1]).unwrap().unwrap();
+    assert_eq!(user.username, "maria");
+    assert_eq!(
+        (
+            row.label.as_str(),
+            row.created_us,
+            row.expires_us,
+            row.last_used_us
+        ),
+        ("old", 5 * day, (5 + LEGACY_TOKEN_DAYS) * day, None)
+    );
+    // New tokens, use, listing and revocation on the migrated file.
+    let id = store
+        .create_api_token(&[2], user.id, "new", 10 * day, 40 * day)
+        .unwrap();
+    store.touch_api_token(id, 11 * day).unwrap();
+    let listed = store.api_tokens(user.id).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|t| (t.label.as_str(), t.last_used_us))
+            .collect::<Vec<_>>(),
+        [("new", Some(11 * day)), ("old", None)]
+    );
+    assert!(
+        !store.revoke_api_token(user.id + 1, id).unwrap(),
+        "not theirs"
+    );
+    assert!(store.revoke_api_token(user.id, id).unwrap());
+    assert!(store.api_token(&[2]).unwrap().is_none());
 }

@@ -45,6 +45,21 @@ pub struct WebSessionRow {
     pub last_seen_us: i64,
 }
 
+/// An API token as its owner's account page lists it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiTokenRow {
+    /// Row id, to revoke it by.
+    pub id: i64,
+    /// The label its maker gave it.
+    pub label: String,
+    /// Made, µs.
+    pub created_us: i64,
+    /// Refused from this instant on, µs.
+    pub expires_us: i64,
+    /// Last accepted, µs (recorded at most once a minute).
+    pub last_used_us: Option<i64>,
+}
+
 /// One audit entry: who read what, when, from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
@@ -110,6 +125,34 @@ pub(super) const SCHEMA_V2: &str = "
     CREATE INDEX audit_by_time ON audit_log (at_us);
 ";
 
+/// The lifetime the migration to version 4 gives tokens that had none, days: the default
+/// lifetime of a new token.
+pub const LEGACY_TOKEN_DAYS: i64 = 90;
+
+/// The store's migration to version 4: API tokens get an expiry and a last-used time. Tokens
+/// made before it expire [`LEGACY_TOKEN_DAYS`] after they were made. Touches only
+/// `api_tokens`.
+pub(super) fn schema_v4_tokens() -> String {
+    format!(
+        "ALTER TABLE api_tokens ADD COLUMN expires_us INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE api_tokens ADD COLUMN last_used_us INTEGER;
+         UPDATE api_tokens SET expires_us = created_us + {LEGACY_TOKEN_DAYS} * 86400000000;
+         CREATE INDEX api_tokens_by_user ON api_tokens (user_id);"
+    )
+}
+
+const TOKEN_COLUMNS: &str = "t.rowid, t.label, t.created_us, t.expires_us, t.last_used_us";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRow> {
+    Ok(ApiTokenRow {
+        id: r.get(0)?,
+        label: r.get(1)?,
+        created_us: r.get(2)?,
+        expires_us: r.get(3)?,
+        last_used_us: r.get(4)?,
+    })
+}
+
 impl CloudStore {
     /// Creates a user; [`StoreError::Conflict`] if the name is taken.
     pub fn create_user(
@@ -139,8 +182,9 @@ impl CloudStore {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Replaces a user's password hash and ends their browser sessions; `false` if there is
-    /// no such user.
+    /// Replaces a user's password hash, ends their browser sessions and revokes their API
+    /// tokens (whoever knew the old password may have made one); `false` if there is no such
+    /// user.
     pub fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
         let mut conn = self.writer();
         let tx = conn.transaction()?;
@@ -148,10 +192,15 @@ impl CloudStore {
             "UPDATE users SET password_hash = ?2 WHERE username = ?1",
             params![username, password_hash],
         )?;
-        tx.execute(
-            "DELETE FROM web_sessions WHERE user_id IN (SELECT id FROM users WHERE username = ?1)",
-            [username],
-        )?;
+        for table in ["web_sessions", "api_tokens"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE user_id IN
+                     (SELECT id FROM users WHERE username = ?1)"
+                ),
+                [username],
+            )?;
+        }
         tx.commit()?;
         Ok(n > 0)
     }
@@ -276,34 +325,88 @@ impl CloudStore {
         Ok(())
     }
 
-    /// Records an API token of a user under its digest.
+    /// Records an API token of a user under its digest; returns its id.
     pub fn create_api_token(
         &self,
         token_hash: &[u8],
         user_id: i64,
         label: &str,
         now_us: i64,
-    ) -> Result<(), StoreError> {
+        expires_us: i64,
+    ) -> Result<i64, StoreError> {
+        let conn = self.writer();
+        conn.execute(
+            "INSERT INTO api_tokens (token_hash, user_id, label, created_us, expires_us)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_hash, user_id, label, now_us, expires_us],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// An API token and the user it belongs to, by the token's digest. Expiry is the
+    /// caller's to check.
+    pub fn api_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<(ApiTokenRow, UserRow)>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS}, u.id, u.username, u.role, u.scope,
+                                u.password_hash, u.disabled, u.created_us
+                         FROM api_tokens t JOIN users u ON u.id = t.user_id
+                         WHERE t.token_hash = ?1"
+                    ),
+                    [token_hash],
+                    |r| {
+                        Ok((
+                            token_row(r)?,
+                            UserRow {
+                                id: r.get(5)?,
+                                username: r.get(6)?,
+                                role: r.get(7)?,
+                                scope: r.get(8)?,
+                                password_hash: r.get(9)?,
+                                disabled: r.get(10)?,
+                                created_us: r.get(11)?,
+                            },
+                        ))
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    /// Records that an API token was used.
+    pub fn touch_api_token(&self, id: i64, now_us: i64) -> Result<(), StoreError> {
         self.writer().execute(
-            "INSERT INTO api_tokens (token_hash, user_id, label, created_us) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, user_id, label, now_us],
+            "UPDATE api_tokens SET last_used_us = ?2 WHERE rowid = ?1",
+            params![id, now_us],
         )?;
         Ok(())
     }
 
-    /// The user an API token belongs to, by the token's digest.
-    pub fn api_token_user(&self, token_hash: &[u8]) -> Result<Option<UserRow>, StoreError> {
+    /// A user's API tokens, newest first (expired ones too, until revoked).
+    pub fn api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenRow>, StoreError> {
         self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT u.id, u.username, u.role, u.scope, u.password_hash, u.disabled,
-                            u.created_us
-                     FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1",
-                    [token_hash],
-                    user_row,
-                )
-                .optional()?)
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?1
+                 ORDER BY t.created_us DESC, t.rowid DESC"
+            ))?;
+            let rows = stmt.query_map([user_id], token_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
+    }
+
+    /// Revokes (deletes) one of a user's API tokens; `false` if that user has no token with
+    /// this id.
+    pub fn revoke_api_token(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
+        let n = self.writer().execute(
+            "DELETE FROM api_tokens WHERE rowid = ?1 AND user_id = ?2",
+            params![id, user_id],
+        )?;
+        Ok(n > 0)
     }
 
     /// Appends to the audit log.

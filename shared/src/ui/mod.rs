@@ -64,12 +64,38 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// Characters that make a spreadsheet program read a cell as a formula (or a DDE command)
+/// when they start it.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a spreadsheet program could run `s` as a formula: it starts with one of
+/// [`FORMULA_STARTS`], also after leading spaces or line breaks (programs trim those), and it
+/// is not a plain number (`-3.5`, `+12` stay numbers in the export).
+pub fn csv_formula_like(s: &str) -> bool {
+    if s.starts_with(['\t', '\r']) {
+        return true;
+    }
+    let trimmed = s.trim_start_matches(|c: char| c.is_whitespace());
+    trimmed.starts_with(FORMULA_STARTS) && !(trimmed.len() == s.len() && is_plain_number(s))
+}
+
+/// A decimal number as people write it (`-3.5`, `+12`, `0.25`), not `inf`, `NaN` or `1e5`:
+/// only those are left unguarded.
+fn is_plain_number(s: &str) -> bool {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.contains('.') && frac.is_empty())
+}
+
 /// A value as a CSV field (RFC 4180): quoted when it holds a comma, quote or line break, with
-/// quotes doubled. A field starting with `= + - @`, a tab or a carriage return gets a leading
-/// apostrophe so that spreadsheet programs do not run it as a formula (CSV injection).
+/// quotes doubled. A value a spreadsheet could run as a formula ([`csv_formula_like`]) gets a
+/// leading apostrophe (CSV injection); plain numbers stay numbers.
 pub fn csv_field(s: &str) -> String {
     let guarded;
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err() {
+    let s = if csv_formula_like(s) {
         guarded = format!("'{s}");
         guarded.as_str()
     } else {
@@ -138,20 +164,78 @@ mod tests {
         assert_eq!(url_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 
+    fn check_csv(input: &str, expected: &str) {
+        assert_eq!(csv_field(input), expected, "{input:?}");
+    }
+
     #[test]
     fn csv_fields() {
         let cases = [
+            ("", ""),
             ("plain", "plain"),
             ("a,b", "\"a,b\""),
             ("say \"hi\"", "\"say \"\"hi\"\"\""),
             ("two\nlines", "\"two\nlines\""),
-            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
-            ("-12.5", "-12.5"),
-            ("@SUM(A1)", "'@SUM(A1)"),
+            ("a = b", "a = b"),
+            ("x-ray", "x-ray"),
+            ("2026-11-30T07:10:05.250Z", "2026-11-30T07:10:05.250Z"),
         ];
         for (input, expected) in cases {
-            assert_eq!(csv_field(input), expected, "{input:?}");
+            check_csv(input, expected);
         }
         assert_eq!(csv_row(&["a", "b,c"]), "a,\"b,c\"\r\n");
+    }
+
+    #[test]
+    fn csv_formulas_are_neutralised() {
+        let cases = [
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("=1+1", "'=1+1"),
+            ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\r=1", "\"'\r=1\""),
+            // Spreadsheets trim leading blanks and line breaks before looking.
+            (" =cmd", "' =cmd"),
+            ("   @SUM(A1)", "'   @SUM(A1)"),
+            ("\n=cmd", "\"'\n=cmd\""),
+            ("\r\n+1", "\"'\r\n+1\""),
+            (" \n -1", "\"' \n -1\""),
+            ("\u{a0}=1", "'\u{a0}=1"),
+            // Numbers that merely look like formulas are not numbers.
+            ("-inf", "'-inf"),
+            ("-NaN", "'-NaN"),
+            ("-1e5", "'-1e5"),
+            ("-1.", "'-1."),
+            ("-", "'-"),
+            ("+", "'+"),
+            (" -3.5", "' -3.5"),
+            // Plain numbers stay numbers.
+            ("-3.5", "-3.5"),
+            ("-12", "-12"),
+            ("+12", "+12"),
+            ("-0.25", "-0.25"),
+            ("3.5", "3.5"),
+        ];
+        for (input, expected) in cases {
+            check_csv(input, expected);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_csv_field_starts_a_formula(s in ".*") {
+            let field = csv_field(&s);
+            // What a spreadsheet sees after unquoting and trimming leading blanks.
+            let unquoted = field
+                .strip_prefix('"')
+                .and_then(|f| f.strip_suffix('"'))
+                .map_or_else(|| field.clone(), |f| f.replace("\"\"", "\""));
+            let seen = unquoted.trim_start_matches(|c: char| c.is_whitespace());
+            let starts_formula = seen.starts_with(['=', '+', '-', '@'])
+                || unquoted.starts_with(['\t', '\r']);
+            proptest::prop_assert!(!starts_formula || is_plain_number(&unquoted), "{field:?}");
+        }
     }
 }
