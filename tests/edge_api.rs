@@ -53,6 +53,12 @@ async fn bad_requests_get_clear_json_errors() {
     extra["favourite_colour"] = json!("blue");
     let (st, body) = http.post("/api/v1/patients", &extra).await;
     assert_eq!(st, 422, "{body}");
+    for impossible in ["0000-02-31", "9999-12-31", "1970-02-30"] {
+        let mut bad = patient_body("Date");
+        bad["birth_date"] = json!(impossible);
+        let (st, body) = http.post("/api/v1/patients", &bad).await;
+        assert_eq!(st, 422, "{impossible}: {body}");
+    }
     let mut bad_date = patient_body("Date");
     bad_date["birth_date"] = json!("31/12/1970");
     let (st, body) = http.post("/api/v1/patients", &bad_date).await;

@@ -617,7 +617,14 @@ impl Recorder {
     ) -> Result<PatientRecord, RecorderError> {
         check_text("given_name", &input.given_name, true)?;
         check_text("family_name", &input.family_name, true)?;
-        check_date("birth_date", &input.birth_date)?;
+        let (y, m, d) = crate::clock::civil_date(now_us);
+        let today = (
+            i32::try_from(y).unwrap_or(i32::MAX),
+            u8::try_from(m).unwrap_or(12),
+            u8::try_from(d).unwrap_or(31),
+        );
+        clinical::check_birth_date(&input.birth_date, today)
+            .map_err(|e| RecorderError::Invalid(format!("birth_date: {e}")))?;
         let record = PatientRecord {
             id: new_id(),
             site: self.cfg.site.clone(),
@@ -1200,24 +1207,6 @@ fn check_text(field: &str, value: &str, required: bool) -> Result<(), RecorderEr
     if value.len() > MAX_TEXT_LEN {
         return Err(RecorderError::Invalid(format!(
             "{field} is longer than {MAX_TEXT_LEN} bytes"
-        )));
-    }
-    Ok(())
-}
-
-fn check_date(field: &str, value: &str) -> Result<(), RecorderError> {
-    let b = value.as_bytes();
-    let shape = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    let month: u32 = value.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
-    let day: u32 = value.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(0);
-    if !shape || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return Err(RecorderError::Invalid(format!(
-            "{field} must be a date as YYYY-MM-DD, got {value:?}"
         )));
     }
     Ok(())

@@ -127,24 +127,9 @@ pub(crate) fn who(names: &BTreeMap<String, String>, id: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
-/// Days since the epoch to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// `YYYY-MM-DD` (UTC) of a time in µs.
 pub(crate) fn date(us: i64) -> String {
-    let (y, m, d) = civil(us.div_euclid(86_400_000_000));
+    let (y, m, d) = crate::clock::civil_date(us);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
