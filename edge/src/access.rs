@@ -357,7 +357,8 @@ mod tests {
             site_token("late", "vgt_austin_late", 10, false),
         ];
         let check = |t: &str| check_token(t, &token_sha256(local), "austin", &tokens, 50);
-        let cases: &[(&str, Result<(&str, Role), Refusal>)] = &[
+        type Expected = Result<(&'static str, Role), Refusal>;
+        let cases: &[(&str, Expected)] = &[
             ("vgl_abc", Ok(("local", Role::Local))),
             ("vgl_abd", Err(Refusal::Invalid)),
             ("vgt_austin_0123", Ok(("token:ehr", Role::Integration))),

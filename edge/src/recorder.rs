@@ -854,11 +854,10 @@ impl Recorder {
         if reason.is_empty() {
             return Err(blocked());
         }
-        let staff = crate::reads::site_config_doc(&self.conn, &self.cfg.site)?
-            .map(|d| d.config())
-            .transpose()?
-            .map(|c| c.staff)
-            .unwrap_or_default();
+        let staff = match crate::reads::site_config_doc(&self.conn, &self.cfg.site)? {
+            Some(doc) => doc.config()?.staff,
+            None => Vec::new(),
+        };
         if staff.iter().any(|m| m.id == by && m.role == "clinician") {
             Ok(())
         } else {

@@ -426,10 +426,10 @@ pub(crate) fn site_config(
     conn: &rusqlite::Connection,
     site: &str,
 ) -> Result<Option<SiteConfig>, RecorderError> {
-    crate::reads::site_config_doc(conn, site)?
-        .map(|d| d.config())
-        .transpose()
-        .map_err(RecorderError::from)
+    match crate::reads::site_config_doc(conn, site)? {
+        Some(doc) => Ok(Some(doc.config()?)),
+        None => Ok(None),
+    }
 }
 
 /// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
