@@ -1,4 +1,5 @@
-//! The Automerge document schema: session, patient and site-config documents.
+//! The Automerge document schema: session, patient and site-config documents (audit documents
+//! are in [`crate::audit`]).
 //!
 //! Every document has `schema` (a version number) and `kind` at its root. Typed, low-rate parts
 //! (protocol, events, advisories, scores, discharge, demographics, configuration) are mapped with
@@ -66,6 +67,45 @@ pub enum DocError {
         /// What is wrong.
         reason: String,
     },
+    /// A document id that its kind does not allow (audit documents need a UUID).
+    #[error("{kind} document id {id:?} is not a UUID")]
+    BadId {
+        /// The document's kind.
+        kind: DocKind,
+        /// The refused id.
+        id: String,
+    },
+    /// An audit document would hold more entries than allowed; start a new one.
+    #[error(
+        "audit document holds {len} entries, adding {adding} would pass the limit of {max}; start a new audit document"
+    )]
+    AuditFull {
+        /// Entries it holds.
+        len: usize,
+        /// Entries being added.
+        adding: usize,
+        /// [`crate::audit::MAX_AUDIT_ENTRIES_PER_DOC`].
+        max: usize,
+    },
+    /// One entry of an audit document is malformed or over a field limit.
+    #[error("audit entry {index} is malformed: {reason}")]
+    AuditEntry {
+        /// The entry's position in the list.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An audit document lacks its room or its entry list.
+    #[error("audit document is malformed: {0}")]
+    AuditShape(String),
+    /// A change to an audit document that edits, moves or removes an existing entry.
+    #[error("audit entry {id} was {what}; audit entries may only be added")]
+    AuditRewritten {
+        /// The entry's id.
+        id: String,
+        /// `changed`, `moved or duplicated` or `removed`.
+        what: &'static str,
+    },
 }
 
 /// What every document says about itself at its root.
@@ -85,7 +125,7 @@ pub struct DocHeader {
 pub fn header(doc: &impl ReadDoc) -> Result<DocHeader, DocError> {
     let kind_name = root_str(doc, "kind").unwrap_or_default();
     let kind = DocKind::from_name(&kind_name).ok_or(DocError::WrongKind {
-        expected: "session, patient or site_config",
+        expected: "session, patient, site_config or audit",
         found: kind_name,
     })?;
     let schema = root_u64(doc, "schema");
@@ -122,7 +162,7 @@ fn root_u64(doc: &impl ReadDoc, key: &str) -> Option<u64> {
     }
 }
 
-fn expect_kind(doc: &impl ReadDoc, expected: DocKind) -> Result<DocHeader, DocError> {
+pub(crate) fn expect_kind(doc: &impl ReadDoc, expected: DocKind) -> Result<DocHeader, DocError> {
     let h = header(doc)?;
     if h.kind != expected {
         return Err(DocError::WrongKind {
@@ -133,7 +173,12 @@ fn expect_kind(doc: &impl ReadDoc, expected: DocKind) -> Result<DocHeader, DocEr
     Ok(h)
 }
 
-fn write_header(doc: &mut AutoCommit, kind: DocKind, id: &str, site: &str) -> Result<(), DocError> {
+pub(crate) fn write_header(
+    doc: &mut AutoCommit,
+    kind: DocKind,
+    id: &str,
+    site: &str,
+) -> Result<(), DocError> {
     doc.put(automerge::ROOT, "schema", SCHEMA_VERSION)?;
     doc.put(automerge::ROOT, "kind", kind.as_str())?;
     doc.put(automerge::ROOT, "id", id)?;
@@ -656,6 +701,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
             read_infusion_limits(doc)?;
         }
+        DocKind::Audit => crate::audit::validate(doc)?,
     }
     Ok(h)
 }

@@ -6,6 +6,7 @@
 //! (`vigil-edge`) and the aggregator (`vigil-cloud`) own the I/O around them.
 
 pub mod advisory;
+pub mod audit;
 pub mod chunk;
 pub mod clinical;
 pub mod doc;

@@ -126,6 +126,11 @@ pub(crate) fn project(
             Ok(Projection::Patient(record))
         }
         DocKind::SiteConfig => Ok(Projection::SiteConfig),
+        // Registered only, for now; the cloud's audit log takes its entries in a later change.
+        DocKind::Audit => {
+            vigil_shared::audit::AuditDoc::from_automerge(doc.clone()).map_err(invalid)?;
+            Ok(Projection::SiteConfig)
+        }
     }
 }
 

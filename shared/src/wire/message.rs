@@ -269,11 +269,18 @@ pub enum DocKind {
     Patient,
     /// One site's configuration.
     SiteConfig,
+    /// One appliance's audit log (a run of entries; see `crate::audit`).
+    Audit,
 }
 
 impl DocKind {
     /// Every kind, in code order.
-    pub const ALL: [DocKind; 3] = [DocKind::Session, DocKind::Patient, DocKind::SiteConfig];
+    pub const ALL: [DocKind; 4] = [
+        DocKind::Session,
+        DocKind::Patient,
+        DocKind::SiteConfig,
+        DocKind::Audit,
+    ];
 
     /// The stable wire code.
     pub fn code(self) -> u8 {
@@ -281,6 +288,7 @@ impl DocKind {
             DocKind::Session => 1,
             DocKind::Patient => 2,
             DocKind::SiteConfig => 3,
+            DocKind::Audit => 4,
         }
     }
 
@@ -289,12 +297,13 @@ impl DocKind {
         DocKind::ALL.into_iter().find(|k| k.code() == code)
     }
 
-    /// The stable name: `session`, `patient` or `site_config`.
+    /// The stable name: `session`, `patient`, `site_config` or `audit`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocKind::Session => "session",
             DocKind::Patient => "patient",
             DocKind::SiteConfig => "site_config",
+            DocKind::Audit => "audit",
         }
     }
 

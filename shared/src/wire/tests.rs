@@ -716,6 +716,7 @@ fn codes_and_names_are_stable() {
         (DocKind::Session, 1, "session"),
         (DocKind::Patient, 2, "patient"),
         (DocKind::SiteConfig, 3, "site_config"),
+        (DocKind::Audit, 4, "audit"),
     ];
     assert_eq!(kinds.len(), DocKind::ALL.len());
     for (kind, code, name) in kinds {
