@@ -422,13 +422,16 @@ mod tests {
         assert!(d.is_empty(), "nothing of a refused batch is written");
         let cut = long.bounded();
         assert!(cut.action.len() <= MAX_AUDIT_ACTION_BYTES);
-        d.append(&[cut.clone()]).unwrap();
+        d.append(std::slice::from_ref(&cut)).unwrap();
         assert_eq!(d.entries().unwrap(), vec![cut]);
     }
 
+    /// A way to spoil a document, for the validation table.
+    type Spoil = Box<dyn Fn(&mut AuditDoc)>;
+
     #[test]
     fn validation_refuses_malformed_entries() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut AuditDoc)>)> = vec![
+        let cases: Vec<(&str, Spoil)> = vec![
             (
                 "an entry that is not a map",
                 Box::new(|d| {
