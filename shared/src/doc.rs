@@ -99,13 +99,8 @@ pub enum DocError {
     #[error("audit document is malformed: {0}")]
     AuditShape(String),
     /// A change to an audit document that edits, moves or removes an existing entry.
-    #[error("audit entry {id} was {what}; audit entries may only be added")]
-    AuditRewritten {
-        /// The entry's id.
-        id: String,
-        /// `changed`, `moved or duplicated` or `removed`.
-        what: &'static str,
-    },
+    #[error("audit entries may only be added, but {0}")]
+    AuditRewritten(String),
 }
 
 /// What every document says about itself at its root.
