@@ -21,7 +21,7 @@ use automerge::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::doc::{DocError, DocKind, expect_kind, write_header};
+use crate::doc::{DocError, DocKind, expect_kind, room_of, write_header};
 use crate::ids::is_canonical_uuid;
 
 /// Most entries one audit document holds; the appliance starts a new document past this.
@@ -192,7 +192,7 @@ impl AuditDoc {
 
     /// The room the document belongs to.
     pub fn room(&self) -> Result<String, DocError> {
-        room_of(&self.doc)
+        room_of(&self.doc).ok_or_else(|| shape_error("no room"))
     }
 
     /// Number of entries.
@@ -250,21 +250,10 @@ impl AuditDoc {
     }
 }
 
-/// The room an audit document (or any document with a root `room` string) belongs to.
-pub fn room_of(doc: &impl ReadDoc) -> Result<String, DocError> {
-    match doc.get(automerge::ROOT, ROOM_KEY)? {
-        Some((Value::Scalar(s), _)) => match s.as_ref() {
-            ScalarValue::Str(room) => Ok(room.to_string()),
-            _ => Err(shape_error("room is not a string")),
-        },
-        _ => Err(shape_error("no room")),
-    }
-}
-
 /// Checks an audit document's shape for [`crate::doc::validate_document`]: a room, and an
 /// entry list within bounds whose every entry reads.
 pub(crate) fn validate(doc: &AutoCommit) -> Result<(), DocError> {
-    room_of(doc)?;
+    room_of(doc).ok_or_else(|| shape_error("no room"))?;
     let list = entries_list(doc)?;
     read_entries(doc, &list, MAX_AUDIT_ENTRIES_PER_DOC)?;
     Ok(())

@@ -136,6 +136,12 @@ pub fn header(doc: &impl ReadDoc) -> Result<DocHeader, DocError> {
     })
 }
 
+/// The root `room` of a document that belongs to one room (sessions and audit documents),
+/// if it has one.
+pub fn room_of(doc: &impl ReadDoc) -> Option<String> {
+    root_str(doc, "room")
+}
+
 fn root_str(doc: &impl ReadDoc, key: &str) -> Option<String> {
     match doc.get(automerge::ROOT, key).ok()?? {
         (Value::Scalar(s), _) => match s.as_ref() {
