@@ -653,8 +653,9 @@ pub enum ChunkReadError {
     NotBytes,
 }
 
-/// Reads a session document's typed metadata from any Automerge document (no copy).
-fn read_session_meta(doc: &AutoCommit) -> Result<SessionMeta, DocError> {
+/// Reads a session document's typed metadata from any Automerge document (no copy), as
+/// [`SessionDoc::meta`] does.
+pub fn read_session_meta(doc: &AutoCommit) -> Result<SessionMeta, DocError> {
     Ok(SessionMeta {
         id: hydrate_prop(doc, automerge::ROOT, "id")?,
         site: hydrate_prop(doc, automerge::ROOT, "site")?,

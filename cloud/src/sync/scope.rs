@@ -21,7 +21,7 @@
 
 use automerge::{AutoCommit, ChangeHash};
 use vigil_shared::audit::{AuditEntry, check_append_only};
-use vigil_shared::doc::{DocError, DocKind, room_of};
+use vigil_shared::doc::{DocError, DocKind, read_session_meta, room_of};
 use vigil_shared::ids::is_canonical_uuid;
 use vigil_shared::wire::RejectCode;
 
@@ -177,14 +177,13 @@ pub fn check_change(
         DocKind::Patient => Ok(Pending::Nothing),
         DocKind::Session => {
             check_room(doc_id, kind, doc, who)?;
-            let patient_id = vigil_shared::doc::SessionDoc::from_automerge(doc.clone())
-                .and_then(|s| s.meta())
-                .map(|m| m.patient_id)
-                .map_err(|e| ScopeError::PatientNotOfSite {
+            let patient_id = read_session_meta(doc).map(|m| m.patient_id).map_err(|e| {
+                ScopeError::PatientNotOfSite {
                     id: doc_id.to_owned(),
                     patient_id: String::new(),
                     why: format!("cannot be read: {e}"),
-                })?;
+                }
+            })?;
             Ok(Pending::Patient(patient_id))
         }
         DocKind::Audit => {
@@ -442,7 +441,9 @@ mod tests {
     #[test]
     fn a_sessions_patient_is_a_patient_of_the_appliances_site() {
         let austin = who("austin", "1");
-        let cases: [(Option<(DocKind, &str)>, Option<&str>); 5] = [
+        /// The patient's registration, and a part of the refusal's reason (none: accepted).
+        type Case = (Option<(DocKind, &'static str)>, Option<&'static str>);
+        let cases: [Case; 5] = [
             (Some((DocKind::Patient, "austin")), None),
             (
                 Some((DocKind::Patient, "florida")),
