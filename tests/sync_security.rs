@@ -8,6 +8,10 @@
 //! own sessions; a session's patient is a patient of the appliance's site; document ids are
 //! UUIDs (or the site's own id for its configuration). Each refusal is checked for its reason,
 //! and the cloud's store and API for holding nothing forged.
+//!
+//! Audit documents: an appliance's entries reach the cloud's audit log with its site and room,
+//! once each however often they sync or are reindexed; an edit of an entry, or an audit
+//! document of another room or site, is refused.
 
 mod support;
 
@@ -562,5 +566,153 @@ async fn document_ids_are_uuids_or_the_sites_own_configuration() {
         )
         .await
         .expect("a canonical UUID is accepted");
+    cloud.shutdown().await;
+}
+
+/// The audit document of the audit test.
+const AUDIT_DOC: &str = "a0d17000-0000-4000-8000-0000000000a1";
+
+fn audit_entry(n: u64) -> vigil_shared::audit::AuditEntry {
+    vigil_shared::audit::AuditEntry {
+        id: format!("00000000-0000-4000-8000-{n:012x}"),
+        at_us: 1_700_000_000_000_000 + n as i64,
+        actor: "nurse-a".into(),
+        action: format!("GET /api/v1/sessions/{SESSION_1}"),
+        target: SESSION_1.into(),
+        client: "10.1.2.3".into(),
+    }
+}
+
+/// The appliances' rows of the cloud's audit log as (site, room, user, entry id), oldest first.
+async fn appliance_audit_rows(cloud: &Cloud) -> Vec<(String, String, String, String)> {
+    let store = cloud.store.clone();
+    let (_, rows) = tokio::task::spawn_blocking(move || store.audit_log(1_000, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.source == vigil_cloud::store::AuditSource::Appliance)
+        .map(|r| (r.site, r.room, r.username, r.entry_id.unwrap_or_default()))
+        .collect();
+    out.reverse();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appliances_audit_entries_reach_the_audit_log_once() {
+    use vigil_shared::audit::AuditDoc;
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud, ca) = start_cloud(dir.path()).await;
+    let mut room1 = appliance(dir.path(), &ca, &cloud, "austin", "1").await;
+    let mut doc = AuditDoc::create(AUDIT_DOC, "austin", "1").unwrap();
+    doc.append(&[audit_entry(1), audit_entry(2)]).unwrap();
+    let heads = room1
+        .upload_kind(AUDIT_DOC, DocKind::Audit, doc.automerge())
+        .await
+        .expect("an appliance's own audit document is accepted");
+    assert_eq!(heads, doc.automerge().get_heads());
+    let row = |n: u64| {
+        (
+            "austin".to_owned(),
+            "1".to_owned(),
+            "nurse-a".to_owned(),
+            audit_entry(n).id,
+        )
+    };
+    assert_eq!(appliance_audit_rows(&cloud).await, [row(1), row(2)]);
+
+    // Synced again on a new connection from scratch, and reindexed: no row twice.
+    let mut room1 = appliance(dir.path(), &ca, &cloud, "austin", "1").await;
+    let mut copy = AutoCommit::load(&doc.automerge().save()).unwrap();
+    room1
+        .upload_kind(AUDIT_DOC, DocKind::Audit, &mut copy)
+        .await
+        .unwrap();
+    let store = cloud.store.clone();
+    let report = tokio::task::spawn_blocking(move || store.reindex())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.audit_docs, report.audit_entries_added), (1, 0));
+    assert_eq!(appliance_audit_rows(&cloud).await, [row(1), row(2)]);
+    // A later entry adds one row.
+    doc.append(&[audit_entry(3)]).unwrap();
+    room1
+        .upload_kind(AUDIT_DOC, DocKind::Audit, doc.automerge())
+        .await
+        .unwrap();
+    assert_eq!(appliance_audit_rows(&cloud).await, [row(1), row(2), row(3)]);
+    let stored = cloud_heads(&cloud, AUDIT_DOC).await;
+
+    // Editing an entry already sent is refused.
+    let mut edited = AutoCommit::load(&doc.automerge().save()).unwrap();
+    edited.set_actor(automerge::ActorId::random());
+    let list = match automerge::ReadDoc::get(&edited, automerge::ROOT, "entries").unwrap() {
+        Some((_, list)) => list,
+        None => panic!("the entry list exists"),
+    };
+    let mut forged = audit_entry(1);
+    forged.actor = "someone-else".into();
+    automerge::transaction::Transactable::put(
+        &mut edited,
+        &list,
+        0,
+        serde_json::to_string(&forged).unwrap(),
+    )
+    .unwrap();
+    refused(
+        &mut room1,
+        AUDIT_DOC,
+        DocKind::Audit,
+        &mut edited,
+        RejectCode::Forbidden,
+        "audit entries may only be added",
+    )
+    .await;
+
+    // An audit document of another room, or another site, is refused; room 2 may not read
+    // room 1's.
+    let forged_room = "a0d17000-0000-4000-8000-0000000000a2";
+    let forged_site = "a0d17000-0000-4000-8000-0000000000a3";
+    let mut room1 = appliance(dir.path(), &ca, &cloud, "austin", "1").await;
+    let mut other_room = AuditDoc::create(forged_room, "austin", "2").unwrap();
+    other_room.append(&[audit_entry(7)]).unwrap();
+    refused(
+        &mut room1,
+        forged_room,
+        DocKind::Audit,
+        other_room.automerge(),
+        RejectCode::Forbidden,
+        "audit document a0d17000-0000-4000-8000-0000000000a2 is of room \"2\"; this appliance is room 1 of austin",
+    )
+    .await;
+    let mut room1 = appliance(dir.path(), &ca, &cloud, "austin", "1").await;
+    let mut other_site = AuditDoc::create(forged_site, "florida", "1").unwrap();
+    other_site.append(&[audit_entry(8)]).unwrap();
+    refused(
+        &mut room1,
+        forged_site,
+        DocKind::Audit,
+        other_site.automerge(),
+        RejectCode::Forbidden,
+        "names site \"florida\"; this appliance is of austin",
+    )
+    .await;
+    let mut room2 = appliance(dir.path(), &ca, &cloud, "austin", "2").await;
+    refused(
+        &mut room2,
+        AUDIT_DOC,
+        DocKind::Audit,
+        &mut AutoCommit::new(),
+        RejectCode::Forbidden,
+        "is of room \"1\"; this appliance is room 2 of austin",
+    )
+    .await;
+
+    assert_eq!(cloud_heads(&cloud, AUDIT_DOC).await, stored);
+    assert_eq!(cloud_heads(&cloud, forged_room).await, None);
+    assert_eq!(cloud_heads(&cloud, forged_site).await, None);
+    assert_eq!(appliance_audit_rows(&cloud).await, [row(1), row(2), row(3)]);
     cloud.shutdown().await;
 }

@@ -55,7 +55,9 @@ pub enum ScopeError {
         id: String,
     },
     /// A session or audit document of another room (or that a change moves to another room).
-    #[error("{kind} {id} is of room {doc_room:?}; this appliance is room {room} of {site}")]
+    #[error(
+        "{kind} document {id} is of room {doc_room:?}; this appliance is room {room} of {site}"
+    )]
     OtherRoom {
         /// The document's kind.
         kind: DocKind,
