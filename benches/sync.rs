@@ -40,7 +40,10 @@ use vigil_edge::store::{self as edge_store, SessionRow};
 use vigil_edge::sync::CloudSettings;
 use vigil_hardware::sim::Scenario;
 use vigil_shared::chunk::{Chunk, encode_raw_delta_varint};
-use vigil_shared::doc::{DocKind, SessionDoc, header, validate_document};
+use vigil_shared::doc::{
+    CoursePlan, DocKind, PatientDoc, PatientRecord, Screening, SessionDoc, header,
+    validate_document,
+};
 use vigil_shared::sync::{DocSync, Role, durable};
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::{
@@ -386,7 +389,8 @@ struct Derived {
 /// with its own id, site and room (the cloud refuses a document whose header id differs from
 /// the doc id or whose site is not the appliance's).
 fn derive(base: &[u8], i: usize) -> Derived {
-    let (site, room) = ROOMS[i * ROOMS.len() / INGEST_SESSIONS];
+    let r = i * ROOMS.len() / INGEST_SESSIONS;
+    let (site, room) = ROOMS[r];
     let id = format!("5e551017-0000-4000-8000-{i:012x}");
     let mut am = load(base);
     am.set_actor(ActorId::random());
@@ -395,6 +399,7 @@ fn derive(base: &[u8], i: usize) -> Derived {
         m.id = id.clone();
         m.site = site.into();
         m.room = room.into();
+        m.patient_id = room_patient(r);
     })
     .expect("update meta");
     // The typed metadata's `id` and `site` are reconciled at the root, where the header keys
@@ -414,6 +419,12 @@ fn derive(base: &[u8], i: usize) -> Derived {
         bytes: am.save(),
         heads,
     }
+}
+
+/// The patient of every session of room `r` (an index into [`ROOMS`]): the cloud accepts a
+/// session only once it holds the session's patient for the site, so each appliance holds one.
+fn room_patient(r: usize) -> String {
+    format!("9a71e470-0000-4000-8000-{r:012x}")
 }
 
 /// The plain single-thread loop: each document synced into a fresh empty one, in memory.
@@ -533,7 +544,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         .expect("cloud starts");
 
     let mut configs = Vec::new();
-    for (site, room) in ROOMS {
+    for (r, (site, room)) in ROOMS.into_iter().enumerate() {
         let cert = ca
             .issue_appliance(&site.into(), &room.into())
             .expect("appliance cert");
@@ -542,6 +553,29 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         let mut db = edge_store::open_writer(&data_dir.join(vigil_edge::app::DB_FILE))
             .expect("appliance db");
         let tx = edge_store::write_tx(&mut db).expect("tx");
+        let mut patient = PatientDoc::create(&PatientRecord {
+            id: room_patient(r),
+            site: site.into(),
+            given_name: "Bench".into(),
+            family_name: format!("Room {room}"),
+            birth_date: "1970-01-01".into(),
+            sex: "female".into(),
+            phone: None,
+            screening: Screening::default(),
+            medications: vec![],
+            course: CoursePlan::default(),
+            outcome_scores: vec![],
+        })
+        .expect("patient");
+        edge_store::insert_document(
+            &tx,
+            &room_patient(r),
+            DocKind::Patient.as_str(),
+            site,
+            &patient.automerge().save(),
+            ORIGIN_US,
+        )
+        .expect("insert patient");
         for d in docs.iter().filter(|d| (d.site, d.room) == (site, room)) {
             edge_store::insert_document(
                 &tx,
@@ -556,7 +590,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
                 &tx,
                 &SessionRow {
                     id: d.id.clone(),
-                    patient_id: "p".into(),
+                    patient_id: room_patient(r),
                     state: "completed".into(),
                     started_us: Some(ORIGIN_US),
                     ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),

@@ -706,8 +706,10 @@ mod quic {
         // Cut. A connection made before keeps trying to upload; a new one cannot start.
         relay.set(Faults::CUT).unwrap();
         let upload = tokio::spawn(async move {
-            let mut doc = patient("patient-relay", "austin");
-            let confirmed = before.upload("patient-relay", doc.automerge()).await;
+            // Document ids are UUIDs: the cloud refuses any other.
+            let id = "4e1a7e1a-0000-4000-8000-000000000001";
+            let mut doc = patient(id, "austin");
+            let confirmed = before.upload(id, doc.automerge()).await;
             (confirmed, doc.automerge().get_heads(), before)
         });
         let refused = connect(

@@ -883,13 +883,7 @@ impl Auth {
         now_us: i64,
     ) -> Result<(), StoreError> {
         self.store
-            .audit(&AuditRow {
-                at_us: now_us,
-                username: who.username.clone(),
-                action: action.to_owned(),
-                target: target.to_owned(),
-                ip: ip.to_owned(),
-            })
+            .audit(&AuditRow::cloud(now_us, &who.username, action, target, ip))
             .inspect_err(|e| tracing::error!(error = %e, "cannot write the audit log"))
     }
 }

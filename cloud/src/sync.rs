@@ -1,15 +1,19 @@
 //! The QUIC sync server: accepts appliances, learns who they are from their verified
 //! certificates, and runs Automerge's sync protocol per document on QUIC streams.
 //!
-//! Scope is enforced here: an appliance may only touch documents of its own site, may create
-//! only session and patient documents, and every incoming change is validated before it is
-//! committed. Validation happens on the in-memory document; if it fails, that copy is thrown
-//! away and the next use reloads the durable one, which never saw the change (the effect of
-//! applying to a fork, without copying half a megabyte per message). The cloud persists
-//! (fsync) before it answers, so the heads it advertises are always durable.
+//! Scope is enforced here, with the rules of [`scope`]: an appliance may only touch documents
+//! of its own site, with UUID ids (or its site's id for the site configuration); it never
+//! writes a site configuration; sessions and audit documents are its own room's; a session's
+//! patient is a patient of its site; audit documents only grow. Every incoming change is
+//! validated and scope-checked before it is committed. Checks run on the in-memory document;
+//! if one fails, that copy is thrown away and the next use reloads the durable one, which
+//! never saw the change (the effect of applying to a fork, without copying half a megabyte per
+//! message). The cloud persists (fsync) before it answers, so the heads it advertises are
+//! always durable.
 //!
 //! Site config and patient documents flow down: on connect, and whenever another appliance of
-//! the site changes one, the cloud opens a stream and offers its version.
+//! the site changes a patient, the cloud opens a stream and offers its version. Sessions and
+//! audit documents never flow down.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,11 +27,13 @@ use vigil_shared::sync::{DocSync, Incoming, Role, SyncError, durable};
 use vigil_shared::wire::{self, FrameDecoder, Message, RejectCode, SeqCounter, encode_message};
 
 pub mod limits;
+pub mod scope;
 
 use crate::metrics::Metrics;
 use crate::pki::{ApplianceIdentity, appliance_identity};
 use crate::store::{CloudStore, StoreError};
 use limits::{Admission, ConnectionTable, MAX_APPLIANCE_CONNECTIONS, TokenBucket};
+use scope::{Pending, ScopeError};
 
 /// Most documents kept in memory between messages. A document is loaded once per exchange
 /// when it isn't cached; 256 documents of up to half a megabyte each bound the cache well
@@ -514,10 +520,14 @@ impl SyncServer {
         let mut guard = slot.lock().await;
         let (doc_id, kind) = (exchange.doc_id().to_owned(), exchange.kind());
         let doc = self.load(&doc_id, &mut guard).await?;
+        // Checked on every turn, before anything of the document is sent: another room's
+        // session or audit document is refused whether the appliance writes or only reads.
+        scope::check_read(&doc_id, kind, doc, who).map_err(refused)?;
         let mut out = Vec::new();
         if let Some(message) = incoming {
+            let before = doc.get_heads();
             let applied = match exchange.incoming(doc, message) {
-                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who).await,
+                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who, &before).await,
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.into()),
             };
@@ -536,7 +546,9 @@ impl SyncServer {
         Ok(out)
     }
 
-    /// May this appliance touch this document? New documents: only sessions and patients.
+    /// May this appliance touch this document? Its id must be one appliances may use, and a
+    /// known document must be of the appliance's site and of the kind it says. New documents:
+    /// never a site configuration.
     async fn authorize(
         &self,
         doc_id: &str,
@@ -544,6 +556,7 @@ impl SyncServer {
         who: &ApplianceIdentity,
         writing: bool,
     ) -> Result<(), ServeError> {
+        scope::check_id(doc_id, kind, who).map_err(refused)?;
         let store = self.store.clone();
         let id = doc_id.to_owned();
         let owner = tokio::task::spawn_blocking(move || store.document_owner(&id))
@@ -597,14 +610,18 @@ impl SyncServer {
             .ok_or_else(|| ServeError::Store("document slot empty".into()))
     }
 
-    /// Validates the changed document and makes it durable.
+    /// Validates the changed document (at heads `before` until this change), checks the change
+    /// against the appliance's scope, and makes it durable.
     async fn commit(
         &self,
         doc: &mut AutoCommit,
         doc_id: &str,
         kind: DocKind,
         who: &ApplianceIdentity,
+        before: &[automerge::ChangeHash],
     ) -> Result<(), ServeError> {
+        // A site configuration change is refused before anything else is read of it.
+        scope::check_writable(doc_id, kind).map_err(refused)?;
         let header = validate_document(doc, kind).map_err(|e| ServeError::Refused {
             code: RejectCode::SchemaInvalid,
             reason: format!("document {doc_id}: {e}"),
@@ -624,18 +641,39 @@ impl SyncServer {
                 ),
             });
         }
+        let pending = scope::check_change(doc_id, kind, doc, before, who).map_err(refused)?;
+        let patient = match pending {
+            Pending::Patient(patient_id) => Some(patient_id),
+            Pending::AuditEntries(added) => {
+                tracing::debug!(doc = %doc_id, entries = added.len(), "audit entries arriving");
+                None
+            }
+            Pending::Nothing => None,
+        };
         let site = header.site.clone();
         let store = self.store.clone();
         let id = doc_id.to_owned();
+        let owner = who.clone();
         let mut owned = std::mem::take(doc);
+        // The patient lookup and the commit share one trip to a blocking thread; a patient's
+        // registration never changes once made, so nothing can slip in between the two.
         let (owned, result) = tokio::task::spawn_blocking(move || {
+            if let Some(patient_id) = &patient {
+                let registered = match store.document_owner(patient_id) {
+                    Ok(r) => r,
+                    Err(e) => return (owned, Err(e)),
+                };
+                if let Err(e) = scope::check_patient(&id, patient_id, registered, &owner) {
+                    return (owned, Ok(Err(e)));
+                }
+            }
             let r = store.commit_document(&id, kind, &site, &mut owned, now_us());
-            (owned, r)
+            (owned, r.map(Ok))
         })
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
         *doc = owned;
-        result.map_err(|e| match e {
+        let result = result.map_err(|e| match e {
             // The store's own checks are the last line of scope and schema enforcement; they
             // are the peer's fault, not ours, and must not be retried forever.
             StoreError::OwnerMismatch { .. } => ServeError::Refused {
@@ -651,8 +689,11 @@ impl SyncServer {
                 ServeError::Store(other.to_string())
             }
         })?;
+        result.map_err(refused)?;
         self.metrics.document_committed();
-        if kind != DocKind::Session {
+        // Only patients flow between a site's rooms: sessions and audit documents are their
+        // room's, and appliances never change a site configuration.
+        if kind == DocKind::Patient {
             let _ = self.changes.send(Changed {
                 site: header.site,
                 doc_id: doc_id.to_owned(),
@@ -687,7 +728,7 @@ impl SyncServer {
                     _ => continue,
                 };
             if let Err(e) = self.push(&conn, &id, kind, &who, &seq).await {
-                tracing::debug!(doc = %id, error = %e, "push failed");
+                push_failed(&conn, &id, &who, &e);
                 return;
             }
         }
@@ -699,7 +740,7 @@ impl SyncServer {
                         continue;
                     }
                     if let Err(e) = self.push(&conn, &c.doc_id, c.kind, &who, &seq).await {
-                        tracing::debug!(doc = %c.doc_id, error = %e, "push failed");
+                        push_failed(&conn, &c.doc_id, &who, &e);
                         return;
                     }
                 }
@@ -752,6 +793,26 @@ impl SyncServer {
         }
         let _ = send.finish();
         Ok(())
+    }
+}
+
+/// A refusal of the scope rules, as sent to the appliance.
+fn refused(e: ScopeError) -> ServeError {
+    ServeError::Refused {
+        code: e.reject_code(),
+        reason: e.to_string(),
+    }
+}
+
+/// A push ended early. A lost connection is routine; a change the appliance sent back that
+/// the scope rules refuse ends the connection with the reason, as on the appliance's own
+/// streams.
+fn push_failed(conn: &Connection, doc_id: &str, who: &ApplianceIdentity, e: &ServeError) {
+    if let ServeError::Refused { .. } = e {
+        tracing::warn!(site = %who.site, room = %who.room, doc = %doc_id, error = %e, "change in answer to a push refused");
+        let _ = close_with(conn, e);
+    } else {
+        tracing::debug!(doc = %doc_id, error = %e, "push failed");
     }
 }
 

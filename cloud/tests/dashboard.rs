@@ -795,9 +795,10 @@ async fn reads_of_patient_data_are_audited_with_who_and_where() {
     let admin = s.login("admin").await;
     let (status, csv) = s.page("/audit.csv", &admin).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(csv.starts_with("at_utc,user,action,target,ip"));
+    assert!(csv.starts_with("at_utc,source,site,room,user,action,target,ip"));
+    // The cloud's own entries name no site or room.
     assert!(
-        csv.contains("rm-central,view session,s-austin-1,127.0.0.1"),
+        csv.contains(",cloud,,,rm-central,view session,s-austin-1,127.0.0.1"),
         "{csv}"
     );
 }

@@ -118,7 +118,12 @@ pub fn fold(
     room: &str,
     now_us: i64,
 ) -> Result<usize, RecorderError> {
-    let pending = pending_entries(conn, FOLD_BATCH)?;
+    // Entries are cut to the document's field limits here, so an overlong one can never make
+    // every later fold fail.
+    let pending: Vec<AuditEntry> = pending_entries(conn, FOLD_BATCH)?
+        .into_iter()
+        .map(AuditEntry::bounded)
+        .collect();
     if pending.is_empty() {
         return Ok(0);
     }

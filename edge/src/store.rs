@@ -530,13 +530,15 @@ pub struct Unsynced {
     pub version: i64,
 }
 
-/// Documents whose current version the cloud has not confirmed, oldest change first.
+/// Documents whose current version the cloud has not confirmed: every other kind before
+/// sessions, then oldest change first. The cloud accepts a session only once it holds the
+/// session's patient, so patients must not queue behind sessions (see `sync::SyncClient`).
 pub fn unsynced(conn: &Connection, limit: usize) -> Result<Vec<Unsynced>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT d.id, d.kind, d.version FROM documents d LEFT JOIN sync_docs s ON s.doc_id = d.id
              WHERE s.synced_version IS NULL OR s.synced_version < d.version
-             ORDER BY d.updated_us LIMIT ?1",
+             ORDER BY d.kind = 'session', d.updated_us LIMIT ?1",
         )
         .map_err(map)?;
     let rows = stmt
@@ -665,4 +667,40 @@ pub fn delete_session(tx: &Transaction<'_>, id: &str) -> Result<(), StoreError> 
         tx.execute(sql, [id]).map_err(map)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsynced_lists_every_other_kind_before_sessions_then_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_writer(&dir.path().join("edge.db")).unwrap();
+        let tx = write_tx(&mut conn).unwrap();
+        // (id, kind, updated_us): the patient changed after the sessions that name it.
+        let docs = [
+            ("s-old", "session", 1),
+            ("p-late", "patient", 5),
+            ("s-new", "session", 3),
+            ("a-1", "audit", 4),
+            ("austin", "site_config", 2),
+        ];
+        for (id, kind, at) in docs {
+            insert_document(&tx, id, kind, "austin", b"", at).unwrap();
+        }
+        tx.commit().unwrap();
+        let ids: Vec<String> = unsynced(&conn, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids, ["austin", "a-1", "p-late", "s-old", "s-new"]);
+        let first_two: Vec<String> = unsynced(&conn, 2)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.kind)
+            .collect();
+        assert_eq!(first_two, ["site_config", "audit"]);
+    }
 }

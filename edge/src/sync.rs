@@ -540,17 +540,30 @@ impl SyncClient {
                 Ok(p) => p,
                 Err(e) => break format!("cannot read the database: {e}"),
             };
-            let failed = at_most(MAX_IN_FLIGHT, pending, |doc| {
-                let (me, conn, seq) = (self.clone(), conn.clone(), seq.clone());
-                async move {
-                    tokio::time::timeout(EXCHANGE_TIMEOUT, me.upload(&conn, doc, &seq))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Failure::Connection("document exchange timed out".into()))
-                        })
+            // Patients (and every other kind) first, all of them through before any session
+            // starts: the cloud refuses a session whose patient it does not hold yet, and a
+            // refusal ends the connection, so a session racing its patient would fail the
+            // round again and again.
+            let (sessions, others): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|d| d.kind == DocKind::Session.as_str());
+            let mut failed = None;
+            for batch in [others, sessions] {
+                failed = at_most(MAX_IN_FLIGHT, batch, |doc| {
+                    let (me, conn, seq) = (self.clone(), conn.clone(), seq.clone());
+                    async move {
+                        tokio::time::timeout(EXCHANGE_TIMEOUT, me.upload(&conn, doc, &seq))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(Failure::Connection("document exchange timed out".into()))
+                            })
+                    }
+                })
+                .await;
+                if failed.is_some() {
+                    break;
                 }
-            })
-            .await;
+            }
             if let Ok(backlog) = self.refresh_backlog().await {
                 // Report the backlog when it changed (at most once a second) and at least
                 // every BACKLOG_REPORT, which is also the cloud's heartbeat.
@@ -784,10 +797,10 @@ impl SyncClient {
             )));
         };
         let (doc_id, kind) = (doc_id.clone(), *kind);
-        if kind == DocKind::Session {
+        if matches!(kind, DocKind::Session | DocKind::Audit) {
             return Err(Failure::Refused {
                 code: RejectCode::Forbidden,
-                reason: "the cloud may not push sessions".into(),
+                reason: format!("the cloud may not push {kind} documents"),
             });
         }
         let id = doc_id.clone();

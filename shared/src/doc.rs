@@ -99,13 +99,8 @@ pub enum DocError {
     #[error("audit document is malformed: {0}")]
     AuditShape(String),
     /// A change to an audit document that edits, moves or removes an existing entry.
-    #[error("audit entry {id} was {what}; audit entries may only be added")]
-    AuditRewritten {
-        /// The entry's id.
-        id: String,
-        /// `changed`, `moved or duplicated` or `removed`.
-        what: &'static str,
-    },
+    #[error("audit entries may only be added, but {0}")]
+    AuditRewritten(String),
 }
 
 /// What every document says about itself at its root.
@@ -139,6 +134,12 @@ pub fn header(doc: &impl ReadDoc) -> Result<DocHeader, DocError> {
         id: root_str(doc, "id").unwrap_or_default(),
         site: root_str(doc, "site").unwrap_or_default(),
     })
+}
+
+/// The root `room` of a document that belongs to one room (sessions and audit documents),
+/// if it has one.
+pub fn room_of(doc: &impl ReadDoc) -> Option<String> {
+    root_str(doc, "room")
 }
 
 fn root_str(doc: &impl ReadDoc, key: &str) -> Option<String> {
@@ -652,8 +653,9 @@ pub enum ChunkReadError {
     NotBytes,
 }
 
-/// Reads a session document's typed metadata from any Automerge document (no copy).
-fn read_session_meta(doc: &AutoCommit) -> Result<SessionMeta, DocError> {
+/// Reads a session document's typed metadata from any Automerge document (no copy), as
+/// [`SessionDoc::meta`] does.
+pub fn read_session_meta(doc: &AutoCommit) -> Result<SessionMeta, DocError> {
     Ok(SessionMeta {
         id: hydrate_prop(doc, automerge::ROOT, "id")?,
         site: hydrate_prop(doc, automerge::ROOT, "site")?,

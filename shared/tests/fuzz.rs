@@ -69,6 +69,28 @@ fn session_bytes() -> Vec<u8> {
     doc.automerge().save()
 }
 
+/// A saved audit document with a few entries.
+fn audit_bytes() -> Vec<u8> {
+    let mut doc = vigil_shared::audit::AuditDoc::create(
+        "a0d17000-0000-4000-8000-000000000001",
+        "austin",
+        "1",
+    )
+    .unwrap();
+    let entries: Vec<_> = (0..3)
+        .map(|n| vigil_shared::audit::AuditEntry {
+            id: format!("00000000-0000-4000-8000-{n:012x}"),
+            at_us: 1_700_000_000_000_000 + n,
+            actor: "nurse-a".into(),
+            action: "GET /api/v1/sessions/s-fuzz".into(),
+            target: "s-fuzz".into(),
+            client: "10.1.2.3".into(),
+        })
+        .collect();
+    doc.append(&entries).unwrap();
+    doc.automerge().save()
+}
+
 /// Loads `bytes` every way the appliance and the cloud do, reading everything a reader would.
 fn load_everything(bytes: &[u8]) {
     if let Ok(doc) = AutoCommit::load(bytes) {
@@ -89,6 +111,13 @@ fn load_everything(bytes: &[u8]) {
     }
     if let Ok(config) = vigil_shared::doc::SiteConfigDoc::load(bytes) {
         let _ = config.config();
+    }
+    if let Ok(audit) = vigil_shared::audit::AuditDoc::load(bytes) {
+        let _ = audit.room();
+        let _ = audit.entries();
+        if let Ok(doc) = AutoCommit::load(bytes) {
+            let _ = vigil_shared::audit::check_append_only(&doc, &[]);
+        }
     }
 }
 
@@ -159,6 +188,11 @@ proptest! {
     }
 
     #[test]
+    fn mutated_audit_documents_load_or_fail_cleanly(edits in edits()) {
+        load_everything(&mutate(audit_bytes(), &edits));
+    }
+
+    #[test]
     fn arbitrary_sync_messages_are_refused_cleanly(
         message in prop::collection::vec(any::<u8>(), 0..1024),
         kind in prop::sample::select(DocKind::ALL.to_vec()),
@@ -185,6 +219,8 @@ fn the_seeds_of_the_mutations_are_valid() {
     assert_eq!(session.chunks(Channel::Hr).len(), 2);
     assert!(session.chunks(Channel::Hr).iter().all(Result::is_ok));
     validate_document(&AutoCommit::load(&bytes).unwrap(), DocKind::Session).unwrap();
+    let audit = audit_bytes();
+    validate_document(&AutoCommit::load(&audit).unwrap(), DocKind::Audit).unwrap();
     let mut empty = AutoCommit::new();
     let mut sync = DocSync::new(
         Role::Responder,

@@ -10,7 +10,10 @@ use std::time::Duration;
 use automerge::AutoCommit;
 use vigil_cloud::pki::IssuedCert;
 use vigil_edge::sync::{CloudSettings, client_config};
-use vigil_shared::doc::{CoursePlan, DocKind, PatientDoc, PatientRecord, Screening};
+use vigil_shared::doc::{
+    CoursePlan, DocKind, PatientDoc, PatientRecord, Protocol, Screening, SessionDoc, SessionMeta,
+    SessionState,
+};
 use vigil_shared::sync::{DocSync, Incoming, Role};
 use vigil_shared::wire::{self, FrameDecoder, Message, SeqCounter, encode_message};
 
@@ -82,6 +85,33 @@ pub async fn read(
     }
 }
 
+/// A session document of `site` and `room` for `patient_id`, with a dose started.
+pub fn session(id: &str, site: &str, room: &str, patient_id: &str) -> SessionDoc {
+    SessionDoc::create(&SessionMeta {
+        id: id.into(),
+        site: site.into(),
+        room: room.into(),
+        patient_id: patient_id.into(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: 0.5,
+            weight_kg: 70.0,
+            planned_minutes: 40,
+        },
+        state: SessionState::InProgress,
+        created_us: 1_700_000_000_000_000,
+        started_us: Some(1_700_000_000_000_000),
+        ended_us: None,
+        dose_events: vec![],
+        advisories: vec![],
+        observations: vec![],
+        scores: vec![],
+        discharge: None,
+    })
+    .unwrap()
+}
+
 /// A patient document with the given id and site.
 pub fn patient(id: &str, site: &str) -> PatientDoc {
     PatientDoc::create(&PatientRecord {
@@ -108,13 +138,20 @@ impl Peer {
         id: &str,
         doc: &mut AutoCommit,
     ) -> Result<Vec<automerge::ChangeHash>, String> {
+        self.upload_kind(id, DocKind::Patient, doc).await
+    }
+
+    /// Syncs a document of any kind up as an appliance does (what the cloud has and `doc`
+    /// lacks is merged into `doc`); returns the heads the cloud confirmed durable, or the
+    /// cloud's refusal as `code: reason`.
+    pub async fn upload_kind(
+        &mut self,
+        id: &str,
+        kind: DocKind,
+        doc: &mut AutoCommit,
+    ) -> Result<Vec<automerge::ChangeHash>, String> {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| e.to_string())?;
-        let mut exchange = DocSync::new(
-            Role::Initiator,
-            id,
-            DocKind::Patient,
-            automerge::sync::State::new(),
-        );
+        let mut exchange = DocSync::new(Role::Initiator, id, kind, automerge::sync::State::new());
         let mut decoder = FrameDecoder::new();
         let mut confirmed = Vec::new();
         while let Some(m) = exchange
@@ -126,6 +163,9 @@ impl Peer {
                 .map_err(|e| e.to_string())?;
             loop {
                 let reply = read(&mut recv, &mut decoder).await?.ok_or("stream ended")?;
+                if let Message::Reject { code, reason } = &reply {
+                    return Err(format!("{code}: {reason}"));
+                }
                 match exchange.incoming(doc, reply).map_err(|e| e.to_string())? {
                     Incoming::Durable(h) => confirmed = h,
                     Incoming::Changed(_) => break,
@@ -134,6 +174,59 @@ impl Peer {
         }
         send.finish().unwrap();
         Ok(confirmed)
+    }
+
+    /// Answers the cloud's pushes as an appliance does, with `doc` as this side's copy of
+    /// document `id`: pushes of other documents are answered from empty copies and dropped,
+    /// until the push of `id` has run (at most 10 s). `doc` ends up with the cloud's version
+    /// merged in; what `doc` had that the cloud lacked was sent back. The cloud's refusal
+    /// comes back as `code: reason`.
+    pub async fn answer_push(&mut self, id: &str, doc: &mut AutoCommit) -> Result<(), String> {
+        let wanted = async {
+            loop {
+                let (mut send, mut recv) =
+                    self.conn.accept_bi().await.map_err(|e| e.to_string())?;
+                let mut decoder = FrameDecoder::new();
+                let Some(first) = read(&mut recv, &mut decoder).await? else {
+                    continue;
+                };
+                let Message::Sync { doc_id, kind, .. } = &first else {
+                    return Err(format!("a push began with {}", first.name()));
+                };
+                let mine = doc_id == id;
+                let mut other = AutoCommit::new();
+                let target: &mut AutoCommit = if mine { &mut *doc } else { &mut other };
+                let mut exchange = DocSync::new(
+                    Role::Responder,
+                    doc_id.clone(),
+                    *kind,
+                    automerge::sync::State::new(),
+                );
+                let mut message = Some(first);
+                while let Some(m) = message.take() {
+                    if let Message::Reject { code, reason } = &m {
+                        return Err(format!("{code}: {reason}"));
+                    }
+                    exchange.incoming(target, m).map_err(|e| e.to_string())?;
+                    if let Some(reply) = exchange
+                        .outgoing(target, &mut self.seq)
+                        .map_err(|e| e.to_string())?
+                    {
+                        send.write_all(&encode_message(&reply).unwrap())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    message = read(&mut recv, &mut decoder).await?;
+                }
+                let _ = send.finish();
+                if mine {
+                    return Ok(());
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wanted)
+            .await
+            .map_err(|_| format!("no push of {id} within 10 s"))?
     }
 
     /// Writes raw bytes on a new stream and returns what came back before the stream ended.

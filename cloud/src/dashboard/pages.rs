@@ -985,13 +985,16 @@ pub(crate) async fn audit(
         Err(e) => return e.into_response(),
     };
     let mut body = format!(
-        r#"<h1>Audit log</h1><p class="muted">{total} entries, newest first. <a href="/audit.csv" id="audit-csv">Download CSV</a></p><table id="audit"><thead><tr><th>When (UTC)</th><th>Who</th><th>What</th><th>Target</th><th>From</th></tr></thead><tbody>"#
+        r#"<h1>Audit log</h1><p class="muted">{total} entries, newest first. <a href="/audit.csv" id="audit-csv">Download CSV</a></p><table id="audit"><thead><tr><th>When (UTC)</th><th>Recorded by</th><th>Site</th><th>Room</th><th>Who</th><th>What</th><th>Target</th><th>From</th></tr></thead><tbody>"#
     );
     for r in &rows {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             dates::rfc3339(r.at_us),
+            r.source.as_str(),
+            Esc(&r.site),
+            Esc(&r.room),
             Esc(&r.username),
             Esc(&r.action),
             Esc(&r.target),
@@ -1030,10 +1033,15 @@ pub(crate) async fn audit_csv(
         Ok((_, r)) => r,
         Err(e) => return e.into_response(),
     };
-    let mut out = csv_row(&["at_utc", "user", "action", "target", "ip"]);
+    let mut out = csv_row(&[
+        "at_utc", "source", "site", "room", "user", "action", "target", "ip",
+    ]);
     for r in rows {
         out.push_str(&csv_row(&[
             dates::rfc3339(r.at_us),
+            r.source.as_str().to_owned(),
+            r.site,
+            r.room,
             r.username,
             r.action,
             r.target,

@@ -40,7 +40,9 @@ pub use report::{
     AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, RoomActivity, SessionChart,
     SessionReportRow, SiteSessionCount,
 };
-pub use users::{ApiTokenRow, AuditRow, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow};
+pub use users::{
+    ApiTokenRow, AuditRow, AuditSource, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow,
+};
 
 use projection::Projection;
 
@@ -64,7 +66,7 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_REPORTED_FAILURES: usize = 100;
 
 /// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 4;
+const DB_VERSION: i64 = 5;
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,11 @@ pub struct ReindexReport {
     pub patients: u64,
     /// Site config documents seen (they have no projection yet).
     pub site_configs: u64,
+    /// Audit documents of appliances projected.
+    pub audit_docs: u64,
+    /// Entries of theirs newly written to the audit log (entries already there are kept as
+    /// they are, so a second reindex adds none).
+    pub audit_entries_added: u64,
     /// Vitals chunks counted over all sessions.
     pub chunks: u64,
     /// Of those, chunks that could not be decoded.
@@ -584,8 +591,10 @@ impl CloudStore {
                 }
                 Projection::Patient(_) => report.patients += 1,
                 Projection::SiteConfig => report.site_configs += 1,
+                Projection::Audit(_) => report.audit_docs += 1,
             }
-            projection::write(&tx, &id, site, &proj, updated_us)?;
+            let added = projection::write(&tx, &id, site, &proj, updated_us)?;
+            report.audit_entries_added += added as u64;
         }
         tx.commit()?;
         Ok(report)
@@ -762,6 +771,14 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(&format!(
             "BEGIN; {} PRAGMA user_version = 4; COMMIT;",
             users::schema_v4_tokens()
+        ))?;
+    }
+    if version < 5 {
+        // Appliances' audit entries beside the cloud's own (site, room, source, entry id).
+        // Independent of what the earlier steps hold: it only adds columns and an index.
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 5; COMMIT;",
+            users::SCHEMA_V5_AUDIT
         ))?;
     }
     Ok(())

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValueRef, Value, ValueRef};
 use rusqlite::{Connection, params};
+use vigil_shared::audit::{AuditDoc, AuditEntry};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     MAX_CHUNKS_PER_CHANNEL, PatientDoc, PatientRecord, SessionDoc, SessionMeta,
@@ -41,6 +42,17 @@ pub(crate) enum Projection {
     Patient(PatientRecord),
     /// A site config: registered, nothing projected yet.
     SiteConfig,
+    /// An appliance's audit document: its entries go to the audit log.
+    Audit(AuditProjection),
+}
+
+/// An audit document's projection: every entry, written to the audit log at most once each.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AuditProjection {
+    /// The appliance's room.
+    pub room: String,
+    /// The entries, in list order.
+    pub entries: Vec<AuditEntry>,
 }
 
 /// A session's projection.
@@ -126,10 +138,12 @@ pub(crate) fn project(
             Ok(Projection::Patient(record))
         }
         DocKind::SiteConfig => Ok(Projection::SiteConfig),
-        // Registered only, for now; the cloud's audit log takes its entries in a later change.
         DocKind::Audit => {
-            vigil_shared::audit::AuditDoc::from_automerge(doc.clone()).map_err(invalid)?;
-            Ok(Projection::SiteConfig)
+            let audit = AuditDoc::from_automerge(doc.clone()).map_err(invalid)?;
+            Ok(Projection::Audit(AuditProjection {
+                room: audit.room().map_err(invalid)?,
+                entries: audit.entries().map_err(invalid)?,
+            }))
         }
     }
 }
@@ -268,16 +282,17 @@ fn bits_from_db(n: i64) -> u64 {
     u64::from_ne_bytes(n.to_ne_bytes())
 }
 
-/// Replaces a document's projection rows. `site` is the registry's site.
+/// Replaces a document's projection rows. `site` is the registry's site. Returns how many
+/// audit entries were new to the audit log (0 for every other kind).
 pub(crate) fn write(
     conn: &Connection,
     id: &str,
     site: &str,
     projection: &Projection,
     now_us: i64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     match projection {
-        Projection::Session(s) => write_session(conn, id, site, s, now_us),
+        Projection::Session(s) => write_session(conn, id, site, s, now_us).map(|()| 0),
         Projection::Patient(p) => {
             let course = to_json(id, &p.course)?;
             let outcome_scores = to_json(id, &p.outcome_scores)?;
@@ -295,9 +310,15 @@ pub(crate) fn write(
                     outcome_scores
                 ],
             )?;
-            Ok(())
+            Ok(0)
         }
-        Projection::SiteConfig => Ok(()),
+        Projection::SiteConfig => Ok(0),
+        // Insert-or-ignore on (site, room, entry id): an entry is written once whatever the
+        // number of commits, syncs or reindexes that project it, and never changed after.
+        // The audit log is not a derived table, so a reindex does not clear it first.
+        Projection::Audit(a) => {
+            super::users::insert_appliance_entries(conn, site, &a.room, &a.entries)
+        }
     }
 }
 

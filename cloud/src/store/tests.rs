@@ -416,6 +416,8 @@ fn reindex_rebuilds_identical_projections() {
             site_configs: 0,
             chunks: 5,
             corrupt_chunks: 1,
+            audit_docs: 0,
+            audit_entries_added: 0,
             failed: 0,
             failures: vec![],
         }
@@ -1295,4 +1297,177 @@ fn tokens_made_before_expiry_existed_get_the_default_lifetime() {
     );
     assert!(store.revoke_api_token(user.id, id).unwrap());
     assert!(store.api_token(&[2]).unwrap().is_none());
+}
+
+fn audit_entry(n: u64, at_us: i64) -> vigil_shared::audit::AuditEntry {
+    vigil_shared::audit::AuditEntry {
+        id: format!("00000000-0000-4000-8000-{n:012x}"),
+        at_us,
+        actor: "nurse-a".into(),
+        action: format!("GET /api/v1/sessions/s-{n}"),
+        target: format!("s-{n}"),
+        client: "10.1.2.3".into(),
+    }
+}
+
+/// One audit log row as (at_us, source, site, room, user, action, entry id).
+type AuditLine = (
+    i64,
+    &'static str,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+/// The audit log, in page order.
+fn audit_rows(store: &CloudStore) -> Vec<AuditLine> {
+    let (total, rows) = store.audit_log(MAX_AUDIT_PAGE, 0).unwrap();
+    assert_eq!(total, rows.len() as u64);
+    rows.into_iter()
+        .map(|r| {
+            (
+                r.at_us,
+                r.source.as_str(),
+                r.site,
+                r.room,
+                r.username,
+                r.action,
+                r.entry_id,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_appliances_audit_entries_land_once_beside_the_clouds_own() {
+    const DOC: &str = "a0d17000-0000-4000-8000-000000000001";
+    let f = fixture();
+    f.store
+        .audit(&AuditRow::cloud(
+            5,
+            "admin",
+            "view session",
+            "s-1",
+            "10.0.0.1",
+        ))
+        .unwrap();
+    let mut doc = vigil_shared::audit::AuditDoc::create(DOC, "austin", "2").unwrap();
+    doc.append(&[audit_entry(1, 10), audit_entry(2, 3)])
+        .unwrap();
+    let commit_audit = |doc: &mut vigil_shared::audit::AuditDoc, now_us| {
+        f.store
+            .commit_document(DOC, DocKind::Audit, "austin", doc.automerge(), now_us)
+            .unwrap();
+    };
+    commit_audit(&mut doc, 20);
+    let appliance = |n: u64, at_us: i64| {
+        (
+            at_us,
+            "appliance",
+            "austin".to_owned(),
+            "2".to_owned(),
+            "nurse-a".to_owned(),
+            format!("GET /api/v1/sessions/s-{n}"),
+            Some(format!("00000000-0000-4000-8000-{n:012x}")),
+        )
+    };
+    let cloud = (
+        5,
+        "cloud",
+        String::new(),
+        String::new(),
+        "admin".to_owned(),
+        "view session".to_owned(),
+        None,
+    );
+    // Newest first by when it happened: the appliance's entries interleave with the cloud's.
+    assert_eq!(
+        audit_rows(&f.store),
+        [appliance(1, 10), cloud.clone(), appliance(2, 3)]
+    );
+
+    // The same document again (a re-sync, a duplicate message): nothing new.
+    let mut again = vigil_shared::audit::AuditDoc::load(&doc.automerge().save()).unwrap();
+    again.automerge().set_actor(automerge::ActorId::random());
+    f.store
+        .commit_document(DOC, DocKind::Audit, "austin", again.automerge(), 21)
+        .unwrap();
+    assert_eq!(audit_rows(&f.store).len(), 3);
+    // One more entry: one more row.
+    doc.append(&[audit_entry(3, 30)]).unwrap();
+    commit_audit(&mut doc, 31);
+    let all = vec![appliance(3, 30), appliance(1, 10), cloud, appliance(2, 3)];
+    assert_eq!(audit_rows(&f.store), all);
+
+    // A reindex projects the document again and adds nothing; rows lost are put back.
+    let report = f.store.reindex().unwrap();
+    assert_eq!((report.audit_docs, report.audit_entries_added), (1, 0));
+    assert_eq!(audit_rows(&f.store), all);
+    f.store
+        .writer()
+        .execute("DELETE FROM audit_log WHERE source = 'appliance'", [])
+        .unwrap();
+    let report = f.store.reindex().unwrap();
+    assert_eq!((report.audit_docs, report.audit_entries_added), (1, 3));
+    assert_eq!(audit_rows(&f.store), all);
+}
+
+#[test]
+fn the_same_entry_id_from_another_room_is_another_entry() {
+    // No appliance can suppress another's entries by claiming their ids first.
+    let f = fixture();
+    for (doc_id, room) in [
+        ("a0d17000-0000-4000-8000-000000000001", "1"),
+        ("a0d17000-0000-4000-8000-000000000002", "2"),
+    ] {
+        let mut doc = vigil_shared::audit::AuditDoc::create(doc_id, "austin", room).unwrap();
+        doc.append(&[audit_entry(1, 10)]).unwrap();
+        f.store
+            .commit_document(doc_id, DocKind::Audit, "austin", doc.automerge(), 1)
+            .unwrap();
+    }
+    let rooms: Vec<String> = audit_rows(&f.store).into_iter().map(|r| r.3).collect();
+    assert_eq!(rooms.len(), 2);
+    assert!(rooms.contains(&"1".to_owned()) && rooms.contains(&"2".to_owned()));
+}
+
+#[test]
+fn a_version_3_audit_log_reads_as_the_clouds_own_after_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    {
+        // A database as version 3 left it: the audit log without the appliance columns.
+        let store = CloudStore::open(&path).unwrap();
+        let conn = store.writer();
+        conn.execute_batch(
+            "DROP INDEX audit_by_entry;
+             ALTER TABLE audit_log DROP COLUMN source;
+             ALTER TABLE audit_log DROP COLUMN site;
+             ALTER TABLE audit_log DROP COLUMN room;
+             ALTER TABLE audit_log DROP COLUMN entry_id;
+             INSERT INTO audit_log (at_us, username, action, target, ip)
+                 VALUES (7, 'rm-central', 'view session', 's-1', '127.0.0.1');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = CloudStore::open(&path).unwrap();
+    let (_, rows) = store.audit_log(10, 0).unwrap();
+    assert_eq!(
+        rows,
+        [AuditRow::cloud(
+            7,
+            "rm-central",
+            "view session",
+            "s-1",
+            "127.0.0.1"
+        )]
+    );
+    let version: i64 = store
+        .writer()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, DB_VERSION);
 }

@@ -1,12 +1,15 @@
 //! The people side of [`CloudStore`]: user accounts, browser sessions, per-user API tokens and
-//! the audit log of reads of patient data, in the same SQLite file as the documents.
+//! the audit log of reads of patient data, in the same SQLite file as the documents. The audit
+//! log holds the cloud's own entries and, beside them, the entries appliances recorded and
+//! synced in their audit documents (written by the store's projection, once per entry).
 //!
 //! Nothing here hashes passwords, decides who may see what or checks timeouts: that is
 //! [`crate::auth`]'s job. Secrets are never stored: passwords as argon2 PHC strings (made by
 //! `auth`), session cookies and API tokens as SHA-256 digests.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use vigil_shared::audit::AuditEntry;
 
 use super::{CloudStore, StoreError};
 
@@ -63,9 +66,10 @@ pub struct ApiTokenRow {
 /// One audit entry: who read what, when, from where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRow {
-    /// When, µs.
+    /// When, µs (the appliance's clock for an appliance's entry).
     pub at_us: i64,
-    /// Who (user name, or `service` for the configured token).
+    /// Who (user name, or `service` for the configured token; an appliance's entries name
+    /// the staff id or token from the credential there).
     pub username: String,
     /// What was done, e.g. `view session`, `export sessions csv`, `api GET /api/v1/sessions/{id}`.
     pub action: String,
@@ -73,6 +77,59 @@ pub struct AuditRow {
     pub target: String,
     /// The client's address.
     pub ip: String,
+    /// Whether the cloud or an appliance recorded it.
+    pub source: AuditSource,
+    /// The appliance's site; empty for the cloud's own entries.
+    pub site: String,
+    /// The appliance's room; empty for the cloud's own entries.
+    pub room: String,
+    /// The appliance's id of the entry, on which its ingest is idempotent; `None` for the
+    /// cloud's own entries.
+    pub entry_id: Option<String>,
+}
+
+impl AuditRow {
+    /// An entry of the cloud's own.
+    pub fn cloud(at_us: i64, username: &str, action: &str, target: &str, ip: &str) -> AuditRow {
+        AuditRow {
+            at_us,
+            username: username.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            ip: ip.to_owned(),
+            source: AuditSource::Cloud,
+            site: String::new(),
+            room: String::new(),
+            entry_id: None,
+        }
+    }
+}
+
+/// Who recorded an audit entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSource {
+    /// The cloud (its dashboard and API).
+    Cloud,
+    /// A room appliance (its screen and API), synced in an audit document.
+    Appliance,
+}
+
+impl AuditSource {
+    /// The stored name: `cloud` or `appliance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditSource::Cloud => "cloud",
+            AuditSource::Appliance => "appliance",
+        }
+    }
+
+    fn from_db(name: &str) -> AuditSource {
+        match name {
+            "appliance" => AuditSource::Appliance,
+            _ => AuditSource::Cloud,
+        }
+    }
 }
 
 const USER_COLUMNS: &str = "id, username, role, scope, password_hash, disabled, created_us";
@@ -151,6 +208,49 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRow> {
         expires_us: r.get(3)?,
         last_used_us: r.get(4)?,
     })
+}
+
+/// The audit log's columns for appliances' entries, added by the store's migration to
+/// version 5. Rows written before read as the cloud's own. An appliance's entry is unique per
+/// (site, room, entry id): a re-sync, a duplicate message or a reindex inserts it at most
+/// once, and no appliance can suppress another's entries by reusing their ids.
+pub(super) const SCHEMA_V5_AUDIT: &str = "
+    ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT 'cloud';
+    ALTER TABLE audit_log ADD COLUMN site TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit_log ADD COLUMN room TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit_log ADD COLUMN entry_id TEXT;
+    CREATE UNIQUE INDEX audit_by_entry ON audit_log (site, room, entry_id);
+";
+
+/// Writes an appliance's audit entries into the audit log, each at most once (an entry
+/// already there is left as it is); returns how many were new. Runs inside the caller's
+/// transaction (the projection of the audit document they came in).
+pub(super) fn insert_appliance_entries(
+    conn: &Connection,
+    site: &str,
+    room: &str,
+    entries: &[AuditEntry],
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO audit_log
+             (at_us, username, action, target, ip, source, site, room, entry_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut added = 0;
+    for e in entries {
+        added += stmt.execute(params![
+            e.at_us,
+            e.actor,
+            e.action,
+            e.target,
+            e.client,
+            AuditSource::Appliance.as_str(),
+            site,
+            room,
+            e.id
+        ])?;
+    }
+    Ok(added)
 }
 
 impl CloudStore {
@@ -412,19 +512,27 @@ impl CloudStore {
     /// Appends to the audit log.
     pub fn audit(&self, entry: &AuditRow) -> Result<(), StoreError> {
         self.writer().execute(
-            "INSERT INTO audit_log (at_us, username, action, target, ip) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO audit_log (at_us, username, action, target, ip, source, site, room,
+                                    entry_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 entry.at_us,
                 entry.username,
                 entry.action,
                 entry.target,
-                entry.ip
+                entry.ip,
+                entry.source.as_str(),
+                entry.site,
+                entry.room,
+                entry.entry_id
             ],
         )?;
         Ok(())
     }
 
-    /// Audit entries, newest first, at most [`MAX_AUDIT_PAGE`]; and how many there are.
+    /// Audit entries, newest first by when they happened (an appliance's entries that arrive
+    /// after a week offline land at their own time, not on top), at most [`MAX_AUDIT_PAGE`];
+    /// and how many there are.
     pub fn audit_log(&self, limit: u32, offset: u32) -> Result<(u64, Vec<AuditRow>), StoreError> {
         let limit = limit.min(MAX_AUDIT_PAGE);
         self.read(|conn| {
@@ -432,8 +540,8 @@ impl CloudStore {
             let total: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
             let rows = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT at_us, username, action, target, ip FROM audit_log
-                     ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+                    "SELECT at_us, username, action, target, ip, source, site, room, entry_id
+                     FROM audit_log ORDER BY at_us DESC, id DESC LIMIT ?1 OFFSET ?2",
                 )?;
                 let rows = stmt.query_map(params![limit, offset], |r| {
                     Ok(AuditRow {
@@ -442,6 +550,10 @@ impl CloudStore {
                         action: r.get(2)?,
                         target: r.get(3)?,
                         ip: r.get(4)?,
+                        source: AuditSource::from_db(&r.get::<_, String>(5)?),
+                        site: r.get(6)?,
+                        room: r.get(7)?,
+                        entry_id: r.get(8)?,
                     })
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
