@@ -1434,11 +1434,11 @@ fn the_same_entry_id_from_another_room_is_another_entry() {
 }
 
 #[test]
-fn a_version_3_audit_log_reads_as_the_clouds_own_after_migration() {
+fn a_version_4_audit_log_reads_as_the_clouds_own_after_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
     {
-        // A database as version 3 left it: the audit log without the appliance columns.
+        // A database as version 4 left it: the audit log without the appliance columns.
         let store = CloudStore::open(&path).unwrap();
         let conn = store.writer();
         conn.execute_batch(
@@ -1449,7 +1449,7 @@ fn a_version_3_audit_log_reads_as_the_clouds_own_after_migration() {
              ALTER TABLE audit_log DROP COLUMN entry_id;
              INSERT INTO audit_log (at_us, username, action, target, ip)
                  VALUES (7, 'rm-central', 'view session', 's-1', '127.0.0.1');
-             PRAGMA user_version = 3;",
+             PRAGMA user_version = 4;",
         )
         .unwrap();
     }
