@@ -191,7 +191,8 @@ pub fn render(rows: &[Row], produced: &str) -> String {
     let duplicated: u64 = rows.iter().map(|r| r.duplicated).sum();
     let _ = writeln!(
         out,
-        "\nAll runs: {} samples recorded, {lost} lost, {duplicated} duplicated.\n",
+        "\nAll runs: {} recorded (samples, and audit entries where a row says so), {lost} lost, \
+         {duplicated} duplicated.\n",
         group(recorded)
     );
     let _ = writeln!(out, "{produced}");
@@ -262,7 +263,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[1].contains("| 1,234,567 | 1,234,567 | 0 | 0 | 1.2 s |"));
-        assert!(text.contains("All runs: 2,469,134 samples recorded, 0 lost, 0 duplicated."));
+        assert!(text.contains(
+            "All runs: 2,469,134 recorded (samples, and audit entries where a row says so), 0 \
+             lost, 0 duplicated."
+        ));
         assert!(text.ends_with("produced here\n"));
         assert_eq!(group(0), "0");
         assert_eq!(group(999), "999");

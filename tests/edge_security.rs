@@ -15,10 +15,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, SET_COOKIE};
+use reqwest::header::COOKIE;
 use serde_json::json;
-use support::write_edge_config;
-use support::{Http, edge_db, patient_body, seed_site_config, session_body, start_edge};
+use support::{
+    Http, csrf_field, edge_db, patient_body, seed_site_config, session_body, set_cookie,
+    start_edge, write_edge_config,
+};
 use vigil_edge::access::token_sha256;
 use vigil_shared::doc::SiteApiToken;
 
@@ -65,21 +67,6 @@ fn browser(from: &str) -> reqwest::Client {
         .local_address(from.parse::<IpAddr>().unwrap())
         .build()
         .unwrap()
-}
-
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|kv| kv.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
-fn csrf_field(html: &str) -> String {
-    let start = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
-    html[start..start + 64].to_owned()
 }
 
 /// The sign-in form's cookie and token, for `client`.

@@ -10,7 +10,7 @@ mod support;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use support::{start_edge, write_edge_config};
+use support::{csrf_field, set_cookie, start_edge, write_edge_config};
 
 const NURSE_PIN: &str = "246802";
 const DESK_PIN: &str = "135702";
@@ -29,23 +29,6 @@ fn seed_staff(db: &std::path::Path) {
         })
         .unwrap();
     });
-}
-
-/// `name=value` of a `Set-Cookie` named `name` in a response.
-fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
-    res.headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|kv| kv.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
-/// The value of the first hidden `csrf` field in a page.
-fn csrf_field(html: &str) -> String {
-    let start = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
-    html[start..start + 64].to_owned()
 }
 
 struct Client {

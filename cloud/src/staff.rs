@@ -265,6 +265,22 @@ impl From<automerge::AutomergeError> for StaffError {
 mod tests {
     use super::*;
 
+    /// Commits an empty configuration document for austin, as the cloud makes at start.
+    fn add_austin(store: &CloudStore) {
+        let mut doc = SiteConfigDoc::create(&vigil_shared::doc::SiteConfig {
+            site: "austin".into(),
+            name: "Austin".into(),
+            region: "central".into(),
+            rooms: vec![],
+            thresholds: vigil_shared::advisory::Thresholds::default(),
+            staff: vec![],
+        })
+        .unwrap();
+        store
+            .commit_document("austin", DocKind::SiteConfig, "austin", doc.automerge(), 1)
+            .unwrap();
+    }
+
     #[test]
     fn staff_fields_are_checked() {
         let ok = NewStaff {
@@ -338,18 +354,7 @@ mod tests {
             set_staff_member(&store, "austin", &new, 1),
             Err(StaffError::NoSite(_))
         ));
-        let mut doc = SiteConfigDoc::create(&vigil_shared::doc::SiteConfig {
-            site: "austin".into(),
-            name: "Austin".into(),
-            region: "central".into(),
-            rooms: vec![],
-            thresholds: vigil_shared::advisory::Thresholds::default(),
-            staff: vec![],
-        })
-        .unwrap();
-        store
-            .commit_document("austin", DocKind::SiteConfig, "austin", doc.automerge(), 1)
-            .unwrap();
+        add_austin(&store);
         set_staff_member(&store, "austin", &new, 2).unwrap();
         set_staff_member(
             &store,
@@ -397,18 +402,7 @@ mod tests {
     fn site_tokens_are_hashed_unique_and_revocable() {
         let dir = tempfile::tempdir().unwrap();
         let store = CloudStore::open(&dir.path().join("c.db")).unwrap();
-        let mut doc = SiteConfigDoc::create(&vigil_shared::doc::SiteConfig {
-            site: "austin".into(),
-            name: "Austin".into(),
-            region: "central".into(),
-            rooms: vec![],
-            thresholds: vigil_shared::advisory::Thresholds::default(),
-            staff: vec![],
-        })
-        .unwrap();
-        store
-            .commit_document("austin", DocKind::SiteConfig, "austin", doc.automerge(), 1)
-            .unwrap();
+        add_austin(&store);
         let token = issue_site_token(&store, "austin", "ehr", 30, 10).unwrap();
         assert!(token.starts_with("vgt_austin_"), "{token}");
         let again = issue_site_token(&store, "austin", "ehr", 30, 11).unwrap_err();

@@ -18,9 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State,
-};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -365,16 +363,7 @@ async fn guard(State(state): State<ApiState>, mut req: Request, next: Next) -> R
             return res;
         }
     };
-    let template = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    let entry = Entry {
-        actor: principal.id.clone(),
-        action: format!("api {} {template}", req.method()),
-        target: path_target(&template, req.uri().path()),
-        client: client_addr(&req),
-    };
+    let entry = Entry::for_request("api", &principal.id, &req);
     if let Err(e) = state.security.audit.record_async(entry).await {
         tracing::error!(error = %e, "cannot write the audit log; request refused");
         return ApiError::new(

@@ -53,6 +53,24 @@ pub struct Entry {
     pub client: String,
 }
 
+impl Entry {
+    /// The entry for an HTTP request by `actor` on the server part `part` (`api`, `screen`):
+    /// the route's template as the action (`api GET /api/v1/sessions/{id}`), its id as the
+    /// target, and the client's address.
+    pub fn for_request(part: &str, actor: &str, req: &axum::extract::Request) -> Entry {
+        let template = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+        Entry {
+            actor: actor.to_owned(),
+            action: format!("{part} {} {template}", req.method()),
+            target: crate::api::path_target(&template, req.uri().path()),
+            client: crate::api::client_addr(req),
+        }
+    }
+}
+
 impl AuditLog {
     /// Opens the audit log's own connection to the appliance database.
     pub fn open(db_path: &Path, clock: ScaledClock) -> Result<AuditLog, StoreError> {

@@ -289,6 +289,23 @@ pub fn edge_db(dir: &Path, site: &str, room: &str) -> PathBuf {
         .join("vigil-edge.db")
 }
 
+/// `name=value` of the `Set-Cookie` named `name` in a response.
+pub fn set_cookie(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|kv| kv.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value of the first hidden `csrf` field in a page.
+pub fn csrf_field(html: &str) -> String {
+    let start = html.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+    html[start..start + 64].to_owned()
+}
+
 /// A patient registration body.
 pub fn patient_body(given: &str) -> Value {
     serde_json::json!({

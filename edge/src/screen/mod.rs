@@ -35,7 +35,7 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -48,7 +48,7 @@ use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
 use vigil_shared::ui::{Esc, http};
 
 use crate::access::{Principal, Role, same};
-use crate::api::{ApiState, Command, Reply, client_addr, path_target};
+use crate::api::{ApiState, Command, Reply};
 use crate::audit::Entry;
 use crate::recorder::RecorderError;
 use crate::store;
@@ -242,16 +242,7 @@ async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) 
     let Some(viewer) = viewer else {
         return Redirect::to("/screen/login").into_response();
     };
-    let template = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
-    let entry = Entry {
-        actor: viewer.id.clone(),
-        action: format!("screen {} {template}", req.method()),
-        target: path_target(&template, req.uri().path()),
-        client: client_addr(&req),
-    };
+    let entry = Entry::for_request("screen", &viewer.id, &req);
     if let Err(e) = s.api.security.audit.record_async(entry).await {
         tracing::error!(error = %e, "cannot write the audit log; room screen request refused");
         return error_page(
