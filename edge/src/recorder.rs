@@ -764,6 +764,7 @@ impl Recorder {
             .map_err(|e| RecorderError::Invalid(format!("protocol refused: {e}")))?;
         if let Some(c) = &checkin {
             clinical::check_rate(c.rate_mg_per_h, &limits)
+                .and_then(|()| clinical::check_concentration(c.concentration_mg_per_ml))
                 .map_err(|e| RecorderError::Invalid(format!("pump setting refused: {e}")))?;
         }
         if let Some(a) = &self.active {

@@ -90,6 +90,14 @@ pub struct PumpPlan {
     pub rate_ml_per_h: f64,
 }
 
+/// The weakest bag concentration accepted by default, mg/mL: below it a typed 0.05 for 0.5
+/// gives ten times the pump's mL/h, and the bag runs in as a bolus.
+pub const MIN_CONCENTRATION_MG_PER_ML: f64 = 0.1;
+
+/// The strongest bag concentration accepted by default, mg/mL (ketamine for infusion is diluted
+/// to 0.5-1 mg/mL; 2 leaves room for a small-volume syringe driver).
+pub const MAX_CONCENTRATION_MG_PER_ML: f64 = 2.0;
+
 /// Why an order is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrderError {
@@ -112,6 +120,14 @@ pub enum OrderError {
         /// The limit.
         limit: f64,
     },
+    /// The bag's concentration is outside the formulary's range.
+    #[error(
+        "concentration {value} mg/mL is outside {MIN_CONCENTRATION_MG_PER_ML}-{MAX_CONCENTRATION_MG_PER_ML} mg/mL; check the bag's label"
+    )]
+    Concentration {
+        /// Entered.
+        value: f64,
+    },
     /// The duration is outside the site's range.
     #[error("duration {minutes} min is outside the site's {min}-{max} min")]
     Duration {
@@ -133,7 +149,7 @@ fn round1(x: f64) -> f64 {
 /// total mg = mg/kg × kg; mg/h = total ÷ hours; mL/h = mg/h ÷ mg/mL. Rounding happens once,
 /// at the end, so the rounded rate times the duration gives the rounded total to within 0.1.
 pub fn pump_plan(order: &InfusionOrder, limits: &InfusionLimits) -> Result<PumpPlan, OrderError> {
-    positive(order.concentration_mg_per_ml, "concentration (mg/mL)")?;
+    check_concentration(order.concentration_mg_per_ml)?;
     let (total, rate) =
         check_protocol(order.dose_mg_per_kg, order.weight_kg, order.minutes, limits)?;
     Ok(PumpPlan {
@@ -196,6 +212,18 @@ pub fn check_protocol(
     let rate = total / (minutes as f64 / 60.0);
     over("rate (mg/h)", rate, limits.max_rate_mg_per_h)?;
     Ok((total, rate))
+}
+
+/// Checks a bag's concentration against the formulary's range
+/// ([`MIN_CONCENTRATION_MG_PER_ML`]-[`MAX_CONCENTRATION_MG_PER_ML`]).
+pub fn check_concentration(mg_per_ml: f64) -> Result<(), OrderError> {
+    positive(mg_per_ml, "concentration (mg/mL)")?;
+    if !(MIN_CONCENTRATION_MG_PER_ML..=MAX_CONCENTRATION_MG_PER_ML).contains(&mg_per_ml) {
+        return Err(OrderError::Concentration {
+            value: round1(mg_per_ml * 10.0) / 10.0,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a pump rate set during an infusion (a start or a rate change) against the site's
@@ -583,6 +611,82 @@ pub fn check_birth_date(date: &str, today: (i32, u8, u8)) -> Result<(), BirthDat
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Delivered dose
+
+/// One stretch of the pump running at one rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DoseSegment {
+    /// From, µs.
+    pub from_us: i64,
+    /// To, µs.
+    pub to_us: i64,
+    /// The rate, mg/h.
+    pub rate_mg_per_h: f64,
+    /// What ran in, mg.
+    pub mg: f64,
+}
+
+/// What an infusion delivered, worked out from its dose timeline.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delivered {
+    /// The stretches the pump ran, in time order (a pause or a rate change starts a new one).
+    pub segments: Vec<DoseSegment>,
+    /// Time the pump ran, µs.
+    pub infused_us: i64,
+    /// Dose delivered, mg.
+    pub mg: f64,
+}
+
+impl Delivered {
+    fn run(&mut self, from_us: i64, to_us: i64, rate_mg_per_h: f64) {
+        if to_us > from_us && rate_mg_per_h > 0.0 {
+            let mg = rate_mg_per_h * (to_us - from_us) as f64 / 3_600_000_000.0;
+            self.segments.push(DoseSegment {
+                from_us,
+                to_us,
+                rate_mg_per_h,
+                mg,
+            });
+            self.infused_us += to_us - from_us;
+            self.mg += mg;
+        }
+    }
+}
+
+/// The dose delivered by a timeline of dose events: the integral of the pump rate over the
+/// time it ran. A `start` or `resume` runs the pump (at its rate, or the last one known), a
+/// `rate_change` changes the rate (running nothing while the pump is paused), `pause` and
+/// `stop` halt it. A pump still running at `end_us` (an abort without a stop, or an infusion in
+/// progress) counts until then. Events are taken in time order, ties in their given order; a
+/// rate that is not a finite number of at least zero is ignored.
+pub fn delivered(events: &[crate::doc::DoseEvent], end_us: i64) -> Delivered {
+    use crate::doc::DoseAction;
+    let mut sorted: Vec<&crate::doc::DoseEvent> = events.iter().collect();
+    sorted.sort_by_key(|e| e.at_us);
+    let mut out = Delivered::default();
+    let mut rate = 0.0_f64;
+    let mut running_since: Option<i64> = None;
+    for e in sorted {
+        let was_running = running_since.take();
+        if let Some(from) = was_running {
+            out.run(from, e.at_us, rate);
+        }
+        if let Some(r) = e.rate_mg_per_h.filter(|r| r.is_finite() && *r >= 0.0) {
+            rate = r;
+        }
+        running_since = match e.action {
+            DoseAction::Start | DoseAction::Resume => Some(e.at_us),
+            DoseAction::RateChange => was_running.map(|_| e.at_us),
+            DoseAction::Pause | DoseAction::Stop => None,
+        };
+    }
+    if let Some(from) = running_since {
+        out.run(from, end_us.max(from), rate);
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::type_complexity)] // reason: the worked-example tables read best as tuples
 mod tests {
@@ -635,6 +739,14 @@ mod tests {
                 "weight (kg) must be a positive",
             ),
             (order(0.5, 70.0, 40, 0.0), "concentration"),
+            (
+                order(0.5, 70.0, 40, 0.05),
+                "concentration 0.05 mg/mL is outside 0.1-2 mg/mL",
+            ),
+            (
+                order(0.5, 70.0, 40, 5.0),
+                "concentration 5 mg/mL is outside",
+            ),
             (order(0.5, 70.0, 0, 1.0), "duration (min) must be"),
             (order(0.5, 7.0, 40, 1.0), "weight 7 kg"),
             (
@@ -910,6 +1022,110 @@ mod tests {
                 }
                 (got, expected) => panic!("{date:?}: got {got:?}, expected {expected:?}"),
             }
+        }
+    }
+
+    fn dose(
+        at_min: i64,
+        action: crate::doc::DoseAction,
+        rate: Option<f64>,
+    ) -> crate::doc::DoseEvent {
+        crate::doc::DoseEvent {
+            id: format!("d{at_min}"),
+            at_us: at_min * 60_000_000,
+            action,
+            rate_mg_per_h: rate,
+            by: "nurse-ana".into(),
+        }
+    }
+
+    /// Worked examples: a timeline (minutes, action, mg/h) and the session's end (min) →
+    /// (minutes the pump ran, mg delivered, segments).
+    #[test]
+    fn delivered_dose_worked_examples() {
+        use crate::doc::DoseAction::{Pause, RateChange, Resume, Start, Stop};
+        let cases: &[(&str, Vec<crate::doc::DoseEvent>, i64, (f64, f64, usize))] = &[
+            (
+                "as planned: 52.5 mg/h for 40 min = 35 mg",
+                vec![dose(0, Start, Some(52.5)), dose(40, Stop, None)],
+                55,
+                (40.0, 35.0, 1),
+            ),
+            (
+                "a 10-minute pause: still 40 min running, 35 mg",
+                vec![
+                    dose(0, Start, Some(52.5)),
+                    dose(15, Pause, None),
+                    dose(25, Resume, None),
+                    dose(50, Stop, None),
+                ],
+                60,
+                (40.0, 35.0, 2),
+            ),
+            (
+                "a rate change: 20 min at 60 then 20 min at 30 = 20 + 10 mg",
+                vec![
+                    dose(0, Start, Some(60.0)),
+                    dose(20, RateChange, Some(30.0)),
+                    dose(40, Stop, None),
+                ],
+                45,
+                (40.0, 30.0, 2),
+            ),
+            (
+                "stopped before plan at 20 min: 17.5 mg",
+                vec![dose(0, Start, Some(52.5)), dose(20, Stop, None)],
+                40,
+                (20.0, 17.5, 1),
+            ),
+            (
+                "aborted without a stop at 24 min: counted to the session's end, 21 mg",
+                vec![dose(0, Start, Some(52.5))],
+                24,
+                (24.0, 21.0, 1),
+            ),
+            (
+                "a rate changed while paused runs nothing until the resume",
+                vec![
+                    dose(0, Start, Some(60.0)),
+                    dose(10, Pause, None),
+                    dose(15, RateChange, Some(30.0)),
+                    dose(20, Resume, None),
+                    dose(40, Stop, None),
+                ],
+                40,
+                (30.0, 20.0, 2),
+            ),
+            (
+                "events given out of order are taken in time order",
+                vec![dose(40, Stop, None), dose(0, Start, Some(52.5))],
+                40,
+                (40.0, 35.0, 1),
+            ),
+            (
+                "a start without a rate delivers nothing that can be counted",
+                vec![dose(0, Start, None), dose(40, Stop, None)],
+                40,
+                (0.0, 0.0, 0),
+            ),
+            ("no events: nothing", vec![], 40, (0.0, 0.0, 0)),
+        ];
+        for (what, events, end_min, (minutes, mg, segments)) in cases {
+            let d = delivered(events, end_min * 60_000_000);
+            assert_eq!(
+                (
+                    d.infused_us as f64 / 60_000_000.0,
+                    (d.mg * 1000.0).round() / 1000.0,
+                    d.segments.len()
+                ),
+                (*minutes, *mg, *segments),
+                "{what}"
+            );
+            let sum: f64 = d.segments.iter().map(|s| s.mg).sum();
+            assert!(
+                (sum - d.mg).abs() < 1e-9,
+                "{what}: segments sum to the total"
+            );
         }
     }
 }
