@@ -1,6 +1,7 @@
 //! A session as a FHIR R4 Bundle (`collection`): an Encounter for the session, Observations
 //! of the vital signs with LOINC codes and UCUM units (DESIGN.md, "Cloud"), and a
-//! MedicationAdministration per dose event, every resource referring to the patient as
+//! MedicationAdministration per stretch of the pump at one rate (the delivered dose, from
+//! `clinical::delivered`), every resource referring to the patient as
 //! `Patient/{id}` (the patient's own record is `GET /api/v1/patients/{id}`).
 //!
 //! One Observation per blood-pressure reading; heart rate, SpO2 and temperature, sampled once
@@ -10,7 +11,7 @@
 //! Pure: data in, JSON out.
 
 use serde_json::{Value, json};
-use vigil_shared::doc::{DoseAction, SessionState};
+use vigil_shared::doc::SessionState;
 use vigil_shared::vitals::Channel;
 
 use crate::dates::rfc3339;
@@ -127,35 +128,49 @@ pub fn session_bundle(chart: &SessionChart) -> Value {
             }}));
         }
     }
-    for (n, d) in m.dose_events.iter().enumerate() {
-        let (status, action) = match d.action {
-            DoseAction::Start => ("in-progress", "start"),
-            DoseAction::RateChange => ("in-progress", "rate change"),
-            DoseAction::Pause => ("on-hold", "pause"),
-            DoseAction::Resume => ("in-progress", "resume"),
-            DoseAction::Stop => ("completed", "stop"),
+    // What the pump delivered, one MedicationAdministration per stretch at one rate, each with
+    // its own period and amount: they sum to the delivered dose (never the planned total
+    // repeated per event). A session still running counts to its last dose event.
+    let last_event_us = m.dose_events.iter().map(|d| d.at_us).max();
+    let end_us = m.ended_us.or(last_event_us).unwrap_or(m.created_us);
+    let delivered = vigil_shared::clinical::delivered(&m.dose_events, end_us);
+    let mut medication = json!({"text": m.protocol.drug});
+    if m.protocol.drug.eq_ignore_ascii_case("ketamine") {
+        medication["coding"] =
+            json!([{"system": RXNORM, "code": RXNORM_KETAMINE, "display": "ketamine"}]);
+    }
+    let performer = |at_us: i64| {
+        m.dose_events
+            .iter()
+            .filter(|d| d.at_us <= at_us)
+            .max_by_key(|d| d.at_us)
+            .map(|d| d.by.clone())
+            .unwrap_or_default()
+    };
+    let last = delivered.segments.len();
+    for (n, seg) in delivered.segments.iter().enumerate() {
+        let status = match m.state {
+            SessionState::InProgress if n + 1 == last => "in-progress",
+            SessionState::Aborted if n + 1 == last => "stopped",
+            _ => "completed",
         };
-        let mut medication = json!({"text": m.protocol.drug});
-        if m.protocol.drug.eq_ignore_ascii_case("ketamine") {
-            medication["coding"] =
-                json!([{"system": RXNORM, "code": RXNORM_KETAMINE, "display": "ketamine"}]);
-        }
-        let mut dosage = json!({
-            "route": {"text": m.protocol.route},
-            "dose": quantity(m.protocol.dose_mg_per_kg * m.protocol.weight_kg, "mg"),
-        });
-        if let Some(rate) = d.rate_mg_per_h {
-            dosage["rateQuantity"] = quantity(rate, "mg/h");
-        }
         entries.push(json!({"resource": {
             "resourceType": "MedicationAdministration", "id": format!("dose-{}", n + 1),
             "status": status, "medicationCodeableConcept": medication,
             "subject": subject, "context": encounter_ref,
-            "effectiveDateTime": rfc3339(d.at_us),
-            "performer": [{"actor": {"display": d.by}}],
-            "note": [{"text": format!("{action}; planned {} mg/kg over {} min for {} kg",
+            "effectivePeriod": {"start": rfc3339(seg.from_us), "end": rfc3339(seg.to_us)},
+            "performer": [{"actor": {"display": performer(seg.from_us)}}],
+            "note": [{"text": format!(
+                "delivered {:.1} mg of {:.1} mg in {} min of pump time; planned {} mg/kg over {} min for {} kg",
+                delivered.mg,
+                m.protocol.dose_mg_per_kg * m.protocol.weight_kg,
+                delivered.infused_us / 60_000_000,
                 m.protocol.dose_mg_per_kg, m.protocol.planned_minutes, m.protocol.weight_kg)}],
-            "dosage": dosage,
+            "dosage": {
+                "route": {"text": m.protocol.route},
+                "dose": quantity((seg.mg * 1000.0).round() / 1000.0, "mg"),
+                "rateQuantity": quantity(seg.rate_mg_per_h, "mg/h"),
+            },
         }}));
     }
     json!({
@@ -211,5 +226,74 @@ mod tests {
             means,
             vec![(0, 60.0), (60_000_000, 61.0), (120_000_000, 62.0)]
         );
+    }
+
+    #[test]
+    fn doses_are_what_the_pump_delivered_one_resource_per_rate() {
+        use vigil_shared::doc::{DoseAction, DoseEvent, Protocol, SessionMeta};
+        let minute = 60_000_000;
+        let dose = |at: i64, action, rate| DoseEvent {
+            id: format!("d{at}"),
+            at_us: at * minute,
+            action,
+            rate_mg_per_h: rate,
+            by: "nurse-ana".into(),
+        };
+        // 60 mg/h for 10 min, paused 5, resumed for 10, then 30 mg/h for 20 min: 10 + 10 + 10.
+        let meta = SessionMeta {
+            id: "s-1".into(),
+            site: "austin".into(),
+            room: "1".into(),
+            patient_id: "p-1".into(),
+            protocol: Protocol {
+                drug: "ketamine".into(),
+                route: "iv".into(),
+                dose_mg_per_kg: 0.5,
+                weight_kg: 70.0,
+                planned_minutes: 40,
+            },
+            state: SessionState::Completed,
+            created_us: 0,
+            started_us: Some(0),
+            ended_us: Some(60 * minute),
+            dose_events: vec![
+                dose(0, DoseAction::Start, Some(60.0)),
+                dose(10, DoseAction::Pause, None),
+                dose(15, DoseAction::Resume, None),
+                dose(25, DoseAction::RateChange, Some(30.0)),
+                dose(45, DoseAction::Stop, None),
+            ],
+            advisories: vec![],
+            observations: vec![],
+            scores: vec![],
+            discharge: None,
+        };
+        let chart = SessionChart {
+            site: "austin".into(),
+            meta,
+            notes: String::new(),
+            vitals: vec![],
+            ecg_span: None,
+        };
+        let bundle = session_bundle(&chart);
+        let doses: Vec<&Value> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .filter(|r| r["resourceType"] == "MedicationAdministration")
+            .collect();
+        let amounts: Vec<f64> = doses
+            .iter()
+            .map(|r| r["dosage"]["dose"]["value"].as_f64().unwrap())
+            .collect();
+        assert_eq!(amounts, [10.0, 10.0, 10.0]);
+        let rates: Vec<f64> = doses
+            .iter()
+            .map(|r| r["dosage"]["rateQuantity"]["value"].as_f64().unwrap())
+            .collect();
+        assert_eq!(rates, [60.0, 60.0, 30.0]);
+        assert_eq!(doses[1]["effectivePeriod"]["start"], rfc3339(15 * minute));
+        assert!(doses.iter().all(|r| r["status"] == "completed"));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use serde_json::Value;
+use serde_json::{Value, json};
 use vigil_cloud::api::{ApiState, ClientConn, SiteInfo, router};
 use vigil_cloud::auth::{self, BAD_LOGIN, DEFAULT_TOKEN_DAYS, FREE_ATTEMPTS, Role};
 use vigil_cloud::config::HttpConfig;
@@ -754,9 +754,13 @@ async fn fhir_bundle_uses_loinc_and_ucum() {
         .iter()
         .filter(|r| r["resourceType"] == "MedicationAdministration")
         .collect();
-    assert_eq!(doses.len(), 2);
+    // 105 mg/h from the start to the stop 15 minutes later: one stretch, 26.25 mg delivered
+    // (not the planned 35 mg on every dose event).
+    assert_eq!(doses.len(), 1);
     assert_eq!(doses[0]["dosage"]["rateQuantity"]["code"], "mg/h");
-    assert_eq!(doses[1]["status"], "completed");
+    assert_eq!(doses[0]["dosage"]["dose"]["value"], json!(26.25));
+    assert_eq!(doses[0]["status"], "completed");
+    assert!(doses[0]["effectivePeriod"]["end"].is_string());
 }
 
 #[tokio::test]
