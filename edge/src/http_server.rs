@@ -53,8 +53,12 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a client may take to send a request's headers, so a connection trickling bytes
-/// cannot hold its slot for ever.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// cannot hold its slot for ever. hyper counts it from the end of the previous response on a
+/// kept-alive connection, so it is also how long an idle connection stays open: it must be
+/// longer than clients keep idle connections (reqwest 90 s, Firefox 115 s), or the
+/// appliance closes a connection just as a client sends its next request on it and the
+/// request fails (seen: a `POST …/stop` lost that way after a 30-second wait).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long requests in flight may finish after shutdown begins. Pages and API calls answer
 /// in milliseconds; the live streams never end by themselves and are cut after this.
