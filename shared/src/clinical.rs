@@ -420,6 +420,10 @@ pub struct Aldrete {
 /// Lowest modified Aldrete total for discharge (DESIGN.md).
 pub const ALDRETE_DISCHARGE_MIN: u8 = 9;
 
+/// Oldest monitor reading the discharge page suggests an Aldrete item from, µs: a cuff
+/// reading from the start of the infusion says nothing about the patient leaving now.
+pub const ALDRETE_READING_MAX_AGE_US: i64 = 10 * 60 * 1_000_000;
+
 impl Aldrete {
     /// The total, 0-10; `None` when an item is outside 0-2.
     pub fn total(&self) -> Option<u8> {

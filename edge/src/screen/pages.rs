@@ -25,7 +25,7 @@ use vigil_shared::doc::{
 use vigil_shared::ui::chart::{LineChart, Series, TimeAxis, line_chart};
 use vigil_shared::ui::layout::badge;
 use vigil_shared::ui::{Esc, url_encode};
-use vigil_shared::vitals::Channel;
+use vigil_shared::vitals::{Channel, Sample};
 
 use super::{Section, Shared, Viewer, call, check_csrf, error_page, frame, read, site_room};
 use crate::api::Command;
@@ -1385,14 +1385,14 @@ fn after_page(
             "Suggested {} (baseline systolic {b}, now {now})",
             clinical::aldrete_circulation(b, now)
         ),
-        _ => "No blood pressure reading to compare".into(),
+        _ => "No blood pressure reading in the last 10 minutes to compare; take one".into(),
     };
     let suggest_o2 = match live.1 {
         Some(spo2) => format!(
             "Suggested {} if on room air (SpO2 {spo2} %)",
             clinical::aldrete_oxygen(spo2, false)
         ),
-        None => "No SpO2 reading".into(),
+        None => "No SpO2 reading in the last 10 minutes".into(),
     };
     let f = st.form;
     let select = |name: &str, val: &Option<String>, label: &str, options: [&str; 3], hint: &str| {
@@ -1446,18 +1446,23 @@ fn after_page(
     body
 }
 
+/// The latest systolic pressure and SpO2, each only if measured within
+/// [`clinical::ALDRETE_READING_MAX_AGE_US`] of the appliance's clock.
 fn live_bp_spo2(s: &Shared) -> (Option<i64>, Option<i64>) {
     s.api
         .status
         .lock()
-        .map(|st| {
-            let last = &st.recorder.last;
-            (
-                last.get(&Channel::Nibp).map(|x| i64::from(x.v[0])),
-                last.get(&Channel::Spo2).map(|x| i64::from(x.v[0])),
-            )
-        })
+        .map(|st| fresh_bp_spo2(&st.recorder.last, st.now_us))
         .unwrap_or_default()
+}
+
+fn fresh_bp_spo2(last: &BTreeMap<Channel, Sample>, now_us: i64) -> (Option<i64>, Option<i64>) {
+    let fresh = |channel| {
+        last.get(&channel)
+            .filter(|x| now_us - x.t_us <= clinical::ALDRETE_READING_MAX_AGE_US)
+            .map(|x| i64::from(x.v[0]))
+    };
+    (fresh(Channel::Nibp), fresh(Channel::Spo2))
 }
 
 pub(crate) async fn after(
@@ -1713,6 +1718,23 @@ pub(crate) async fn course(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aldrete_suggestions_use_only_recent_readings() {
+        let minute = 60_000_000;
+        let now = 100 * minute;
+        let mut last = BTreeMap::new();
+        last.insert(Channel::Nibp, Sample::scalar(now - 11 * minute, 150));
+        last.insert(Channel::Spo2, Sample::scalar(now - minute, 97));
+        assert_eq!(
+            fresh_bp_spo2(&last, now),
+            (None, Some(97)),
+            "an 11-minute-old cuff"
+        );
+        last.insert(Channel::Nibp, Sample::scalar(now - 10 * minute, 128));
+        assert_eq!(fresh_bp_spo2(&last, now), (Some(128), Some(97)));
+        assert_eq!(fresh_bp_spo2(&BTreeMap::new(), now), (None, None));
+    }
 
     #[test]
     fn dates_and_clocks() {
