@@ -267,6 +267,17 @@ async fn the_api_answers_only_credentials_and_keeps_the_clinical_rules() {
         )
         .await;
     assert_eq!(st, 422, "a forged discharge: {body}");
+    let (st, body) = ehr
+        .post(
+            &events,
+            &json!({"type": "discharge", "aldrete": 10, "escort": "Sam", "no_driving_ack": true}),
+        )
+        .await;
+    assert_eq!(st, 409, "a discharge with the pump running: {body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("dose stop"),
+        "{body}"
+    );
     let (_, view) = ehr.get(&format!("/api/v1/sessions/{sid}")).await;
     let doses = view["dose_events"].as_array().unwrap();
     assert_eq!(doses.len(), 1, "{view}");

@@ -220,6 +220,10 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         .await;
     assert_eq!(st, 201, "{body}");
     let (st, body) = edge
+        .post(&events, &json!({"type": "dose", "action": "stop"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, body) = edge
         .post(
             &events,
             &json!({"type": "discharge", "aldrete": 10, "escort": FORMULAS[0],

@@ -1370,15 +1370,22 @@ fn apply_event(
             escort,
             no_driving_ack,
             by,
-        } => doc.update_meta(|m| {
-            m.discharge = Some(Discharge {
-                at_us: now_us,
-                aldrete,
-                escort,
-                no_driving_ack,
-                by,
-            })
-        })?,
+        } => {
+            if !clinical::infusion_stopped(&doc.meta()?.dose_events) {
+                return Err(RecorderError::Conflict(
+                    "discharge needs the infusion stopped first: record the dose stop".into(),
+                ));
+            }
+            doc.update_meta(|m| {
+                m.discharge = Some(Discharge {
+                    at_us: now_us,
+                    aldrete,
+                    escort,
+                    no_driving_ack,
+                    by,
+                })
+            })?
+        }
     }
     Ok(())
 }

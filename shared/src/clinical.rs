@@ -658,6 +658,16 @@ impl Delivered {
     }
 }
 
+/// Whether the infusion is over as far as discharge is concerned: no dose was ever started, or
+/// the latest dose event is a `stop`. A patient is not discharged with the pump running or
+/// paused.
+pub fn infusion_stopped(events: &[crate::doc::DoseEvent]) -> bool {
+    events
+        .iter()
+        .max_by_key(|e| e.at_us)
+        .is_none_or(|e| e.action == crate::doc::DoseAction::Stop)
+}
+
 /// The dose delivered by a timeline of dose events: the integral of the pump rate over the
 /// time it ran. A `start` or `resume` runs the pump (at its rate, or the last one known), a
 /// `rate_change` changes the rate (running nothing while the pump is paused), `pause` and
@@ -1040,6 +1050,33 @@ mod tests {
             action,
             rate_mg_per_h: rate,
             by: "nurse-ana".into(),
+        }
+    }
+
+    #[test]
+    fn discharge_waits_for_the_stop() {
+        use crate::doc::DoseAction::{Pause, Start, Stop};
+        let cases: &[(&str, Vec<crate::doc::DoseEvent>, bool)] = &[
+            ("never started", vec![], true),
+            ("running", vec![dose(0, Start, Some(52.5))], false),
+            (
+                "paused",
+                vec![dose(0, Start, Some(52.5)), dose(9, Pause, None)],
+                false,
+            ),
+            (
+                "stopped",
+                vec![dose(0, Start, Some(52.5)), dose(40, Stop, None)],
+                true,
+            ),
+            (
+                "the stop recorded first, the start later in time",
+                vec![dose(40, Stop, None), dose(50, Start, Some(52.5))],
+                false,
+            ),
+        ];
+        for (what, events, expected) in cases {
+            assert_eq!(infusion_stopped(events), *expected, "{what}");
         }
     }
 
