@@ -255,7 +255,7 @@ impl Server {
     ) -> reqwest::Response {
         let body: String = form
             .iter()
-            .map(|(k, v)| format!("{k}={}", vigil_shared::ui::url_encode(v)))
+            .map(|(k, v)| format!("{k}={}", vigil_web::url_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
         let mut req = self
@@ -440,7 +440,7 @@ async fn parallel_guesses(
         };
         let body = format!(
             "username={user}&password={}&csrf={csrf}&next=%2F",
-            vigil_shared::ui::url_encode(&password)
+            vigil_web::url_encode(&password)
         );
         let mut req = s
             .client
@@ -1030,7 +1030,7 @@ async fn next_after_sign_in_stays_on_this_site() {
         // The sign-in page carries the same cleaned value in its form.
         let res = s
             .get(
-                &format!("/login?next={}", vigil_shared::ui::url_encode(next)),
+                &format!("/login?next={}", vigil_web::url_encode(next)),
                 None,
             )
             .await;
@@ -1038,7 +1038,7 @@ async fn next_after_sign_in_stays_on_this_site() {
         let html = res.text().await.unwrap();
         assert_eq!(
             hidden(&html, "next"),
-            vigil_shared::ui::escape(expected),
+            vigil_web::escape(expected),
             "{next:?}"
         );
     }

@@ -301,7 +301,7 @@ pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Princ
         .get_all(header::COOKIE)
         .into_iter()
         .filter_map(|v| v.to_str().ok());
-    match vigil_shared::ui::http::cookie_value(cookies, crate::screen::COOKIE) {
+    match vigil_web::http::cookie_value(cookies, crate::screen::COOKIE) {
         Some(token) => state
             .security
             .sessions

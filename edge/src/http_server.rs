@@ -35,9 +35,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
-use vigil_shared::ui::http;
+use vigil_web::http;
 
-pub use vigil_shared::ui::http::Transport;
+pub use vigil_web::http::Transport;
 
 use crate::config::HttpTls;
 

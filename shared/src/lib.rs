@@ -12,6 +12,5 @@ pub mod clinical;
 pub mod doc;
 pub mod ids;
 pub mod sync;
-pub mod ui;
 pub mod vitals;
 pub mod wire;

@@ -46,8 +46,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
-use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
-use vigil_shared::ui::{Esc, http, url_encode};
+use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
+use vigil_web::{Esc, http, url_encode};
 
 use crate::api::{ApiError, ClientIp, Shared, client_ip, now_us};
 use crate::auth::{BAD_LOGIN, Login, Principal, Role, random_token, same};
@@ -216,12 +216,14 @@ fn forbidden_csrf() -> Response {
 
 /// A page without the signed-in frame (sign-in, errors before sign-in).
 fn html_doc(title: &str, body: &str) -> axum::response::Html<String> {
-    axum::response::Html(layout::render(&Page {
-        title,
-        nav: &[],
-        account: "",
-        body,
-    }))
+    axum::response::Html(
+        layout::bare(
+            title,
+            maud::Markup::default(),
+            maud::PreEscaped(body.to_owned()),
+        )
+        .into_string(),
+    )
 }
 
 /// Sections of the top bar.
@@ -262,12 +264,16 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
         Esc(&viewer.who.describe()),
         Esc(&viewer.csrf)
     );
-    axum::response::Html(layout::render(&Page {
-        title,
-        nav: &links,
-        account: &account,
-        body,
-    }))
+    axum::response::Html(
+        layout::page(Page {
+            title,
+            nav: &links,
+            account: maud::PreEscaped(account),
+            head: maud::Markup::default(),
+            body: maud::PreEscaped(body.to_owned()),
+        })
+        .into_string(),
+    )
     .into_response()
 }
 

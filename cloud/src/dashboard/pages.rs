@@ -15,10 +15,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use vigil_shared::doc::{DoseAction, SessionMeta};
-use vigil_shared::ui::chart::{Band, LineChart, Marker, Series, TimeAxis, line_chart};
-use vigil_shared::ui::layout::badge;
-use vigil_shared::ui::{Esc, csv_row, url_encode};
 use vigil_shared::vitals::Channel;
+use vigil_web::chart::{Band, LineChart, Marker, Series, TimeAxis, line_chart};
+use vigil_web::{Esc, csv_row, url_encode};
 
 use super::{
     Section, Viewer, audit_view, check_csrf, csv_response, error_page, frame, limited, wait_message,
@@ -30,6 +29,11 @@ use crate::auth::{
 };
 use crate::dates;
 use crate::store::{ApiTokenRow, MAX_SESSION_PAGE, SessionChart, SessionFilter, SessionRow};
+
+/// The badge as a string, while this module still builds pages with `format!`.
+fn badge(class: &str, text: &str) -> String {
+    vigil_web::layout::badge(class, text).into_string()
+}
 
 /// Sessions per page of the list.
 pub const LIST_PAGE: u32 = 25;

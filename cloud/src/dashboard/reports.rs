@@ -17,7 +17,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use vigil_shared::ui::{Esc, csv_row};
+use vigil_web::{Esc, csv_row};
 
 use super::{Section, Viewer, audit_view, csv_response, error_page, frame};
 use crate::api::{ClientIp, Shared, now_us, read};

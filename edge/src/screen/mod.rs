@@ -43,9 +43,9 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 use vigil_shared::doc::{SiteConfig, StaffMember};
-use vigil_shared::ui::http::Transport;
-use vigil_shared::ui::layout::{self, CSS, CSS_PATH, NavLink, Page};
-use vigil_shared::ui::{Esc, http};
+use vigil_web::http::Transport;
+use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
+use vigil_web::{Esc, http};
 
 use crate::access::{Principal, Role, same};
 use crate::api::{ApiState, Command, Reply};
@@ -273,23 +273,15 @@ pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(),
 
 /// A page without the signed-in frame.
 fn bare(title: &str, body: &str) -> Html<String> {
-    Html(with_assets(layout::render(&Page {
-        title,
-        nav: &[],
-        account: "",
-        body,
-    })))
+    Html(layout::bare(title, assets(), maud::PreEscaped(body.to_owned())).into_string())
 }
 
-/// Adds the screen's stylesheet and script to a page of the shared layout.
-fn with_assets(html: String) -> String {
-    html.replacen(
-        "</head>",
-        &format!(
-            r#"<link rel="stylesheet" href="{SCREEN_CSS_PATH}"><script src="{SCRIPT_PATH}" defer></script></head>"#
-        ),
-        1,
-    )
+/// The screen's own stylesheet and script, in the head of every page.
+fn assets() -> maud::Markup {
+    maud::html! {
+        link rel="stylesheet" href=(SCREEN_CSS_PATH);
+        script src=(SCRIPT_PATH) defer {}
+    }
 }
 
 /// Sections of the top bar.
@@ -319,12 +311,16 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
         Esc(viewer.role.label()),
         Esc(&viewer.csrf)
     );
-    Html(with_assets(layout::render(&Page {
-        title,
-        nav: &links,
-        account: &account,
-        body,
-    })))
+    Html(
+        layout::page(Page {
+            title,
+            nav: &links,
+            account: maud::PreEscaped(account),
+            head: assets(),
+            body: maud::PreEscaped(body.to_owned()),
+        })
+        .into_string(),
+    )
     .into_response()
 }
 

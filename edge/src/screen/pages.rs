@@ -22,10 +22,9 @@ use vigil_shared::doc::{
     CheckIn, DocKind, DoseAction, PatientDoc, PatientRecord, Protocol, Score, Screening,
     SessionDoc, SessionMeta, SessionState,
 };
-use vigil_shared::ui::chart::{LineChart, Series, TimeAxis, line_chart};
-use vigil_shared::ui::layout::badge;
-use vigil_shared::ui::{Esc, url_encode};
 use vigil_shared::vitals::{Channel, Sample};
+use vigil_web::chart::{LineChart, Series, TimeAxis, line_chart};
+use vigil_web::{Esc, url_encode};
 
 use super::{Section, Shared, Viewer, call, check_csrf, error_page, frame, read, site_room};
 use crate::api::Command;
@@ -33,6 +32,11 @@ use crate::recorder::{
     NewPatient, NewSession, PatientUpdate, RecorderError, SessionEvent, StopSession,
 };
 use crate::store;
+
+/// The badge as a string, while this module still builds pages with `format!`.
+fn badge(class: &str, text: &str) -> String {
+    vigil_web::layout::badge(class, text).into_string()
+}
 
 /// Patients read for a search; a room appliance holds its site's patients, a few thousand at
 /// most. Past this the search says to narrow it.

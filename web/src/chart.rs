@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use super::Esc;
+use crate::text::Esc;
 
 /// Most points drawn per series: two per pixel column of the widest chart Vigil draws.
 /// Keeps a page's SVG at a few hundred kilobytes whatever the input.
@@ -181,6 +181,12 @@ fn fit_y(series: &[Series<'_>], x_range: (i64, i64)) -> (f64, f64) {
 }
 
 /// Draws the chart as an `<svg>` element.
+/// [`line_chart`] as markup for a maud page: trusted, since every label in it is escaped here.
+pub fn chart(c: &LineChart<'_>) -> maud::Markup {
+    maud::PreEscaped(line_chart(c))
+}
+
+/// The `<svg>` of a chart.
 pub fn line_chart(c: &LineChart<'_>) -> String {
     let (x0, x1) = (c.x_range.0, c.x_range.1.max(c.x_range.0 + 1));
     let (y0, y1) = c.y_range.unwrap_or_else(|| fit_y(&c.series, (x0, x1)));

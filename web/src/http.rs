@@ -1,8 +1,17 @@
 //! The HTTP conventions both screens (the cloud dashboard and the appliance's room screen)
-//! keep, as plain strings: reading a cookie out of `Cookie` header values, the `Set-Cookie`
-//! value of a session cookie (with `Secure` when the browser came over TLS), and the response
-//! headers every page carries besides its own Content-Security-Policy. The servers turn these
-//! into their framework's types; whether a connection is TLS is theirs to know ([`Transport`]).
+//! keep: reading a cookie, the `Set-Cookie` value of a session cookie (with `Secure` when the
+//! browser came over TLS), the response headers every page carries ([`security_headers`]),
+//! and the check of a form's CSRF token ([`check_csrf`]). Whether a connection is TLS is the
+//! server's to know ([`Transport`]).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+
+use crate::layout;
+use crate::secret;
 
 /// Headers on every page response, whatever the page: no MIME sniffing, no referrer beyond
 /// the origin, never inside a frame.
@@ -49,6 +58,68 @@ pub fn cookie_value<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) 
         .filter(|v| !v.is_empty())
 }
 
+/// The value of cookie `name` in a request's headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie_value(
+        headers
+            .get_all(header::COOKIE)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok()),
+        name,
+    )
+}
+
+/// Middleware (`axum::middleware::from_fn_with_state(csp, security_headers)`): every response
+/// gets the page's Content-Security-Policy and [`SECURITY_HEADERS`], and
+/// [`DEFAULT_CACHE_CONTROL`] unless the handler chose its own caching.
+pub async fn security_headers(
+    State(csp): State<&'static str>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static(DEFAULT_CACHE_CONTROL));
+    res
+}
+
+/// A form refused because its CSRF token is missing or is not the session's.
+#[derive(Debug, Clone, Copy)]
+pub struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        let body = html! {
+            h1 { "Refused" }
+            p.error {
+                "This form is missing its security token or the token is out of date. "
+                "Go back, reload the page and try again."
+            }
+        };
+        (
+            StatusCode::FORBIDDEN,
+            layout::bare("Refused", maud::Markup::default(), body),
+        )
+            .into_response()
+    }
+}
+
+/// Checks the token a form presented against the session's, in constant time.
+pub fn check_csrf(expected: &str, presented: Option<&str>) -> Result<(), CsrfRefused> {
+    match presented {
+        Some(p) if secret::same(p, expected) => Ok(()),
+        _ => Err(CsrfRefused),
+    }
+}
+
 /// The `Set-Cookie` value of a session cookie sent over plain HTTP: whole site, HttpOnly,
 /// SameSite=Strict, and a `Max-Age` when given (0 deletes it).
 pub fn session_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> String {
@@ -80,6 +151,26 @@ mod tests {
         assert_eq!(cookie_value(headers, "b"), Some("2"));
         assert_eq!(cookie_value(headers, "vigil"), None);
         assert_eq!(cookie_value(headers, "empty"), None);
+    }
+
+    #[test]
+    fn csrf_tokens_must_match_exactly() {
+        let token = secret::random_token();
+        assert!(check_csrf(&token, Some(&token)).is_ok());
+        assert!(check_csrf(&token, None).is_err());
+        assert!(check_csrf(&token, Some("")).is_err());
+        assert!(check_csrf(&token, Some(&token[..63])).is_err());
+        let refused = CsrfRefused.into_response();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn a_cookie_is_read_from_every_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2; c=3"));
+        assert_eq!(cookie(&headers, "c"), Some("3"));
+        assert_eq!(cookie(&headers, "d"), None);
     }
 
     #[test]

@@ -1,15 +1,6 @@
-//! Pure building blocks for Vigil's server-rendered pages: HTML escaping ([`Esc`], [`escape`]),
-//! the page layout and its stylesheet ([`layout`]), SVG charts ([`chart`]) and the cookie and
-//! header conventions both screens keep ([`http`]).
-//!
-//! The cloud dashboard uses them today; the room screen on the appliance will reuse them, so
-//! nothing here knows about HTTP, users, databases or clocks. Functions take values and return
-//! strings. Every piece of text that came from a document, a database or a request goes
-//! through [`Esc`] (or [`escape`]) before it lands in HTML; markup built here is trusted.
-
-pub mod chart;
-pub mod http;
-pub mod layout;
+//! Text for pages and files: HTML escaping ([`Esc`], [`escape`]) for the few places that build
+//! markup outside maud (SVG charts), query-string encoding ([`url_encode`]), and CSV fields that
+//! a spreadsheet cannot run as formulas ([`csv_field`], [`csv_row`]).
 
 use std::fmt;
 
