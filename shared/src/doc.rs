@@ -703,6 +703,9 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
             read_infusion_limits(doc)?;
             read_api_tokens(doc)?;
+            if doc.get(automerge::ROOT, TIME_ZONE_KEY)?.is_some() {
+                hydrate_prop::<_, String, _, _>(doc, automerge::ROOT, TIME_ZONE_KEY)?;
+            }
         }
         DocKind::Audit => crate::audit::validate(doc)?,
     }
@@ -1092,6 +1095,42 @@ impl SiteConfigDoc {
         };
         if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, INFUSION_LIMITS_KEY, stored)
         {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Root key of a site's IANA time zone name (absent: [`crate::zone::DEFAULT_ZONE`]).
+pub const TIME_ZONE_KEY: &str = "time_zone";
+
+impl SiteConfigDoc {
+    /// The site's time zone name as configured, if any.
+    pub fn time_zone_name(&self) -> Result<Option<String>, DocError> {
+        if self.doc.get(automerge::ROOT, TIME_ZONE_KEY)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(hydrate_prop(
+            &self.doc,
+            automerge::ROOT,
+            TIME_ZONE_KEY,
+        )?))
+    }
+
+    /// The site's time zone: UTC when none is configured or the name is unknown here (a
+    /// newer zone database at the cloud must not stop the appliance's pages).
+    pub fn zone(&self) -> crate::zone::SiteZone {
+        let name = self.time_zone_name().ok().flatten();
+        crate::zone::SiteZone::parse_or_utc(name.as_deref())
+    }
+
+    /// Sets the site's time zone (an IANA name, checked); on error the document is unchanged.
+    pub fn set_time_zone(&mut self, zone: &crate::zone::SiteZone) -> Result<(), DocError> {
+        if self.time_zone_name()?.as_deref() == Some(zone.name()) {
+            return Ok(());
+        }
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, TIME_ZONE_KEY, zone.name()) {
             self.doc.rollback();
             return Err(e.into());
         }
@@ -1529,5 +1568,52 @@ mod tests {
             DocKind::SiteConfig,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_sites_time_zone_travels_in_its_configuration() {
+        let cfg = SiteConfig {
+            site: "austin".into(),
+            name: "Austin, TX".into(),
+            region: "south".into(),
+            rooms: vec![],
+            thresholds: Thresholds::default(),
+            staff: vec![],
+        };
+        let mut cloud = SiteConfigDoc::create(&cfg).unwrap();
+        // A site configured before zones existed reads as UTC.
+        assert_eq!(cloud.time_zone_name().unwrap(), None);
+        assert_eq!(cloud.zone().name(), "UTC");
+        let mut room = SiteConfigDoc::load(&cloud.automerge().save()).unwrap();
+        let chicago = crate::zone::SiteZone::parse("America/Chicago").unwrap();
+        cloud.set_time_zone(&chicago).unwrap();
+        room.automerge().merge(cloud.automerge()).unwrap();
+        assert_eq!(room.zone(), chicago);
+        assert_eq!(room.config().unwrap(), cfg);
+        // Setting the same zone again writes nothing.
+        let heads = cloud.automerge().get_heads();
+        cloud.set_time_zone(&chicago).unwrap();
+        assert_eq!(cloud.automerge().get_heads(), heads);
+        // A name this build does not know reads as UTC rather than failing the page.
+        room.automerge()
+            .put(automerge::ROOT, TIME_ZONE_KEY, "Mars/Olympus")
+            .unwrap();
+        assert_eq!(room.zone().name(), "UTC");
+        validate_document(
+            &AutoCommit::load(&room.automerge().save()).unwrap(),
+            DocKind::SiteConfig,
+        )
+        .unwrap();
+        // Anything but a string there is a malformed document.
+        room.automerge()
+            .put_object(automerge::ROOT, TIME_ZONE_KEY, automerge::ObjType::Map)
+            .unwrap();
+        assert!(
+            validate_document(
+                &AutoCommit::load(&room.automerge().save()).unwrap(),
+                DocKind::SiteConfig,
+            )
+            .is_err()
+        );
     }
 }

@@ -14,3 +14,4 @@ pub mod ids;
 pub mod sync;
 pub mod vitals;
 pub mod wire;
+pub mod zone;
