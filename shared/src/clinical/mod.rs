@@ -1,10 +1,18 @@
 //! Clinical calculations of the room screen: the ketamine pump rate and its site limits, the
 //! pre-infusion contraindication rules, the modified Aldrete score, the course plan and the
-//! plausible range of a birth date.
+//! plausible range of a birth date, and the clinical vocabulary as types ([`Instrument`],
+//! [`ScorePhase`], [`CoursePhase`], [`Severity`], [`StaffRole`], [`Priority`]).
 //!
 //! Pure functions over numbers and answers, with worked examples in table tests. Nothing here
 //! decides for a clinician: the screen shows the results and records who acted on them. Rules
 //! follow DESIGN.md's clinical defaults; a site's medical director may tighten the limits.
+
+mod vocab;
+
+pub use vocab::{
+    CoursePhase, Instrument, Priority, RATE_SANITY_MAX_MG_PER_H, ScorePhase, Severity, StaffRole,
+    UnknownTerm,
+};
 
 use crate::doc::{CoursePlan, Screening};
 
