@@ -4,7 +4,8 @@
 #![allow(dead_code)] // reason: each bench uses its own subset
 
 use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
-use vigil_shared::doc::{Protocol, SessionMeta, SessionState};
+use vigil_shared::doc::{SessionMeta, SessionState};
+use vigil_shared::fixtures;
 use vigil_shared::vitals::{Channel, Sample};
 
 /// Length of the session, seconds.
@@ -38,25 +39,9 @@ pub fn samples(with_ecg: bool) -> Vec<(Channel, Vec<Sample>)> {
 /// The session's metadata under `id`.
 pub fn meta(id: &str) -> SessionMeta {
     SessionMeta {
-        id: id.into(),
-        site: "austin".into(),
-        room: "1".into(),
         patient_id: "p".into(),
-        protocol: Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        },
         state: SessionState::Completed,
-        created_us: ORIGIN_US,
-        started_us: Some(ORIGIN_US),
         ended_us: Some(ORIGIN_US + SESSION_S * 1_000_000),
-        dose_events: vec![],
-        advisories: vec![],
-        observations: vec![],
-        scores: vec![],
-        discharge: None,
+        ..fixtures::session_meta(id, "austin", "1", ORIGIN_US)
     }
 }

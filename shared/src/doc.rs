@@ -1214,30 +1214,12 @@ mod tests {
 
     fn meta() -> SessionMeta {
         SessionMeta {
-            id: "s-1".into(),
-            site: "austin".into(),
-            room: "1".into(),
-            patient_id: "p-1".into(),
-            protocol: Protocol {
-                drug: "ketamine".into(),
-                route: "iv".into(),
-                dose_mg_per_kg: 0.5,
-                weight_kg: 70.0,
-                planned_minutes: 40,
-            },
-            state: SessionState::InProgress,
             created_us: 1_000,
-            started_us: Some(2_000),
-            ended_us: None,
+            patient_id: "p-1".into(),
             dose_events: vec![DoseEvent {
-                id: "d1".into(),
-                at_us: 2_000,
-                action: DoseAction::Start,
-                rate_mg_per_h: Some(52.5),
                 by: "nurse-a".into(),
+                ..crate::fixtures::dose("d1", 2_000, DoseAction::Start, Some(52.5))
             }],
-            advisories: vec![],
-            observations: vec![],
             scores: vec![Score {
                 id: "sc1".into(),
                 at_us: 1_500,
@@ -1246,7 +1228,7 @@ mod tests {
                 value: 18,
                 by: "nurse-a".into(),
             }],
-            discharge: None,
+            ..crate::fixtures::session_meta("s-1", "austin", "1", 2_000)
         }
     }
 

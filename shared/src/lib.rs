@@ -10,6 +10,8 @@ pub mod audit;
 pub mod chunk;
 pub mod clinical;
 pub mod doc;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fixtures;
 pub mod ids;
 pub mod sync;
 pub mod vitals;

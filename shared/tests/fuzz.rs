@@ -13,41 +13,21 @@ use automerge::sync::SyncDoc as _;
 use proptest::prelude::*;
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
-    DocKind, DoseAction, DoseEvent, PatientDoc, Protocol, SessionDoc, SessionMeta, SessionState,
-    validate_document,
+    DocKind, DoseAction, DoseEvent, PatientDoc, SessionDoc, SessionMeta, validate_document,
 };
+use vigil_shared::fixtures;
 use vigil_shared::sync::{DocSync, Role};
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::{Message, SeqCounter};
 
 fn meta() -> SessionMeta {
     SessionMeta {
-        id: "s-fuzz".into(),
-        site: "austin".into(),
-        room: "1".into(),
-        patient_id: "p-fuzz".into(),
-        protocol: Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        },
-        state: SessionState::InProgress,
         created_us: 1_000,
-        started_us: Some(2_000),
-        ended_us: None,
         dose_events: vec![DoseEvent {
-            id: "d1".into(),
-            at_us: 2_000,
-            action: DoseAction::Start,
-            rate_mg_per_h: Some(35.0),
             by: "nurse".into(),
+            ..fixtures::dose("d1", 2_000, DoseAction::Start, Some(35.0))
         }],
-        advisories: vec![],
-        observations: vec![],
-        scores: vec![],
-        discharge: None,
+        ..fixtures::session_meta("s-fuzz", "austin", "1", 2_000)
     }
 }
 

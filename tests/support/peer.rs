@@ -11,8 +11,7 @@ use automerge::AutoCommit;
 use vigil_cloud::pki::IssuedCert;
 use vigil_edge::sync::{CloudSettings, client_config};
 use vigil_shared::doc::{
-    CoursePlan, DocKind, PatientDoc, PatientRecord, Protocol, Screening, SessionDoc, SessionMeta,
-    SessionState,
+    CoursePlan, DocKind, PatientDoc, PatientRecord, Screening, SessionDoc, SessionMeta,
 };
 use vigil_shared::sync::{DocSync, Incoming, Role};
 use vigil_shared::wire::{self, FrameDecoder, Message, SeqCounter, encode_message};
@@ -88,26 +87,8 @@ pub async fn read(
 /// A session document of `site` and `room` for `patient_id`, with a dose started.
 pub fn session(id: &str, site: &str, room: &str, patient_id: &str) -> SessionDoc {
     SessionDoc::create(&SessionMeta {
-        id: id.into(),
-        site: site.into(),
-        room: room.into(),
         patient_id: patient_id.into(),
-        protocol: Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        },
-        state: SessionState::InProgress,
-        created_us: 1_700_000_000_000_000,
-        started_us: Some(1_700_000_000_000_000),
-        ended_us: None,
-        dose_events: vec![],
-        advisories: vec![],
-        observations: vec![],
-        scores: vec![],
-        discharge: None,
+        ..vigil_shared::fixtures::session_meta(id, site, room, 1_700_000_000_000_000)
     })
     .unwrap()
 }
