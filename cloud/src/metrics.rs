@@ -6,11 +6,11 @@
 //! served without authentication, so they carry counts only.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use vigil_shared::wire::RejectCode;
+use vigil_web::metrics::{Exposition, Kind};
 
 /// Distinct reject reasons counted separately; any further reason is counted as `other`. The
 /// wire protocol has nine reject codes and the sync server a few reasons of its own
@@ -170,71 +170,56 @@ impl Metrics {
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let s = self.snapshot();
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            // Writing to a String cannot fail.
-            let _ = write!(
-                out,
-                "# HELP vigil_cloud_{name} {help}\n# TYPE vigil_cloud_{name} {kind}\nvigil_cloud_{name} {value}\n"
-            );
-        };
-        metric(
+        let mut page = Exposition::new("vigil_cloud_");
+        page.gauge(
             "connected_appliances",
-            "gauge",
             "Appliances connected now.",
-            s.connected_appliances.to_string(),
+            s.connected_appliances as f64,
         );
-        metric(
-            "frames_received_total",
-            "counter",
-            "Sync frames received from appliances.",
-            s.frames_received.to_string(),
-        );
-        metric(
-            "frames_sent_total",
-            "counter",
-            "Sync frames sent to appliances.",
-            s.frames_sent.to_string(),
-        );
-        metric(
-            "bytes_received_total",
-            "counter",
-            "Bytes received on sync streams.",
-            s.bytes_received.to_string(),
-        );
-        metric(
-            "bytes_sent_total",
-            "counter",
-            "Bytes sent on sync streams.",
-            s.bytes_sent.to_string(),
-        );
-        metric(
-            "documents_committed_total",
-            "counter",
-            "Document commits made durable.",
-            s.documents_committed.to_string(),
-        );
-        metric(
-            "changes_committed_total",
-            "counter",
-            "Automerge changes made durable.",
-            s.changes_committed.to_string(),
-        );
-        metric(
+        let counters = [
+            (
+                "frames_received_total",
+                "Sync frames received from appliances.",
+                s.frames_received,
+            ),
+            (
+                "frames_sent_total",
+                "Sync frames sent to appliances.",
+                s.frames_sent,
+            ),
+            (
+                "bytes_received_total",
+                "Bytes received on sync streams.",
+                s.bytes_received,
+            ),
+            (
+                "bytes_sent_total",
+                "Bytes sent on sync streams.",
+                s.bytes_sent,
+            ),
+            (
+                "documents_committed_total",
+                "Document commits made durable.",
+                s.documents_committed,
+            ),
+            (
+                "changes_committed_total",
+                "Automerge changes made durable.",
+                s.changes_committed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            page.counter(name, help, value);
+        }
+        page.gauge(
             "sync_lag_seconds",
-            "gauge",
             "Largest sync lag over connected appliances.",
-            format_float(s.sync_lag_seconds),
+            s.sync_lag_seconds,
         );
-        metric(
+        page.gauge(
             "documents_waiting",
-            "gauge",
             "Documents connected appliances report as waiting to sync.",
-            s.documents_waiting.to_string(),
-        );
-        out.push_str(
-            "# HELP vigil_cloud_rejects_total Refusals sent to appliances, by reason.\n\
-             # TYPE vigil_cloud_rejects_total counter\n",
+            s.documents_waiting as f64,
         );
         // Every wire code is listed, zero or not, so dashboards see the series from the start.
         let mut rejects: BTreeMap<&str, u64> =
@@ -242,10 +227,14 @@ impl Metrics {
         for (reason, n) in &s.rejects {
             rejects.insert(reason, *n);
         }
-        for (reason, n) in rejects {
-            let _ = writeln!(out, "vigil_cloud_rejects_total{{reason=\"{reason}\"}} {n}");
-        }
-        out
+        page.labelled(
+            "rejects_total",
+            Kind::Counter,
+            "Refusals sent to appliances, by reason.",
+            "reason",
+            rejects.into_iter().map(|(reason, n)| (reason, n as f64)),
+        );
+        page.finish()
     }
 }
 
@@ -257,14 +246,6 @@ fn is_label_safe(reason: &str) -> bool {
         && reason
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-fn format_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v}")
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 pub mod chart;
 pub mod http;
 pub mod layout;
+pub mod metrics;
 pub mod secret;
 pub mod text;
 
