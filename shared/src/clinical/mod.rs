@@ -7,6 +7,8 @@
 //! decides for a clinician: the screen shows the results and records who acted on them. Rules
 //! follow DESIGN.md's clinical defaults; a site's medical director may tighten the limits.
 
+pub mod discharge;
+pub mod risk;
 mod vocab;
 
 pub use vocab::{
