@@ -1,19 +1,26 @@
 //! Clinical calculations of the room screen: the ketamine pump rate and its site limits, the
 //! pre-infusion contraindication rules, the modified Aldrete score, the course plan and the
 //! plausible range of a birth date, and the clinical vocabulary as types ([`Instrument`],
-//! [`ScorePhase`], [`CoursePhase`], [`Severity`], [`StaffRole`], [`Priority`]).
+//! [`ScorePhase`], [`CoursePhase`], [`Severity`], [`StaffRole`], [`Priority`], [`Indication`]).
+//! Beside them: the prescriber's order and its rate range ([`order`]), per-flag screening with
+//! its staleness ([`screening`]), the suicide-risk screen ([`risk`]), the discharge gate and
+//! dispositions ([`discharge`]) and the outcome definitions ([`outcomes`]).
 //!
 //! Pure functions over numbers and answers, with worked examples in table tests. Nothing here
 //! decides for a clinician: the screen shows the results and records who acted on them. Rules
 //! follow DESIGN.md's clinical defaults; a site's medical director may tighten the limits.
 
-pub mod discharge;
-pub mod risk;
+#[macro_use]
 mod vocab;
+pub mod discharge;
+pub mod order;
+pub mod outcomes;
+pub mod risk;
+pub mod screening;
 
 pub use vocab::{
-    CoursePhase, Instrument, Priority, RATE_SANITY_MAX_MG_PER_H, ScorePhase, Severity, StaffRole,
-    UnknownTerm,
+    CoursePhase, Indication, Instrument, Priority, RATE_SANITY_MAX_MG_PER_H, ScorePhase, Severity,
+    StaffRole, UnknownTerm,
 };
 
 use crate::doc::{CoursePlan, Screening};

@@ -6,7 +6,6 @@
 //! APIs, a `label` for people, and `parse` at the boundary: a form, an API body, a page
 //! reading a document. Everything past the boundary matches on the enum, never on a string.
 
-use std::fmt;
 use std::ops::RangeInclusive;
 
 pub use crate::advisory::Priority;
@@ -57,12 +56,12 @@ macro_rules! vocabulary {
             }
 
             /// The term whose [`Self::code`] is `code`.
-            pub fn parse(code: &str) -> Result<$name, UnknownTerm> {
+            pub fn parse(code: &str) -> Result<$name, $crate::clinical::UnknownTerm> {
                 Self::ALL
                     .iter()
                     .copied()
                     .find(|t| t.code() == code)
-                    .ok_or_else(|| UnknownTerm {
+                    .ok_or_else(|| $crate::clinical::UnknownTerm {
                         kind: $kind,
                         value: code.to_owned(),
                         expected: Self::ALL
@@ -75,18 +74,32 @@ macro_rules! vocabulary {
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownTerm;
-            fn from_str(s: &str) -> Result<$name, UnknownTerm> {
+            type Err = $crate::clinical::UnknownTerm;
+            fn from_str(s: &str) -> Result<$name, $crate::clinical::UnknownTerm> {
                 $name::parse(s)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.label())
             }
         }
     };
+}
+
+vocabulary! {
+    /// What an infusion treats, as the prescriber ordered it.
+    "indication" pub enum Indication {
+        /// Treatment-resistant depression.
+        Depression = "depression", "Depression";
+        /// Post-traumatic stress disorder.
+        Ptsd = "ptsd", "PTSD";
+        /// Anxiety.
+        Anxiety = "anxiety", "Anxiety";
+        /// Anything else; the order's note says what.
+        Other = "other", "Other";
+    }
 }
 
 vocabulary! {
