@@ -2,8 +2,16 @@
 //! changes and the passing of time into advisories raised and cleared.
 //!
 //! It implements the clinical rules of DESIGN.md ("Clinical rules") with per-site
-//! [`Thresholds`]: high blood pressure, sustained tachycardia, sustained desaturation, and the
-//! technical advisories sensor off, device disconnected and no data. Priorities follow
+//! [`Thresholds`]: high blood pressure, a rise from the session's baseline, low blood pressure,
+//! sustained tachycardia and bradycardia, sustained desaturation, and the technical advisories
+//! sensor off, device disconnected and no data.
+//!
+//! The defaults follow the figures the consensus statement on ketamine for mood disorders
+//! (Sanacora et al., JAMA Psychiatry 2017) is usually cited for during an infusion: blood
+//! pressure about 180/100 mmHg, heart rate about 110/min. Hypotension (systolic under
+//! 90 mmHg), bradycardia (under 50/min for a minute) and a systolic rise of more than 30 % over
+//! the pre-infusion baseline are the usual procedural-sedation triggers. A site's medical
+//! director may tighten or loosen any of them in the site configuration. Priorities follow
 //! IEC 60601-1-8. The bedside monitor stays the primary alarm; these advisories are a secondary
 //! record and display.
 //!
@@ -52,6 +60,9 @@ pub const MAX_TRACKED_DEVICES: usize = 64;
 /// character boundary. Names come from the room's configuration and are short.
 pub const MAX_DEVICE_NAME_BYTES: usize = 128;
 
+/// Plausible rises over the baseline systolic pressure, percent.
+pub const BP_RISE_RANGE_PCT: RangeInclusive<u32> = 5..=200;
+
 /// Microseconds per second.
 const US_PER_S: i64 = 1_000_000;
 
@@ -72,9 +83,10 @@ pub enum AdvisoryError {
         /// Largest sensible value.
         max: i64,
     },
-    /// An "immediate" threshold is below the threshold it should escalate.
+    /// A threshold is below the one it must not be under: an "immediate" threshold below the
+    /// one it escalates, or a high threshold below the matching low one.
     #[error(
-        "advisory threshold {field} = {value} is below {other_field} = {other_value}; an immediate threshold must be at least the ordinary one"
+        "advisory threshold {field} = {value} is below {other_field} = {other_value}; it must be at least {other_field}"
     )]
     BelowOther {
         /// The field's name in [`Thresholds`].
@@ -108,6 +120,14 @@ pub struct Thresholds {
     pub hr_high_bpm: i32,
     /// How long the heart rate must stay above `hr_high_bpm`, seconds.
     pub hr_high_duration_s: u32,
+    /// Systolic pressure below which one reading is low, mmHg.
+    pub bp_systolic_low: i32,
+    /// Rise of the systolic pressure over the session's baseline that counts, percent.
+    pub bp_rise_pct: u32,
+    /// Heart rate below which the bradycardia rule counts, beats per minute.
+    pub hr_low_bpm: i32,
+    /// How long the heart rate must stay below `hr_low_bpm`, seconds.
+    pub hr_low_duration_s: u32,
     /// Saturation below which the SpO2 rule counts, percent.
     pub spo2_low_pct: i32,
     /// How long the saturation must stay below `spo2_low_pct`, seconds.
@@ -120,12 +140,16 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             bp_systolic_high: 180,
-            bp_diastolic_high: 110,
+            bp_diastolic_high: 100,
             bp_systolic_immediate: 200,
             bp_diastolic_immediate: 120,
             bp_consecutive_readings: 2,
-            hr_high_bpm: 120,
+            hr_high_bpm: 110,
             hr_high_duration_s: 300,
+            bp_systolic_low: 90,
+            bp_rise_pct: 30,
+            hr_low_bpm: 50,
+            hr_low_duration_s: 60,
             spo2_low_pct: 92,
             spo2_low_duration_s: 30,
             no_data_s: 30,
@@ -186,6 +210,14 @@ impl Thresholds {
             self.hr_high_duration_s,
             &SUSTAIN_RANGE_S,
         )?;
+        in_range("bp_systolic_low", self.bp_systolic_low, bp)?;
+        in_range("bp_rise_pct", self.bp_rise_pct, &BP_RISE_RANGE_PCT)?;
+        in_range("hr_low_bpm", self.hr_low_bpm, &HR_THRESHOLD_RANGE_BPM)?;
+        in_range(
+            "hr_low_duration_s",
+            self.hr_low_duration_s,
+            &SUSTAIN_RANGE_S,
+        )?;
         in_range("spo2_low_pct", self.spo2_low_pct, &SPO2_THRESHOLD_RANGE_PCT)?;
         in_range(
             "spo2_low_duration_s",
@@ -204,6 +236,18 @@ impl Thresholds {
             self.bp_diastolic_immediate,
             "bp_diastolic_high",
             self.bp_diastolic_high,
+        )?;
+        at_least(
+            "bp_systolic_high",
+            self.bp_systolic_high,
+            "bp_systolic_low",
+            self.bp_systolic_low,
+        )?;
+        at_least(
+            "hr_high_bpm",
+            self.hr_high_bpm,
+            "hr_low_bpm",
+            self.hr_low_bpm,
         )
     }
 }
@@ -251,8 +295,16 @@ impl fmt::Display for Priority {
 pub enum AdvisoryKind {
     /// Blood pressure high on consecutive readings, or very high on one. Subject: `nibp`.
     BpHigh,
-    /// Heart rate high for the configured time. Subject: `hr`.
+    /// Heart rate high for the configured time. Subject: the heart-rate source (`hr`, or
+    /// `pulse` in a room whose only rate is the oximeter's).
     HrHigh,
+    /// Systolic pressure low on one reading. Subject: `nibp`.
+    BpLow,
+    /// Systolic pressure risen over the session's baseline on consecutive readings. Subject:
+    /// `nibp`.
+    BpRise,
+    /// Heart rate low for the configured time. Subject: the heart-rate source.
+    HrLow,
     /// Saturation low for the configured time. Subject: `spo2`.
     Spo2Low,
     /// A device reports its sensor off the patient. Subject: the device.
@@ -265,9 +317,12 @@ pub enum AdvisoryKind {
 
 impl AdvisoryKind {
     /// Every kind.
-    pub const ALL: [AdvisoryKind; 6] = [
+    pub const ALL: [AdvisoryKind; 9] = [
         AdvisoryKind::BpHigh,
         AdvisoryKind::HrHigh,
+        AdvisoryKind::BpLow,
+        AdvisoryKind::BpRise,
+        AdvisoryKind::HrLow,
         AdvisoryKind::Spo2Low,
         AdvisoryKind::SensorOff,
         AdvisoryKind::Disconnected,
@@ -279,6 +334,9 @@ impl AdvisoryKind {
         match self {
             AdvisoryKind::BpHigh => "bp_high",
             AdvisoryKind::HrHigh => "hr_high",
+            AdvisoryKind::BpLow => "bp_low",
+            AdvisoryKind::BpRise => "bp_rise",
+            AdvisoryKind::HrLow => "hr_low",
             AdvisoryKind::Spo2Low => "spo2_low",
             AdvisoryKind::SensorOff => "sensor_off",
             AdvisoryKind::Disconnected => "disconnected",
@@ -295,7 +353,10 @@ impl AdvisoryKind {
     pub fn priority(self) -> Priority {
         match self {
             AdvisoryKind::BpHigh | AdvisoryKind::Spo2Low => Priority::High,
-            AdvisoryKind::HrHigh => Priority::Medium,
+            AdvisoryKind::HrHigh
+            | AdvisoryKind::BpLow
+            | AdvisoryKind::BpRise
+            | AdvisoryKind::HrLow => Priority::Medium,
             AdvisoryKind::SensorOff | AdvisoryKind::Disconnected | AdvisoryKind::NoData => {
                 Priority::Low
             }
@@ -356,7 +417,7 @@ pub enum Transition {
         /// When the condition was met, µs since the Unix epoch.
         at_us: i64,
         /// What was seen, for people: "systolic 186 / diastolic 104 mmHg on 2 consecutive
-        /// readings (threshold 180/110)".
+        /// readings (threshold 180/100)".
         detail: String,
     },
     /// An advisory ends.
@@ -399,8 +460,15 @@ struct Raised {
 /// - **bp_high** (high, `nibp`): `bp_consecutive_readings` consecutive readings each with
 ///   systolic ≥ `bp_systolic_high` or diastolic ≥ `bp_diastolic_high`, or one reading at or above
 ///   the immediate thresholds. Cleared by a reading below both ordinary thresholds.
-/// - **hr_high** (medium, `hr`): every `hr` sample above `hr_high_bpm` from a first one at `t`
-///   to one at `t + hr_high_duration_s` or later. Cleared by a sample at or below the threshold.
+/// - **bp_rise** (medium, `nibp`): `bp_consecutive_readings` consecutive readings with systolic
+///   more than `bp_rise_pct` % above the session's baseline ([`AdvisoryEngine::set_baseline`]);
+///   nothing without a baseline. Cleared by a reading at or under it.
+/// - **bp_low** (medium, `nibp`): one reading with systolic under `bp_systolic_low`. Cleared
+///   by a reading at or above it.
+/// - **hr_high** (medium, the heart-rate source): every sample above `hr_high_bpm` from a first
+///   one at `t` to one at `t + hr_high_duration_s` or later. Cleared by a sample at or below.
+/// - **hr_low** (medium, the heart-rate source): the same under `hr_low_bpm` for
+///   `hr_low_duration_s`; cleared by a sample at or above it.
 /// - **spo2_low** (high, `spo2`): the same with `spo2` below `spo2_low_pct` for
 ///   `spo2_low_duration_s`; cleared by a sample at or above it.
 /// - **sensor_off**, **disconnected** (low, the device): raised and cleared by device status.
@@ -409,15 +477,24 @@ struct Raised {
 ///
 /// Durations are measured on sample times, so a gap in the data neither completes nor breaks
 /// a run: only samples decide. A raised advisory is not raised again until it has cleared.
-/// `pulse` (the oximeter's rate) does not feed hr_high, so one tachycardia raises one
-/// advisory; a room without an `hr` source gets no hr_high.
+/// The heart-rate source is `hr` when the room expects one; in a room whose only rate is the
+/// oximeter's `pulse`, `pulse` feeds hr_high and hr_low instead. Never both, so one tachycardia
+/// raises one advisory.
 #[derive(Debug, Clone)]
 pub struct AdvisoryEngine {
     thresholds: Thresholds,
     /// High readings in a row so far.
     bp_high_run: u32,
+    /// Readings risen over the baseline in a row so far.
+    bp_rise_run: u32,
+    /// The session's baseline systolic pressure, mmHg.
+    baseline_systolic: Option<i32>,
+    /// Which channel the heart-rate rules read.
+    hr_source: Channel,
     /// Time of the first sample of the current run above the heart-rate threshold.
     hr_high_since_us: Option<i64>,
+    /// Time of the first sample of the current run below the bradycardia threshold.
+    hr_low_since_us: Option<i64>,
     /// Time of the first sample of the current run below the SpO2 threshold.
     spo2_low_since_us: Option<i64>,
     /// For each channel watched for silence: its last sample time, or when the watch began.
@@ -436,13 +513,24 @@ impl AdvisoryEngine {
         let mut engine = AdvisoryEngine {
             thresholds,
             bp_high_run: 0,
+            bp_rise_run: 0,
+            baseline_systolic: None,
+            hr_source: Channel::Hr,
             hr_high_since_us: None,
+            hr_low_since_us: None,
             spo2_low_since_us: None,
             watched: BTreeMap::new(),
             raised: BTreeMap::new(),
         };
         engine.watch(expected);
         engine
+    }
+
+    /// Sets the session's baseline systolic pressure (the pre-infusion reading), which the
+    /// rise rule compares with; `None` turns the rule off.
+    pub fn set_baseline(&mut self, systolic: Option<i32>) {
+        self.baseline_systolic = systolic;
+        self.bp_rise_run = 0;
     }
 
     /// The thresholds in force.
@@ -491,19 +579,7 @@ impl AdvisoryEngine {
         let value = sample.v[0];
         match channel {
             Channel::Nibp => self.observe_bp(sample, &mut transitions),
-            Channel::Hr => {
-                let t = &self.thresholds;
-                let (threshold, duration_s) = (t.hr_high_bpm, t.hr_high_duration_s);
-                let detail = |for_s| {
-                    format!(
-                        "heart rate {value} /min, above {threshold} /min for {}",
-                        duration_text(for_s)
-                    )
-                };
-                let run = sustain(&mut self.hr_high_since_us, value > threshold, t_us);
-                let key = AdvisoryKey::channel(AdvisoryKind::HrHigh, channel);
-                self.sustained(key, run, duration_s, t_us, detail, &mut transitions);
-            }
+            c if c == self.hr_source => self.observe_hr(channel, sample, &mut transitions),
             Channel::Spo2 => {
                 let t = &self.thresholds;
                 let (threshold, duration_s) = (t.spo2_low_pct, t.spo2_low_duration_s);
@@ -517,7 +593,7 @@ impl AdvisoryEngine {
                 let key = AdvisoryKey::channel(AdvisoryKind::Spo2Low, channel);
                 self.sustained(key, run, duration_s, t_us, detail, &mut transitions);
             }
-            Channel::Rr | Channel::Pulse | Channel::Ecg | Channel::Temp => {}
+            Channel::Hr | Channel::Rr | Channel::Pulse | Channel::Ecg | Channel::Temp => {}
         }
         transitions
     }
@@ -596,7 +672,46 @@ impl AdvisoryEngine {
         active
     }
 
+    fn observe_hr(&mut self, channel: Channel, sample: &Sample, out: &mut Vec<Transition>) {
+        let (t_us, value) = (sample.t_us, sample.v[0]);
+        let t = &self.thresholds;
+        let (high, high_s, low, low_s) = (
+            t.hr_high_bpm,
+            t.hr_high_duration_s,
+            t.hr_low_bpm,
+            t.hr_low_duration_s,
+        );
+        let rate = if channel == Channel::Pulse {
+            "pulse rate"
+        } else {
+            "heart rate"
+        };
+        let run = sustain(&mut self.hr_high_since_us, value > high, t_us);
+        let detail = |for_s| {
+            format!(
+                "{rate} {value} /min, above {high} /min for {}",
+                duration_text(for_s)
+            )
+        };
+        let key = AdvisoryKey::channel(AdvisoryKind::HrHigh, channel);
+        self.sustained(key, run, high_s, t_us, detail, out);
+        let run = sustain(&mut self.hr_low_since_us, value < low, t_us);
+        let detail = |for_s| {
+            format!(
+                "{rate} {value} /min, below {low} /min for {}",
+                duration_text(for_s)
+            )
+        };
+        let key = AdvisoryKey::channel(AdvisoryKind::HrLow, channel);
+        self.sustained(key, run, low_s, t_us, detail, out);
+    }
+
     fn watch(&mut self, expected: &[Channel]) {
+        self.hr_source = if !expected.contains(&Channel::Hr) && expected.contains(&Channel::Pulse) {
+            Channel::Pulse
+        } else {
+            Channel::Hr
+        };
         for &channel in expected {
             if channel != Channel::Nibp {
                 self.watched.entry(channel).or_insert(None);
@@ -605,6 +720,8 @@ impl AdvisoryEngine {
     }
 
     fn observe_bp(&mut self, sample: &Sample, transitions: &mut Vec<Transition>) {
+        self.observe_bp_low(sample, transitions);
+        self.observe_bp_rise(sample, transitions);
         let t = &self.thresholds;
         let [systolic, diastolic, _mean] = sample.v;
         let high = systolic >= t.bp_systolic_high || diastolic >= t.bp_diastolic_high;
@@ -633,6 +750,41 @@ impl AdvisoryEngine {
             return;
         };
         self.raise(key, sample.t_us, detail, transitions);
+    }
+
+    fn observe_bp_low(&mut self, sample: &Sample, out: &mut Vec<Transition>) {
+        let (systolic, limit) = (sample.v[0], self.thresholds.bp_systolic_low);
+        let key = AdvisoryKey::channel(AdvisoryKind::BpLow, Channel::Nibp);
+        if systolic < limit {
+            let detail = format!("systolic {systolic} mmHg, below {limit} mmHg");
+            self.raise(key, sample.t_us, detail, out);
+        } else {
+            self.clear(key, sample.t_us, out);
+        }
+    }
+
+    fn observe_bp_rise(&mut self, sample: &Sample, out: &mut Vec<Transition>) {
+        let Some(baseline) = self.baseline_systolic.filter(|b| *b > 0) else {
+            return;
+        };
+        let systolic = sample.v[0];
+        let pct = self.thresholds.bp_rise_pct;
+        let key = AdvisoryKey::channel(AdvisoryKind::BpRise, Channel::Nibp);
+        // More than pct % above: 100·systolic > (100 + pct)·baseline, in integers.
+        let risen = 100 * i64::from(systolic) > i64::from(100 + pct) * i64::from(baseline);
+        if !risen {
+            self.bp_rise_run = 0;
+            self.clear(key, sample.t_us, out);
+            return;
+        }
+        self.bp_rise_run = self.bp_rise_run.saturating_add(1);
+        if self.bp_rise_run >= self.thresholds.bp_consecutive_readings.max(1) {
+            let detail = format!(
+                "systolic {systolic} mmHg on {} consecutive readings, more than {pct} % above the baseline {baseline} mmHg",
+                self.bp_rise_run
+            );
+            self.raise(key, sample.t_us, detail, out);
+        }
     }
 
     /// Raises or clears a duration rule given the state of its run after this sample.
@@ -829,7 +981,7 @@ mod tests {
             &["300s +bp_high(nibp) high"],
         );
         check(
-            &[bp(0, 150, 112), bp(300, 140, 110)],
+            &[bp(0, 150, 102), bp(300, 140, 100)],
             &["300s +bp_high(nibp) high"],
         );
     }
@@ -840,7 +992,7 @@ mod tests {
         check(&[bp(0, 199, 119)], &[]);
         // Not consecutive: a normal reading in between resets the count.
         check(&[bp(0, 186, 104), bp(180, 150, 90), bp(360, 186, 104)], &[]);
-        check(&[bp(0, 179, 109), bp(300, 179, 109)], &[]);
+        check(&[bp(0, 179, 99), bp(300, 179, 99)], &[]);
     }
 
     #[test]
@@ -856,9 +1008,9 @@ mod tests {
                 bp(0, 186, 104),
                 bp(300, 190, 100),
                 bp(600, 185, 90),
-                bp(900, 179, 110),
-                bp(1200, 179, 109),
-                bp(1500, 182, 100),
+                bp(900, 179, 100),
+                bp(1200, 179, 99),
+                bp(1500, 182, 95),
             ],
             &["300s +bp_high(nibp) high", "1200s -bp_high(nibp)"],
         );
@@ -885,7 +1037,7 @@ mod tests {
             .collect();
         assert_eq!(
             details,
-            ["systolic 186 / diastolic 104 mmHg on 2 consecutive readings (threshold 180/110)"]
+            ["systolic 186 / diastolic 104 mmHg on 2 consecutive readings (threshold 180/100)"]
         );
         let mut engine = AdvisoryEngine::new(Thresholds::default(), &[]);
         let transitions = run(&mut engine, &[bp(0, 204, 96)]);
@@ -900,25 +1052,156 @@ mod tests {
 
     #[test]
     fn hr_above_threshold_for_five_minutes_raises_medium() {
-        check(&[hr(0, 300, 121)], &["300s +hr_high(hr) medium"]);
-        check(&[hr(0, 299, 121)], &[]);
+        check(&[hr(0, 300, 111)], &["300s +hr_high(hr) medium"]);
+        check(&[hr(0, 299, 111)], &[]);
         check(&[hr(0, 240, 150)], &[]);
-        check(&[hr(0, 600, 120)], &[]);
+        check(&[hr(0, 600, 110)], &[]);
         // The run restarts after a normal sample.
         check(
-            &[hr(0, 200, 130), hr(201, 201, 110), hr(202, 450, 130)],
+            &[hr(0, 200, 130), hr(201, 201, 100), hr(202, 450, 130)],
             &[],
         );
         check(
-            &[hr(0, 200, 130), hr(201, 201, 110), hr(202, 502, 130)],
+            &[hr(0, 200, 130), hr(201, 201, 100), hr(202, 502, 130)],
             &["502s +hr_high(hr) medium"],
+        );
+    }
+
+    #[test]
+    fn low_pressure_bradycardia_and_rise_worked_examples() {
+        // (what, baseline systolic, expected channels, script, transitions)
+        type Case = (
+            &'static str,
+            Option<i32>,
+            Vec<Channel>,
+            Vec<Vec<Step>>,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "one reading under 90 raises",
+                None,
+                vec![],
+                vec![bp(0, 88, 60)],
+                vec!["0s +bp_low(nibp) medium"],
+            ),
+            ("90 is not low", None, vec![], vec![bp(0, 90, 60)], vec![]),
+            (
+                "cleared by a reading at or above 90",
+                None,
+                vec![],
+                vec![bp(0, 85, 55), bp(180, 89, 58), bp(360, 92, 60)],
+                vec!["0s +bp_low(nibp) medium", "360s -bp_low(nibp)"],
+            ),
+            (
+                "HR under 50 for a minute raises",
+                None,
+                vec![],
+                vec![hr(0, 60, 48)],
+                vec!["60s +hr_low(hr) medium"],
+            ),
+            (
+                "HR under 50 for 59 s does not",
+                None,
+                vec![],
+                vec![hr(0, 59, 48)],
+                vec![],
+            ),
+            ("50 is not low", None, vec![], vec![hr(0, 120, 50)], vec![]),
+            (
+                "bradycardia clears at 50",
+                None,
+                vec![],
+                vec![hr(0, 60, 45), hr(61, 61, 50)],
+                vec!["60s +hr_low(hr) medium", "61s -hr_low(hr)"],
+            ),
+            (
+                "two readings over 30 % above a baseline of 120 (156) raise",
+                Some(120),
+                vec![],
+                vec![bp(0, 157, 85), bp(300, 160, 88)],
+                vec!["300s +bp_rise(nibp) medium"],
+            ),
+            (
+                "exactly 30 % above is not a rise",
+                Some(120),
+                vec![],
+                vec![bp(0, 156, 85), bp(300, 156, 85)],
+                vec![],
+            ),
+            (
+                "without a baseline, no rise rule",
+                None,
+                vec![],
+                vec![bp(0, 170, 85), bp(300, 170, 85)],
+                vec![],
+            ),
+            (
+                "a rise clears at or under the limit",
+                Some(120),
+                vec![],
+                vec![bp(0, 160, 85), bp(300, 160, 85), bp(600, 150, 85)],
+                vec!["300s +bp_rise(nibp) medium", "600s -bp_rise(nibp)"],
+            ),
+            (
+                "the oximeter's pulse is the heart-rate source where the room has no hr",
+                None,
+                vec![Channel::Spo2, Channel::Pulse],
+                vec![series(Channel::Pulse, 0, 300, 115)],
+                vec!["300s +hr_high(pulse) medium"],
+            ),
+            (
+                "and only there: with hr expected, pulse raises nothing",
+                None,
+                vec![Channel::Hr, Channel::Spo2, Channel::Pulse],
+                vec![series(Channel::Pulse, 0, 300, 115), hr(0, 300, 100)],
+                vec![],
+            ),
+            (
+                "pulse bradycardia",
+                None,
+                vec![Channel::Pulse],
+                vec![series(Channel::Pulse, 0, 60, 44)],
+                vec!["60s +hr_low(pulse) medium"],
+            ),
+        ];
+        for (what, baseline, expected, script, want) in cases {
+            let mut engine = AdvisoryEngine::new(Thresholds::default(), &expected);
+            engine.set_baseline(baseline);
+            // Silence rules are not under test here.
+            let script: Vec<Vec<Step>> = script;
+            let got: Vec<String> = run(&mut engine, &script)
+                .iter()
+                .map(render)
+                .filter(|r| !r.contains("no_data"))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn rise_details_name_the_baseline() {
+        let mut engine = AdvisoryEngine::new(Thresholds::default(), &[]);
+        engine.set_baseline(Some(120));
+        let details: Vec<String> = run(&mut engine, &[bp(0, 160, 85), bp(300, 162, 86)])
+            .into_iter()
+            .filter_map(|t| match t {
+                Transition::Raised { detail, .. } => Some(detail),
+                Transition::Cleared { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            details,
+            [
+                "systolic 162 mmHg on 2 consecutive readings, more than 30 % above the baseline 120 mmHg"
+            ]
         );
     }
 
     #[test]
     fn hr_high_clears_at_or_below_threshold() {
         check(
-            &[hr(0, 310, 125), hr(311, 320, 120), hr(321, 330, 125)],
+            &[hr(0, 310, 115), hr(311, 320, 110), hr(321, 330, 115)],
             &["300s +hr_high(hr) medium", "311s -hr_high(hr)"],
         );
     }
@@ -1055,7 +1338,7 @@ mod tests {
             ..Thresholds::default()
         };
         assert_eq!(site.validate(), Ok(()));
-        let script = [bp(0, 172, 100), bp(300, 165, 106)];
+        let script = [bp(0, 172, 95), bp(300, 165, 106)];
         check_with(site.clone(), &[], &script, &["300s +bp_high(nibp) high"]);
         check(&script, &[]);
 
@@ -1082,12 +1365,12 @@ mod tests {
     #[test]
     fn set_thresholds_and_expected_apply_from_then_on() {
         let mut engine = AdvisoryEngine::new(Thresholds::default(), &[Channel::Hr]);
-        assert!(run(&mut engine, &[bp(0, 172, 100), bp(300, 172, 100)]).is_empty());
+        assert!(run(&mut engine, &[bp(0, 172, 95), bp(300, 172, 95)]).is_empty());
         engine.set_thresholds(Thresholds {
             bp_systolic_high: 170,
             ..Thresholds::default()
         });
-        let raised = run(&mut engine, &[bp(600, 172, 100), bp(900, 172, 100)]);
+        let raised = run(&mut engine, &[bp(600, 172, 95), bp(900, 172, 95)]);
         assert_eq!(
             raised.iter().map(render).collect::<Vec<_>>(),
             ["900s +bp_high(nibp) high"]
@@ -1160,8 +1443,16 @@ mod tests {
             "advisory threshold hr_high_duration_s = 86400 is outside 0..=3600; correct the site config",
         );
         check_invalid(
-            |t| t.bp_diastolic_immediate = 100,
-            "advisory threshold bp_diastolic_immediate = 100 is below bp_diastolic_high = 110; an immediate threshold must be at least the ordinary one",
+            |t| t.hr_low_bpm = 120,
+            "advisory threshold hr_high_bpm = 110 is below hr_low_bpm = 120; it must be at least hr_low_bpm",
+        );
+        check_invalid(
+            |t| t.bp_rise_pct = 0,
+            "advisory threshold bp_rise_pct = 0 is outside 5..=200; correct the site config",
+        );
+        check_invalid(
+            |t| t.bp_diastolic_immediate = 90,
+            "advisory threshold bp_diastolic_immediate = 90 is below bp_diastolic_high = 100; it must be at least bp_diastolic_high",
         );
     }
 

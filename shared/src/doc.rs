@@ -935,6 +935,15 @@ struct StoredThresholds {
     spo2_low_pct: i64,
     spo2_low_duration_s: u64,
     no_data_s: u64,
+    // Added after the first release: absent in older documents, which then use the defaults.
+    #[autosurgeon(missing = "Option::default")]
+    bp_systolic_low: Option<i64>,
+    #[autosurgeon(missing = "Option::default")]
+    bp_rise_pct: Option<u64>,
+    #[autosurgeon(missing = "Option::default")]
+    hr_low_bpm: Option<i64>,
+    #[autosurgeon(missing = "Option::default")]
+    hr_low_duration_s: Option<u64>,
 }
 
 impl From<&Thresholds> for StoredThresholds {
@@ -950,6 +959,10 @@ impl From<&Thresholds> for StoredThresholds {
             spo2_low_pct: t.spo2_low_pct.into(),
             spo2_low_duration_s: t.spo2_low_duration_s.into(),
             no_data_s: t.no_data_s.into(),
+            bp_systolic_low: Some(t.bp_systolic_low.into()),
+            bp_rise_pct: Some(t.bp_rise_pct.into()),
+            hr_low_bpm: Some(t.hr_low_bpm.into()),
+            hr_low_duration_s: Some(t.hr_low_duration_s.into()),
         }
     }
 }
@@ -972,6 +985,16 @@ impl StoredThresholds {
             spo2_low_pct: i(self.spo2_low_pct, d.spo2_low_pct),
             spo2_low_duration_s: u(self.spo2_low_duration_s, d.spo2_low_duration_s),
             no_data_s: u(self.no_data_s, d.no_data_s),
+            bp_systolic_low: self
+                .bp_systolic_low
+                .map_or(d.bp_systolic_low, |v| i(v, d.bp_systolic_low)),
+            bp_rise_pct: self
+                .bp_rise_pct
+                .map_or(d.bp_rise_pct, |v| u(v, d.bp_rise_pct)),
+            hr_low_bpm: self.hr_low_bpm.map_or(d.hr_low_bpm, |v| i(v, d.hr_low_bpm)),
+            hr_low_duration_s: self
+                .hr_low_duration_s
+                .map_or(d.hr_low_duration_s, |v| u(v, d.hr_low_duration_s)),
         }
     }
 }
@@ -1511,6 +1534,19 @@ mod tests {
         let mut d = SiteConfigDoc::create(&cfg).unwrap();
         let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
         assert_eq!(loaded.config().unwrap(), cfg);
+        // A configuration written before the low-pressure, rise and bradycardia thresholds
+        // existed loads with their defaults.
+        let mut old = SiteConfigDoc::load(&d.automerge().save()).unwrap();
+        let (_, stored) = old
+            .automerge()
+            .get(automerge::ROOT, "thresholds")
+            .unwrap()
+            .unwrap();
+        for key in ["bp_systolic_low", "bp_rise_pct", "hr_low_bpm", "hr_low_duration_s"] {
+            old.automerge().delete(&stored, key).unwrap();
+        }
+        let old = SiteConfigDoc::load(&old.automerge().save()).unwrap();
+        assert_eq!(old.config().unwrap().thresholds, cfg.thresholds);
         // Infusion limits are optional and round-trip when set.
         assert_eq!(loaded.infusion_limits().unwrap(), None);
         let limits = crate::clinical::InfusionLimits {
