@@ -1542,7 +1542,12 @@ mod tests {
             .get(automerge::ROOT, "thresholds")
             .unwrap()
             .unwrap();
-        for key in ["bp_systolic_low", "bp_rise_pct", "hr_low_bpm", "hr_low_duration_s"] {
+        for key in [
+            "bp_systolic_low",
+            "bp_rise_pct",
+            "hr_low_bpm",
+            "hr_low_duration_s",
+        ] {
             old.automerge().delete(&stored, key).unwrap();
         }
         let old = SiteConfigDoc::load(&old.automerge().save()).unwrap();

@@ -4,7 +4,8 @@
 //! [`ScorePhase`], [`CoursePhase`], [`Severity`], [`StaffRole`], [`Priority`], [`Indication`]).
 //! Beside them: the prescriber's order and its rate range ([`order`]), per-flag screening with
 //! its staleness ([`screening`]), the suicide-risk screen ([`risk`]), the discharge gate and
-//! dispositions ([`discharge`]) and the outcome definitions ([`outcomes`]).
+//! dispositions ([`discharge`]), the outcome definitions ([`outcomes`]), the timed monitoring
+//! checkpoints ([`checkpoints`]) and adverse events apart from expected effects ([`adverse`]).
 //!
 //! Pure functions over numbers and answers, with worked examples in table tests. Nothing here
 //! decides for a clinician: the screen shows the results and records who acted on them. Rules
@@ -12,6 +13,8 @@
 
 #[macro_use]
 mod vocab;
+pub mod adverse;
+pub mod checkpoints;
 pub mod discharge;
 pub mod order;
 pub mod outcomes;
@@ -503,6 +506,14 @@ pub struct CourseStatus {
     pub next_due_us: Option<i64>,
 }
 
+/// Whether a session counts as an infusion done: completed, that is discharged home after a
+/// dose that ran. Planned, in-progress and aborted sessions (an EMS transfer, a patient who
+/// left against advice, a start refused) do not. The one definition the room screen, the
+/// dashboard, the course status and the reports all use.
+pub fn infusion_done(state: crate::doc::SessionState) -> bool {
+    state == crate::doc::SessionState::Completed
+}
+
 /// Days between maintenance infusions once the induction is complete.
 pub const MAINTENANCE_INTERVAL_DAYS: i64 = 28;
 
@@ -722,6 +733,19 @@ pub fn delivered(events: &[crate::doc::DoseEvent], end_us: i64) -> Delivered {
 #[allow(clippy::type_complexity)] // reason: the worked-example tables read best as tuples
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_completed_session_is_an_infusion_done() {
+        use crate::doc::SessionState::*;
+        for (state, done) in [
+            (Planned, false),
+            (InProgress, false),
+            (Completed, true),
+            (Aborted, false),
+        ] {
+            assert_eq!(infusion_done(state), done, "{state:?}");
+        }
+    }
 
     fn order(dose: f64, kg: f64, minutes: u64, conc: f64) -> InfusionOrder {
         InfusionOrder {
