@@ -7,11 +7,14 @@
 //! - [`sim`]: the deterministic physiology simulator ([`sim::VirtualPatient`]) and the
 //!   [`sim::SimulatedSource`] that serves it.
 //!
-//! - [`gatt`]: pure decoders of the Bluetooth SIG health characteristics and Polar's PMD ECG
-//!   frames; malformed bytes are an error value, never a panic.
+//! - [`ble`]: the services and characteristics each kind of monitor offers; with the `ble`
+//!   feature (the default), the collector that reads the room's monitors through BlueZ
+//!   (btleplug) and implements [`VitalsSource`], and the simulated monitors (bluer) that stand
+//!   in for them in tests and demos.
 //!
-//! Not here yet: the BLE collector (btleplug), which will implement the same trait. This crate
-//! is the only one that will talk to BlueZ.
+//! Built with `--no-default-features`, the crate is the pure part only (decoders, encoders,
+//! simulator) and links no libdbus; CI checks that. This crate is the only one that talks to
+//! BlueZ.
 
 pub mod ble;
 pub mod gatt;

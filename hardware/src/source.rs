@@ -6,19 +6,8 @@
 //! (later) drains the queue its notification handlers fill. This module holds no clock and does
 //! no I/O: `now_us` comes from the caller, which owns the (possibly accelerated) clock.
 
+pub use vigil_shared::vitals::DeviceStatus;
 use vigil_shared::vitals::{Channel, SampleBatch};
-
-/// Where a device stands, as sources report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeviceStatus {
-    /// The device is connected and sending (or about to send) data.
-    Connected,
-    /// The link to the device is down; its channels deliver nothing until it reconnects.
-    Disconnected,
-    /// The device's sensor touches the patient (`true`) or has come off (`false`); while it is
-    /// off the device stays connected but its channels deliver nothing.
-    SensorContact(bool),
-}
 
 /// One thing a source hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]

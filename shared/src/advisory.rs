@@ -26,6 +26,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::vitals::DeviceStatus;
 use crate::vitals::{Channel, Sample};
 
 /// Plausible blood-pressure thresholds, mmHg: below 40 every reading would raise, and cuffs
@@ -392,17 +393,6 @@ impl fmt::Display for AdvisoryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({})", self.kind, self.subject)
     }
-}
-
-/// Where a device stands, as the collector reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DeviceStatus {
-    /// The link is up (clears "disconnected").
-    Connected,
-    /// The link is down (raises "disconnected").
-    Disconnected,
-    /// The sensor touches the patient (`true`, clears "sensor off") or not (`false`, raises it).
-    SensorContact(bool),
 }
 
 /// A change in what is raised.

@@ -161,6 +161,32 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Where a monitor stands, as its source (the BLE collector or the simulator) reports it and
+/// the advisory engine reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceStatus {
+    /// The link is up and the device sends (or is about to send) data; clears "disconnected".
+    Connected,
+    /// The link is down; its channels deliver nothing until it reconnects. Raises
+    /// "disconnected".
+    Disconnected,
+    /// The sensor touches the patient (`true`, clears "sensor off") or has come off (`false`,
+    /// raises it); while off, the device stays connected but its channels deliver nothing.
+    SensorContact(bool),
+}
+
+impl DeviceStatus {
+    /// The stable name in documents and APIs: `connected`, `disconnected` or `sensor_off`
+    /// (a sensor back on the patient reads as connected).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceStatus::Connected | DeviceStatus::SensorContact(true) => "connected",
+            DeviceStatus::Disconnected => "disconnected",
+            DeviceStatus::SensorContact(false) => "sensor_off",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,12 @@
 //!
 //! This module holds what both sides agree on: the services and characteristics of each kind
 //! of monitor, Polar's PMD commands, and how a monitor in a room's configuration is named.
+//! That part is pure; the collector and the simulated monitors are built with the `ble`
+//! feature (the default), which links libdbus.
 
+#[cfg(feature = "ble")]
 pub mod collector;
+#[cfg(feature = "ble")]
 pub mod simulated;
 
 use serde::Deserialize;
