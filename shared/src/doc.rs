@@ -404,6 +404,7 @@ impl SessionDoc {
             vitals.insert(channel, list);
         }
         let notes = doc.put_object(automerge::ROOT, "notes", ObjType::Text)?;
+        crate::care::create_lists(&mut doc)?;
         let mut session = SessionDoc { doc, vitals, notes };
         session.write_meta(meta)?;
         Ok(session)
@@ -693,6 +694,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
                 _ => return Err(vitals_error("*", "no vitals map")),
             }
             read_checkin(doc)?;
+            crate::care::read_care(doc)?;
         }
         DocKind::Patient => {
             PatientDoc::from_automerge(doc.clone())?.record()?;

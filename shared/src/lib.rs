@@ -7,6 +7,7 @@
 
 pub mod advisory;
 pub mod audit;
+pub mod care;
 pub mod chunk;
 pub mod clinical;
 pub mod doc;
