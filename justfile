@@ -34,6 +34,12 @@ soak:
 relay upstream timeline="flap 5s 5s":
     cargo run --locked --quiet -- relay --upstream {{upstream}} --timeline "{{timeline}}"
 
+# The Debian packages (release build) in target/debian/: vigil-edge and vigil-cloud.
+# For an arm64 appliance add `--target aarch64-unknown-linux-gnu` (with that linker installed).
+deb:
+    cargo deb --locked -p vigil-edge
+    cargo deb --locked -p vigil-cloud
+
 # What CI runs.
 ci:
     bash .ci/run
