@@ -602,17 +602,6 @@ pub enum BirthDateError {
     },
 }
 
-/// Days in a month of the Gregorian calendar.
-fn days_in_month(year: i32, month: u8) -> u8 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
 /// Checks a birth date as typed (`YYYY-MM-DD`): a real day of the calendar, from
 /// [`EARLIEST_BIRTH_DATE`] to `today` (`(year, month, day)`, the caller's clock) inclusive.
 pub fn check_birth_date(date: &str, today: (i32, u8, u8)) -> Result<(), BirthDateError> {
@@ -630,7 +619,10 @@ pub fn check_birth_date(date: &str, today: (i32, u8, u8)) -> Result<(), BirthDat
         return Err(BirthDateError::Format(date.to_owned()));
     };
     let year = i32::from(year);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+    // Two digits each: month and day fit an i8; jiff knows the calendar.
+    let real_day = i16::try_from(year)
+        .is_ok_and(|y| jiff::civil::Date::new(y, month as i8, day as i8).is_ok());
+    if !real_day {
         return Err(BirthDateError::NoSuchDay(date.to_owned()));
     }
     let ymd = (year, month, day);
