@@ -228,7 +228,12 @@ pub mod keys {
 /// entry; two first entries at the same moment there could leave one of them out.)
 pub(crate) fn create_lists(doc: &mut AutoCommit) -> Result<(), DocError> {
     use automerge::{ObjType, transaction::Transactable};
-    for key in [keys::SCREENING, keys::OVERRIDES, keys::CHECKPOINTS, keys::ADVERSE_EVENTS] {
+    for key in [
+        keys::SCREENING,
+        keys::OVERRIDES,
+        keys::CHECKPOINTS,
+        keys::ADVERSE_EVENTS,
+    ] {
         doc.put_object(automerge::ROOT, key, ObjType::List)?;
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod doc;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod ids;
+pub mod ledger;
 pub mod sync;
 pub mod vitals;
 pub mod wire;

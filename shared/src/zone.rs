@@ -119,6 +119,12 @@ impl SiteZone {
         ))
     }
 
+    /// The site's weekday holding `us`: 1 Monday to 7 Sunday (0 out of range).
+    pub fn weekday(&self, us: i64) -> i8 {
+        self.at(us)
+            .map_or(0, |t| t.weekday().to_monday_one_offset())
+    }
+
     /// The start of the site's day holding `us` (local midnight, or the first moment of the
     /// day where midnight does not exist), µs.
     pub fn day_start(&self, us: i64) -> i64 {
