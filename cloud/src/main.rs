@@ -392,6 +392,9 @@ async fn serve(config: vigil_cloud::config::CloudConfig) -> anyhow::Result<()> {
     let cloud = vigil_cloud::app::Cloud::start(config).await?;
     println!("cloud api: {}", cloud.api_url());
     println!("cloud sync: {}", cloud.sync_addr);
+    vigil_web::service::ready(&format!("serving; sync on {}", cloud.sync_addr));
+    // The cloud's work is request-driven: a runtime that still runs this task still serves.
+    let watchdog = vigil_web::service::spawn_watchdog(|| true);
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
@@ -399,6 +402,10 @@ async fn serve(config: vigil_cloud::config::CloudConfig) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("stopping");
+    vigil_web::service::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     cloud.shutdown().await;
     Ok(())
 }

@@ -194,6 +194,7 @@ pub struct Appliance {
     server: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    status: Arc<Mutex<Status>>,
 }
 
 impl Appliance {
@@ -323,7 +324,7 @@ impl Appliance {
         let state = ApiState {
             commands: commands.clone(),
             db_path: db_path.clone(),
-            status,
+            status: status.clone(),
             sync: sync_status,
             security: security.clone(),
         };
@@ -350,6 +351,7 @@ impl Appliance {
             server,
             tasks,
             shutdown: Some(shutdown_tx),
+            status,
         })
     }
 
@@ -363,6 +365,14 @@ impl Appliance {
         let stopped = || RecorderError::Conflict("the recorder has stopped".into());
         self.commands.try_send(make(tx)).map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Reads the appliance clock as the recorder loop last set it, µs: it advances on every
+    /// poll while the loop runs, so a value that stops moving means a wedged recorder (what
+    /// the systemd watchdog is fed from).
+    pub fn recorder_clock(&self) -> impl Fn() -> i64 + Send + 'static {
+        let status = self.status.clone();
+        move || status.lock().map_or(0, |s| s.now_us)
     }
 
     /// The base URL of the local API and the screen: `https://…` under TLS. An appliance

@@ -227,8 +227,26 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     println!("edge api: {}", appliance.api_url());
     println!("edge api token: {}", appliance.api_token);
     println!("edge db: {}", appliance.db_path.display());
+    vigil_web::service::ready(&format!(
+        "recording; room screen at {}",
+        appliance.api_url()
+    ));
+    let watchdog = {
+        let clock = appliance.recorder_clock();
+        let mut last = i64::MIN;
+        vigil_web::service::spawn_watchdog(move || {
+            let now = clock();
+            let moved = now > last;
+            last = now;
+            moved
+        })
+    };
     wait_for_signal().await?;
     tracing::info!("stopping");
+    vigil_web::service::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     appliance.shutdown().await;
     Ok(())
 }

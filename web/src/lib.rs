@@ -7,6 +7,7 @@
 //! - [`http`]: cookies, the security headers every page carries, whether a browser came over
 //!   TLS ([`http::Transport`]), and CSRF checks;
 //! - [`secret`]: random tokens and constant-time comparison;
+//! - [`service`]: readiness and the watchdog under systemd;
 //! - [`text`]: escaping for the few strings built outside maud, query encoding, CSV fields.
 //!
 //! Dependencies run one way: the servers' `web` modules use this crate; this crate knows
@@ -18,6 +19,7 @@ pub mod http;
 pub mod layout;
 pub mod metrics;
 pub mod secret;
+pub mod service;
 pub mod text;
 
 pub use text::{Esc, csv_field, csv_row, escape, url_encode};
