@@ -44,6 +44,7 @@ fn sites() -> Vec<SiteInfo> {
             name: format!("Site {s}"),
             region: format!("region-{}", s % 5),
             rooms: (1..=ROOMS).map(|r| r.to_string()).collect(),
+            tz: None,
         })
         .collect()
 }
@@ -251,7 +252,13 @@ fn main() {
             )
             .expect("read")
             .expect("the session");
-        session_html(&chart, 0, ECG_DEFAULT_SPAN_S).len()
+        session_html(
+            &chart,
+            &vigil_shared::zone::SiteZone::utc(),
+            0,
+            ECG_DEFAULT_SPAN_S,
+        )
+        .len()
     };
     let overview = || {
         let appliances = store.appliances().expect("appliances");

@@ -519,6 +519,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
                 name: id.into(),
                 region: "bench".into(),
                 rooms: vec!["1".into(), "2".into()],
+                tz: None,
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),

@@ -77,9 +77,10 @@ enum Command {
     },
 }
 
-const SITES: [(&str, &str, &str); 2] = [
-    ("austin", "Austin, TX", "central"),
-    ("florida", "Florida", "southeast"),
+/// `(id, name, region, time zone)`.
+const SITES: [(&str, &str, &str, &str); 2] = [
+    ("austin", "Austin, TX", "central", "America/Chicago"),
+    ("florida", "Florida", "southeast", "America/New_York"),
 ];
 const ROOMS: [&str; 2] = ["1", "2"];
 const NAMES: [(&str, &str); 6] = [
@@ -197,11 +198,12 @@ async fn start_cloud(
         },
         sites: SITES
             .iter()
-            .map(|(id, name, region)| vigil_cloud::api::SiteInfo {
+            .map(|(id, name, region, tz)| vigil_cloud::api::SiteInfo {
                 id: (*id).into(),
                 name: (*name).into(),
                 region: (*region).into(),
                 rooms: ROOMS.iter().map(|r| (*r).into()).collect(),
+                tz: Some((*tz).into()),
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
@@ -217,11 +219,12 @@ fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, St
     use vigil_cloud::auth::{NewUser, Role, add_user};
     let sites: Vec<vigil_cloud::api::SiteInfo> = SITES
         .iter()
-        .map(|(id, name, region)| vigil_cloud::api::SiteInfo {
+        .map(|(id, name, region, tz)| vigil_cloud::api::SiteInfo {
             id: (*id).into(),
             name: (*name).into(),
             region: (*region).into(),
             rooms: ROOMS.iter().map(|r| (*r).into()).collect(),
+            tz: Some((*tz).into()),
         })
         .collect();
     let users = [
@@ -270,7 +273,7 @@ fn demo_staff(
 ) -> anyhow::Result<Vec<(String, String, String, String)>> {
     use vigil_cloud::staff::{NewStaff, set_staff_member};
     let mut out = Vec::new();
-    for (site, _, _) in SITES {
+    for (site, _, _, _) in SITES {
         for (id, name, role) in DEMO_STAFF {
             let n = u32::from_str_radix(&random_token()?[..8], 16)?;
             let pin = format!("{:06}", n % 1_000_000);
@@ -370,7 +373,7 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         pki.join(vigil_cloud::pki::CA_CERT_FILE).display()
     );
     let mut appliances = Vec::new();
-    for (s, (site, _, _)) in SITES.iter().enumerate() {
+    for (s, (site, _, _, _)) in SITES.iter().enumerate() {
         for (r, room) in ROOMS.iter().enumerate() {
             let cert = ca.issue_appliance(&(*site).into(), &(*room).into())?;
             let screen = ca.issue_screen(

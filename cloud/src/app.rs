@@ -169,6 +169,10 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
             .map_err(|e| e.to_string())?
             .is_some()
         {
+            // A zone added or changed in cloud.toml reaches the site's existing document (and
+            // from there its appliances); an unchanged one writes nothing.
+            crate::staff::set_time_zone(store, &site.id, &site.zone(), crate::sync::now_us())
+                .map_err(|e| format!("time zone of {}: {e}", site.id))?;
             continue;
         }
         let mut doc = SiteConfigDoc::create(&SiteConfig {
@@ -188,6 +192,7 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
             staff: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
+        doc.set_time_zone(&site.zone()).map_err(|e| e.to_string())?;
         let now = crate::sync::now_us();
         store
             .commit_document(

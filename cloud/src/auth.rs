@@ -898,6 +898,7 @@ mod tests {
             name: id.into(),
             region: region.into(),
             rooms: vec!["1".into()],
+            tz: None,
         };
         vec![
             site("austin", "central"),

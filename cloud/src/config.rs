@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use vigil_shared::zone::SiteZone;
 
 /// Shortest API token accepted: the configured token is a service token with an admin's
 /// scope, so it must not be guessable.
@@ -63,6 +64,47 @@ pub struct SiteInfo {
     /// Room ids.
     #[serde(default)]
     pub rooms: Vec<String>,
+    /// The site's time zone, an IANA name (`America/Chicago`); absent is UTC. Pages show the
+    /// site's times in it, and "today" and per-day figures use the site's day; it is sent to
+    /// the site's appliances in the site configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+}
+
+impl SiteInfo {
+    /// The site's zone (UTC when none is configured; the configuration check refuses an
+    /// unknown name at start).
+    pub fn zone(&self) -> SiteZone {
+        SiteZone::parse_or_utc(self.tz.as_deref())
+    }
+}
+
+/// Each site's zone by site id, built once for a page; a site not listed reads as UTC.
+#[derive(Debug, Clone, Default)]
+pub struct Zones(std::collections::BTreeMap<String, SiteZone>);
+
+impl Zones {
+    /// The zones of `sites`.
+    pub fn of(sites: &[SiteInfo]) -> Zones {
+        Zones(sites.iter().map(|s| (s.id.clone(), s.zone())).collect())
+    }
+
+    /// The zone of `site`.
+    pub fn get(&self, site: &str) -> SiteZone {
+        self.0.get(site).cloned().unwrap_or_else(SiteZone::utc)
+    }
+
+    /// Every distinct zone, with the sites in it.
+    pub fn groups(&self) -> Vec<(SiteZone, Vec<&str>)> {
+        let mut out: Vec<(SiteZone, Vec<&str>)> = Vec::new();
+        for (site, zone) in &self.0 {
+            match out.iter_mut().find(|(z, _)| z == zone) {
+                Some((_, sites)) => sites.push(site),
+                None => out.push((zone.clone(), vec![site])),
+            }
+        }
+        out
+    }
 }
 
 /// An address or a network (`10.0.0.0/8`, `fd00::/8`) of reverse proxies, as written in
@@ -294,6 +336,11 @@ impl CloudConfig {
                     ),
                 ));
             }
+            if let Some(tz) = &site.tz
+                && let Err(e) = SiteZone::parse(tz)
+            {
+                return Err(invalid(&format!("sites[{i}].tz"), e.to_string()));
+            }
             if let Some(room) = site.rooms.iter().find(|r| !ok(r)) {
                 return Err(invalid(
                     &format!("sites[{i}].rooms"),
@@ -345,6 +392,24 @@ rooms = ["1", "2"]
         let c = CloudConfig::load(&path).unwrap();
         assert_eq!(c.pki.ca_cert, dir.path().join("pki/ca.pem"));
         assert_eq!(c.sites[0].rooms, vec!["1", "2"]);
+        assert_eq!(c.sites[0].zone(), SiteZone::utc(), "no tz: UTC");
+    }
+
+    #[test]
+    fn a_sites_time_zone_is_an_iana_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.toml");
+        let with_tz = GOOD.replace("rooms = [", "tz = \"America/Chicago\"\nrooms = [");
+        std::fs::write(&path, &with_tz).unwrap();
+        let c = CloudConfig::load(&path).unwrap();
+        assert_eq!(c.sites[0].zone().name(), "America/Chicago");
+        let zones = Zones::of(&c.sites);
+        assert_eq!(zones.get("austin").name(), "America/Chicago");
+        assert_eq!(zones.get("nowhere").name(), "UTC");
+        check_err(
+            &with_tz.replace("America/Chicago", "America/Austin"),
+            &["sites[0].tz", "unknown time zone \"America/Austin\""],
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use vigil_shared::doc::SessionState;
 use vigil_shared::vitals::Channel;
 
-use crate::dates::rfc3339;
 use crate::store::SessionChart;
+use vigil_shared::zone::rfc3339_utc as rfc3339;
 
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";

@@ -8,7 +8,7 @@
 //! - [`store`]: documents and projections in SQLite, behind one interface.
 //! - [`api`]: the read-only JSON API; [`metrics`]: Prometheus counters.
 //! - [`auth`]: users, roles and scope, sign-in, API tokens, the audit log.
-//! - [`dashboard`]: the regional manager's pages; [`fhir`]: FHIR R4 export; [`dates`].
+//! - [`dashboard`]: the regional manager's pages; [`fhir`]: FHIR R4 export.
 //! - [`app`]: all of it started and stopped together.
 
 pub mod api;
@@ -16,7 +16,6 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
-pub mod dates;
 pub mod fhir;
 pub mod metrics;
 pub mod pki;

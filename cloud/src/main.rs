@@ -608,9 +608,10 @@ fn user_command(
             let now = vigil_cloud::api::now_us();
             let token = auth::issue_api_token(&store, &username, &label, days, now)?;
             println!("api token: {token}");
+            let expires = now + i64::from(days) * vigil_shared::zone::US_PER_DAY;
             println!(
-                "expires: {} UTC",
-                vigil_cloud::dates::minute(now + i64::from(days) * 86_400_000_000)
+                "expires: {}",
+                vigil_shared::zone::SiteZone::utc().minute(expires)
             );
         }
     }

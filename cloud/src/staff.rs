@@ -161,6 +161,26 @@ pub fn set_infusion_limits(
     })
 }
 
+/// Sets a site's time zone (from `cloud.toml`) in its configuration document, so the site's
+/// appliances show local times; commits only when it changes.
+pub fn set_time_zone(
+    store: &CloudStore,
+    site: &str,
+    zone: &vigil_shared::zone::SiteZone,
+    now_us: i64,
+) -> Result<(), StaffError> {
+    let Some(stored) = store.load_document(site)? else {
+        return Err(StaffError::NoSite(site.to_owned()));
+    };
+    let current = SiteConfigDoc::from_automerge(stored.doc)?.time_zone_name()?;
+    if current.as_deref() == Some(zone.name())
+        || (current.is_none() && zone.name() == vigil_shared::zone::DEFAULT_ZONE)
+    {
+        return Ok(());
+    }
+    edit_site_config(store, site, now_us, |doc| Ok(doc.set_time_zone(zone)?))
+}
+
 /// Default lifetime of an appliance API token: a quarter, so a forgotten integration stops
 /// on its own.
 pub const DEFAULT_TOKEN_DAYS: u32 = 90;

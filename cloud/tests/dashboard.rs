@@ -34,12 +34,14 @@ fn sites() -> Vec<SiteInfo> {
             name: "Austin, TX".into(),
             region: "central".into(),
             rooms: vec!["1".into(), "2".into()],
+            tz: Some("America/Chicago".into()),
         },
         SiteInfo {
             id: "florida".into(),
             name: "Florida".into(),
             region: "southeast".into(),
             rooms: vec!["1".into()],
+            tz: Some("America/New_York".into()),
         },
     ]
 }
@@ -799,7 +801,7 @@ async fn reads_of_patient_data_are_audited_with_who_and_where() {
     let admin = s.login("admin").await;
     let (status, csv) = s.page("/audit.csv", &admin).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(csv.starts_with("at_utc,source,site,room,user,action,target,ip"));
+    assert!(csv.starts_with("at_utc,at_local,source,site,room,user,action,target,ip"));
     // The cloud's own entries name no site or room.
     assert!(
         csv.contains(",cloud,,,rm-central,view session,s-austin-1,127.0.0.1"),
@@ -811,7 +813,8 @@ async fn reads_of_patient_data_are_audited_with_who_and_where() {
 async fn reports_count_per_site() {
     let s = Server::start().await;
     let admin = s.login("admin").await;
-    // The fixtures start on 2026-11-30 (T0); the range is explicit so the clock doesn't matter.
+    // The fixtures start at 2026-11-30 00:53 UTC (T0) and within two hours: still
+    // 29 November in Austin and Florida. The range is explicit so the clock doesn't matter.
     let range = "from=2026-11-01&to=2026-12-31";
     let (status, csv) = s
         .page(&format!("/reports/advisories.csv?{range}"), &admin)
@@ -831,9 +834,10 @@ async fn reports_count_per_site() {
     let (_, csv) = s
         .page(&format!("/reports/utilisation.csv?{range}"), &admin)
         .await;
-    // Each fixture session runs 20 minutes, one per room: a third of an hour of chair time.
-    assert!(csv.contains("austin,1,1,0.33,,2026-11-30,1"), "{csv}");
-    assert!(csv.contains("florida,1,1,0.33,,2026-11-30,1"), "{csv}");
+    // Each fixture session runs 20 minutes, one per room: a third of an hour of chair time,
+    // on the site's own day.
+    assert!(csv.contains("austin,1,1,0.33,,2026-11-29,1"), "{csv}");
+    assert!(csv.contains("florida,1,1,0.33,,2026-11-29,1"), "{csv}");
     let (_, csv) = s.page("/reports/outcomes.csv", &admin).await;
     // One PHQ-9 per patient: no change measured yet; no induction of 6 completed.
     assert!(csv.contains("austin,2,0,0,,,0,0"), "{csv}");
@@ -1289,4 +1293,81 @@ async fn a_password_change_revokes_tokens_and_ends_sessions() {
         s.api("/api/v1/sessions", &nurse).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Austin and Florida sessions at the same instant, each in its site's local time with the
+/// zone's abbreviation; the list's and the CSV's times; a session across the November
+/// daylight-saving change with the right duration.
+#[tokio::test]
+async fn every_time_is_the_sites_own() {
+    let server = Server::start().await;
+    let minute = 60_000_000;
+    // 2026-11-01 06:30 UTC is 01:30 CDT in Austin; 40 minutes later the clocks have gone
+    // back: 01:10 CST.
+    let dst = vigil_shared::zone::SiteZone::utc()
+        .parse_day("2026-11-01")
+        .unwrap()
+        + 390 * minute;
+    let mut doc = session("s-dst", "austin", "1", "p-dst", dst);
+    doc.update_meta(|m| m.ended_us = Some(dst + 40 * minute))
+        .unwrap();
+    doc.automerge().commit();
+    server
+        .store
+        .commit_document("s-dst", DocKind::Session, "austin", doc.automerge(), T0)
+        .unwrap();
+    // The same instant in both sites.
+    for (id, site) in [("s-same-a", "austin"), ("s-same-f", "florida")] {
+        let mut doc = session(id, site, "1", "p-same", T0 + 86_400_000_000);
+        server
+            .store
+            .commit_document(id, DocKind::Session, site, doc.automerge(), T0)
+            .unwrap();
+    }
+    let admin = server.login("admin").await;
+
+    // T0 + 1 day = 2026-12-01 00:53 UTC: 18:53 CST on 30 November in Austin, 19:53 EST in
+    // Florida.
+    let (status, austin) = server.page("/sessions/s-same-a", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(austin.contains("2026-11-30 18:53 CST"), "{austin}");
+    let (_, florida) = server.page("/sessions/s-same-f", &admin).await;
+    assert!(florida.contains("2026-11-30 19:53 EST"), "{florida}");
+    assert!(!florida.contains(" UTC"), "no UTC on a site's page");
+
+    let (_, dst_page) = server.page("/sessions/s-dst", &admin).await;
+    assert!(dst_page.contains("2026-11-01 01:30 CDT"), "{dst_page}");
+    assert!(
+        dst_page.contains("2026-11-01 01:10 CST (40 min)"),
+        "{dst_page}"
+    );
+
+    // The list: each row in its site's time; a note that the form's days are UTC across zones.
+    let (_, list) = server.page("/sessions", &admin).await;
+    assert!(list.contains("2026-11-30 18:53 CST") && list.contains("2026-11-30 19:53 EST"));
+    assert!(list.contains("id=\"zone-note\""));
+    // Filtering one site by its own day: 30 November in Austin holds the 18:53 CST session,
+    // which is 1 December in UTC.
+    let (_, austin_day) = server
+        .page(
+            "/sessions?site=austin&from=2026-11-30&to=2026-11-30",
+            &admin,
+        )
+        .await;
+    assert!(austin_day.contains("s-same-a"), "{austin_day}");
+    assert!(!austin_day.contains("id=\"zone-note\""));
+
+    // CSV: UTC and local, with the zone.
+    let res = server.get("/sessions.csv?site=florida", Some(&admin)).await;
+    let csv = res.text().await.unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("s-same-f,"))
+        .expect("florida row");
+    let cells: Vec<&str> = row.split(',').collect();
+    let col = |name: &str| cells[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(col("started_utc"), "2026-12-01T00:53:20.000Z");
+    assert_eq!(col("started_local"), "2026-11-30T19:53:20-05:00");
+    assert_eq!(col("time_zone"), "America/New_York");
 }

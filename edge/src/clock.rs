@@ -39,31 +39,10 @@ pub struct ScaledClock {
 /// testing (a dead RTC battery resets to a fixed date, which is a different test).
 pub const MAX_CLOCK_OFFSET_S: i64 = 366 * 86_400;
 
-/// The UTC calendar day (year, month, day) of a time in µs since the epoch, proleptic
-/// Gregorian (Howard Hinnant's `civil_from_days`).
-pub fn civil_date(us: i64) -> (i64, u32, u32) {
-    let days = us.div_euclid(86_400_000_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// `1_700_000_000_000_000` as `2023-11-14 22:13:20 UTC`, for messages people read.
+/// `1_700_000_000_000_000` as `2023-11-14 22:13:20 UTC`, for messages people read (a
+/// certificate's validity against this appliance's clock).
 pub fn format_utc(us: i64) -> String {
-    let rem = us.div_euclid(1_000_000).rem_euclid(86_400);
-    let (year, month, day) = civil_date(us);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
+    vigil_shared::zone::SiteZone::utc().second(us)
 }
 
 impl ScaledClock {

@@ -617,12 +617,8 @@ impl Recorder {
     ) -> Result<PatientRecord, RecorderError> {
         check_text("given_name", &input.given_name, true)?;
         check_text("family_name", &input.family_name, true)?;
-        let (y, m, d) = crate::clock::civil_date(now_us);
-        let today = (
-            i32::try_from(y).unwrap_or(i32::MAX),
-            u8::try_from(m).unwrap_or(12),
-            u8::try_from(d).unwrap_or(31),
-        );
+        // The UTC date: at most a day off the site's, and never rejects a real birth date.
+        let today = vigil_shared::zone::utc_date(now_us).unwrap_or((9999, 12, 31));
         clinical::check_birth_date(&input.birth_date, today)
             .map_err(|e| RecorderError::Invalid(format!("birth_date: {e}")))?;
         let record = PatientRecord {

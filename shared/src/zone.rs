@@ -88,6 +88,11 @@ impl SiteZone {
         self.format(us, "%Y-%m-%d %H:%M %Z")
     }
 
+    /// `2026-11-30 01:10:05 CST`; empty out of range.
+    pub fn second(&self, us: i64) -> String {
+        self.format(us, "%Y-%m-%d %H:%M:%S %Z")
+    }
+
     /// `01:10:05 CST`; empty out of range.
     pub fn clock(&self, us: i64) -> String {
         self.format(us, "%H:%M:%S %Z")

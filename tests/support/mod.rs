@@ -368,11 +368,13 @@ crl = "{pki}/crl.pem"
 id = "austin"
 name = "Austin, TX"
 region = "central"
+tz = "America/Chicago"
 rooms = ["1", "2"]
 [[sites]]
 id = "florida"
 name = "Florida"
 region = "southeast"
+tz = "America/New_York"
 rooms = ["1", "2"]
 "#,
         data = dir.join("cloud-data").display(),

@@ -110,9 +110,26 @@ pub fn csv_row<S: AsRef<str>>(fields: &[S]) -> String {
     line
 }
 
+/// A duration as people read it on a page: `1 h 05 min` or `42 min` (negative reads as 0).
+pub fn duration(us: i64) -> String {
+    let min = us.max(0) / 60_000_000;
+    if min >= 60 {
+        format!("{} h {:02} min", min / 60, min % 60)
+    } else {
+        format!("{min} min")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(65 * 60_000_000), "1 h 05 min");
+        assert_eq!(duration(42 * 60_000_000), "42 min");
+        assert_eq!(duration(-5), "0 min");
+    }
 
     fn check(input: &str, expected: &str) {
         assert_eq!(escape(input), expected, "escaping {input:?}");

@@ -201,6 +201,7 @@ fn sites_merge_configuration_and_presence() {
         name: "Austin, TX".into(),
         region: "south".into(),
         rooms: vec!["1".into(), "2".into(), "3".into()],
+        tz: None,
     }];
     let row = |site: &str, room: &str, connected: bool, last_seen_us: i64| ApplianceRow {
         site: site.into(),

@@ -14,9 +14,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use vigil_shared::clinical::ALDRETE_DISCHARGE_MIN;
 use vigil_shared::doc::{DoseAction, SessionMeta};
 use vigil_shared::vitals::Channel;
+use vigil_shared::zone::{SiteZone, rfc3339_utc};
 use vigil_web::chart::{Band, LineChart, Marker, Series, TimeAxis, line_chart};
+use vigil_web::text::duration;
 use vigil_web::{Esc, csv_row, url_encode};
 
 use super::{
@@ -27,7 +30,7 @@ use crate::auth::{
     AuthError, DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, MAX_TOKEN_LABEL, MIN_PASSWORD_LEN, Reauth, Role,
     ScopeSites,
 };
-use crate::dates;
+use crate::config::Zones;
 use crate::store::{ApiTokenRow, MAX_SESSION_PAGE, SessionChart, SessionFilter, SessionRow};
 
 /// The badge as a string, while this module still builds pages with `format!`.
@@ -64,8 +67,8 @@ fn priority_color(p: &str) -> &'static str {
     }
 }
 
-fn opt_minute(us: Option<i64>) -> String {
-    us.map_or_else(|| "—".to_owned(), dates::minute)
+fn opt_minute(zone: &SiteZone, us: Option<i64>) -> String {
+    us.map_or_else(|| "—".to_owned(), |us| zone.minute(us))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -78,9 +81,18 @@ pub(crate) async fn overview(
 ) -> Response {
     let now = crate::api::now_us();
     let scope = viewer.who.scope().clone();
-    let since = dates::midnight(now);
+    let zones = Zones::of(&s.state.sites);
     let data = read(&s, move |store| {
-        Ok((store.appliances()?, store.room_activity(&scope, since)?))
+        // "Today" is each site's own day: one query per zone, from its local midnight.
+        let mut activity = Vec::new();
+        for (zone, sites) in zones.groups() {
+            let rows = store.room_activity(&scope, zone.day_start(now))?;
+            activity.extend(
+                rows.into_iter()
+                    .filter(|a| sites.contains(&a.site.as_str())),
+            );
+        }
+        Ok((store.appliances()?, activity))
     })
     .await;
     let (appliances, activity) = match data {
@@ -100,6 +112,7 @@ pub fn overview_html(
     who: &crate::auth::Principal,
     now_us: i64,
 ) -> String {
+    let zones = Zones::of(sites);
     let mut views = site_views(sites, appliances, now_us);
     views.retain(|v| who.allows(&v.id));
     let counts: BTreeMap<(&str, &str), (u64, u64)> = activity
@@ -166,17 +179,28 @@ pub fn overview_html(
                     su = url_encode(&site.id),
                     ru = url_encode(&room.id),
                     room = Esc(&room.id),
-                    sync = opt_minute(room.last_sync_us),
+                    sync = opt_minute(&zones.get(&site.id), room.last_sync_us),
                 );
             }
             out.push_str("</tbody></table></div>");
         }
         out.push_str("</div></section>");
     }
+    // The time now in each zone the viewer's sites are in: "today" is each site's own day.
+    let mut clocks: Vec<String> = Vec::new();
+    for v in &views {
+        let clock = zones.get(&v.id).minute(now_us);
+        if !clocks.contains(&clock) {
+            clocks.push(clock);
+        }
+    }
+    if clocks.is_empty() {
+        clocks.push(SiteZone::utc().minute(now_us));
+    }
     let head = format!(
-        r#"<h1>Overview</h1><p class="muted">{} sites · {rooms_total} rooms · {online_total} appliances online · {today_total} sessions today · {running_total} in progress · as of {} UTC</p>"#,
+        r#"<h1>Overview</h1><p class="muted">{} sites · {rooms_total} rooms · {online_total} appliances online · {today_total} sessions today (each site's day) · {running_total} in progress · as of {}</p>"#,
         views.len(),
-        dates::minute(now_us)
+        Esc(&clocks.join(" / "))
     );
     head + &out
 }
@@ -205,21 +229,33 @@ fn nonempty(v: &Option<String>) -> Option<String> {
 }
 
 impl ListQuery {
-    /// The store filter, or a message for the person who typed it.
-    fn filter(&self) -> Result<SessionFilter, String> {
+    /// The zone the form's dates are days of: the chosen site's; with no site chosen, the
+    /// zone every site of `zones` shares, or UTC when they span several (the page says so).
+    fn date_zone(&self, zones: &Zones) -> SiteZone {
+        if let Some(site) = nonempty(&self.site) {
+            return zones.get(&site);
+        }
+        match zones.groups().as_slice() {
+            [(zone, _)] => zone.clone(),
+            _ => SiteZone::utc(),
+        }
+    }
+
+    /// The store filter, or a message for the person who typed it; dates are days of `zone`.
+    fn filter(&self, zone: &SiteZone) -> Result<SessionFilter, String> {
         let from_us = match nonempty(&self.from) {
             Some(d) => Some(
-                dates::parse_day(&d)
+                zone.parse_day(&d)
                     .ok_or_else(|| format!("from: {d:?} is not a date (YYYY-MM-DD)"))?,
             ),
             None => None,
         };
         let to_us = match nonempty(&self.to) {
-            // The end date is inclusive on the form: up to midnight after it.
+            // The end date is inclusive on the form: up to the midnight after it.
             Some(d) => Some(
-                dates::parse_day(&d)
-                    .ok_or_else(|| format!("to: {d:?} is not a date (YYYY-MM-DD)"))?
-                    + dates::DAY_US,
+                zone.parse_day(&d)
+                    .map(|day| zone.next_day_start(day))
+                    .ok_or_else(|| format!("to: {d:?} is not a date (YYYY-MM-DD)"))?,
             ),
             None => None,
         };
@@ -269,6 +305,18 @@ impl ListQuery {
     }
 }
 
+/// The zones of the sites `viewer` may see.
+fn visible_zones(s: &Shared, viewer: &Viewer) -> Zones {
+    let sites: Vec<crate::config::SiteInfo> = s
+        .state
+        .sites
+        .iter()
+        .filter(|site| viewer.who.allows(&site.id))
+        .cloned()
+        .collect();
+    Zones::of(&sites)
+}
+
 /// A state's stable name, as the document and the API spell it.
 fn state_name(state: vigil_shared::doc::SessionState) -> String {
     serde_json::to_value(state)
@@ -287,11 +335,12 @@ fn state_badge(state: &str) -> String {
     badge(class, &state.replace('_', " "))
 }
 
-fn session_rows_html(rows: &[SessionRow]) -> String {
+fn session_rows_html(rows: &[SessionRow], zones: &Zones) -> String {
     let mut out = String::new();
     for r in rows {
+        let zone = zones.get(&r.site);
         let duration = match (r.started_us, r.ended_us) {
-            (Some(s), Some(e)) => dates::duration(e - s),
+            (Some(s), Some(e)) => duration(e - s),
             _ => "—".into(),
         };
         let advisories = match &r.max_advisory_priority {
@@ -302,13 +351,13 @@ fn session_rows_html(rows: &[SessionRow]) -> String {
             out,
             r#"<tr class="session-row"><td><a href="/sessions/{idu}">{started}</a></td><td>{site}</td><td>{room}</td><td>{patient}</td><td>{state}</td><td>{duration}</td><td>{advisories}</td><td class="num">{obs}</td><td>{discharge}</td></tr>"#,
             idu = url_encode(&r.id),
-            started = opt_minute(r.started_us.or(Some(r.created_us))),
+            started = opt_minute(&zone, r.started_us.or(Some(r.created_us))),
             site = Esc(&r.site),
             room = Esc(&r.room),
             patient = Esc(&r.patient_id),
             state = state_badge(&r.state),
             obs = r.n_observations,
-            discharge = opt_minute(r.discharge_us),
+            discharge = opt_minute(&zone, r.discharge_us),
         );
     }
     out
@@ -344,7 +393,9 @@ pub(crate) async fn sessions(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let filter = match q.filter() {
+    let zones = visible_zones(&s, &viewer);
+    let zone_note = nonempty(&q.site).is_none() && zones.groups().len() > 1;
+    let filter = match q.filter(&q.date_zone(&zones)) {
         Ok(f) => f,
         Err(message) => return error_page(&viewer, StatusCode::BAD_REQUEST, &message),
     };
@@ -404,8 +455,8 @@ pub(crate) async fn sessions(
 <label>From<input type="date" name="from" id="f-from" value="{from}"></label><label>To<input type="date" name="to" id="f-to" value="{to}"></label>
 <label>State{state}</label><label>Advisory{adv}</label><label>Patient<input name="patient" id="f-patient" size="12" value="{patient}"></label>
 <button class="primary" type="submit" id="apply">Apply</button> <a href="/sessions">Clear</a> <a href="{csv_href}" id="csv">Download CSV</a></form>
-<p class="muted" id="total">{total} sessions · page {current} of {pages}</p>
-<table id="sessions"><thead><tr><th>Started (UTC)</th><th>Site</th><th>Room</th><th>Patient</th><th>State</th><th>Duration</th><th>Advisories</th><th class="num">Side effects</th><th>Discharged</th></tr></thead><tbody>{rows}</tbody></table>
+{zone_note}<p class="muted" id="total">{total} sessions · page {current} of {pages}</p>
+<table id="sessions"><thead><tr><th>Started (site time)</th><th>Site</th><th>Room</th><th>Patient</th><th>State</th><th>Duration</th><th>Advisories</th><th class="num">Side effects</th><th>Discharged</th></tr></thead><tbody>{rows}</tbody></table>
 <div class="pager">{prev}<span>Page {current} of {pages}</span>{next}</div>"#,
         site = select("site", nonempty(&q.site).as_deref(), &sites),
         room = Esc(&nonempty(&q.room).unwrap_or_default()),
@@ -415,7 +466,12 @@ pub(crate) async fn sessions(
         adv = select("advisory", nonempty(&q.advisory).as_deref(), &yes_no),
         patient = Esc(&nonempty(&q.patient).unwrap_or_default()),
         total = page.total,
-        rows = session_rows_html(&page.sessions),
+        rows = session_rows_html(&page.sessions, &zones),
+        zone_note = if zone_note {
+            r#"<p class="muted" id="zone-note">These sites are in several time zones: From and To are UTC days. Choose a site to filter by its own days.</p>"#
+        } else {
+            ""
+        },
     );
     frame(&viewer, Section::Sessions, "Sessions", &body)
 }
@@ -428,7 +484,8 @@ pub(crate) async fn sessions_csv(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let mut filter = match q.filter() {
+    let zones = visible_zones(&s, &viewer);
+    let mut filter = match q.filter(&q.date_zone(&zones)) {
         Ok(f) => f,
         Err(message) => return error_page(&viewer, StatusCode::BAD_REQUEST, &message),
     };
@@ -473,9 +530,15 @@ pub(crate) async fn sessions_csv(
         "n_side_effects",
         "discharged_utc",
         "discharge_aldrete",
+        "time_zone",
+        "started_local",
+        "ended_local",
+        "discharged_local",
     ]);
-    let t = |us: Option<i64>| us.map(dates::rfc3339).unwrap_or_default();
+    let t = |us: Option<i64>| us.map(rfc3339_utc).unwrap_or_default();
     for r in rows.iter().take(MAX_CSV_ROWS as usize) {
+        let zone = zones.get(&r.site);
+        let local = |us: Option<i64>| us.map(|us| zone.iso_local(us)).unwrap_or_default();
         out.push_str(&csv_row(&[
             r.id.clone(),
             r.site.clone(),
@@ -496,6 +559,10 @@ pub(crate) async fn sessions_csv(
             r.discharge_aldrete
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+            zone.name().to_owned(),
+            local(r.started_us),
+            local(r.ended_us),
+            local(r.discharge_us),
         ]));
     }
     csv_response("sessions.csv", out)
@@ -576,7 +643,13 @@ fn points(chart: &SessionChart, channel: Channel, dim: usize, divisor: f64) -> V
 /// The session page's content: facts, charts with the infusion shaded and advisories marked,
 /// the ECG strip `ecg_span_s` wide from `ecg_from_s` after its first sample with zoom links,
 /// and the tables. Separate from the handler so the bench can time it.
-pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> String {
+/// Times are the site's local times (`zone`), with the zone's abbreviation.
+pub fn session_html(
+    chart: &SessionChart,
+    zone: &SiteZone,
+    ecg_from_s: u32,
+    ecg_span_s: u32,
+) -> String {
     let m = &chart.meta;
     let id = m.id.as_str();
     let idu = url_encode(id);
@@ -602,7 +675,7 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
                 "{} ({}) at {}: {}",
                 a.kind,
                 a.priority,
-                dates::clock(a.raised_us),
+                zone.clock(a.raised_us),
                 a.detail
             ),
             color: priority_color(&a.priority),
@@ -775,8 +848,8 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
         let _ = write!(
             timeline,
             "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            dates::clock(d.at_us),
-            dates::duration(d.at_us - start),
+            zone.clock(d.at_us),
+            duration(d.at_us - start),
             Esc(&format!("{:?}", d.action).to_lowercase()),
             d.rate_mg_per_h
                 .map_or("—".into(), |r| format!("{r:.1} mg/h")),
@@ -788,21 +861,21 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
         let ack = match (a.acknowledged_us, &a.acknowledged_by) {
             (Some(t), by) => format!(
                 "{} by {} ({} after)",
-                dates::clock(t),
+                zone.clock(t),
                 Esc(by.as_deref().unwrap_or("?")),
-                dates::duration(t - a.raised_us)
+                duration(t - a.raised_us)
             ),
             (None, _) => badge("warn", "not acknowledged"),
         };
         let _ = write!(
             advisories,
             "<tr class=\"advisory\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ack}</td><td>{}</td></tr>",
-            dates::clock(a.raised_us),
+            zone.clock(a.raised_us),
             Esc(&a.kind),
             badge(&a.priority, &a.priority),
             Esc(&a.subject),
             Esc(&a.detail),
-            a.cleared_us.map_or("—".into(), dates::clock),
+            a.cleared_us.map_or("—".into(), |t| zone.clock(t)),
         );
     }
     let mut effects = String::new();
@@ -810,7 +883,7 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
         let _ = write!(
             effects,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            dates::clock(o.at_us),
+            zone.clock(o.at_us),
             Esc(&o.effect),
             Esc(&o.severity),
             Esc(&o.by)
@@ -821,7 +894,7 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
         let _ = write!(
             scores,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            dates::clock(sc.at_us),
+            zone.clock(sc.at_us),
             Esc(&sc.instrument),
             Esc(&sc.phase),
             sc.value,
@@ -831,9 +904,13 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
     let discharge = match &m.discharge {
         Some(d) => format!(
             "<dl class=\"facts\"><dt>Discharged</dt><dd>{}</dd><dt>Modified Aldrete</dt><dd>{}{}</dd><dt>Escort</dt><dd>{}</dd><dt>No driving 24 h</dt><dd>{}</dd><dt>By</dt><dd>{}</dd></dl>",
-            dates::minute(d.at_us),
+            zone.minute(d.at_us),
             d.aldrete,
-            if d.aldrete >= 9 { "" } else { " (below 9)" },
+            if d.aldrete >= i64::from(ALDRETE_DISCHARGE_MIN) {
+                String::new()
+            } else {
+                format!(" (below {ALDRETE_DISCHARGE_MIN})")
+            },
             Esc(&d.escort),
             if d.no_driving_ack {
                 "acknowledged"
@@ -857,12 +934,12 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
 <div class="card"><dl class="facts">
 <dt>Site, room</dt><dd>{site} · room {room}</dd><dt>Patient</dt><dd>{patient}</dd><dt>State</dt><dd>{state}</dd>
 <dt>Protocol</dt><dd>{drug} {route}, {dose} mg/kg × {weight} kg = {total:.1} mg over {planned} min</dd>
-<dt>Started</dt><dd>{started} UTC</dd><dt>Ended</dt><dd>{ended}</dd>
+<dt>Started</dt><dd>{started}</dd><dt>Ended</dt><dd>{ended}</dd>
 </dl><p><a href="/sessions/{idu}/fhir" id="fhir">Download FHIR bundle</a></p></div>
 <h2>Vitals</h2><p class="muted">Shaded: infusion running. Dashed lines: advisories (hover for detail).</p>
 <div id="charts">{hr_chart}{spo2_chart}{bp_chart}</div>
 {ecg}
-<h2>Dose timeline</h2><table><thead><tr><th>Time (UTC)</th><th class="num">Since start</th><th>Action</th><th class="num">Rate</th><th>By</th></tr></thead><tbody>{timeline}</tbody></table>
+<h2>Dose timeline</h2><table><thead><tr><th>Time</th><th class="num">Since start</th><th>Action</th><th class="num">Rate</th><th>By</th></tr></thead><tbody>{timeline}</tbody></table>
 <h2>Advisories</h2><table id="advisories"><thead><tr><th>Raised</th><th>Kind</th><th>Priority</th><th>Subject</th><th>Detail</th><th>Acknowledged</th><th>Cleared</th></tr></thead><tbody>{advisories}</tbody></table>
 <h2>Side effects</h2><table><thead><tr><th>Time</th><th>Effect</th><th>Severity</th><th>By</th></tr></thead><tbody>{effects}</tbody></table>
 <h2>Scores</h2><table><thead><tr><th>Time</th><th>Instrument</th><th>Phase</th><th class="num">Value</th><th>By</th></tr></thead><tbody>{scores}</tbody></table>
@@ -879,11 +956,11 @@ pub fn session_html(chart: &SessionChart, ecg_from_s: u32, ecg_span_s: u32) -> S
         weight = p.weight_kg,
         total = p.dose_mg_per_kg * p.weight_kg,
         planned = p.planned_minutes,
-        started = dates::minute(start),
+        started = zone.minute(start),
         ended = m.ended_us.map_or("—".into(), |e| format!(
-            "{} UTC ({})",
-            dates::minute(e),
-            dates::duration(e - start)
+            "{} ({})",
+            zone.minute(e),
+            duration(e - start)
         )),
         timeline = empty(&timeline, 5, "No dose events."),
         advisories = empty(&advisories, 7, "No advisories."),
@@ -934,7 +1011,8 @@ pub(crate) async fn session(
     if let Err(r) = audit_view(&s, &viewer, &ip, "view session", &id).await {
         return r;
     }
-    let body = session_html(&chart, from_s, span_s);
+    let zone = Zones::of(&s.state.sites).get(&chart.site);
+    let body = session_html(&chart, &zone, from_s, span_s);
     frame(&viewer, Section::Sessions, &format!("Session {id}"), &body)
 }
 
@@ -989,13 +1067,14 @@ pub(crate) async fn audit(
         Err(e) => return e.into_response(),
     };
     let mut body = format!(
-        r#"<h1>Audit log</h1><p class="muted">{total} entries, newest first. <a href="/audit.csv" id="audit-csv">Download CSV</a></p><table id="audit"><thead><tr><th>When (UTC)</th><th>Recorded by</th><th>Site</th><th>Room</th><th>Who</th><th>What</th><th>Target</th><th>From</th></tr></thead><tbody>"#
+        r#"<h1>Audit log</h1><p class="muted">{total} entries, newest first. <a href="/audit.csv" id="audit-csv">Download CSV</a></p><table id="audit"><thead><tr><th>When (site time; UTC for the cloud's own)</th><th>Recorded by</th><th>Site</th><th>Room</th><th>Who</th><th>What</th><th>Target</th><th>From</th></tr></thead><tbody>"#
     );
+    let zones = Zones::of(&s.state.sites);
     for r in &rows {
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            dates::rfc3339(r.at_us),
+            zones.get(&r.site).second(r.at_us),
             r.source.as_str(),
             Esc(&r.site),
             Esc(&r.room),
@@ -1038,11 +1117,13 @@ pub(crate) async fn audit_csv(
         Err(e) => return e.into_response(),
     };
     let mut out = csv_row(&[
-        "at_utc", "source", "site", "room", "user", "action", "target", "ip",
+        "at_utc", "at_local", "source", "site", "room", "user", "action", "target", "ip",
     ]);
+    let zones = Zones::of(&s.state.sites);
     for r in rows {
         out.push_str(&csv_row(&[
-            dates::rfc3339(r.at_us),
+            rfc3339_utc(r.at_us),
+            zones.get(&r.site).iso_local(r.at_us),
             r.source.as_str().to_owned(),
             r.site,
             r.room,
@@ -1088,20 +1169,20 @@ fn account_html(
     let mut rows = String::new();
     for t in tokens {
         let expires = if now_us >= t.expires_us {
-            format!("{} (expired)", dates::minute(t.expires_us))
+            format!("{} (expired)", SiteZone::utc().minute(t.expires_us))
         } else {
-            dates::minute(t.expires_us)
+            SiteZone::utc().minute(t.expires_us)
         };
         let _ = write!(
             rows,
             r#"<tr class="token" id="token-{id}"><td>{label}</td><td>{created}</td><td>{expires}</td><td>{used}</td><td><form method="post" action="/account/tokens/revoke"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button type="submit" id="revoke-{id}">Revoke</button></form></td></tr>"#,
             id = t.id,
             label = Esc(&t.label),
-            created = dates::minute(t.created_us),
+            created = SiteZone::utc().minute(t.created_us),
             expires = Esc(&expires),
             used = t
                 .last_used_us
-                .map_or_else(|| "never".to_owned(), dates::minute),
+                .map_or_else(|| "never".to_owned(), |t| SiteZone::utc().minute(t)),
         );
     }
     if rows.is_empty() {

@@ -17,11 +17,13 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use vigil_shared::zone::{SiteZone, US_PER_DAY};
+use vigil_web::text::duration;
 use vigil_web::{Esc, csv_row};
 
 use super::{Section, Viewer, audit_view, csv_response, error_page, frame};
 use crate::api::{ClientIp, Shared, now_us, read};
-use crate::dates;
+use crate::config::Zones;
 use crate::store::{AdvisoryCount, OutcomeSite, SessionReportRow, SiteSessionCount};
 
 /// Days a report covers when the form names none (the last 30, today included).
@@ -41,26 +43,97 @@ pub(crate) struct RangeQuery {
     to: Option<String>,
 }
 
-/// `(from_us, to_us, from text, to text)`: midnight of `from`, midnight after `to`.
-fn range(q: &RangeQuery, now: i64) -> Result<(i64, i64, String, String), String> {
-    let today = dates::midnight(now);
-    let pick = |v: &Option<String>, default: i64, name: &str| -> Result<i64, String> {
-        match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(d) => dates::parse_day(d)
-                .ok_or_else(|| format!("{name}: {d:?} is not a date (YYYY-MM-DD)")),
-            None => Ok(default),
+/// A report's range: site-local days, `from` to `to` inclusive. A region spanning two zones
+/// counts each site's sessions by that site's own calendar day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRange {
+    /// First day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last day, `YYYY-MM-DD`.
+    pub to: String,
+}
+
+impl DayRange {
+    /// The range as typed; by default the [`DEFAULT_REPORT_DAYS`] days up to today, where
+    /// today is the latest of the sites' local dates (the most eastern site's day).
+    fn parse(q: &RangeQuery, now: i64, zones: &Zones) -> Result<DayRange, String> {
+        let utc = SiteZone::utc();
+        let today = zones
+            .groups()
+            .iter()
+            .map(|(z, _)| z.day(now))
+            .max()
+            .unwrap_or_else(|| utc.day(now));
+        let pick = |v: &Option<String>, name: &str| -> Result<Option<String>, String> {
+            match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                Some(d) => match utc.parse_day(d) {
+                    Some(us) => Ok(Some(utc.day(us))),
+                    None => Err(format!("{name}: {d:?} is not a date (YYYY-MM-DD)")),
+                },
+                None => Ok(None),
+            }
+        };
+        let to = pick(&q.to, "to")?.unwrap_or(today);
+        let from = match pick(&q.from, "from")? {
+            Some(f) => f,
+            None => {
+                let to_us = utc.parse_day(&to).unwrap_or(now);
+                utc.day(to_us - (DEFAULT_REPORT_DAYS - 1) * US_PER_DAY)
+            }
+        };
+        if from > to {
+            return Err("from is after to".into());
         }
-    };
-    let from = pick(
-        &q.from,
-        today - (DEFAULT_REPORT_DAYS - 1) * dates::DAY_US,
-        "from",
-    )?;
-    let to = pick(&q.to, today, "to")?;
-    if from > to {
-        return Err("from is after to".into());
+        Ok(DayRange { from, to })
     }
-    Ok((from, to + dates::DAY_US, dates::day(from), dates::day(to)))
+
+    /// The instants `[from, to)` the range covers in `zone`: local midnight of the first day
+    /// to local midnight after the last.
+    pub fn window(&self, zone: &SiteZone) -> (i64, i64) {
+        let from = zone.parse_day(&self.from).unwrap_or(0);
+        let last = zone.parse_day(&self.to).unwrap_or(from);
+        (from, zone.next_day_start(last))
+    }
+
+    /// The days of the range, in order.
+    pub fn days(&self) -> Vec<String> {
+        let utc = SiteZone::utc();
+        let mut out = Vec::new();
+        let mut d = utc.parse_day(&self.from).unwrap_or(0);
+        while utc.day(d) <= self.to && out.len() <= MAX_REPORT_DAYS {
+            out.push(utc.day(d));
+            d += US_PER_DAY;
+        }
+        out
+    }
+
+    /// The range as the audit log records it.
+    fn text(&self) -> String {
+        format!("{}..{}", self.from, self.to)
+    }
+}
+
+/// Most days a range lists (ten years); longer ranges are cut.
+const MAX_REPORT_DAYS: usize = 3_660;
+
+/// Runs `query` once per zone over that zone's window and keeps what concerns that zone's
+/// sites (by `site_of`): each site's figures come from its own local days.
+fn per_zone<T>(
+    zones: &Zones,
+    range: &DayRange,
+    site_of: impl Fn(&T) -> &str,
+    mut query: impl FnMut(i64, i64) -> Result<Vec<T>, crate::store::StoreError>,
+) -> Result<Vec<T>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for (zone, sites) in zones.groups() {
+        let (from, to) = range.window(&zone);
+        out.extend(
+            query(from, to)?
+                .into_iter()
+                .filter(|row| sites.contains(&site_of(row))),
+        );
+    }
+    Ok(out)
 }
 
 fn range_form(action: &str, from: &str, to: &str, csv: &str) -> String {
@@ -154,17 +227,29 @@ async fn advisory_data(
     viewer: &Viewer,
     q: &RangeQuery,
 ) -> Result<(Vec<SiteAdvisories>, String, String), Response> {
-    let (from, to, from_text, to_text) =
-        range(q, now_us()).map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
+    let zones = Zones::of(&s.state.sites);
+    let range = DayRange::parse(q, now_us(), &zones)
+        .map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
     let scope = viewer.who.scope().clone();
+    let r = range.clone();
     let data = read(s, move |store| {
-        let sessions = store.site_session_counts(&scope, Some(from), Some(to))?;
-        let counts = store.advisory_counts(&scope, Some(from), Some(to))?;
+        let sessions = per_zone(
+            &zones,
+            &r,
+            |c: &SiteSessionCount| &c.site,
+            |from, to| store.site_session_counts(&scope, Some(from), Some(to)),
+        )?;
+        let counts = per_zone(
+            &zones,
+            &r,
+            |c: &AdvisoryCount| &c.site,
+            |from, to| store.advisory_counts(&scope, Some(from), Some(to)),
+        )?;
         Ok((sessions, counts))
     })
     .await
     .map_err(IntoResponse::into_response)?;
-    Ok((advisory_report(&data.0, &data.1), from_text, to_text))
+    Ok((advisory_report(&data.0, &data.1), range.from, range.to))
 }
 
 /// `GET /reports/advisories`.
@@ -296,8 +381,8 @@ pub struct RoomUse {
     pub chair_us: i64,
     /// Gaps between one patient leaving the chair and the next session starting, µs.
     pub turnovers_us: Vec<i64>,
-    /// Sessions started per day (midnight UTC, µs).
-    pub per_day: BTreeMap<i64, u64>,
+    /// Sessions started per day of the site's calendar (`YYYY-MM-DD`).
+    pub per_day: BTreeMap<String, u64>,
 }
 
 impl RoomUse {
@@ -308,8 +393,9 @@ impl RoomUse {
     }
 }
 
-/// Rooms' use from their sessions (rows ordered by site, room, start, as the store returns).
-pub fn utilisation_report(rows: &[SessionReportRow], now_us: i64) -> Vec<RoomUse> {
+/// Rooms' use from their sessions (rows ordered by site, room, start, as the store returns),
+/// each session's day taken in its site's zone.
+pub fn utilisation_report(rows: &[SessionReportRow], zones: &Zones, now_us: i64) -> Vec<RoomUse> {
     let mut rooms: BTreeMap<(&str, &str), RoomUse> = BTreeMap::new();
     let mut last_out: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     let mut sorted: Vec<&SessionReportRow> =
@@ -327,7 +413,7 @@ pub fn utilisation_report(rows: &[SessionReportRow], now_us: i64) -> Vec<RoomUse
             per_day: BTreeMap::new(),
         });
         e.sessions += 1;
-        *e.per_day.entry(dates::midnight(start)).or_default() += 1;
+        *e.per_day.entry(zones.get(&r.site).day(start)).or_default() += 1;
         let out = r
             .discharge_us
             .or(r.ended_us)
@@ -352,17 +438,24 @@ async fn utilisation_data(
     s: &Arc<Shared>,
     viewer: &Viewer,
     q: &RangeQuery,
-) -> Result<(Vec<RoomUse>, i64, i64, String, String), Response> {
+) -> Result<(Vec<RoomUse>, DayRange), Response> {
     let now = now_us();
-    let (from, to, from_text, to_text) =
-        range(q, now).map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
+    let zones = Zones::of(&s.state.sites);
+    let range = DayRange::parse(q, now, &zones)
+        .map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
     let scope = viewer.who.scope().clone();
+    let (r, z) = (range.clone(), zones.clone());
     let rows = read(s, move |store| {
-        store.session_report_rows(&scope, Some(from), Some(to))
+        per_zone(
+            &z,
+            &r,
+            |row: &SessionReportRow| &row.site,
+            |from, to| store.session_report_rows(&scope, Some(from), Some(to)),
+        )
     })
     .await
     .map_err(IntoResponse::into_response)?;
-    Ok((utilisation_report(&rows, now), from, to, from_text, to_text))
+    Ok((utilisation_report(&rows, &zones, now), range))
 }
 
 /// `GET /reports/utilisation`.
@@ -373,22 +466,16 @@ pub(crate) async fn utilisation(
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (rooms, from, to, from_text, to_text) = match utilisation_data(&s, &viewer, &q).await {
+    let (rooms, range) = match utilisation_data(&s, &viewer, &q).await {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(r) = audit_view(
-        &s,
-        &viewer,
-        &ip,
-        "view utilisation report",
-        &format!("{from_text}..{to_text}"),
-    )
-    .await
-    {
+    let (from_text, to_text) = (range.from.clone(), range.to.clone());
+    let day_list = range.days();
+    if let Err(r) = audit_view(&s, &viewer, &ip, "view utilisation report", &range.text()).await {
         return r;
     }
-    let days = (to - from) / dates::DAY_US;
+    let days = day_list.len() as i64;
     let mut body = format!(
         "<h1>Utilisation</h1>{}<table id=\"utilisation\"><thead><tr><th>Site</th><th>Room</th><th class=\"num\">Sessions</th><th class=\"num\">Per day</th><th class=\"num\">Chair hours</th><th class=\"num\">Mean turnover</th></tr></thead><tbody>",
         range_form(
@@ -407,7 +494,7 @@ pub(crate) async fn utilisation(
             r.sessions,
             r.sessions as f64 / days.max(1) as f64,
             r.chair_us as f64 / 3.6e9,
-            r.mean_turnover_us().map_or("—".into(), dates::duration)
+            r.mean_turnover_us().map_or("—".into(), duration)
         );
     }
     if rooms.is_empty() {
@@ -418,23 +505,18 @@ pub(crate) async fn utilisation(
         body.push_str(
             "<h2>Sessions per room per day</h2><table id=\"per-day\"><thead><tr><th>Room</th>",
         );
-        for d in 0..days {
-            let day = dates::day(from + d * dates::DAY_US);
+        for day in &day_list {
             let _ = write!(
                 body,
                 "<th class=\"num\">{}</th>",
-                Esc(day.get(5..).unwrap_or(&day))
+                Esc(day.get(5..).unwrap_or(day))
             );
         }
         body.push_str("</tr></thead><tbody>");
         for r in &rooms {
             let _ = write!(body, "<tr><td>{} {}</td>", Esc(&r.site), Esc(&r.room));
-            for d in 0..days {
-                let n = r
-                    .per_day
-                    .get(&(from + d * dates::DAY_US))
-                    .copied()
-                    .unwrap_or(0);
+            for day in &day_list {
+                let n = r.per_day.get(day).copied().unwrap_or(0);
                 let _ = write!(
                     body,
                     "<td class=\"num\">{}</td>",
@@ -460,19 +542,11 @@ pub(crate) async fn utilisation_csv(
     q: Result<Query<RangeQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let (rooms, _, _, from_text, to_text) = match utilisation_data(&s, &viewer, &q).await {
+    let (rooms, range) = match utilisation_data(&s, &viewer, &q).await {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(r) = audit_view(
-        &s,
-        &viewer,
-        &ip,
-        "export utilisation csv",
-        &format!("{from_text}..{to_text}"),
-    )
-    .await
-    {
+    if let Err(r) = audit_view(&s, &viewer, &ip, "export utilisation csv", &range.text()).await {
         return r;
     }
     let mut out = csv_row(&[
@@ -493,7 +567,7 @@ pub(crate) async fn utilisation_csv(
                 format!("{:.2}", r.chair_us as f64 / 3.6e9),
                 r.mean_turnover_us()
                     .map_or(String::new(), |t| format!("{:.1}", t as f64 / 6e7)),
-                dates::day(*day),
+                day.clone(),
                 n.to_string(),
             ]));
         }
@@ -686,7 +760,7 @@ mod tests {
             row("a", "1", 24 * 60, Some(24 * 60 + 30), "completed"), // next day: not a turnover
             row("a", "2", 10, None, "in_progress"),
         ];
-        let r = utilisation_report(&rows, 40 * 60_000_000);
+        let r = utilisation_report(&rows, &Zones::default(), 40 * 60_000_000);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].sessions, 3);
         assert_eq!(r[0].chair_us, (60 + 60 + 30) * 60_000_000);
@@ -759,19 +833,86 @@ mod tests {
 
     #[test]
     fn report_ranges() {
-        let now = dates::parse_day("2026-11-30").unwrap() + 3_600_000_000;
-        let (from, to, f, t) = range(&RangeQuery::default(), now).unwrap();
-        assert_eq!((f.as_str(), t.as_str()), ("2026-11-01", "2026-11-30"));
-        assert_eq!((to - from) / dates::DAY_US, DEFAULT_REPORT_DAYS);
+        let utc = SiteZone::utc();
+        let zones = Zones::default();
+        let now = utc.parse_day("2026-11-30").unwrap() + 3_600_000_000;
+        let r = DayRange::parse(&RangeQuery::default(), now, &zones).unwrap();
+        assert_eq!(
+            (r.from.as_str(), r.to.as_str()),
+            ("2026-11-01", "2026-11-30")
+        );
+        assert_eq!(r.days().len() as i64, DEFAULT_REPORT_DAYS);
+        let (from, to) = r.window(&utc);
+        assert_eq!((to - from) / US_PER_DAY, DEFAULT_REPORT_DAYS);
         let bad = RangeQuery {
             from: Some("2026-12-01".into()),
             to: Some("2026-11-01".into()),
         };
-        assert!(range(&bad, now).is_err());
+        assert!(DayRange::parse(&bad, now, &zones).is_err());
         let junk = RangeQuery {
             from: Some("<script>".into()),
             to: None,
         };
-        assert!(range(&junk, now).unwrap_err().contains("not a date"));
+        assert!(
+            DayRange::parse(&junk, now, &zones)
+                .unwrap_err()
+                .contains("not a date")
+        );
+    }
+
+    #[test]
+    fn each_site_counts_its_own_days() {
+        use crate::config::SiteInfo;
+        let site = |id: &str, tz: &str| SiteInfo {
+            id: id.into(),
+            name: id.into(),
+            region: "r".into(),
+            rooms: vec!["1".into()],
+            tz: Some(tz.into()),
+        };
+        let zones = Zones::of(&[
+            site("austin", "America/Chicago"),
+            site("florida", "America/New_York"),
+        ]);
+        let chicago = SiteZone::parse("America/Chicago").unwrap();
+        let new_york = SiteZone::parse("America/New_York").unwrap();
+        let range = DayRange {
+            from: "2026-11-30".into(),
+            to: "2026-11-30".into(),
+        };
+        // The day is 06:00-06:00 UTC in Austin and 05:00-05:00 UTC in Florida.
+        assert_eq!(
+            range.window(&chicago).0,
+            chicago.parse_day("2026-11-30").unwrap()
+        );
+        assert_eq!(
+            range.window(&chicago).0 - range.window(&new_york).0,
+            3_600_000_000
+        );
+        // 2026-12-01 05:30 UTC is still 2026-11-30 in Austin, already 2026-12-01 in Florida.
+        let t =
+            SiteZone::utc().parse_day("2026-12-01").unwrap() + 5 * 3_600_000_000 + 1_800_000_000;
+        let row = |site: &str| SessionReportRow {
+            id: format!("s-{site}"),
+            site: site.into(),
+            room: "1".into(),
+            patient_id: "p".into(),
+            state: "completed".into(),
+            started_us: Some(t),
+            ended_us: Some(t + 2_400_000_000),
+            discharge_us: None,
+        };
+        let rooms = utilisation_report(&[row("austin"), row("florida")], &zones, t);
+        let days: Vec<(&str, Vec<&String>)> = rooms
+            .iter()
+            .map(|r| (r.site.as_str(), r.per_day.keys().collect()))
+            .collect();
+        assert_eq!(
+            days,
+            vec![
+                ("austin", vec![&"2026-11-30".to_string()]),
+                ("florida", vec![&"2026-12-01".to_string()])
+            ]
+        );
     }
 }

@@ -1058,6 +1058,7 @@ fn scope_of(role: &str, bound_to: &str) -> Scope {
         name: id.into(),
         region: region.into(),
         rooms: vec!["1".into()],
+        tz: None,
     };
     let user = UserRow {
         id: 1,

@@ -91,6 +91,9 @@ pub(crate) struct Viewer {
     pub(crate) csrf: String,
     /// The cookie token of this sign-in (a live stream ends when it is signed out).
     pub(crate) token: String,
+    /// The site's time zone, from the site configuration (UTC until the cloud sends one):
+    /// every time on the screen is shown in it.
+    pub(crate) zone: vigil_shared::zone::SiteZone,
 }
 
 impl Viewer {
@@ -237,11 +240,13 @@ async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) 
             role: v.principal.role,
             csrf: v.csrf,
             token: t,
+            zone: vigil_shared::zone::SiteZone::utc(),
         })
     });
-    let Some(viewer) = viewer else {
+    let Some(mut viewer) = viewer else {
         return Redirect::to("/screen/login").into_response();
     };
+    viewer.zone = site_zone(&s).await;
     let entry = Entry::for_request("screen", &viewer.id, &req);
     if let Err(e) = s.api.security.audit.record_async(entry).await {
         tracing::error!(error = %e, "cannot write the audit log; room screen request refused");
@@ -405,6 +410,19 @@ pub(crate) fn site_room(s: &Shared) -> (String, String) {
         .lock()
         .map(|st| (st.site.clone(), st.room.clone()))
         .unwrap_or_default()
+}
+
+/// The site's time zone as the cloud last sent it in the site configuration; UTC before the
+/// first sync or when the document can't be read (times then say UTC, nothing stops).
+pub(crate) async fn site_zone(s: &Shared) -> vigil_shared::zone::SiteZone {
+    let (site, _) = site_room(s);
+    read(s, move |conn| {
+        Ok(crate::reads::site_config_doc(conn, &site)?.map(|d| d.zone()))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(vigil_shared::zone::SiteZone::utc)
 }
 
 /// The site configuration as the cloud last sent it, with the staff list; `None` before the

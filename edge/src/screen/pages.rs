@@ -131,16 +131,14 @@ pub(crate) fn who(names: &BTreeMap<String, String>, id: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
-/// `YYYY-MM-DD` (UTC) of a time in µs.
-pub(crate) fn date(us: i64) -> String {
-    let (y, m, d) = crate::clock::civil_date(us);
-    format!("{y:04}-{m:02}-{d:02}")
+/// `YYYY-MM-DD`, the site's day of a time in µs.
+pub(crate) fn date(v: &Viewer, us: i64) -> String {
+    v.zone.day(us)
 }
 
-/// `HH:MM:SS` (UTC) of a time in µs.
-pub(crate) fn clock(us: i64) -> String {
-    let s = us.div_euclid(1_000_000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+/// `HH:MM:SS CST`, the site's time of day of a time in µs, with the zone's abbreviation.
+pub(crate) fn clock(v: &Viewer, us: i64) -> String {
+    v.zone.clock(us)
 }
 
 fn patient_name(p: &PatientRecord) -> String {
@@ -220,7 +218,7 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
         Some(a) => body.push_str(&format!(
             r#"<p><a class="button primary big" id="current-session" href="/screen/sessions/{}">Open the session in progress (since {})</a></p>"#,
             Esc(&a.id),
-            clock(a.started_us)
+            clock(&v, a.started_us)
         )),
         None => body.push_str(r#"<p class="muted" id="no-session">No session in progress.</p>"#),
     }
@@ -233,8 +231,8 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
     for (r, name) in &recent {
         body.push_str(&format!(
             r#"<tr><td>{} {}</td><td>{}</td><td>{}</td><td><a href="/screen/sessions/{}">Open</a> · <a href="/screen/patients/{}/course">Course</a></td></tr>"#,
-            r.started_us.map(date).unwrap_or_default(),
-            r.started_us.map(clock).unwrap_or_default(),
+            r.started_us.map(|t| date(&v, t)).unwrap_or_default(),
+            r.started_us.map(|t| clock(&v, t)).unwrap_or_default(),
             Esc(name),
             Esc(&r.state.replace('_', " ")),
             Esc(&r.id),
@@ -917,7 +915,7 @@ pub(crate) fn changing_html(
         out.push_str(&format!(
             r#"<li class="advisory {prio}" data-priority="{prio}">{} {} <b>{}</b> {} <span class="muted">{}</span> {ack}</li>"#,
             badge(&a.priority, &a.priority),
-            clock(a.raised_us),
+            clock(v, a.raised_us),
             Esc(&a.kind.replace('_', " ")),
             Esc(&a.detail),
             Esc(&state),
@@ -934,7 +932,7 @@ pub(crate) fn changing_html(
     for d in &m.dose_events {
         out.push_str(&format!(
             r#"<tr class="dose-event"><td>{}</td><td>{}</td><td>{}</td><td class="muted">{}</td></tr>"#,
-            clock(d.at_us),
+            clock(v, d.at_us),
             dose_label(d.action),
             d.rate_mg_per_h.map_or(String::new(), |r| format!("{r} mg/h")),
             Esc(&who(names, &d.by)),
@@ -950,7 +948,7 @@ pub(crate) fn changing_html(
             .map_or(o.effect.as_str(), |(_, l)| l);
         out.push_str(&format!(
             r#"<tr class="effect"><td>{}</td><td>{}</td><td>{}</td><td class="muted">{}</td></tr>"#,
-            clock(o.at_us),
+            clock(v, o.at_us),
             Esc(label),
             badge(
                 match o.severity.as_str() {
@@ -969,7 +967,7 @@ pub(crate) fn changing_html(
     for sc in &m.scores {
         out.push_str(&format!(
             r#"<tr class="score"><td>{}</td><td>{} {}</td><td>{}</td><td class="muted">{}</td></tr>"#,
-            clock(sc.at_us),
+            clock(v, sc.at_us),
             Esc(&instrument_label(&sc.instrument)),
             Esc(&sc.phase),
             sc.value,
@@ -1076,8 +1074,8 @@ pub(crate) async fn session(
         m.protocol.dose_mg_per_kg,
         m.protocol.weight_kg,
         m.protocol.planned_minutes,
-        m.started_us.map(date).unwrap_or_default(),
-        m.started_us.map(clock).unwrap_or_default(),
+        m.started_us.map(|t| date(&v, t)).unwrap_or_default(),
+        m.started_us.map(|t| clock(&v, t)).unwrap_or_default(),
         Esc(&m.dose_events.first().map_or_else(
             || parts
                 .checkin
@@ -1371,7 +1369,7 @@ fn after_page(
     if let Some(d) = &m.discharge {
         body.push_str(&format!(
             r#"<p class="card ok" id="discharged">Discharged at {} by {}: modified Aldrete {}, escort {}, no driving for 24 hours acknowledged.</p><p><a class="button big" href="/screen/patients/{}/course" id="course-link">Course</a> <a class="button big" href="/screen">Room</a></p>"#,
-            clock(d.at_us),
+            clock(v, d.at_us),
             Esc(&who(names, &d.by)),
             d.aldrete,
             Esc(&d.escort),
@@ -1677,7 +1675,7 @@ pub(crate) async fn course(
             .next_due_us
             .map_or("now (first infusion)".to_owned(), |t| format!(
                 "from {}",
-                date(t)
+                date(&v, t)
             )),
     );
     body.push_str("<h2>PHQ-9 before each infusion</h2>");
@@ -1707,7 +1705,7 @@ pub(crate) async fn course(
     for x in &phq9 {
         body.push_str(&format!(
             r#"<tr class="phq9-row"><td>{}</td><td class="num">{}</td></tr>"#,
-            date(x.at_us),
+            date(&v, x.at_us),
             x.value
         ));
     }
@@ -1740,15 +1738,57 @@ mod tests {
         assert_eq!(fresh_bp_spo2(&BTreeMap::new(), now), (None, None));
     }
 
+    fn viewer_in(zone: &str) -> Viewer {
+        Viewer {
+            id: "rn-ana".into(),
+            name: "Ana".into(),
+            role: crate::access::Role::Nurse,
+            csrf: String::new(),
+            token: String::new(),
+            zone: vigil_shared::zone::SiteZone::parse(zone).unwrap(),
+        }
+    }
+
     #[test]
-    fn dates_and_clocks() {
+    fn times_are_the_sites_own() {
+        let utc = viewer_in("UTC");
+        let chicago = viewer_in("America/Chicago");
         let cases = [
-            (0, "1970-01-01", "00:00:00"),
-            (951_782_400_000_000, "2000-02-29", "00:00:00"),
-            (1_790_000_000_000_000, "2026-09-21", "14:13:20"),
+            (&utc, 0, "1970-01-01", "00:00:00 UTC"),
+            (&utc, 951_782_400_000_000, "2000-02-29", "00:00:00 UTC"),
+            (
+                &chicago,
+                1_790_000_000_000_000,
+                "2026-09-21",
+                "09:13:20 CDT",
+            ),
+            // After midnight UTC, still the evening before in Austin.
+            (
+                &chicago,
+                1_796_000_000_000_000,
+                "2026-11-29",
+                "18:53:20 CST",
+            ),
+            // The November change: 06:30 UTC is 01:30 CDT, 07:10 UTC is 01:10 CST.
+            (
+                &chicago,
+                1_793_514_600_000_000,
+                "2026-11-01",
+                "01:30:00 CDT",
+            ),
+            (
+                &chicago,
+                1_793_517_000_000_000,
+                "2026-11-01",
+                "01:10:00 CST",
+            ),
         ];
-        for (us, d, c) in cases {
-            assert_eq!((date(us), clock(us)), (d.to_owned(), c.to_owned()), "{us}");
+        for (v, us, d, c) in cases {
+            assert_eq!(
+                (date(v, us), clock(v, us)),
+                (d.to_owned(), c.to_owned()),
+                "{us}"
+            );
         }
     }
 
