@@ -286,6 +286,24 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(b.find_all("tr.session-row").await.len(), 25);
     b.click("#next").await;
     b.wait_url("page=2").await;
+    // Each session in its own site's time: Austin on Central, Florida on Eastern time.
+    let rows = b.text("#sessions tbody").await;
+    let (mut austin, mut florida) = (0, 0);
+    for line in rows.lines() {
+        if line.contains("austin") {
+            austin += 1;
+            assert!(line.contains(" CST") || line.contains(" CDT"), "{line}");
+        }
+        if line.contains("florida") {
+            florida += 1;
+            assert!(line.contains(" EST") || line.contains(" EDT"), "{line}");
+        }
+    }
+    assert!(
+        austin > 0 && florida > 0,
+        "both sites on the second page: {rows}"
+    );
+    b.screenshot("02b-sessions-local-times").await;
     assert!(b.text("#total").await.contains("page 2 of 2"));
     assert_eq!(b.find_all("tr.session-row").await.len(), total - 25);
     b.click("#f-site option[value='florida']").await;

@@ -254,6 +254,12 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.click("#dose-start").await;
     a.wait_text("#dose-events", "start").await;
     a.wait_text("#dose-events", "52.5 mg/h").await;
+    // The site's zone came down with its configuration: times are Austin's.
+    let events = a.text("#dose-events").await;
+    assert!(
+        events.contains(" CST") || events.contains(" CDT"),
+        "{events}"
+    );
     a.click("#effect option[value='nausea']").await;
     a.click("#sev-mild").await;
     a.wait_text("#effects", "Nausea").await;
