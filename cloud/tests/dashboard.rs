@@ -843,7 +843,9 @@ async fn reports_count_per_site() {
     assert!(csv.contains("austin,2,0,0,,,0,0"), "{csv}");
 
     // A patient's course record (outcome scores in the patient document) takes the place of
-    // the totals recorded in sessions: 20 → 12 → 9 is a response (9 ≤ 10), not a remission.
+    // the totals recorded in sessions: 20 at baseline, 9 at the end of induction is a response
+    // (9 ≤ 10), not a remission.
+    let day = 86_400_000_000;
     let score = |id: &str, at_us: i64, value: i64| Score {
         id: id.into(),
         at_us,
@@ -866,11 +868,13 @@ async fn reports_count_per_site() {
             infusions_planned: 1,
             ..CoursePlan::default()
         },
-        // Out of time order on purpose: the report orders by time.
+        // Out of time order on purpose: the report orders by time. The baseline is the day
+        // before the only planned infusion (T0), the end of induction the day after; the
+        // maintenance score a month later is not the outcome.
         outcome_scores: vec![
-            score("c", T0 + 2, 9),
-            score("a", T0, 20),
-            score("b", T0 + 1, 12),
+            score("c", T0 + 30 * day, 3),
+            score("a", T0 - day, 20),
+            score("b", T0 + day, 9),
         ],
     };
     let mut doc = PatientDoc::create(&record).unwrap();

@@ -25,6 +25,7 @@ use super::{Section, Viewer, audit_view, csv_response, error_page, frame};
 use crate::api::{ClientIp, Shared, now_us, read};
 use crate::config::Zones;
 use crate::store::{AdvisoryCount, OutcomeSite, SessionReportRow, SiteSessionCount};
+use vigil_shared::clinical::outcomes::phq9_outcome;
 
 /// Days a report covers when the form names none (the last 30, today included).
 pub const DEFAULT_REPORT_DAYS: i64 = 30;
@@ -587,15 +588,16 @@ pub struct SiteOutcome {
     pub patients: u64,
     /// Of them, patients who completed as many sessions as their induction plans.
     pub induction_completed: u64,
-    /// Patients with at least two PHQ-9 totals.
+    /// Patients who count towards response and remission: a baseline PHQ-9 of at least 10
+    /// and an end-of-induction score (`clinical::outcomes`).
     pub with_phq9: u64,
-    /// Mean first PHQ-9 of those.
+    /// Mean baseline PHQ-9 of those.
     pub mean_baseline: Option<f64>,
-    /// Mean latest PHQ-9 of those.
+    /// Mean end-of-induction PHQ-9 of those.
     pub mean_latest: Option<f64>,
-    /// Latest at most half the first (a drop of 50 % or more).
+    /// End of induction at most half the baseline.
     pub responders: u64,
-    /// Latest below 5.
+    /// End of induction below 5.
     pub remitters: u64,
 }
 
@@ -615,20 +617,21 @@ pub fn outcome_report(inputs: &[OutcomeSite]) -> Vec<SiteOutcome> {
                 remitters: 0,
             };
             let (mut sum_first, mut sum_last) = (0_i64, 0_i64);
-            for (_, planned, completed, phq) in &site.patients {
-                if *planned > 0 && completed >= planned {
+            for p in &site.patients {
+                if p.planned > 0 && p.done_us.len() as u64 >= p.planned {
                     o.induction_completed += 1;
                 }
-                if let (Some(first), Some(last), true) = (phq.first(), phq.last(), phq.len() >= 2) {
+                let outcome = phq9_outcome(&p.phq9, &p.done_us, p.planned);
+                if let (true, Some(first), Some(last)) = (
+                    outcome.evaluable,
+                    outcome.baseline,
+                    outcome.end_of_induction,
+                ) {
                     o.with_phq9 += 1;
                     sum_first += first;
                     sum_last += last;
-                    if *first > 0 && last * 2 <= *first {
-                        o.responders += 1;
-                    }
-                    if *last < 5 {
-                        o.remitters += 1;
-                    }
+                    o.responders += u64::from(outcome.response);
+                    o.remitters += u64::from(outcome.remission);
                 }
             }
             if o.with_phq9 > 0 {
@@ -666,7 +669,7 @@ pub(crate) async fn outcomes(
         return r;
     }
     let mut body = String::from(
-        "<h1>Courses and outcomes</h1><p class=\"muted\">Every patient with a session at the site. Induction completed: as many completed sessions as the course plans (6 when the patient record has not arrived). PHQ-9 change from the first to the latest total of the patient's course record (the outcome scores in the patient record, or else the totals recorded in sessions), for patients with two or more; response: a drop of 50 % or more; remission: latest below 5. <a href=\"/reports/outcomes.csv\" id=\"csv\">Download CSV</a></p><table id=\"outcomes\"><thead><tr><th>Site</th><th class=\"num\">Patients</th><th class=\"num\">Induction completed</th><th class=\"num\">With PHQ-9 follow-up</th><th class=\"num\">PHQ-9 first → latest</th><th class=\"num\">Response</th><th class=\"num\">Remission</th></tr></thead><tbody>",
+        "<h1>Courses and outcomes</h1><p class=\"muted\">Every patient with a session at the site. Induction completed: as many completed sessions as the course plans (6 when the patient record has not arrived). PHQ-9 from the baseline (the first total before the first infusion) to the end of induction (the last total 12 hours to 3½ days after the induction's last infusion; not a maintenance score), from the course record (the outcome scores in the patient record, or else the totals recorded in sessions). Only patients whose baseline is 10 or more count: response is an end-of-induction score at most half the baseline, remission one below 5. <a href=\"/reports/outcomes.csv\" id=\"csv\">Download CSV</a></p><table id=\"outcomes\"><thead><tr><th>Site</th><th class=\"num\">Patients</th><th class=\"num\">Induction completed</th><th class=\"num\">Evaluable (baseline ≥ 10)</th><th class=\"num\">PHQ-9 baseline → end of induction</th><th class=\"num\">Response</th><th class=\"num\">Remission</th></tr></thead><tbody>",
     );
     for o in &report {
         let _ = write!(
@@ -707,9 +710,9 @@ pub(crate) async fn outcomes_csv(
         "site",
         "patients",
         "induction_completed",
-        "with_phq9",
-        "mean_phq9_first",
-        "mean_phq9_latest",
+        "evaluable",
+        "mean_phq9_baseline",
+        "mean_phq9_end_of_induction",
         "responders",
         "remitters",
     ]);
@@ -779,17 +782,34 @@ mod tests {
 
     #[test]
     fn outcomes_response_and_remission() {
+        use crate::store::PatientOutcomeInput;
+        const D: i64 = 86_400_000_000;
+        // Six infusions on days 1-6; the baseline the day before, the end of induction the
+        // day after the last.
+        let done: Vec<i64> = (1..=6).map(|d| d * D).collect();
+        let patient = |id: &str, planned: u64, n_done: usize, baseline: i64, end: Option<i64>| {
+            let mut phq9 = vec![(0, baseline)];
+            phq9.extend(end.map(|e| (7 * D, e)));
+            PatientOutcomeInput {
+                patient: id.into(),
+                planned,
+                done_us: done[..n_done].to_vec(),
+                phq9,
+            }
+        };
         let inputs = [OutcomeSite {
             site: "austin".into(),
             patients: vec![
-                ("p1".into(), 6, 6, vec![20, 12, 9]), // response (9 ≤ 10), no remission
-                ("p2".into(), 6, 3, vec![14, 4]),     // response and remission
-                ("p3".into(), 6, 1, vec![18]),        // one score: no change measured
-                ("p4".into(), 6, 7, vec![10, 8]),     // neither
+                patient("p1", 6, 6, 20, Some(9)), // response (9 ≤ 10), no remission
+                patient("p2", 6, 6, 14, Some(4)), // response and remission
+                patient("p3", 6, 6, 18, None),    // no end-of-induction score
+                patient("p4", 6, 6, 10, Some(8)), // neither
+                patient("p5", 6, 6, 7, Some(2)),  // baseline under 10: not counted
+                patient("p6", 6, 3, 20, Some(3)), // induction not complete
             ],
         }];
         let o = &outcome_report(&inputs)[0];
-        assert_eq!((o.patients, o.induction_completed, o.with_phq9), (4, 2, 3));
+        assert_eq!((o.patients, o.induction_completed, o.with_phq9), (6, 5, 3));
         assert_eq!((o.responders, o.remitters), (2, 1));
         assert_eq!(o.mean_baseline, Some((20.0 + 14.0 + 10.0) / 3.0));
         assert_eq!(o.mean_latest, Some((9.0 + 4.0 + 8.0) / 3.0));

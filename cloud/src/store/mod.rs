@@ -37,8 +37,8 @@ pub use reads::{
     SessionPage, SessionRow, SessionSummary, VitalsPage,
 };
 pub use report::{
-    AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, RoomActivity, SessionChart,
-    SessionReportRow, SiteSessionCount,
+    AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, PatientOutcomeInput, RoomActivity,
+    SessionChart, SessionReportRow, SiteSessionCount,
 };
 pub use users::{
     ApiTokenRow, AuditRow, AuditSource, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow,

@@ -101,8 +101,21 @@ pub struct SiteSessionCount {
 pub struct OutcomeSite {
     /// Site.
     pub site: String,
-    /// `(patient, infusions planned, sessions completed, PHQ-9 totals by time)`.
-    pub patients: Vec<(String, u64, u64, Vec<i64>)>,
+    /// Its patients.
+    pub patients: Vec<PatientOutcomeInput>,
+}
+
+/// What one patient's outcome is worked out from (`clinical::outcomes::phq9_outcome`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatientOutcomeInput {
+    /// Patient id.
+    pub patient: String,
+    /// Infusions the induction plans.
+    pub planned: u64,
+    /// Start times of the completed sessions (infusions done), µs.
+    pub done_us: Vec<i64>,
+    /// PHQ-9 totals `(at_us, total)`: the course record's, or else those recorded in sessions.
+    pub phq9: Vec<(i64, i64)>,
 }
 
 fn range_clause(
@@ -354,16 +367,18 @@ impl CloudStore {
         let sql = format!(
             "SELECT s.site, s.patient_id,
                     coalesce(json_extract(p.course, '$.infusions_planned'), 6),
-                    sum(CASE WHEN s.state = 'completed' THEN 1 ELSE 0 END),
+                    group_concat(CASE WHEN s.state = 'completed'
+                                      THEN coalesce(s.started_us, s.created_us) END, ','),
                     (SELECT group_concat(v, ',') FROM (
-                        SELECT json_extract(e.detail, '$.value') AS v
+                        SELECT e.at_us || ':' || json_extract(e.detail, '$.value') AS v
                         FROM events e JOIN sessions s2 ON s2.id = e.session_id
                         WHERE e.type = 'score' AND s2.patient_id = s.patient_id
                           AND s2.site = s.site
                           AND json_extract(e.detail, '$.instrument') = 'phq9'
                         ORDER BY e.at_us)),
                     (SELECT group_concat(v, ',') FROM (
-                        SELECT json_extract(j.value, '$.value') AS v
+                        SELECT json_extract(j.value, '$.at_us') || ':'
+                               || json_extract(j.value, '$.value') AS v
                         FROM json_each(p.outcome_scores) j
                         WHERE json_extract(j.value, '$.instrument') = 'phq9'
                         ORDER BY json_extract(j.value, '$.at_us')))
@@ -379,33 +394,46 @@ impl CloudStore {
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     count(r.get(2)?),
-                    count(r.get(3)?),
+                    r.get::<_, Option<String>>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<String>>(5)?,
                 ))
             })?;
             let mut out: Vec<OutcomeSite> = Vec::new();
             for row in rows {
-                let (site, patient, planned, completed, in_sessions, in_course) = row?;
-                let parse = |list: Option<String>| -> Vec<i64> {
+                let (site, patient, planned, done, in_sessions, in_course) = row?;
+                let done_us: Vec<i64> = done
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|v| v.trim().parse().ok())
+                    .collect();
+                // `at_us:total` pairs; anything unreadable is skipped.
+                let parse = |list: Option<String>| -> Vec<(i64, i64)> {
                     list.unwrap_or_default()
                         .split(',')
-                        .filter_map(|v| v.trim().parse::<i64>().ok())
+                        .filter_map(|pair| {
+                            let (at, v) = pair.trim().split_once(':')?;
+                            Some((at.parse().ok()?, v.parse().ok()?))
+                        })
                         .collect()
                 };
                 let course = parse(in_course);
-                let scores = if course.is_empty() {
+                let phq9 = if course.is_empty() {
                     parse(in_sessions)
                 } else {
                     course
                 };
+                let input = PatientOutcomeInput {
+                    patient,
+                    planned,
+                    done_us,
+                    phq9,
+                };
                 match out.last_mut() {
-                    Some(o) if o.site == site => {
-                        o.patients.push((patient, planned, completed, scores))
-                    }
+                    Some(o) if o.site == site => o.patients.push(input),
                     _ => out.push(OutcomeSite {
                         site,
-                        patients: vec![(patient, planned, completed, scores)],
+                        patients: vec![input],
                     }),
                 }
             }

@@ -1234,7 +1234,12 @@ fn a_session_cannot_pull_another_sites_patient_into_its_outcomes() {
         outcomes,
         vec![OutcomeSite {
             site: "austin".into(),
-            patients: vec![("p-f".into(), 6, 0, vec![])],
+            patients: vec![crate::store::PatientOutcomeInput {
+                patient: "p-f".into(),
+                planned: 6,
+                done_us: vec![],
+                phq9: vec![],
+            }],
         }],
         "Florida's plan and PHQ-9 stay out of Austin's report"
     );
