@@ -267,33 +267,14 @@ pub fn principal(user: &UserRow, sites: &[SiteInfo]) -> Option<Principal> {
     })
 }
 
-/// 32 random bytes as 64 hex digits.
-pub fn random_token() -> String {
-    let mut bytes = [0_u8; 32];
-    // aws-lc-rs's system random fails only if the OS has no entropy source at all; a token
-    // of zeros would be guessable, so that case must stop the request instead.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        panic!("the operating system's random source failed");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of a secret, as stored.
-pub fn digest(secret: &str) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
-        .as_ref()
-        .to_vec()
-}
-
-/// Equal in constant time.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
-}
+/// Random tokens, the SHA-256 stored of a secret, and constant-time comparison: one
+/// implementation for both servers.
+pub use vigil_web::secret::{random_token, same, sha256 as digest};
 
 /// Hashes a password as an argon2id PHC string.
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
-    let mut salt = [0_u8; 16];
-    aws_lc_rs::rand::fill(&mut salt).map_err(|_| AuthError::Hash("no random salt".into()))?;
+    let salt =
+        vigil_web::secret::random_salt().ok_or_else(|| AuthError::Hash("no random salt".into()))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| AuthError::Hash(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)

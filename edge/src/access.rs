@@ -147,30 +147,9 @@ pub fn local_token(data_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// 32 random bytes as hex.
-pub fn random_token() -> String {
-    let mut bytes = [0_u8; 32];
-    // aws-lc-rs's system random fails only if the OS has no entropy source at all; a token of
-    // zeros would be guessable, so that case must stop the request instead.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        panic!("the operating system's random source failed");
-    }
-    hex(&bytes)
-}
-
-/// SHA-256 of a token, lowercase hex (as the cloud stores site tokens).
-pub fn token_sha256(token: &str) -> String {
-    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Constant-time comparison.
-pub fn same(a: &str, b: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
-}
+/// Random tokens, the SHA-256 the cloud stores of a site token, and constant-time comparison:
+/// one implementation for both servers.
+pub use vigil_web::secret::{random_token, same, sha256_hex as token_sha256};
 
 /// The bearer token of an `Authorization` header value, if it is one.
 pub fn bearer(header: &str) -> Option<&str> {

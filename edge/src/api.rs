@@ -682,93 +682,67 @@ async fn vitals(
 
 /// Prometheus text format: recording and sync counters of this appliance.
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    use std::fmt::Write as _;
     let status = state.status.lock().map(|s| s.clone()).unwrap_or_default();
     let sync = state
         .sync
         .as_ref()
         .and_then(|s| s.lock().ok().map(|s| s.clone()));
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP vigil_edge_{name} {help}\n# TYPE vigil_edge_{name} {kind}\nvigil_edge_{name} {value}"
-        );
-    };
-    metric(
+    let flag = |b: bool| f64::from(u8::from(b));
+    let mut m = vigil_web::metrics::Exposition::new("vigil_edge_");
+    m.counter(
         "samples_committed_total",
-        "counter",
         "Samples made durable since start.",
-        status.recorder.samples_committed as f64,
+        status.recorder.samples_committed,
     );
-    metric(
+    m.gauge(
         "disk_full",
-        "gauge",
         "1 when the last commit failed for lack of space.",
-        f64::from(u8::from(status.recorder.disk_full)),
+        flag(status.recorder.disk_full),
     );
-    metric(
+    m.gauge(
         "session_active",
-        "gauge",
         "1 while a session is recorded.",
-        f64::from(u8::from(status.recorder.session.is_some())),
+        flag(status.recorder.session.is_some()),
     );
     if let Some(s) = sync {
-        metric(
+        m.gauge(
             "cloud_connected",
-            "gauge",
             "1 while connected to the cloud.",
-            f64::from(u8::from(s.connected)),
+            flag(s.connected),
         );
-        metric(
+        m.gauge(
             "sync_documents_waiting",
-            "gauge",
             "Documents with changes the cloud has not confirmed.",
             s.docs_waiting as f64,
         );
-        metric(
+        m.gauge(
             "sync_bytes_waiting",
-            "gauge",
             "Approximate bytes of documents waiting.",
             s.bytes_waiting as f64,
         );
-        metric(
-            "sync_frames_sent_total",
-            "counter",
-            "Sync frames sent.",
-            s.frames_sent as f64,
-        );
-        metric(
+        m.counter("sync_frames_sent_total", "Sync frames sent.", s.frames_sent);
+        m.counter(
             "sync_frames_received_total",
-            "counter",
             "Sync frames received.",
-            s.frames_received as f64,
+            s.frames_received,
         );
-        metric(
-            "sync_bytes_sent_total",
-            "counter",
-            "Sync bytes sent.",
-            s.bytes_sent as f64,
-        );
-        metric(
+        m.counter("sync_bytes_sent_total", "Sync bytes sent.", s.bytes_sent);
+        m.counter(
             "sync_bytes_received_total",
-            "counter",
             "Sync bytes received.",
-            s.bytes_received as f64,
+            s.bytes_received,
         );
-        metric(
+        m.counter(
             "sync_rejects_total",
-            "counter",
             "Exchanges the cloud rejected.",
-            s.rejects as f64,
+            s.rejects,
         );
         let lag_s = match s.last_sync_us {
             Some(t) => (status.now_us - t).max(0) as f64 / 1e6,
             None => -1.0,
         };
-        metric(
+        m.gauge(
             "sync_lag_seconds",
-            "gauge",
             "Seconds since the last completed exchange (-1: never).",
             lag_s,
         );
@@ -778,7 +752,7 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        out,
+        m.finish(),
     )
 }
 
@@ -845,5 +819,51 @@ mod tests {
         let err = call(&state, stop).await.unwrap_err();
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.message, "the recorder is busy; try again in a moment");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_with_the_sync_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::ScaledClock::starting_at(0, 1.0);
+        let security = Security {
+            local_sha256: String::new(),
+            sessions: ScreenSessions::default(),
+            audit: Arc::new(AuditLog::open(&dir.path().join("a.db"), clock).unwrap()),
+            hosts: AllowedHosts::new("127.0.0.1:0".parse().unwrap(), &[]),
+            pins: PinThrottle::default(),
+        };
+        let (commands, _rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let sync = crate::sync::SyncStatus {
+            connected: true,
+            docs_waiting: 3,
+            rejects: 2,
+            ..Default::default()
+        };
+        let state = ApiState {
+            commands,
+            db_path: PathBuf::new(),
+            status: Arc::default(),
+            sync: Some(Arc::new(Mutex::new(sync))),
+            security: Arc::new(security),
+        };
+        let response = metrics(State(state)).await.into_response();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        for line in [
+            "# TYPE vigil_edge_samples_committed_total counter",
+            "vigil_edge_samples_committed_total 0",
+            "vigil_edge_cloud_connected 1",
+            "vigil_edge_sync_documents_waiting 3",
+            "# TYPE vigil_edge_sync_rejects_total counter",
+            "vigil_edge_sync_rejects_total 2",
+            "vigil_edge_sync_lag_seconds -1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
     }
 }
