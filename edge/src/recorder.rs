@@ -958,8 +958,48 @@ impl Recorder {
         result?;
         let meta = a.doc.meta()?;
         tracing::info!(session = %session_id, by = %input.by, state = ?state, "session stopped");
+        let (patient_id, started_us) = (a.patient_id.clone(), a.started_us);
         self.active = None;
+        if clinical::infusion_done(state) {
+            let done = vigil_shared::doc::InfusionDone {
+                session_id: session_id.to_owned(),
+                started_us,
+                room: self.cfg.room.clone(),
+            };
+            // The session itself is durable; the course count catches up at the next stop
+            // if this fails, so it is logged, not returned.
+            if let Err(e) = self.record_infusion_done(&patient_id, &done, now_us) {
+                tracing::warn!(session = %session_id, error = %e, "cannot record the infusion in the patient's course");
+            }
+        }
         Ok(meta)
+    }
+
+    /// Records an infusion done in the patient's document, which the site's rooms and the
+    /// cloud share: the course's count of infusions done, one definition everywhere.
+    fn record_infusion_done(
+        &mut self,
+        patient_id: &str,
+        done: &vigil_shared::doc::InfusionDone,
+        now_us: i64,
+    ) -> Result<(), RecorderError> {
+        let Some((kind, doc)) = store::load_document(&self.conn, patient_id)? else {
+            return Err(RecorderError::NotFound(format!("patient {patient_id}")));
+        };
+        if kind != DocKind::Patient.as_str() {
+            return Err(RecorderError::NotFound(format!("patient {patient_id}")));
+        }
+        let mut doc = PatientDoc::from_automerge(doc)?;
+        let heads = doc.automerge().get_heads();
+        doc.record_infusion_done(done)?;
+        let changes = doc.automerge().save_after(&heads);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = store::write_tx(&mut self.conn)?;
+        store::append_changes(&tx, patient_id, &changes, now_us, || doc.automerge().save())?;
+        tx.commit().map_err(StoreError::from_sqlite)?;
+        Ok(())
     }
 }
 
@@ -1464,6 +1504,53 @@ mod tests {
         )
         .unwrap();
         id
+    }
+
+    #[test]
+    fn a_completed_session_is_an_infusion_done_in_the_patients_course_and_an_aborted_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let patient_of = |r: &Recorder, session: &str| {
+            let (_, doc) = store::load_document(&r.conn, session).unwrap().unwrap();
+            SessionDoc::from_automerge(doc)
+                .unwrap()
+                .meta()
+                .unwrap()
+                .patient_id
+        };
+        let done_of = |r: &Recorder, patient: &str| {
+            let (_, doc) = store::load_document(&r.conn, patient).unwrap().unwrap();
+            PatientDoc::from_automerge(doc)
+                .unwrap()
+                .infusions_done()
+                .unwrap()
+        };
+        let completed = session(&mut r, T0);
+        let patient = patient_of(&r, &completed);
+        assert_eq!(
+            done_of(&r, &patient),
+            vec![vigil_shared::doc::InfusionDone {
+                session_id: completed.clone(),
+                started_us: T0,
+                room: "1".into(),
+            }]
+        );
+        let aborted = start(&mut r, T0 + DAY_US);
+        r.stop_session(
+            &aborted,
+            StopSession {
+                by: "n".into(),
+                aborted: true,
+            },
+            T0 + DAY_US + 60_000_000,
+        )
+        .unwrap();
+        let other = patient_of(&r, &aborted);
+        assert_eq!(
+            done_of(&r, &other),
+            vec![],
+            "an aborted session is not done"
+        );
     }
 
     /// Marks a document confirmed by the cloud at its current version.

@@ -697,7 +697,9 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             crate::care::read_care(doc)?;
         }
         DocKind::Patient => {
-            PatientDoc::from_automerge(doc.clone())?.record()?;
+            let p = PatientDoc::from_automerge(doc.clone())?;
+            p.record()?;
+            p.infusions_done()?;
         }
         DocKind::SiteConfig => {
             hydrate_prop::<_, StoredThresholds, _, _>(doc, automerge::ROOT, "thresholds")?;
@@ -819,6 +821,7 @@ impl PatientDoc {
     pub fn create(record: &PatientRecord) -> Result<PatientDoc, DocError> {
         let mut doc = AutoCommit::new();
         write_header(&mut doc, DocKind::Patient, &record.id, &record.site)?;
+        doc.put_object(automerge::ROOT, INFUSIONS_DONE_KEY, ObjType::List)?;
         let mut p = PatientDoc { doc };
         p.write(record)?;
         Ok(p)
@@ -884,6 +887,51 @@ impl PatientDoc {
     pub fn automerge(&mut self) -> &mut AutoCommit {
         &mut self.doc
     }
+
+    /// The patient's infusions done (completed sessions), in any room of the site, in the
+    /// order recorded; empty for a document written before the list existed.
+    pub fn infusions_done(&self) -> Result<Vec<InfusionDone>, DocError> {
+        if self.doc.get(automerge::ROOT, INFUSIONS_DONE_KEY)?.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(hydrate_prop(
+            &self.doc,
+            automerge::ROOT,
+            INFUSIONS_DONE_KEY,
+        )?)
+    }
+
+    /// Records an infusion done; recording the same session again changes nothing. The list
+    /// is keyed by session, so two rooms recording at once merge.
+    pub fn record_infusion_done(&mut self, done: &InfusionDone) -> Result<(), DocError> {
+        let mut all = self.infusions_done()?;
+        if all.iter().any(|d| d.session_id == done.session_id) {
+            return Ok(());
+        }
+        all.push(done.clone());
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, INFUSIONS_DONE_KEY, &all) {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Root key of a patient's infusions done (absent in documents written before it existed).
+pub const INFUSIONS_DONE_KEY: &str = "infusions_done";
+
+/// One infusion done: a session of the patient that completed (`clinical::infusion_done`),
+/// recorded in the patient's document by the room that ran it, so every room of the site and
+/// the cloud count the course the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct InfusionDone {
+    /// The session.
+    #[key]
+    pub session_id: String,
+    /// When the infusion started, µs.
+    pub started_us: i64,
+    /// The room.
+    pub room: String,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1419,6 +1467,42 @@ mod tests {
         );
         assert!(ra.screening.substance_use);
         assert_eq!(ra.family_name, "King");
+    }
+
+    #[test]
+    fn infusions_done_in_two_rooms_merge_once_each() {
+        let done = |id: &str, room: &str, at| InfusionDone {
+            session_id: id.into(),
+            started_us: at,
+            room: room.into(),
+        };
+        let mut a = PatientDoc::create(&patient()).unwrap();
+        assert_eq!(a.infusions_done().unwrap(), vec![]);
+        let mut b = PatientDoc::load(&a.automerge().save()).unwrap();
+        b.automerge().set_actor(automerge::ActorId::random());
+        a.record_infusion_done(&done("s1", "1", 10)).unwrap();
+        a.record_infusion_done(&done("s1", "1", 10)).unwrap();
+        b.record_infusion_done(&done("s2", "2", 20)).unwrap();
+        let mut b_doc = b.automerge().clone();
+        a.automerge().merge(&mut b_doc).unwrap();
+        let mut ids: Vec<String> = a
+            .infusions_done()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.session_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["s1", "s2"]);
+        validate_document(
+            &AutoCommit::load(&a.automerge().save()).unwrap(),
+            DocKind::Patient,
+        )
+        .unwrap();
+        // A document written before the list existed reads as none done.
+        a.automerge()
+            .delete(automerge::ROOT, INFUSIONS_DONE_KEY)
+            .unwrap();
+        assert_eq!(a.infusions_done().unwrap(), vec![]);
     }
 
     #[test]

@@ -100,6 +100,28 @@ fn load_patient(
     }
 }
 
+/// Start times of a patient's infusions done (completed sessions): those the site's rooms
+/// recorded in the patient's document, and this room's own completed sessions (which covers
+/// sessions completed before the document kept the list). A started but aborted session is not
+/// an infusion done.
+fn infusions_done(conn: &rusqlite::Connection, id: &str) -> Result<Vec<i64>, RecorderError> {
+    let mut done: BTreeMap<String, i64> = BTreeMap::new();
+    if let Some((kind, doc)) = store::load_document(conn, id)?
+        && kind == DocKind::Patient.as_str()
+    {
+        for d in PatientDoc::from_automerge(doc)?.infusions_done()? {
+            done.insert(d.session_id, d.started_us);
+        }
+    }
+    for r in store::sessions(conn)? {
+        let state = serde_json::from_value::<SessionState>(serde_json::Value::String(r.state));
+        if r.patient_id == id && state.is_ok_and(clinical::infusion_done) {
+            done.insert(r.id, r.started_us.unwrap_or_default());
+        }
+    }
+    Ok(done.into_values().collect())
+}
+
 fn all_patients(conn: &rusqlite::Connection) -> Result<Vec<PatientRecord>, RecorderError> {
     let ids = store::document_ids(conn, DocKind::Patient.as_str())?;
     let mut out = Vec::new();
@@ -1645,13 +1667,17 @@ pub(crate) async fn course(
         Ok(p) => p,
         Err(r) => return r,
     };
+    let pid = id.clone();
+    let done = match read(&s, move |conn| infusions_done(conn, &pid)).await {
+        Ok(d) => d,
+        Err(e) => return fail(&v, e),
+    };
     let mut phq9: Vec<&Score> = p
         .outcome_scores
         .iter()
         .filter(|x| x.instrument == "phq9" && x.phase == "pre")
         .collect();
     phq9.sort_by_key(|x| x.at_us);
-    let done: Vec<i64> = phq9.iter().map(|x| x.at_us).collect();
     let status = clinical::course_status(&p.course, &done);
     let per_week = p
         .course
