@@ -864,8 +864,12 @@ async fn reports_count_per_site() {
         phone: None,
         screening: Screening::default(),
         medications: vec![],
+        // One infusion planned: the plan's count and its weekly schedule agree (the larger of
+        // the two is the planned count, as on the room screen).
         course: CoursePlan {
             infusions_planned: 1,
+            weeks: 1,
+            per_week: vec![1],
             ..CoursePlan::default()
         },
         // Out of time order on purpose: the report orders by time. The baseline is the day

@@ -366,7 +366,7 @@ impl CloudStore {
         let scope = scope_clause("s.site", scope, &mut args);
         let sql = format!(
             "SELECT s.site, s.patient_id,
-                    coalesce(json_extract(p.course, '$.infusions_planned'), 6),
+                    p.course,
                     group_concat(CASE WHEN s.state = 'completed'
                                       THEN coalesce(s.started_us, s.created_us) END, ','),
                     (SELECT group_concat(v, ',') FROM (
@@ -393,7 +393,7 @@ impl CloudStore {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
-                    count(r.get(2)?),
+                    r.get::<_, Option<String>>(2)?,
                     r.get::<_, Option<String>>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<String>>(5)?,
@@ -401,7 +401,13 @@ impl CloudStore {
             })?;
             let mut out: Vec<OutcomeSite> = Vec::new();
             for row in rows {
-                let (site, patient, planned, done, in_sessions, in_course) = row?;
+                let (site, patient, course, done, in_sessions, in_course) = row?;
+                // The course plan as the patient record holds it; the default plan before the
+                // record arrives. One planned count with the room screen.
+                let plan: vigil_shared::doc::CoursePlan = course
+                    .and_then(|c| serde_json::from_str(&c).ok())
+                    .unwrap_or_default();
+                let planned = vigil_shared::clinical::planned_infusions(&plan);
                 let done_us: Vec<i64> = done
                     .unwrap_or_default()
                     .split(',')

@@ -514,6 +514,15 @@ pub fn infusion_done(state: crate::doc::SessionState) -> bool {
     state == crate::doc::SessionState::Completed
 }
 
+/// How many infusions a course's induction plans: the planned count, or the weekly schedule's
+/// sum when that is more. The one planned count the room screen and the dashboard use.
+pub fn planned_infusions(plan: &CoursePlan) -> u64 {
+    plan.per_week
+        .iter()
+        .sum::<u64>()
+        .max(plan.infusions_planned)
+}
+
 /// Days between maintenance infusions once the induction is complete.
 pub const MAINTENANCE_INTERVAL_DAYS: i64 = 28;
 
@@ -527,14 +536,7 @@ pub fn course_status(plan: &CoursePlan, done_us: &[i64]) -> CourseStatus {
     let mut done_sorted = done_us.to_vec();
     done_sorted.sort_unstable();
     let done = done_sorted.len() as u64;
-    let planned = if plan.per_week.is_empty() {
-        plan.infusions_planned
-    } else {
-        plan.per_week
-            .iter()
-            .sum::<u64>()
-            .max(plan.infusions_planned)
-    };
+    let planned = planned_infusions(plan);
     let (Some(&first), Some(&last)) = (done_sorted.first(), done_sorted.last()) else {
         return CourseStatus {
             done,
