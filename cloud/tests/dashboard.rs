@@ -826,9 +826,9 @@ async fn reports_count_per_site() {
         [
             "site,sessions,category,kind,level,count,per_100_sessions",
             "austin,2,advisory,bp_high,high,2,100.0",
-            "austin,2,side_effect,nausea,mild,2,100.0",
+            "austin,2,expected_effect,nausea,mild,2,100.0",
             "florida,1,advisory,bp_high,high,1,100.0",
-            "florida,1,side_effect,nausea,mild,1,100.0",
+            "florida,1,expected_effect,nausea,mild,1,100.0",
         ]
     );
     let (_, csv) = s
@@ -998,7 +998,7 @@ async fn csv_exports_neutralise_formulas_from_people_and_peers() {
     assert_eq!(status, StatusCode::OK);
     assert!(
         csv.lines()
-            .any(|l| l == "austin,3,side_effect,'-2+3,'+mild,1,33.3"),
+            .any(|l| l == "austin,3,adverse_event,'-2+3,'+mild,1,33.3"),
         "{csv}"
     );
     // No line of any export starts a cell with a formula character.

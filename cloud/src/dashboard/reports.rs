@@ -25,6 +25,8 @@ use super::{Section, Viewer, audit_view, csv_response, error_page, frame};
 use crate::api::{ClientIp, Shared, now_us, read};
 use crate::config::Zones;
 use crate::store::{AdvisoryCount, OutcomeSite, SessionReportRow, SiteSessionCount};
+use vigil_shared::clinical::Severity;
+use vigil_shared::clinical::adverse::is_expected_effect;
 use vigil_shared::clinical::outcomes::phq9_outcome;
 
 /// Days a report covers when the form names none (the last 30, today included).
@@ -166,7 +168,9 @@ fn pct(n: u64, of: u64) -> String {
 // ------------------------------------------------------------------------------------------
 // Advisories and adverse events
 
-/// One site's advisories and side effects.
+/// One site's advisories and side effects: the effects a ketamine infusion is expected to have
+/// (mild or moderate dissociation, nausea …; `clinical::adverse::is_expected_effect`) apart from
+/// adverse events (anything severe or unexpected).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteAdvisories {
     /// Site.
@@ -177,15 +181,22 @@ pub struct SiteAdvisories {
     pub advisories: u64,
     /// High-priority advisories.
     pub high: u64,
-    /// Side effects recorded.
-    pub side_effects: u64,
-    /// Severe side effects.
-    pub severe: u64,
+    /// Expected effects recorded.
+    pub expected_effects: u64,
+    /// Adverse events: severe or unexpected effects.
+    pub adverse_events: u64,
     /// The counts by kind and level.
     pub rows: Vec<AdvisoryCount>,
 }
 
-/// Groups counts by site; every site with sessions appears, with or without events.
+/// The report's category of an expected effect.
+pub const EXPECTED_EFFECT: &str = "expected_effect";
+
+/// The report's category of an adverse event.
+pub const ADVERSE_EVENT: &str = "adverse_event";
+
+/// Groups counts by site; every site with sessions appears, with or without events; side
+/// effects are split into expected effects and adverse events.
 pub fn advisory_report(
     sessions: &[SiteSessionCount],
     counts: &[AdvisoryCount],
@@ -196,8 +207,8 @@ pub fn advisory_report(
         sessions: 0,
         advisories: 0,
         high: 0,
-        side_effects: 0,
-        severe: 0,
+        expected_effects: 0,
+        adverse_events: 0,
         rows: Vec::new(),
     };
     for s in sessions {
@@ -212,13 +223,22 @@ pub fn advisory_report(
             if c.level == "high" {
                 e.high += c.count;
             }
+            e.rows.push(c.clone());
         } else {
-            e.side_effects += c.count;
-            if c.level == "severe" {
-                e.severe += c.count;
-            }
+            let expected = Severity::parse(&c.level)
+                .is_ok_and(|severity| is_expected_effect(&c.kind, severity));
+            let category = if expected {
+                e.expected_effects += c.count;
+                EXPECTED_EFFECT
+            } else {
+                e.adverse_events += c.count;
+                ADVERSE_EVENT
+            };
+            e.rows.push(AdvisoryCount {
+                category: category.into(),
+                ..c.clone()
+            });
         }
-        e.rows.push(c.clone());
     }
     out.into_values().collect()
 }
@@ -277,7 +297,7 @@ pub(crate) async fn advisories(
         return r;
     }
     let mut body = format!(
-        "<h1>Advisories and adverse events</h1>{}<table id=\"advisory-summary\"><thead><tr><th>Site</th><th class=\"num\">Sessions</th><th class=\"num\">Advisories / 100</th><th class=\"num\">High / 100</th><th class=\"num\">Side effects / 100</th><th class=\"num\">Severe / 100</th></tr></thead><tbody>",
+        "<h1>Advisories and adverse events</h1>{}<table id=\"advisory-summary\"><thead><tr><th>Site</th><th class=\"num\">Sessions</th><th class=\"num\">Advisories / 100</th><th class=\"num\">High / 100</th><th class=\"num\">Expected effects / 100</th><th class=\"num\">Adverse events / 100</th></tr></thead><tbody>",
         range_form("/reports/advisories", &from, &to, "/reports/advisories.csv")
     );
     for r in &report {
@@ -288,8 +308,8 @@ pub(crate) async fn advisories(
             r.sessions,
             per100(r.advisories, r.sessions),
             per100(r.high, r.sessions),
-            per100(r.side_effects, r.sessions),
-            per100(r.severe, r.sessions)
+            per100(r.expected_effects, r.sessions),
+            per100(r.adverse_events, r.sessions)
         );
     }
     body.push_str("</tbody></table>");
@@ -827,24 +847,41 @@ mod tests {
                 sessions: 10,
             },
         ];
-        let c = |site: &str, category: &str, level: &str, count| AdvisoryCount {
+        let c = |site: &str, category: &str, kind: &str, level: &str, count| AdvisoryCount {
             site: site.into(),
             category: category.into(),
-            kind: "k".into(),
+            kind: kind.into(),
             level: level.into(),
             count,
         };
         let counts = [
-            c("austin", "advisory", "high", 5),
-            c("austin", "advisory", "low", 3),
-            c("austin", "side_effect", "severe", 1),
-            c("austin", "side_effect", "mild", 9),
+            c("austin", "advisory", "bp_high", "high", 5),
+            c("austin", "advisory", "no_data", "low", 3),
+            c("austin", "side_effect", "dissociation", "severe", 1), // severe: adverse
+            c("austin", "side_effect", "nausea", "mild", 9),         // expected
+            c("austin", "side_effect", "laryngospasm", "mild", 2),   // unexpected: adverse
         ];
         let r = advisory_report(&sessions, &counts);
         assert_eq!(r.len(), 2);
         assert_eq!(
-            (r[0].advisories, r[0].high, r[0].side_effects, r[0].severe),
-            (8, 5, 10, 1)
+            (
+                r[0].advisories,
+                r[0].high,
+                r[0].expected_effects,
+                r[0].adverse_events
+            ),
+            (8, 5, 9, 3)
+        );
+        let categories: Vec<&str> = r[0].rows.iter().map(|c| c.category.as_str()).collect();
+        assert_eq!(
+            categories,
+            [
+                "advisory",
+                "advisory",
+                ADVERSE_EVENT,
+                EXPECTED_EFFECT,
+                ADVERSE_EVENT
+            ]
         );
         assert_eq!(per100(r[0].advisories, r[0].sessions), "16.0");
         assert_eq!(r[1].rows.len(), 0);
