@@ -197,7 +197,7 @@ fn main() {
         .validate(std::path::Path::new("(bench)"))
         .expect("config");
     std::fs::create_dir_all(&config.data_dir).expect("data dir");
-    let now = vigil_cloud::api::now_us();
+    let now = vigil_cloud::clock::now_us();
     {
         let store =
             CloudStore::open(&config.data_dir.join(vigil_cloud::app::DB_FILE)).expect("store");

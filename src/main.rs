@@ -248,7 +248,7 @@ fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, St
             site,
             password: &password,
         };
-        add_user(&cloud.store, &sites, &new, vigil_cloud::api::now_us())
+        add_user(&cloud.store, &sites, &new, vigil_cloud::clock::now_us())
             .with_context(|| format!("cannot create demo user {user}"))?;
         out.push((role.name().replace('_', "-"), user.to_owned(), password));
     }
@@ -283,7 +283,7 @@ fn demo_staff(
                 role,
                 pin: &pin,
             };
-            set_staff_member(&cloud.store, site, &new, vigil_cloud::api::now_us())
+            set_staff_member(&cloud.store, site, &new, vigil_cloud::clock::now_us())
                 .with_context(|| format!("cannot add demo staff {id} at {site}"))?;
             out.push((site.to_owned(), name.to_owned(), role.to_owned(), pin));
         }

@@ -33,7 +33,7 @@ const AUSTIN_SESSIONS: usize = 30;
 const FLORIDA_SESSIONS: usize = 4;
 
 fn now_us() -> i64 {
-    vigil_cloud::api::now_us()
+    vigil_cloud::clock::now_us()
 }
 
 /// A session of `minutes` from the simulator (hypertension scenario, so the blood pressure

@@ -171,7 +171,7 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
         {
             // A zone added or changed in cloud.toml reaches the site's existing document (and
             // from there its appliances); an unchanged one writes nothing.
-            crate::staff::set_time_zone(store, &site.id, &site.zone(), crate::sync::now_us())
+            crate::staff::set_time_zone(store, &site.id, &site.zone(), crate::clock::now_us())
                 .map_err(|e| format!("time zone of {}: {e}", site.id))?;
             continue;
         }
@@ -193,7 +193,7 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
         })
         .map_err(|e| e.to_string())?;
         doc.set_time_zone(&site.zone()).map_err(|e| e.to_string())?;
-        let now = crate::sync::now_us();
+        let now = crate::clock::now_us();
         store
             .commit_document(
                 &site.id,

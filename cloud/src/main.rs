@@ -315,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &store,
                         &site,
                         &new,
-                        vigil_cloud::api::now_us(),
+                        vigil_cloud::clock::now_us(),
                     )?;
                     println!("staff added: {id} ({role}) at {site}");
                 }
@@ -346,12 +346,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &store,
                         &site,
                         &limits,
-                        vigil_cloud::api::now_us(),
+                        vigil_cloud::clock::now_us(),
                     )?;
                     println!("infusion limits: {site} {limits:?}");
                 }
                 StaffCommand::IssueToken { site, label, days } => {
-                    let now = vigil_cloud::api::now_us();
+                    let now = vigil_cloud::clock::now_us();
                     let token =
                         vigil_cloud::staff::issue_site_token(&store, &site, &label, days, now)?;
                     println!("site token: {token}");
@@ -359,7 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("site token expires in days: {days}");
                 }
                 StaffCommand::RevokeToken { site, label } => {
-                    let now = vigil_cloud::api::now_us();
+                    let now = vigil_cloud::clock::now_us();
                     vigil_cloud::staff::revoke_site_token(&store, &site, &label, now)?;
                     println!("site token revoked: {label} at {site}");
                 }
@@ -565,7 +565,7 @@ fn user_command(
                     site: site.as_deref(),
                     password: &password,
                 },
-                vigil_cloud::api::now_us(),
+                vigil_cloud::clock::now_us(),
             )?;
             println!("user added: {username} ({})", role.name());
         }
@@ -605,7 +605,7 @@ fn user_command(
             label,
             days,
         } => {
-            let now = vigil_cloud::api::now_us();
+            let now = vigil_cloud::clock::now_us();
             let token = auth::issue_api_token(&store, &username, &label, days, now)?;
             println!("api token: {token}");
             let expires = now + i64::from(days) * vigil_shared::zone::US_PER_DAY;

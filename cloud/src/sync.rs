@@ -168,12 +168,7 @@ impl std::fmt::Debug for SyncServer {
     }
 }
 
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::now_us;
 
 impl SyncServer {
     /// A server over `store`.

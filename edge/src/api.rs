@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use vigil_shared::vitals::Channel;
 
 use crate::access::{self, AllowedHosts, Principal, Refusal, ScreenSessions};
+use crate::audit::client_addr;
 use crate::audit::{AuditLog, Entry};
 use crate::reads;
 use crate::recorder::{
@@ -262,13 +263,6 @@ async fn no_store(req: Request, next: Next) -> Response {
     res
 }
 
-/// The client's address, as the server accepted the connection.
-pub fn client_addr(req: &Request) -> String {
-    req.extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
-}
-
 /// Who is asking, from the `Authorization` header or the room screen's cookie.
 pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Principal, Refusal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
@@ -336,17 +330,6 @@ impl From<Refusal> for ApiError {
         };
         ApiError::new(status, r.to_string())
     }
-}
-
-/// The id in a path such as `/api/v1/sessions/{id}/vitals`, from the route's template.
-/// Compared from the end: inside a nested router the path has lost its prefix.
-pub fn path_target(template: &str, path: &str) -> String {
-    template
-        .rsplit('/')
-        .zip(path.rsplit('/'))
-        .find(|(t, _)| *t == "{id}")
-        .map(|(_, p)| p.to_owned())
-        .unwrap_or_default()
 }
 
 /// Every guarded route: a credential, then an audit entry made durable, then the handler.
@@ -761,27 +744,6 @@ mod tests {
     use super::*;
     use crate::app::COMMAND_QUEUE;
     use crate::recorder::StopSession;
-
-    #[test]
-    fn targets_come_from_the_route_template() {
-        let cases = [
-            (
-                "/api/v1/sessions/{id}/vitals",
-                "/api/v1/sessions/s-1/vitals",
-                "s-1",
-            ),
-            ("/api/v1/patients/{id}", "/api/v1/patients/p-9", "p-9"),
-            ("/api/v1/sessions", "/api/v1/sessions", ""),
-            (
-                "/screen/sessions/{id}/live",
-                "/screen/sessions/abc/live",
-                "abc",
-            ),
-        ];
-        for (template, path, expected) in cases {
-            assert_eq!(path_target(template, path), expected, "{path}");
-        }
-    }
 
     #[tokio::test]
     async fn a_full_command_queue_answers_503_at_once() {

@@ -65,10 +65,28 @@ impl Entry {
         Entry {
             actor: actor.to_owned(),
             action: format!("{part} {} {template}", req.method()),
-            target: crate::api::path_target(&template, req.uri().path()),
-            client: crate::api::client_addr(req),
+            target: path_target(&template, req.uri().path()),
+            client: client_addr(req),
         }
     }
+}
+
+/// The client's address, as the server accepted the connection.
+pub fn client_addr(req: &axum::extract::Request) -> String {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+/// The id in a path such as `/api/v1/sessions/{id}/vitals`, from the route's template.
+/// Compared from the end: inside a nested router the path has lost its prefix.
+pub fn path_target(template: &str, path: &str) -> String {
+    template
+        .rsplit('/')
+        .zip(path.rsplit('/'))
+        .find(|(t, _)| *t == "{id}")
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_default()
 }
 
 impl AuditLog {
@@ -231,6 +249,27 @@ pub fn all_entries(conn: &Connection) -> Result<Vec<AuditEntry>, RecorderError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_come_from_the_route_template() {
+        let cases = [
+            (
+                "/api/v1/sessions/{id}/vitals",
+                "/api/v1/sessions/s-1/vitals",
+                "s-1",
+            ),
+            ("/api/v1/patients/{id}", "/api/v1/patients/p-9", "p-9"),
+            ("/api/v1/sessions", "/api/v1/sessions", ""),
+            (
+                "/screen/sessions/{id}/live",
+                "/screen/sessions/abc/live",
+                "abc",
+            ),
+        ];
+        for (template, path, expected) in cases {
+            assert_eq!(path_target(template, path), expected, "{path}");
+        }
+    }
 
     fn entry(n: usize) -> Entry {
         Entry {

@@ -550,12 +550,7 @@ pub(crate) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<Strin
     Ok(id)
 }
 
-/// The system clock, µs since the Unix epoch.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::clock::now_us;
 
 /// A room of a site in `GET /api/v1/sites`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
