@@ -1161,7 +1161,7 @@ async fn api_tokens_need_the_password_expire_and_can_be_revoked() {
     assert!(!html.contains("never"), "{html}");
 
     // An expired token is refused like an unknown one.
-    let now = vigil_cloud::api::now_us();
+    let now = vigil_cloud::clock::now_us();
     let old =
         auth::issue_api_token(&s.store, "rm-central", "old", 1, now - 2 * 86_400_000_000).unwrap();
     let (status, body) = s.api("/api/v1/sessions", &old).await;
