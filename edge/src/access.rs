@@ -58,11 +58,11 @@ impl Role {
     /// The role of a staff member as the site configuration names it; `None` for a name
     /// Vigil does not know (that person cannot sign in).
     pub fn from_staff(name: &str) -> Option<Role> {
-        match name {
-            "clinician" => Some(Role::Clinician),
-            "nurse" => Some(Role::Nurse),
-            "front_desk" => Some(Role::FrontDesk),
-            _ => None,
+        use vigil_shared::clinical::StaffRole;
+        match StaffRole::parse(name).ok()? {
+            StaffRole::Clinician => Some(Role::Clinician),
+            StaffRole::Nurse => Some(Role::Nurse),
+            StaffRole::FrontDesk => Some(Role::FrontDesk),
         }
     }
 

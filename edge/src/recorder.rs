@@ -1248,17 +1248,6 @@ fn check_text(field: &str, value: &str, required: bool) -> Result<(), RecorderEr
     Ok(())
 }
 
-/// The range of each instrument's total.
-fn score_range(instrument: &str) -> Option<std::ops::RangeInclusive<i64>> {
-    match instrument {
-        "phq9" => Some(0..=27),
-        "gad7" => Some(0..=21),
-        "cadss" => Some(0..=92),
-        "aldrete" => Some(0..=10),
-        _ => None,
-    }
-}
-
 fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
     match event {
         SessionEvent::Dose {
@@ -1266,11 +1255,12 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
         } => {
             check_text("by", by, true)?;
             if let Some(r) = rate_mg_per_h
-                && !(r.is_finite() && *r >= 0.0 && *r <= 2_000.0)
+                && !(r.is_finite() && (0.0..=clinical::RATE_SANITY_MAX_MG_PER_H).contains(r))
             {
-                return Err(RecorderError::Invalid(
-                    "rate_mg_per_h must be between 0 and 2000".into(),
-                ));
+                return Err(RecorderError::Invalid(format!(
+                    "rate_mg_per_h must be between 0 and {}",
+                    clinical::RATE_SANITY_MAX_MG_PER_H
+                )));
             }
         }
         SessionEvent::Observation {
@@ -1280,11 +1270,8 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
         } => {
             check_text("by", by, true)?;
             check_text("effect", effect, true)?;
-            if !["mild", "moderate", "severe"].contains(&severity.as_str()) {
-                return Err(RecorderError::Invalid(
-                    "severity must be mild, moderate or severe".into(),
-                ));
-            }
+            clinical::Severity::parse(severity)
+                .map_err(|e| RecorderError::Invalid(e.to_string()))?;
         }
         SessionEvent::Note { text, by } => {
             check_text("by", by, true)?;
@@ -1297,19 +1284,11 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
             by,
         } => {
             check_text("by", by, true)?;
-            let Some(range) = score_range(instrument) else {
-                return Err(RecorderError::Invalid(
-                    "instrument must be phq9, gad7, cadss or aldrete".into(),
-                ));
-            };
-            if !range.contains(value) {
-                return Err(RecorderError::Invalid(format!(
-                    "{instrument} must be within {range:?}"
-                )));
-            }
-            if phase != "pre" && phase != "post" {
-                return Err(RecorderError::Invalid("phase must be pre or post".into()));
-            }
+            let instrument = clinical::Instrument::parse(instrument)
+                .map_err(|e| RecorderError::Invalid(e.to_string()))?;
+            instrument.check(*value).map_err(RecorderError::Invalid)?;
+            clinical::ScorePhase::parse(phase)
+                .map_err(|e| RecorderError::Invalid(e.to_string()))?;
         }
         SessionEvent::Acknowledge { advisory_id, by } => {
             check_text("by", by, true)?;
@@ -1322,10 +1301,12 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
             by,
         } => {
             check_text("by", by, true)?;
-            if *aldrete < 9 || *aldrete > 10 {
-                return Err(RecorderError::Invalid(
-                    "discharge needs a modified Aldrete score of 9 or 10".into(),
-                ));
+            let min = i64::from(clinical::ALDRETE_DISCHARGE_MIN);
+            let max = *clinical::Instrument::Aldrete.range().end();
+            if !(min..=max).contains(aldrete) {
+                return Err(RecorderError::Invalid(format!(
+                    "discharge needs a modified Aldrete score of {min} to {max}"
+                )));
             }
             check_text("escort", escort, true)?;
             if !no_driving_ack {

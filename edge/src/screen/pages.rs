@@ -682,8 +682,18 @@ fn checkin_page(v: &Viewer, p: &PatientRecord, f: &CheckInForm, r: Option<&Revie
         hr = input("hr", &f.hr, "Heart rate (/min)", "numeric"),
         spo2 = input("spo2", &f.spo2, "SpO2 (%)", "numeric"),
         weight = input("weight", &f.weight, "Weight (kg)", "decimal"),
-        phq9 = input("phq9", &f.phq9, "PHQ-9 (0-27)", "numeric"),
-        gad7 = input("gad7", &f.gad7, "GAD-7 (0-21)", "numeric"),
+        phq9 = input(
+            "phq9",
+            &f.phq9,
+            &clinical::Instrument::Phq9.label_with_range(),
+            "numeric"
+        ),
+        gad7 = input(
+            "gad7",
+            &f.gad7,
+            &clinical::Instrument::Gad7.label_with_range(),
+            "numeric"
+        ),
         dose = input("dose", &f.dose, "Dose (mg/kg)", "decimal"),
         minutes = input("minutes", &f.minutes, "Duration (min)", "numeric"),
         conc = input("conc", &f.conc, "Concentration (mg/mL)", "decimal"),
@@ -1399,8 +1409,9 @@ fn after_page(
         ));
     }
     body.push_str(&format!(
-        r#"<section class="card"><h2>CADSS after the session</h2><p id="cadss-value">{}</p><form method="post" action="/screen/sessions/{sid}/score" class="buttons">{csrf}<input type="hidden" name="instrument" value="cadss"><label>CADSS (0-92)<input name="value" id="cadss" inputmode="numeric"></label><button class="big" type="submit" id="save-cadss">Save CADSS</button></form></section>"#,
-        cadss.map_or("Not recorded yet.".to_owned(), |c| format!("Recorded: {} ({})", c.value, Esc(&who(names, &c.by))))
+        r#"<section class="card"><h2>CADSS after the session</h2><p id="cadss-value">{}</p><form method="post" action="/screen/sessions/{sid}/score" class="buttons">{csrf}<input type="hidden" name="instrument" value="cadss"><label>{cadss_label}<input name="value" id="cadss" inputmode="numeric"></label><button class="big" type="submit" id="save-cadss">Save CADSS</button></form></section>"#,
+        cadss.map_or("Not recorded yet.".to_owned(), |c| format!("Recorded: {} ({})", c.value, Esc(&who(names, &c.by)))),
+        cadss_label = Esc(&clinical::Instrument::Cadss.label_with_range()),
     ));
     // Suggestions from the monitors for the two items they can measure.
     let baseline = parts.checkin.as_ref().map(|c| c.baseline_systolic);
