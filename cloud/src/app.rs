@@ -232,3 +232,52 @@ async fn watch_crl(config: CloudConfig, endpoint: quinn::Endpoint, server: Arc<S
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_shared::doc::SiteConfigDoc;
+
+    fn config(dir: &std::path::Path, tz: Option<&str>) -> CloudConfig {
+        let tz = tz.map_or(String::new(), |tz| format!("tz = \"{tz}\"\n"));
+        let text = format!(
+            "data_dir = \"data\"\nquic_bind = \"127.0.0.1:4433\"\nhttp_bind = \"127.0.0.1:8443\"\n\
+             api_token = \"0123456789abcdef0123456789\"\n[pki]\nca_cert = \"ca.pem\"\n\
+             server_cert = \"s.pem\"\nserver_key = \"s.key\"\ncrl = \"crl.pem\"\n\
+             [[sites]]\nid = \"austin\"\nname = \"Austin, TX\"\nregion = \"central\"\n{tz}rooms = [\"1\"]\n"
+        );
+        let path = dir.join("cloud.toml");
+        std::fs::write(&path, text).unwrap();
+        CloudConfig::load(&path).unwrap()
+    }
+
+    fn zone_in_store(store: &CloudStore) -> (Option<String>, usize) {
+        let mut stored = store.load_document("austin").unwrap().unwrap().doc;
+        let changes = stored.get_changes(&[]).len();
+        let name = SiteConfigDoc::from_automerge(stored)
+            .unwrap()
+            .time_zone_name()
+            .unwrap();
+        (name, changes)
+    }
+
+    #[test]
+    fn a_sites_zone_reaches_its_configuration_also_when_added_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+        // First start without a zone: the new document says UTC.
+        ensure_site_configs(&store, &config(dir.path(), None)).unwrap();
+        let (name, _) = zone_in_store(&store);
+        assert_eq!(name.as_deref(), Some("UTC"));
+        // The zone added to cloud.toml reaches the existing document at the next start.
+        ensure_site_configs(&store, &config(dir.path(), Some("America/Chicago"))).unwrap();
+        let (name, changes) = zone_in_store(&store);
+        assert_eq!(name.as_deref(), Some("America/Chicago"));
+        // Starting again with the same zone writes nothing.
+        ensure_site_configs(&store, &config(dir.path(), Some("America/Chicago"))).unwrap();
+        assert_eq!(zone_in_store(&store), (name.clone(), changes));
+        // A changed zone is written.
+        ensure_site_configs(&store, &config(dir.path(), Some("America/New_York"))).unwrap();
+        assert_eq!(zone_in_store(&store).0.as_deref(), Some("America/New_York"));
+    }
+}
