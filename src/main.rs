@@ -578,6 +578,8 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
                 StopSession {
                     by: "demo-nurse".into(),
                     aborted: false,
+                    disposition: None,
+                    note: String::new(),
                 },
                 r,
             )

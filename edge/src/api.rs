@@ -774,6 +774,8 @@ mod tests {
                 StopSession {
                     by: "n".into(),
                     aborted: false,
+                    disposition: None,
+                    note: String::new(),
                 },
                 r,
             )

@@ -225,7 +225,18 @@ pub struct StopSession {
     /// `true` if stopped early.
     #[serde(default)]
     pub aborted: bool,
+    /// How the patient left when not discharged home: `ems_transfer` or `against_advice`
+    /// (`clinical::discharge::Disposition`). Ends the session without the discharge criteria,
+    /// as an early stop, and is flagged for the clinicians and managers.
+    #[serde(default)]
+    pub disposition: Option<String>,
+    /// What happened, in the clinician's words; required with a disposition.
+    #[serde(default)]
+    pub note: String,
 }
+
+/// The dispositions that end a session without the discharge criteria.
+const ENDING_DISPOSITIONS: [&str; 2] = ["ems_transfer", "against_advice"];
 
 /// What [`Recorder::open`] found in progress, so the caller can re-attach sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -925,8 +936,17 @@ impl Recorder {
                 None => Err(RecorderError::NotFound(format!("session {session_id}"))),
             };
         };
+        if let Some(code) = &input.disposition {
+            if !ENDING_DISPOSITIONS.contains(&code.as_str()) {
+                return Err(RecorderError::Invalid(format!(
+                    "disposition {code:?} is not ems_transfer or against_advice (a patient going home is discharged)"
+                )));
+            }
+            check_text("note", &input.note, true)?;
+        }
         close_chunks(a, now_us, self.cfg.chunk_period_us, true)?;
-        let state = if input.aborted {
+        let aborted = input.aborted || input.disposition.is_some();
+        let state = if aborted {
             SessionState::Aborted
         } else {
             SessionState::Completed
@@ -935,15 +955,24 @@ impl Recorder {
             m.state = state;
             m.ended_us = Some(now_us);
         })?;
+        if let Some(code) = &input.disposition {
+            a.doc.update_care(|c| {
+                c.disposition = Some(vigil_shared::care::DispositionEntry {
+                    code: code.clone(),
+                    escort_name: String::new(),
+                    escort_phone: String::new(),
+                    escort_relationship: String::new(),
+                    aldrete_items: Vec::new(),
+                    note: input.note.clone(),
+                    at_us: now_us,
+                    by: input.by.clone(),
+                });
+            })?;
+        }
         let row = SessionRow {
             id: a.id.clone(),
             patient_id: a.patient_id.clone(),
-            state: if input.aborted {
-                "aborted"
-            } else {
-                "completed"
-            }
-            .into(),
+            state: if aborted { "aborted" } else { "completed" }.into(),
             started_us: Some(a.started_us),
             ended_us: Some(now_us),
             scenario: None,
@@ -1480,6 +1509,8 @@ mod tests {
             StopSession {
                 by: "n".into(),
                 aborted: false,
+                disposition: None,
+                note: String::new(),
             },
             start_us + 31_000_000,
         )
@@ -1522,6 +1553,8 @@ mod tests {
             StopSession {
                 by: "n".into(),
                 aborted: true,
+                disposition: None,
+                note: String::new(),
             },
             T0 + DAY_US + 60_000_000,
         )
@@ -1532,6 +1565,42 @@ mod tests {
             vec![],
             "an aborted session is not done"
         );
+    }
+
+    #[test]
+    fn an_ems_transfer_ends_the_session_without_the_discharge_criteria() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        let id = start(&mut r, T0);
+        let stop = |disposition: &str, note: &str| StopSession {
+            by: "dr-kim".into(),
+            aborted: false,
+            disposition: Some(disposition.into()),
+            note: note.into(),
+        };
+        // Refused, and the session still runs: a disposition needs what happened, and going
+        // home is a discharge, not a disposition that skips the criteria.
+        for (code, note) in [("ems_transfer", " "), ("home", "left with her sister")] {
+            let err = r
+                .stop_session(&id, stop(code, note), T0 + 60_000_000)
+                .unwrap_err();
+            assert!(matches!(err, RecorderError::Invalid(_)), "{code}: {err}");
+        }
+        assert!(r.status().session.is_some());
+        let meta = r
+            .stop_session(
+                &id,
+                stop("ems_transfer", "chest pain at 20 min; EMS called 14:05"),
+                T0 + 25 * 60_000_000,
+            )
+            .unwrap();
+        assert_eq!(meta.state, SessionState::Aborted);
+        assert!(r.status().session.is_none());
+        let (_, doc) = store::load_document(&r.conn, &id).unwrap().unwrap();
+        let care = SessionDoc::from_automerge(doc).unwrap().care().unwrap();
+        let d = care.disposition.expect("disposition recorded");
+        assert_eq!((d.code.as_str(), d.by.as_str()), ("ems_transfer", "dr-kim"));
+        assert_eq!(d.note, "chest pain at 20 min; EMS called 14:05");
     }
 
     /// Marks a document confirmed by the cloud at its current version.
@@ -1725,6 +1794,8 @@ mod tests {
             StopSession {
                 by: "n".into(),
                 aborted: false,
+                disposition: None,
+                note: String::new(),
             },
             T0 + DAY_US + 700_000_000,
         )
@@ -1770,6 +1841,8 @@ mod tests {
             StopSession {
                 by: "n".into(),
                 aborted: false,
+                disposition: None,
+                note: String::new(),
             },
             t1 + 703_000_000,
         )

@@ -1657,6 +1657,8 @@ pub(crate) async fn discharge(
         let stop = StopSession {
             by: v.id.clone(),
             aborted: false,
+            disposition: None,
+            note: String::new(),
         };
         let sid = id.clone();
         if let Err(e) = call(&s, |reply| Command::StopSession(sid, stop, reply)).await {
