@@ -94,6 +94,17 @@ impl Zones {
         self.0.get(site).cloned().unwrap_or_else(SiteZone::utc)
     }
 
+    /// The zones of the sites `keep` accepts.
+    pub fn only(&self, keep: impl Fn(&str) -> bool) -> Zones {
+        Zones(
+            self.0
+                .iter()
+                .filter(|(site, _)| keep(site))
+                .map(|(site, zone)| (site.clone(), zone.clone()))
+                .collect(),
+        )
+    }
+
     /// Every distinct zone, with the sites in it.
     pub fn groups(&self) -> Vec<(SiteZone, Vec<&str>)> {
         let mut out: Vec<(SiteZone, Vec<&str>)> = Vec::new();

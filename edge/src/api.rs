@@ -745,26 +745,35 @@ mod tests {
     use crate::app::COMMAND_QUEUE;
     use crate::recorder::StopSession;
 
-    #[tokio::test]
-    async fn a_full_command_queue_answers_503_at_once() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An API state over `commands` with an audit log in `dir`, as `Appliance::start` builds it.
+    fn state(
+        dir: &std::path::Path,
+        commands: std::sync::mpsc::SyncSender<Command>,
+        sync: Option<Arc<Mutex<crate::sync::SyncStatus>>>,
+    ) -> ApiState {
         let clock = crate::clock::ScaledClock::starting_at(0, 1.0);
         let security = Security {
             local_sha256: String::new(),
             sessions: ScreenSessions::default(),
-            audit: Arc::new(AuditLog::open(&dir.path().join("a.db"), clock).unwrap()),
+            audit: Arc::new(AuditLog::open(&dir.join("a.db"), clock).unwrap()),
             hosts: AllowedHosts::new("127.0.0.1:0".parse().unwrap(), &[]),
             pins: PinThrottle::default(),
         };
-        // A stuck recorder: nobody takes commands off the queue.
-        let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
-        let state = ApiState {
+        ApiState {
             commands,
             db_path: PathBuf::new(),
             status: Arc::default(),
-            sync: None,
+            sync,
             security: Arc::new(security),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_command_queue_answers_503_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stuck recorder: nobody takes commands off the queue.
+        let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
+        let state = state(dir.path(), commands, None);
         for _ in 0..COMMAND_QUEUE {
             state.commands.try_send(Command::Shutdown).unwrap();
         }
@@ -788,14 +797,6 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_prometheus_text_with_the_sync_state() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = crate::clock::ScaledClock::starting_at(0, 1.0);
-        let security = Security {
-            local_sha256: String::new(),
-            sessions: ScreenSessions::default(),
-            audit: Arc::new(AuditLog::open(&dir.path().join("a.db"), clock).unwrap()),
-            hosts: AllowedHosts::new("127.0.0.1:0".parse().unwrap(), &[]),
-            pins: PinThrottle::default(),
-        };
         let (commands, _rx) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
         let sync = crate::sync::SyncStatus {
             connected: true,
@@ -803,13 +804,7 @@ mod tests {
             rejects: 2,
             ..Default::default()
         };
-        let state = ApiState {
-            commands,
-            db_path: PathBuf::new(),
-            status: Arc::default(),
-            sync: Some(Arc::new(Mutex::new(sync))),
-            security: Arc::new(security),
-        };
+        let state = state(dir.path(), commands, Some(Arc::new(Mutex::new(sync))));
         let response = metrics(State(state)).await.into_response();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await

@@ -124,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) state: ApiState,
     /// Users, sessions, tokens, scope and the audit log.
     pub(crate) auth: Auth,
+    /// Each configured site's time zone, parsed once.
+    pub(crate) zones: crate::config::Zones,
     reads: Arc<Semaphore>,
 }
 
@@ -386,9 +388,11 @@ pub fn router(state: ApiState) -> Router {
         tracing::warn!("the api token is empty: only users' own tokens will be accepted");
     }
     let auth = Auth::new(state.store.clone(), state.sites.clone(), &state.token);
+    let zones = crate::config::Zones::of(&state.sites);
     let shared = Arc::new(Shared {
         state,
         auth,
+        zones,
         reads: Arc::new(Semaphore::new(MAX_CONCURRENT_READS)),
     });
     let [

@@ -81,7 +81,7 @@ pub(crate) async fn overview(
 ) -> Response {
     let now = crate::api::now_us();
     let scope = viewer.who.scope().clone();
-    let zones = Zones::of(&s.state.sites);
+    let zones = s.zones.clone();
     let data = read(&s, move |store| {
         // "Today" is each site's own day: one query per zone, from its local midnight.
         let mut activity = Vec::new();
@@ -307,14 +307,7 @@ impl ListQuery {
 
 /// The zones of the sites `viewer` may see.
 fn visible_zones(s: &Shared, viewer: &Viewer) -> Zones {
-    let sites: Vec<crate::config::SiteInfo> = s
-        .state
-        .sites
-        .iter()
-        .filter(|site| viewer.who.allows(&site.id))
-        .cloned()
-        .collect();
-    Zones::of(&sites)
+    s.zones.only(|site| viewer.who.allows(site))
 }
 
 /// A state's stable name, as the document and the API spell it.
@@ -1011,7 +1004,7 @@ pub(crate) async fn session(
     if let Err(r) = audit_view(&s, &viewer, &ip, "view session", &id).await {
         return r;
     }
-    let zone = Zones::of(&s.state.sites).get(&chart.site);
+    let zone = s.zones.get(&chart.site);
     let body = session_html(&chart, &zone, from_s, span_s);
     frame(&viewer, Section::Sessions, &format!("Session {id}"), &body)
 }
@@ -1069,7 +1062,7 @@ pub(crate) async fn audit(
     let mut body = format!(
         r#"<h1>Audit log</h1><p class="muted">{total} entries, newest first. <a href="/audit.csv" id="audit-csv">Download CSV</a></p><table id="audit"><thead><tr><th>When (site time; UTC for the cloud's own)</th><th>Recorded by</th><th>Site</th><th>Room</th><th>Who</th><th>What</th><th>Target</th><th>From</th></tr></thead><tbody>"#
     );
-    let zones = Zones::of(&s.state.sites);
+    let zones = &s.zones;
     for r in &rows {
         let _ = write!(
             body,
@@ -1119,7 +1112,7 @@ pub(crate) async fn audit_csv(
     let mut out = csv_row(&[
         "at_utc", "at_local", "source", "site", "room", "user", "action", "target", "ip",
     ]);
-    let zones = Zones::of(&s.state.sites);
+    let zones = &s.zones;
     for r in rows {
         out.push_str(&csv_row(&[
             rfc3339_utc(r.at_us),

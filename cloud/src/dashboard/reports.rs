@@ -248,7 +248,7 @@ async fn advisory_data(
     viewer: &Viewer,
     q: &RangeQuery,
 ) -> Result<(Vec<SiteAdvisories>, String, String), Response> {
-    let zones = Zones::of(&s.state.sites);
+    let zones = s.zones.clone();
     let range = DayRange::parse(q, now_us(), &zones)
         .map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
     let scope = viewer.who.scope().clone();
@@ -461,7 +461,7 @@ async fn utilisation_data(
     q: &RangeQuery,
 ) -> Result<(Vec<RoomUse>, DayRange), Response> {
     let now = now_us();
-    let zones = Zones::of(&s.state.sites);
+    let zones = s.zones.clone();
     let range = DayRange::parse(q, now, &zones)
         .map_err(|m| error_page(viewer, StatusCode::BAD_REQUEST, &m))?;
     let scope = viewer.who.scope().clone();
