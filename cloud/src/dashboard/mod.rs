@@ -21,8 +21,10 @@
 //!   [`CSS_PATH`]), `nosniff`, `no-store` and `frame-ancestors 'none'`.
 //!
 //! Pages are in [`pages`] (overview, sessions, session, audit, account) and [`reports`]
-//! (advisories, utilisation, outcomes). Layout, escaping and charts come from
-//! `vigil_shared::ui`; this module adds HTTP, sessions and scope.
+//! (advisories, utilisation, outcomes), a module each; all of them are maud markup, so every
+//! piece of text is escaped unless it is visibly `PreEscaped`. The frame, badges and charts
+//! come from `vigil_web`; this module adds HTTP, sessions, scope, sign-in and the frame's
+//! account area.
 
 // A refusal is the early return of a handler, answered at once: an error that is a whole
 // `Response` is the simplest shape, and it is built only on that path.
@@ -31,10 +33,11 @@
 mod pages;
 mod reports;
 
-pub use pages::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
-pub use reports::{
-    RoomUse, SiteAdvisories, SiteOutcome, advisory_report, outcome_report, utilisation_report,
-};
+pub use pages::overview::overview_html;
+pub use pages::session::{ECG_DEFAULT_SPAN_S, session_html};
+pub use reports::advisories::{SiteAdvisories, advisory_report};
+pub use reports::outcomes::{SiteOutcome, outcome_report};
+pub use reports::utilisation::{RoomUse, utilisation_report};
 
 use std::sync::Arc;
 
@@ -45,12 +48,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
-use vigil_web::{Esc, http, url_encode};
+use vigil_web::{http, url_encode};
 
 use crate::api::{ApiError, ClientIp, Shared, client_ip, now_us};
 use crate::auth::{BAD_LOGIN, Login, Principal, Role, random_token, same};
+use pages::{account, audit, overview, session, sessions};
+use reports::{advisories, outcomes, utilisation};
 
 /// Largest form body the dashboard reads: its forms carry a token, a name, a password or two
 /// and a label (well under 2 KB); 16 KB leaves room and still refuses uploads at once.
@@ -77,23 +83,23 @@ pub(crate) struct Viewer {
 /// The dashboard's routes, merged into the API's router.
 pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let signed_in = Router::new()
-        .route("/", get(pages::overview))
-        .route("/sessions", get(pages::sessions))
-        .route("/sessions.csv", get(pages::sessions_csv))
-        .route("/sessions/{id}", get(pages::session))
-        .route("/sessions/{id}/fhir", get(pages::session_fhir))
-        .route("/reports/advisories", get(reports::advisories))
-        .route("/reports/advisories.csv", get(reports::advisories_csv))
-        .route("/reports/utilisation", get(reports::utilisation))
-        .route("/reports/utilisation.csv", get(reports::utilisation_csv))
-        .route("/reports/outcomes", get(reports::outcomes))
-        .route("/reports/outcomes.csv", get(reports::outcomes_csv))
-        .route("/audit", get(pages::audit))
-        .route("/audit.csv", get(pages::audit_csv))
-        .route("/account", get(pages::account))
-        .route("/account/tokens", post(pages::new_token))
-        .route("/account/tokens/revoke", post(pages::revoke_token))
-        .route("/account/password", post(pages::change_password))
+        .route("/", get(overview::page))
+        .route("/sessions", get(sessions::page))
+        .route("/sessions.csv", get(sessions::csv))
+        .route("/sessions/{id}", get(session::page))
+        .route("/sessions/{id}/fhir", get(session::fhir))
+        .route("/reports/advisories", get(advisories::page))
+        .route("/reports/advisories.csv", get(advisories::csv))
+        .route("/reports/utilisation", get(utilisation::page))
+        .route("/reports/utilisation.csv", get(utilisation::csv))
+        .route("/reports/outcomes", get(outcomes::page))
+        .route("/reports/outcomes.csv", get(outcomes::csv))
+        .route("/audit", get(audit::page))
+        .route("/audit.csv", get(audit::csv))
+        .route("/account", get(account::page))
+        .route("/account/tokens", post(account::new_token))
+        .route("/account/tokens/revoke", post(account::revoke_token))
+        .route("/account/password", post(account::change_password))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(shared, require_session));
     Router::new()
@@ -203,27 +209,29 @@ pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(),
 }
 
 fn forbidden_csrf() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        html_doc(
-            "Refused",
-            "<h1>Refused</h1><p class=\"error\">This form is missing its security token or the \
-             token is out of date. Go back, reload the page and try again.</p>",
-        ),
-    )
-        .into_response()
+    let body = html! {
+        h1 { "Refused" }
+        p.error {
+            "This form is missing its security token or the token is out of date. Go back, \
+             reload the page and try again."
+        }
+    };
+    (StatusCode::FORBIDDEN, bare_page("Refused", body)).into_response()
 }
 
 /// A page without the signed-in frame (sign-in, errors before sign-in).
-fn html_doc(title: &str, body: &str) -> axum::response::Html<String> {
-    axum::response::Html(
-        layout::bare(
-            title,
-            maud::Markup::default(),
-            maud::PreEscaped(body.to_owned()),
-        )
-        .into_string(),
-    )
+fn bare_page(title: &str, body: Markup) -> Markup {
+    layout::bare(title, Markup::default(), body)
+}
+
+/// The hidden input that carries a form's CSRF token.
+pub(crate) fn csrf_input(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
+}
+
+/// A table row saying the table is empty, across `columns` columns.
+pub(crate) fn empty_row(columns: u32, text: &str) -> Markup {
+    html! { tr { td colspan=(columns) class="muted" { (text) } } }
 }
 
 /// Sections of the top bar.
@@ -239,7 +247,7 @@ pub(crate) enum Section {
 }
 
 /// A signed-in page in the shared frame.
-pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) -> Response {
+pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup) -> Response {
     let mut nav = vec![
         ("/", "Overview", Section::Overview),
         ("/sessions", "Sessions", Section::Sessions),
@@ -258,34 +266,33 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
             active: *s == section,
         })
         .collect();
-    let account = format!(
-        r#"<a href="/account" class="muted" id="whoami">{} · {}</a><form method="post" action="/logout"><input type="hidden" name="csrf" value="{}"><button type="submit" id="logout">Sign out</button></form>"#,
-        Esc(&viewer.who.username),
-        Esc(&viewer.who.describe()),
-        Esc(&viewer.csrf)
-    );
-    axum::response::Html(
-        layout::page(Page {
-            title,
-            nav: &links,
-            account: maud::PreEscaped(account),
-            head: maud::Markup::default(),
-            body: maud::PreEscaped(body.to_owned()),
-        })
-        .into_string(),
-    )
+    let account = html! {
+        a href="/account" class="muted" id="whoami" {
+            (viewer.who.username) " · " (viewer.who.describe())
+        }
+        form method="post" action="/logout" {
+            (csrf_input(&viewer.csrf))
+            button type="submit" id="logout" { "Sign out" }
+        }
+    };
+    layout::page(Page {
+        title,
+        nav: &links,
+        account,
+        head: Markup::default(),
+        body,
+    })
     .into_response()
 }
 
 /// An error page in the frame.
 pub(crate) fn error_page(viewer: &Viewer, status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    let body = format!(
-        "<h1>{}</h1><p class=\"error\">{}</p>",
-        Esc(title),
-        Esc(message)
-    );
-    (status, frame(viewer, Section::Overview, title, &body)).into_response()
+    let body = html! {
+        h1 { (title) }
+        p.error { (message) }
+    };
+    (status, frame(viewer, Section::Overview, title, body)).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,18 +300,30 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-fn login_form(csrf: &str, next: &str, error: Option<&str>) -> String {
-    let error = error.map_or(String::new(), |e| {
-        format!(r#"<p class="error" id="login-error">{}</p>"#, Esc(e))
-    });
-    format!(
-        r#"<form class="login" method="post" action="/login"><h1>Sign in to Vigil</h1>{error}
-<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="next" value="{next}">
-<label>User name<input name="username" id="username" autocomplete="username" required></label>
-<label>Password<input name="password" id="password" type="password" autocomplete="current-password" required></label>
-<button class="primary" type="submit" id="signin">Sign in</button></form>"#,
-        csrf = Esc(csrf),
-        next = Esc(next),
+/// The sign-in page, with why the last attempt failed if it did.
+fn login_page_html(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+    bare_page(
+        "Sign in",
+        html! {
+            form class="login" method="post" action="/login" {
+                h1 { "Sign in to Vigil" }
+                @if let Some(error) = error {
+                    p class="error" id="login-error" { (error) }
+                }
+                (csrf_input(csrf))
+                input type="hidden" name="next" value=(next);
+                label {
+                    "User name"
+                    input name="username" id="username" autocomplete="username" required;
+                }
+                label {
+                    "Password"
+                    input name="password" id="password" type="password"
+                        autocomplete="current-password" required;
+                }
+                button class="primary" type="submit" id="signin" { "Sign in" }
+            }
+        },
     )
 }
 
@@ -317,7 +336,7 @@ async fn login_page(
     let csrf = cookie(&headers, LOGIN_CSRF_COOKIE)
         .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(random_token, str::to_owned);
-    let mut res = html_doc("Sign in", &login_form(&csrf, &next, None)).into_response();
+    let mut res = login_page_html(&csrf, &next, None).into_response();
     res.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(LOGIN_CSRF_COOKIE, &csrf, None),
@@ -336,11 +355,8 @@ pub(crate) struct LoginForm {
 async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -> Response {
     let ip = client_ip(&req, &s.state.http.trusted_proxies);
     let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &()).await else {
-        return (
-            StatusCode::BAD_REQUEST,
-            html_doc("Sign in", "<p class=\"error\">Unreadable form.</p>"),
-        )
-            .into_response();
+        let body = html! { p.error { "Unreadable form." } };
+        return (StatusCode::BAD_REQUEST, bare_page("Sign in", body)).into_response();
     };
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
     let csrf_ok = matches!((expected, form.csrf.as_deref()),
@@ -371,19 +387,14 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
             tracing::warn!(user = %username, ip = %ip.0, "sign-in refused");
             (
                 StatusCode::UNAUTHORIZED,
-                html_doc("Sign in", &login_form(&csrf, &next, Some(BAD_LOGIN))),
+                login_page_html(&csrf, &next, Some(BAD_LOGIN)),
             )
                 .into_response()
         }
         Ok(Ok(Login::Limited { retry_after_s })) => {
             tracing::warn!(user = %username, ip = %ip.0, "sign-in rate limited");
-            limited(
-                html_doc(
-                    "Sign in",
-                    &login_form(&csrf, &next, Some(&wait_message(retry_after_s))),
-                ),
-                retry_after_s,
-            )
+            let message = wait_message(retry_after_s);
+            limited(login_page_html(&csrf, &next, Some(&message)), retry_after_s)
         }
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(_) => ApiError::internal().into_response(),
