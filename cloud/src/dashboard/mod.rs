@@ -21,10 +21,10 @@
 //!   [`CSS_PATH`]), `nosniff`, `no-store` and `frame-ancestors 'none'`.
 //!
 //! Pages are in [`pages`] (overview, sessions, session, audit, account) and [`reports`]
-//! (advisories, utilisation, outcomes), a module each; all of them are maud markup, so every
-//! piece of text is escaped unless it is visibly `PreEscaped`. The frame, badges and charts
-//! come from `vigil_web`; this module adds HTTP, sessions, scope, sign-in and the frame's
-//! account area.
+//! (advisories, utilisation, outcomes), a module each. All of them are maud markup, so every
+//! piece of text is escaped; the only markup taken in whole is the charts' SVG, which
+//! `vigil_web::chart` escapes itself. The frame, badges and charts come from `vigil_web`; this
+//! module adds HTTP, sessions, scope, sign-in and the frame's account area.
 
 // A refusal is the early return of a handler, answered at once: an error that is a whole
 // `Response` is the simplest shape, and it is built only on that path.
@@ -301,7 +301,7 @@ struct LoginQuery {
 }
 
 /// The sign-in page, with why the last attempt failed if it did.
-fn login_page_html(csrf: &str, next: &str, error: Option<&str>) -> Markup {
+fn sign_in_page(csrf: &str, next: &str, error: Option<&str>) -> Markup {
     bare_page(
         "Sign in",
         html! {
@@ -336,7 +336,7 @@ async fn login_page(
     let csrf = cookie(&headers, LOGIN_CSRF_COOKIE)
         .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(random_token, str::to_owned);
-    let mut res = login_page_html(&csrf, &next, None).into_response();
+    let mut res = sign_in_page(&csrf, &next, None).into_response();
     res.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(LOGIN_CSRF_COOKIE, &csrf, None),
@@ -387,14 +387,14 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
             tracing::warn!(user = %username, ip = %ip.0, "sign-in refused");
             (
                 StatusCode::UNAUTHORIZED,
-                login_page_html(&csrf, &next, Some(BAD_LOGIN)),
+                sign_in_page(&csrf, &next, Some(BAD_LOGIN)),
             )
                 .into_response()
         }
         Ok(Ok(Login::Limited { retry_after_s })) => {
             tracing::warn!(user = %username, ip = %ip.0, "sign-in rate limited");
             let message = wait_message(retry_after_s);
-            limited(login_page_html(&csrf, &next, Some(&message)), retry_after_s)
+            limited(sign_in_page(&csrf, &next, Some(&message)), retry_after_s)
         }
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(_) => ApiError::internal().into_response(),
