@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use vigil::ble_rig::{self, BleRig};
-use vigil_edge::api::Command as EdgeCommand;
 use vigil_edge::app::Appliance;
 use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
 use vigil_edge::recorder::{NewPatient, NewSession, SessionEvent, StopSession};
@@ -478,113 +477,93 @@ async fn sim_sleep(sim_s: f64, time_factor: f64) {
 
 /// Runs sessions back to back in one room, as a nurse would through the API.
 async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<()> {
+    let recorder = a.recorder();
     for i in 0_u64.. {
         let (given, family) = NAMES[((n + i * 4) % NAMES.len() as u64) as usize];
-        let patient = a
-            .call(|r| {
-                EdgeCommand::CreatePatient(
-                    NewPatient {
-                        given_name: given.into(),
-                        family_name: family.into(),
-                        birth_date: format!("19{}-0{}-1{}", 60 + (n + i) % 40, 1 + i % 9, n % 10),
-                        sex: if (n + i).is_multiple_of(2) {
-                            "female"
-                        } else {
-                            "male"
-                        }
-                        .into(),
-                        phone: None,
-                        screening: Default::default(),
-                        medications: vec!["sertraline".into()],
-                        course: Default::default(),
-                    },
-                    r,
-                )
+        let patient = recorder
+            .create_patient(NewPatient {
+                given_name: given.into(),
+                family_name: family.into(),
+                birth_date: format!("19{}-0{}-1{}", 60 + (n + i) % 40, 1 + i % 9, n % 10),
+                sex: if (n + i).is_multiple_of(2) {
+                    "female"
+                } else {
+                    "male"
+                }
+                .into(),
+                phone: None,
+                screening: Default::default(),
+                medications: vec!["sertraline".into()],
+                course: Default::default(),
             })
             .await?;
         let scenario = Scenario::ALL[((n + i) % Scenario::ALL.len() as u64) as usize];
         let planned_minutes = 40 + (n + i) % 16;
         let weight_kg = 60.0 + ((n * 7 + i * 3) % 35) as f64;
-        let session = a
-            .call(|r| {
-                EdgeCommand::StartSession(
-                    NewSession {
-                        patient_id: patient.id.clone(),
-                        protocol: Protocol {
-                            drug: "ketamine".into(),
-                            route: "iv".into(),
-                            dose_mg_per_kg: 0.5,
-                            weight_kg,
-                            planned_minutes,
-                        },
-                        by: "demo-nurse".into(),
-                        scenario: Some(scenario),
-                    },
-                    r,
-                )
-            })
-            .await?;
-        let id = session.id.clone();
-        let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
-        let event = |e: SessionEvent| {
-            let id = id.clone();
-            move |r| EdgeCommand::AddEvent(id, e, r)
+        let new = NewSession {
+            patient_id: patient.id.clone(),
+            protocol: Protocol {
+                drug: "ketamine".into(),
+                route: "iv".into(),
+                dose_mg_per_kg: 0.5,
+                weight_kg,
+                planned_minutes,
+            },
+            by: "demo-nurse".into(),
+            scenario: Some(scenario),
         };
-        a.call(event(SessionEvent::Score {
+        let id = recorder.start_session(new, None).await?.id;
+        let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
+        let event = |e: SessionEvent| recorder.add_event(id.clone(), e);
+        event(SessionEvent::Score {
             instrument: "phq9".into(),
             phase: "pre".into(),
             value: 14 + (i % 8) as i64,
             by: "demo-nurse".into(),
-        }))
+        })
         .await?;
-        a.call(event(SessionEvent::Dose {
+        event(SessionEvent::Dose {
             action: DoseAction::Start,
             rate_mg_per_h: Some(rate),
             by: "demo-nurse".into(),
-        }))
+        })
         .await?;
         sim_sleep(15.0 * 60.0, time_factor).await;
-        a.call(event(SessionEvent::Observation {
+        event(SessionEvent::Observation {
             effect: "dissociation".into(),
             severity: "mild".into(),
             by: "demo-nurse".into(),
-        }))
+        })
         .await?;
         sim_sleep((planned_minutes as f64 - 15.0) * 60.0, time_factor).await;
-        a.call(event(SessionEvent::Dose {
+        event(SessionEvent::Dose {
             action: DoseAction::Stop,
             rate_mg_per_h: Some(0.0),
             by: "demo-nurse".into(),
-        }))
+        })
         .await?;
         sim_sleep(10.0 * 60.0, time_factor).await;
-        a.call(event(SessionEvent::Score {
+        event(SessionEvent::Score {
             instrument: "cadss".into(),
             phase: "post".into(),
             value: 10 + (i % 20) as i64,
             by: "demo-nurse".into(),
-        }))
+        })
         .await?;
-        a.call(event(SessionEvent::Discharge {
+        event(SessionEvent::Discharge {
             aldrete: 10,
             escort: "family member".into(),
             no_driving_ack: true,
             by: "demo-nurse".into(),
-        }))
-        .await?;
-        a.call(|r| {
-            EdgeCommand::StopSession(
-                id.clone(),
-                StopSession {
-                    by: "demo-nurse".into(),
-                    aborted: false,
-                    disposition: None,
-                    note: String::new(),
-                },
-                r,
-            )
         })
         .await?;
+        let stop = StopSession {
+            by: "demo-nurse".into(),
+            aborted: false,
+            disposition: None,
+            note: String::new(),
+        };
+        recorder.stop_session(id.clone(), stop).await?;
         // Turnover between patients.
         sim_sleep(5.0 * 60.0, time_factor).await;
     }

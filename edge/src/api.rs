@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 use vigil_shared::vitals::Channel;
 
 use crate::access::{self, AllowedHosts, Principal, Refusal, ScreenSessions};
@@ -34,7 +33,7 @@ use crate::audit::client_addr;
 use crate::audit::{AuditLog, Entry};
 use crate::reads;
 use crate::recorder::{
-    NewPatient, NewSession, RecorderError, RecorderStatus, SessionEvent, StopSession,
+    Handle, NewPatient, NewSession, RecorderError, RecorderStatus, SessionEvent, StopSession,
 };
 use crate::screen::throttle::PinThrottle;
 use crate::store;
@@ -42,36 +41,6 @@ use crate::store;
 /// Largest request body accepted. The biggest legitimate body is a patient registration or a
 /// note; 64 KiB leaves room for long notes and refuses anything that isn't a person typing.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// A request for the recorder thread, answered on a one-shot channel.
-#[derive(Debug)]
-pub enum Command {
-    /// Register a patient.
-    CreatePatient(NewPatient, Reply<vigil_shared::doc::PatientRecord>),
-    /// Change a patient's record.
-    UpdatePatient(
-        String,
-        crate::recorder::PatientUpdate,
-        Reply<vigil_shared::doc::PatientRecord>,
-    ),
-    /// Start a session.
-    StartSession(NewSession, Reply<vigil_shared::doc::SessionMeta>),
-    /// Start a session with the room screen's check-in record.
-    StartChecked(
-        NewSession,
-        vigil_shared::doc::CheckIn,
-        Reply<vigil_shared::doc::SessionMeta>,
-    ),
-    /// Record an event.
-    AddEvent(String, SessionEvent, Reply<vigil_shared::doc::SessionMeta>),
-    /// Stop a session.
-    StopSession(String, StopSession, Reply<vigil_shared::doc::SessionMeta>),
-    /// Commit and stop the recorder thread.
-    Shutdown,
-}
-
-/// Where the recorder answers.
-pub type Reply<T> = oneshot::Sender<Result<T, RecorderError>>;
 
 /// What the status endpoint shows besides the recorder's state.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -109,8 +78,8 @@ pub struct Security {
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    /// Commands to the recorder thread (bounded: a full queue answers 503).
-    pub commands: std::sync::mpsc::SyncSender<Command>,
+    /// The recorder thread (its queue is bounded: a full queue answers 503).
+    pub recorder: Handle,
     /// The database, for reads.
     pub db_path: PathBuf,
     /// The latest status, refreshed by the recorder thread.
@@ -149,6 +118,9 @@ impl From<RecorderError> for ApiError {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "the appliance's disk is full; recording of the running session continues in memory, free space",
             ),
+            RecorderError::Busy | RecorderError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             RecorderError::Store(_) | RecorderError::Doc(_) => {
                 tracing::error!(error = %e, "request failed");
                 ApiError::new(
@@ -406,30 +378,6 @@ fn require_treating(principal: &Principal) -> Result<(), ApiError> {
     ))
 }
 
-async fn call<T: Send + 'static>(
-    state: &ApiState,
-    make: impl FnOnce(Reply<T>) -> Command,
-) -> Result<T, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    state.commands.try_send(make(tx)).map_err(|e| match e {
-        std::sync::mpsc::TrySendError::Full(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recorder is busy; try again in a moment",
-        ),
-        std::sync::mpsc::TrySendError::Disconnected(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recorder is shutting down",
-        ),
-    })?;
-    let result = rx.await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recorder stopped before answering",
-        )
-    })?;
-    Ok(result?)
-}
-
 async fn read<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&rusqlite::Connection) -> Result<Option<T>, RecorderError> + Send + 'static,
@@ -528,7 +476,7 @@ async fn create_patient(
     ApiJson(mut input): ApiJson<NewPatient>,
 ) -> Result<impl IntoResponse, ApiError> {
     input.screening.by = Some(principal.id);
-    let record = call(&state, |r| Command::CreatePatient(input, r)).await?;
+    let record = state.recorder.create_patient(input).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -550,7 +498,7 @@ async fn update_patient(
     if let Some(screening) = &mut update.screening {
         screening.by = Some(principal.id);
     }
-    let record = call(&state, |r| Command::UpdatePatient(id, update, r)).await?;
+    let record = state.recorder.update_patient(id, update).await?;
     Ok(Json(record))
 }
 
@@ -588,7 +536,7 @@ async fn start_session(
     Authored(input): Authored<NewSession>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_treating(&principal)?;
-    let meta = call(&state, |r| Command::StartSession(input, r)).await?;
+    let meta = state.recorder.start_session(input, None).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
 
@@ -608,7 +556,7 @@ async fn add_event(
     Authored(event): Authored<SessionEvent>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_treating(&principal)?;
-    let meta = call(&state, |r| Command::AddEvent(id, event, r)).await?;
+    let meta = state.recorder.add_event(id, event).await?;
     Ok((StatusCode::CREATED, Json(meta)))
 }
 
@@ -619,7 +567,7 @@ async fn stop_session(
     Authored(input): Authored<StopSession>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_treating(&principal)?;
-    let meta = call(&state, |r| Command::StopSession(id, input, r)).await?;
+    let meta = state.recorder.stop_session(id, input).await?;
     Ok(Json(meta))
 }
 
@@ -743,12 +691,12 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use crate::app::COMMAND_QUEUE;
-    use crate::recorder::StopSession;
+    use crate::recorder::{Command, StopSession};
 
-    /// An API state over `commands` with an audit log in `dir`, as `Appliance::start` builds it.
+    /// An API state over `recorder` with an audit log in `dir`, as `Appliance::start` builds it.
     fn state(
         dir: &std::path::Path,
-        commands: std::sync::mpsc::SyncSender<Command>,
+        recorder: Handle,
         sync: Option<Arc<Mutex<crate::sync::SyncStatus>>>,
     ) -> ApiState {
         let clock = crate::clock::ScaledClock::starting_at(0, 1.0);
@@ -760,7 +708,7 @@ mod tests {
             pins: PinThrottle::default(),
         };
         ApiState {
-            commands,
+            recorder,
             db_path: PathBuf::new(),
             status: Arc::default(),
             sync,
@@ -773,23 +721,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A stuck recorder: nobody takes commands off the queue.
         let (commands, _stuck) = std::sync::mpsc::sync_channel(COMMAND_QUEUE);
-        let state = state(dir.path(), commands, None);
+        let state = state(dir.path(), Handle::new(commands), None);
         for _ in 0..COMMAND_QUEUE {
-            state.commands.try_send(Command::Shutdown).unwrap();
+            assert!(state.recorder.try_send(Command::Shutdown));
         }
-        let stop = |r| {
-            Command::StopSession(
-                "s".into(),
-                StopSession {
-                    by: "n".into(),
-                    aborted: false,
-                    disposition: None,
-                    note: String::new(),
-                },
-                r,
-            )
+        let stop = StopSession {
+            by: "n".into(),
+            aborted: false,
+            disposition: None,
+            note: String::new(),
         };
-        let err = call(&state, stop).await.unwrap_err();
+        let err = ApiError::from(
+            state
+                .recorder
+                .stop_session("s".into(), stop)
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.message, "the recorder is busy; try again in a moment");
     }
@@ -804,7 +752,11 @@ mod tests {
             rejects: 2,
             ..Default::default()
         };
-        let state = state(dir.path(), commands, Some(Arc::new(Mutex::new(sync))));
+        let state = state(
+            dir.path(),
+            Handle::new(commands),
+            Some(Arc::new(Mutex::new(sync))),
+        );
         let response = metrics(State(state)).await.into_response();
         let body = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await

@@ -20,12 +20,12 @@ use vigil_hardware::source::VitalsSource;
 use vigil_shared::advisory::Thresholds;
 
 use crate::access::{self, AllowedHosts};
-use crate::api::{self, ApiState, Command, Security, Status};
+use crate::api::{self, ApiState, Security, Status};
 use crate::audit::AuditLog;
 use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
 use crate::http_server::{self, ServerSettings, Transport};
-use crate::recorder::{Recorder, RecorderConfig, RecorderError};
+use crate::recorder::{Command, Handle, Recorder, RecorderConfig, RecorderError};
 use crate::store;
 use crate::sync::{SyncClient, SyncStatus};
 
@@ -189,8 +189,8 @@ pub struct Appliance {
     pub transport: Transport,
     /// The database file.
     pub db_path: PathBuf,
-    commands: std::sync::mpsc::SyncSender<Command>,
-    recorder: Option<JoinHandle<()>>,
+    recorder: Handle,
+    recorder_thread: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -321,8 +321,9 @@ impl Appliance {
             hosts: AllowedHosts::new(api_addr, &config.http_hosts),
             pins,
         });
+        let recorder = Handle::new(commands);
         let state = ApiState {
-            commands: commands.clone(),
+            recorder: recorder.clone(),
             db_path: db_path.clone(),
             status: status.clone(),
             sync: sync_status,
@@ -346,8 +347,8 @@ impl Appliance {
             api_token,
             transport,
             db_path,
-            commands,
-            recorder: Some(recorder_thread),
+            recorder,
+            recorder_thread: Some(recorder_thread),
             server,
             tasks,
             shutdown: Some(shutdown_tx),
@@ -355,16 +356,10 @@ impl Appliance {
         })
     }
 
-    /// Sends a request to the recorder and waits for its answer, as the HTTP API does; for
-    /// in-process callers such as the demo.
-    pub async fn call<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(api::Reply<T>) -> Command,
-    ) -> Result<T, RecorderError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let stopped = || RecorderError::Conflict("the recorder has stopped".into());
-        self.commands.try_send(make(tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+    /// The recorder thread's handle, for in-process callers such as the demo: the same
+    /// commands the HTTP API sends.
+    pub fn recorder(&self) -> &Handle {
+        &self.recorder
     }
 
     /// Reads the appliance clock as the recorder loop last set it, µs: it advances on every
@@ -403,8 +398,8 @@ impl Appliance {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(handle) = self.recorder.take() {
+        self.recorder.shutdown();
+        if let Some(handle) = self.recorder_thread.take() {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
@@ -501,11 +496,8 @@ fn handle_command(
         Command::UpdatePatient(id, update, reply) => {
             let _ = reply.send(recorder.update_patient(&id, update, now));
         }
-        Command::StartSession(input, reply) => {
-            let _ = reply.send(start_session(recorder, source, now, input, None));
-        }
-        Command::StartChecked(input, checkin, reply) => {
-            let _ = reply.send(start_session(recorder, source, now, input, Some(checkin)));
+        Command::StartSession(input, checkin, reply) => {
+            let _ = reply.send(start_session(recorder, source, now, input, checkin));
         }
         Command::AddEvent(id, event, reply) => {
             let _ = reply.send(recorder.add_event(&id, event, now));

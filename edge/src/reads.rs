@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 use serde::Serialize;
-use vigil_shared::doc::{
-    DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta, SiteConfigDoc,
-};
+use vigil_shared::doc::{PatientDoc, PatientRecord, SessionDoc, SessionMeta, SiteConfigDoc};
 use vigil_shared::vitals::{Channel, Sample};
 
 use crate::recorder::RecorderError;
@@ -73,12 +71,7 @@ pub struct SessionView {
 }
 
 fn load_session(conn: &Connection, id: &str) -> Result<Option<SessionDoc>, RecorderError> {
-    match store::load_document(conn, id)? {
-        Some((kind, doc)) if kind == DocKind::Session.as_str() => {
-            Ok(Some(SessionDoc::from_automerge(doc)?))
-        }
-        _ => Ok(None),
-    }
+    Ok(store::load_typed(conn, id)?)
 }
 
 /// Reads every sample of a channel: closed chunks in order, then the session's staged runs
@@ -194,11 +187,9 @@ pub fn vitals(
 
 /// A patient's record, or `None`.
 pub fn patient(conn: &Connection, id: &str) -> Result<Option<PatientRecord>, RecorderError> {
-    match store::load_document(conn, id)? {
-        Some((kind, doc)) if kind == DocKind::Patient.as_str() => {
-            Ok(Some(PatientDoc::from_automerge(doc)?.record()?))
-        }
-        _ => Ok(None),
+    match store::load_typed::<PatientDoc>(conn, id)? {
+        Some(doc) => Ok(Some(doc.record()?)),
+        None => Ok(None),
     }
 }
 
@@ -207,12 +198,7 @@ pub fn site_config_doc(
     conn: &Connection,
     site: &str,
 ) -> Result<Option<SiteConfigDoc>, RecorderError> {
-    match store::load_document(conn, site)? {
-        Some((kind, doc)) if kind == DocKind::SiteConfig.as_str() => {
-            Ok(Some(SiteConfigDoc::from_automerge(doc)?))
-        }
-        _ => Ok(None),
-    }
+    Ok(store::load_typed(conn, site)?)
 }
 
 /// The site's infusion limits from its configuration, or the defaults when it sets none (or

@@ -31,6 +31,9 @@ use vigil_shared::vitals::{Channel, Sample};
 
 use crate::store::{self, SessionRow, StoreError};
 
+mod handle;
+pub use handle::{Command, Handle, Reply};
+
 /// Samples buffered between two group commits, per channel, before the recorder refuses more.
 /// At 250 Hz ECG and one commit a second this is over a minute of headroom; a commit that keeps
 /// failing (a full disk) must not turn into unbounded memory.
@@ -62,6 +65,12 @@ pub enum RecorderError {
     /// A document could not be read or written.
     #[error(transparent)]
     Doc(Box<DocError>),
+    /// The recorder's queue is full; nothing was done, and asking again later may work.
+    #[error("the recorder is busy; try again in a moment")]
+    Busy,
+    /// The recorder thread has stopped (the appliance is shutting down); nothing was done.
+    #[error("the recorder has stopped")]
+    Stopped,
 }
 
 impl From<DocError> for RecorderError {
@@ -370,13 +379,12 @@ impl Recorder {
         let Some(row) = rows.into_iter().find(|r| r.state == "in_progress") else {
             return Ok(None);
         };
-        let Some((_, doc)) = store::load_document(&self.conn, &row.id)? else {
+        let Some(mut doc) = store::load_typed::<SessionDoc>(&self.conn, &row.id)? else {
             return Err(RecorderError::NotFound(format!(
                 "document of in-progress session {}",
                 row.id
             )));
         };
-        let mut doc = SessionDoc::from_automerge(doc)?;
         let meta = doc.meta()?;
         let mut open: BTreeMap<Channel, OpenChunk> = BTreeMap::new();
         let mut staged_samples = 0;
@@ -425,23 +433,14 @@ impl Recorder {
     /// configured defaults. A site config that can't be read is logged and the defaults used:
     /// advisories are a secondary display, never a reason to stop recording.
     fn thresholds(&self) -> Thresholds {
-        let site_config = store::load_document(&self.conn, &self.cfg.site)
-            .ok()
-            .flatten();
-        match site_config {
-            Some((kind, mut doc)) if kind == DocKind::SiteConfig.as_str() => {
-                let config = SiteConfigDoc::load(&doc.save())
-                    .ok()
-                    .and_then(|d| d.config().ok());
-                match config {
-                    Some(c) if c.thresholds.validate().is_ok() => c.thresholds,
-                    Some(_) | None => {
-                        tracing::warn!(site = %self.cfg.site, "site configuration unreadable or out of range; using default thresholds");
-                        self.cfg.thresholds.clone()
-                    }
-                }
+        let stored = store::load_typed::<SiteConfigDoc>(&self.conn, &self.cfg.site);
+        match stored.map(|d| d.map(|d| d.config().ok())) {
+            Ok(None) => self.cfg.thresholds.clone(),
+            Ok(Some(Some(c))) if c.thresholds.validate().is_ok() => c.thresholds,
+            _ => {
+                tracing::warn!(site = %self.cfg.site, "site configuration unreadable or out of range; using default thresholds");
+                self.cfg.thresholds.clone()
             }
-            _ => self.cfg.thresholds.clone(),
         }
     }
 
@@ -676,13 +675,9 @@ impl Recorder {
         for m in &update.add_medications {
             check_text("add_medications", m, true)?;
         }
-        let Some((kind, doc)) = store::load_document(&self.conn, id)? else {
+        let Some(mut doc) = store::load_typed::<PatientDoc>(&self.conn, id)? else {
             return Err(RecorderError::NotFound(format!("patient {id}")));
         };
-        if kind != DocKind::Patient.as_str() {
-            return Err(RecorderError::NotFound(format!("patient {id}")));
-        }
-        let mut doc = PatientDoc::from_automerge(doc)?;
         let heads = doc.automerge().get_heads();
         doc.update(|r| {
             if let Some(phone) = update.phone {
@@ -742,19 +737,13 @@ impl Recorder {
         // The clinical rules hold whoever asks (the screen, the API, an integration): the
         // flags come from the patient's own screening, the limits from the site's
         // configuration, and an override only from a clinician on the site's staff list.
-        let Some((kind, patient)) = store::load_document(&self.conn, &input.patient_id)? else {
+        let Some(patient) = store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? else {
             return Err(RecorderError::NotFound(format!(
                 "patient {}",
                 input.patient_id
             )));
         };
-        if kind != DocKind::Patient.as_str() {
-            return Err(RecorderError::NotFound(format!(
-                "patient {}",
-                input.patient_id
-            )));
-        }
-        let screening = PatientDoc::from_automerge(patient)?.record()?.screening;
+        let screening = patient.record()?.screening;
         let baseline = checkin
             .as_ref()
             .map(|c| (c.baseline_systolic, c.baseline_diastolic));
@@ -904,13 +893,9 @@ impl Recorder {
             result?;
             return Ok(a.doc.meta()?);
         }
-        let Some((kind, doc)) = store::load_document(&self.conn, session_id)? else {
+        let Some(mut doc) = store::load_typed::<SessionDoc>(&self.conn, session_id)? else {
             return Err(RecorderError::NotFound(format!("session {session_id}")));
         };
-        if kind != DocKind::Session.as_str() {
-            return Err(RecorderError::NotFound(format!("session {session_id}")));
-        }
-        let mut doc = SessionDoc::from_automerge(doc)?;
         let heads = doc.automerge().get_heads();
         apply_event(&mut doc, event, now_us)?;
         let changes = doc.automerge().save_after(&heads);
@@ -1012,13 +997,9 @@ impl Recorder {
         done: &vigil_shared::doc::InfusionDone,
         now_us: i64,
     ) -> Result<(), RecorderError> {
-        let Some((kind, doc)) = store::load_document(&self.conn, patient_id)? else {
+        let Some(mut doc) = store::load_typed::<PatientDoc>(&self.conn, patient_id)? else {
             return Err(RecorderError::NotFound(format!("patient {patient_id}")));
         };
-        if kind != DocKind::Patient.as_str() {
-            return Err(RecorderError::NotFound(format!("patient {patient_id}")));
-        }
-        let mut doc = PatientDoc::from_automerge(doc)?;
         let heads = doc.automerge().get_heads();
         doc.record_infusion_done(done)?;
         let changes = doc.automerge().save_after(&heads);

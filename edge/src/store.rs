@@ -11,6 +11,7 @@ use std::path::Path;
 use automerge::AutoCommit;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use vigil_shared::chunk::Chunk;
+use vigil_shared::doc::Typed;
 use vigil_shared::vitals::{Channel, Sample};
 
 /// Most incremental changes kept per document before they are folded into a new snapshot.
@@ -294,6 +295,22 @@ pub fn append_changes(
         .map_err(map)?;
     }
     Ok(())
+}
+
+/// Loads a stored document of type `D`; `None` when there is none or the id holds another
+/// kind. A document whose schema doesn't read is corrupt, as one whose bytes don't.
+pub fn load_typed<D: Typed>(conn: &Connection, id: &str) -> Result<Option<D>, StoreError> {
+    match load_document(conn, id)? {
+        Some((kind, doc)) if kind == D::KIND.as_str() => {
+            D::wrap(doc)
+                .map(Some)
+                .map_err(|e| StoreError::CorruptDocument {
+                    id: id.to_owned(),
+                    reason: e.to_string(),
+                })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Loads a stored document: its snapshot with every incremental change applied.

@@ -163,6 +163,36 @@ fn root_u64(doc: &impl ReadDoc, key: &str) -> Option<u64> {
     }
 }
 
+/// A document type of one kind, so a loader can check the stored kind before wrapping: one
+/// typed loader serves every reader instead of each matching kinds by hand.
+pub trait Typed: Sized {
+    /// The kind its header names.
+    const KIND: DocKind;
+    /// Wraps an Automerge document, checking its kind and schema.
+    fn wrap(doc: AutoCommit) -> Result<Self, DocError>;
+}
+
+impl Typed for SessionDoc {
+    const KIND: DocKind = DocKind::Session;
+    fn wrap(doc: AutoCommit) -> Result<Self, DocError> {
+        SessionDoc::from_automerge(doc)
+    }
+}
+
+impl Typed for PatientDoc {
+    const KIND: DocKind = DocKind::Patient;
+    fn wrap(doc: AutoCommit) -> Result<Self, DocError> {
+        PatientDoc::from_automerge(doc)
+    }
+}
+
+impl Typed for SiteConfigDoc {
+    const KIND: DocKind = DocKind::SiteConfig;
+    fn wrap(doc: AutoCommit) -> Result<Self, DocError> {
+        SiteConfigDoc::from_automerge(doc)
+    }
+}
+
 pub(crate) fn expect_kind(doc: &impl ReadDoc, expected: DocKind) -> Result<DocHeader, DocError> {
     let h = header(doc)?;
     if h.kind != expected {

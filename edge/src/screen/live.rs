@@ -18,7 +18,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
 use vigil_shared::vitals::{Channel, Sample};
 
-use super::pages::{changing_html, load_session, staff_names};
+use super::load;
+use super::session::changing;
 use super::{Shared, Viewer, site_room};
 use crate::store;
 
@@ -121,10 +122,10 @@ async fn step(mut t: Tick) -> Option<(Vec<Event>, Tick)> {
         if Some(v) == seen {
             return Some((v, None));
         }
-        let parts = load_session(&conn, &id).ok()??;
-        let (advisories, timeline) = changing_html(&parts, &viewer, &names);
+        let parts = load::session(&conn, &id).ok()??;
+        let (advisories, timeline) = changing(&parts, &viewer, &names);
         // One line each: event-stream data lines end at a newline.
-        let one_line = |h: String| h.replace(['\r', '\n'], " ");
+        let one_line = |h: maud::Markup| h.into_string().replace(['\r', '\n'], " ");
         Some((v, Some((one_line(advisories), one_line(timeline)))))
     })
     .await
@@ -167,7 +168,7 @@ pub(crate) async fn stream(
     let names = tokio::task::spawn_blocking(move || {
         store::open_reader(&path)
             .ok()
-            .map(|c| staff_names(&c, &site))
+            .map(|c| load::staff_names(&c, &site))
             .unwrap_or_default()
     })
     .await

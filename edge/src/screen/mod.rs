@@ -28,27 +28,36 @@
 // `Response` is the simplest shape, as in the cloud dashboard.
 #![allow(clippy::result_large_err)]
 
+mod after;
+mod checkin;
 mod live;
-mod pages;
+mod load;
+mod patients;
+mod room;
+mod session;
+mod signin;
 pub mod throttle;
+mod view;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use maud::{Markup, html};
 use serde::Deserialize;
-use vigil_shared::doc::{SiteConfig, StaffMember};
+use serde::de::DeserializeOwned;
+use vigil_shared::doc::{PatientRecord, SiteConfig};
+use vigil_web::http;
 use vigil_web::http::Transport;
 use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
-use vigil_web::{Esc, http};
 
-use crate::access::{Principal, Role, same};
-use crate::api::{ApiState, Command, Reply};
+use crate::access::{Role, same};
+use crate::api::ApiState;
 use crate::audit::Entry;
 use crate::recorder::RecorderError;
 use crate::store;
@@ -134,35 +143,38 @@ pub(crate) type Shared = Arc<Screen>;
 pub fn router(api: ApiState) -> Router {
     let shared = Arc::new(Screen { api });
     let signed_in = Router::new()
-        .route("/screen", get(pages::home))
-        .route("/screen/", get(pages::home))
+        .route("/screen", get(room::home))
+        .route("/screen/", get(room::home))
         .route(
             "/screen/patients",
-            get(pages::patients).post(pages::register),
+            get(patients::patients).post(patients::register),
         )
         .route(
             "/screen/patients/{id}/checkin",
-            get(pages::checkin).post(pages::checkin_submit),
+            get(checkin::checkin).post(checkin::checkin_submit),
         )
-        .route("/screen/patients/{id}/course", get(pages::course))
-        .route("/screen/sessions/{id}", get(pages::session))
+        .route("/screen/patients/{id}/course", get(patients::course))
+        .route("/screen/sessions/{id}", get(session::session))
         .route("/screen/sessions/{id}/live", get(live::stream))
-        .route("/screen/sessions/{id}/dose", post(pages::dose))
-        .route("/screen/sessions/{id}/effect", post(pages::effect))
-        .route("/screen/sessions/{id}/note", post(pages::note))
-        .route("/screen/sessions/{id}/ack", post(pages::acknowledge))
-        .route("/screen/sessions/{id}/after", get(pages::after))
-        .route("/screen/sessions/{id}/score", post(pages::score))
-        .route("/screen/sessions/{id}/discharge", post(pages::discharge))
-        .route("/screen/logout", post(logout))
-        .route("/screen/pins", get(pins_page).post(unlock_pins))
+        .route("/screen/sessions/{id}/dose", post(session::dose))
+        .route("/screen/sessions/{id}/effect", post(session::effect))
+        .route("/screen/sessions/{id}/note", post(session::note))
+        .route("/screen/sessions/{id}/ack", post(session::acknowledge))
+        .route("/screen/sessions/{id}/after", get(after::after))
+        .route("/screen/sessions/{id}/score", post(after::score))
+        .route("/screen/sessions/{id}/discharge", post(after::discharge))
+        .route("/screen/logout", post(signin::logout))
+        .route(
+            "/screen/pins",
+            get(signin::pins_page).post(signin::unlock_pins),
+        )
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_sign_in,
         ));
     Router::new()
         .route("/", get(|| async { Redirect::to("/screen") }))
-        .route("/screen/login", get(login_page).post(login))
+        .route("/screen/login", get(signin::login_page).post(signin::login))
         .route(CSS_PATH, get(|| asset("text/css; charset=utf-8", CSS)))
         .route(
             SCREEN_CSS_PATH,
@@ -268,22 +280,69 @@ pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(),
             StatusCode::FORBIDDEN,
             bare(
                 "Refused",
-                "<h1>Refused</h1><p class=\"error\">This form is missing its security token or \
-                 the token is out of date. Go back, reload the page and try again.</p>",
+                html! {
+                    h1 { "Refused" }
+                    p.error {
+                        "This form is missing its security token or the token is out of date. \
+                         Go back, reload the page and try again."
+                    }
+                },
             ),
         )
             .into_response()),
     }
 }
 
+/// A form posted by the signed-in person, read and checked before its handler runs: an
+/// unreadable form is answered 400 and a missing or wrong CSRF token 403, each as a page. The
+/// handler gets the viewer and the form's other fields.
+pub(crate) struct CsrfForm<T>(pub(crate) Viewer, pub(crate) T);
+
+/// Every form's CSRF field, beside the form's own fields.
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    csrf: Option<String>,
+    #[serde(flatten)]
+    form: T,
+}
+
+/// A form with no fields but its CSRF token (sign-out).
+#[derive(Debug, Deserialize)]
+pub(crate) struct NoFields {}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        // Routes with forms sit behind `require_sign_in`, which puts the viewer here.
+        let Some(viewer) = req.extensions().get::<Viewer>().cloned() else {
+            return Err(Redirect::to("/screen/login").into_response());
+        };
+        let Ok(Form(f)) = Form::<WithCsrf<T>>::from_request(req, state).await else {
+            return Err(error_page(
+                &viewer,
+                StatusCode::BAD_REQUEST,
+                "unreadable form",
+            ));
+        };
+        check_csrf(&viewer, f.csrf.as_deref())?;
+        Ok(CsrfForm(viewer, f.form))
+    }
+}
+
+/// The hidden field carrying the viewer's CSRF token, in every form.
+pub(crate) fn csrf_input(v: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(v.csrf); }
+}
+
 /// A page without the signed-in frame.
-fn bare(title: &str, body: &str) -> Html<String> {
-    Html(layout::bare(title, assets(), maud::PreEscaped(body.to_owned())).into_string())
+fn bare(title: &str, body: Markup) -> Html<String> {
+    Html(layout::bare(title, assets(), body).into_string())
 }
 
 /// The screen's own stylesheet and script, in the head of every page.
-fn assets() -> maud::Markup {
-    maud::html! {
+fn assets() -> Markup {
+    html! {
         link rel="stylesheet" href=(SCREEN_CSS_PATH);
         script src=(SCRIPT_PATH) defer {}
     }
@@ -297,7 +356,7 @@ pub(crate) enum Section {
 }
 
 /// A signed-in page in the shared frame.
-pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) -> Response {
+pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup) -> Response {
     let nav = [
         ("/screen", "Room", Section::Room),
         ("/screen/patients", "Patients", Section::Patients),
@@ -310,19 +369,20 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
             active: *s == section,
         })
         .collect();
-    let account = format!(
-        r#"<span id="whoami">{} · {}</span><form method="post" action="/screen/logout"><input type="hidden" name="csrf" value="{}"><button type="submit" id="logout">Sign out</button></form>"#,
-        Esc(&viewer.name),
-        Esc(viewer.role.label()),
-        Esc(&viewer.csrf)
-    );
+    let account = html! {
+        span id="whoami" { (viewer.name) " · " (viewer.role.label()) }
+        form method="post" action="/screen/logout" {
+            (csrf_input(viewer))
+            button type="submit" id="logout" { "Sign out" }
+        }
+    };
     Html(
         layout::page(Page {
             title,
             nav: &links,
-            account: maud::PreEscaped(account),
+            account,
             head: assets(),
-            body: maud::PreEscaped(body.to_owned()),
+            body,
         })
         .into_string(),
     )
@@ -332,36 +392,26 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: &str) 
 /// An error page in the frame.
 pub(crate) fn error_page(viewer: &Viewer, status: StatusCode, message: &str) -> Response {
     let title = status.canonical_reason().unwrap_or("Error");
-    let body = format!(
-        "<h1>{}</h1><p class=\"error\" id=\"error\">{}</p><p><a href=\"/screen\">Back to the room</a></p>",
-        Esc(title),
-        Esc(message)
-    );
-    (status, frame(viewer, Section::Room, title, &body)).into_response()
+    let body = html! {
+        h1 { (title) }
+        p.error id="error" { (message) }
+        p { a href="/screen" { "Back to the room" } }
+    };
+    (status, frame(viewer, Section::Room, title, body)).into_response()
 }
 
-/// Sends a command to the recorder and waits for the answer (as the JSON API does).
-pub(crate) async fn call<T: Send + 'static>(
-    s: &Shared,
-    make: impl FnOnce(Reply<T>) -> Command,
-) -> Result<T, (StatusCode, String)> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.api.commands.try_send(make(tx)).map_err(|_| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recorder is busy; try again in a moment".to_owned(),
-        )
-    })?;
-    let result = rx.await.map_err(|_| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the recorder stopped before answering".to_owned(),
-        )
-    })?;
-    result.map_err(|e| match &e {
+/// A status and a message for a person: what a page shows when something fails.
+pub(crate) type Failure = (StatusCode, String);
+
+/// What a refused or failed recorder command shows (as the JSON API answers it).
+pub(crate) fn refusal(e: RecorderError) -> Failure {
+    match &e {
         RecorderError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
         RecorderError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
         RecorderError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        RecorderError::Busy | RecorderError::Stopped => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         RecorderError::Store(st) if st.is_full() => (
             StatusCode::INSUFFICIENT_STORAGE,
             "the appliance's disk is full; free space".to_owned(),
@@ -373,14 +423,19 @@ pub(crate) async fn call<T: Send + 'static>(
                 "internal error; see the appliance log".to_owned(),
             )
         }
-    })
+    }
+}
+
+/// The error page for a failure.
+pub(crate) fn fail(viewer: &Viewer, (status, msg): Failure) -> Response {
+    error_page(viewer, status, &msg)
 }
 
 /// Runs a read on a blocking thread with a read-only connection.
 pub(crate) async fn read<T: Send + 'static>(
     s: &Shared,
     f: impl FnOnce(&rusqlite::Connection) -> Result<T, RecorderError> + Send + 'static,
-) -> Result<T, (StatusCode, String)> {
+) -> Result<T, Failure> {
     let path = s.api.db_path.clone();
     let out = tokio::task::spawn_blocking(move || {
         let conn = store::open_reader(&path)?;
@@ -400,6 +455,72 @@ pub(crate) async fn read<T: Send + 'static>(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal error; see the appliance log".to_owned(),
         )),
+    }
+}
+
+/// A patient's record, or the 404 page.
+pub(crate) async fn patient_or_404(
+    s: &Shared,
+    v: &Viewer,
+    id: &str,
+) -> Result<PatientRecord, Response> {
+    let pid = id.to_owned();
+    match read(s, move |conn| load::patient(conn, &pid)).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(error_page(
+            v,
+            StatusCode::NOT_FOUND,
+            &format!("patient {id} not found"),
+        )),
+        Err(e) => Err(fail(v, e)),
+    }
+}
+
+/// What a session's pages show: the session, its patient and the staff names.
+pub(crate) struct SessionPage {
+    pub(crate) parts: load::SessionParts,
+    pub(crate) patient: Option<PatientRecord>,
+    pub(crate) names: BTreeMap<String, String>,
+}
+
+impl SessionPage {
+    /// The patient's name, or their id when the record isn't on this appliance.
+    pub(crate) fn patient_name(&self) -> String {
+        self.patient
+            .as_ref()
+            .map_or_else(|| self.parts.meta.patient_id.clone(), view::patient_name)
+    }
+}
+
+/// A session with its patient and the staff names, or the 404 page.
+pub(crate) async fn session_or_404(
+    s: &Shared,
+    v: &Viewer,
+    id: &str,
+) -> Result<SessionPage, Response> {
+    let (site, _) = site_room(s);
+    let sid = id.to_owned();
+    let loaded = read(s, move |conn| {
+        let Some(parts) = load::session(conn, &sid)? else {
+            return Ok(None);
+        };
+        let patient = load::patient(conn, &parts.meta.patient_id)?;
+        let names = load::staff_names(conn, &site);
+        Ok(Some(SessionPage {
+            parts,
+            patient,
+            names,
+        }))
+    })
+    .await;
+    match loaded {
+        Ok(Some(x)) => Ok(x),
+        Ok(None) => Err(error_page(
+            v,
+            StatusCode::NOT_FOUND,
+            &format!("session {id} not found"),
+        )),
+        Err(e) => Err(fail(v, e)),
     }
 }
 
@@ -434,319 +555,5 @@ pub(crate) fn site_config(
     match crate::reads::site_config_doc(conn, site)? {
         Some(doc) => Ok(Some(doc.config()?)),
         None => Ok(None),
-    }
-}
-
-/// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
-fn pin_matches(pin: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(pin.as_bytes(), &h)
-            .is_ok()
-    })
-}
-
-fn login_form(staff: &[StaffMember], site_name: &str, csrf: &str, error: Option<&str>) -> String {
-    let error = error.map_or(String::new(), |e| {
-        format!(r#"<p class="error" id="login-error">{}</p>"#, Esc(e))
-    });
-    if staff.is_empty() {
-        return format!(
-            r#"<div class="login card"><h1>Room screen</h1>{error}<p class="error" id="no-staff">This room has not received its site's staff list from the cloud yet, so nobody can sign in here. Connect the appliance to the clinic network once; after that, sign-in works with or without the network. Recording and the appliance's API are not affected.</p></div>"#
-        );
-    }
-    let mut options = String::from(r#"<option value="">Choose your name</option>"#);
-    for m in staff {
-        options.push_str(&format!(
-            r#"<option value="{}">{} ({})</option>"#,
-            Esc(&m.id),
-            Esc(&m.name),
-            Esc(&m.role.replace('_', " "))
-        ));
-    }
-    format!(
-        r#"<form class="login" method="post" action="/screen/login"><h1>Room screen · {site}</h1>{error}
-<input type="hidden" name="csrf" value="{csrf}">
-<label>Name<select name="staff" id="staff" required>{options}</select></label>
-<label>PIN<input name="pin" id="pin" type="password" inputmode="numeric" autocomplete="off" required></label>
-<button class="primary big" type="submit" id="signin">Sign in</button></form>"#,
-        site = Esc(site_name),
-        csrf = Esc(csrf),
-    )
-}
-
-/// The sign-in form's CSRF token: the browser's own, from [`LOGIN_CSRF_COOKIE`], or a new one.
-fn login_csrf(headers: &HeaderMap) -> String {
-    cookie(headers, LOGIN_CSRF_COOKIE)
-        .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map_or_else(crate::access::random_token, str::to_owned)
-}
-
-async fn load_staff(s: &Shared) -> Result<(String, Vec<StaffMember>), (StatusCode, String)> {
-    let (site, _) = site_room(s);
-    let config = read(s, move |conn| site_config(conn, &site)).await?;
-    Ok(config.map_or((String::new(), Vec::new()), |c| (c.name, c.staff)))
-}
-
-async fn login_page(State(s): State<Shared>, via: Via, headers: HeaderMap) -> Response {
-    let csrf = login_csrf(&headers);
-    match load_staff(&s).await {
-        Ok((name, staff)) => {
-            let mut res = bare("Sign in", &login_form(&staff, &name, &csrf, None)).into_response();
-            res.headers_mut().append(
-                header::SET_COOKIE,
-                set_named_cookie(&via, LOGIN_CSRF_COOKIE, &csrf, None),
-            );
-            res
-        }
-        Err((status, msg)) => (
-            status,
-            bare("Error", &format!("<p class=\"error\">{}</p>", Esc(&msg))),
-        )
-            .into_response(),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    staff: Option<String>,
-    pin: Option<String>,
-    csrf: Option<String>,
-}
-
-/// The one message for a wrong PIN and an unknown name.
-const BAD_PIN: &str = "wrong name or PIN";
-
-async fn login(
-    State(s): State<Shared>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    via: Via,
-    headers: HeaderMap,
-    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let csrf = login_csrf(&headers);
-    let (site_name, staff) = match load_staff(&s).await {
-        Ok(v) => v,
-        Err((status, msg)) => {
-            return (
-                status,
-                bare("Error", &format!("<p class=\"error\">{}</p>", Esc(&msg))),
-            )
-                .into_response();
-        }
-    };
-    let refuse = |status: StatusCode, msg: &str| {
-        (
-            status,
-            bare("Sign in", &login_form(&staff, &site_name, &csrf, Some(msg))),
-        )
-            .into_response()
-    };
-    let Ok(Form(form)) = form else {
-        return refuse(StatusCode::BAD_REQUEST, "unreadable form");
-    };
-    // The form must come from a page this browser loaded (its cookie and field agree).
-    let csrf_ok = matches!((cookie(&headers, LOGIN_CSRF_COOKIE), form.csrf.as_deref()),
-        (Some(c), Some(f)) if same(c, f));
-    if !csrf_ok {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "this sign-in form is out of date; try again",
-        );
-    }
-    let id = form.staff.unwrap_or_default();
-    let pin = form.pin.unwrap_or_default();
-    let client = peer.ip().to_string();
-    // Only names on the staff list are counted, so made-up names can't grow the counts.
-    let member = staff.iter().find(|m| m.id == id).cloned();
-    let Some(member) = member else {
-        return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
-    };
-    // The attempt is reserved before the PIN is checked: parallel guesses wait their turn.
-    let security = s.api.security.clone();
-    let reservation = match security.pins.reserve(&id, &client, Instant::now()) {
-        Ok(r) => r,
-        Err(wait) => {
-            let msg = format!(
-                "too many wrong PINs for this name from this device; wait {} s, sign in on \
-                 another tablet, or ask a clinician to clear it",
-                wait.as_secs().max(1)
-            );
-            return refuse(StatusCode::TOO_MANY_REQUESTS, &msg);
-        }
-    };
-    let hash = member.pin_hash.clone();
-    let ok = pin.len() <= 64
-        && tokio::task::spawn_blocking(move || pin_matches(&pin, &hash))
-            .await
-            .unwrap_or(false);
-    let role = Role::from_staff(&member.role);
-    let now_us = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
-    let settle_security = security.clone();
-    let settled = tokio::task::spawn_blocking(move || {
-        let conn = settle_security.audit.connection();
-        settle_security
-            .pins
-            .settle(reservation, ok, Instant::now(), now_us, Some(&conn));
-    })
-    .await;
-    if settled.is_err() {
-        tracing::error!("settling a PIN attempt failed");
-    }
-    let action = if ok && role.is_some() {
-        "screen sign-in"
-    } else {
-        "screen sign-in refused"
-    };
-    let entry = Entry {
-        actor: id.clone(),
-        action: action.into(),
-        target: String::new(),
-        client,
-    };
-    if let Err(e) = security.audit.record_async(entry).await {
-        tracing::error!(error = %e, "cannot write the audit log; sign-in refused");
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the appliance cannot write its audit log; tell IT",
-        );
-    }
-    let (true, Some(role)) = (ok, role) else {
-        tracing::warn!(staff = %id, "room screen sign-in refused");
-        return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
-    };
-    let token = security.sessions.sign_in(Principal {
-        id: member.id.clone(),
-        name: member.name.clone(),
-        role,
-    });
-    tracing::info!(staff = %member.id, "signed in at the room screen");
-    let mut res = Redirect::to("/screen").into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&via, &token, None));
-    res
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    pub(crate) csrf: Option<String>,
-}
-
-async fn logout(
-    State(s): State<Shared>,
-    via: Via,
-    axum::Extension(viewer): axum::Extension<Viewer>,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    if let Err(r) = check_csrf(&viewer, form.as_ref().ok().and_then(|f| f.csrf.as_deref())) {
-        return r;
-    }
-    s.api.security.sessions.sign_out(&viewer.token);
-    let mut res = Redirect::to("/screen/login").into_response();
-    res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&via, "", Some(0)));
-    res
-}
-
-/// `GET /screen/pins`: names with wrong PINs, and from which device; a clinician clears them.
-async fn pins_page(
-    State(s): State<Shared>,
-    axum::Extension(viewer): axum::Extension<Viewer>,
-) -> Response {
-    let locked = s.api.security.pins.locked();
-    let mut rows = String::new();
-    for (staff, client, failures) in &locked {
-        let button = if viewer.is_clinician() {
-            format!(
-                r#"<form method="post" action="/screen/pins"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="staff" value="{}"><button type="submit" class="unlock">Clear</button></form>"#,
-                Esc(&viewer.csrf),
-                Esc(staff)
-            )
-        } else {
-            String::new()
-        };
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{failures}</td><td>{button}</td></tr>",
-            Esc(staff),
-            Esc(client)
-        ));
-    }
-    let body = if locked.is_empty() {
-        "<h1>Wrong PINs</h1><p id=\"no-locks\">Nobody is waiting after wrong PINs.</p>".to_owned()
-    } else {
-        format!(
-            "<h1>Wrong PINs</h1><p>Each device waits longer after each wrong PIN for a name; \
-             other devices are not affected. A clinician can clear a name once they know the \
-             person.</p><table id=\"locks\"><tr><th>Name</th><th>Device</th><th>Wrong PINs</th><th></th></tr>{rows}</table>"
-        )
-    };
-    frame(&viewer, Section::Room, "Wrong PINs", &body)
-}
-
-#[derive(Debug, Deserialize)]
-struct UnlockForm {
-    csrf: Option<String>,
-    staff: Option<String>,
-}
-
-/// `POST /screen/pins`: a clinician clears a name's wrong-PIN counts.
-async fn unlock_pins(
-    State(s): State<Shared>,
-    axum::Extension(viewer): axum::Extension<Viewer>,
-    form: Result<Form<UnlockForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return error_page(&viewer, StatusCode::BAD_REQUEST, "unreadable form");
-    };
-    if let Err(r) = check_csrf(&viewer, form.csrf.as_deref()) {
-        return r;
-    }
-    if !viewer.is_clinician() {
-        return error_page(
-            &viewer,
-            StatusCode::FORBIDDEN,
-            "only a clinician may clear another person's wrong PINs",
-        );
-    }
-    let staff = form.staff.unwrap_or_default();
-    let security = s.api.security.clone();
-    let who = staff.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        let conn = security.audit.connection();
-        security.pins.unlock(&who, Some(&conn));
-    })
-    .await;
-    tracing::info!(staff = %staff, by = %viewer.id, "wrong PINs cleared at the room screen");
-    Redirect::to("/screen/pins").into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pins_verify_against_argon2_hashes_only() {
-        use argon2::password_hash::{PasswordHasher, SaltString};
-        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        let hash = argon2::Argon2::default()
-            .hash_password(b"2468", &salt)
-            .unwrap()
-            .to_string();
-        assert!(pin_matches("2468", &hash));
-        assert!(!pin_matches("2469", &hash));
-        assert!(!pin_matches("2468", "2468"), "a clear PIN is not a hash");
-        assert!(!pin_matches("", ""));
-    }
-
-    #[test]
-    fn cookies_are_found_by_name() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; vigil_room=abc"),
-        );
-        assert_eq!(cookie(&h, COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, "vigil"), None);
     }
 }

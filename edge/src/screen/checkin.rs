@@ -1,0 +1,551 @@
+//! Check-in: the screening answers, the baseline, the scores before the session, the protocol
+//! with its pump rate, the pre-infusion checklist and, where a contraindication is flagged, a
+//! clinician's override. "Review" shows what the rules say; "Start session" starts it.
+//!
+//! The form comes back exactly as typed when anything is refused; the rules themselves are
+//! `vigil_shared::clinical`'s, and the recorder checks them again whoever asks.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use vigil_shared::clinical::{
+    self, Contraindication, InfusionLimits, InfusionOrder, Instrument, PreInfusionChecklist,
+    ScorePhase,
+};
+use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score, Screening};
+use vigil_web::layout::badge;
+use vigil_web::url_encode;
+
+use super::view::patient_name;
+use super::{
+    CsrfForm, Section, Shared, Viewer, csrf_input, fail, frame, patient_or_404, read, refusal,
+    require_treating, site_room,
+};
+use crate::recorder::{NewSession, PatientUpdate, SessionEvent};
+
+/// What the check-in form holds; every field a string as typed, so a refused form comes back
+/// exactly as it was.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub(crate) struct CheckInForm {
+    action: Option<String>,
+    s_htn: Option<String>,
+    s_cvd: Option<String>,
+    s_psych: Option<String>,
+    s_preg: Option<String>,
+    s_subst: Option<String>,
+    bp_sys: Option<String>,
+    bp_dia: Option<String>,
+    hr: Option<String>,
+    spo2: Option<String>,
+    weight: Option<String>,
+    phq9: Option<String>,
+    gad7: Option<String>,
+    dose: Option<String>,
+    minutes: Option<String>,
+    conc: Option<String>,
+    c_escort: Option<String>,
+    c_consent: Option<String>,
+    c_npo: Option<String>,
+    override_reason: Option<String>,
+}
+
+impl CheckInForm {
+    fn from_patient(p: &PatientRecord) -> CheckInForm {
+        let on = |b: bool| b.then(|| "on".to_owned());
+        CheckInForm {
+            s_htn: on(p.screening.uncontrolled_hypertension),
+            s_cvd: on(p.screening.cardiovascular_disease),
+            s_psych: on(p.screening.psychosis_history),
+            s_preg: on(p.screening.pregnancy),
+            s_subst: on(p.screening.substance_use),
+            dose: Some("0.5".into()),
+            minutes: Some("40".into()),
+            conc: Some("1".into()),
+            ..CheckInForm::default()
+        }
+    }
+
+    fn screening(&self, by: &str) -> Screening {
+        Screening {
+            uncontrolled_hypertension: self.s_htn.is_some(),
+            cardiovascular_disease: self.s_cvd.is_some(),
+            psychosis_history: self.s_psych.is_some(),
+            pregnancy: self.s_preg.is_some(),
+            substance_use: self.s_subst.is_some(),
+            answered_us: None,
+            by: Some(by.to_owned()),
+        }
+    }
+
+    fn checklist(&self) -> PreInfusionChecklist {
+        PreInfusionChecklist {
+            escort_arranged: self.c_escort.is_some(),
+            consent: self.c_consent.is_some(),
+            nothing_by_mouth: self.c_npo.is_some(),
+        }
+    }
+}
+
+pub(crate) fn field(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+/// A required number from a form field, with the field's label in the error.
+pub(crate) fn number<T: std::str::FromStr>(v: &Option<String>, label: &str) -> Result<T, String> {
+    let text = field(v).trim();
+    if text.is_empty() {
+        return Err(format!("{label} is required"));
+    }
+    text.parse()
+        .map_err(|_| format!("{label}: {text:?} is not a number"))
+}
+
+pub(crate) fn optional_number<T: std::str::FromStr>(
+    v: &Option<String>,
+    label: &str,
+) -> Result<Option<T>, String> {
+    if field(v).trim().is_empty() {
+        Ok(None)
+    } else {
+        number(v, label).map(Some)
+    }
+}
+
+/// The parsed check-in: everything the start needs, or the list of what is wrong.
+struct Parsed {
+    bp: (i64, i64),
+    hr: Option<i64>,
+    spo2: Option<i64>,
+    phq9: i64,
+    gad7: i64,
+    order: InfusionOrder,
+}
+
+/// A score typed before the session: a whole number in the instrument's range.
+fn score_in_range(errors: &mut Vec<String>, instrument: Instrument, value: Option<f64>) {
+    let range = instrument.range();
+    if let Some(x) = value
+        && !(x.fract() == 0.0 && range.contains(&(x as i64)))
+    {
+        errors.push(format!(
+            "{} is a whole number from {} to {}",
+            instrument.label(),
+            range.start(),
+            range.end()
+        ));
+    }
+}
+
+fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut take = |r: Result<f64, String>| r.map_err(|e| errors.push(e)).ok();
+    let sys = take(number(&f.bp_sys, "baseline systolic (mmHg)"));
+    let dia = take(number(&f.bp_dia, "baseline diastolic (mmHg)"));
+    let weight = take(number(&f.weight, "weight (kg)"));
+    let phq9 = take(number(&f.phq9, "PHQ-9"));
+    let gad7 = take(number(&f.gad7, "GAD-7"));
+    let dose = take(number(&f.dose, "dose (mg/kg)"));
+    let minutes = take(number(&f.minutes, "duration (min)"));
+    let conc = take(number(&f.conc, "concentration (mg/mL)"));
+    let hr = optional_number::<i64>(&f.hr, "baseline heart rate")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    let spo2 = optional_number::<i64>(&f.spo2, "baseline SpO2")
+        .map_err(|e| errors.push(e))
+        .ok()
+        .flatten();
+    score_in_range(&mut errors, Instrument::Phq9, phq9);
+    score_in_range(&mut errors, Instrument::Gad7, gad7);
+    if let (Some(s), Some(d)) = (sys, dia)
+        && !((50.0..=300.0).contains(&s) && (20.0..=200.0).contains(&d) && d < s)
+    {
+        errors.push("baseline blood pressure is out of range; measure again".into());
+    }
+    if let Some(m) = minutes
+        && !(m.fract() == 0.0 && m > 0.0)
+    {
+        errors.push("duration is a whole number of minutes".into());
+    }
+    match (sys, dia, weight, phq9, gad7, dose, minutes, conc) {
+        (Some(s), Some(d), Some(w), Some(p), Some(g), Some(dose), Some(m), Some(c))
+            if errors.is_empty() =>
+        {
+            Ok(Parsed {
+                bp: (s as i64, d as i64),
+                hr,
+                spo2,
+                phq9: p as i64,
+                gad7: g as i64,
+                order: InfusionOrder {
+                    dose_mg_per_kg: dose,
+                    weight_kg: w,
+                    minutes: m as u64,
+                    concentration_mg_per_ml: c,
+                },
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// What the review panel says.
+#[derive(Default)]
+struct Review {
+    limits: InfusionLimits,
+    errors: Vec<String>,
+    flags: Vec<Contraindication>,
+    plan: Option<clinical::PumpPlan>,
+    blocked: Option<String>,
+}
+
+fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, Option<Parsed>) {
+    let mut r = Review {
+        limits,
+        ..Review::default()
+    };
+    let parsed = match parse_checkin(f) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            r.errors = e;
+            None
+        }
+    };
+    let bp = parsed.as_ref().map(|p| p.bp);
+    r.flags = clinical::contraindications(&f.screening(&viewer.id), bp);
+    if let Some(p) = &parsed {
+        match clinical::pump_plan(&p.order, &r.limits) {
+            Ok(plan) => r.plan = Some(plan),
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    let reason = f.override_reason.as_deref();
+    if let Err(e) = clinical::may_start(&r.flags, &f.checklist(), reason, viewer.is_clinician()) {
+        r.blocked = Some(e.to_string());
+    }
+    (r, parsed)
+}
+
+fn checkbox(name: &str, val: &Option<String>, label: &str) -> Markup {
+    html! {
+        label.check { input type="checkbox" name=(name) id=(name) checked[val.is_some()]; " " (label) }
+    }
+}
+
+fn text_input(name: &str, val: &Option<String>, label: &str, mode: &str) -> Markup {
+    html! {
+        label { (label) input name=(name) id=(name) value=(field(val)) inputmode=(mode); }
+    }
+}
+
+fn review_panel(r: &Review) -> Markup {
+    html! {
+        section.card id="review" {
+            h2 { "Review" }
+            @if !r.errors.is_empty() {
+                ul.error id="errors" { @for e in &r.errors { li { (e) } } }
+            }
+            @if r.flags.is_empty() {
+                p id="flags" { "No contraindication flagged." }
+            } @else {
+                ul.flags id="flags" {
+                    @for fl in &r.flags {
+                        li.flag data-flag=(fl.name()) { (badge("high", "contraindication")) " " (fl.label()) }
+                    }
+                }
+            }
+            @if let Some(plan) = &r.plan {
+                dl.facts id="plan" {
+                    dt { "Total dose" } dd id="total-mg" { (plan.total_mg) " mg" }
+                    dt { "Volume" } dd { (plan.volume_ml) " mL" }
+                    dt { "Pump rate" }
+                    dd { b id="rate-mg-h" { (plan.rate_mg_per_h) " mg/h" } " = " b id="rate-ml-h" { (plan.rate_ml_per_h) " mL/h" } }
+                    dt { "Site limits" }
+                    dd {
+                        "within (≤ " (r.limits.max_dose_mg_per_kg) " mg/kg, ≤ " (r.limits.max_total_mg)
+                        " mg, ≤ " (r.limits.max_rate_mg_per_h) " mg/h)"
+                    }
+                }
+            }
+            @if let Some(b) = &r.blocked { p.error id="blocked" { (b) } }
+        }
+    }
+}
+
+fn checkin_page(v: &Viewer, p: &PatientRecord, f: &CheckInForm, r: Option<&Review>) -> Markup {
+    let override_note = if v.is_clinician() {
+        "Only if a contraindication is flagged: your reason for starting anyway."
+    } else {
+        "Only a clinician may override a contraindication: a clinician signs in to do it."
+    };
+    html! {
+        h1 { "Check-in · " (patient_name(p)) }
+        p.muted {
+            "Born " (p.birth_date) " · course: " (p.course.phase) ", " (p.course.infusions_planned)
+            " infusions planned · " a href={ "/screen/patients/" (p.id) "/course" } { "course" }
+        }
+        @if let Some(r) = r { (review_panel(r)) }
+        form.checkin method="post" action={ "/screen/patients/" (p.id) "/checkin" } {
+            (csrf_input(v))
+            section.card {
+                h2 { "Screening" }
+                (checkbox("s_htn", &f.s_htn, "Uncontrolled hypertension (baseline above 140/90 flags it too)"))
+                (checkbox("s_cvd", &f.s_cvd, "Cardiovascular disease"))
+                (checkbox("s_psych", &f.s_psych, "History of psychosis"))
+                (checkbox("s_preg", &f.s_preg, "Pregnancy"))
+                (checkbox("s_subst", &f.s_subst, "Current substance use"))
+            }
+            section.card.row {
+                h2 { "Baseline" }
+                (text_input("bp_sys", &f.bp_sys, "Systolic (mmHg)", "numeric"))
+                (text_input("bp_dia", &f.bp_dia, "Diastolic (mmHg)", "numeric"))
+                (text_input("hr", &f.hr, "Heart rate (/min)", "numeric"))
+                (text_input("spo2", &f.spo2, "SpO2 (%)", "numeric"))
+                (text_input("weight", &f.weight, "Weight (kg)", "decimal"))
+            }
+            section.card.row {
+                h2 { "Scores before the session" }
+                (text_input("phq9", &f.phq9, &Instrument::Phq9.label_with_range(), "numeric"))
+                (text_input("gad7", &f.gad7, &Instrument::Gad7.label_with_range(), "numeric"))
+            }
+            section.card.row {
+                h2 { "Protocol: ketamine IV" }
+                (text_input("dose", &f.dose, "Dose (mg/kg)", "decimal"))
+                (text_input("minutes", &f.minutes, "Duration (min)", "numeric"))
+                (text_input("conc", &f.conc, "Concentration (mg/mL)", "decimal"))
+            }
+            section.card {
+                h2 { "Pre-infusion checklist" }
+                (checkbox("c_escort", &f.c_escort, "Escort home arranged"))
+                (checkbox("c_consent", &f.c_consent, "Consent signed"))
+                (checkbox("c_npo", &f.c_npo, "Nothing by mouth"))
+            }
+            section.card {
+                h2 { "Override" }
+                label {
+                    (override_note)
+                    textarea name="override_reason" id="override_reason" rows="2" { (field(&f.override_reason)) }
+                }
+            }
+            p.actions {
+                button.big type="submit" name="action" value="review" id="review-btn" { "Review" }
+                " "
+                button.primary.big type="submit" name="action" value="start" id="start" { "Start session" }
+            }
+        }
+    }
+}
+
+/// `GET /screen/patients/{id}/checkin`: the form, filled from the patient's last answers.
+pub(crate) async fn checkin(
+    State(s): State<Shared>,
+    Extension(v): Extension<Viewer>,
+    Path(id): Path<String>,
+) -> Response {
+    let p = match patient_or_404(&s, &v, &id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let f = CheckInForm::from_patient(&p);
+    frame(
+        &v,
+        Section::Patients,
+        "Check-in",
+        checkin_page(&v, &p, &f, None),
+    )
+}
+
+/// Whether the answers differ from what the patient's record holds.
+fn screening_changed(answers: &Screening, known: &Screening) -> bool {
+    let flags = |x: &Screening| {
+        (
+            x.uncontrolled_hypertension,
+            x.cardiovascular_disease,
+            x.psychosis_history,
+            x.pregnancy,
+            x.substance_use,
+        )
+    };
+    flags(answers) != flags(known)
+}
+
+/// `POST /screen/patients/{id}/checkin`: "Review" shows what the rules say; "Start session"
+/// starts the session, records the scores before it and the PHQ-9 in the patient's course.
+pub(crate) async fn checkin_submit(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    CsrfForm(v, f): CsrfForm<CheckInForm>,
+) -> Response {
+    let p = match patient_or_404(&s, &v, &id).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let (site, _) = site_room(&s);
+    let limits = match read(&s, move |conn| {
+        Ok(crate::reads::infusion_limits(conn, &site))
+    })
+    .await
+    {
+        Ok(l) => l,
+        Err(e) => return fail(&v, e),
+    };
+    let (r, parsed) = review(&f, &v, limits);
+    let again = |status: StatusCode, r: &Review| {
+        (
+            status,
+            frame(
+                &v,
+                Section::Patients,
+                "Check-in",
+                checkin_page(&v, &p, &f, Some(r)),
+            ),
+        )
+            .into_response()
+    };
+    let recorder = &s.api.recorder;
+    // The screening answers go to the patient's record whatever happens next (a blocked
+    // start included), so the clinician asked to override sees what was answered.
+    let answers = f.screening(&v.id);
+    if screening_changed(&answers, &p.screening) || p.screening.answered_us.is_none() {
+        let update = PatientUpdate {
+            screening: Some(answers),
+            ..PatientUpdate::default()
+        };
+        if let Err(e) = recorder.update_patient(id.clone(), update).await {
+            return fail(&v, refusal(e));
+        }
+    }
+    if f.action.as_deref() != Some("start") {
+        return again(StatusCode::OK, &r);
+    }
+    if let Err(r) = require_treating(&v) {
+        return r;
+    }
+    let (Some(parsed), Some(plan), true) = (parsed, r.plan, r.errors.is_empty()) else {
+        return again(StatusCode::UNPROCESSABLE_ENTITY, &r);
+    };
+    if r.blocked.is_some() {
+        tracing::info!(patient = %id, staff = %v.id, "start blocked at check-in");
+        return again(StatusCode::CONFLICT, &r);
+    }
+    let reason = f
+        .override_reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|x| !x.is_empty() && !r.flags.is_empty());
+    let checkin = CheckIn {
+        // Set by the recorder when it writes the record.
+        at_us: 0,
+        by: v.id.clone(),
+        baseline_systolic: parsed.bp.0,
+        baseline_diastolic: parsed.bp.1,
+        baseline_hr: parsed.hr,
+        baseline_spo2: parsed.spo2,
+        flags: r.flags.iter().map(|x| x.name().to_owned()).collect(),
+        override_reason: reason.map(str::to_owned),
+        override_by: reason.map(|_| v.id.clone()),
+        concentration_mg_per_ml: parsed.order.concentration_mg_per_ml,
+        total_mg: plan.total_mg,
+        rate_mg_per_h: plan.rate_mg_per_h,
+        rate_ml_per_h: plan.rate_ml_per_h,
+        escort_arranged: true,
+        consent: true,
+        nothing_by_mouth: true,
+    };
+    let new = NewSession {
+        patient_id: id.clone(),
+        protocol: Protocol {
+            drug: "ketamine".into(),
+            route: "iv".into(),
+            dose_mg_per_kg: parsed.order.dose_mg_per_kg,
+            weight_kg: parsed.order.weight_kg,
+            planned_minutes: parsed.order.minutes,
+        },
+        by: v.id.clone(),
+        scenario: None,
+    };
+    let meta = match recorder.start_session(new, Some(checkin)).await {
+        Ok(m) => m,
+        Err(e) => {
+            let (status, msg) = refusal(e);
+            let r = Review {
+                blocked: Some(msg),
+                ..r
+            };
+            return again(status, &r);
+        }
+    };
+    let pre = ScorePhase::Pre.code();
+    for (instrument, value) in [
+        (Instrument::Phq9, parsed.phq9),
+        (Instrument::Gad7, parsed.gad7),
+    ] {
+        let event = SessionEvent::Score {
+            instrument: instrument.code().into(),
+            phase: pre.into(),
+            value,
+            by: v.id.clone(),
+        };
+        if let Err(e) = recorder.add_event(meta.id.clone(), event).await {
+            return fail(&v, refusal(e));
+        }
+    }
+    // The course record: one pre-session PHQ-9 per infusion, in the patient's document so
+    // every room of the site sees the course.
+    let update = PatientUpdate {
+        add_outcome_scores: vec![Score {
+            id: format!("{}:phq9:pre", meta.id),
+            at_us: meta.started_us.unwrap_or(meta.created_us),
+            instrument: Instrument::Phq9.code().into(),
+            phase: pre.into(),
+            value: parsed.phq9,
+            by: v.id.clone(),
+        }],
+        ..PatientUpdate::default()
+    };
+    if let Err(e) = recorder.update_patient(id, update).await {
+        return fail(&v, refusal(e));
+    }
+    Redirect::to(&format!("/screen/sessions/{}", url_encode(&meta.id))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkin_form_parses_or_names_what_is_wrong() {
+        let good = CheckInForm {
+            bp_sys: Some("128".into()),
+            bp_dia: Some("82".into()),
+            weight: Some("70".into()),
+            phq9: Some("18".into()),
+            gad7: Some("12".into()),
+            dose: Some("0.5".into()),
+            minutes: Some("40".into()),
+            conc: Some("0.5".into()),
+            ..CheckInForm::default()
+        };
+        let p = parse_checkin(&good).unwrap();
+        assert_eq!((p.bp, p.phq9, p.order.minutes), ((128, 82), 18, 40));
+        let bad = CheckInForm {
+            phq9: Some("30".into()),
+            gad7: Some("2.5".into()),
+            weight: Some("seventy".into()),
+            bp_sys: None,
+            ..good
+        };
+        let errors = parse_checkin(&bad).err().unwrap().join("; ");
+        for part in [
+            "PHQ-9 is a whole number from 0 to 27",
+            "GAD-7 is a whole number from 0 to 21",
+            "weight (kg): \"seventy\"",
+            "systolic (mmHg) is required",
+        ] {
+            assert!(errors.contains(part), "{errors}");
+        }
+    }
+}

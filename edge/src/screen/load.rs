@@ -1,0 +1,97 @@
+//! What the room screen's pages read: sessions, patients, the course's infusions done, the
+//! staff names, each from the appliance's database through a read-only connection.
+
+use std::collections::BTreeMap;
+
+use vigil_shared::clinical;
+use vigil_shared::doc::{
+    CheckIn, DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta, SessionState,
+};
+
+use crate::recorder::RecorderError;
+use crate::store;
+
+/// Patients read for a search; a room appliance holds its site's patients, a few thousand at
+/// most. Past this the search says to narrow it.
+pub const MAX_PATIENTS_SCANNED: usize = 5_000;
+
+/// A session's parts the screen shows (no vitals: those are decoded only by the API).
+pub(crate) struct SessionParts {
+    pub(crate) meta: SessionMeta,
+    pub(crate) notes: String,
+    pub(crate) checkin: Option<CheckIn>,
+}
+
+pub(crate) fn session(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<SessionParts>, RecorderError> {
+    let Some(doc) = store::load_typed::<SessionDoc>(conn, id)? else {
+        return Ok(None);
+    };
+    Ok(Some(SessionParts {
+        meta: doc.meta()?,
+        notes: doc.notes()?,
+        checkin: doc.checkin()?,
+    }))
+}
+
+pub(crate) fn patient(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Option<PatientRecord>, RecorderError> {
+    match store::load_typed::<PatientDoc>(conn, id)? {
+        Some(doc) => Ok(Some(doc.record()?)),
+        None => Ok(None),
+    }
+}
+
+/// Start times of a patient's infusions done (completed sessions): those the site's rooms
+/// recorded in the patient's document, and this room's own completed sessions (which covers
+/// sessions completed before the document kept the list). A started but aborted session is not
+/// an infusion done.
+pub(crate) fn infusions_done(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Vec<i64>, RecorderError> {
+    let mut done: BTreeMap<String, i64> = BTreeMap::new();
+    if let Some(doc) = store::load_typed::<PatientDoc>(conn, id)? {
+        for d in doc.infusions_done()? {
+            done.insert(d.session_id, d.started_us);
+        }
+    }
+    for r in store::sessions(conn)? {
+        let state = serde_json::from_value::<SessionState>(serde_json::Value::String(r.state));
+        if r.patient_id == id && state.is_ok_and(clinical::infusion_done) {
+            done.insert(r.id, r.started_us.unwrap_or_default());
+        }
+    }
+    Ok(done.into_values().collect())
+}
+
+/// Every patient of the site, by family then given name (at most [`MAX_PATIENTS_SCANNED`]).
+pub(crate) fn all_patients(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<PatientRecord>, RecorderError> {
+    let ids = store::document_ids(conn, DocKind::Patient.as_str())?;
+    let mut out = Vec::new();
+    for id in ids.into_iter().take(MAX_PATIENTS_SCANNED) {
+        if let Some(p) = patient(conn, &id)? {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| {
+        (a.family_name.to_lowercase(), a.given_name.to_lowercase())
+            .cmp(&(b.family_name.to_lowercase(), b.given_name.to_lowercase()))
+    });
+    Ok(out)
+}
+
+/// Staff ids to names, for showing who did what.
+pub(crate) fn staff_names(conn: &rusqlite::Connection, site: &str) -> BTreeMap<String, String> {
+    super::site_config(conn, site)
+        .ok()
+        .flatten()
+        .map(|c| c.staff.into_iter().map(|m| (m.id, m.name)).collect())
+        .unwrap_or_default()
+}
