@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
-use vigil_cloud::api::SiteInfo;
 use vigil_cloud::auth::{Auth, Login, NewUser, Role, add_user};
+use vigil_cloud::config::SiteInfo;
 use vigil_cloud::config::{CloudConfig, PkiFiles};
-use vigil_cloud::dashboard::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
 use vigil_cloud::store::CloudStore;
+use vigil_cloud::web::dashboard::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{AdvisoryRecord, DoseAction, DoseEvent, SessionDoc, SessionMeta};
 use vigil_shared::wire::DocKind;

@@ -514,7 +514,7 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         },
         sites: ["austin", "florida"]
             .into_iter()
-            .map(|id| vigil_cloud::api::SiteInfo {
+            .map(|id| vigil_cloud::config::SiteInfo {
                 id: id.into(),
                 name: id.into(),
                 region: "bench".into(),

@@ -197,7 +197,7 @@ async fn start_cloud(
         },
         sites: SITES
             .iter()
-            .map(|(id, name, region, tz)| vigil_cloud::api::SiteInfo {
+            .map(|(id, name, region, tz)| vigil_cloud::config::SiteInfo {
                 id: (*id).into(),
                 name: (*name).into(),
                 region: (*region).into(),
@@ -216,9 +216,9 @@ async fn start_cloud(
 /// passwords: `(role, user, password)`.
 fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, String, String)>> {
     use vigil_cloud::auth::{NewUser, Role, add_user};
-    let sites: Vec<vigil_cloud::api::SiteInfo> = SITES
+    let sites: Vec<vigil_cloud::config::SiteInfo> = SITES
         .iter()
-        .map(|(id, name, region, tz)| vigil_cloud::api::SiteInfo {
+        .map(|(id, name, region, tz)| vigil_cloud::config::SiteInfo {
             id: (*id).into(),
             name: (*name).into(),
             region: (*region).into(),

@@ -118,7 +118,7 @@ fn inside_tag(html: &str, at: usize) -> bool {
 fn in_markup(html: &str, at: usize) -> bool {
     inside_tag(html, at) && {
         let open = html[..at].rfind('<').unwrap_or(0);
-        html[open..at].matches('"').count() % 2 == 0
+        html[open..at].matches('"').count().is_multiple_of(2)
     }
 }
 

@@ -1,5 +1,5 @@
 //! Dependencies run one way, checked on the source: the web layer of each server (the cloud's
-//! `api` and `dashboard`, the appliance's `api` and `screen`) is used only by the code that
+//! `web` with its `api` and `dashboard`, the appliance's `api` and `screen`) is used only by the code that
 //! starts the server (`app.rs`, `main.rs`), never by storage, rules, sync or auth; and
 //! `vigil-shared` stays free of I/O and HTTP. A simple text check: a `use` or path naming a
 //! web module outside the allowed files fails, with file and line.
@@ -22,14 +22,9 @@ struct Rule {
 const RULES: &[Rule] = &[
     Rule {
         crate_dir: "cloud",
-        owners: &["api", "dashboard"],
+        owners: &["web"],
         allowed: &["app.rs", "main.rs", "lib.rs"],
-        forbidden: &[
-            "crate::api",
-            "crate::dashboard",
-            "vigil_cloud::api",
-            "vigil_cloud::dashboard",
-        ],
+        forbidden: &["crate::web", "vigil_cloud::web"],
     },
     Rule {
         crate_dir: "edge",

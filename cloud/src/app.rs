@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::api::{self, ApiState};
 use crate::config::CloudConfig;
 use crate::metrics::Metrics;
 use crate::store::CloudStore;
 use crate::sync::{self, SyncServer};
 use crate::tls;
+use crate::web::{self, ApiState};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "vigil-cloud.db";
@@ -110,7 +110,7 @@ impl Cloud {
             addr: config.http_bind,
             source,
         })?;
-        let app = api::router(ApiState {
+        let app = web::router(ApiState {
             store: store.clone(),
             token: config.api_token.clone(),
             sites: config.sites.clone(),
@@ -121,7 +121,7 @@ impl Cloud {
         tasks.push(tokio::spawn(async move {
             // Connection info gives the audit log each request's client address and the Host
             // check the address the request arrived on.
-            let app = app.into_make_service_with_connect_info::<api::ClientConn>();
+            let app = app.into_make_service_with_connect_info::<web::ClientConn>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = rx.await;
             });

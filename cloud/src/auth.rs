@@ -20,8 +20,7 @@
 //! - Secrets are random 32 bytes from aws-lc-rs, shown once (cookie, printed token) and stored
 //!   as SHA-256 digests. Passwords are argon2id PHC strings with the crate's default cost.
 //!
-//! This module holds policy; storage is [`CloudStore`]'s, HTTP is [`crate::api`]'s and
-//! [`crate::dashboard`]'s.
+//! This module holds policy; storage is [`CloudStore`]'s, HTTP is [`crate::web`]'s.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -6,24 +6,25 @@
 //! - [`tls`]: mutual TLS for the QUIC endpoint.
 //! - [`sync`]: the sync server (scope checks, validation, durable-before-advertised).
 //! - [`store`]: documents and projections in SQLite, behind one interface.
-//! - [`api`]: the read-only JSON API; [`metrics`]: Prometheus counters.
+//! - [`web`]: the one HTTP listener: the read-only JSON API and the regional manager's
+//!   dashboard; [`metrics`]: Prometheus counters; [`sites`]: sites merged with the registry.
 //! - [`auth`]: users, roles and scope, sign-in, API tokens, the audit log.
-//! - [`dashboard`]: the regional manager's pages; [`fhir`]: FHIR R4 export.
+//! - [`fhir`]: FHIR R4 export.
 //! - [`app`]: all of it started and stopped together.
 
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
-pub mod dashboard;
 pub mod fhir;
 pub mod metrics;
 pub mod pki;
+pub mod sites;
 pub mod staff;
 pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod web;
 
 /// Sets up logging to stderr: readable by default, JSON lines with `json`; level from
 /// `RUST_LOG` (default `info`). Standard output is kept for `name: value` lines.

@@ -8,9 +8,10 @@ use automerge::AutoCommit;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vigil_cloud::api::{ApiState, SiteInfo, router};
+use vigil_cloud::config::SiteInfo;
 use vigil_cloud::metrics::Metrics;
 use vigil_cloud::store::{CloudStore, MAX_VITALS_PER_PAGE};
+use vigil_cloud::web::{ApiState, router};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     CoursePlan, PatientDoc, PatientRecord, Protocol, Screening, SessionDoc, SessionMeta,
@@ -574,7 +575,7 @@ async fn configured_host_names_are_answered() {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<vigil_cloud::api::ClientConn>(),
+            app.into_make_service_with_connect_info::<vigil_cloud::web::ClientConn>(),
         )
         .await
     });

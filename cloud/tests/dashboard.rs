@@ -10,11 +10,12 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-use vigil_cloud::api::{ApiState, ClientConn, SiteInfo, router};
 use vigil_cloud::auth::{self, BAD_LOGIN, DEFAULT_TOKEN_DAYS, FREE_ATTEMPTS, Role};
 use vigil_cloud::config::HttpConfig;
+use vigil_cloud::config::SiteInfo;
 use vigil_cloud::metrics::Metrics;
 use vigil_cloud::store::CloudStore;
+use vigil_cloud::web::{ApiState, ClientConn, router};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     AdvisoryRecord, CoursePlan, DoseAction, DoseEvent, Observation, PatientDoc, PatientRecord,

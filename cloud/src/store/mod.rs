@@ -500,7 +500,7 @@ impl CloudStore {
     }
 
     /// A connected appliance is still there (a heartbeat). The API shows an appliance online
-    /// only while it was seen within [`ONLINE_WINDOW_US`](crate::api::ONLINE_WINDOW_US), so
+    /// only while it was seen within [`ONLINE_WINDOW_US`](crate::sites::ONLINE_WINDOW_US), so
     /// the sync server calls this (or [`appliance_synced`](Self::appliance_synced)) more often
     /// than that for every connection, idle or not.
     pub fn appliance_seen(&self, site: &str, room: &str, now_us: i64) -> Result<(), StoreError> {

@@ -15,10 +15,15 @@ use vigil_web::csv_row;
 use vigil_web::text::duration;
 
 use super::{DayRange, RangeQuery, per_zone, range_form};
-use crate::api::{ClientIp, Shared, now_us, read};
+use crate::clock::now_us;
 use crate::config::Zones;
-use crate::dashboard::{Section, Viewer, audit_view, csv_response, empty_row, error_page, frame};
 use crate::store::SessionReportRow;
+use crate::web::dashboard::read;
+use crate::web::dashboard::{
+    Section, Viewer, audit_view, csv_response, empty_row, error_page, frame,
+};
+use crate::web::extract::ClientIp;
+use crate::web::state::Shared;
 
 /// Most day columns the utilisation table draws; longer ranges show totals only.
 pub const MAX_DAY_COLUMNS: i64 = 31;

@@ -10,7 +10,7 @@
 //!   bodies are limited to [`MAX_FORM_BYTES`].
 //! - Sign-in is rate limited per (name, client) with a growing delay and per name and per
 //!   client with a ceiling ([`crate::auth`]); the client is the address
-//!   [`client_ip`](crate::api) finds, behind a trusted proxy its `X-Forwarded-For`.
+//!   [`client_ip`](super::extract) finds, behind a trusted proxy its `X-Forwarded-For`.
 //! - After sign-in the browser goes to `next` only if it is a local path (`safe_next`).
 //! - The account page lists the user's API tokens (label, made, expires, last used) with a
 //!   revoke button each; a new token or a new password needs the current password again. A new
@@ -41,7 +41,7 @@ pub use reports::utilisation::{RoomUse, utilisation_report};
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -53,8 +53,12 @@ use serde::Deserialize;
 use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
 use vigil_web::{http, url_encode};
 
-use crate::api::{ApiError, ClientIp, Shared, client_ip, now_us};
-use crate::auth::{BAD_LOGIN, Login, Principal, Role, random_token, same};
+use super::error::PageError;
+pub(crate) use super::extract::Viewer;
+use super::extract::{ClientIp, CsrfForm, NoFields, client_ip, forbidden_csrf};
+use super::state::Shared;
+use crate::auth::{BAD_LOGIN, Login, Role, random_token, same};
+use crate::clock::now_us;
 use pages::{account, audit, overview, session, sessions};
 use reports::{advisories, outcomes, utilisation};
 
@@ -73,14 +77,15 @@ pub const LOGIN_CSRF_COOKIE: &str = "vigil_login_csrf";
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// Who is looking at a page: the principal and the session's CSRF token.
-#[derive(Debug, Clone)]
-pub(crate) struct Viewer {
-    pub(crate) who: Principal,
-    pub(crate) csrf: String,
+/// A store read for a page: failures are answered as HTML pages, not JSON.
+pub(crate) async fn read<T: Send + 'static>(
+    s: &Shared,
+    f: impl FnOnce(&crate::store::CloudStore) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, PageError> {
+    super::state::read(s, f).await.map_err(PageError::from)
 }
 
-/// The dashboard's routes, merged into the API's router.
+/// The dashboard's routes, merged with the API's into one router.
 pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let signed_in = Router::new()
         .route("/", get(overview::page))
@@ -181,8 +186,8 @@ async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: N
             let shared = s.clone();
             match tokio::task::spawn_blocking(move || shared.auth.session(&c, now_us())).await {
                 Ok(Ok(found)) => found,
-                Ok(Err(e)) => return ApiError::from(e).into_response(),
-                Err(_) => return ApiError::internal().into_response(),
+                Ok(Err(e)) => return PageError::from(e).into_response(),
+                Err(_) => return PageError::internal().into_response(),
             }
         }
         None => None,
@@ -198,25 +203,6 @@ async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: N
     req.extensions_mut().insert(Viewer { who, csrf });
     req.extensions_mut().insert(ip);
     next.run(req).await
-}
-
-/// Refuses a form whose CSRF token is missing or wrong.
-pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(), Response> {
-    match presented {
-        Some(p) if same(p.as_bytes(), viewer.csrf.as_bytes()) => Ok(()),
-        _ => Err(forbidden_csrf()),
-    }
-}
-
-fn forbidden_csrf() -> Response {
-    let body = html! {
-        h1 { "Refused" }
-        p.error {
-            "This form is missing its security token or the token is out of date. Go back, \
-             reload the page and try again."
-        }
-    };
-    (StatusCode::FORBIDDEN, bare_page("Refused", body)).into_response()
 }
 
 /// A page without the signed-in frame (sign-in, errors before sign-in).
@@ -396,8 +382,8 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
             let message = wait_message(retry_after_s);
             limited(sign_in_page(&csrf, &next, Some(&message)), retry_after_s)
         }
-        Ok(Err(e)) => ApiError::from(e).into_response(),
-        Err(_) => ApiError::internal().into_response(),
+        Ok(Err(e)) => PageError::from(e).into_response(),
+        Err(_) => PageError::internal().into_response(),
     }
 }
 
@@ -421,24 +407,15 @@ pub(crate) fn limited(body: impl IntoResponse, retry_after_s: u64) -> Response {
 
 use axum::extract::FromRequest as _;
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    pub(crate) csrf: Option<String>,
-}
-
 async fn logout(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
-    axum::Extension(viewer): axum::Extension<Viewer>,
-    form: Result<Form<CsrfForm>, FormRejection>,
+    CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    if let Err(r) = check_csrf(&viewer, form.as_ref().ok().and_then(|f| f.csrf.as_deref())) {
-        return r;
-    }
     if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_owned) {
         let shared = s.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.auth.logout(&c)).await {
-            return ApiError::from(e).into_response();
+            return PageError::from(e).into_response();
         }
     }
     let mut res = see_other("/login");
@@ -472,7 +449,7 @@ pub(crate) async fn audit_view(
     action: &str,
     target: &str,
 ) -> Result<(), Response> {
-    crate::api::audit(s, &viewer.who, ip, action, target)
+    super::state::audit(s, &viewer.who, ip, action, target)
         .await
         .map_err(IntoResponse::into_response)
 }

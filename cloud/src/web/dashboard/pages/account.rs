@@ -6,25 +6,26 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::Form;
 use axum::extract::State;
-use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::zone::SiteZone;
 
-use crate::api::{ApiError, ClientIp, Shared, now_us};
 use crate::auth::{
     Auth, AuthError, DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, MAX_TOKEN_LABEL, MIN_PASSWORD_LEN, Reauth,
     ScopeSites,
 };
-use crate::dashboard::{
-    SESSION_COOKIE, Section, Viewer, audit_view, check_csrf, csrf_input, empty_row, error_page,
-    frame, limited, see_other, set_cookie, wait_message,
-};
+use crate::clock::now_us;
 use crate::store::ApiTokenRow;
+use crate::web::dashboard::{
+    SESSION_COOKIE, Section, Viewer, audit_view, csrf_input, empty_row, error_page, frame, limited,
+    see_other, set_cookie, wait_message,
+};
+use crate::web::error::PageError;
+use crate::web::extract::{ClientIp, CsrfForm};
+use crate::web::state::Shared;
 
 /// What the account page says above its forms after an action.
 enum Notice<'a> {
@@ -168,8 +169,8 @@ async fn account_page(
     let (shared, who) = (s.clone(), viewer.who.clone());
     let tokens = match tokio::task::spawn_blocking(move || shared.auth.tokens(&who)).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return ApiError::from(e).into_response(),
-        Err(_) => return ApiError::internal().into_response(),
+        Ok(Err(e)) => return PageError::from(e).into_response(),
+        Err(_) => return PageError::internal().into_response(),
     };
     let body = account_body(viewer, &tokens, now_us(), notice);
     (status, frame(viewer, Section::Account, "Account", body)).into_response()
@@ -191,7 +192,7 @@ async fn blocking<T: Send + 'static>(
     let shared = s.clone();
     tokio::task::spawn_blocking(move || f(&shared.auth))
         .await
-        .map_err(|_| ApiError::internal().into_response())
+        .map_err(|_| PageError::internal().into_response())
 }
 
 /// The answer to an action that needed the password again and was not done, or the error.
@@ -229,10 +230,10 @@ async fn not_done<T>(
             Some(Notice::Error(&message)),
         )
         .await),
-        Err(AuthError::Store(e)) => Err(ApiError::from(e).into_response()),
+        Err(AuthError::Store(e)) => Err(PageError::from(e).into_response()),
         Err(AuthError::Hash(e)) => {
             tracing::error!(error = %e, "cannot hash a password");
-            Err(ApiError::internal().into_response())
+            Err(PageError::internal().into_response())
         }
     }
 }
@@ -240,7 +241,6 @@ async fn not_done<T>(
 /// The token form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenForm {
-    csrf: Option<String>,
     label: Option<String>,
     days: Option<String>,
     password: Option<String>,
@@ -251,22 +251,9 @@ pub(crate) struct TokenForm {
 /// credential).
 pub(crate) async fn new_token(
     State(s): State<Arc<Shared>>,
-    Extension(viewer): Extension<Viewer>,
-    Extension(ip): Extension<ClientIp>,
-    form: Result<Form<TokenForm>, FormRejection>,
+    ip: ClientIp,
+    CsrfForm(viewer, f): CsrfForm<TokenForm>,
 ) -> Response {
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(_) => TokenForm {
-            csrf: None,
-            label: None,
-            days: None,
-            password: None,
-        },
-    };
-    if let Err(r) = check_csrf(&viewer, f.csrf.as_deref()) {
-        return r;
-    }
     let days = match f.days.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
         None => DEFAULT_TOKEN_DAYS,
         Some(d) => match d.parse::<u32>() {
@@ -308,26 +295,17 @@ pub(crate) async fn new_token(
 /// The revoke form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RevokeForm {
-    csrf: Option<String>,
-    id: Option<i64>,
+    id: Option<String>,
 }
 
 /// `POST /account/tokens/revoke`: revokes one of the signed-in user's tokens, then shows the
 /// account page again.
 pub(crate) async fn revoke_token(
     State(s): State<Arc<Shared>>,
-    Extension(viewer): Extension<Viewer>,
-    Extension(ip): Extension<ClientIp>,
-    form: Result<Form<RevokeForm>, FormRejection>,
+    ip: ClientIp,
+    CsrfForm(viewer, f): CsrfForm<RevokeForm>,
 ) -> Response {
-    let (csrf, id) = match form {
-        Ok(Form(f)) => (f.csrf, f.id),
-        Err(_) => (None, None),
-    };
-    if let Err(r) = check_csrf(&viewer, csrf.as_deref()) {
-        return r;
-    }
-    let Some(id) = id else {
+    let Some(id) = f.id.and_then(|id| id.trim().parse::<i64>().ok()) else {
         return error_page(
             &viewer,
             StatusCode::BAD_REQUEST,
@@ -337,7 +315,7 @@ pub(crate) async fn revoke_token(
     let who = viewer.who.clone();
     let revoked = match blocking(&s, move |auth| auth.revoke_token(&who, id)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return ApiError::from(e).into_response(),
+        Ok(Err(e)) => return PageError::from(e).into_response(),
         Err(r) => return r,
     };
     if !revoked {
@@ -356,7 +334,6 @@ pub(crate) async fn revoke_token(
 /// The password form.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PasswordForm {
-    csrf: Option<String>,
     current: Option<String>,
     new: Option<String>,
     repeat: Option<String>,
@@ -367,22 +344,9 @@ pub(crate) struct PasswordForm {
 /// the browser goes to the sign-in page.
 pub(crate) async fn change_password(
     State(s): State<Arc<Shared>>,
-    Extension(viewer): Extension<Viewer>,
-    Extension(ip): Extension<ClientIp>,
-    form: Result<Form<PasswordForm>, FormRejection>,
+    ip: ClientIp,
+    CsrfForm(viewer, f): CsrfForm<PasswordForm>,
 ) -> Response {
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(_) => PasswordForm {
-            csrf: None,
-            current: None,
-            new: None,
-            repeat: None,
-        },
-    };
-    if let Err(r) = check_csrf(&viewer, f.csrf.as_deref()) {
-        return r;
-    }
     let (current, new) = (f.current.unwrap_or_default(), f.new.unwrap_or_default());
     if f.repeat.as_deref() != Some(new.as_str()) {
         return account_page(

@@ -22,9 +22,12 @@ use vigil_web::text::duration;
 use vigil_web::url_encode;
 
 use super::state_badge;
-use crate::api::{ClientIp, Shared, check_id, read};
-use crate::dashboard::{Section, Viewer, audit_view, empty_row, error_page, frame};
 use crate::store::SessionChart;
+use crate::web::dashboard::read;
+use crate::web::dashboard::{Section, Viewer, audit_view, empty_row, error_page, frame};
+use crate::web::extract::ClientIp;
+use crate::web::extract::check_id;
+use crate::web::state::Shared;
 
 /// The ECG strip's default width, seconds.
 pub const ECG_DEFAULT_SPAN_S: u32 = 10;
@@ -133,7 +136,7 @@ pub(crate) async fn fhir(
     if check_id(&id).is_err() {
         return error_page(&viewer, StatusCode::NOT_FOUND, "no such session");
     }
-    match crate::api::fhir_bundle(&s, &viewer.who, &ip, &id).await {
+    match crate::web::api::fhir_bundle(&s, &viewer.who, &ip, &id).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

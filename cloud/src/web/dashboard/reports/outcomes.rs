@@ -12,9 +12,11 @@ use vigil_shared::clinical::outcomes::phq9_outcome;
 use vigil_web::csv_row;
 
 use super::pct;
-use crate::api::{ClientIp, Shared, read};
-use crate::dashboard::{Section, Viewer, audit_view, csv_response, empty_row, frame};
 use crate::store::OutcomeSite;
+use crate::web::dashboard::read;
+use crate::web::dashboard::{Section, Viewer, audit_view, csv_response, empty_row, frame};
+use crate::web::extract::ClientIp;
+use crate::web::state::Shared;
 
 /// One site's course completion and PHQ-9 outcomes.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,21 +3,20 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::zone::rfc3339_utc;
 use vigil_web::csv_row;
 
-use crate::api::{Shared, read};
-use crate::auth::Role;
 use crate::config::Zones;
-use crate::dashboard::{Section, Viewer, csv_response, error_page, frame};
 use crate::store::AuditRow;
+use crate::web::dashboard::read;
+use crate::web::dashboard::{Section, csv_response, frame};
+use crate::web::extract::RequireAdmin;
+use crate::web::state::Shared;
 
 /// Query of the audit page.
 #[derive(Debug, Default, Deserialize)]
@@ -31,16 +30,9 @@ const AUDIT_PAGE: u32 = 100;
 /// `GET /audit` (admins).
 pub(crate) async fn page(
     State(s): State<Arc<Shared>>,
-    Extension(viewer): Extension<Viewer>,
+    RequireAdmin(viewer): RequireAdmin,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    if viewer.who.role != Role::Admin {
-        return error_page(
-            &viewer,
-            StatusCode::FORBIDDEN,
-            "the audit log is for admins",
-        );
-    }
     let page = q.ok().and_then(|Query(q)| q.page).unwrap_or(1).max(1);
     let offset = (page - 1).saturating_mul(AUDIT_PAGE);
     let (total, rows) = match read(&s, move |store| store.audit_log(AUDIT_PAGE, offset)).await {
@@ -95,16 +87,9 @@ fn audit_table(rows: &[AuditRow], zones: &Zones) -> Markup {
 /// entries per request, `?page=` for older ones.
 pub(crate) async fn csv(
     State(s): State<Arc<Shared>>,
-    Extension(viewer): Extension<Viewer>,
+    RequireAdmin(_): RequireAdmin,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    if viewer.who.role != Role::Admin {
-        return error_page(
-            &viewer,
-            StatusCode::FORBIDDEN,
-            "the audit log is for admins",
-        );
-    }
     let page = q.ok().and_then(|Query(q)| q.page).unwrap_or(1).max(1);
     let size = crate::store::MAX_AUDIT_PAGE;
     let offset = (page - 1).saturating_mul(size);

@@ -3,7 +3,17 @@
 //! behind proxies. The HTTP behaviour is tested end to end in
 //! `cloud/tests/api.rs`.
 
+use std::net::IpAddr;
+
+use vigil_shared::wire::MAX_DOC_ID_BYTES;
+
 use super::*;
+use crate::config::ProxyNet;
+use crate::config::SiteInfo;
+use crate::sites::{ONLINE_WINDOW_US, site_views};
+use crate::store::{ApplianceRow, CloudStore};
+use crate::web::extract::check_id;
+use crate::web::net::{client_address, host_allowed};
 
 #[test]
 fn openapi_describes_exactly_the_routes() {

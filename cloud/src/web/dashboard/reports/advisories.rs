@@ -16,9 +16,14 @@ use vigil_shared::clinical::adverse::is_expected_effect;
 use vigil_web::csv_row;
 
 use super::{DayRange, RangeQuery, per_zone, per100, range_form};
-use crate::api::{ClientIp, Shared, now_us, read};
-use crate::dashboard::{Section, Viewer, audit_view, csv_response, empty_row, error_page, frame};
+use crate::clock::now_us;
 use crate::store::{AdvisoryCount, SiteSessionCount};
+use crate::web::dashboard::read;
+use crate::web::dashboard::{
+    Section, Viewer, audit_view, csv_response, empty_row, error_page, frame,
+};
+use crate::web::extract::ClientIp;
+use crate::web::state::Shared;
 
 /// One site's advisories and side effects: the effects a ketamine infusion is expected to have
 /// (mild or moderate dissociation, nausea …; `clinical::adverse::is_expected_effect`) apart from

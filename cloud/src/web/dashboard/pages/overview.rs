@@ -13,18 +13,23 @@ use vigil_web::layout::badge;
 use vigil_web::url_encode;
 
 use super::opt_minute;
-use crate::api::{RoomView, Shared, SiteInfo, SiteView, read, site_views};
 use crate::auth::Principal;
+use crate::config::SiteInfo;
 use crate::config::Zones;
-use crate::dashboard::{Section, Viewer, frame};
+use crate::sites::RoomView;
+use crate::sites::SiteView;
+use crate::sites::site_views;
 use crate::store::{ApplianceRow, RoomActivity};
+use crate::web::dashboard::read;
+use crate::web::dashboard::{Section, Viewer, frame};
+use crate::web::state::Shared;
 
 /// `GET /`: every region the viewer may see, its sites, their rooms.
 pub(crate) async fn page(
     State(s): State<Arc<Shared>>,
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
-    let now = crate::api::now_us();
+    let now = crate::clock::now_us();
     let scope = viewer.who.scope().clone();
     let zones = s.zones.clone();
     let data = read(&s, move |store| {

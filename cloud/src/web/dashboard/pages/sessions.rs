@@ -17,10 +17,12 @@ use vigil_web::text::duration;
 use vigil_web::{csv_row, url_encode};
 
 use super::{opt_minute, state_badge};
-use crate::api::{ClientIp, Shared, read};
 use crate::config::Zones;
-use crate::dashboard::{Section, Viewer, audit_view, csv_response, error_page, frame};
 use crate::store::{MAX_SESSION_PAGE, SessionFilter, SessionPage, SessionRow};
+use crate::web::dashboard::read;
+use crate::web::dashboard::{Section, Viewer, audit_view, csv_response, error_page, frame};
+use crate::web::extract::ClientIp;
+use crate::web::state::Shared;
 
 /// Sessions per page of the list.
 pub const LIST_PAGE: u32 = 25;

@@ -1,0 +1,158 @@
+//! What handlers take from a request besides its state: the client's address, the signed-in
+//! viewer, a form with its CSRF token checked, an admin, and a checked document id. Each
+//! refuses with the right answer for its side (JSON for the API, a page for the dashboard), so
+//! handlers start with what they need instead of a preamble.
+
+use axum::Form;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use vigil_shared::wire::MAX_DOC_ID_BYTES;
+
+use super::error::{ApiError, PageError};
+use super::net::{client_address, connection};
+use crate::auth::{Principal, Role, same};
+use crate::config::ProxyNet;
+
+/// The client's address as the audit log records it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientIp(pub(crate) String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PageError> {
+        // Put there by the API's and the dashboard's sign-in layers.
+        parts
+            .extensions
+            .get::<ClientIp>()
+            .cloned()
+            .ok_or_else(PageError::internal)
+    }
+}
+
+/// The client's address of a request ([`client_address`] over its connection and headers).
+pub(crate) fn client_ip(req: &Request, trusted: &[ProxyNet]) -> ClientIp {
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    ClientIp(client_address(connection(req).0, forwarded, trusted))
+}
+
+/// Who is looking at a dashboard page: the principal and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    pub(crate) who: Principal,
+    pub(crate) csrf: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PageError> {
+        // Put there by the dashboard's session layer, in front of every signed-in route.
+        parts
+            .extensions
+            .get::<Viewer>()
+            .cloned()
+            .ok_or_else(PageError::internal)
+    }
+}
+
+/// A signed-in admin (the audit log); anyone else gets 403.
+pub(crate) struct RequireAdmin(pub(crate) Viewer);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        if viewer.who.role != Role::Admin {
+            return Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "this page is for admins",
+            ));
+        }
+        Ok(RequireAdmin(viewer))
+    }
+}
+
+/// A form posted by the signed-in viewer, read and checked before its handler runs: an
+/// unreadable form is 400 and a missing or wrong CSRF token 403, each as a page.
+pub(crate) struct CsrfForm<T>(pub(crate) Viewer, pub(crate) T);
+
+/// Every form's CSRF field, beside the form's own fields.
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    csrf: Option<String>,
+    #[serde(flatten)]
+    form: T,
+}
+
+/// A form with no fields but its CSRF token (sign-out).
+#[derive(Debug, Deserialize)]
+pub(crate) struct NoFields {}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let req = Request::from_parts(parts, body);
+        let Ok(Form(f)) = Form::<WithCsrf<T>>::from_request(req, state).await else {
+            return Err(PageError::new(StatusCode::BAD_REQUEST, "unreadable form").into_response());
+        };
+        match f.csrf.as_deref() {
+            Some(p) if same(p.as_bytes(), viewer.csrf.as_bytes()) => {}
+            _ => return Err(forbidden_csrf()),
+        }
+        Ok(CsrfForm(viewer, f.form))
+    }
+}
+
+/// The page for a form whose CSRF token is missing or wrong.
+pub(crate) fn forbidden_csrf() -> Response {
+    let body = html! {
+        h1 { "Refused" }
+        p.error {
+            "This form is missing its security token or the token is out of date. Go back, \
+             reload the page and try again."
+        }
+    };
+    let page = vigil_web::layout::bare("Refused", maud::Markup::default(), body);
+    (StatusCode::FORBIDDEN, page).into_response()
+}
+
+/// Checks a document id from the path: 1 to [`MAX_DOC_ID_BYTES`] bytes of letters, digits
+/// and `- _ . : @`, no `..`. Ids are only ever SQL parameters, never paths; the check keeps
+/// junk out of logs, error messages and headers.
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > MAX_DOC_ID_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "an id is 1 to {MAX_DOC_ID_BYTES} bytes long"
+        )));
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b);
+    if !id.bytes().all(allowed) || id.contains("..") {
+        return Err(ApiError::bad_request(
+            "an id is made of letters, digits and - _ . : @ (and never ..)",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    check_id(&id)?;
+    Ok(id)
+}
