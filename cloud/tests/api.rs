@@ -889,3 +889,221 @@ async fn vitals_page_through_a_long_ecg_session() {
         Some(sent.len() as u64)
     );
 }
+
+/// Where `value` departs from `schema` (OpenAPI 3.0, the subset the document uses: `$ref`,
+/// `type`, `nullable`, `enum`, `required`, `properties`, `items`), strictly: an object whose
+/// schema lists its properties may carry no other key, so a field added to a response without
+/// documenting it is caught. A schema of only `"type": "object"` takes any object.
+fn departures(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        assert!(target.is_object(), "{at}: unresolved {r}");
+        return departures(doc, target, value, at, out);
+    }
+    if value.is_null() {
+        if schema["nullable"] != Value::Bool(true) {
+            out.push(format!("{at}: null, and the schema is not nullable"));
+        }
+        return;
+    }
+    let fits = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => panic!("{at}: the validator does not know type {other}"),
+        None => true,
+    };
+    if !fits {
+        out.push(format!("{at}: {value} is not {}", schema["type"]));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        out.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Some(items) = value.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            departures(doc, &schema["items"], item, &format!("{at}[{i}]"), out);
+        }
+    }
+    let Some(object) = value.as_object() else {
+        return;
+    };
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().unwrap();
+        if !object.contains_key(name) {
+            out.push(format!("{at}: required {name} is missing"));
+        }
+    }
+    let Some(properties) = schema["properties"].as_object() else {
+        return;
+    };
+    for (key, v) in object {
+        match properties.get(key) {
+            Some(s) => departures(doc, s, v, &format!("{at}.{key}"), out),
+            None => out.push(format!("{at}: {key} is not in the document")),
+        }
+    }
+}
+
+/// The schema of a path's answer with `status` (`application/json`), through a shared
+/// response's `$ref`.
+fn response_schema<'a>(doc: &'a Value, path: &str, status: &str) -> &'a Value {
+    let mut response = &doc["paths"][path]["get"]["responses"][status];
+    if let Some(r) = response["$ref"].as_str() {
+        response = &doc["components"]["responses"][r.trim_start_matches("#/components/responses/")];
+    }
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "no {status} JSON schema for {path}");
+    schema
+}
+
+#[test]
+fn the_schema_check_catches_what_it_should() {
+    let doc: Value = serde_json::from_str(include_str!("../src/web/api/openapi.json")).unwrap();
+    let room = serde_json::json!({
+        "id": "1", "configured": true, "online": false, "connected": false, "software": null,
+        "last_seen_us": null, "last_sync_us": null, "backlog_docs": 0, "backlog_bytes": 0
+    });
+    let schema = serde_json::json!({"$ref": "#/components/schemas/Room"});
+    let check = |v: &Value| {
+        let mut out = Vec::new();
+        departures(&doc, &schema, v, "room", &mut out);
+        out
+    };
+    assert_eq!(check(&room), Vec::<String>::new());
+    let mut extra = room.clone();
+    extra["undocumented"] = Value::Bool(true);
+    let mut missing = room.clone();
+    missing.as_object_mut().unwrap().remove("online");
+    let mut wrong = room.clone();
+    wrong["backlog_docs"] = Value::String("0".into());
+    let mut null = room.clone();
+    null["id"] = Value::Null;
+    for (bad, says) in [
+        (extra, "undocumented is not in the document"),
+        (missing, "required online is missing"),
+        (wrong, "is not \"integer\""),
+        (null, "not nullable"),
+    ] {
+        let found = check(&bad).join("; ");
+        assert!(found.contains(says), "{found}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_matches_the_openapi_document() {
+    let server = Server::start().await;
+    let doc = server.json("/api/v1/openapi.json").await;
+    // A session with something in every list, so every item schema is exercised.
+    let mut a = Recording::new("s-a", "austin", "1", 1_000_000);
+    a.record(Channel::Hr, 1_000_000, 2, 10, 1_000_000);
+    a.record(Channel::Nibp, 1_000_000, 1, 1, 180_000_000);
+    a.doc.append_note("calm").unwrap();
+    a.doc
+        .update_meta(|m| {
+            m.state = SessionState::Completed;
+            m.ended_us = Some(60_000_000);
+            m.dose_events.push(vigil_shared::doc::DoseEvent {
+                id: "d1".into(),
+                at_us: 1_000_000,
+                action: vigil_shared::doc::DoseAction::Start,
+                rate_mg_per_h: Some(52.5),
+                by: "rn-ana".into(),
+            });
+            m.advisories.push(vigil_shared::doc::AdvisoryRecord {
+                id: "a1".into(),
+                kind: "spo2_low".into(),
+                subject: "spo2".into(),
+                priority: "high".into(),
+                detail: "SpO2 89 %".into(),
+                raised_us: 2_000_000,
+                acknowledged_us: Some(2_500_000),
+                acknowledged_by: Some("rn-ana".into()),
+                cleared_us: None,
+            });
+            m.observations.push(vigil_shared::doc::Observation {
+                id: "o1".into(),
+                at_us: 3_000_000,
+                effect: "nausea".into(),
+                severity: "mild".into(),
+                by: "rn-ana".into(),
+            });
+            m.scores.push(vigil_shared::doc::Score {
+                id: "c1".into(),
+                at_us: 4_000_000,
+                instrument: "cadss".into(),
+                phase: "post".into(),
+                value: 12,
+                by: "rn-ana".into(),
+            });
+            m.discharge = Some(vigil_shared::doc::Discharge {
+                at_us: 5_000_000,
+                aldrete: 10,
+                escort: "Ben".into(),
+                no_driving_ack: true,
+                by: "rn-ana".into(),
+            });
+        })
+        .unwrap();
+    server.commit("s-a", DocKind::Session, "austin", a.doc.automerge());
+    let mut record = patient("p-1", "austin");
+    record.phone = Some("+1 512 555 0100".into());
+    record.outcome_scores.push(vigil_shared::doc::Score {
+        id: "s-a:phq9:pre".into(),
+        at_us: 1_000_000,
+        instrument: "phq9".into(),
+        phase: "pre".into(),
+        value: 18,
+        by: "rn-ana".into(),
+    });
+    let mut p = PatientDoc::create(&record).unwrap();
+    server.commit("p-1", DocKind::Patient, "austin", p.automerge());
+    let now = now_us();
+    server
+        .store
+        .appliance_connected("austin", "1", "vigil-edge 0.1.0", now)
+        .unwrap();
+    server
+        .store
+        .appliance_synced("austin", "1", now, 2, 2_048)
+        .unwrap();
+
+    let answers = [
+        ("/api/v1/sites", "/api/v1/sites", "200"),
+        ("/api/v1/sessions", "/api/v1/sessions", "200"),
+        ("/api/v1/sessions/s-a", "/api/v1/sessions/{id}", "200"),
+        (
+            "/api/v1/sessions/s-a/vitals?channel=hr",
+            "/api/v1/sessions/{id}/vitals",
+            "200",
+        ),
+        (
+            "/api/v1/sessions/s-a/vitals?channel=nibp",
+            "/api/v1/sessions/{id}/vitals",
+            "200",
+        ),
+        ("/api/v1/patients/p-1", "/api/v1/patients/{id}", "200"),
+        ("/api/v1/sessions/nope", "/api/v1/sessions/{id}", "404"),
+        ("/api/v1/sessions?limit=0", "/api/v1/sessions", "400"),
+    ];
+    let mut found = Vec::new();
+    for (url, path, status) in answers {
+        let response = server.get(url).await;
+        assert_eq!(response.status().as_str(), status, "GET {url}");
+        let value: Value = response.json().await.unwrap();
+        departures(
+            &doc,
+            response_schema(&doc, path, status),
+            &value,
+            url,
+            &mut found,
+        );
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
