@@ -355,7 +355,7 @@ async fn pins_are_reserved_before_they_are_checked_and_never_lock_out_the_tablet
             other => panic!("unexpected answer {other}"),
         }
     }
-    let free = vigil_edge::screen::throttle::FREE_TRIES;
+    let free = vigil_edge::throttle::FREE_TRIES;
     assert!(
         evaluated <= free,
         "{evaluated} PINs checked, at most {free} allowed"

@@ -1,6 +1,6 @@
-//! Dependencies run one way, checked on the source: the web layer of each server (the cloud's
-//! `web` with its `api` and `dashboard`, the appliance's `api` and `screen`) is used only by the code that
-//! starts the server (`app.rs`, `main.rs`), never by storage, rules, sync or auth; and
+//! Dependencies run one way, checked on the source: the web layer of each server (`web` in
+//! both: the cloud's `api` and `dashboard`, the appliance's `api` and `screen`) is used only by
+//! the code that starts the server (`app.rs`, `main.rs`), never by storage, rules, sync or auth; and
 //! `vigil-shared` stays free of I/O and HTTP. A simple text check: a `use` or path naming a
 //! web module outside the allowed files fails, with file and line.
 
@@ -28,14 +28,9 @@ const RULES: &[Rule] = &[
     },
     Rule {
         crate_dir: "edge",
-        owners: &["api.rs", "screen"],
+        owners: &["web"],
         allowed: &["app.rs", "main.rs", "lib.rs"],
-        forbidden: &[
-            "crate::api",
-            "crate::screen",
-            "vigil_edge::api",
-            "vigil_edge::screen",
-        ],
+        forbidden: &["crate::web", "vigil_edge::web"],
     },
 ];
 
@@ -131,10 +126,10 @@ fn the_domain_crate_does_no_io_and_knows_no_http() {
 
 #[test]
 fn the_scanner_finds_a_violation_and_ignores_comments() {
-    let source = "use crate::store;\n// see crate::api for the routes\nuse crate::api::ApiState;\n";
+    let source = "use crate::store;\n// see crate::web for the routes\nuse crate::web::ApiState;\n";
     assert_eq!(
-        violations(source, &["crate::api"]),
-        vec![(3, "use crate::api::ApiState;".to_owned())]
+        violations(source, &["crate::web"]),
+        vec![(3, "use crate::web::ApiState;".to_owned())]
     );
-    assert_eq!(violations("let x = 1;", &["crate::api"]), vec![]);
+    assert_eq!(violations("let x = 1;", &["crate::web"]), vec![]);
 }

@@ -97,7 +97,7 @@ async fn room_screen_refusals() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
     // Three wrong PINs make this device wait for the name; the right PIN is then refused too.
-    for _ in 0..vigil_edge::screen::throttle::FREE_TRIES {
+    for _ in 0..vigil_edge::throttle::FREE_TRIES {
         let res = c.sign_in(&cookie, &csrf, "nurse-ana", "000000").await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         assert!(res.text().await.unwrap().contains("wrong name or PIN"));

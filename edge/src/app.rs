@@ -20,7 +20,6 @@ use vigil_hardware::source::VitalsSource;
 use vigil_shared::advisory::Thresholds;
 
 use crate::access::{self, AllowedHosts};
-use crate::api::{self, ApiState, Security, Status};
 use crate::audit::AuditLog;
 use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
@@ -28,6 +27,7 @@ use crate::http_server::{self, ServerSettings, Transport};
 use crate::recorder::{Command, Handle, Recorder, RecorderConfig, RecorderError};
 use crate::store;
 use crate::sync::{SyncClient, SyncStatus};
+use crate::web::{self, ApiState, Security, Status};
 
 /// How often the recorder pulls from its source. Short enough that live values on the room
 /// screen trail the monitor by well under a second.
@@ -311,7 +311,7 @@ impl Appliance {
         let audit = AuditLog::open(&db_path, clock).map_err(|e| db_err(e.into()))?;
         let pins = {
             let conn = audit.connection();
-            crate::screen::throttle::PinThrottle::load(&conn, Instant::now(), clock.now_us())
+            crate::throttle::PinThrottle::load(&conn, Instant::now(), clock.now_us())
                 .map_err(|e| db_err(store::StoreError::from_sqlite(e).into()))?
         };
         let security = Arc::new(Security {
@@ -329,12 +329,7 @@ impl Appliance {
             sync: sync_status,
             security: security.clone(),
         };
-        let app = api::router(state.clone())
-            .merge(crate::screen::router(state))
-            .layer(axum::middleware::from_fn_with_state(
-                security,
-                api::check_host,
-            ));
+        let app = web::router(state);
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
         let settings = ServerSettings::new(tls);
         let transport = settings.transport();

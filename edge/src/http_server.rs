@@ -13,7 +13,7 @@
 //! shutdown it stops accepting, lets requests in flight finish for [`SHUTDOWN_GRACE`], then
 //! closes what is left (the screen's live streams never end by themselves).
 //!
-//! Not here: the routes ([`crate::api`], [`crate::screen`]) and the certificate's names (the
+//! Not here: the routes ([`crate::web`]) and the certificate's names (the
 //! clinic CA's `vigil-cloud pki issue-appliance --screen-dns … --screen-ip …`).
 
 use std::convert::Infallible;

@@ -5,8 +5,9 @@
 //! - [`store`]: the SQLite layout (documents, staged chunks, session index).
 //! - [`recorder`]: samples and people's actions in, durable documents out; synchronous.
 //! - [`reads`]: what the API shows, read from committed data.
-//! - [`api`]: the HTTP routes under `/api/v1`.
-//! - [`screen`]: the clinician's room screen (server-rendered pages under `/screen`).
+//! - [`web`]: the HTTP routes under `/api/v1` and the clinician's room screen (server-rendered
+//!   pages under `/screen`).
+//! - [`access`], [`audit`], [`throttle`]: credentials, the audit log, wrong-PIN waits.
 //! - [`http_server`]: the accept loop serving both, HTTPS off loopback (rustls), with limits.
 //! - [`sync`]: the QUIC sync client (mutual TLS, backoff, persisted sync state).
 //! - [`app`]: everything started together, and stopped cleanly.
@@ -15,7 +16,6 @@
 //! (`vigil-shared`).
 
 pub mod access;
-pub mod api;
 pub mod app;
 pub mod audit;
 pub mod clock;
@@ -23,9 +23,10 @@ pub mod config;
 pub mod http_server;
 pub mod reads;
 pub mod recorder;
-pub mod screen;
 pub mod store;
 pub mod sync;
+pub mod throttle;
+pub mod web;
 
 /// Sets up logging to stderr: readable lines by default, JSON lines with `json`. The level
 /// comes from `RUST_LOG` (default `info`). Standard output is kept for `name: value` lines.

@@ -1,7 +1,7 @@
 //! Signing in and out of the room screen, and the wrong-PIN list a clinician clears.
 //!
 //! A PIN is checked against the argon2id hash in the site's staff list; attempts are reserved
-//! per (name, client) before the check ([`super::throttle`]) and every attempt, refused or
+//! per (name, client) before the check ([`crate::throttle`]) and every attempt, refused or
 //! not, is audited before the answer.
 
 use std::time::Instant;
@@ -307,8 +307,8 @@ pub(super) async fn unlock_pins(
 mod tests {
     use axum::http::HeaderValue;
 
-    use super::super::COOKIE;
     use super::*;
+    use crate::web::screen::COOKIE;
 
     #[test]
     fn pins_verify_against_argon2_hashes_only() {

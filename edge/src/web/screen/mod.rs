@@ -13,7 +13,7 @@
 //!   appliance keeps the signed-in list in memory ([`crate::access`]; a restart signs everyone
 //!   out). Every form carries the session's CSRF token, the sign-in form a per-browser one held
 //!   in a cookie, as the cloud dashboard does; a POST without the right token is refused with 403.
-//! - Wrong PINs are counted per (name, client) with growing delays ([`throttle`]), so guesses
+//! - Wrong PINs are counted per (name, client) with growing delays ([`crate::throttle`]), so guesses
 //!   from one client never lock the nurse out of the room's tablet; a clinician can clear them.
 //! - Every signed-in request is written to the appliance's audit log before it is served.
 //! - Every action goes through the recorder's commands with `by` = the signed-in staff id.
@@ -36,7 +36,6 @@ mod patients;
 mod room;
 mod session;
 mod signin;
-pub mod throttle;
 mod view;
 
 use std::collections::BTreeMap;
@@ -57,10 +56,10 @@ use vigil_web::http::Transport;
 use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
 
 use crate::access::{Role, same};
-use crate::api::ApiState;
 use crate::audit::Entry;
 use crate::recorder::RecorderError;
 use crate::store;
+use crate::web::api::ApiState;
 
 /// The session cookie of the room screen.
 pub const COOKIE: &str = "vigil_room";

@@ -35,8 +35,8 @@ use crate::reads;
 use crate::recorder::{
     Handle, NewPatient, NewSession, RecorderError, RecorderStatus, SessionEvent, StopSession,
 };
-use crate::screen::throttle::PinThrottle;
 use crate::store;
+use crate::throttle::PinThrottle;
 
 /// Largest request body accepted. The biggest legitimate body is a patient registration or a
 /// note; 64 KiB leaves room for long notes and refuses anything that isn't a person typing.
@@ -267,7 +267,7 @@ pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Princ
         .get_all(header::COOKIE)
         .into_iter()
         .filter_map(|v| v.to_str().ok());
-    match vigil_web::http::cookie_value(cookies, crate::screen::COOKIE) {
+    match vigil_web::http::cookie_value(cookies, crate::web::screen::COOKIE) {
         Some(token) => state
             .security
             .sessions
