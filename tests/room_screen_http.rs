@@ -188,3 +188,132 @@ async fn room_screen_refusals() {
     let (_, sessions) = edge.get("/api/v1/sessions").await;
     assert_eq!(sessions.as_array().map(Vec::len), Some(0), "{sessions}");
 }
+
+/// An EMS transfer ends the running session from the room screen: what happened is required,
+/// the front desk may not do it, and afterwards the room is free and the session says how it
+/// ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ems_transfer_ends_the_session_from_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_edge_config(dir.path(), "austin", "1", "[source]\nkind = \"none\"\n");
+    seed_staff(&dir.path().join("data-austin-1").join("vigil-edge.db"));
+    let (_edge, edge) = start_edge(&config);
+    let c = Client {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: edge.base.clone(),
+    };
+    let signed_in = |staff: &'static str, pin: &'static str| {
+        let c = &c;
+        async move {
+            let (cookie, csrf) = c.login_form().await;
+            let res = c.sign_in(&cookie, &csrf, staff, pin).await;
+            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{staff} signs in");
+            let session = set_cookie(&res, "vigil_room").unwrap();
+            let page = c
+                .http
+                .get(format!("{}/screen", c.base))
+                .header(COOKIE, &session)
+                .send()
+                .await
+                .unwrap();
+            (session, csrf_field(&page.text().await.unwrap()))
+        }
+    };
+    let post = |cookie: String, path: String, form: Vec<(&'static str, String)>| {
+        c.http
+            .post(format!("{}{path}", c.base))
+            .header(COOKIE, cookie)
+            .form(&form)
+            .send()
+    };
+    let (nurse, token) = signed_in("nurse-ana", NURSE_PIN).await;
+    let patient = vec![
+        ("csrf", token.clone()),
+        ("given_name", "Rosa".to_owned()),
+        ("family_name", "Diaz".to_owned()),
+        ("birth_date", "1984-06-30".to_owned()),
+    ];
+    let res = post(nurse.clone(), "/screen/patients".into(), patient)
+        .await
+        .unwrap();
+    let checkin = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let start = [
+        ("action", "start"),
+        ("bp_sys", "120"),
+        ("bp_dia", "80"),
+        ("weight", "70"),
+        ("phq9", "15"),
+        ("gad7", "9"),
+        ("dose", "0.4"),
+        ("minutes", "40"),
+        ("conc", "1"),
+        ("c_escort", "on"),
+        ("c_consent", "on"),
+        ("c_npo", "on"),
+    ];
+    let mut form: Vec<(&'static str, String)> =
+        start.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    form.push(("csrf", token.clone()));
+    let res = post(nurse.clone(), checkin, form).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session starts");
+    let page = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let end = format!("{page}/end");
+    let ending = |note: &str, csrf: &str| {
+        vec![
+            ("csrf", csrf.to_owned()),
+            ("disposition", "ems_transfer".to_owned()),
+            ("note", note.to_owned()),
+        ]
+    };
+
+    // Without what happened, nothing ends; the front desk may not end it at all.
+    let res = post(nurse.clone(), end.clone(), ending("  ", &token))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (desk, desk_token) = signed_in("desk-lee", DESK_PIN).await;
+    let res = post(desk, end.clone(), ending("gone", &desk_token))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let (_, sessions) = edge.get("/api/v1/sessions").await;
+    assert_eq!(sessions[0]["state"], "in_progress", "{sessions}");
+
+    // With it, the session ends as aborted and the room is free.
+    let what = "chest pain at 20 min; EMS called, handed over at 14:05";
+    let res = post(nurse.clone(), end, ending(what, &token))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, sessions) = edge.get("/api/v1/sessions").await;
+    assert_eq!(sessions[0]["state"], "aborted", "{sessions}");
+    let html = c
+        .http
+        .get(format!("{}{page}", c.base))
+        .header(COOKIE, &nurse)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Transferred by EMS") && html.contains(what),
+        "the session says how it ended"
+    );
+    assert!(!html.contains("id=\"end-session\""), "no second ending");
+    let room = c
+        .http
+        .get(format!("{}/screen", c.base))
+        .header(COOKIE, &nurse)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(room.contains("id=\"no-session\""), "the room is free");
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use vigil_shared::care::DispositionEntry;
 use vigil_shared::clinical;
 use vigil_shared::doc::{
     CheckIn, DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta, SessionState,
@@ -20,6 +21,9 @@ pub(crate) struct SessionParts {
     pub(crate) meta: SessionMeta,
     pub(crate) notes: String,
     pub(crate) checkin: Option<CheckIn>,
+    /// How the session ended, when not by a discharge home (an EMS transfer, leaving against
+    /// advice).
+    pub(crate) disposition: Option<DispositionEntry>,
 }
 
 pub(crate) fn session(
@@ -33,6 +37,7 @@ pub(crate) fn session(
         meta: doc.meta()?,
         notes: doc.notes()?,
         checkin: doc.checkin()?,
+        disposition: doc.care()?.disposition,
     }))
 }
 

@@ -159,6 +159,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/screen/sessions/{id}/effect", post(session::effect))
         .route("/screen/sessions/{id}/note", post(session::note))
         .route("/screen/sessions/{id}/ack", post(session::acknowledge))
+        .route("/screen/sessions/{id}/end", post(session::end))
         .route("/screen/sessions/{id}/after", get(after::after))
         .route("/screen/sessions/{id}/score", post(after::score))
         .route("/screen/sessions/{id}/discharge", post(after::discharge))

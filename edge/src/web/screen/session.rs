@@ -26,7 +26,7 @@ use super::{
     CsrfForm, Section, Shared, Viewer, csrf_input, error_page, fail, frame, refusal,
     require_treating, session_or_404,
 };
-use crate::recorder::SessionEvent;
+use crate::recorder::{SessionEvent, StopSession};
 
 /// Side effects the screen offers (DESIGN.md's list).
 pub const EFFECTS: [(&str, &str); 6] = [
@@ -171,6 +171,44 @@ pub(crate) fn changing(
     (advisories(parts, v, names), timeline(parts, v, names))
 }
 
+/// How a session ends without a discharge home, as the screen offers them (the recorder checks
+/// the code again).
+pub const ENDINGS: [(&str, &str); 2] = [
+    ("ems_transfer", "Transferred by EMS"),
+    ("against_advice", "Left against medical advice"),
+];
+
+fn ending_label(code: &str) -> &str {
+    ENDINGS
+        .iter()
+        .find(|(k, _)| *k == code)
+        .map_or(code, |(_, l)| l)
+}
+
+/// Ending the session without a discharge home: what happened is required.
+fn end_form(v: &Viewer, sid: &str) -> Markup {
+    html! {
+        section.card id="end" {
+            h2 { "End without discharge" }
+            p.muted {
+                "When the patient is transferred by EMS or leaves against advice: the session ends \
+                 now, without the discharge criteria, and is flagged for the clinicians."
+            }
+            form.stack method="post" action={ "/screen/sessions/" (sid) "/end" } {
+                (csrf_input(v))
+                label {
+                    "How the patient left"
+                    select name="disposition" id="disposition" {
+                        @for (code, label) in ENDINGS { option value=(code) { (label) } }
+                    }
+                }
+                label { "What happened" textarea name="note" id="end-note" rows="2" required {} }
+                button.big.danger type="submit" id="end-session" { "End the session" }
+            }
+        }
+    }
+}
+
 /// The buttons of a running infusion: the pump and side effects.
 fn controls(v: &Viewer, sid: &str, rate: String) -> Markup {
     html! {
@@ -257,6 +295,12 @@ pub(crate) async fn session(
                     dd id="override" { (c.flags.join(", ").replace('_', " ")) " — " (reason) " (" (who(names, by)) ")" }
                 }
             }
+            @if let Some(d) = &parts.disposition {
+                dt { "Ended" }
+                dd id="ending" {
+                    (ending_label(&d.code)) " at " (clock(&v, d.at_us)) " by " (who(names, &d.by)) ": " (d.note)
+                }
+            }
             dt { "Started" }
             dd {
                 (m.started_us.map(|t| date(&v, t)).unwrap_or_default()) " "
@@ -273,6 +317,7 @@ pub(crate) async fn session(
         @if m.state == SessionState::InProgress {
             (controls(&v, &m.id, parts.checkin.as_ref().map_or(String::new(), |c| c.rate_mg_per_h.to_string())))
         }
+        @if m.state == SessionState::InProgress { (end_form(&v, &m.id)) }
         section.card {
             h2 { "Note" }
             form.buttons method="post" action={ "/screen/sessions/" (m.id) "/note" } {
@@ -429,4 +474,40 @@ pub(crate) async fn acknowledge(
         by: v.id.clone(),
     };
     record(&s, &v, id, event, &back).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EndForm {
+    disposition: Option<String>,
+    note: Option<String>,
+}
+
+/// `POST /screen/sessions/{id}/end`: ends the session without a discharge home (an EMS
+/// transfer, a patient leaving against advice), with what happened.
+pub(crate) async fn end(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    CsrfForm(v, f): CsrfForm<EndForm>,
+) -> Response {
+    if let Err(r) = require_treating(&v) {
+        return r;
+    }
+    let stop = StopSession {
+        by: v.id.clone(),
+        aborted: true,
+        disposition: f.disposition,
+        note: f
+            .note
+            .unwrap_or_default()
+            .replace(['\r', '\n'], " ")
+            .trim()
+            .to_owned(),
+    };
+    match s.api.recorder.stop_session(id.clone(), stop).await {
+        Ok(_) => {
+            tracing::info!(session = %id, staff = %v.id, "session ended without discharge at the room screen");
+            Redirect::to(&session_path(&id)).into_response()
+        }
+        Err(e) => fail(&v, refusal(e)),
+    }
 }
