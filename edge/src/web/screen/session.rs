@@ -171,6 +171,15 @@ pub(crate) fn changing(
     (advisories(parts, v, names), timeline(parts, v, names))
 }
 
+/// A severity as its button reads: `Mild`, `Moderate`, `Severe`.
+fn severity_button(s: Severity) -> String {
+    let label = s.label();
+    let mut chars = label.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 /// How a session ends without a discharge home, as the screen offers them (the recorder checks
 /// the code again).
 pub const ENDINGS: [(&str, &str); 2] = [
@@ -236,7 +245,7 @@ fn controls(v: &Viewer, sid: &str, rate: String) -> Markup {
                 }
                 @for &s in Severity::ALL {
                     button.big.danger[s == Severity::Severe] name="severity" value=(s.code()) id={ "sev-" (s.code()) } {
-                        (s.label()[..1].to_uppercase()) (s.label()[1..])
+                        (severity_button(s))
                     }
                 }
             }
@@ -509,5 +518,37 @@ pub(crate) async fn end(
             Redirect::to(&session_path(&id)).into_response()
         }
         Err(e) => fail(&v, refusal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buttons_and_labels_read_as_people_say_them() {
+        let buttons: Vec<String> = Severity::ALL.iter().map(|&s| severity_button(s)).collect();
+        assert_eq!(buttons, ["Mild", "Moderate", "Severe"]);
+        assert_eq!(instrument_label("cadss"), "CADSS");
+        assert_eq!(
+            instrument_label("madrs"),
+            "madrs",
+            "an unknown code shows as itself"
+        );
+        assert_eq!(ending_label("ems_transfer"), "Transferred by EMS");
+        let mut ranks: Vec<usize> = ["low", "high", "odd", "medium"]
+            .iter()
+            .map(|p| priority_rank(p))
+            .collect();
+        ranks.sort();
+        assert_eq!(
+            ranks,
+            [
+                priority_rank("high"),
+                priority_rank("medium"),
+                priority_rank("low"),
+                usize::MAX
+            ]
+        );
     }
 }

@@ -153,7 +153,7 @@ fn site_card(site: &SiteView, zone: &SiteZone, counts: &Counts<'_>) -> Markup {
             table {
                 thead {
                     tr {
-                        th { "Room" } th { "Appliance" } th { "Last sync (UTC)" }
+                        th { "Room" } th { "Appliance" } th { "Last sync (site time)" }
                         th.num { "Backlog" } th.num { "Today" } th.num { "Now" }
                     }
                 }
