@@ -9,14 +9,14 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use maud::html;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use vigil_shared::wire::MAX_DOC_ID_BYTES;
 
 use super::error::{ApiError, PageError};
 use super::net::{client_address, connection};
-use crate::auth::{Principal, Role, same};
+use crate::auth::{Principal, Role};
 use crate::config::ProxyNet;
 
 /// The client's address as the audit log records it.
@@ -112,25 +112,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
         let Ok(Form(f)) = Form::<WithCsrf<T>>::from_request(req, state).await else {
             return Err(PageError::new(StatusCode::BAD_REQUEST, "unreadable form").into_response());
         };
-        match f.csrf.as_deref() {
-            Some(p) if same(p.as_bytes(), viewer.csrf.as_bytes()) => {}
-            _ => return Err(forbidden_csrf()),
-        }
+        vigil_web::http::check_csrf(&viewer.csrf, f.csrf.as_deref())
+            .map_err(IntoResponse::into_response)?;
         Ok(CsrfForm(viewer, f.form))
     }
-}
-
-/// The page for a form whose CSRF token is missing or wrong.
-pub(crate) fn forbidden_csrf() -> Response {
-    let body = html! {
-        h1 { "Refused" }
-        p.error {
-            "This form is missing its security token or the token is out of date. Go back, \
-             reload the page and try again."
-        }
-    };
-    let page = vigil_web::layout::bare("Refused", maud::Markup::default(), body);
-    (StatusCode::FORBIDDEN, page).into_response()
 }
 
 /// Checks a document id from the path: 1 to [`MAX_DOC_ID_BYTES`] bytes of letters, digits

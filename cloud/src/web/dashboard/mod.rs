@@ -55,7 +55,7 @@ use vigil_web::{http, url_encode};
 
 use super::error::PageError;
 pub(crate) use super::extract::Viewer;
-use super::extract::{ClientIp, CsrfForm, NoFields, client_ip, forbidden_csrf};
+use super::extract::{ClientIp, CsrfForm, NoFields, client_ip};
 use super::state::Shared;
 use crate::auth::{BAD_LOGIN, Login, Role, random_token, same};
 use crate::clock::now_us;
@@ -112,22 +112,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route(CSS_PATH, get(stylesheet))
         .merge(signed_in)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(middleware::from_fn(security_headers))
-}
-
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    for (name, value) in http::SECURITY_HEADERS {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static(http::DEFAULT_CACHE_CONTROL));
-    res
+        .layer(middleware::from_fn_with_state(CSP, http::security_headers))
 }
 
 async fn stylesheet() -> Response {
@@ -139,12 +124,6 @@ async fn stylesheet() -> Response {
         CSS,
     )
         .into_response()
-}
-
-/// A cookie's value from the request's `Cookie` headers.
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let values = headers.get_all(header::COOKIE).into_iter();
-    http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
 pub(crate) fn set_cookie(name: &str, value: &str, max_age_s: Option<i64>) -> HeaderValue {
@@ -181,7 +160,7 @@ pub(crate) fn see_other(path: &str) -> Response {
 }
 
 async fn require_session(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let found = match cookie(req.headers(), SESSION_COOKIE).map(str::to_owned) {
+    let found = match http::cookie(req.headers(), SESSION_COOKIE).map(str::to_owned) {
         Some(c) => {
             let shared = s.clone();
             match tokio::task::spawn_blocking(move || shared.auth.session(&c, now_us())).await {
@@ -319,7 +298,7 @@ async fn login_page(
 ) -> Response {
     let next = safe_next(q.as_ref().ok().and_then(|q| q.next.as_deref()));
     // Reuse the browser's sign-in token if it has one, so two open tabs both work.
-    let csrf = cookie(&headers, LOGIN_CSRF_COOKIE)
+    let csrf = http::cookie(&headers, LOGIN_CSRF_COOKIE)
         .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(random_token, str::to_owned);
     let mut res = sign_in_page(&csrf, &next, None).into_response();
@@ -344,11 +323,11 @@ async fn login(State(s): State<Arc<Shared>>, headers: HeaderMap, req: Request) -
         let body = html! { p.error { "Unreadable form." } };
         return (StatusCode::BAD_REQUEST, bare_page("Sign in", body)).into_response();
     };
-    let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
+    let expected = http::cookie(&headers, LOGIN_CSRF_COOKIE);
     let csrf_ok = matches!((expected, form.csrf.as_deref()),
         (Some(e), Some(p)) if same(e.as_bytes(), p.as_bytes()));
     if !csrf_ok {
-        return forbidden_csrf();
+        return http::CsrfRefused.into_response();
     }
     let csrf = expected.unwrap_or_default().to_owned();
     let next = safe_next(form.next.as_deref());
@@ -412,7 +391,7 @@ async fn logout(
     headers: HeaderMap,
     CsrfForm(_, NoFields {}): CsrfForm<NoFields>,
 ) -> Response {
-    if let Some(c) = cookie(&headers, SESSION_COOKIE).map(str::to_owned) {
+    if let Some(c) = http::cookie(&headers, SESSION_COOKIE).map(str::to_owned) {
         let shared = s.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.auth.logout(&c)).await {
             return PageError::from(e).into_response();
@@ -505,8 +484,8 @@ mod tests {
             HeaderValue::from_static("a=1; vigil_session=abc"),
         );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, "b"), Some("2"));
-        assert_eq!(cookie(&h, "vigil"), None);
+        assert_eq!(http::cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(http::cookie(&h, "b"), Some("2"));
+        assert_eq!(http::cookie(&h, "vigil"), None);
     }
 }

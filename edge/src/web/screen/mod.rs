@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -55,7 +55,7 @@ use vigil_web::http;
 use vigil_web::http::Transport;
 use vigil_web::layout::{self, CSS, CSS_PATH, NavLink, Page};
 
-use crate::access::{Role, same};
+use crate::access::Role;
 use crate::audit::Entry;
 use crate::recorder::RecorderError;
 use crate::store;
@@ -186,7 +186,7 @@ pub fn router(api: ApiState) -> Router {
         )
         .merge(signed_in)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(CSP, http::security_headers))
         .with_state(shared)
 }
 
@@ -199,26 +199,6 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    for (name, value) in http::SECURITY_HEADERS {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static(http::DEFAULT_CACHE_CONTROL));
-    res
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let values = headers.get_all(header::COOKIE).into_iter();
-    http::cookie_value(values.filter_map(|v| v.to_str().ok()), name)
 }
 
 /// How the request reached the appliance: the HTTP server puts it in every request's
@@ -244,7 +224,7 @@ fn set_named_cookie(via: &Via, name: &str, value: &str, max_age_s: Option<i64>) 
 }
 
 async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
-    let token = cookie(req.headers(), COOKIE).map(str::to_owned);
+    let token = http::cookie(req.headers(), COOKIE).map(str::to_owned);
     let viewer = token.and_then(|t| {
         s.api.security.sessions.touch(&t).map(|v| Viewer {
             id: v.principal.id,
@@ -270,27 +250,6 @@ async fn require_sign_in(State(s): State<Shared>, mut req: Request, next: Next) 
     }
     req.extensions_mut().insert(viewer);
     next.run(req).await
-}
-
-/// Refuses a form whose CSRF token is missing or wrong.
-pub(crate) fn check_csrf(viewer: &Viewer, presented: Option<&str>) -> Result<(), Response> {
-    match presented {
-        Some(p) if same(p, &viewer.csrf) => Ok(()),
-        _ => Err((
-            StatusCode::FORBIDDEN,
-            bare(
-                "Refused",
-                html! {
-                    h1 { "Refused" }
-                    p.error {
-                        "This form is missing its security token or the token is out of date. \
-                         Go back, reload the page and try again."
-                    }
-                },
-            ),
-        )
-            .into_response()),
-    }
 }
 
 /// A form posted by the signed-in person, read and checked before its handler runs: an
@@ -325,7 +284,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
                 "unreadable form",
             ));
         };
-        check_csrf(&viewer, f.csrf.as_deref())?;
+        http::check_csrf(&viewer.csrf, f.csrf.as_deref()).map_err(IntoResponse::into_response)?;
         Ok(CsrfForm(viewer, f.form))
     }
 }

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::doc::StaffMember;
+use vigil_web::http;
 
 use super::{
-    CsrfForm, LOGIN_CSRF_COOKIE, NoFields, Section, Shared, Via, Viewer, bare, cookie, csrf_input,
+    CsrfForm, LOGIN_CSRF_COOKIE, NoFields, Section, Shared, Via, Viewer, bare, csrf_input,
     error_page, frame, read, set_cookie, set_named_cookie, site_config, site_room,
 };
 use crate::access::{Principal, Role, same};
@@ -81,7 +82,7 @@ fn error_message(msg: &str) -> Markup {
 
 /// The sign-in form's CSRF token: the browser's own, from [`LOGIN_CSRF_COOKIE`], or a new one.
 fn login_csrf(headers: &HeaderMap) -> String {
-    cookie(headers, LOGIN_CSRF_COOKIE)
+    http::cookie(headers, LOGIN_CSRF_COOKIE)
         .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .map_or_else(crate::access::random_token, str::to_owned)
 }
@@ -141,7 +142,7 @@ pub(super) async fn login(
         return refuse(StatusCode::BAD_REQUEST, "unreadable form");
     };
     // The form must come from a page this browser loaded (its cookie and field agree).
-    let csrf_ok = matches!((cookie(&headers, LOGIN_CSRF_COOKIE), form.csrf.as_deref()),
+    let csrf_ok = matches!((http::cookie(&headers, LOGIN_CSRF_COOKIE), form.csrf.as_deref()),
         (Some(c), Some(f)) if same(c, f));
     if !csrf_ok {
         return refuse(
@@ -331,7 +332,7 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; vigil_room=abc"),
         );
-        assert_eq!(cookie(&h, COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, "vigil"), None);
+        assert_eq!(http::cookie(&h, COOKIE), Some("abc"));
+        assert_eq!(http::cookie(&h, "vigil"), None);
     }
 }
