@@ -31,6 +31,23 @@ fn seed_staff(db: &std::path::Path) {
     });
 }
 
+/// Austin room 1 with its staff list and no monitors, and a browser-like client that does not
+/// follow redirects (the tests read them).
+fn room() -> (tempfile::TempDir, support::Proc, support::Http, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_edge_config(dir.path(), "austin", "1", "[source]\nkind = \"none\"\n");
+    seed_staff(&dir.path().join("data-austin-1").join("vigil-edge.db"));
+    let (proc, edge) = start_edge(&config);
+    let c = Client {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: edge.base.clone(),
+    };
+    (dir, proc, edge, c)
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -63,17 +80,7 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_screen_refusals() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_edge_config(dir.path(), "austin", "1", "[source]\nkind = \"none\"\n");
-    seed_staff(&dir.path().join("data-austin-1").join("vigil-edge.db"));
-    let (_edge, edge) = start_edge(&config);
-    let c = Client {
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        base: edge.base.clone(),
-    };
+    let (_dir, _edge, edge, c) = room();
 
     // Signed out: every page sends the browser to sign-in, with the strict policy.
     let res = c
@@ -194,17 +201,7 @@ async fn room_screen_refusals() {
 /// ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ems_transfer_ends_the_session_from_the_screen() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_edge_config(dir.path(), "austin", "1", "[source]\nkind = \"none\"\n");
-    seed_staff(&dir.path().join("data-austin-1").join("vigil-edge.db"));
-    let (_edge, edge) = start_edge(&config);
-    let c = Client {
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        base: edge.base.clone(),
-    };
+    let (_dir, _edge, edge, c) = room();
     let signed_in = |staff: &'static str, pin: &'static str| {
         let c = &c;
         async move {
