@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, transaction::Transactable};
 use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
-use vigil_edge::recorder::{NewPatient, NewSession, Recorder, RecorderConfig};
+use vigil_edge::recorder::{NewPatient, NewSession, OrderInput, Recorder, RecorderConfig};
 use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource};
 use vigil_hardware::source::{SourceEvent, VitalsSource};
 use vigil_shared::advisory::Thresholds;
@@ -188,6 +188,12 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
                 protocol: meta("bench").protocol,
                 by: "bench".into(),
                 scenario: Some(Scenario::Hypertension),
+                order: Some(OrderInput {
+                    prescriber: "bench".into(),
+                    indication: "depression".into(),
+                    rate_min_mg_per_h: None,
+                    rate_max_mg_per_h: None,
+                }),
             },
             ORIGIN_US,
         )

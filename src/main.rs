@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use vigil::ble_rig::{self, BleRig};
 use vigil_edge::app::Appliance;
 use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
-use vigil_edge::recorder::{NewPatient, NewSession, SessionEvent, StopSession};
+use vigil_edge::recorder::{NewPatient, NewSession, OrderInput, SessionEvent, StopSession};
 use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::sim::Scenario;
 use vigil_shared::doc::{DoseAction, Protocol};
@@ -511,6 +511,12 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
             },
             by: "demo-nurse".into(),
             scenario: Some(scenario),
+            order: Some(OrderInput {
+                prescriber: "dr-kim".into(),
+                indication: "depression".into(),
+                rate_min_mg_per_h: None,
+                rate_max_mg_per_h: None,
+            }),
         };
         let id = recorder.start_session(new, None).await?.id;
         let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
@@ -525,6 +531,7 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
         event(SessionEvent::Dose {
             action: DoseAction::Start,
             rate_mg_per_h: Some(rate),
+            override_reason: None,
             by: "demo-nurse".into(),
         })
         .await?;
@@ -539,6 +546,7 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
         event(SessionEvent::Dose {
             action: DoseAction::Stop,
             rate_mg_per_h: Some(0.0),
+            override_reason: None,
             by: "demo-nurse".into(),
         })
         .await?;

@@ -72,6 +72,12 @@ async fn bad_requests_get_clear_json_errors() {
     let (st, patient) = http.post("/api/v1/patients", &patient_body("Real")).await;
     assert_eq!(st, 201);
     let pid = patient["id"].as_str().unwrap();
+    // A session starts from the prescriber's order.
+    let mut unordered = session_body(pid, "baseline");
+    unordered.as_object_mut().unwrap().remove("order");
+    let (st, body) = http.post("/api/v1/sessions", &unordered).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("order"), "{body}");
     let mut overdose = session_body(pid, "baseline");
     overdose["protocol"]["dose_mg_per_kg"] = json!(50.0);
     let (st, body) = http.post("/api/v1/sessions", &overdose).await;
@@ -86,6 +92,39 @@ async fn bad_requests_get_clear_json_errors() {
         .await;
     assert_eq!(st, 409, "a second session in one room: {body}");
     let events = format!("/api/v1/sessions/{sid}/events");
+    let (_, view) = http.get(&format!("/api/v1/sessions/{sid}")).await;
+    assert_eq!(view["care"]["order"]["prescriber"], "dr-kim", "{view}");
+    assert_eq!(view["care"]["order"]["rate_max"], 65.6, "{view}");
+
+    // The prescriber's order holds every rate: 0.5 mg/kg × 70 kg over 40 min is 52.5 mg/h,
+    // the order 39.4-65.6 mg/h, the site's highest 200 mg/h. Each refusal names its limit.
+    for (rate, reason, says) in [
+        (525.0, None, "over the site limit of 200 mg/h"),
+        (80.0, None, "outside the order's 39.4-65.6 mg/h"),
+        // The API's credential is not a clinician: its override does not count.
+        (80.0, Some("patient tolerating well"), "only a clinician"),
+    ] {
+        let body = json!({"type": "dose", "action": "rate_change", "rate_mg_per_h": rate,
+            "override_reason": reason});
+        let (st, body) = http.post(&events, &body).await;
+        assert_eq!(st, 422, "{rate}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(says), "{rate}: {error}");
+    }
+    let (st, body) = http
+        .post(
+            &events,
+            &json!({"type": "dose", "action": "rate_change", "rate_mg_per_h": 60.0}),
+        )
+        .await;
+    assert_eq!(st, 201, "within the order: {body}");
+    let rates: Vec<f64> = body["dose_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["rate_mg_per_h"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [60.0], "only the accepted rate is recorded");
     let (st, body) = http
         .post(
             &events,

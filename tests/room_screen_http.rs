@@ -14,12 +14,14 @@ use support::{csrf_field, set_cookie, start_edge, write_edge_config};
 
 const NURSE_PIN: &str = "246802";
 const DESK_PIN: &str = "135702";
+const CLINICIAN_PIN: &str = "975310";
 
-/// Writes austin's site configuration, with a nurse and a front-desk person and the medical
-/// director's limit of at most 0.4 mg/kg, into the appliance database at `db`.
+/// Writes austin's site configuration, with a nurse, a clinician and a front-desk person and
+/// the medical director's limit of at most 0.4 mg/kg, into the appliance database at `db`.
 fn seed_staff(db: &std::path::Path) {
     let staff = [
         ("nurse-ana", "Ana Ruiz", "nurse", NURSE_PIN),
+        ("dr-kim", "Sam Kim", "clinician", CLINICIAN_PIN),
         ("desk-lee", "Lee Park", "front_desk", DESK_PIN),
     ];
     support::seed_site_config(db, "austin", &staff, |doc| {
@@ -75,6 +77,79 @@ impl Client {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Signs `staff` in; their session cookie and the CSRF token of their forms.
+    async fn signed_in(&self, staff: &str, pin: &str) -> (String, String) {
+        let (cookie, csrf) = self.login_form().await;
+        let res = self.sign_in(&cookie, &csrf, staff, pin).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{staff} signs in");
+        let session = set_cookie(&res, "vigil_room").unwrap();
+        let page = self.page(&session, "/screen").await;
+        (session, csrf_field(&page))
+    }
+
+    /// A page's HTML as the signed-in `cookie` sees it.
+    async fn page(&self, cookie: &str, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Posts a form as the signed-in `cookie`, its CSRF token added.
+    async fn post(
+        &self,
+        cookie: &str,
+        csrf: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = form.to_vec();
+        form.push(("csrf", csrf));
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers a patient and starts their session (0.4 mg/kg × 70 kg over 40 min: 42 mg/h,
+    /// the order 31.5-52.5 mg/h) as the signed-in nurse; the session page's path.
+    async fn start_session(&self, cookie: &str, csrf: &str) -> String {
+        let patient = [
+            ("given_name", "Rosa"),
+            ("family_name", "Diaz"),
+            ("birth_date", "1984-06-30"),
+        ];
+        let res = self.post(cookie, csrf, "/screen/patients", &patient).await;
+        let checkin = res.headers()[LOCATION].to_str().unwrap().to_owned();
+        let start = [
+            ("action", "start"),
+            ("bp_sys", "120"),
+            ("bp_dia", "80"),
+            ("weight", "70"),
+            ("phq9", "15"),
+            ("gad7", "9"),
+            ("dose", "0.4"),
+            ("minutes", "40"),
+            ("conc", "1"),
+            ("prescriber", "dr-kim"),
+            ("indication", "depression"),
+            ("c_escort", "on"),
+            ("c_consent", "on"),
+            ("c_npo", "on"),
+        ];
+        let res = self.post(cookie, csrf, &checkin, &start).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session starts");
+        res.headers()[LOCATION].to_str().unwrap().to_owned()
     }
 }
 
@@ -202,115 +277,102 @@ async fn room_screen_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ems_transfer_ends_the_session_from_the_screen() {
     let (_dir, _edge, edge, c) = room();
-    let signed_in = |staff: &'static str, pin: &'static str| {
-        let c = &c;
-        async move {
-            let (cookie, csrf) = c.login_form().await;
-            let res = c.sign_in(&cookie, &csrf, staff, pin).await;
-            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{staff} signs in");
-            let session = set_cookie(&res, "vigil_room").unwrap();
-            let page = c
-                .http
-                .get(format!("{}/screen", c.base))
-                .header(COOKIE, &session)
-                .send()
-                .await
-                .unwrap();
-            (session, csrf_field(&page.text().await.unwrap()))
-        }
-    };
-    let post = |cookie: String, path: String, form: Vec<(&'static str, String)>| {
-        c.http
-            .post(format!("{}{path}", c.base))
-            .header(COOKIE, cookie)
-            .form(&form)
-            .send()
-    };
-    let (nurse, token) = signed_in("nurse-ana", NURSE_PIN).await;
-    let patient = vec![
-        ("csrf", token.clone()),
-        ("given_name", "Rosa".to_owned()),
-        ("family_name", "Diaz".to_owned()),
-        ("birth_date", "1984-06-30".to_owned()),
-    ];
-    let res = post(nurse.clone(), "/screen/patients".into(), patient)
-        .await
-        .unwrap();
-    let checkin = res.headers()[LOCATION].to_str().unwrap().to_owned();
-    let start = [
-        ("action", "start"),
-        ("bp_sys", "120"),
-        ("bp_dia", "80"),
-        ("weight", "70"),
-        ("phq9", "15"),
-        ("gad7", "9"),
-        ("dose", "0.4"),
-        ("minutes", "40"),
-        ("conc", "1"),
-        ("c_escort", "on"),
-        ("c_consent", "on"),
-        ("c_npo", "on"),
-    ];
-    let mut form: Vec<(&'static str, String)> =
-        start.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-    form.push(("csrf", token.clone()));
-    let res = post(nurse.clone(), checkin, form).await.unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session starts");
-    let page = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let (nurse, token) = c.signed_in("nurse-ana", NURSE_PIN).await;
+    let page = c.start_session(&nurse, &token).await;
     let end = format!("{page}/end");
-    let ending = |note: &str, csrf: &str| {
-        vec![
-            ("csrf", csrf.to_owned()),
-            ("disposition", "ems_transfer".to_owned()),
-            ("note", note.to_owned()),
-        ]
-    };
+    let ending = |note| [("disposition", "ems_transfer"), ("note", note)];
 
     // Without what happened, nothing ends; the front desk may not end it at all.
-    let res = post(nurse.clone(), end.clone(), ending("  ", &token))
-        .await
-        .unwrap();
+    let res = c.post(&nurse, &token, &end, &ending("  ")).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let (desk, desk_token) = signed_in("desk-lee", DESK_PIN).await;
-    let res = post(desk, end.clone(), ending("gone", &desk_token))
-        .await
-        .unwrap();
+    let (desk, desk_token) = c.signed_in("desk-lee", DESK_PIN).await;
+    let res = c.post(&desk, &desk_token, &end, &ending("gone")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let (_, sessions) = edge.get("/api/v1/sessions").await;
     assert_eq!(sessions[0]["state"], "in_progress", "{sessions}");
 
     // With it, the session ends as aborted and the room is free.
     let what = "chest pain at 20 min; EMS called, handed over at 14:05";
-    let res = post(nurse.clone(), end, ending(what, &token))
-        .await
-        .unwrap();
+    let res = c.post(&nurse, &token, &end, &ending(what)).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (_, sessions) = edge.get("/api/v1/sessions").await;
     assert_eq!(sessions[0]["state"], "aborted", "{sessions}");
-    let html = c
-        .http
-        .get(format!("{}{page}", c.base))
-        .header(COOKIE, &nurse)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = c.page(&nurse, &page).await;
     assert!(
         html.contains("Transferred by EMS") && html.contains(what),
         "the session says how it ended"
     );
     assert!(!html.contains("id=\"end-session\""), "no second ending");
-    let room = c
-        .http
-        .get(format!("{}/screen", c.base))
-        .header(COOKIE, &nurse)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let room = c.page(&nurse, "/screen").await;
     assert!(room.contains("id=\"no-session\""), "the room is free");
+}
+
+/// Every rate is held to the prescriber's order and the site's limit: a typed 420 for 42 is
+/// refused outright, a rate outside the order is refused for the nurse with or without a
+/// reason, and passes only with a clinician's reason, which the record keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_outside_the_order_needs_a_clinicians_reason() {
+    let (_dir, _edge, edge, c) = room();
+    let (nurse, token) = c.signed_in("nurse-ana", NURSE_PIN).await;
+    let page = c.start_session(&nurse, &token).await;
+    let html = c.page(&nurse, &page).await;
+    assert!(
+        html.contains("31.5–52.5 mg/h"),
+        "the order's range is shown"
+    );
+    let dose = format!("{page}/dose");
+    let rate = |rate, reason| {
+        [
+            ("action", "rate_change"),
+            ("rate", rate),
+            ("override_reason", reason),
+        ]
+    };
+
+    // A typed 420 for 42: over the site's limit, which nothing passes.
+    let res = c.post(&nurse, &token, &dose, &rate("420", "")).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("over the site limit of 200 mg/h")
+    );
+    // 60 is outside the order: refused for the nurse, reason or not.
+    let res = c.post(&nurse, &token, &dose, &rate("60", "")).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("outside the order's 31.5-52.5 mg/h")
+    );
+    let res = c
+        .post(&nurse, &token, &dose, &rate("60", "she asked"))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(res.text().await.unwrap().contains("only a clinician"));
+    let sid = page.rsplit('/').next().unwrap();
+    let (_, view) = edge.get(&format!("/api/v1/sessions/{sid}")).await;
+    assert_eq!(
+        view["dose_events"],
+        serde_json::json!([]),
+        "nothing recorded"
+    );
+
+    // The clinician's override with a reason passes, and the record says who and why.
+    let (dr, dr_token) = c.signed_in("dr-kim", CLINICIAN_PIN).await;
+    let why = "tolerating well, prescriber agrees to 60";
+    let res = c.post(&dr, &dr_token, &dose, &rate("60", why)).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (_, view) = edge.get(&format!("/api/v1/sessions/{sid}")).await;
+    assert_eq!(view["dose_events"][0]["rate_mg_per_h"], 60.0, "{view}");
+    let overrides = &view["care"]["overrides"];
+    assert_eq!(overrides[0]["by"], "dr-kim", "{view}");
+    assert_eq!(overrides[0]["reason"], why, "{view}");
+    let html = c.page(&nurse, &page).await;
+    assert!(
+        html.contains(why) && html.contains("Sam Kim"),
+        "shown on the session page"
+    );
 }

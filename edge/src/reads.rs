@@ -66,6 +66,9 @@ pub struct SessionView {
     pub meta: SessionMeta,
     /// Notes.
     pub notes: String,
+    /// The care record: the prescriber's order, overrides, checkpoints, adverse events, the
+    /// disposition, ….
+    pub care: vigil_shared::care::SessionCare,
     /// Per-channel counts and time ranges.
     pub channels: BTreeMap<Channel, ChannelSummary>,
 }
@@ -129,6 +132,7 @@ pub fn session_view(conn: &Connection, id: &str) -> Result<Option<SessionView>, 
     Ok(Some(SessionView {
         meta,
         notes,
+        care: doc.care()?,
         channels,
     }))
 }

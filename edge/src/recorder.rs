@@ -20,8 +20,12 @@ use serde::{Deserialize, Serialize};
 use vigil_hardware::sim::Scenario;
 use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
+use vigil_shared::care::{OrderEntry, OverrideEntry};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::clinical;
+use vigil_shared::clinical::order::{
+    PrescriberOrder, RateAccepted, RateOverride, check_rate_change,
+};
 use vigil_shared::doc::{
     AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
     Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
@@ -161,6 +165,27 @@ pub struct NewSession {
     /// For simulated rooms: the scenario the virtual patient follows (default from config).
     #[serde(default)]
     pub scenario: Option<Scenario>,
+    /// The prescriber's order the session starts from (required).
+    #[serde(default)]
+    pub order: Option<OrderInput>,
+}
+
+/// The prescriber's order, as a start request gives it. The dose and duration are the
+/// protocol's; the rate range defaults to the planned rate ±25 % (`clinical::order`), and the
+/// concentrations to the formulary's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderInput {
+    /// Staff id of the prescriber (a clinician on the site's staff list).
+    pub prescriber: String,
+    /// `depression`, `ptsd`, `anxiety` or `other`.
+    pub indication: String,
+    /// Lowest pump rate the prescriber allows, mg/h.
+    #[serde(default)]
+    pub rate_min_mg_per_h: Option<f64>,
+    /// Highest pump rate the prescriber allows, mg/h.
+    #[serde(default)]
+    pub rate_max_mg_per_h: Option<f64>,
 }
 
 /// Something that happened during a session, as the API receives it.
@@ -174,6 +199,9 @@ pub enum SessionEvent {
         /// Rate after the event, mg/h.
         #[serde(default)]
         rate_mg_per_h: Option<f64>,
+        /// A clinician's reason for a rate outside the order's range (the only way past it).
+        #[serde(default)]
+        override_reason: Option<String>,
         /// Who.
         by: String,
     },
@@ -755,12 +783,11 @@ impl Recorder {
             c.flags = flags.iter().map(|f| f.name().to_owned()).collect();
         }
         let limits = crate::reads::infusion_limits(&self.conn, &self.cfg.site);
-        let p = &input.protocol;
-        clinical::check_protocol(p.dose_mg_per_kg, p.weight_kg, p.planned_minutes, &limits)
-            .map_err(|e| RecorderError::Invalid(format!("protocol refused: {e}")))?;
+        let order = self.prescriber_order(input.order.as_ref(), &input.protocol, &limits)?;
         if let Some(c) = &checkin {
-            clinical::check_rate(c.rate_mg_per_h, &limits)
-                .and_then(|()| clinical::check_concentration(c.concentration_mg_per_ml))
+            order
+                .check_concentration(c.concentration_mg_per_ml)
+                .and_then(|_| check_rate_change(c.rate_mg_per_h, &order, &limits, None))
                 .map_err(|e| RecorderError::Invalid(format!("pump setting refused: {e}")))?;
         }
         if let Some(a) = &self.active {
@@ -792,6 +819,7 @@ impl Recorder {
         if let Some(c) = &checkin {
             doc.set_checkin(c)?;
         }
+        doc.update_care(|c| c.order = Some(OrderEntry::new(&order, now_us, &input.by)))?;
         let bytes = doc.automerge().save();
         let row = SessionRow {
             id: meta.id.clone(),
@@ -827,6 +855,79 @@ impl Recorder {
         Ok(meta)
     }
 
+    /// The site's staff list as this appliance last received it (empty before the first).
+    fn staff(&self) -> Result<Vec<vigil_shared::doc::StaffMember>, RecorderError> {
+        Ok(
+            match crate::reads::site_config_doc(&self.conn, &self.cfg.site)? {
+                Some(doc) => doc.config()?.staff,
+                None => Vec::new(),
+            },
+        )
+    }
+
+    /// Whether the site's staff list names `id` as a clinician.
+    fn is_clinician(&self, id: &str) -> Result<bool, RecorderError> {
+        let clinician = clinical::StaffRole::Clinician.code();
+        Ok(self
+            .staff()?
+            .iter()
+            .any(|m| m.id == id && m.role == clinician))
+    }
+
+    /// The prescriber's order a start gives, checked: a known indication, a prescriber the
+    /// site's staff list names as a clinician (once the appliance has the list), a protocol
+    /// within the site's limits and a rate range inside them that holds the planned rate.
+    fn prescriber_order(
+        &self,
+        input: Option<&OrderInput>,
+        p: &Protocol,
+        limits: &clinical::InfusionLimits,
+    ) -> Result<PrescriberOrder, RecorderError> {
+        let Some(o) = input else {
+            return Err(RecorderError::Invalid(
+                "a session starts from the prescriber's order: order.prescriber and order.indication are required".into(),
+            ));
+        };
+        check_text("order.prescriber", &o.prescriber, true)?;
+        let indication = clinical::Indication::parse(&o.indication)
+            .map_err(|e| RecorderError::Invalid(format!("order.indication: {e}")))?;
+        let staff = self.staff()?;
+        let clinician = clinical::StaffRole::Clinician.code();
+        if !staff.is_empty()
+            && !staff
+                .iter()
+                .any(|m| m.id == o.prescriber && m.role == clinician)
+        {
+            return Err(RecorderError::Invalid(format!(
+                "order.prescriber {:?} is not a clinician on this site's staff list",
+                o.prescriber
+            )));
+        }
+        let (_, planned_rate) =
+            clinical::check_protocol(p.dose_mg_per_kg, p.weight_kg, p.planned_minutes, limits)
+                .map_err(|e| RecorderError::Invalid(format!("protocol refused: {e}")))?;
+        let mut order = PrescriberOrder::standard(
+            &o.prescriber,
+            indication,
+            p.dose_mg_per_kg,
+            p.planned_minutes,
+            p.weight_kg,
+            limits,
+        )
+        .map_err(|e| RecorderError::Invalid(format!("protocol refused: {e}")))?;
+        if let Some(min) = o.rate_min_mg_per_h {
+            order.rate_mg_per_h.0 = min;
+        }
+        if let Some(max) = o.rate_max_mg_per_h {
+            order.rate_mg_per_h.1 = max;
+        }
+        order
+            .validate(limits)
+            .and_then(|()| check_rate_change(planned_rate, &order, limits, None))
+            .map_err(|e| RecorderError::Invalid(format!("order refused: {e}")))?;
+        Ok(order)
+    }
+
     /// Refuses a start despite contraindication `flags` unless the check-in carries an
     /// override with a reason by someone the site's staff list names as a clinician.
     fn check_override(
@@ -851,11 +952,7 @@ impl Recorder {
         if reason.is_empty() {
             return Err(blocked());
         }
-        let staff = match crate::reads::site_config_doc(&self.conn, &self.cfg.site)? {
-            Some(doc) => doc.config()?.staff,
-            None => Vec::new(),
-        };
-        if staff.iter().any(|m| m.id == by && m.role == "clinician") {
+        if self.is_clinician(by)? {
             Ok(())
         } else {
             Err(RecorderError::Conflict(format!(
@@ -873,21 +970,28 @@ impl Recorder {
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
         validate_event(&event)?;
-        if let SessionEvent::Dose {
-            rate_mg_per_h: Some(rate),
-            ..
-        } = &event
-        {
-            let limits = crate::reads::infusion_limits(&self.conn, &self.cfg.site);
-            clinical::check_rate(*rate, &limits)
-                .map_err(|e| RecorderError::Invalid(format!("pump rate refused: {e}")))?;
-        }
+        let rate_rules = match &event {
+            SessionEvent::Dose {
+                rate_mg_per_h: Some(_),
+                override_reason,
+                by,
+                ..
+            } => Some(RateRules {
+                limits: crate::reads::infusion_limits(&self.conn, &self.cfg.site),
+                // Asked only when someone overrides: a plain rate change reads no staff list.
+                by_clinician: override_reason
+                    .as_deref()
+                    .is_some_and(|r| !r.trim().is_empty())
+                    && self.is_clinician(by)?,
+            }),
+            _ => None,
+        };
         if self.active.as_ref().is_some_and(|a| a.id == session_id) {
             let a = self
                 .active
                 .as_mut()
                 .ok_or_else(|| RecorderError::NotFound(session_id.into()))?;
-            apply_event(&mut a.doc, event, now_us)?;
+            apply_checked(&mut a.doc, event, rate_rules.as_ref(), now_us)?;
             let result = write_active(&mut self.conn, a, now_us);
             note_result(&mut self.status, &result, now_us);
             result?;
@@ -897,7 +1001,7 @@ impl Recorder {
             return Err(RecorderError::NotFound(format!("session {session_id}")));
         };
         let heads = doc.automerge().get_heads();
-        apply_event(&mut doc, event, now_us)?;
+        apply_checked(&mut doc, event, rate_rules.as_ref(), now_us)?;
         let changes = doc.automerge().save_after(&heads);
         let tx = store::write_tx(&mut self.conn)?;
         store::append_changes(&tx, session_id, &changes, now_us, || doc.automerge().save())?;
@@ -1329,6 +1433,63 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
     Ok(())
 }
 
+/// What a rate is checked against besides the session's order.
+struct RateRules {
+    /// The site's limits.
+    limits: clinical::InfusionLimits,
+    /// Whether whoever set the rate is a clinician (their override counts).
+    by_clinician: bool,
+}
+
+/// Checks a dose event's rate against the session's order and the site's limits, then applies
+/// the event, with the clinician's override beside it when one let the rate through. A session
+/// started before orders were recorded still has its rates held to the site's limits.
+fn apply_checked(
+    doc: &mut SessionDoc,
+    event: SessionEvent,
+    rules: Option<&RateRules>,
+    now_us: i64,
+) -> Result<(), RecorderError> {
+    if let (
+        Some(rules),
+        SessionEvent::Dose {
+            rate_mg_per_h: Some(rate),
+            override_reason,
+            by,
+            ..
+        },
+    ) = (rules, &event)
+    {
+        let refused =
+            |e: &dyn std::fmt::Display| RecorderError::Invalid(format!("pump rate refused: {e}"));
+        match doc.care()?.order {
+            None => clinical::check_rate(*rate, &rules.limits).map_err(|e| refused(&e))?,
+            Some(entry) => {
+                let reason = override_reason.as_deref().unwrap_or("").trim();
+                let order = entry.order();
+                let over = RateOverride {
+                    reason,
+                    by_clinician: rules.by_clinician,
+                };
+                let accepted = check_rate_change(*rate, &order, &rules.limits, Some(over))
+                    .map_err(|e| refused(&e))?;
+                if accepted == RateAccepted::Overridden {
+                    let (min, max) = order.rate_mg_per_h;
+                    let entry = OverrideEntry {
+                        id: new_id(),
+                        subject: format!("rate {rate} mg/h (order {min}-{max} mg/h)"),
+                        reason: reason.to_owned(),
+                        by: by.clone(),
+                        at_us: now_us,
+                    };
+                    doc.update_care(|c| c.overrides.push(entry))?;
+                }
+            }
+        }
+    }
+    apply_event(doc, event, now_us)
+}
+
 fn apply_event(
     doc: &mut SessionDoc,
     event: SessionEvent,
@@ -1339,6 +1500,7 @@ fn apply_event(
             action,
             rate_mg_per_h,
             by,
+            override_reason: _,
         } => doc.update_meta(|m| {
             m.dose_events.push(DoseEvent {
                 id: new_id(),
@@ -1425,6 +1587,17 @@ mod tests {
     const DAY_US: i64 = 86_400 * 1_000_000;
     const T0: i64 = 1_790_000_000_000_000;
 
+    /// The prescriber's order every test session starts from (no staff list here, so any
+    /// named prescriber is taken).
+    fn order() -> Option<OrderInput> {
+        Some(OrderInput {
+            prescriber: "dr-kim".into(),
+            indication: "depression".into(),
+            rate_min_mg_per_h: None,
+            rate_max_mg_per_h: None,
+        })
+    }
+
     fn recorder(dir: &Path) -> Recorder {
         let cfg = RecorderConfig {
             site: "austin".into(),
@@ -1468,6 +1641,7 @@ mod tests {
                 protocol,
                 by: "n".into(),
                 scenario: None,
+                order: order(),
             },
             start_us,
         )
@@ -1692,6 +1866,7 @@ mod tests {
                     protocol,
                     by: "n".into(),
                     scenario: None,
+                    order: order(),
                 },
                 T0 + DAY_US,
             )
@@ -1757,6 +1932,7 @@ mod tests {
                     protocol: protocol.clone(),
                     by: "n".into(),
                     scenario: None,
+                    order: order(),
                 },
                 at,
             )

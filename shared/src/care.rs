@@ -13,6 +13,8 @@ use automerge::{AutoCommit, ReadDoc};
 use autosurgeon::{Hydrate, Reconcile, hydrate_prop, reconcile_prop};
 use serde::{Deserialize, Serialize};
 
+use crate::clinical::Indication;
+use crate::clinical::order::PrescriberOrder;
 use crate::doc::{DocError, SessionDoc};
 
 /// The prescriber's order as stored.
@@ -38,6 +40,37 @@ pub struct OrderEntry {
     pub at_us: i64,
     /// Who entered it.
     pub by: String,
+}
+
+impl OrderEntry {
+    /// The entry recording `order`, written at `at_us` by `by`.
+    pub fn new(order: &PrescriberOrder, at_us: i64, by: &str) -> OrderEntry {
+        OrderEntry {
+            prescriber: order.prescriber.clone(),
+            indication: order.indication.code().to_owned(),
+            dose_mg_per_kg: order.dose_mg_per_kg,
+            minutes: order.minutes,
+            concentration_min: order.concentration_mg_per_ml.0,
+            concentration_max: order.concentration_mg_per_ml.1,
+            rate_min: order.rate_mg_per_h.0,
+            rate_max: order.rate_mg_per_h.1,
+            at_us,
+            by: by.to_owned(),
+        }
+    }
+
+    /// The order it records; an indication this version does not know reads as `other` (the
+    /// ranges, which the rules check, are numbers).
+    pub fn order(&self) -> PrescriberOrder {
+        PrescriberOrder {
+            prescriber: self.prescriber.clone(),
+            indication: Indication::parse(&self.indication).unwrap_or(Indication::Other),
+            dose_mg_per_kg: self.dose_mg_per_kg,
+            minutes: self.minutes,
+            concentration_mg_per_ml: (self.concentration_min, self.concentration_max),
+            rate_mg_per_h: (self.rate_min, self.rate_max),
+        }
+    }
 }
 
 /// One screening answer of this visit.

@@ -321,6 +321,7 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
     serde_json::json!({
         "patient_id": patient_id,
         "protocol": {"drug": "ketamine", "route": "iv", "dose_mg_per_kg": 0.5, "weight_kg": 70.0, "planned_minutes": 40},
+        "order": {"prescriber": "dr-kim", "indication": "depression"},
         "scenario": scenario,
     })
 }

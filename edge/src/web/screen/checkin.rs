@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::clinical::{
-    self, Contraindication, InfusionLimits, InfusionOrder, Instrument, PreInfusionChecklist,
-    ScorePhase,
+    self, Contraindication, Indication, InfusionLimits, InfusionOrder, Instrument,
+    PreInfusionChecklist, ScorePhase,
 };
 use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score, Screening};
 use vigil_web::layout::badge;
@@ -21,10 +21,10 @@ use vigil_web::url_encode;
 
 use super::view::patient_name;
 use super::{
-    CsrfForm, Section, Shared, Viewer, csrf_input, fail, frame, patient_or_404, read, refusal,
-    require_treating, site_room,
+    CsrfForm, Section, Shared, Viewer, csrf_input, fail, frame, load, patient_or_404, read,
+    refusal, require_treating, site_room,
 };
-use crate::recorder::{NewSession, PatientUpdate, SessionEvent};
+use crate::recorder::{NewSession, OrderInput, PatientUpdate, SessionEvent};
 
 /// What the check-in form holds; every field a string as typed, so a refused form comes back
 /// exactly as it was.
@@ -46,6 +46,8 @@ pub(crate) struct CheckInForm {
     dose: Option<String>,
     minutes: Option<String>,
     conc: Option<String>,
+    prescriber: Option<String>,
+    indication: Option<String>,
     c_escort: Option<String>,
     c_consent: Option<String>,
     c_npo: Option<String>,
@@ -53,7 +55,7 @@ pub(crate) struct CheckInForm {
 }
 
 impl CheckInForm {
-    fn from_patient(p: &PatientRecord) -> CheckInForm {
+    fn from_patient(p: &PatientRecord, v: &Viewer) -> CheckInForm {
         let on = |b: bool| b.then(|| "on".to_owned());
         CheckInForm {
             s_htn: on(p.screening.uncontrolled_hypertension),
@@ -64,6 +66,8 @@ impl CheckInForm {
             dose: Some("0.5".into()),
             minutes: Some("40".into()),
             conc: Some("1".into()),
+            prescriber: v.is_clinician().then(|| v.id.clone()),
+            indication: Some(Indication::Depression.code().into()),
             ..CheckInForm::default()
         }
     }
@@ -275,7 +279,13 @@ fn review_panel(r: &Review) -> Markup {
     }
 }
 
-fn checkin_page(v: &Viewer, p: &PatientRecord, f: &CheckInForm, r: Option<&Review>) -> Markup {
+fn checkin_page(
+    v: &Viewer,
+    p: &PatientRecord,
+    f: &CheckInForm,
+    clinicians: &[(String, String)],
+    r: Option<&Review>,
+) -> Markup {
     let override_note = if v.is_clinician() {
         "Only if a contraindication is flagged: your reason for starting anyway."
     } else {
@@ -316,6 +326,23 @@ fn checkin_page(v: &Viewer, p: &PatientRecord, f: &CheckInForm, r: Option<&Revie
                 (text_input("dose", &f.dose, "Dose (mg/kg)", "decimal"))
                 (text_input("minutes", &f.minutes, "Duration (min)", "numeric"))
                 (text_input("conc", &f.conc, "Concentration (mg/mL)", "decimal"))
+                label {
+                    "Prescriber"
+                    select name="prescriber" id="prescriber" {
+                        option value="" { "—" }
+                        @for (id, name) in clinicians {
+                            option value=(id) selected[f.prescriber.as_deref() == Some(id.as_str())] { (name) }
+                        }
+                    }
+                }
+                label {
+                    "Indication"
+                    select name="indication" id="indication" {
+                        @for &i in Indication::ALL {
+                            option value=(i.code()) selected[f.indication.as_deref() == Some(i.code())] { (i.label()) }
+                        }
+                    }
+                }
             }
             section.card {
                 h2 { "Pre-infusion checklist" }
@@ -349,12 +376,17 @@ pub(crate) async fn checkin(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let f = CheckInForm::from_patient(&p);
+    let f = CheckInForm::from_patient(&p, &v);
+    let (site, _) = site_room(&s);
+    let clinicians = match read(&s, move |conn| Ok(load::clinicians(conn, &site))).await {
+        Ok(c) => c,
+        Err(e) => return fail(&v, e),
+    };
     frame(
         &v,
         Section::Patients,
         "Check-in",
-        checkin_page(&v, &p, &f, None),
+        checkin_page(&v, &p, &f, &clinicians, None),
     )
 }
 
@@ -384,12 +416,15 @@ pub(crate) async fn checkin_submit(
         Err(r) => return r,
     };
     let (site, _) = site_room(&s);
-    let limits = match read(&s, move |conn| {
-        Ok(crate::reads::infusion_limits(conn, &site))
+    let (limits, clinicians) = match read(&s, move |conn| {
+        Ok((
+            crate::reads::infusion_limits(conn, &site),
+            load::clinicians(conn, &site),
+        ))
     })
     .await
     {
-        Ok(l) => l,
+        Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
     let (r, parsed) = review(&f, &v, limits);
@@ -400,7 +435,7 @@ pub(crate) async fn checkin_submit(
                 &v,
                 Section::Patients,
                 "Check-in",
-                checkin_page(&v, &p, &f, Some(r)),
+                checkin_page(&v, &p, &f, &clinicians, Some(r)),
             ),
         )
             .into_response()
@@ -466,6 +501,12 @@ pub(crate) async fn checkin_submit(
         },
         by: v.id.clone(),
         scenario: None,
+        order: Some(OrderInput {
+            prescriber: field(&f.prescriber).to_owned(),
+            indication: field(&f.indication).to_owned(),
+            rate_min_mg_per_h: None,
+            rate_max_mg_per_h: None,
+        }),
     };
     let meta = match recorder.start_session(new, Some(checkin)).await {
         Ok(m) => m,

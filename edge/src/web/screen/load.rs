@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use vigil_shared::care::DispositionEntry;
+use vigil_shared::care::SessionCare;
 use vigil_shared::clinical;
 use vigil_shared::doc::{
     CheckIn, DocKind, PatientDoc, PatientRecord, SessionDoc, SessionMeta, SessionState,
@@ -21,9 +21,9 @@ pub(crate) struct SessionParts {
     pub(crate) meta: SessionMeta,
     pub(crate) notes: String,
     pub(crate) checkin: Option<CheckIn>,
-    /// How the session ended, when not by a discharge home (an EMS transfer, leaving against
-    /// advice).
-    pub(crate) disposition: Option<DispositionEntry>,
+    /// The care record: the order, overrides, checkpoints, how the session ended when not by
+    /// a discharge home (an EMS transfer, leaving against advice), ….
+    pub(crate) care: SessionCare,
 }
 
 pub(crate) fn session(
@@ -37,7 +37,7 @@ pub(crate) fn session(
         meta: doc.meta()?,
         notes: doc.notes()?,
         checkin: doc.checkin()?,
-        disposition: doc.care()?.disposition,
+        care: doc.care()?,
     }))
 }
 
@@ -98,5 +98,22 @@ pub(crate) fn staff_names(conn: &rusqlite::Connection, site: &str) -> BTreeMap<S
         .ok()
         .flatten()
         .map(|c| c.staff.into_iter().map(|m| (m.id, m.name)).collect())
+        .unwrap_or_default()
+}
+
+/// The site's clinicians (id, name), who may prescribe and override; empty before the first
+/// sync.
+pub(crate) fn clinicians(conn: &rusqlite::Connection, site: &str) -> Vec<(String, String)> {
+    let clinician = vigil_shared::clinical::StaffRole::Clinician.code();
+    super::site_config(conn, site)
+        .ok()
+        .flatten()
+        .map(|c| {
+            c.staff
+                .into_iter()
+                .filter(|m| m.role == clinician)
+                .map(|m| (m.id, m.name))
+                .collect()
+        })
         .unwrap_or_default()
 }

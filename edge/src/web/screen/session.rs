@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::advisory::Priority;
-use vigil_shared::clinical::{Instrument, Severity};
+use vigil_shared::care::OrderEntry;
+use vigil_shared::clinical::{Indication, Instrument, Severity};
 use vigil_shared::doc::{DoseAction, SessionState};
 use vigil_web::layout::badge;
 use vigil_web::url_encode;
@@ -218,14 +219,28 @@ fn end_form(v: &Viewer, sid: &str) -> Markup {
     }
 }
 
-/// The buttons of a running infusion: the pump and side effects.
-fn controls(v: &Viewer, sid: &str, rate: String) -> Markup {
+fn indication_label(code: &str) -> &str {
+    Indication::parse(code).map_or(code, |i| i.label())
+}
+
+/// The buttons of a running infusion: the pump and side effects. A rate outside the order's
+/// range needs a clinician's reason; the recorder refuses it otherwise.
+fn controls(v: &Viewer, sid: &str, rate: String, order: Option<&OrderEntry>) -> Markup {
     html! {
         section.card {
             h2 { "Dose" }
+            @if let Some(o) = order {
+                p.muted id="order-range" { "Order: " (o.rate_min) "–" (o.rate_max) " mg/h" }
+            }
             form.buttons method="post" action={ "/screen/sessions/" (sid) "/dose" } {
                 (csrf_input(v))
                 label { "Rate (mg/h)" input name="rate" id="rate" value=(rate) inputmode="decimal"; }
+                @if v.is_clinician() {
+                    label {
+                        "Reason, for a rate outside the order"
+                        input name="override_reason" id="rate-override" autocomplete="off";
+                    }
+                }
                 button.primary.big name="action" value="start" id="dose-start" { "Start" }
                 button.big name="action" value="rate_change" id="dose-rate" { "Change rate" }
                 button.big name="action" value="pause" id="dose-pause" { "Pause" }
@@ -304,7 +319,22 @@ pub(crate) async fn session(
                     dd id="override" { (c.flags.join(", ").replace('_', " ")) " — " (reason) " (" (who(names, by)) ")" }
                 }
             }
-            @if let Some(d) = &parts.disposition {
+            @if let Some(o) = &parts.care.order {
+                dt { "Order" }
+                dd id="order" {
+                    (indication_label(&o.indication)) " · " (o.rate_min) "–" (o.rate_max) " mg/h · "
+                    (o.concentration_min) "–" (o.concentration_max) " mg/mL · prescribed by " (who(names, &o.prescriber))
+                }
+            }
+            @if !parts.care.overrides.is_empty() {
+                dt { "Overrides" }
+                dd id="overrides" {
+                    @for o in &parts.care.overrides {
+                        div { (o.subject) " — " (o.reason) " (" (who(names, &o.by)) ", " (clock(&v, o.at_us)) ")" }
+                    }
+                }
+            }
+            @if let Some(d) = &parts.care.disposition {
                 dt { "Ended" }
                 dd id="ending" {
                     (ending_label(&d.code)) " at " (clock(&v, d.at_us)) " by " (who(names, &d.by)) ": " (d.note)
@@ -324,7 +354,12 @@ pub(crate) async fn session(
         }
         div id="advisories-box" { (advisories) }
         @if m.state == SessionState::InProgress {
-            (controls(&v, &m.id, parts.checkin.as_ref().map_or(String::new(), |c| c.rate_mg_per_h.to_string())))
+            (controls(
+                &v,
+                &m.id,
+                parts.checkin.as_ref().map_or(String::new(), |c| c.rate_mg_per_h.to_string()),
+                parts.care.order.as_ref(),
+            ))
         }
         @if m.state == SessionState::InProgress { (end_form(&v, &m.id)) }
         section.card {
@@ -367,6 +402,7 @@ fn session_path(id: &str) -> String {
 pub(crate) struct DoseForm {
     action: Option<String>,
     rate: Option<String>,
+    override_reason: Option<String>,
 }
 
 /// `POST /screen/sessions/{id}/dose`.
@@ -404,6 +440,7 @@ pub(crate) async fn dose(
     let event = SessionEvent::Dose {
         action,
         rate_mg_per_h: rate,
+        override_reason: f.override_reason.filter(|r| !r.trim().is_empty()),
         by: v.id.clone(),
     };
     record(&s, &v, id, event, &back).await
