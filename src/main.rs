@@ -19,7 +19,9 @@ use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
 use vigil_edge::recorder::{NewPatient, NewSession, OrderInput, SessionEvent, StopSession};
 use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::sim::Scenario;
+use vigil_shared::clinical::checkpoints::{Checkpoint, SedationScale};
 use vigil_shared::doc::{DoseAction, Protocol};
+use vigil_shared::vitals::Channel;
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about = "Vigil launcher")]
@@ -521,6 +523,21 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
         let id = recorder.start_session(new, None).await?.id;
         let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
         let event = |e: SessionEvent| recorder.add_event(id.clone(), e);
+        // A checkpoint as the nurse records it: the room's last cuff reading and the patient
+        // responding readily (MOAA/S 5), or nothing when the cuff has not read yet.
+        let checkpoint = |checkpoint: Checkpoint| {
+            a.latest(Channel::Nibp).map(|bp| SessionEvent::Checkpoint {
+                checkpoint: checkpoint.code().into(),
+                systolic: i64::from(bp.v[0]),
+                diastolic: i64::from(bp.v[1]),
+                sedation_scale: SedationScale::Moaas.code().into(),
+                sedation: 5,
+                by: "demo-nurse".into(),
+            })
+        };
+        if let Some(c) = checkpoint(Checkpoint::BeforeStart) {
+            event(c).await?;
+        }
         event(SessionEvent::Score {
             instrument: "phq9".into(),
             phase: "pre".into(),
@@ -542,7 +559,11 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
             by: "demo-nurse".into(),
         })
         .await?;
-        sim_sleep((planned_minutes as f64 - 15.0) * 60.0, time_factor).await;
+        sim_sleep(25.0 * 60.0, time_factor).await;
+        if let Some(c) = checkpoint(Checkpoint::At40Min) {
+            event(c).await?;
+        }
+        sim_sleep((planned_minutes as f64 - 40.0) * 60.0, time_factor).await;
         event(SessionEvent::Dose {
             action: DoseAction::Stop,
             rate_mg_per_h: Some(0.0),
@@ -554,17 +575,35 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
         event(SessionEvent::Score {
             instrument: "cadss".into(),
             phase: "post".into(),
-            value: 10 + (i % 20) as i64,
+            value: (i % 5) as i64,
             by: "demo-nurse".into(),
         })
         .await?;
-        event(SessionEvent::Discharge {
-            aldrete: 10,
-            escort: "family member".into(),
-            no_driving_ack: true,
-            by: "demo-nurse".into(),
-        })
-        .await?;
+        // The site's observation time after the stop, then a blood pressure before discharge
+        // and the discharge through its gate; a patient not ready yet is observed longer.
+        sim_sleep(20.0 * 60.0, time_factor).await;
+        for _ in 0..6 {
+            if let Some(c) = checkpoint(Checkpoint::BeforeDischarge) {
+                event(c).await?;
+            }
+            let discharge = event(SessionEvent::Discharge {
+                aldrete_items: vec![2, 2, 2, 2, 2],
+                escort: "Alex Rivera".into(),
+                escort_phone: "+1 512 555 0142".into(),
+                escort_relationship: "partner".into(),
+                no_driving_ack: true,
+                cadss_override_reason: None,
+                by: "demo-nurse".into(),
+            })
+            .await;
+            match discharge {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::info!(session = %id, reason = %e, "demo patient not ready to go home yet")
+                }
+            }
+            sim_sleep(10.0 * 60.0, time_factor).await;
+        }
         let stop = StopSession {
             by: "demo-nurse".into(),
             aborted: false,

@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{bin, patient_body, session_body, start_edge, write_edge_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,13 +132,41 @@ async fn bad_requests_get_clear_json_errors() {
         )
         .await;
     assert_eq!(st, 422, "{body}");
-    let (st, body) = http
-        .post(
-            &events,
-            &json!({"type": "discharge", "aldrete": 7, "escort": "A", "no_driving_ack": true}),
-        )
-        .await;
-    assert_eq!(st, 422, "discharge needs Aldrete >= 9: {body}");
+    // Discharge through the API: malformed items are 422; the gate's refusals are 409, each
+    // reason named at once.
+    let home = |items: Value| {
+        json!({"type": "discharge", "aldrete_items": items, "escort": "Ana Diaz",
+            "escort_phone": "+1 512 555 0100", "escort_relationship": "sister",
+            "no_driving_ack": true})
+    };
+    let (st, body) = http.post(&events, &home(json!([2, 2, 3, 2, 2]))).await;
+    assert_eq!(st, 422, "an Aldrete item of 3: {body}");
+    let (st, body) = http.post(&events, &home(json!([2, 2, 1, 1, 1]))).await;
+    assert_eq!(st, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
+    for reason in [
+        "the infusion has not been stopped",
+        "modified Aldrete 7 is under 9",
+        "record the CADSS after the infusion",
+        "take a blood pressure before discharge",
+    ] {
+        assert!(error.contains(reason), "{reason}: {error}");
+    }
+    let checkpoint = json!({"type": "checkpoint", "checkpoint": "before_start", "systolic": 126,
+        "diastolic": 81, "sedation_scale": "moaas", "sedation": 5});
+    let (st, body) = http.post(&events, &checkpoint).await;
+    assert_eq!(st, 201, "{body}");
+    let mut wrong = checkpoint.clone();
+    wrong["sedation"] = json!(9);
+    let (st, body) = http.post(&events, &wrong).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("MOAA/S 9 is outside 0..5"),
+        "{body}"
+    );
     let (st, body) = http
         .post(
             &events,

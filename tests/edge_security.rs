@@ -262,7 +262,8 @@ async fn the_api_answers_only_credentials_and_keeps_the_clinical_rules() {
     let (st, body) = ehr
         .post(
             &events,
-            &json!({"type": "discharge", "aldrete": 10, "escort": "Sam",
+            &json!({"type": "discharge", "aldrete_items": [2, 2, 2, 2, 2], "escort": "Sam",
+            "escort_phone": "+1 512 555 0100", "escort_relationship": "friend",
             "no_driving_ack": true, "by": "dr-kim"}),
         )
         .await;
@@ -270,12 +271,17 @@ async fn the_api_answers_only_credentials_and_keeps_the_clinical_rules() {
     let (st, body) = ehr
         .post(
             &events,
-            &json!({"type": "discharge", "aldrete": 10, "escort": "Sam", "no_driving_ack": true}),
+            &json!({"type": "discharge", "aldrete_items": [2, 2, 2, 2, 2], "escort": "Sam",
+            "escort_phone": "+1 512 555 0100", "escort_relationship": "friend",
+            "no_driving_ack": true}),
         )
         .await;
     assert_eq!(st, 409, "a discharge with the pump running: {body}");
     assert!(
-        body["error"].as_str().unwrap().contains("dose stop"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("the infusion has not been stopped"),
         "{body}"
     );
     let (_, view) = ehr.get(&format!("/api/v1/sessions/{sid}")).await;

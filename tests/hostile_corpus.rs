@@ -184,6 +184,22 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         PASSWORD,
     );
     assert!(out.status.success(), "user add: {out:?}");
+    // A minute's observation after the stop (a second of the appliance's 60x clock), so the
+    // discharge below needn't wait half an hour.
+    let out = run_with_stdin(
+        &[
+            "staff",
+            "discharge",
+            "--site",
+            "austin",
+            "--min-observation-min",
+            "1",
+            "--config",
+            config_arg,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "staff discharge: {out:?}");
 
     let section = cloud_section(&ca, dir.path(), quic_port, "austin", "1");
     let edge_config = write_edge_config(
@@ -244,14 +260,27 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         .post(&events, &json!({"type": "dose", "action": "stop"}))
         .await;
     assert_eq!(st, 201, "{body}");
-    let (st, body) = edge
-        .post(
-            &events,
-            &json!({"type": "discharge", "aldrete": 10, "escort": FORMULAS[0],
-            "no_driving_ack": true}),
-        )
-        .await;
-    assert_eq!(st, 201, "{body}");
+    for event in [
+        json!({"type": "score", "instrument": "cadss", "phase": "post", "value": 2}),
+        json!({"type": "checkpoint", "checkpoint": "before_discharge", "systolic": 124,
+            "diastolic": 80, "sedation_scale": "moaas", "sedation": 5}),
+    ] {
+        let (st, body) = edge.post(&events, &event).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let discharge = json!({"type": "discharge", "aldrete_items": [2, 2, 2, 2, 2],
+        "escort": FORMULAS[0], "escort_phone": "+1 512 555 0100",
+        "escort_relationship": FORMULAS[1], "no_driving_ack": true});
+    eventually(
+        Duration::from_secs(60),
+        "the observation time to pass",
+        || async {
+            let (st, body) = edge.post(&events, &discharge).await;
+            assert!(st == 201 || st == 409, "{body}");
+            (st == 201).then_some(())
+        },
+    )
+    .await;
     stop_session(&edge, &sid).await;
 
     // A 10,000-character name (with markup at its end) is stored or refused with a clear
@@ -346,6 +375,8 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         ("dose", "0.5"),
         ("minutes", "40"),
         ("conc", "0.5"),
+        ("prescriber", "dr-kim"),
+        ("indication", "ptsd"),
         ("c_escort", "on"),
         ("c_consent", "on"),
         ("c_npo", "on"),
@@ -407,6 +438,8 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         format!("/screen/sessions/{sid}/after"),
         format!("/screen/sessions/{screen_sid}"),
         format!("/screen/sessions/{screen_sid}/after"),
+        format!("/screen/sessions/{sid}/form"),
+        format!("/screen/sessions/{screen_sid}/form"),
         "/screen/pins".to_owned(),
     ] {
         let body = screen(path.clone()).await;

@@ -90,6 +90,31 @@ enum StaffCommand {
         #[arg(long)]
         max_minutes: Option<u64>,
     },
+    /// Set the site's discharge rules, which the room screens and the appliances' API hold
+    /// every discharge to; fields not given keep their current value (or the default).
+    Discharge {
+        /// The site, as in cloud.toml.
+        #[arg(long)]
+        site: String,
+        /// Least observation after the dose stop, minutes, 1-120 (default 30).
+        #[arg(long)]
+        min_observation_min: Option<u32>,
+        /// Highest CADSS after the infusion without a clinician's override (default 4).
+        #[arg(long)]
+        max_cadss: Option<i64>,
+        /// Systolic under which a reading is acceptable whatever the baseline (default 160).
+        #[arg(long)]
+        bp_systolic_below: Option<i64>,
+        /// Diastolic under which a reading is acceptable whatever the baseline (default 100).
+        #[arg(long)]
+        bp_diastolic_below: Option<i64>,
+        /// How far above the baseline a reading may be, percent (default 20).
+        #[arg(long)]
+        bp_within_pct_of_baseline: Option<i64>,
+        /// Oldest blood pressure that counts, minutes (default 10).
+        #[arg(long)]
+        bp_max_age_min: Option<u32>,
+    },
     /// Add a staff member, or give an existing one a new name, role or PIN; the PIN (6-12
     /// digits) is read from standard input.
     Add {
@@ -327,11 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     min_minutes,
                     max_minutes,
                 } => {
-                    let current = store
-                        .load_document(&site)?
-                        .and_then(|mut d| {
-                            vigil_shared::doc::SiteConfigDoc::load(&d.doc.save()).ok()
-                        })
+                    let current = site_config(&store, &site)?
                         .and_then(|d| d.infusion_limits().ok().flatten())
                         .unwrap_or_default();
                     let limits = vigil_shared::clinical::InfusionLimits {
@@ -349,6 +370,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         vigil_cloud::clock::now_us(),
                     )?;
                     println!("infusion limits: {site} {limits:?}");
+                }
+                StaffCommand::Discharge {
+                    site,
+                    min_observation_min,
+                    max_cadss,
+                    bp_systolic_below,
+                    bp_diastolic_below,
+                    bp_within_pct_of_baseline,
+                    bp_max_age_min,
+                } => {
+                    let current = site_config(&store, &site)?
+                        .and_then(|d| d.discharge_rules().ok().flatten())
+                        .unwrap_or_default();
+                    let rules = vigil_shared::clinical::discharge::DischargeRules {
+                        min_observation_min: min_observation_min
+                            .unwrap_or(current.min_observation_min),
+                        max_cadss: max_cadss.unwrap_or(current.max_cadss),
+                        bp_systolic_below: bp_systolic_below.unwrap_or(current.bp_systolic_below),
+                        bp_diastolic_below: bp_diastolic_below
+                            .unwrap_or(current.bp_diastolic_below),
+                        bp_within_pct_of_baseline: bp_within_pct_of_baseline
+                            .unwrap_or(current.bp_within_pct_of_baseline),
+                        bp_max_age_min: bp_max_age_min.unwrap_or(current.bp_max_age_min),
+                    };
+                    vigil_cloud::staff::set_discharge_rules(
+                        &store,
+                        &site,
+                        &rules,
+                        vigil_cloud::clock::now_us(),
+                    )?;
+                    println!("discharge rules: {site} {rules:?}");
                 }
                 StaffCommand::IssueToken { site, label, days } => {
                     let now = vigil_cloud::clock::now_us();
@@ -526,6 +578,17 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
 }
 
 /// Reads a password: one line of standard input, without its line ending.
+/// The site's configuration document as the cloud holds it; `None` before it exists (or if
+/// it cannot be read, when the defaults apply).
+fn site_config(
+    store: &vigil_cloud::store::CloudStore,
+    site: &str,
+) -> anyhow::Result<Option<vigil_shared::doc::SiteConfigDoc>> {
+    Ok(store
+        .load_document(site)?
+        .and_then(|mut d| vigil_shared::doc::SiteConfigDoc::load(&d.doc.save()).ok()))
+}
+
 fn read_password() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()

@@ -50,6 +50,9 @@ pub enum StaffError {
     /// Infusion limits that make no sense.
     #[error("infusion limits: {0}")]
     Limits(String),
+    /// Discharge rules that make no sense.
+    #[error("discharge rules: {0}")]
+    Discharge(String),
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] crate::auth::AuthError),
@@ -158,6 +161,21 @@ pub fn set_infusion_limits(
     limits.validate().map_err(StaffError::Limits)?;
     edit_site_config(store, site, now_us, |doc| {
         Ok(doc.set_infusion_limits(limits)?)
+    })
+}
+
+/// Sets a site's discharge rules (the medical director's: observation time after the stop,
+/// CADSS limit, blood-pressure limits), replacing any set before, and commits the document.
+/// Appliances receive it when they next connect.
+pub fn set_discharge_rules(
+    store: &CloudStore,
+    site: &str,
+    rules: &vigil_shared::clinical::discharge::DischargeRules,
+    now_us: i64,
+) -> Result<(), StaffError> {
+    rules.validate().map_err(StaffError::Discharge)?;
+    edit_site_config(store, site, now_us, |doc| {
+        Ok(doc.set_discharge_rules(rules)?)
     })
 }
 

@@ -351,6 +351,20 @@ impl Appliance {
         })
     }
 
+    /// The room's latest reading of `channel` (live values, whether or not a session records).
+    pub fn latest(
+        &self,
+        channel: vigil_shared::vitals::Channel,
+    ) -> Option<vigil_shared::vitals::Sample> {
+        self.status
+            .lock()
+            .ok()?
+            .recorder
+            .last
+            .get(&channel)
+            .cloned()
+    }
+
     /// The recorder thread's handle, for in-process callers such as the demo: the same
     /// commands the HTTP API sends.
     pub fn recorder(&self) -> &Handle {

@@ -205,6 +205,26 @@ pub fn site_config_doc(
     Ok(store::load_typed(conn, site)?)
 }
 
+/// The site's discharge rules from its configuration, or the defaults when it sets none (or
+/// sets ones that don't make sense, which is logged).
+pub fn discharge_rules(
+    conn: &Connection,
+    site: &str,
+) -> vigil_shared::clinical::discharge::DischargeRules {
+    let stored = site_config_doc(conn, site).and_then(|d| match d {
+        Some(d) => Ok(d.discharge_rules()?),
+        None => Ok(None),
+    });
+    match stored {
+        Ok(Some(r)) if r.validate().is_ok() => r,
+        Ok(None) => Default::default(),
+        Ok(Some(_)) | Err(_) => {
+            tracing::warn!(%site, "the site's discharge rules are unreadable or out of range; using the defaults");
+            Default::default()
+        }
+    }
+}
+
 /// The site's infusion limits from its configuration, or the defaults when it sets none (or
 /// sets ones that don't make sense, which is logged).
 pub fn infusion_limits(conn: &Connection, site: &str) -> vigil_shared::clinical::InfusionLimits {

@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use vigil_hardware::sim::Scenario;
 use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
-use vigil_shared::care::{OrderEntry, OverrideEntry};
+use vigil_shared::care::{CheckpointEntry, DispositionEntry, OrderEntry, OverrideEntry};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::clinical;
+use vigil_shared::clinical::checkpoints::{Checkpoint, SedationScale};
+use vigil_shared::clinical::discharge::{self, DischargeRules, Escort};
 use vigil_shared::clinical::order::{
     PrescriberOrder, RateAccepted, RateOverride, check_rate_change,
 };
@@ -239,14 +241,37 @@ pub enum SessionEvent {
         /// Who.
         by: String,
     },
-    /// Discharge.
+    /// A timed monitoring checkpoint: blood pressure and a sedation score.
+    Checkpoint {
+        /// `before_start`, `at_40_min` or `before_discharge`.
+        checkpoint: String,
+        /// Systolic, mmHg.
+        systolic: i64,
+        /// Diastolic, mmHg.
+        diastolic: i64,
+        /// `moaas` (0-5) or `rass` (-5 to +4).
+        sedation_scale: String,
+        /// The sedation score.
+        sedation: i64,
+        /// Who.
+        by: String,
+    },
+    /// Discharge home with an escort, through the discharge gate (`clinical::discharge`).
     Discharge {
-        /// Modified Aldrete score.
-        aldrete: i64,
+        /// The modified Aldrete items: activity, respiration, circulation, consciousness,
+        /// oxygen saturation, each 0-2.
+        aldrete_items: Vec<i64>,
         /// Escort's name.
         escort: String,
+        /// Escort's phone.
+        escort_phone: String,
+        /// Escort's relationship to the patient.
+        escort_relationship: String,
         /// No driving for 24 hours acknowledged.
         no_driving_ack: bool,
+        /// A clinician's reason for discharging with a CADSS over the site's limit.
+        #[serde(default)]
+        cadss_override_reason: Option<String>,
         /// Who.
         by: String,
     },
@@ -970,19 +995,28 @@ impl Recorder {
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
         validate_event(&event)?;
-        let rate_rules = match &event {
+        let overrides =
+            |reason: &Option<String>| reason.as_deref().is_some_and(|r| !r.trim().is_empty());
+        let rules = match &event {
             SessionEvent::Dose {
                 rate_mg_per_h: Some(_),
                 override_reason,
                 by,
                 ..
-            } => Some(RateRules {
+            } => Some(EventRules {
                 limits: crate::reads::infusion_limits(&self.conn, &self.cfg.site),
+                discharge: DischargeRules::default(),
                 // Asked only when someone overrides: a plain rate change reads no staff list.
-                by_clinician: override_reason
-                    .as_deref()
-                    .is_some_and(|r| !r.trim().is_empty())
-                    && self.is_clinician(by)?,
+                by_clinician: overrides(override_reason) && self.is_clinician(by)?,
+            }),
+            SessionEvent::Discharge {
+                cadss_override_reason,
+                by,
+                ..
+            } => Some(EventRules {
+                limits: clinical::InfusionLimits::default(),
+                discharge: crate::reads::discharge_rules(&self.conn, &self.cfg.site),
+                by_clinician: overrides(cadss_override_reason) && self.is_clinician(by)?,
             }),
             _ => None,
         };
@@ -991,7 +1025,7 @@ impl Recorder {
                 .active
                 .as_mut()
                 .ok_or_else(|| RecorderError::NotFound(session_id.into()))?;
-            apply_checked(&mut a.doc, event, rate_rules.as_ref(), now_us)?;
+            apply_checked(&mut a.doc, event, rules.as_ref(), now_us)?;
             let result = write_active(&mut self.conn, a, now_us);
             note_result(&mut self.status, &result, now_us);
             result?;
@@ -1001,7 +1035,7 @@ impl Recorder {
             return Err(RecorderError::NotFound(format!("session {session_id}")));
         };
         let heads = doc.automerge().get_heads();
-        apply_checked(&mut doc, event, rate_rules.as_ref(), now_us)?;
+        apply_checked(&mut doc, event, rules.as_ref(), now_us)?;
         let changes = doc.automerge().save_after(&heads);
         let tx = store::write_tx(&mut self.conn)?;
         store::append_changes(&tx, session_id, &changes, now_us, || doc.automerge().save())?;
@@ -1046,7 +1080,7 @@ impl Recorder {
         })?;
         if let Some(code) = &input.disposition {
             a.doc.update_care(|c| {
-                c.disposition = Some(vigil_shared::care::DispositionEntry {
+                c.disposition = Some(DispositionEntry {
                     code: code.clone(),
                     escort_name: String::new(),
                     escort_phone: String::new(),
@@ -1408,21 +1442,56 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
             check_text("by", by, true)?;
             check_text("advisory_id", advisory_id, true)?;
         }
-        SessionEvent::Discharge {
-            aldrete,
-            escort,
-            no_driving_ack,
+        SessionEvent::Checkpoint {
+            checkpoint,
+            systolic,
+            diastolic,
+            sedation_scale,
+            sedation,
             by,
         } => {
             check_text("by", by, true)?;
-            let min = i64::from(clinical::ALDRETE_DISCHARGE_MIN);
-            let max = *clinical::Instrument::Aldrete.range().end();
-            if !(min..=max).contains(aldrete) {
-                return Err(RecorderError::Invalid(format!(
-                    "discharge needs a modified Aldrete score of {min} to {max}"
-                )));
+            Checkpoint::parse(checkpoint).map_err(|e| RecorderError::Invalid(e.to_string()))?;
+            clinical::check_bp(*systolic, *diastolic).map_err(RecorderError::Invalid)?;
+            SedationScale::parse(sedation_scale)
+                .map_err(|e| RecorderError::Invalid(e.to_string()))?
+                .check(*sedation)
+                .map_err(RecorderError::Invalid)?;
+        }
+        SessionEvent::Discharge {
+            aldrete_items,
+            escort,
+            escort_phone,
+            escort_relationship,
+            no_driving_ack,
+            cadss_override_reason,
+            by,
+        } => {
+            check_text("by", by, true)?;
+            if clinical::Aldrete::from_items(aldrete_items).is_none() {
+                return Err(RecorderError::Invalid(
+                    "aldrete_items must be the five modified Aldrete items (activity, respiration, circulation, consciousness, oxygen saturation), each 0-2".into(),
+                ));
             }
-            check_text("escort", escort, true)?;
+            for (field, value) in [
+                ("escort", escort),
+                ("escort_phone", escort_phone),
+                ("escort_relationship", escort_relationship),
+            ] {
+                check_text(field, value, true)?;
+            }
+            check_text(
+                "cadss_override_reason",
+                cadss_override_reason.as_deref().unwrap_or(""),
+                false,
+            )?;
+            Escort {
+                name: escort.clone(),
+                phone: escort_phone.clone(),
+                relationship: escort_relationship.clone(),
+            }
+            .check()
+            .map_err(RecorderError::Invalid)?;
             if !no_driving_ack {
                 return Err(RecorderError::Invalid(
                     "discharge needs no_driving_ack".into(),
@@ -1433,61 +1502,147 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
     Ok(())
 }
 
-/// What a rate is checked against besides the session's order.
-struct RateRules {
-    /// The site's limits.
+/// What an event is checked against besides the session's own record.
+struct EventRules {
+    /// The site's infusion limits (rates).
     limits: clinical::InfusionLimits,
-    /// Whether whoever set the rate is a clinician (their override counts).
+    /// The site's discharge rules (discharge).
+    discharge: DischargeRules,
+    /// Whether whoever acted is a clinician (their override counts).
     by_clinician: bool,
 }
 
-/// Checks a dose event's rate against the session's order and the site's limits, then applies
-/// the event, with the clinician's override beside it when one let the rate through. A session
-/// started before orders were recorded still has its rates held to the site's limits.
+/// Checks an event against the session's record and the site's rules, then applies it, with
+/// a clinician's override beside it when one let it through: a rate against the order and the
+/// site's limits (a session started before orders were recorded is still held to the site's
+/// limits), a discharge against the discharge gate.
 fn apply_checked(
     doc: &mut SessionDoc,
     event: SessionEvent,
-    rules: Option<&RateRules>,
+    rules: Option<&EventRules>,
     now_us: i64,
 ) -> Result<(), RecorderError> {
-    if let (
-        Some(rules),
-        SessionEvent::Dose {
-            rate_mg_per_h: Some(rate),
-            override_reason,
+    let overridden = match (rules, &event) {
+        (
+            Some(rules),
+            SessionEvent::Dose {
+                rate_mg_per_h: Some(rate),
+                override_reason,
+                by,
+                ..
+            },
+        ) => check_rate(doc, rules, *rate, override_reason.as_deref(), by, now_us)?,
+        (
+            Some(rules),
+            SessionEvent::Discharge {
+                aldrete_items,
+                cadss_override_reason,
+                by,
+                ..
+            },
+        ) => check_discharge(
+            doc,
+            rules,
+            aldrete_items,
+            cadss_override_reason.as_deref(),
             by,
-            ..
-        },
-    ) = (rules, &event)
-    {
-        let refused =
-            |e: &dyn std::fmt::Display| RecorderError::Invalid(format!("pump rate refused: {e}"));
-        match doc.care()?.order {
-            None => clinical::check_rate(*rate, &rules.limits).map_err(|e| refused(&e))?,
-            Some(entry) => {
-                let reason = override_reason.as_deref().unwrap_or("").trim();
-                let order = entry.order();
-                let over = RateOverride {
-                    reason,
-                    by_clinician: rules.by_clinician,
-                };
-                let accepted = check_rate_change(*rate, &order, &rules.limits, Some(over))
-                    .map_err(|e| refused(&e))?;
-                if accepted == RateAccepted::Overridden {
-                    let (min, max) = order.rate_mg_per_h;
-                    let entry = OverrideEntry {
-                        id: new_id(),
-                        subject: format!("rate {rate} mg/h (order {min}-{max} mg/h)"),
-                        reason: reason.to_owned(),
-                        by: by.clone(),
-                        at_us: now_us,
-                    };
-                    doc.update_care(|c| c.overrides.push(entry))?;
-                }
-            }
-        }
+            now_us,
+        )?,
+        _ => None,
+    };
+    if let Some(entry) = overridden {
+        doc.update_care(|c| c.overrides.push(entry))?;
     }
     apply_event(doc, event, now_us)
+}
+
+/// A rate against the session's order and the site's limits; the override to record when a
+/// clinician's reason let it past the order's range.
+fn check_rate(
+    doc: &SessionDoc,
+    rules: &EventRules,
+    rate: f64,
+    reason: Option<&str>,
+    by: &str,
+    now_us: i64,
+) -> Result<Option<OverrideEntry>, RecorderError> {
+    let refused =
+        |e: &dyn std::fmt::Display| RecorderError::Invalid(format!("pump rate refused: {e}"));
+    let Some(entry) = doc.care()?.order else {
+        clinical::check_rate(rate, &rules.limits).map_err(|e| refused(&e))?;
+        return Ok(None);
+    };
+    let reason = reason.unwrap_or("").trim();
+    let order = entry.order();
+    let over = RateOverride {
+        reason,
+        by_clinician: rules.by_clinician,
+    };
+    match check_rate_change(rate, &order, &rules.limits, Some(over)).map_err(|e| refused(&e))? {
+        RateAccepted::WithinOrder => Ok(None),
+        RateAccepted::Overridden => {
+            let (min, max) = order.rate_mg_per_h;
+            Ok(Some(OverrideEntry {
+                id: new_id(),
+                subject: format!("rate {rate} mg/h (order {min}-{max} mg/h)"),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+                at_us: now_us,
+            }))
+        }
+    }
+}
+
+/// A discharge home against the gate: 409 listing everything still missing. The override to
+/// record when a clinician's reason let a CADSS over the site's limit through.
+fn check_discharge(
+    doc: &SessionDoc,
+    rules: &EventRules,
+    aldrete_items: &[i64],
+    reason: Option<&str>,
+    by: &str,
+    now_us: i64,
+) -> Result<Option<OverrideEntry>, RecorderError> {
+    let meta = doc.meta()?;
+    let care = doc.care()?;
+    if meta.discharge.is_some() || care.disposition.is_some() {
+        return Err(RecorderError::Conflict(
+            "the session has already ended with a disposition".into(),
+        ));
+    }
+    let reason = reason.unwrap_or("").trim();
+    if !reason.is_empty() && !rules.by_clinician {
+        return Err(RecorderError::Invalid(
+            "only a clinician may override the CADSS limit".into(),
+        ));
+    }
+    let facts = discharge::facts(
+        &meta,
+        &care,
+        doc.checkin()?.as_ref(),
+        clinical::Aldrete::from_items(aldrete_items),
+        !reason.is_empty(),
+        now_us,
+    );
+    let missing = discharge::discharge_gate(&rules.discharge, &facts);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(RecorderError::Conflict(format!(
+            "discharge refused: {}",
+            list.join("; ")
+        )));
+    }
+    let limit = rules.discharge.max_cadss;
+    Ok(match facts.cadss_post {
+        Some(v) if v > limit => Some(OverrideEntry {
+            id: new_id(),
+            subject: format!("CADSS {v} over the site's limit of {limit}"),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            at_us: now_us,
+        }),
+        _ => None,
+    })
 }
 
 fn apply_event(
@@ -1554,23 +1709,55 @@ fn apply_event(
                 return Err(RecorderError::NotFound(format!("advisory {advisory_id}")));
             }
         }
+        SessionEvent::Checkpoint {
+            checkpoint,
+            systolic,
+            diastolic,
+            sedation_scale,
+            sedation,
+            by,
+        } => doc.update_care(|c| {
+            c.checkpoints.push(CheckpointEntry {
+                id: new_id(),
+                checkpoint,
+                at_us: now_us,
+                systolic,
+                diastolic,
+                sedation_scale,
+                sedation,
+                by,
+            })
+        })?,
         SessionEvent::Discharge {
-            aldrete,
+            aldrete_items,
             escort,
+            escort_phone,
+            escort_relationship,
             no_driving_ack,
+            cadss_override_reason: _,
             by,
         } => {
-            if !clinical::infusion_stopped(&doc.meta()?.dose_events) {
-                return Err(RecorderError::Conflict(
-                    "discharge needs the infusion stopped first: record the dose stop".into(),
-                ));
-            }
+            let aldrete = clinical::Aldrete::from_items(&aldrete_items)
+                .and_then(|a| a.total())
+                .map_or(0, i64::from);
             doc.update_meta(|m| {
                 m.discharge = Some(Discharge {
                     at_us: now_us,
                     aldrete,
-                    escort,
+                    escort: escort.clone(),
                     no_driving_ack,
+                    by: by.clone(),
+                })
+            })?;
+            doc.update_care(|c| {
+                c.disposition = Some(DispositionEntry {
+                    code: "home".into(),
+                    escort_name: escort,
+                    escort_phone,
+                    escort_relationship,
+                    aldrete_items,
+                    note: String::new(),
+                    at_us: now_us,
                     by,
                 })
             })?
@@ -1720,6 +1907,181 @@ mod tests {
             vec![],
             "an aborted session is not done"
         );
+    }
+
+    /// Puts austin's staff list (a clinician and a nurse) in the recorder's database.
+    fn seed_staff(r: &mut Recorder) {
+        use vigil_shared::doc::{SiteConfig, StaffMember};
+        let member = |id: &str, role: &str| StaffMember {
+            id: id.into(),
+            name: id.into(),
+            role: role.into(),
+            pin_hash: String::new(),
+        };
+        let config = SiteConfig {
+            site: "austin".into(),
+            name: "Austin".into(),
+            region: "central".into(),
+            rooms: vec![],
+            thresholds: Thresholds::default(),
+            staff: vec![member("dr-kim", "clinician"), member("rn", "nurse")],
+        };
+        let bytes = SiteConfigDoc::create(&config).unwrap().automerge().save();
+        let tx = store::write_tx(&mut r.conn).unwrap();
+        store::insert_document(
+            &tx,
+            "austin",
+            DocKind::SiteConfig.as_str(),
+            "austin",
+            &bytes,
+            0,
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    fn go_home(by: &str, cadss_override: Option<&str>) -> SessionEvent {
+        SessionEvent::Discharge {
+            aldrete_items: vec![2, 2, 2, 2, 1],
+            escort: "Marco Diaz".into(),
+            escort_phone: "+1 512 555 0100".into(),
+            escort_relationship: "brother".into(),
+            no_driving_ack: true,
+            cadss_override_reason: cadss_override.map(str::to_owned),
+            by: by.into(),
+        }
+    }
+
+    fn bp_checkpoint(checkpoint: &str, systolic: i64, diastolic: i64) -> SessionEvent {
+        SessionEvent::Checkpoint {
+            checkpoint: checkpoint.into(),
+            systolic,
+            diastolic,
+            sedation_scale: "moaas".into(),
+            sedation: 5,
+            by: "rn".into(),
+        }
+    }
+
+    fn refusal(r: &mut Recorder, id: &str, event: SessionEvent, at_us: i64) -> String {
+        match r.add_event(id, event, at_us) {
+            Err(RecorderError::Conflict(m) | RecorderError::Invalid(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn discharge_waits_for_the_stop_the_observation_a_fresh_pressure_and_a_low_cadss() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        seed_staff(&mut r);
+        let min = 60 * 1_000_000;
+        let id = start(&mut r, T0);
+        let dose = |action, rate| SessionEvent::Dose {
+            action,
+            rate_mg_per_h: Some(rate),
+            override_reason: None,
+            by: "rn".into(),
+        };
+        r.add_event(&id, dose(DoseAction::Start, 52.5), T0 + min)
+            .unwrap();
+
+        // The pump running: refused, with everything else that is missing named too.
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 2 * min);
+        for part in ["has not been stopped", "CADSS", "take a blood pressure"] {
+            assert!(m.contains(part), "{m}");
+        }
+        r.add_event(&id, dose(DoseAction::Stop, 0.0), T0 + 41 * min)
+            .unwrap();
+        let cadss = SessionEvent::Score {
+            instrument: "cadss".into(),
+            phase: "post".into(),
+            value: 6,
+            by: "rn".into(),
+        };
+        r.add_event(&id, cadss, T0 + 44 * min).unwrap();
+        r.add_event(
+            &id,
+            bp_checkpoint("before_discharge", 128, 82),
+            T0 + 45 * min,
+        )
+        .unwrap();
+
+        // 19 minutes after the stop, with a 15-minute-old pressure and a CADSS of 6.
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 60 * min);
+        for part in [
+            "observe 11 more min",
+            "the last blood pressure is 15 min old",
+            "CADSS 6 is over the site's limit of 4",
+        ] {
+            assert!(m.contains(part), "{m}");
+        }
+        // A checkpoint out of range is refused, naming the range.
+        let m = refusal(
+            &mut r,
+            &id,
+            bp_checkpoint("before_discharge", 80, 120),
+            T0 + 70 * min,
+        );
+        assert!(m.contains("out of range"), "{m}");
+        let m = refusal(
+            &mut r,
+            &id,
+            bp_checkpoint("at_lunch", 128, 82),
+            T0 + 70 * min,
+        );
+        assert!(m.contains("checkpoint"), "{m}");
+        r.add_event(
+            &id,
+            bp_checkpoint("before_discharge", 132, 84),
+            T0 + 72 * min,
+        )
+        .unwrap();
+        // Only the CADSS remains; the nurse's reason does not pass it, the clinician's does.
+        let m = refusal(
+            &mut r,
+            &id,
+            go_home("rn", Some("calm, oriented")),
+            T0 + 75 * min,
+        );
+        assert!(m.contains("only a clinician"), "{m}");
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 75 * min);
+        assert_eq!(
+            m,
+            "discharge refused: CADSS 6 is over the site's limit of 4; a clinician may override with a reason"
+        );
+        let meta = r
+            .add_event(
+                &id,
+                go_home("dr-kim", Some("calm, oriented, walking")),
+                T0 + 75 * min,
+            )
+            .unwrap();
+        assert_eq!(meta.discharge.as_ref().map(|d| d.aldrete), Some(9));
+        let doc = store::load_typed::<SessionDoc>(&r.conn, &id)
+            .unwrap()
+            .unwrap();
+        let care = doc.care().unwrap();
+        let home = care.disposition.unwrap();
+        assert_eq!(
+            (
+                home.code.as_str(),
+                home.escort_phone.as_str(),
+                home.aldrete_items
+            ),
+            ("home", "+1 512 555 0100", vec![2, 2, 2, 2, 1])
+        );
+        assert_eq!(care.overrides.len(), 1);
+        assert_eq!(care.overrides[0].by, "dr-kim");
+        assert!(care.overrides[0].subject.contains("CADSS 6"));
+        assert_eq!(
+            care.checkpoints.len(),
+            2,
+            "the refused ones are not recorded"
+        );
+        // Once home, there is no second discharge.
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 80 * min);
+        assert!(m.contains("already ended"), "{m}");
     }
 
     #[test]

@@ -736,6 +736,13 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             hydrate_prop::<_, Vec<RoomConfig>, _, _>(doc, automerge::ROOT, "rooms")?;
             hydrate_prop::<_, Vec<StaffMember>, _, _>(doc, automerge::ROOT, "staff")?;
             read_infusion_limits(doc)?;
+            if doc.get(automerge::ROOT, DISCHARGE_RULES_KEY)?.is_some() {
+                hydrate_prop::<_, StoredDischargeRules, _, _>(
+                    doc,
+                    automerge::ROOT,
+                    DISCHARGE_RULES_KEY,
+                )?;
+            }
             read_api_tokens(doc)?;
             if doc.get(automerge::ROOT, TIME_ZONE_KEY)?.is_some() {
                 hydrate_prop::<_, String, _, _>(doc, automerge::ROOT, TIME_ZONE_KEY)?;
@@ -1197,6 +1204,68 @@ impl SiteConfigDoc {
             max_minutes: l.max_minutes,
         };
         if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, INFUSION_LIMITS_KEY, stored)
+        {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Root key of a site's discharge rules (absent: the defaults of
+/// [`crate::clinical::discharge::DischargeRules`]).
+pub const DISCHARGE_RULES_KEY: &str = "discharge_rules";
+
+/// Discharge rules as stored in the site config (mirrors
+/// [`crate::clinical::discharge::DischargeRules`]).
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
+struct StoredDischargeRules {
+    min_observation_min: u32,
+    max_cadss: i64,
+    bp_systolic_below: i64,
+    bp_diastolic_below: i64,
+    bp_within_pct_of_baseline: i64,
+    bp_max_age_min: u32,
+}
+
+impl SiteConfigDoc {
+    /// The site's discharge rules, if its medical director set any.
+    pub fn discharge_rules(
+        &self,
+    ) -> Result<Option<crate::clinical::discharge::DischargeRules>, DocError> {
+        if self
+            .doc
+            .get(automerge::ROOT, DISCHARGE_RULES_KEY)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let s: StoredDischargeRules =
+            hydrate_prop(&self.doc, automerge::ROOT, DISCHARGE_RULES_KEY)?;
+        Ok(Some(crate::clinical::discharge::DischargeRules {
+            min_observation_min: s.min_observation_min,
+            max_cadss: s.max_cadss,
+            bp_systolic_below: s.bp_systolic_below,
+            bp_diastolic_below: s.bp_diastolic_below,
+            bp_within_pct_of_baseline: s.bp_within_pct_of_baseline,
+            bp_max_age_min: s.bp_max_age_min,
+        }))
+    }
+
+    /// Sets the site's discharge rules; on error the document is unchanged.
+    pub fn set_discharge_rules(
+        &mut self,
+        r: &crate::clinical::discharge::DischargeRules,
+    ) -> Result<(), DocError> {
+        let stored = StoredDischargeRules {
+            min_observation_min: r.min_observation_min,
+            max_cadss: r.max_cadss,
+            bp_systolic_below: r.bp_systolic_below,
+            bp_diastolic_below: r.bp_diastolic_below,
+            bp_within_pct_of_baseline: r.bp_within_pct_of_baseline,
+            bp_max_age_min: r.bp_max_age_min,
+        };
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, DISCHARGE_RULES_KEY, stored)
         {
             self.doc.rollback();
             return Err(e.into());
@@ -1677,6 +1746,16 @@ mod tests {
         d.set_infusion_limits(&limits).unwrap();
         let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
         assert_eq!(loaded.infusion_limits().unwrap(), Some(limits));
+        // So are the discharge rules.
+        assert_eq!(loaded.discharge_rules().unwrap(), None);
+        let rules = crate::clinical::discharge::DischargeRules {
+            min_observation_min: 60,
+            max_cadss: 2,
+            ..Default::default()
+        };
+        d.set_discharge_rules(&rules).unwrap();
+        let loaded = SiteConfigDoc::load(&d.automerge().save()).unwrap();
+        assert_eq!(loaded.discharge_rules().unwrap(), Some(rules));
         validate_document(
             &AutoCommit::load(&d.automerge().save()).unwrap(),
             DocKind::SiteConfig,

@@ -9,6 +9,8 @@
 //! is missing, so the screen can show all of it at once and the API can name it in its 409.
 
 use super::{ALDRETE_DISCHARGE_MIN, Aldrete};
+use crate::care::SessionCare;
+use crate::doc::{CheckIn, DoseAction, DoseEvent, SessionMeta};
 
 const MIN_US: i64 = 60 * 1_000_000;
 
@@ -224,6 +226,59 @@ pub fn discharge_gate(rules: &DischargeRules, f: &DischargeFacts) -> Vec<NotYet>
     missing
 }
 
+/// When the dose stopped, as the gate counts the observation from: the latest dose event's
+/// time when it is a `stop`; `never_started_us` when no dose was ever started (an infusion
+/// abandoned before the pump ran); `None` while the pump runs or is paused.
+pub fn dose_stopped_at(events: &[DoseEvent], never_started_us: i64) -> Option<i64> {
+    match events.iter().max_by_key(|e| e.at_us) {
+        None => Some(never_started_us),
+        Some(e) if e.action == DoseAction::Stop => Some(e.at_us),
+        Some(_) => None,
+    }
+}
+
+/// What the gate looks at, read from the session's record: the dose timeline, the latest CADSS
+/// after the infusion, the latest blood pressure recorded at a checkpoint (the nurse records
+/// the before-discharge one, so the chart shows which reading let the patient go) and the
+/// check-in's baseline; the Aldrete as scored for this discharge and whether a clinician
+/// overrode the CADSS limit.
+pub fn facts(
+    meta: &SessionMeta,
+    care: &SessionCare,
+    checkin: Option<&CheckIn>,
+    aldrete: Option<Aldrete>,
+    cadss_overridden: bool,
+    now_us: i64,
+) -> DischargeFacts {
+    let cadss = super::Instrument::Cadss.code();
+    let post = super::ScorePhase::Post.code();
+    DischargeFacts {
+        now_us,
+        dose_stopped_us: dose_stopped_at(
+            &meta.dose_events,
+            meta.started_us.unwrap_or(meta.created_us),
+        ),
+        aldrete,
+        cadss_post: meta
+            .scores
+            .iter()
+            .filter(|s| s.instrument == cadss && s.phase == post)
+            .max_by_key(|s| s.at_us)
+            .map(|s| s.value),
+        cadss_overridden,
+        latest_bp: care
+            .checkpoints
+            .iter()
+            .max_by_key(|c| c.at_us)
+            .map(|c| BpReading {
+                at_us: c.at_us,
+                systolic: c.systolic,
+                diastolic: c.diastolic,
+            }),
+        baseline_bp: checkin.map(|c| (c.baseline_systolic, c.baseline_diastolic)),
+    }
+}
+
 /// Under the absolute limits, or no more than the allowed percentage above the baseline
 /// (both numbers).
 fn bp_acceptable(rules: &DischargeRules, bp: BpReading, baseline: Option<(i64, i64)>) -> bool {
@@ -304,6 +359,41 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_800_000_000_000_000;
+
+    #[test]
+    fn the_observation_counts_from_the_last_stop() {
+        let ev = |min: i64, action| DoseEvent {
+            id: format!("d{min}"),
+            at_us: T0 + min * MIN_US,
+            action,
+            rate_mg_per_h: None,
+            by: "rn".into(),
+        };
+        use DoseAction::*;
+        // (what, events, stopped at minute)
+        let table: [(&str, Vec<DoseEvent>, Option<i64>); 5] = [
+            ("never started: from the session's start", vec![], Some(-5)),
+            ("running", vec![ev(0, Start)], None),
+            (
+                "paused is not stopped",
+                vec![ev(0, Start), ev(10, Pause)],
+                None,
+            ),
+            ("stopped", vec![ev(0, Start), ev(40, Stop)], Some(40)),
+            (
+                "restarted after a stop, then stopped again",
+                vec![ev(0, Start), ev(20, Stop), ev(25, Resume), ev(45, Stop)],
+                Some(45),
+            ),
+        ];
+        for (what, events, expected) in table {
+            assert_eq!(
+                dose_stopped_at(&events, T0 - 5 * MIN_US),
+                expected.map(|m| T0 + m * MIN_US),
+                "{what}"
+            );
+        }
+    }
 
     fn aldrete(total_ok: bool) -> Aldrete {
         Aldrete {

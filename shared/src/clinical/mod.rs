@@ -27,6 +27,7 @@ pub use vocab::{
 };
 
 use crate::doc::{CoursePlan, Screening};
+use std::ops::RangeInclusive;
 
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400 * 1_000_000;
@@ -437,6 +438,31 @@ pub struct Aldrete {
     pub oxygen_saturation: u8,
 }
 
+/// Systolic pressures a reading can have, mmHg: outside this the cuff or the typing is wrong.
+pub const SYSTOLIC_RANGE: RangeInclusive<i64> = 50..=300;
+
+/// Diastolic pressures a reading can have, mmHg.
+pub const DIASTOLIC_RANGE: RangeInclusive<i64> = 20..=200;
+
+/// Checks a blood-pressure reading as typed: each number in its range and the diastolic under
+/// the systolic.
+pub fn check_bp(systolic: i64, diastolic: i64) -> Result<(), String> {
+    if SYSTOLIC_RANGE.contains(&systolic)
+        && DIASTOLIC_RANGE.contains(&diastolic)
+        && diastolic < systolic
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "blood pressure {systolic}/{diastolic} is out of range (systolic {}-{}, diastolic {}-{} and under it); measure again",
+            SYSTOLIC_RANGE.start(),
+            SYSTOLIC_RANGE.end(),
+            DIASTOLIC_RANGE.start(),
+            DIASTOLIC_RANGE.end()
+        ))
+    }
+}
+
 /// Lowest modified Aldrete total for discharge (DESIGN.md).
 pub const ALDRETE_DISCHARGE_MIN: u8 = 9;
 
@@ -445,6 +471,39 @@ pub const ALDRETE_DISCHARGE_MIN: u8 = 9;
 pub const ALDRETE_READING_MAX_AGE_US: i64 = 10 * 60 * 1_000_000;
 
 impl Aldrete {
+    /// The items in the order they are stored (activity, respiration, circulation,
+    /// consciousness, oxygen saturation); `None` unless there are five, each 0-2.
+    pub fn from_items(items: &[i64]) -> Option<Aldrete> {
+        let item = |i: usize| {
+            items
+                .get(i)
+                .and_then(|&v| u8::try_from(v).ok())
+                .filter(|&v| v <= 2)
+        };
+        if items.len() != 5 {
+            return None;
+        }
+        Some(Aldrete {
+            activity: item(0)?,
+            respiration: item(1)?,
+            circulation: item(2)?,
+            consciousness: item(3)?,
+            oxygen_saturation: item(4)?,
+        })
+    }
+
+    /// The items in the order [`Aldrete::from_items`] reads them.
+    pub fn items(&self) -> [i64; 5] {
+        [
+            self.activity,
+            self.respiration,
+            self.circulation,
+            self.consciousness,
+            self.oxygen_saturation,
+        ]
+        .map(i64::from)
+    }
+
     /// The total, 0-10; `None` when an item is outside 0-2.
     pub fn total(&self) -> Option<u8> {
         let items = [
@@ -946,6 +1005,22 @@ mod tests {
                     "{flags:?} {checklist:?} {reason:?} {clinician}: {got:?}, expected {expected:?}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn aldrete_items_round_trip_and_anything_else_is_refused() {
+        let a = Aldrete::from_items(&[2, 2, 1, 2, 2]).unwrap();
+        assert_eq!(a.circulation, 1);
+        assert_eq!(a.items(), [2, 2, 1, 2, 2]);
+        assert_eq!(a.total(), Some(9));
+        for bad in [
+            &[2, 2, 2, 2][..],
+            &[2, 2, 2, 2, 2, 2],
+            &[2, 2, 3, 2, 2],
+            &[2, -1, 2, 2, 2],
+        ] {
+            assert_eq!(Aldrete::from_items(bad), None, "{bad:?}");
         }
     }
 

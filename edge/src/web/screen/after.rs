@@ -1,6 +1,11 @@
-//! After the infusion: the CADSS after the session, the modified Aldrete (with suggestions
-//! from the monitors for the two items they measure), the discharge checklist and the
+//! After the infusion: the checkpoints, the CADSS after the session, the modified Aldrete (with
+//! suggestions from the monitors for the two items they measure), the escort and the
 //! discharge itself, which also ends a session still in progress.
+//!
+//! The page lists everything that stands between the patient and going home at once: what the
+//! form is missing and what the discharge gate (`vigil_shared::clinical::discharge`) says, from
+//! the observation time since the dose stop to the age of the last blood pressure. The
+//! recorder applies the same gate again, whoever asks.
 
 use std::collections::BTreeMap;
 
@@ -10,17 +15,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use vigil_shared::clinical::discharge::{
+    self, DischargeRules, Escort, NotYet, discharge_gate, dose_stopped_at,
+};
 use vigil_shared::clinical::{self, Aldrete, Instrument, ScorePhase};
 use vigil_shared::doc::SessionState;
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_web::url_encode;
 
 use super::checkin::{field, number};
+use super::monitoring::{Back, checkpoint_card, fresh, room_now};
 use super::session::{instrument_label, record};
 use super::view::{clock, state_badge, who};
 use super::{
-    CsrfForm, Section, SessionPage, Shared, Viewer, csrf_input, error_page, fail, frame, refusal,
-    require_treating, session_or_404,
+    CsrfForm, Failure, Section, SessionPage, Shared, Viewer, csrf_input, error_page, fail, frame,
+    read, refusal, require_treating, session_or_404, site_room,
 };
 use crate::recorder::{SessionEvent, StopSession};
 
@@ -33,10 +42,20 @@ pub(crate) struct DischargeForm {
     a_consciousness: Option<String>,
     a_oxygen: Option<String>,
     escort: Option<String>,
+    escort_phone: Option<String>,
+    escort_relationship: Option<String>,
     no_driving: Option<String>,
+    cadss_override: Option<String>,
 }
 
 impl DischargeForm {
+    fn cadss_override(&self) -> Option<&str> {
+        self.cadss_override
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+    }
+
     fn aldrete(&self) -> Result<Aldrete, Vec<&'static str>> {
         let item = |v: &Option<String>| {
             v.as_deref()
@@ -73,6 +92,9 @@ struct AfterState<'a> {
     form: &'a DischargeForm,
     total: Option<u8>,
     missing: Vec<String>,
+    rules: DischargeRules,
+    now_us: i64,
+    last: BTreeMap<Channel, Sample>,
 }
 
 /// One Aldrete item: its three levels, best first, and a hint.
@@ -101,14 +123,13 @@ fn is_post_cadss(instrument: &str, phase: &str) -> bool {
     instrument == Instrument::Cadss.code() && phase == ScorePhase::Post.code()
 }
 
-fn after_page(
-    v: &Viewer,
-    page: &SessionPage,
-    live: (Option<i64>, Option<i64>),
-    st: &AfterState<'_>,
-) -> Markup {
+fn after_page(v: &Viewer, page: &SessionPage, st: &AfterState<'_>) -> Markup {
     let (parts, names) = (&page.parts, &page.names);
     let m = &parts.meta;
+    let reading = |channel| fresh(&st.last, channel, st.now_us).map(|x| i64::from(x.v[0]));
+    let live = (reading(Channel::Nibp), reading(Channel::Spo2));
+    let stopped = dose_stopped_at(&m.dose_events, m.started_us.unwrap_or(m.created_us));
+    let observed_until = stopped.map(|t| t + i64::from(st.rules.min_observation_min) * 60_000_000);
     let cadss = m
         .scores
         .iter()
@@ -131,13 +152,32 @@ fn after_page(
         None => "No SpO2 reading in the last 10 minutes".into(),
     };
     let f = st.form;
+    let escort = parts
+        .care
+        .disposition
+        .as_ref()
+        .filter(|d| d.code == "home")
+        .map(|d| format!(" ({}, {})", d.escort_relationship, d.escort_phone));
     html! {
         h1 { "After the infusion · " (page.patient_name()) " " (state_badge(m.state)) }
-        p { a href={ "/screen/sessions/" (m.id) } { "Back to the session" } }
+        p {
+            a href={ "/screen/sessions/" (m.id) } { "Back to the session" }
+            " · "
+            a href={ "/screen/sessions/" (m.id) "/form" } id="form-link" { "Monitoring form" }
+        }
+        p id="observation" {
+            @match (stopped, observed_until) {
+                (Some(stop), Some(until)) => {
+                    "Dose stopped at " (clock(v, stop)) "; observe until " (clock(v, until))
+                    " (the site's minimum, " (st.rules.min_observation_min) " min)."
+                }
+                _ => { "The infusion has not been stopped; record the dose stop first." }
+            }
+        }
         @if let Some(d) = &m.discharge {
             p.card.ok id="discharged" {
                 "Discharged at " (clock(v, d.at_us)) " by " (who(names, &d.by)) ": modified Aldrete "
-                (d.aldrete) ", escort " (d.escort) ", no driving for 24 hours acknowledged."
+                (d.aldrete) ", escort " (d.escort) (escort.unwrap_or_default()) ", no driving for 24 hours acknowledged."
             }
             p {
                 a.button.big href={ "/screen/patients/" (m.patient_id) "/course" } id="course-link" { "Course" }
@@ -145,8 +185,10 @@ fn after_page(
                 a.button.big href="/screen" { "Room" }
             }
         }
+        (checkpoint_card(v, parts, names, (st.now_us, &st.last), Back::After))
         section.card {
             h2 { "CADSS after the session" }
+            p.muted { "Discharge needs " (st.rules.max_cadss) " or less, or a clinician's reason below." }
             p id="cadss-value" {
                 @match cadss {
                     Some(c) => { "Recorded: " (c.value) " (" (who(names, &c.by)) ")" },
@@ -186,9 +228,17 @@ fn after_page(
             section.card {
                 h2 { "Discharge checklist" }
                 label { "Escort's name" input name="escort" id="escort" value=(field(&f.escort)); }
+                label { "Escort's phone" input name="escort_phone" id="escort-phone" inputmode="tel" value=(field(&f.escort_phone)); }
+                label { "Relationship" input name="escort_relationship" id="escort-relationship" value=(field(&f.escort_relationship)); }
                 label.check {
                     input type="checkbox" name="no_driving" id="no-driving" checked[f.no_driving.is_some()];
                     " No driving for 24 hours, acknowledged by the patient"
+                }
+                @if v.is_clinician() {
+                    label {
+                        "Clinician's reason to discharge with the CADSS over the site's limit"
+                        input name="cadss_override" id="cadss-override" value=(field(&f.cadss_override));
+                    }
                 }
             }
             p.actions { button.primary.big name="action" value="discharge" id="discharge" { "Discharge" } }
@@ -196,23 +246,22 @@ fn after_page(
     }
 }
 
-/// The latest systolic pressure and SpO2, each only if measured within
-/// [`clinical::ALDRETE_READING_MAX_AGE_US`] of the appliance's clock.
-fn live_bp_spo2(s: &Shared) -> (Option<i64>, Option<i64>) {
-    s.api
-        .status
-        .lock()
-        .map(|st| fresh_bp_spo2(&st.recorder.last, st.now_us))
-        .unwrap_or_default()
-}
-
-fn fresh_bp_spo2(last: &BTreeMap<Channel, Sample>, now_us: i64) -> (Option<i64>, Option<i64>) {
-    let fresh = |channel| {
-        last.get(&channel)
-            .filter(|x| now_us - x.t_us <= clinical::ALDRETE_READING_MAX_AGE_US)
-            .map(|x| i64::from(x.v[0]))
-    };
-    (fresh(Channel::Nibp), fresh(Channel::Spo2))
+/// The site's discharge rules and the room's clock and readings, for the page and its gate.
+async fn after_state<'a>(s: &Shared, form: &'a DischargeForm) -> Result<AfterState<'a>, Failure> {
+    let (site, _) = site_room(s);
+    let rules = read(s, move |conn| {
+        Ok(crate::reads::discharge_rules(conn, &site))
+    })
+    .await?;
+    let (now_us, last) = room_now(s);
+    Ok(AfterState {
+        form,
+        total: None,
+        missing: Vec::new(),
+        rules,
+        now_us,
+        last,
+    })
 }
 
 /// `GET /screen/sessions/{id}/after`.
@@ -226,13 +275,16 @@ pub(crate) async fn after(
         Err(r) => return r,
     };
     let form = DischargeForm::default();
-    let st = AfterState {
-        form: &form,
-        total: None,
-        missing: Vec::new(),
+    let st = match after_state(&s, &form).await {
+        Ok(st) => st,
+        Err(e) => return fail(&v, e),
     };
-    let body = after_page(&v, &page, live_bp_spo2(&s), &st);
-    frame(&v, Section::Room, "After the infusion", body)
+    frame(
+        &v,
+        Section::Room,
+        "After the infusion",
+        after_page(&v, &page, &st),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,39 +317,52 @@ pub(crate) async fn score(
     record(&s, &v, id, event, &back).await
 }
 
-/// What still stands between the patient and going home.
+/// Everything that still stands between the patient and going home: what the form lacks,
+/// then what the discharge gate says (the gate's own "score the Aldrete" is left out while the
+/// form names the items missing).
 fn missing_for_discharge(
+    v: &Viewer,
     f: &DischargeForm,
     page: &SessionPage,
+    st: &AfterState<'_>,
     aldrete: &Result<Aldrete, Vec<&'static str>>,
 ) -> Vec<String> {
     let mut missing: Vec<String> = Vec::new();
-    match aldrete {
-        Err(items) => missing.extend(items.iter().map(|x| (*x).to_owned())),
-        Ok(a) if !a.allows_discharge() => missing.push(format!(
-            "modified Aldrete of {} or more (now {})",
-            clinical::ALDRETE_DISCHARGE_MIN,
-            a.total().unwrap_or(0)
-        )),
-        Ok(_) => {}
+    if let Err(items) = aldrete {
+        missing.extend(items.iter().map(|x| (*x).to_owned()));
     }
-    let meta = &page.parts.meta;
-    if !meta
-        .scores
-        .iter()
-        .any(|x| is_post_cadss(&x.instrument, &x.phase))
-    {
-        missing.push("CADSS after the session".into());
-    }
-    if field(&f.escort).trim().is_empty() {
-        missing.push("escort's name".into());
+    let escort = Escort {
+        name: field(&f.escort).trim().to_owned(),
+        phone: field(&f.escort_phone).trim().to_owned(),
+        relationship: field(&f.escort_relationship).trim().to_owned(),
+    };
+    if let Err(e) = escort.check() {
+        missing.push(e);
     }
     if f.no_driving.is_none() {
         missing.push("no driving for 24 hours acknowledged".into());
     }
-    if meta.discharge.is_some() {
-        missing.push("nothing: the patient is already discharged".into());
+    if f.cadss_override().is_some() && !v.is_clinician() {
+        missing.push("only a clinician may override the CADSS limit".into());
     }
+    let parts = &page.parts;
+    if parts.meta.discharge.is_some() || parts.care.disposition.is_some() {
+        missing.push("nothing: the session has already ended".into());
+    }
+    let facts = discharge::facts(
+        &parts.meta,
+        &parts.care,
+        parts.checkin.as_ref(),
+        aldrete.as_ref().ok().copied(),
+        f.cadss_override().is_some(),
+        st.now_us,
+    );
+    missing.extend(
+        discharge_gate(&st.rules, &facts)
+            .into_iter()
+            .filter(|x| !(aldrete.is_err() && *x == NotYet::AldreteMissing))
+            .map(|x| x.to_string()),
+    );
     missing
 }
 
@@ -316,35 +381,44 @@ pub(crate) async fn discharge(
         Err(r) => return r,
     };
     let aldrete = f.aldrete();
-    let total = aldrete.as_ref().ok().and_then(Aldrete::total);
-    let missing = missing_for_discharge(&f, &page, &aldrete);
+    let mut st = match after_state(&s, &f).await {
+        Ok(st) => st,
+        Err(e) => return fail(&v, e),
+    };
+    st.total = aldrete.as_ref().ok().and_then(Aldrete::total);
+    let missing = missing_for_discharge(&v, &f, &page, &st, &aldrete);
     let calc_only = f.action.as_deref() == Some("calc");
-    if calc_only || !missing.is_empty() {
-        let status = if calc_only {
-            StatusCode::OK
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        let st = AfterState {
-            form: &f,
-            total,
-            missing: if calc_only { Vec::new() } else { missing },
-        };
-        let body = after_page(&v, &page, live_bp_spo2(&s), &st);
-        return (status, frame(&v, Section::Room, "After the infusion", body)).into_response();
-    }
-    let total = i64::from(total.unwrap_or(0));
+    let items = match aldrete {
+        Ok(a) if !calc_only && missing.is_empty() => a.items(),
+        _ => {
+            let status = if calc_only {
+                StatusCode::OK
+            } else {
+                // What is missing is a conflict with the patient's state (as the API's 409),
+                // not a malformed form.
+                StatusCode::CONFLICT
+            };
+            if !calc_only {
+                st.missing = missing;
+            }
+            let body = after_page(&v, &page, &st);
+            return (status, frame(&v, Section::Room, "After the infusion", body)).into_response();
+        }
+    };
     let events = [
+        SessionEvent::Discharge {
+            aldrete_items: items.to_vec(),
+            escort: field(&f.escort).trim().to_owned(),
+            escort_phone: field(&f.escort_phone).trim().to_owned(),
+            escort_relationship: field(&f.escort_relationship).trim().to_owned(),
+            no_driving_ack: true,
+            cadss_override_reason: f.cadss_override().map(str::to_owned),
+            by: v.id.clone(),
+        },
         SessionEvent::Score {
             instrument: Instrument::Aldrete.code().into(),
             phase: ScorePhase::Post.code().into(),
-            value: total,
-            by: v.id.clone(),
-        },
-        SessionEvent::Discharge {
-            aldrete: total,
-            escort: field(&f.escort).trim().to_owned(),
-            no_driving_ack: true,
+            value: items.iter().sum(),
             by: v.id.clone(),
         },
     ];
@@ -366,26 +440,4 @@ pub(crate) async fn discharge(
         }
     }
     Redirect::to(&format!("/screen/sessions/{}/after", url_encode(&id))).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aldrete_suggestions_use_only_recent_readings() {
-        let minute = 60_000_000;
-        let now = 100 * minute;
-        let mut last = BTreeMap::new();
-        last.insert(Channel::Nibp, Sample::scalar(now - 11 * minute, 150));
-        last.insert(Channel::Spo2, Sample::scalar(now - minute, 97));
-        assert_eq!(
-            fresh_bp_spo2(&last, now),
-            (None, Some(97)),
-            "an 11-minute-old cuff"
-        );
-        last.insert(Channel::Nibp, Sample::scalar(now - 10 * minute, 128));
-        assert_eq!(fresh_bp_spo2(&last, now), (Some(128), Some(97)));
-        assert_eq!(fresh_bp_spo2(&BTreeMap::new(), now), (None, None));
-    }
 }

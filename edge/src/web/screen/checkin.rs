@@ -165,9 +165,9 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
     score_in_range(&mut errors, Instrument::Phq9, phq9);
     score_in_range(&mut errors, Instrument::Gad7, gad7);
     if let (Some(s), Some(d)) = (sys, dia)
-        && !((50.0..=300.0).contains(&s) && (20.0..=200.0).contains(&d) && d < s)
+        && let Err(e) = clinical::check_bp(s as i64, d as i64)
     {
-        errors.push("baseline blood pressure is out of range; measure again".into());
+        errors.push(format!("baseline {e}"));
     }
     if let Some(m) = minutes
         && !(m.fract() == 0.0 && m > 0.0)

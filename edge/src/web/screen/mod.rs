@@ -32,6 +32,7 @@ mod after;
 mod checkin;
 mod live;
 mod load;
+mod monitoring;
 mod patients;
 mod room;
 mod session;
@@ -163,6 +164,11 @@ pub fn router(api: ApiState) -> Router {
         .route("/screen/sessions/{id}/after", get(after::after))
         .route("/screen/sessions/{id}/score", post(after::score))
         .route("/screen/sessions/{id}/discharge", post(after::discharge))
+        .route(
+            "/screen/sessions/{id}/checkpoint",
+            post(monitoring::checkpoint),
+        )
+        .route("/screen/sessions/{id}/form", get(monitoring::form))
         .route("/screen/logout", post(signin::logout))
         .route(
             "/screen/pins",

@@ -32,3 +32,10 @@
     if (age) { age.textContent = "reconnecting…"; }
   };
 })();
+
+// The monitoring form's Print button (inline handlers are not allowed by the page's policy).
+(function () {
+  document.querySelectorAll("[data-print]").forEach(function (b) {
+    b.addEventListener("click", function () { window.print(); });
+  });
+})();

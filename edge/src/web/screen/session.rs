@@ -15,13 +15,14 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::advisory::Priority;
 use vigil_shared::care::OrderEntry;
-use vigil_shared::clinical::{Indication, Instrument, Severity};
+use vigil_shared::clinical::{self, Indication, Instrument, Severity};
 use vigil_shared::doc::{DoseAction, SessionState};
 use vigil_web::layout::badge;
 use vigil_web::url_encode;
 
 use super::checkin::optional_number;
 use super::load::SessionParts;
+use super::monitoring::{Back, checkpoint_card, room_now};
 use super::view::{clock, date, state_badge, who};
 use super::{
     CsrfForm, Section, Shared, Viewer, csrf_input, error_page, fail, frame, refusal,
@@ -50,7 +51,7 @@ pub(crate) fn instrument_label(code: &str) -> String {
     Instrument::parse(code).map_or_else(|_| code.to_owned(), |i| i.label().to_owned())
 }
 
-fn dose_label(a: DoseAction) -> &'static str {
+pub(crate) fn dose_label(a: DoseAction) -> &'static str {
     match a {
         DoseAction::Start => "start",
         DoseAction::RateChange => "rate change",
@@ -188,7 +189,7 @@ pub const ENDINGS: [(&str, &str); 2] = [
     ("against_advice", "Left against medical advice"),
 ];
 
-fn ending_label(code: &str) -> &str {
+pub(crate) fn ending_label(code: &str) -> &str {
     ENDINGS
         .iter()
         .find(|(k, _)| *k == code)
@@ -299,6 +300,8 @@ pub(crate) async fn session(
         |d| who(names, &d.by),
     );
     let (advisories, timeline) = changing(parts, &v, names);
+    let (now_us, last) = room_now(&s);
+    let delivered = clinical::delivered(&m.dose_events, m.ended_us.unwrap_or(now_us));
     let body = html! {
         h1 { (name) " " (state_badge(m.state)) }
         dl.facts {
@@ -340,6 +343,10 @@ pub(crate) async fn session(
                     (ending_label(&d.code)) " at " (clock(&v, d.at_us)) " by " (who(names, &d.by)) ": " (d.note)
                 }
             }
+            dt { "Delivered" }
+            dd id="delivered" {
+                (format!("{:.1}", delivered.mg)) " mg in " (delivered.infused_us / 60_000_000) " min of pump time"
+            }
             dt { "Started" }
             dd {
                 (m.started_us.map(|t| date(&v, t)).unwrap_or_default()) " "
@@ -353,6 +360,7 @@ pub(crate) async fn session(
             p.muted { "Room monitors · " span id="v-age" { "connecting…" } }
         }
         div id="advisories-box" { (advisories) }
+        (checkpoint_card(&v, parts, names, (now_us, &last), Back::Session))
         @if m.state == SessionState::InProgress {
             (controls(
                 &v,
@@ -375,6 +383,8 @@ pub(crate) async fn session(
             a.button.primary.big id="after-link" href={ "/screen/sessions/" (m.id) "/after" } { "After the infusion: scores, Aldrete, discharge" }
             " "
             a.button.big href={ "/screen/patients/" (m.patient_id) "/course" } { "Course" }
+            " "
+            a.button.big href={ "/screen/sessions/" (m.id) "/form" } id="form-link" { "Monitoring form" }
         }
     };
     frame(&v, Section::Room, &name, body)
