@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, transaction::Transactable};
 use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
-use vigil_edge::recorder::{NewPatient, NewSession, OrderInput, Recorder, RecorderConfig};
+use vigil_edge::recorder::{
+    NewPatient, NewSession, OrderInput, Recorder, RecorderConfig, RiskScreenInput,
+};
 use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource};
 use vigil_hardware::source::{SourceEvent, VitalsSource};
 use vigil_shared::advisory::Thresholds;
@@ -193,6 +195,10 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
                     indication: "depression".into(),
                     rate_min_mg_per_h: None,
                     rate_max_mg_per_h: None,
+                }),
+                risk_screen: Some(RiskScreenInput {
+                    phq9_items: vec![2, 2, 2, 2, 2, 2, 1, 1, 0],
+                    cssrs: vec![false; 6],
                 }),
             },
             ORIGIN_US,

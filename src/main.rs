@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 use vigil::ble_rig::{self, BleRig};
 use vigil_edge::app::Appliance;
 use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
-use vigil_edge::recorder::{NewPatient, NewSession, OrderInput, SessionEvent, StopSession};
+use vigil_edge::recorder::{
+    NewPatient, NewSession, OrderInput, RiskScreenInput, SessionEvent, StopSession,
+};
 use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::sim::Scenario;
 use vigil_shared::clinical::checkpoints::{Checkpoint, SedationScale};
@@ -477,6 +479,15 @@ async fn sim_sleep(sim_s: f64, time_factor: f64) {
     tokio::time::sleep(Duration::from_secs_f64(sim_s / time_factor)).await;
 }
 
+/// A demo patient's PHQ-9, item by item, totalling `total` (at most 24), with no thoughts of
+/// self-harm (item 9 is 0).
+fn phq9_items(total: u64) -> Vec<i64> {
+    let total = total.min(24) as i64;
+    (0..9)
+        .map(|i| if i == 8 { 0 } else { (total + 7 - i) / 8 })
+        .collect()
+}
+
 /// Runs sessions back to back in one room, as a nurse would through the API.
 async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<()> {
     let recorder = a.recorder();
@@ -519,6 +530,10 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
                 rate_min_mg_per_h: None,
                 rate_max_mg_per_h: None,
             }),
+            risk_screen: Some(RiskScreenInput {
+                phq9_items: phq9_items(14 + i % 8),
+                cssrs: vec![false; 6],
+            }),
         };
         let id = recorder.start_session(new, None).await?.id;
         let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;
@@ -541,7 +556,7 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
         event(SessionEvent::Score {
             instrument: "phq9".into(),
             phase: "pre".into(),
-            value: 14 + (i % 8) as i64,
+            value: phq9_items(14 + i % 8).iter().sum(),
             by: "demo-nurse".into(),
         })
         .await?;

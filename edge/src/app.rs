@@ -505,6 +505,12 @@ fn handle_command(
         Command::UpdatePatient(id, update, reply) => {
             let _ = reply.send(recorder.update_patient(&id, update, now));
         }
+        Command::RecordRiskScreen(id, input, by, reply) => {
+            let _ = reply.send(recorder.record_risk_screen(&id, input, &by, now));
+        }
+        Command::AssessRisk(id, input, reply) => {
+            let _ = reply.send(recorder.assess_risk(&id, input, now));
+        }
         Command::StartSession(input, checkin, reply) => {
             let _ = reply.send(start_session(recorder, source, now, input, checkin));
         }

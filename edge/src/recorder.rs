@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use vigil_hardware::sim::Scenario;
 use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
-use vigil_shared::care::{CheckpointEntry, DispositionEntry, OrderEntry, OverrideEntry};
+use vigil_shared::care::{
+    CheckpointEntry, DispositionEntry, OrderEntry, OverrideEntry, RiskAssessmentEntry,
+    RiskScreenEntry,
+};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::clinical;
 use vigil_shared::clinical::checkpoints::{Checkpoint, SedationScale};
@@ -28,6 +31,7 @@ use vigil_shared::clinical::discharge::{self, DischargeRules, Escort};
 use vigil_shared::clinical::order::{
     PrescriberOrder, RateAccepted, RateOverride, check_rate_change,
 };
+use vigil_shared::clinical::risk::{self, RiskDecision};
 use vigil_shared::doc::{
     AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
     Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
@@ -170,6 +174,35 @@ pub struct NewSession {
     /// The prescriber's order the session starts from (required).
     #[serde(default)]
     pub order: Option<OrderInput>,
+    /// This check-in's suicide-risk screen, recorded with the patient before the start is
+    /// checked (absent: the one recorded at this visit already, if any).
+    #[serde(default)]
+    pub risk_screen: Option<RiskScreenInput>,
+}
+
+/// A suicide-risk screen as asked at check-in: the PHQ-9 item by item and the C-SSRS
+/// screener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskScreenInput {
+    /// PHQ-9 items 1-9, each 0-3 (item 9: thoughts of being better off dead or of self-harm).
+    pub phq9_items: Vec<i64>,
+    /// The C-SSRS screener's six answers, in order (wish to be dead, thoughts, method, intent,
+    /// plan, behaviour).
+    pub cssrs: Vec<bool>,
+}
+
+/// A clinician's assessment of a positive risk screen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskAssessmentInput {
+    /// `proceed`, `defer` or `refer`.
+    pub decision: String,
+    /// What the clinician found and why they decided so.
+    pub note: String,
+    /// The clinician (staff id).
+    #[serde(default)]
+    pub by: String,
 }
 
 /// The prescriber's order, as a start request gives it. The dose and duration are the
@@ -728,35 +761,132 @@ impl Recorder {
         for m in &update.add_medications {
             check_text("add_medications", m, true)?;
         }
+        let (_, doc) = self.change_patient(id, now_us, |doc| {
+            Ok(doc.update(|r| {
+                if let Some(phone) = update.phone {
+                    r.phone = Some(phone);
+                }
+                r.medications.extend(update.add_medications);
+                if let Some(screening) = update.screening {
+                    r.screening = Screening {
+                        answered_us: Some(now_us),
+                        ..screening
+                    };
+                }
+                if let Some(course) = update.course {
+                    r.course = course;
+                }
+                for score in update.add_outcome_scores {
+                    if !r.outcome_scores.iter().any(|s| s.id == score.id) {
+                        r.outcome_scores.push(score);
+                    }
+                }
+            })?)
+        })?;
+        Ok(doc.record()?)
+    }
+
+    /// Loads a patient's document, lets `f` change it and writes the changes in one
+    /// transaction; durable when this returns. Nothing is written when `f` fails.
+    fn change_patient<R>(
+        &mut self,
+        id: &str,
+        now_us: i64,
+        f: impl FnOnce(&mut PatientDoc) -> Result<R, RecorderError>,
+    ) -> Result<(R, PatientDoc), RecorderError> {
         let Some(mut doc) = store::load_typed::<PatientDoc>(&self.conn, id)? else {
             return Err(RecorderError::NotFound(format!("patient {id}")));
         };
         let heads = doc.automerge().get_heads();
-        doc.update(|r| {
-            if let Some(phone) = update.phone {
-                r.phone = Some(phone);
-            }
-            r.medications.extend(update.add_medications);
-            if let Some(screening) = update.screening {
-                r.screening = Screening {
-                    answered_us: Some(now_us),
-                    ..screening
-                };
-            }
-            if let Some(course) = update.course {
-                r.course = course;
-            }
-            for score in update.add_outcome_scores {
-                if !r.outcome_scores.iter().any(|s| s.id == score.id) {
-                    r.outcome_scores.push(score);
-                }
-            }
-        })?;
+        let out = f(&mut doc)?;
         let changes = doc.automerge().save_after(&heads);
-        let tx = store::write_tx(&mut self.conn)?;
-        store::append_changes(&tx, id, &changes, now_us, || doc.automerge().save())?;
-        tx.commit().map_err(StoreError::from_sqlite)?;
-        Ok(doc.record()?)
+        if !changes.is_empty() {
+            let tx = store::write_tx(&mut self.conn)?;
+            store::append_changes(&tx, id, &changes, now_us, || doc.automerge().save())?;
+            tx.commit().map_err(StoreError::from_sqlite)?;
+        }
+        Ok((out, doc))
+    }
+
+    /// Records this visit's suicide-risk screen with the patient, so every room of the site
+    /// and the clinician asked to assess it see the answers. The same answers again keep the
+    /// screen (and any assessment of it) as it is.
+    pub fn record_risk_screen(
+        &mut self,
+        patient_id: &str,
+        input: RiskScreenInput,
+        by: &str,
+        now_us: i64,
+    ) -> Result<RiskScreenEntry, RecorderError> {
+        check_text("by", by, true)?;
+        if input.phq9_items.len() != 9 || input.phq9_items.iter().any(|v| !(0..=3).contains(v)) {
+            return Err(RecorderError::Invalid(
+                "risk_screen.phq9_items must be the nine PHQ-9 items, each 0-3".into(),
+            ));
+        }
+        if input.cssrs.len() != 6 {
+            return Err(RecorderError::Invalid(
+                "risk_screen.cssrs must be the C-SSRS screener's six answers".into(),
+            ));
+        }
+        let (screen, _) = self.change_patient(patient_id, now_us, |doc| {
+            if let Some(current) = current_risk_screen(doc, now_us)?
+                && current.phq9_items == input.phq9_items
+                && current.cssrs == input.cssrs
+            {
+                return Ok(current);
+            }
+            let screen = RiskScreenEntry {
+                id: new_id(),
+                phq9_items: input.phq9_items,
+                cssrs: input.cssrs,
+                at_us: now_us,
+                by: by.to_owned(),
+                assessment: None,
+            };
+            doc.put_risk_screen(&screen)?;
+            Ok(screen)
+        })?;
+        Ok(screen)
+    }
+
+    /// Records a clinician's assessment of this visit's risk screen.
+    pub fn assess_risk(
+        &mut self,
+        patient_id: &str,
+        input: RiskAssessmentInput,
+        now_us: i64,
+    ) -> Result<RiskScreenEntry, RecorderError> {
+        check_text("by", &input.by, true)?;
+        check_text("note", &input.note, true)?;
+        let decision = RiskDecision::parse(&input.decision).ok_or_else(|| {
+            RecorderError::Invalid(format!(
+                "decision {:?} is not proceed, defer or refer",
+                input.decision
+            ))
+        })?;
+        if !self.is_clinician(&input.by)? {
+            return Err(RecorderError::Invalid(format!(
+                "only a clinician may assess a suicide-risk screen; {} is not one on this site's staff list",
+                input.by
+            )));
+        }
+        let (screen, _) = self.change_patient(patient_id, now_us, |doc| {
+            let Some(mut screen) = current_risk_screen(doc, now_us)? else {
+                return Err(RecorderError::Conflict(
+                    "there is no suicide-risk screen of this visit to assess".into(),
+                ));
+            };
+            screen.assessment = Some(RiskAssessmentEntry {
+                decision: decision.code().into(),
+                note: input.note,
+                by: input.by,
+                at_us: now_us,
+            });
+            doc.put_risk_screen(&screen)?;
+            Ok(screen)
+        })?;
+        Ok(screen)
     }
 
     /// Starts recording a session for a registered patient.
@@ -796,6 +926,29 @@ impl Recorder {
                 input.patient_id
             )));
         };
+        // This visit's risk screen: recorded first, so a blocked start keeps the answers for
+        // the clinician asked to assess them; then the gate.
+        if let Some(screen) = input.risk_screen.clone() {
+            let by = checkin
+                .as_ref()
+                .map_or(input.by.as_str(), |c| c.by.as_str())
+                .to_owned();
+            self.record_risk_screen(&input.patient_id, screen, &by, now_us)?;
+        }
+        let risk = match store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? {
+            Some(doc) => current_risk_screen(&doc, now_us)?,
+            None => None,
+        };
+        match &risk {
+            None => {
+                return Err(RecorderError::Conflict(
+                    risk::RiskBlock::NotScreened.to_string(),
+                ));
+            }
+            Some(screen) => screen
+                .gate()
+                .map_err(|e| RecorderError::Conflict(e.to_string()))?,
+        }
         let screening = patient.record()?.screening;
         let baseline = checkin
             .as_ref()
@@ -844,7 +997,10 @@ impl Recorder {
         if let Some(c) = &checkin {
             doc.set_checkin(c)?;
         }
-        doc.update_care(|c| c.order = Some(OrderEntry::new(&order, now_us, &input.by)))?;
+        doc.update_care(|c| {
+            c.order = Some(OrderEntry::new(&order, now_us, &input.by));
+            c.risk = risk;
+        })?;
         let bytes = doc.automerge().save();
         let row = SessionRow {
             id: meta.id.clone(),
@@ -1135,18 +1291,11 @@ impl Recorder {
         done: &vigil_shared::doc::InfusionDone,
         now_us: i64,
     ) -> Result<(), RecorderError> {
-        let Some(mut doc) = store::load_typed::<PatientDoc>(&self.conn, patient_id)? else {
-            return Err(RecorderError::NotFound(format!("patient {patient_id}")));
-        };
-        let heads = doc.automerge().get_heads();
-        doc.record_infusion_done(done)?;
-        let changes = doc.automerge().save_after(&heads);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let tx = store::write_tx(&mut self.conn)?;
-        store::append_changes(&tx, patient_id, &changes, now_us, || doc.automerge().save())?;
-        tx.commit().map_err(StoreError::from_sqlite)?;
+        self.change_patient(
+            patient_id,
+            now_us,
+            |doc| Ok(doc.record_infusion_done(done)?),
+        )?;
         Ok(())
     }
 }
@@ -1502,6 +1651,19 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
     Ok(())
 }
 
+/// A patient's risk screen of this visit: the latest, if taken within
+/// [`risk::SCREEN_VALID_US`] of `now_us`.
+pub fn current_risk_screen(
+    doc: &PatientDoc,
+    now_us: i64,
+) -> Result<Option<RiskScreenEntry>, RecorderError> {
+    Ok(doc
+        .risk_screens()?
+        .into_iter()
+        .filter(|s| now_us - s.at_us <= risk::SCREEN_VALID_US)
+        .max_by_key(|s| s.at_us))
+}
+
 /// What an event is checked against besides the session's own record.
 struct EventRules {
     /// The site's infusion limits (rates).
@@ -1785,6 +1947,14 @@ mod tests {
         })
     }
 
+    /// This visit's risk screen with no positive answer.
+    fn no_risk() -> Option<RiskScreenInput> {
+        Some(RiskScreenInput {
+            phq9_items: vec![2, 2, 2, 2, 2, 2, 1, 1, 0],
+            cssrs: vec![false; 6],
+        })
+    }
+
     fn recorder(dir: &Path) -> Recorder {
         let cfg = RecorderConfig {
             site: "austin".into(),
@@ -1800,6 +1970,15 @@ mod tests {
     /// Records a short finished session and returns its id.
     /// Registers a patient and starts a session for them at `start_us`; returns its id.
     fn start(r: &mut Recorder, start_us: i64) -> String {
+        start_with(r, no_risk(), start_us).unwrap().id
+    }
+
+    /// Registers a patient and starts their session with `risk_screen` as this visit's.
+    fn start_with(
+        r: &mut Recorder,
+        risk_screen: Option<RiskScreenInput>,
+        start_us: i64,
+    ) -> Result<SessionMeta, RecorderError> {
         let patient = r
             .create_patient(
                 NewPatient {
@@ -1829,11 +2008,105 @@ mod tests {
                 by: "n".into(),
                 scenario: None,
                 order: order(),
+                risk_screen,
             },
             start_us,
         )
-        .unwrap()
-        .id
+    }
+
+    #[test]
+    fn a_positive_risk_screen_blocks_the_start_until_a_clinician_decides_to_proceed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        seed_staff(&mut r);
+        let hour = 3_600 * 1_000_000;
+        // Not screened at this visit: refused.
+        let e = start_with(&mut r, None, T0).unwrap_err();
+        assert!(e.to_string().contains("has not been done"), "{e}");
+        // Item 9 answered "several days" and a wish to be dead: blocked until assessed; the
+        // answers are kept with the patient.
+        let positive = RiskScreenInput {
+            phq9_items: vec![2, 2, 1, 3, 1, 2, 1, 0, 1],
+            cssrs: vec![true, false, false, false, false, false],
+        };
+        let e = start_with(&mut r, Some(positive.clone()), T0).unwrap_err();
+        assert!(
+            matches!(&e, RecorderError::Conflict(m) if m.contains("positive suicide-risk answer (low)")),
+            "{e}"
+        );
+        let screened: Vec<(String, RiskScreenEntry)> =
+            store::document_ids(&r.conn, DocKind::Patient.as_str())
+                .unwrap()
+                .into_iter()
+                .filter_map(|id| {
+                    let doc = store::load_typed::<PatientDoc>(&r.conn, &id).unwrap()?;
+                    Some((id, current_risk_screen(&doc, T0 + hour).unwrap()?))
+                })
+                .collect();
+        assert_eq!(screened.len(), 1, "only the second patient was screened");
+        let (pid, screen) = screened.into_iter().next().unwrap();
+        assert_eq!(screen.phq9_items, positive.phq9_items);
+        let assess = |decision: &str, by: &str| RiskAssessmentInput {
+            decision: decision.into(),
+            note: "passive ideation, no plan; safety plan reviewed".into(),
+            by: by.into(),
+        };
+        // A nurse may not assess; an unknown decision is refused.
+        let e = r
+            .assess_risk(&pid, assess("proceed", "rn"), T0 + hour)
+            .unwrap_err();
+        assert!(e.to_string().contains("only a clinician"), "{e}");
+        let e = r
+            .assess_risk(&pid, assess("maybe", "dr-kim"), T0 + hour)
+            .unwrap_err();
+        assert!(e.to_string().contains("not proceed, defer or refer"), "{e}");
+        // Deferred: still no infusion today.
+        r.assess_risk(&pid, assess("defer", "dr-kim"), T0 + hour)
+            .unwrap();
+        let start_again = |r: &mut Recorder, at| {
+            r.start_session(
+                NewSession {
+                    patient_id: pid.clone(),
+                    protocol: Protocol {
+                        drug: "ketamine".into(),
+                        route: "iv".into(),
+                        dose_mg_per_kg: 0.5,
+                        weight_kg: 70.0,
+                        planned_minutes: 40,
+                    },
+                    by: "rn".into(),
+                    scenario: None,
+                    order: order(),
+                    // The same answers again: the screen (and its assessment) stays.
+                    risk_screen: Some(positive.clone()),
+                },
+                at,
+            )
+        };
+        let e = start_again(&mut r, T0 + 2 * hour).unwrap_err();
+        assert!(e.to_string().contains("decided: defer"), "{e}");
+        // Proceed: the start goes ahead, and the session's care record keeps the screen.
+        r.assess_risk(&pid, assess("proceed", "dr-kim"), T0 + 2 * hour)
+            .unwrap();
+        let meta = start_again(&mut r, T0 + 3 * hour).unwrap();
+        let doc = store::load_typed::<SessionDoc>(&r.conn, &meta.id)
+            .unwrap()
+            .unwrap();
+        let risk = doc.care().unwrap().risk.unwrap();
+        assert_eq!(risk.assessment.map(|a| a.decision), Some("proceed".into()));
+        // Tomorrow's visit needs a screen of its own.
+        let stop = StopSession {
+            by: "rn".into(),
+            aborted: true,
+            disposition: None,
+            note: String::new(),
+        };
+        r.stop_session(&meta.id, stop, T0 + 4 * hour).unwrap();
+        let e = start_again(&mut r, T0 + 20 * hour).unwrap_err();
+        assert!(
+            e.to_string().contains("needs a clinician's assessment"),
+            "{e}"
+        );
     }
 
     fn session(r: &mut Recorder, start_us: i64) -> String {
@@ -2229,6 +2502,7 @@ mod tests {
                     by: "n".into(),
                     scenario: None,
                     order: order(),
+                    risk_screen: no_risk(),
                 },
                 T0 + DAY_US,
             )
@@ -2295,6 +2569,7 @@ mod tests {
                     by: "n".into(),
                     scenario: None,
                     order: order(),
+                    risk_screen: no_risk(),
                 },
                 at,
             )

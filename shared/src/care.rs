@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clinical::Indication;
 use crate::clinical::order::PrescriberOrder;
+use crate::clinical::risk::{
+    Cssrs, Phq9Items, RiskAssessment, RiskBlock, RiskDecision, RiskLevel, risk_gate, risk_level,
+};
 use crate::doc::{DocError, SessionDoc};
 
 /// The prescriber's order as stored.
@@ -108,6 +111,9 @@ pub struct OverrideEntry {
 /// The suicide-risk screen before an infusion.
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
 pub struct RiskScreenEntry {
+    /// Unique id.
+    #[key]
+    pub id: String,
     /// PHQ-9 answers, items 1-9, each 0-3 (empty when not taken this visit).
     pub phq9_items: Vec<i64>,
     /// C-SSRS screener answers, questions 1-6.
@@ -118,6 +124,50 @@ pub struct RiskScreenEntry {
     pub by: String,
     /// The clinician's assessment, once made.
     pub assessment: Option<RiskAssessmentEntry>,
+}
+
+impl RiskScreenEntry {
+    /// The PHQ-9 as answered, when all nine items are there and each is 0-3.
+    pub fn phq9(&self) -> Option<Phq9Items> {
+        let items: [i64; 9] = self.phq9_items.clone().try_into().ok()?;
+        let items = items.map(|v| u8::try_from(v).unwrap_or(u8::MAX));
+        let p = Phq9Items(items);
+        p.check().ok().map(|()| p)
+    }
+
+    /// The C-SSRS screener's answers (a missing answer reads as no).
+    pub fn cssrs(&self) -> Cssrs {
+        let a = |i: usize| self.cssrs.get(i).copied().unwrap_or(false);
+        Cssrs {
+            wish_dead: a(0),
+            thoughts: a(1),
+            method: a(2),
+            intent: a(3),
+            plan: a(4),
+            behaviour: a(5),
+        }
+    }
+
+    /// The level the answers point to.
+    pub fn level(&self) -> RiskLevel {
+        risk_level(self.phq9().as_ref(), &self.cssrs())
+    }
+
+    /// The clinician's assessment as the gate reads it (recorded only from a clinician).
+    pub fn assessment(&self) -> Option<RiskAssessment> {
+        let a = self.assessment.as_ref()?;
+        Some(RiskAssessment {
+            at_us: a.at_us,
+            by_clinician: true,
+            decision: RiskDecision::parse(&a.decision)?,
+            note: a.note.clone(),
+        })
+    }
+
+    /// Whether the start may go ahead as far as this screen goes.
+    pub fn gate(&self) -> Result<(), RiskBlock> {
+        risk_gate(Some(self.at_us), self.level(), self.assessment().as_ref())
+    }
 }
 
 /// A clinician's assessment of a positive risk screen.
@@ -390,6 +440,7 @@ mod tests {
                 at_us: 3,
             }],
             risk: Some(RiskScreenEntry {
+                id: "r1".into(),
                 phq9_items: vec![2, 2, 1, 1, 0, 1, 1, 0, 1],
                 cssrs: vec![true, false, false, false, false, false],
                 at_us: 4,
@@ -431,6 +482,25 @@ mod tests {
                 by: "rn-lee".into(),
             }),
         }
+    }
+
+    #[test]
+    fn a_risk_screen_reads_its_level_and_its_assessment() {
+        // Item 9 answered 1 and a wish to be dead: low, assessed by the clinician: proceed.
+        let mut s = care().risk.unwrap();
+        assert_eq!(s.level(), RiskLevel::Low);
+        assert_eq!(s.gate(), Ok(()));
+        s.assessment = None;
+        assert_eq!(s.gate(), Err(RiskBlock::NeedsAssessment { level: "low" }));
+        s.cssrs[3] = true;
+        assert_eq!(s.level(), RiskLevel::High, "intent");
+        s.cssrs = vec![false; 6];
+        s.phq9_items[8] = 0;
+        assert_eq!((s.level(), s.gate()), (RiskLevel::None, Ok(())));
+        s.phq9_items.pop();
+        assert_eq!(s.phq9(), None, "eight items are not a PHQ-9");
+        s.phq9_items = vec![4; 9];
+        assert_eq!(s.phq9(), None, "an item over 3");
     }
 
     #[test]

@@ -730,6 +730,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             let p = PatientDoc::from_automerge(doc.clone())?;
             p.record()?;
             p.infusions_done()?;
+            p.risk_screens()?;
         }
         DocKind::SiteConfig => {
             hydrate_prop::<_, StoredThresholds, _, _>(doc, automerge::ROOT, "thresholds")?;
@@ -859,6 +860,7 @@ impl PatientDoc {
         let mut doc = AutoCommit::new();
         write_header(&mut doc, DocKind::Patient, &record.id, &record.site)?;
         doc.put_object(automerge::ROOT, INFUSIONS_DONE_KEY, ObjType::List)?;
+        doc.put_object(automerge::ROOT, RISK_SCREENS_KEY, ObjType::List)?;
         let mut p = PatientDoc { doc };
         p.write(record)?;
         Ok(p)
@@ -953,6 +955,38 @@ impl PatientDoc {
         Ok(())
     }
 }
+
+impl PatientDoc {
+    /// The patient's suicide-risk screens, one per check-in that asked, oldest first.
+    pub fn risk_screens(&self) -> Result<Vec<crate::care::RiskScreenEntry>, DocError> {
+        if self.doc.get(automerge::ROOT, RISK_SCREENS_KEY)?.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(hydrate_prop(&self.doc, automerge::ROOT, RISK_SCREENS_KEY)?)
+    }
+
+    /// Adds or replaces (by id) a risk screen: a new check-in's answers, or a clinician's
+    /// assessment of one. The list is keyed by id, so two rooms writing at once merge.
+    pub fn put_risk_screen(
+        &mut self,
+        screen: &crate::care::RiskScreenEntry,
+    ) -> Result<(), DocError> {
+        let mut all = self.risk_screens()?;
+        match all.iter_mut().find(|s| s.id == screen.id) {
+            Some(s) => *s = screen.clone(),
+            None => all.push(screen.clone()),
+        }
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, RISK_SCREENS_KEY, &all) {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Root key of a patient's suicide-risk screens (absent in documents written before it
+/// existed).
+pub const RISK_SCREENS_KEY: &str = "risk_screens";
 
 /// Root key of a patient's infusions done (absent in documents written before it existed).
 pub const INFUSIONS_DONE_KEY: &str = "infusions_done";

@@ -322,6 +322,7 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
         "patient_id": patient_id,
         "protocol": {"drug": "ketamine", "route": "iv", "dose_mg_per_kg": 0.5, "weight_kg": 70.0, "planned_minutes": 40},
         "order": {"prescriber": "dr-kim", "indication": "depression"},
+        "risk_screen": {"phq9_items": [2, 2, 2, 2, 2, 2, 1, 1, 0], "cssrs": [false, false, false, false, false, false]},
         "scenario": scenario,
     })
 }

@@ -11,7 +11,12 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use tokio::sync::oneshot;
 use vigil_shared::doc::{CheckIn, PatientRecord, SessionMeta};
 
-use super::{NewPatient, NewSession, PatientUpdate, RecorderError, SessionEvent, StopSession};
+use vigil_shared::care::RiskScreenEntry;
+
+use super::{
+    NewPatient, NewSession, PatientUpdate, RecorderError, RiskAssessmentInput, RiskScreenInput,
+    SessionEvent, StopSession,
+};
 
 /// A request to the recorder thread, with where to answer.
 #[derive(Debug)]
@@ -20,6 +25,10 @@ pub enum Command {
     CreatePatient(NewPatient, Reply<PatientRecord>),
     /// Change a patient's record.
     UpdatePatient(String, PatientUpdate, Reply<PatientRecord>),
+    /// Record this visit's suicide-risk screen for a patient, asked by the named staff member.
+    RecordRiskScreen(String, RiskScreenInput, String, Reply<RiskScreenEntry>),
+    /// Record a clinician's assessment of a patient's risk screen.
+    AssessRisk(String, RiskAssessmentInput, Reply<RiskScreenEntry>),
     /// Start a session (`Some` check-in: the room screen's record of it).
     StartSession(NewSession, Option<CheckIn>, Reply<SessionMeta>),
     /// Record an event.
@@ -57,6 +66,26 @@ impl Handle {
         update: PatientUpdate,
     ) -> Result<PatientRecord, RecorderError> {
         self.call(|r| Command::UpdatePatient(id, update, r)).await
+    }
+
+    /// Records this visit's suicide-risk screen for a patient, asked by `by`.
+    pub async fn record_risk_screen(
+        &self,
+        patient: String,
+        input: RiskScreenInput,
+        by: String,
+    ) -> Result<RiskScreenEntry, RecorderError> {
+        self.call(|r| Command::RecordRiskScreen(patient, input, by, r))
+            .await
+    }
+
+    /// Records a clinician's assessment of a patient's risk screen.
+    pub async fn assess_risk(
+        &self,
+        patient: String,
+        input: RiskAssessmentInput,
+    ) -> Result<RiskScreenEntry, RecorderError> {
+        self.call(|r| Command::AssessRisk(patient, input, r)).await
     }
 
     /// Starts a session; `checkin` is the room screen's check-in record, when there is one.

@@ -3,6 +3,38 @@
 //! clinician records an assessment and a decision; a high-risk answer goes on the clinicians'
 //! and managers' attention list.
 
+/// The PHQ-9's nine items as a screen shows them ("over the last two weeks, how often have
+/// you been bothered by …"), each answered 0 (not at all) to 3 (nearly every day).
+pub const PHQ9_ITEMS: [&str; 9] = [
+    "Little interest or pleasure in doing things",
+    "Feeling down, depressed or hopeless",
+    "Trouble falling or staying asleep, or sleeping too much",
+    "Feeling tired or having little energy",
+    "Poor appetite or overeating",
+    "Feeling bad about yourself, or that you are a failure",
+    "Trouble concentrating",
+    "Moving or speaking slowly, or being fidgety or restless",
+    "Thoughts that you would be better off dead, or of hurting yourself",
+];
+
+/// The answers to a PHQ-9 item, 0-3, as people read them.
+pub const PHQ9_ANSWERS: [&str; 4] = [
+    "not at all",
+    "several days",
+    "more than half the days",
+    "nearly every day",
+];
+
+/// The C-SSRS screener's six questions ("since your last visit …"), in [`Cssrs`]'s order.
+pub const CSSRS_QUESTIONS: [&str; 6] = [
+    "Wished you were dead or could go to sleep and not wake up?",
+    "Had any actual thoughts of killing yourself?",
+    "Thought about how you might do this?",
+    "Had any intention of acting on these thoughts?",
+    "Started to work out the details of how to kill yourself, and intend to carry out the plan?",
+    "Done anything, started to do anything, or prepared to do anything to end your life?",
+];
+
 /// A PHQ-9 as answered: nine items, each 0 (not at all) to 3 (nearly every day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Phq9Items(pub [u8; 9]);
@@ -102,6 +134,10 @@ pub fn risk_level(phq9: Option<&Phq9Items>, cssrs: &Cssrs) -> RiskLevel {
     };
     from_cssrs.max(from_phq9)
 }
+
+/// How long a screen counts for the start, µs (12 hours): the screen is asked at each visit's
+/// check-in, before each infusion, never carried over from the last one.
+pub const SCREEN_VALID_US: i64 = 12 * 3_600 * 1_000_000;
 
 /// A clinician's decision after assessing a positive screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,12 +5,16 @@
 //! The form comes back exactly as typed when anything is refused; the rules themselves are
 //! `vigil_shared::clinical`'s, and the recorder checks them again whoever asks.
 
+use std::collections::BTreeMap;
+
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use vigil_shared::care::RiskScreenEntry;
+use vigil_shared::clinical::risk::{CSSRS_QUESTIONS, PHQ9_ANSWERS, PHQ9_ITEMS, RiskLevel};
 use vigil_shared::clinical::{
     self, Contraindication, Indication, InfusionLimits, InfusionOrder, Instrument,
     PreInfusionChecklist, ScorePhase,
@@ -19,12 +23,15 @@ use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score, Screening};
 use vigil_web::layout::badge;
 use vigil_web::url_encode;
 
+use super::monitoring::room_now;
 use super::view::patient_name;
 use super::{
     CsrfForm, Section, Shared, Viewer, csrf_input, fail, frame, load, patient_or_404, read,
     refusal, require_treating, site_room,
 };
-use crate::recorder::{NewSession, OrderInput, PatientUpdate, SessionEvent};
+use crate::recorder::{
+    NewSession, OrderInput, PatientUpdate, RiskAssessmentInput, RiskScreenInput, SessionEvent,
+};
 
 /// What the check-in form holds; every field a string as typed, so a refused form comes back
 /// exactly as it was.
@@ -41,7 +48,6 @@ pub(crate) struct CheckInForm {
     hr: Option<String>,
     spo2: Option<String>,
     weight: Option<String>,
-    phq9: Option<String>,
     gad7: Option<String>,
     dose: Option<String>,
     minutes: Option<String>,
@@ -52,11 +58,32 @@ pub(crate) struct CheckInForm {
     c_consent: Option<String>,
     c_npo: Option<String>,
     override_reason: Option<String>,
+    risk_decision: Option<String>,
+    risk_note: Option<String>,
+    /// The suicide-risk screen as posted: PHQ-9 items `q1`-`q9` (0-3) and the C-SSRS answers
+    /// `cs1`-`cs6` (present when "yes").
+    #[serde(flatten)]
+    risk: BTreeMap<String, String>,
 }
 
 impl CheckInForm {
-    fn from_patient(p: &PatientRecord, v: &Viewer) -> CheckInForm {
+    fn from_patient(
+        p: &PatientRecord,
+        v: &Viewer,
+        screen: Option<&RiskScreenEntry>,
+    ) -> CheckInForm {
         let on = |b: bool| b.then(|| "on".to_owned());
+        let mut risk = BTreeMap::new();
+        if let Some(screen) = screen {
+            for (i, v) in screen.phq9_items.iter().enumerate() {
+                risk.insert(format!("q{}", i + 1), v.to_string());
+            }
+            for (i, yes) in screen.cssrs.iter().enumerate() {
+                if *yes {
+                    risk.insert(format!("cs{}", i + 1), "on".to_owned());
+                }
+            }
+        }
         CheckInForm {
             s_htn: on(p.screening.uncontrolled_hypertension),
             s_cvd: on(p.screening.cardiovascular_disease),
@@ -68,6 +95,7 @@ impl CheckInForm {
             conc: Some("1".into()),
             prescriber: v.is_clinician().then(|| v.id.clone()),
             indication: Some(Indication::Depression.code().into()),
+            risk,
             ..CheckInForm::default()
         }
     }
@@ -82,6 +110,31 @@ impl CheckInForm {
             answered_us: None,
             by: Some(by.to_owned()),
         }
+    }
+
+    fn phq9_item(&self, i: usize) -> &str {
+        self.risk.get(&format!("q{i}")).map_or("", String::as_str)
+    }
+
+    fn cssrs_answer(&self, i: usize) -> bool {
+        self.risk.contains_key(&format!("cs{i}"))
+    }
+
+    /// The suicide-risk screen as answered, or the first PHQ-9 item left unanswered.
+    fn risk_screen(&self) -> Result<RiskScreenInput, String> {
+        let phq9_items = (1..=9)
+            .map(|i| {
+                self.phq9_item(i)
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|v| (0..=3).contains(v))
+                    .ok_or_else(|| format!("PHQ-9 item {i} is not answered"))
+            })
+            .collect::<Result<Vec<i64>, String>>()?;
+        Ok(RiskScreenInput {
+            phq9_items,
+            cssrs: (1..=6).map(|i| self.cssrs_answer(i)).collect(),
+        })
     }
 
     fn checklist(&self) -> PreInfusionChecklist {
@@ -123,7 +176,7 @@ struct Parsed {
     bp: (i64, i64),
     hr: Option<i64>,
     spo2: Option<i64>,
-    phq9: i64,
+    risk: RiskScreenInput,
     gad7: i64,
     order: InfusionOrder,
 }
@@ -149,7 +202,6 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
     let sys = take(number(&f.bp_sys, "baseline systolic (mmHg)"));
     let dia = take(number(&f.bp_dia, "baseline diastolic (mmHg)"));
     let weight = take(number(&f.weight, "weight (kg)"));
-    let phq9 = take(number(&f.phq9, "PHQ-9"));
     let gad7 = take(number(&f.gad7, "GAD-7"));
     let dose = take(number(&f.dose, "dose (mg/kg)"));
     let minutes = take(number(&f.minutes, "duration (min)"));
@@ -162,7 +214,7 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
         .map_err(|e| errors.push(e))
         .ok()
         .flatten();
-    score_in_range(&mut errors, Instrument::Phq9, phq9);
+    let risk = f.risk_screen().map_err(|e| errors.push(e)).ok();
     score_in_range(&mut errors, Instrument::Gad7, gad7);
     if let (Some(s), Some(d)) = (sys, dia)
         && let Err(e) = clinical::check_bp(s as i64, d as i64)
@@ -174,15 +226,15 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
     {
         errors.push("duration is a whole number of minutes".into());
     }
-    match (sys, dia, weight, phq9, gad7, dose, minutes, conc) {
-        (Some(s), Some(d), Some(w), Some(p), Some(g), Some(dose), Some(m), Some(c))
+    match (sys, dia, weight, risk, gad7, dose, minutes, conc) {
+        (Some(s), Some(d), Some(w), Some(risk), Some(g), Some(dose), Some(m), Some(c))
             if errors.is_empty() =>
         {
             Ok(Parsed {
                 bp: (s as i64, d as i64),
                 hr,
                 spo2,
-                phq9: p as i64,
+                risk,
                 gad7: g as i64,
                 order: InfusionOrder {
                     dose_mg_per_kg: dose,
@@ -204,6 +256,7 @@ struct Review {
     flags: Vec<Contraindication>,
     plan: Option<clinical::PumpPlan>,
     blocked: Option<String>,
+    risk: Option<RiskLevel>,
 }
 
 fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, Option<Parsed>) {
@@ -218,6 +271,17 @@ fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, 
             None
         }
     };
+    r.risk = f.risk_screen().ok().map(|x| {
+        let screen = RiskScreenEntry {
+            id: String::new(),
+            phq9_items: x.phq9_items,
+            cssrs: x.cssrs,
+            at_us: 0,
+            by: String::new(),
+            assessment: None,
+        };
+        screen.level()
+    });
     let bp = parsed.as_ref().map(|p| p.bp);
     r.flags = clinical::contraindications(&f.screening(&viewer.id), bp);
     if let Some(p) = &parsed {
@@ -261,6 +325,16 @@ fn review_panel(r: &Review) -> Markup {
                     }
                 }
             }
+            @if let Some(level) = r.risk {
+                p id="risk-level" {
+                    @if level == RiskLevel::None {
+                        "Suicide-risk screen: no positive answer."
+                    } @else {
+                        (badge("high", "suicide risk")) " " (level.code())
+                        ": a clinician assesses before the start and records a decision."
+                    }
+                }
+            }
             @if let Some(plan) = &r.plan {
                 dl.facts id="plan" {
                     dt { "Total dose" } dd id="total-mg" { (plan.total_mg) " mg" }
@@ -278,6 +352,61 @@ fn review_panel(r: &Review) -> Markup {
         }
     }
 }
+
+/// The PHQ-9 item by item and the C-SSRS screener; for a clinician, the assessment of a
+/// positive screen.
+fn risk_card(v: &Viewer, f: &CheckInForm) -> Markup {
+    html! {
+        section.card id="risk" {
+            h2 { "PHQ-9 and suicide-risk screen" }
+            p.muted { "Over the last two weeks, how often bothered by:" }
+            div.row {
+                @for (i, item) in PHQ9_ITEMS.iter().enumerate() {
+                    @let name = format!("q{}", i + 1);
+                    label {
+                        (i + 1) ". " (item)
+                        select name=(name) id=(name) {
+                            option value="" { "–" }
+                            @for (v, answer) in PHQ9_ANSWERS.iter().enumerate() {
+                                option value=(v) selected[f.phq9_item(i + 1) == v.to_string()] { (v) ": " (answer) }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted { "C-SSRS screener, since the last visit:" }
+            @for (i, q) in CSSRS_QUESTIONS.iter().enumerate() {
+                @let name = format!("cs{}", i + 1);
+                label.check {
+                    input type="checkbox" name=(name) id=(name) checked[f.cssrs_answer(i + 1)];
+                    " " (q)
+                }
+            }
+            @if v.is_clinician() {
+                h3 { "Clinician's assessment of a positive screen" }
+                div.row {
+                    label {
+                        "Decision"
+                        select name="risk_decision" id="risk_decision" {
+                            option value="" { "–" }
+                            @for (code, label) in RISK_DECISIONS {
+                                option value=(code) selected[f.risk_decision.as_deref() == Some(code)] { (label) }
+                            }
+                        }
+                    }
+                    label { "Assessment" textarea name="risk_note" id="risk_note" rows="2" { (field(&f.risk_note)) } }
+                }
+            }
+        }
+    }
+}
+
+/// A clinician's decisions after assessing a positive screen, as the form offers them.
+const RISK_DECISIONS: [(&str, &str); 3] = [
+    ("proceed", "Safe to proceed today"),
+    ("defer", "Defer today's infusion"),
+    ("refer", "Refer for urgent care"),
+];
 
 fn checkin_page(
     v: &Viewer,
@@ -316,9 +445,9 @@ fn checkin_page(
                 (text_input("spo2", &f.spo2, "SpO2 (%)", "numeric"))
                 (text_input("weight", &f.weight, "Weight (kg)", "decimal"))
             }
+            (risk_card(v, f))
             section.card.row {
                 h2 { "Scores before the session" }
-                (text_input("phq9", &f.phq9, &Instrument::Phq9.label_with_range(), "numeric"))
                 (text_input("gad7", &f.gad7, &Instrument::Gad7.label_with_range(), "numeric"))
             }
             section.card.row {
@@ -376,12 +505,21 @@ pub(crate) async fn checkin(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let f = CheckInForm::from_patient(&p, &v);
     let (site, _) = site_room(&s);
-    let clinicians = match read(&s, move |conn| Ok(load::clinicians(conn, &site))).await {
-        Ok(c) => c,
+    let (now_us, _) = room_now(&s);
+    let pid = id.clone();
+    let (clinicians, screen) = match read(&s, move |conn| {
+        Ok((
+            load::clinicians(conn, &site),
+            load::current_risk_screen(conn, &pid, now_us)?,
+        ))
+    })
+    .await
+    {
+        Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
+    let f = CheckInForm::from_patient(&p, &v, screen.as_ref());
     frame(
         &v,
         Section::Patients,
@@ -453,11 +591,35 @@ pub(crate) async fn checkin_submit(
             return fail(&v, refusal(e));
         }
     }
+    // So are the risk answers, with the patient, for the clinician asked to assess them.
+    if let Ok(screen) = f.risk_screen()
+        && let Err(e) = recorder
+            .record_risk_screen(id.clone(), screen, v.id.clone())
+            .await
+    {
+        return fail(&v, refusal(e));
+    }
     if f.action.as_deref() != Some("start") {
         return again(StatusCode::OK, &r);
     }
     if let Err(r) = require_treating(&v) {
         return r;
+    }
+    // A clinician's assessment given with the start is recorded before it.
+    if let Some(decision) = f.risk_decision.as_deref().filter(|d| !d.is_empty()) {
+        let assessment = RiskAssessmentInput {
+            decision: decision.to_owned(),
+            note: field(&f.risk_note).trim().to_owned(),
+            by: v.id.clone(),
+        };
+        if let Err(e) = recorder.assess_risk(id.clone(), assessment).await {
+            let (status, msg) = refusal(e);
+            let r = Review {
+                blocked: Some(msg),
+                ..r
+            };
+            return again(status, &r);
+        }
     }
     let (Some(parsed), Some(plan), true) = (parsed, r.plan, r.errors.is_empty()) else {
         return again(StatusCode::UNPROCESSABLE_ENTITY, &r);
@@ -507,6 +669,7 @@ pub(crate) async fn checkin_submit(
             rate_min_mg_per_h: None,
             rate_max_mg_per_h: None,
         }),
+        risk_screen: Some(parsed.risk.clone()),
     };
     let meta = match recorder.start_session(new, Some(checkin)).await {
         Ok(m) => m,
@@ -521,7 +684,7 @@ pub(crate) async fn checkin_submit(
     };
     let pre = ScorePhase::Pre.code();
     for (instrument, value) in [
-        (Instrument::Phq9, parsed.phq9),
+        (Instrument::Phq9, parsed.risk.phq9_items.iter().sum()),
         (Instrument::Gad7, parsed.gad7),
     ] {
         let event = SessionEvent::Score {
@@ -542,7 +705,7 @@ pub(crate) async fn checkin_submit(
             at_us: meta.started_us.unwrap_or(meta.created_us),
             instrument: Instrument::Phq9.code().into(),
             phase: pre.into(),
-            value: parsed.phq9,
+            value: parsed.risk.phq9_items.iter().sum(),
             by: v.id.clone(),
         }],
         ..PatientUpdate::default()
@@ -557,13 +720,24 @@ pub(crate) async fn checkin_submit(
 mod tests {
     use super::*;
 
+    /// PHQ-9 answers `items` and C-SSRS "yes" to the questions numbered in `yes`.
+    fn answers(items: [i64; 9], yes: &[usize]) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = (1..=9)
+            .map(|i| (format!("q{i}"), items[i - 1].to_string()))
+            .collect();
+        for i in yes {
+            m.insert(format!("cs{i}"), "on".into());
+        }
+        m
+    }
+
     #[test]
     fn a_checkin_form_parses_or_names_what_is_wrong() {
         let good = CheckInForm {
             bp_sys: Some("128".into()),
             bp_dia: Some("82".into()),
             weight: Some("70".into()),
-            phq9: Some("18".into()),
+            risk: answers([2, 2, 2, 2, 2, 2, 2, 2, 2], &[1]),
             gad7: Some("12".into()),
             dose: Some("0.5".into()),
             minutes: Some("40".into()),
@@ -571,9 +745,13 @@ mod tests {
             ..CheckInForm::default()
         };
         let p = parse_checkin(&good).unwrap();
-        assert_eq!((p.bp, p.phq9, p.order.minutes), ((128, 82), 18, 40));
+        assert_eq!((p.bp, p.order.minutes), ((128, 82), 40));
+        assert_eq!(p.risk.phq9_items.iter().sum::<i64>(), 18);
+        assert_eq!(p.risk.cssrs, [true, false, false, false, false, false]);
+        let mut missing_item = answers([2; 9], &[]);
+        missing_item.insert("q9".into(), "4".into());
         let bad = CheckInForm {
-            phq9: Some("30".into()),
+            risk: missing_item,
             gad7: Some("2.5".into()),
             weight: Some("seventy".into()),
             bp_sys: None,
@@ -581,7 +759,7 @@ mod tests {
         };
         let errors = parse_checkin(&bad).err().unwrap().join("; ");
         for part in [
-            "PHQ-9 is a whole number from 0 to 27",
+            "PHQ-9 item 9 is not answered",
             "GAD-7 is a whole number from 0 to 21",
             "weight (kg): \"seventy\"",
             "systolic (mmHg) is required",

@@ -117,3 +117,16 @@ pub(crate) fn clinicians(conn: &rusqlite::Connection, site: &str) -> Vec<(String
         })
         .unwrap_or_default()
 }
+
+/// The patient's suicide-risk screen of this visit, if one was taken
+/// (`crate::recorder::current_risk_screen`).
+pub(crate) fn current_risk_screen(
+    conn: &rusqlite::Connection,
+    id: &str,
+    now_us: i64,
+) -> Result<Option<vigil_shared::care::RiskScreenEntry>, RecorderError> {
+    match store::load_typed::<PatientDoc>(conn, id)? {
+        Some(doc) => crate::recorder::current_risk_screen(&doc, now_us),
+        None => Ok(None),
+    }
+}
