@@ -66,7 +66,8 @@ async fn sign_out(b: &Browser) {
     b.wait_url("/screen/login").await;
 }
 
-/// Fills the check-in form as the nurse would: baseline, scores, protocol, checklist.
+/// Fills the check-in form as the nurse would: baseline, the PHQ-9 item by item (18, with
+/// item 9 "not at all"), GAD-7, protocol with the prescriber, checklist.
 async fn fill_checkin(b: &Browser) {
     for (field, value) in [
         ("#bp_sys", "128"),
@@ -74,7 +75,6 @@ async fn fill_checkin(b: &Browser) {
         ("#hr", "74"),
         ("#spo2", "98"),
         ("#weight", "70"),
-        ("#phq9", "18"),
         ("#gad7", "12"),
         ("#dose", "0.5"),
         ("#minutes", "40"),
@@ -82,6 +82,11 @@ async fn fill_checkin(b: &Browser) {
     ] {
         b.type_into(field, value).await;
     }
+    for (item, answer) in [3, 3, 2, 2, 2, 2, 2, 2, 0].iter().enumerate() {
+        b.click(&format!("#q{} option[value='{answer}']", item + 1))
+            .await;
+    }
+    b.click("#prescriber option[value='dr-kim']").await;
     for check in ["#c_escort", "#c_consent", "#c_npo"] {
         if b.cmd(
             "GET",
@@ -93,6 +98,37 @@ async fn fill_checkin(b: &Browser) {
         {
             b.click(check).await;
         }
+    }
+}
+
+/// Records a checkpoint from the page's checkpoint card: the blood pressure typed over the
+/// cuff's suggestion, MOAA/S 5.
+async fn record_checkpoint(b: &Browser, checkpoint: &str, sys: &str, dia: &str) {
+    b.click(&format!("#checkpoint option[value='{checkpoint}']"))
+        .await;
+    b.type_into("#cp-sys", sys).await;
+    b.type_into("#cp-dia", dia).await;
+    b.type_into("#cp-sedation", "5").await;
+    b.click("#record-checkpoint").await;
+    b.wait_text(&format!("#cp-{checkpoint}"), "done").await;
+}
+
+/// The discharge form: Aldrete 9 (consciousness 1), the escort, no driving acknowledged.
+async fn fill_discharge(b: &Browser) {
+    for (item, value) in [
+        ("a_activity", "2"),
+        ("a_respiration", "2"),
+        ("a_circulation", "2"),
+        ("a_consciousness", "1"),
+        ("a_oxygen", "2"),
+    ] {
+        b.click(&format!("#{item} option[value='{value}']")).await;
+    }
+    b.type_into("#escort", "Marco Diaz").await;
+    b.type_into("#escort-phone", "+1 512 555 0142").await;
+    b.type_into("#escort-relationship", "brother").await;
+    if !is_checked(b, "#no-driving").await {
+        b.click("#no-driving").await;
     }
 }
 
@@ -184,12 +220,15 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         .unwrap()
         .to_owned();
 
-    // Screening with a flag; the review shows it and the pump rate.
+    // Screening with a flag and a "yes" on the C-SSRS (a wish to be dead since the last visit);
+    // the review shows both and the pump rate.
     a.click("#s_preg").await;
+    a.click("#cs1").await;
     fill_checkin(&a).await;
     a.click("#review-btn").await;
     a.wait_for("#review").await;
     assert!(a.text("#flags").await.contains("Pregnancy"));
+    assert!(a.text("#risk-level").await.contains("low"));
     // 0.5 mg/kg × 70 kg = 35 mg over 40 min = 52.5 mg/h; at 0.5 mg/mL, 105 mL/h.
     assert_eq!(a.text("#total-mg").await, "35 mg");
     assert_eq!(a.text("#rate-mg-h").await, "52.5 mg/h");
@@ -223,9 +262,30 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         is_checked(&a, "#s_preg").await,
         "screening kept in the patient's record"
     );
+    assert!(
+        is_checked(&a, "#cs1").await,
+        "the risk answers kept with the patient"
+    );
     fill_checkin(&a).await;
     a.type_into("#override_reason", "serum hCG negative this morning")
         .await;
+    // The override passes the flag, not the risk answer: that needs an assessment.
+    a.click("#start").await;
+    let blocked = a.wait_text("#blocked", "suicide-risk").await;
+    assert!(
+        blocked.contains("needs a clinician's assessment"),
+        "{blocked}"
+    );
+    a.screenshot("room-04b-risk-blocked").await;
+    fill_checkin(&a).await;
+    a.type_into("#override_reason", "serum hCG negative this morning")
+        .await;
+    a.click("#risk_decision option[value='proceed']").await;
+    a.type_into(
+        "#risk_note",
+        "passive wish, no intent or plan; safety plan reviewed, partner at home",
+    )
+    .await;
     a.click("#start").await;
     a.wait_url("/screen/sessions/").await;
     let session_url = a.url().await;
@@ -251,6 +311,24 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     sign_out(&a).await;
     sign_in(&a, &base, "nurse-ana", NURSE_PIN).await;
     a.goto(&session_url).await;
+    // The order's range is shown; a typed 525 for 52.5 is refused, naming the site's limit.
+    assert!(a.text("#order-range").await.contains("39.4–65.6 mg/h"));
+    a.type_into("#rate", "525").await;
+    a.click("#dose-rate").await;
+    assert!(
+        a.text("#error")
+            .await
+            .contains("over the site limit of 200 mg/h")
+    );
+    a.screenshot("room-04c-rate-refused").await;
+    a.goto(&session_url).await;
+    // The checkpoint before the start is due; the nurse records it.
+    assert!(a.text("#cp-before_start").await.contains("due now"));
+    a.type_into("#cp-sys", "128").await;
+    a.type_into("#cp-dia", "82").await;
+    a.type_into("#cp-sedation", "5").await;
+    a.click("#record-checkpoint").await;
+    a.wait_text("#cp-before_start", "done").await;
     a.click("#dose-start").await;
     a.wait_text("#dose-events", "start").await;
     a.wait_text("#dose-events", "52.5 mg/h").await;
@@ -313,38 +391,92 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         assert!(doses.contains(action), "{doses}");
     }
 
-    // After: discharge refuses while anything is missing.
+    // After: discharge refuses while anything is missing, the observation time included.
     a.click("#after-link").await;
     a.wait_url("/after").await;
     a.click("#discharge").await;
     let missing = a.wait_text("#missing", "escort").await;
-    for item in ["Aldrete: activity", "CADSS", "no driving"] {
-        assert!(missing.contains(item), "{missing}");
+    for item in [
+        "Aldrete: activity",
+        "CADSS",
+        "no driving",
+        "observe",
+        "blood pressure",
+    ] {
+        assert!(missing.contains(item), "{item}: {missing}");
     }
     a.screenshot("room-08-discharge-refused").await;
-    a.type_into("#cadss", "14").await;
+    a.type_into("#cadss", "3").await;
     a.click("#save-cadss").await;
-    a.wait_text("#cadss-value", "Recorded: 14").await;
-    for (item, value) in [
-        ("a_activity", "2"),
-        ("a_respiration", "2"),
-        ("a_circulation", "2"),
-        ("a_consciousness", "1"),
-        ("a_oxygen", "2"),
-    ] {
-        a.click(&format!("#{item} option[value='{value}']")).await;
+    a.wait_text("#cadss-value", "Recorded: 3").await;
+    // A pressure right after the stop, then the form; still too soon after the stop.
+    record_checkpoint(&a, "before_discharge", "134", "86").await;
+    fill_discharge(&a).await;
+    a.click("#discharge").await;
+    let missing = a.wait_text("#missing", "observe").await;
+    assert!(!missing.contains("escort"), "{missing}");
+    // The site's 30 minutes pass (a minute of the 30x clock); by then that pressure is stale.
+    let mut missing = String::new();
+    for _ in 0..60 {
+        a.click("#discharge").await;
+        a.wait_for("#missing").await;
+        missing = a.text("#missing").await;
+        if !missing.contains("observe") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    a.click("#calc").await;
-    a.wait_text("#aldrete-total", "9").await;
-    a.type_into("#escort", "Marco Diaz").await;
-    a.click("#no-driving").await;
+    assert!(
+        missing.contains("the last blood pressure is") && missing.contains("min old"),
+        "{missing}"
+    );
+    a.screenshot("room-08b-discharge-stale-bp").await;
+    record_checkpoint(&a, "before_discharge", "128", "80").await;
+    fill_discharge(&a).await;
     a.click("#discharge").await;
     let done = a.wait_text("#discharged", "Discharged").await;
     assert!(
-        done.contains("modified Aldrete 9") && done.contains("Marco Diaz"),
+        done.contains("modified Aldrete 9") && done.contains("Marco Diaz (brother"),
         "{done}"
     );
     a.screenshot("room-09-discharged").await;
+
+    // The monitoring form for the chart: every checkpoint, the dose delivered, the discharge.
+    a.goto(&format!("{session_url}/form")).await;
+    assert_eq!(a.find_all("#form-checkpoints tbody tr").await.len(), 3);
+    assert!(a.text("#form-delivered").await.contains(" mg in "));
+    assert!(a.text("#form-end").await.contains("Discharged home"));
+    assert!(
+        a.text("#form-order")
+            .await
+            .contains("prescribed by Dr Sam Kim")
+    );
+    let risk = a.text("#form-risk").await;
+    assert!(
+        risk.contains("yes to Q1") && risk.contains("assessed by Dr Sam Kim: proceed"),
+        "{risk}"
+    );
+    a.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        serde_json::json!({"cmd": "Emulation.setEmulatedMedia", "params": {"media": "print"}}),
+    )
+    .await;
+    let header = a.find("header.top").await;
+    assert_eq!(
+        a.cmd("GET", &format!("/element/{header}/displayed"), Value::Null)
+            .await,
+        Value::Bool(false),
+        "no navigation on paper"
+    );
+    a.screenshot("room-09b-monitoring-form-print").await;
+    a.cmd(
+        "POST",
+        "/goog/cdp/execute",
+        serde_json::json!({"cmd": "Emulation.setEmulatedMedia", "params": {"media": ""}}),
+    )
+    .await;
+    a.goto(&format!("{session_url}/after")).await;
 
     // The course: one infusion of six done, the next due in two days.
     a.click("#course-link").await;
@@ -372,6 +504,30 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         notes.contains("[nurse-ana] calm") && notes.contains("[dr-kim] seen"),
         "{notes}"
     );
+
+    // The next patient leaves by ambulance: the session ends without the discharge criteria
+    // and says so, and the room is free again.
+    a.goto(&format!("{base}/screen")).await;
+    a.click("#new-patient").await;
+    a.wait_for("#given_name").await;
+    a.type_into("#given_name", "Luis").await;
+    a.type_into("#family_name", "Vega").await;
+    a.type_into("#birth_date", "1979-02-11").await;
+    a.click("#register-submit").await;
+    a.wait_url("/checkin").await;
+    fill_checkin(&a).await;
+    a.click("#start").await;
+    a.wait_url("/screen/sessions/").await;
+    a.click("#disposition option[value='ems_transfer']").await;
+    a.type_into(
+        "#end-note",
+        "chest pain 10 min in; EMS called, handed over at the door",
+    )
+    .await;
+    a.click("#end-session").await;
+    let ending = a.wait_text("#ending", "Transferred by EMS").await;
+    assert!(ending.contains("chest pain"), "{ending}");
+    a.screenshot("room-10b-ems-transfer").await;
 
     // The network returns: the session reaches the cloud with its check-in record.
     let (_cloud_again, cloud) = start_cloud(&cloud_config);

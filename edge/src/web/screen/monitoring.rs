@@ -315,6 +315,19 @@ pub(crate) async fn form(
                         }
                     }
                 }
+                @if let Some(r) = &care.risk {
+                    dt { "Risk screen" }
+                    dd id="form-risk" {
+                        "PHQ-9 " (r.phq9_items.iter().sum::<i64>()) ", item 9: " (r.phq9_items.get(8).copied().unwrap_or_default())
+                        " · C-SSRS: "
+                        @let yes: Vec<String> = r.cssrs.iter().enumerate().filter(|(_, y)| **y).map(|(i, _)| format!("Q{}", i + 1)).collect();
+                        @if yes.is_empty() { "no" } @else { "yes to " (yes.join(", ")) }
+                        " (" (r.level().code()) ") · by " (who(names, &r.by)) " at " (clock(&v, r.at_us))
+                        @if let Some(a) = &r.assessment {
+                            " · assessed by " (who(names, &a.by)) ": " (a.decision) ", " (a.note)
+                        }
+                    }
+                }
                 dt { "Delivered" }
                 dd id="form-delivered" {
                     (format!("{:.1}", delivered.mg)) " mg in " (delivered.infused_us / 60_000_000)
