@@ -432,6 +432,20 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         "{}",
         res.status()
     );
+    // The patient leaves against advice, in hostile words: the session page, the monitoring
+    // form and the dashboard's attention list show them.
+    let res = tablet
+        .post(format!("{base}/screen/sessions/{screen_sid}/end"))
+        .header(COOKIE, &doctor)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("disposition", "against_advice"),
+            ("note", MARKUP[3]),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
 
     // Every page of the room screen.
     for path in [
@@ -460,7 +474,9 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
             Duration::from_secs(90),
             "the session in the cloud",
             || async {
-                (cloud.get(&format!("/api/v1/sessions/{id}")).await.0 == 200).then_some(())
+                // The screen's session in the state it ended in (against advice).
+                let (st, s) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
+                (st == 200 && (*id != screen_sid || s["state"] == "aborted")).then_some(())
             },
         )
         .await;
@@ -500,6 +516,12 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
             res.text().await.unwrap()
         }
     };
+    assert!(
+        get("/attention".to_owned())
+            .await
+            .contains("Left against medical advice"),
+        "the ending is on the attention list"
+    );
     for path in [
         "/".to_owned(),
         "/sessions".to_owned(),
@@ -509,6 +531,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         "/reports/advisories".to_owned(),
         "/reports/utilisation".to_owned(),
         "/reports/outcomes".to_owned(),
+        "/attention".to_owned(),
         "/audit".to_owned(),
         "/account".to_owned(),
     ] {

@@ -1380,3 +1380,95 @@ async fn every_time_is_the_sites_own() {
     assert_eq!(col("started_local"), "2026-11-30T19:53:20-05:00");
     assert_eq!(col("time_zone"), "America/New_York");
 }
+
+/// The attention list takes what needs following up from the sessions' care records, only for
+/// the sites the viewer may see, and the view is audited.
+#[tokio::test]
+async fn the_attention_list_shows_what_to_follow_up_within_scope() {
+    use vigil_shared::care::{DispositionEntry, RiskAssessmentEntry, RiskScreenEntry};
+    let s = Server::start().await;
+    let ems = |doc: &mut SessionDoc| {
+        doc.update_care(|c| {
+            c.disposition = Some(DispositionEntry {
+                code: "ems_transfer".into(),
+                escort_name: String::new(),
+                escort_phone: String::new(),
+                escort_relationship: String::new(),
+                aldrete_items: vec![],
+                note: "chest pain at 20 min; EMS called".into(),
+                at_us: T0 + 1_200_000_000,
+                by: "nurse".into(),
+            })
+        })
+        .unwrap();
+    };
+    let high_risk = |doc: &mut SessionDoc| {
+        doc.update_care(|c| {
+            c.risk = Some(RiskScreenEntry {
+                id: "r1".into(),
+                phq9_items: vec![3, 3, 2, 2, 2, 2, 2, 2, 2],
+                cssrs: vec![true, true, true, true, false, false],
+                at_us: T0 + 7_000_000_000,
+                by: "nurse".into(),
+                assessment: Some(RiskAssessmentEntry {
+                    decision: "refer".into(),
+                    note: "intent; referred to crisis team".into(),
+                    by: "dr".into(),
+                    at_us: T0 + 7_100_000_000,
+                }),
+            })
+        })
+        .unwrap();
+    };
+    for (id, site, room, patient, start, edit) in [
+        (
+            "s-austin-ems",
+            "austin",
+            "1",
+            "p-a3",
+            T0,
+            &ems as &dyn Fn(&mut SessionDoc),
+        ),
+        (
+            "s-florida-risk",
+            "florida",
+            "1",
+            "p-f2",
+            T0 + 7_000_000_000,
+            &high_risk,
+        ),
+    ] {
+        let mut doc = session(id, site, room, patient, start);
+        edit(&mut doc);
+        s.store
+            .commit_document(id, DocKind::Session, site, doc.automerge(), T0)
+            .unwrap();
+    }
+    let admin = s.login("admin").await;
+    let (status, html) = s.page("/attention", &admin).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Transferred by EMS") && html.contains("chest pain at 20 min"));
+    assert!(
+        html.contains("Suicide-risk answer") && html.contains("high risk; assessed by dr: refer")
+    );
+    assert_eq!(
+        html.matches("data-kind=").count(),
+        2,
+        "the quiet sessions are not listed"
+    );
+    // The central region's manager sees Austin's, not Florida's.
+    let rm = s.login("rm-central").await;
+    let (status, html) = s.page("/attention", &rm).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Transferred by EMS"));
+    assert!(
+        !html.contains("florida") && !html.contains("data-kind=\"suicide_risk\""),
+        "{html}"
+    );
+    let (_, entries) = s.store.audit_log(100, 0).unwrap();
+    let views = entries
+        .iter()
+        .filter(|e| e.action == "view attention list")
+        .count();
+    assert_eq!(views, 2);
+}

@@ -287,6 +287,69 @@ pub struct SessionCare {
     pub disposition: Option<DispositionEntry>,
 }
 
+/// Why a session is on the clinicians' and managers' attention list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    /// What: one of [`ATTENTION_KINDS`]' codes.
+    pub kind: String,
+    /// When it happened, µs.
+    pub at_us: i64,
+    /// In the record's words.
+    pub detail: String,
+}
+
+/// The attention list's kinds, with what the dashboard calls them.
+pub const ATTENTION_KINDS: [(&str, &str); 4] = [
+    ("suicide_risk", "Suicide-risk answer"),
+    ("serious_event", "Serious adverse event awaiting review"),
+    ("ems_transfer", "Transferred by EMS"),
+    ("against_advice", "Left against medical advice"),
+];
+
+impl SessionCare {
+    /// What of this session needs someone's attention: a high-risk suicide-risk answer
+    /// (whatever the clinician decided) or a moderate one not yet assessed, a serious adverse
+    /// event not yet reviewed, an EMS transfer, a patient who left against advice.
+    pub fn attention(&self) -> Vec<Attention> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.risk {
+            let level = r.level();
+            if crate::clinical::risk::needs_attention(level, r.assessment.is_some()) {
+                let decided = r
+                    .assessment
+                    .as_ref()
+                    .map_or("not yet assessed".to_owned(), |a| {
+                        format!("assessed by {}: {}", a.by, a.decision)
+                    });
+                out.push(Attention {
+                    kind: "suicide_risk".into(),
+                    at_us: r.at_us,
+                    detail: format!("{} risk; {decided}", level.code()),
+                });
+            }
+        }
+        for e in &self.adverse_events {
+            if let (Some(seriousness), None) = (&e.seriousness, &e.reviewed_by) {
+                out.push(Attention {
+                    kind: "serious_event".into(),
+                    at_us: e.onset_us,
+                    detail: format!("{} ({seriousness})", e.event),
+                });
+            }
+        }
+        if let Some(d) = &self.disposition
+            && (d.code == "ems_transfer" || d.code == "against_advice")
+        {
+            out.push(Attention {
+                kind: d.code.clone(),
+                at_us: d.at_us,
+                detail: d.note.clone(),
+            });
+        }
+        out
+    }
+}
+
 /// Root keys of the care record's parts.
 pub mod keys {
     /// [`super::SessionCare::order`].
@@ -501,6 +564,39 @@ mod tests {
         assert_eq!(s.phq9(), None, "eight items are not a PHQ-9");
         s.phq9_items = vec![4; 9];
         assert_eq!(s.phq9(), None, "an item over 3");
+    }
+
+    #[test]
+    fn the_attention_list_takes_high_risk_serious_events_and_unplanned_endings() {
+        let kinds = |c: &SessionCare| -> Vec<String> {
+            c.attention().into_iter().map(|a| a.kind).collect()
+        };
+        // A low-risk answer assessed, a moderate event, home with an escort: nothing.
+        let mut c = care();
+        assert!(c.attention().is_empty());
+        // A plan (C-SSRS 5) stays on the list after the assessment; managers follow it up.
+        let risk = c.risk.as_mut().unwrap();
+        risk.cssrs[4] = true;
+        assert_eq!(kinds(&c), ["suicide_risk"]);
+        assert!(
+            c.attention()[0]
+                .detail
+                .starts_with("high risk; assessed by dr-kim")
+        );
+        // Method only (moderate): on the list until assessed.
+        let risk = c.risk.as_mut().unwrap();
+        risk.cssrs = vec![true, true, true, false, false, false];
+        assert!(c.attention().is_empty(), "moderate and assessed");
+        c.risk.as_mut().unwrap().assessment = None;
+        assert_eq!(kinds(&c), ["suicide_risk"]);
+        c.risk = None;
+        // A serious event until its review; an EMS transfer.
+        c.adverse_events[0].seriousness = Some("hospitalisation".into());
+        c.disposition.as_mut().unwrap().code = "ems_transfer".into();
+        assert_eq!(kinds(&c), ["serious_event", "ems_transfer"]);
+        c.adverse_events[0].reviewed_by = Some("dr-kim".into());
+        c.disposition.as_mut().unwrap().code = "against_advice".into();
+        assert_eq!(kinds(&c), ["against_advice"]);
     }
 
     #[test]

@@ -33,8 +33,8 @@ use vigil_shared::wire::DocKind;
 use crate::auth::{Scope, ScopeSites};
 
 pub use reads::{
-    ApplianceRow, ChannelSummary, MAX_SESSION_PAGE, MAX_VITALS_PER_PAGE, SessionFilter,
-    SessionPage, SessionRow, SessionSummary, VitalsPage,
+    ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
+    MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,
 };
 pub use report::{
     AdvisoryCount, MAX_ECG_WINDOW_SAMPLES, OutcomeSite, PatientOutcomeInput, RoomActivity,
@@ -66,7 +66,7 @@ const MAX_IDLE_READERS: usize = 8;
 const MAX_REPORTED_FAILURES: usize = 100;
 
 /// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 5;
+const DB_VERSION: i64 = 6;
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
@@ -780,6 +780,25 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "BEGIN; {} PRAGMA user_version = 5; COMMIT;",
             users::SCHEMA_V5_AUDIT
         ))?;
+    }
+    if version < 6 {
+        // The attention list: suicide-risk answers, serious events awaiting review, EMS
+        // transfers and against-advice discharges, from the sessions' care records. Sessions
+        // projected before it fill it at their next change or at `vigil-cloud reindex`.
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE attention (
+                 session_id TEXT NOT NULL,
+                 n INTEGER NOT NULL,
+                 kind TEXT NOT NULL,
+                 at_us INTEGER NOT NULL,
+                 detail TEXT NOT NULL,
+                 PRIMARY KEY (session_id, n)
+             );
+             CREATE INDEX attention_by_time ON attention (at_us);
+             PRAGMA user_version = 6;
+             COMMIT;",
+        )?;
     }
     Ok(())
 }

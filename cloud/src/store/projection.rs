@@ -62,6 +62,8 @@ pub(crate) struct SessionProjection {
     pub meta: SessionMeta,
     /// Statistics of every channel, including empty ones.
     pub channels: BTreeMap<Channel, ChannelStats>,
+    /// What of it is on the attention list (`care::SessionCare::attention`).
+    pub attention: Vec<vigil_shared::care::Attention>,
 }
 
 /// Counts over one channel's chunk list, plus what incremental counting needs.
@@ -130,7 +132,12 @@ pub(crate) fn project(
                 .into_iter()
                 .map(|c| (c, count_channel(id, doc, c, prior.get(&c))))
                 .collect();
-            Ok(Projection::Session(SessionProjection { meta, channels }))
+            let attention = session.care().map_err(invalid)?.attention();
+            Ok(Projection::Session(SessionProjection {
+                meta,
+                channels,
+                attention,
+            }))
         }
         DocKind::Patient => {
             let patient = PatientDoc::from_automerge(doc.clone()).map_err(invalid)?;
@@ -366,6 +373,13 @@ fn write_session(
     )?;
     conn.execute("DELETE FROM advisories WHERE session_id = ?1", [id])?;
     conn.execute("DELETE FROM events WHERE session_id = ?1", [id])?;
+    conn.execute("DELETE FROM attention WHERE session_id = ?1", [id])?;
+    for (n, a) in s.attention.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO attention (session_id, n, kind, at_us, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, to_db(n as u64), a.kind, a.at_us, a.detail],
+        )?;
+    }
     for a in &m.advisories {
         conn.execute(
             "INSERT OR REPLACE INTO advisories (session_id, id, kind, subject, priority, detail,
@@ -455,6 +469,7 @@ pub(crate) fn clear_all(conn: &Connection) -> Result<(), StoreError> {
          DELETE FROM session_channels;
          DELETE FROM advisories;
          DELETE FROM events;
+         DELETE FROM attention;
          DELETE FROM patients;",
     )?;
     Ok(())

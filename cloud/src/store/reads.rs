@@ -519,3 +519,51 @@ pub(super) fn vitals_page(
         corrupt_chunks,
     }
 }
+
+/// One entry of the attention list, with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttentionRow {
+    /// The session.
+    pub session_id: String,
+    /// Its site.
+    pub site: String,
+    /// Its room.
+    pub room: String,
+    /// Why it is on the list (`care::ATTENTION_KINDS`).
+    pub kind: String,
+    /// When, µs.
+    pub at_us: i64,
+    /// In the record's words.
+    pub detail: String,
+}
+
+/// Most entries the attention list shows.
+pub const MAX_ATTENTION: u32 = 500;
+
+impl CloudStore {
+    /// The attention list of the sites in `scope`, newest first, at most [`MAX_ATTENTION`].
+    pub fn attention(&self, scope: &Scope) -> Result<Vec<AttentionRow>, StoreError> {
+        let mut args: Vec<SqlValue> = Vec::new();
+        let in_scope = scope_clause("s.site", scope, &mut args);
+        args.push(SqlValue::Integer(i64::from(MAX_ATTENTION)));
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT a.session_id, s.site, s.room, a.kind, a.at_us, a.detail
+                 FROM attention a JOIN sessions s ON s.id = a.session_id
+                 WHERE 1{in_scope}
+                 ORDER BY a.at_us DESC, a.session_id, a.n LIMIT ?"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                Ok(AttentionRow {
+                    session_id: r.get(0)?,
+                    site: r.get(1)?,
+                    room: r.get(2)?,
+                    kind: r.get(3)?,
+                    at_us: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+}

@@ -190,6 +190,7 @@ fn dump_projections(store: &CloudStore) -> BTreeMap<&'static str, Vec<Vec<SqlVal
         "session_channels",
         "advisories",
         "events",
+        "attention",
         "patients",
     ] {
         let mut stmt = conn
@@ -1444,11 +1445,13 @@ fn a_version_4_audit_log_reads_as_the_clouds_own_after_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
     {
-        // A database as version 4 left it: the audit log without the appliance columns.
+        // A database as version 4 left it: the audit log without the appliance columns, and
+        // no attention list (version 6).
         let store = CloudStore::open(&path).unwrap();
         let conn = store.writer();
         conn.execute_batch(
-            "DROP INDEX audit_by_entry;
+            "DROP TABLE attention;
+             DROP INDEX audit_by_entry;
              ALTER TABLE audit_log DROP COLUMN source;
              ALTER TABLE audit_log DROP COLUMN site;
              ALTER TABLE audit_log DROP COLUMN room;

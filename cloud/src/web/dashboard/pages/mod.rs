@@ -4,6 +4,7 @@
 //! [`super::reports`]. What more than one of these pages draws is here.
 
 pub(crate) mod account;
+pub(crate) mod attention;
 pub(crate) mod audit;
 pub(crate) mod overview;
 pub(crate) mod session;
