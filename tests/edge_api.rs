@@ -167,6 +167,17 @@ async fn bad_requests_get_clear_json_errors() {
             .contains("MOAA/S 9 is outside 0..5"),
         "{body}"
     );
+    // An adverse event through the API: a death must be "fatal"; a consistent record is kept.
+    let mut adverse = json!({"type": "adverse_event", "event": "cardiac arrest", "severity": "severe",
+        "seriousness": "death", "outcome": "resolved",
+        "interventions": [{"rescue": "other", "dose": "1 mg", "route": "iv"}]});
+    let (st, body) = http.post(&events, &adverse).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("fatal"), "{body}");
+    adverse["seriousness"] = json!("hospitalisation");
+    adverse["outcome"] = json!("transferred");
+    let (st, body) = http.post(&events, &adverse).await;
+    assert_eq!(st, 201, "{body}");
     let (st, body) = http
         .post(
             &events,

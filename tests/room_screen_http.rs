@@ -392,3 +392,56 @@ async fn a_rate_outside_the_order_needs_a_clinicians_reason() {
         "shown on the session page"
     );
 }
+
+/// An adverse event is recorded apart from the expected effects, with what was given, and a
+/// clinician signs off the review; a nurse cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adverse_event_is_recorded_and_reviewed_by_a_clinician() {
+    let (_dir, _edge, edge, c) = room();
+    let (nurse, token) = c.signed_in("nurse-ana", NURSE_PIN).await;
+    let page = c.start_session(&nurse, &token).await;
+    let event = [
+        ("event", "laryngospasm, resolved with jaw thrust"),
+        ("onset_min_ago", "0"),
+        ("severity", "severe"),
+        ("seriousness", "life_threatening"),
+        ("rescue", "oxygen"),
+        ("dose", "4 L/min"),
+        ("route", "face mask"),
+        ("outcome", "resolved"),
+    ];
+    // Oxygen without a dose is refused, naming it; then the complete record.
+    let mut incomplete = event;
+    incomplete[5] = ("dose", "");
+    let res = c
+        .post(&nurse, &token, &format!("{page}/adverse"), &incomplete)
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("give the dose and the route")
+    );
+    let res = c
+        .post(&nurse, &token, &format!("{page}/adverse"), &event)
+        .await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let html = c.page(&nurse, &page).await;
+    assert!(html.contains("laryngospasm") && html.contains("awaiting a clinician"));
+    let sid = page.rsplit('/').next().unwrap();
+    let (_, view) = edge.get(&format!("/api/v1/sessions/{sid}")).await;
+    let recorded = &view["care"]["adverse_events"][0];
+    assert_eq!(recorded["seriousness"], "life_threatening", "{view}");
+    assert_eq!(recorded["interventions"][0]["dose"], "4 L/min", "{view}");
+    let review = format!("{page}/adverse/{}/review", recorded["id"].as_str().unwrap());
+    let res = c.post(&nurse, &token, &review, &[]).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let (dr, dr_token) = c.signed_in("dr-kim", CLINICIAN_PIN).await;
+    let res = c.post(&dr, &dr_token, &review, &[]).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let html = c.page(&nurse, &page).await;
+    assert!(html.contains("reviewed by Sam Kim"), "the review is shown");
+    let form = c.page(&nurse, &format!("{page}/form")).await;
+    assert!(form.contains("id=\"form-adverse\"") && form.contains("laryngospasm"));
+}

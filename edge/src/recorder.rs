@@ -21,8 +21,8 @@ use vigil_hardware::sim::Scenario;
 use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
 use vigil_shared::care::{
-    CheckpointEntry, DispositionEntry, OrderEntry, OverrideEntry, RiskAssessmentEntry,
-    RiskScreenEntry,
+    AdverseEntry, CheckpointEntry, DispositionEntry, InterventionEntry, OrderEntry, OverrideEntry,
+    RiskAssessmentEntry, RiskScreenEntry,
 };
 use vigil_shared::chunk::Chunk;
 use vigil_shared::clinical;
@@ -274,6 +274,37 @@ pub enum SessionEvent {
         /// Who.
         by: String,
     },
+    /// An adverse event: unexpected or severe, apart from the expected effects recorded as
+    /// observations (`clinical::adverse`).
+    AdverseEvent {
+        /// What happened.
+        event: String,
+        /// Onset, µs (default: now).
+        #[serde(default)]
+        onset_us: Option<i64>,
+        /// End, µs, if it has ended.
+        #[serde(default)]
+        end_us: Option<i64>,
+        /// `mild`, `moderate`, `severe`.
+        severity: String,
+        /// `hospitalisation`, `life_threatening` or `death` when serious.
+        #[serde(default)]
+        seriousness: Option<String>,
+        /// What was given in response.
+        #[serde(default)]
+        interventions: Vec<InterventionInput>,
+        /// `resolved`, `resolved_with_sequelae`, `ongoing`, `transferred`, `fatal`.
+        outcome: String,
+        /// Who.
+        by: String,
+    },
+    /// A clinician's review of an adverse event (a serious one is due within 24 hours).
+    ReviewAdverse {
+        /// Which event (its id in the session).
+        event_id: String,
+        /// The clinician.
+        by: String,
+    },
     /// A timed monitoring checkpoint: blood pressure and a sedation score.
     Checkpoint {
         /// `before_start`, `at_40_min` or `before_discharge`.
@@ -308,6 +339,21 @@ pub enum SessionEvent {
         /// Who.
         by: String,
     },
+}
+
+/// A drug or measure given in response to an adverse event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterventionInput {
+    /// `ondansetron`, `midazolam`, `labetalol`, `oxygen` or `other`.
+    pub rescue: String,
+    /// As given, e.g. `4 mg` or `2 L/min`.
+    pub dose: String,
+    /// E.g. `iv`, `po`, `nasal cannula`.
+    pub route: String,
+    /// When, µs (default: the event's onset).
+    #[serde(default)]
+    pub at_us: Option<i64>,
 }
 
 /// How a session ends.
@@ -1165,6 +1211,11 @@ impl Recorder {
                 // Asked only when someone overrides: a plain rate change reads no staff list.
                 by_clinician: overrides(override_reason) && self.is_clinician(by)?,
             }),
+            SessionEvent::ReviewAdverse { by, .. } => Some(EventRules {
+                limits: clinical::InfusionLimits::default(),
+                discharge: DischargeRules::default(),
+                by_clinician: self.is_clinician(by)?,
+            }),
             SessionEvent::Discharge {
                 cadss_override_reason,
                 by,
@@ -1591,6 +1642,23 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
             check_text("by", by, true)?;
             check_text("advisory_id", advisory_id, true)?;
         }
+        SessionEvent::AdverseEvent {
+            event,
+            by,
+            interventions,
+            ..
+        } => {
+            check_text("by", by, true)?;
+            check_text("event", event, true)?;
+            for i in interventions {
+                check_text("interventions.dose", &i.dose, false)?;
+                check_text("interventions.route", &i.route, false)?;
+            }
+        }
+        SessionEvent::ReviewAdverse { event_id, by } => {
+            check_text("by", by, true)?;
+            check_text("event_id", event_id, true)?;
+        }
         SessionEvent::Checkpoint {
             checkpoint,
             systolic,
@@ -1664,6 +1732,51 @@ pub fn current_risk_screen(
         .max_by_key(|s| s.at_us))
 }
 
+/// Checks an adverse event record: its vocabulary, its times (not before the session, not in
+/// the future, not ending before its onset), complete interventions, death only as fatal.
+fn check_adverse(e: &AdverseEntry, created_us: i64, now_us: i64) -> Result<(), RecorderError> {
+    use vigil_shared::clinical::adverse::{
+        AdverseEvent, EventOutcome, Intervention, Rescue, Seriousness,
+    };
+    let invalid = |e: &dyn std::fmt::Display| RecorderError::Invalid(e.to_string());
+    for t in std::iter::once(e.onset_us).chain(e.end_us) {
+        if !(created_us..=now_us).contains(&t) {
+            return Err(RecorderError::Invalid(
+                "an adverse event's onset and end are within the session, not in the future".into(),
+            ));
+        }
+    }
+    let interventions = e
+        .interventions
+        .iter()
+        .map(|i| {
+            Ok(Intervention {
+                rescue: Rescue::parse(&i.rescue).map_err(|e| invalid(&e))?,
+                dose: i.dose.clone(),
+                route: i.route.clone(),
+                at_us: i.at_us,
+            })
+        })
+        .collect::<Result<Vec<_>, RecorderError>>()?;
+    AdverseEvent {
+        event: e.event.clone(),
+        onset_us: e.onset_us,
+        end_us: e.end_us,
+        severity: clinical::Severity::parse(&e.severity).map_err(|e| invalid(&e))?,
+        seriousness: e
+            .seriousness
+            .as_deref()
+            .map(Seriousness::parse)
+            .transpose()
+            .map_err(|e| invalid(&e))?,
+        interventions,
+        outcome: EventOutcome::parse(&e.outcome).map_err(|e| invalid(&e))?,
+        review: None,
+    }
+    .validate()
+    .map_err(|e| invalid(&e))
+}
+
 /// What an event is checked against besides the session's own record.
 struct EventRules {
     /// The site's infusion limits (rates).
@@ -1710,6 +1823,11 @@ fn apply_checked(
             by,
             now_us,
         )?,
+        (Some(rules), SessionEvent::ReviewAdverse { .. }) if !rules.by_clinician => {
+            return Err(RecorderError::Invalid(
+                "only a clinician may review an adverse event".into(),
+            ));
+        }
         _ => None,
     };
     if let Some(entry) = overridden {
@@ -1869,6 +1987,55 @@ fn apply_event(
             })?;
             if found.is_none() {
                 return Err(RecorderError::NotFound(format!("advisory {advisory_id}")));
+            }
+        }
+        SessionEvent::AdverseEvent {
+            event,
+            onset_us,
+            end_us,
+            severity,
+            seriousness,
+            interventions,
+            outcome,
+            by,
+        } => {
+            let onset_us = onset_us.unwrap_or(now_us);
+            let interventions: Vec<InterventionEntry> = interventions
+                .into_iter()
+                .map(|i| InterventionEntry {
+                    rescue: i.rescue,
+                    dose: i.dose,
+                    route: i.route,
+                    at_us: i.at_us.unwrap_or(onset_us),
+                })
+                .collect();
+            let entry = AdverseEntry {
+                id: new_id(),
+                event,
+                onset_us,
+                end_us,
+                severity,
+                seriousness,
+                interventions,
+                outcome,
+                by,
+                reviewed_by: None,
+                reviewed_us: None,
+            };
+            check_adverse(&entry, doc.meta()?.created_us, now_us)?;
+            doc.update_care(|c| c.adverse_events.push(entry))?
+        }
+        SessionEvent::ReviewAdverse { event_id, by } => {
+            let found = doc.update_care(|c| {
+                let e = c.adverse_events.iter_mut().find(|e| e.id == event_id)?;
+                if e.reviewed_by.is_none() {
+                    e.reviewed_by = Some(by);
+                    e.reviewed_us = Some(now_us);
+                }
+                Some(())
+            })?;
+            if found.is_none() {
+                return Err(RecorderError::NotFound(format!("adverse event {event_id}")));
             }
         }
         SessionEvent::Checkpoint {
@@ -2355,6 +2522,87 @@ mod tests {
         // Once home, there is no second discharge.
         let m = refusal(&mut r, &id, go_home("rn", None), T0 + 80 * min);
         assert!(m.contains("already ended"), "{m}");
+    }
+
+    #[test]
+    fn adverse_events_are_checked_and_reviewed_only_by_a_clinician() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        seed_staff(&mut r);
+        let min = 60 * 1_000_000;
+        let id = start(&mut r, T0);
+        let event =
+            |seriousness: Option<&str>, outcome: &str, onset_us| SessionEvent::AdverseEvent {
+                event: "laryngospasm".into(),
+                onset_us: Some(onset_us),
+                end_us: None,
+                severity: "severe".into(),
+                seriousness: seriousness.map(str::to_owned),
+                interventions: vec![InterventionInput {
+                    rescue: "oxygen".into(),
+                    dose: "4 L/min".into(),
+                    route: "face mask".into(),
+                    at_us: None,
+                }],
+                outcome: outcome.into(),
+                by: "rn".into(),
+            };
+        // Each refusal names what is wrong; nothing is recorded.
+        for (e, says) in [
+            (event(Some("death"), "resolved", T0 + min), "fatal"),
+            (event(None, "better", T0 + min), "unknown outcome"),
+            (
+                event(Some("bad"), "resolved", T0 + min),
+                "unknown seriousness",
+            ),
+            (event(None, "resolved", T0 + 90 * min), "not in the future"),
+            (event(None, "resolved", T0 - 90 * min), "within the session"),
+        ] {
+            let m = refusal(&mut r, &id, e, T0 + 10 * min);
+            assert!(m.contains(says), "{says}: {m}");
+        }
+        let meta = r
+            .add_event(
+                &id,
+                event(Some("life_threatening"), "resolved", T0 + 5 * min),
+                T0 + 10 * min,
+            )
+            .unwrap();
+        let doc = store::load_typed::<SessionDoc>(&r.conn, &meta.id)
+            .unwrap()
+            .unwrap();
+        let recorded = doc.care().unwrap().adverse_events;
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(
+            recorded[0].interventions[0].at_us,
+            T0 + 5 * min,
+            "given at onset"
+        );
+        assert_eq!(doc.care().unwrap().attention()[0].kind, "serious_event");
+        let review = |by: &str| SessionEvent::ReviewAdverse {
+            event_id: recorded[0].id.clone(),
+            by: by.into(),
+        };
+        let m = refusal(&mut r, &id, review("rn"), T0 + 20 * min);
+        assert!(m.contains("only a clinician"), "{m}");
+        r.add_event(&id, review("dr-kim"), T0 + 20 * min).unwrap();
+        let doc = store::load_typed::<SessionDoc>(&r.conn, &id)
+            .unwrap()
+            .unwrap();
+        let care = doc.care().unwrap();
+        assert_eq!(
+            care.adverse_events[0].reviewed_by.as_deref(),
+            Some("dr-kim")
+        );
+        assert!(care.attention().is_empty(), "reviewed: off the list");
+        let missing = SessionEvent::ReviewAdverse {
+            event_id: "nope".into(),
+            by: "dr-kim".into(),
+        };
+        assert!(matches!(
+            r.add_event(&id, missing, T0 + 21 * min),
+            Err(RecorderError::NotFound(_))
+        ));
     }
 
     #[test]

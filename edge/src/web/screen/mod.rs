@@ -28,6 +28,7 @@
 // `Response` is the simplest shape, as in the cloud dashboard.
 #![allow(clippy::result_large_err)]
 
+mod adverse;
 mod after;
 mod checkin;
 mod live;
@@ -169,6 +170,11 @@ pub fn router(api: ApiState) -> Router {
             post(monitoring::checkpoint),
         )
         .route("/screen/sessions/{id}/form", get(monitoring::form))
+        .route("/screen/sessions/{id}/adverse", post(adverse::record_event))
+        .route(
+            "/screen/sessions/{id}/adverse/{event}/review",
+            post(adverse::review),
+        )
         .route("/screen/logout", post(signin::logout))
         .route(
             "/screen/pins",

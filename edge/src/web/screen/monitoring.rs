@@ -364,6 +364,33 @@ pub(crate) async fn form(
                     }
                 }
             }
+            @if !care.adverse_events.is_empty() {
+                h2 { "Adverse events" }
+                table id="form-adverse" {
+                    thead { tr { th { "Onset" } th { "Event" } th { "Severity" } th { "Serious" } th { "Given" } th { "Outcome" } th { "Reviewed" } } }
+                    tbody {
+                        @for e in &care.adverse_events {
+                            tr {
+                                td { (clock(&v, e.onset_us)) }
+                                td { (e.event) }
+                                td { (e.severity) }
+                                td { (e.seriousness.as_deref().unwrap_or("no").replace('_', " ")) }
+                                td {
+                                    @for i in &e.interventions {
+                                        (i.rescue) " " (i.dose) " " (i.route) " at " (clock(&v, i.at_us)) " "
+                                    }
+                                }
+                                td { (e.outcome.replace('_', " ")) }
+                                td {
+                                    @if let (Some(by), Some(at)) = (&e.reviewed_by, e.reviewed_us) {
+                                        (who(names, by)) " at " (clock(&v, at))
+                                    } @else { "not yet" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if !care.overrides.is_empty() {
                 h2 { "Overrides" }
                 ul {

@@ -361,6 +361,7 @@ pub(crate) async fn session(
         }
         div id="advisories-box" { (advisories) }
         (checkpoint_card(&v, parts, names, (now_us, &last), Back::Session))
+        (super::adverse::card(&v, &m.id, &parts.care.adverse_events, names))
         @if m.state == SessionState::InProgress {
             (controls(
                 &v,
