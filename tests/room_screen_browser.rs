@@ -486,6 +486,18 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     assert!(a.text("#next-due").await.starts_with("from "));
     assert_eq!(a.find_all("tr.phq9-row").await.len(), 1);
     a.screenshot("room-10-course").await;
+    // Her next check-in shows how this infusion went.
+    a.goto(&format!("{base}/screen/patients/{patient_id}/checkin"))
+        .await;
+    let last = a.text("#last-infusion").await;
+    for part in [
+        "mg delivered",
+        "nausea (mild)",
+        "CADSS 3",
+        "modified Aldrete 9",
+    ] {
+        assert!(last.contains(part), "{part}: {last}");
+    }
 
     // On the appliance: every action with who did it.
     let (_, local) = edge.get(&format!("/api/v1/sessions/{session_id}")).await;

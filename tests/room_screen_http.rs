@@ -10,7 +10,7 @@ mod support;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use support::{csrf_field, set_cookie, start_edge, write_edge_config};
+use support::{PHQ9_FORM, csrf_field, set_cookie, start_edge, write_edge_config};
 
 const NURSE_PIN: &str = "246802";
 const DESK_PIN: &str = "135702";
@@ -136,15 +136,6 @@ impl Client {
             ("bp_sys", "120"),
             ("bp_dia", "80"),
             ("weight", "70"),
-            ("q1", "2"),
-            ("q2", "2"),
-            ("q3", "2"),
-            ("q4", "2"),
-            ("q5", "2"),
-            ("q6", "2"),
-            ("q7", "1"),
-            ("q8", "1"),
-            ("q9", "0"),
             ("gad7", "9"),
             ("dose", "0.4"),
             ("minutes", "40"),
@@ -155,6 +146,7 @@ impl Client {
             ("c_consent", "on"),
             ("c_npo", "on"),
         ];
+        let start: Vec<(&str, &str)> = start.into_iter().chain(PHQ9_FORM).collect();
         let res = self.post(cookie, csrf, &checkin, &start).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session starts");
         res.headers()[LOCATION].to_str().unwrap().to_owned()
@@ -253,15 +245,6 @@ async fn room_screen_refusals() {
         ("bp_sys", "120".to_owned()),
         ("bp_dia", "80".to_owned()),
         ("weight", "70".to_owned()),
-        ("q1", "2".to_owned()),
-        ("q2", "2".to_owned()),
-        ("q3", "2".to_owned()),
-        ("q4", "2".to_owned()),
-        ("q5", "2".to_owned()),
-        ("q6", "2".to_owned()),
-        ("q7", "1".to_owned()),
-        ("q8", "1".to_owned()),
-        ("q9", "0".to_owned()),
         ("gad7", "9".to_owned()),
         ("dose", "0.5".to_owned()),
         ("minutes", "40".to_owned()),
@@ -270,6 +253,10 @@ async fn room_screen_refusals() {
         ("c_consent", "on".to_owned()),
         ("c_npo", "on".to_owned()),
     ];
+    let start: Vec<(&str, String)> = start
+        .into_iter()
+        .chain(PHQ9_FORM.map(|(k, v)| (k, v.to_owned())))
+        .collect();
     // The review (allowed to the front desk) checks the order against the site's own limit.
     let mut review = start.clone();
     review[1].1 = "review".to_owned();

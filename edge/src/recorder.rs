@@ -2161,13 +2161,7 @@ mod tests {
                 start_us,
             )
             .unwrap();
-        let protocol = Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        };
+        let protocol = vigil_shared::fixtures::protocol();
         r.start_session(
             NewSession {
                 patient_id: patient.id,
@@ -2234,13 +2228,7 @@ mod tests {
             r.start_session(
                 NewSession {
                     patient_id: pid.clone(),
-                    protocol: Protocol {
-                        drug: "ketamine".into(),
-                        route: "iv".into(),
-                        dose_mg_per_kg: 0.5,
-                        weight_kg: 70.0,
-                        planned_minutes: 40,
-                    },
+                    protocol: vigil_shared::fixtures::protocol(),
                     by: "rn".into(),
                     scenario: None,
                     order: order(),
@@ -2735,13 +2723,7 @@ mod tests {
         let patient = store::document_ids(&r.conn, DocKind::Patient.as_str())
             .unwrap()
             .remove(0);
-        let protocol = Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        };
+        let protocol = vigil_shared::fixtures::protocol();
         let running = r
             .start_session(
                 NewSession {
@@ -2802,13 +2784,7 @@ mod tests {
         let patient = store::document_ids(&r.conn, DocKind::Patient.as_str())
             .unwrap()
             .remove(0);
-        let protocol = Protocol {
-            drug: "ketamine".into(),
-            route: "iv".into(),
-            dose_mg_per_kg: 0.5,
-            weight_kg: 70.0,
-            planned_minutes: 40,
-        };
+        let protocol = vigil_shared::fixtures::protocol();
         let start = |r: &mut Recorder, at| {
             r.start_session(
                 NewSession {

@@ -316,6 +316,20 @@ pub fn patient_body(given: &str) -> Value {
     })
 }
 
+/// A PHQ-9 as the room screen's check-in form posts it, item by item (total 14, item 9 "not
+/// at all"), with no C-SSRS "yes".
+pub const PHQ9_FORM: [(&str, &str); 9] = [
+    ("q1", "2"),
+    ("q2", "2"),
+    ("q3", "2"),
+    ("q4", "2"),
+    ("q5", "2"),
+    ("q6", "2"),
+    ("q7", "1"),
+    ("q8", "1"),
+    ("q9", "0"),
+];
+
 /// A session start body.
 pub fn session_body(patient_id: &str, scenario: &str) -> Value {
     serde_json::json!({

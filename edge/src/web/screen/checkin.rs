@@ -23,6 +23,7 @@ use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score, Screening};
 use vigil_web::layout::badge;
 use vigil_web::url_encode;
 
+use super::load::SessionParts;
 use super::monitoring::room_now;
 use super::view::patient_name;
 use super::{
@@ -408,13 +409,93 @@ const RISK_DECISIONS: [(&str, &str); 3] = [
     ("refer", "Refer for urgent care"),
 ];
 
+/// What the check-in page shows besides the form: who may prescribe, and the patient's last
+/// infusion in this room.
+struct Context {
+    clinicians: Vec<(String, String)>,
+    last: Option<SessionParts>,
+}
+
+/// Reads the page's [`Context`].
+async fn context(s: &Shared, patient_id: &str) -> Result<Context, super::Failure> {
+    let (site, _) = site_room(s);
+    let pid = patient_id.to_owned();
+    read(s, move |conn| {
+        Ok(Context {
+            clinicians: load::clinicians(conn, &site),
+            last: load::last_infusion(conn, &pid)?,
+        })
+    })
+    .await
+}
+
+/// The last infusion, as the nurse checks it before this one: the dose delivered, the highest
+/// rate, the effects and advisories, the scores after, how it ended.
+fn last_infusion_card(v: &Viewer, last: &SessionParts) -> Markup {
+    let m = &last.meta;
+    let delivered = clinical::delivered(&m.dose_events, m.ended_us.unwrap_or(m.created_us));
+    let top_rate = m
+        .dose_events
+        .iter()
+        .filter_map(|d| d.rate_mg_per_h)
+        .fold(0.0_f64, f64::max);
+    let post = |i: Instrument| {
+        m.scores
+            .iter()
+            .filter(|s| s.instrument == i.code() && s.phase == ScorePhase::Post.code())
+            .max_by_key(|s| s.at_us)
+            .map(|s| s.value)
+    };
+    html! {
+        section.card id="last-infusion" {
+            h2 { "Last infusion in this room" }
+            dl.facts {
+                dt { "When" }
+                dd { (m.started_us.map(|t| format!("{} {}", v.zone.day(t), v.zone.clock(t))).unwrap_or_default()) }
+                dt { "Dose" }
+                dd {
+                    (format!("{:.1}", delivered.mg)) " mg delivered of "
+                    (format!("{:.1}", m.protocol.dose_mg_per_kg * m.protocol.weight_kg)) " mg planned ("
+                    (m.protocol.dose_mg_per_kg) " mg/kg), highest rate " (top_rate) " mg/h"
+                }
+                dt { "Effects" }
+                dd {
+                    @if m.observations.is_empty() { "none recorded" }
+                    @for (i, o) in m.observations.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (o.effect.replace('_', " ")) " (" (o.severity) ")"
+                    }
+                    @if !last.care.adverse_events.is_empty() {
+                        " · " (badge("bad", "adverse event")) " "
+                        (last.care.adverse_events.iter().map(|e| e.event.as_str()).collect::<Vec<_>>().join(", "))
+                    }
+                }
+                dt { "Advisories" }
+                dd {
+                    @if m.advisories.is_empty() { "none" }
+                    @for (i, a) in m.advisories.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        (a.kind.replace('_', " ")) " (" (a.priority) ")"
+                    }
+                }
+                dt { "After" }
+                dd {
+                    "CADSS " (post(Instrument::Cadss).map_or("–".to_owned(), |x| x.to_string()))
+                    " · modified Aldrete " (post(Instrument::Aldrete).map_or("–".to_owned(), |x| x.to_string()))
+                }
+            }
+        }
+    }
+}
+
 fn checkin_page(
     v: &Viewer,
     p: &PatientRecord,
     f: &CheckInForm,
-    clinicians: &[(String, String)],
+    ctx: &Context,
     r: Option<&Review>,
 ) -> Markup {
+    let clinicians = &ctx.clinicians;
     let override_note = if v.is_clinician() {
         "Only if a contraindication is flagged: your reason for starting anyway."
     } else {
@@ -427,6 +508,7 @@ fn checkin_page(
             " infusions planned · " a href={ "/screen/patients/" (p.id) "/course" } { "course" }
         }
         @if let Some(r) = r { (review_panel(r)) }
+        @if let Some(last) = &ctx.last { (last_infusion_card(v, last)) }
         form.checkin method="post" action={ "/screen/patients/" (p.id) "/checkin" } {
             (csrf_input(v))
             section.card {
@@ -505,17 +587,12 @@ pub(crate) async fn checkin(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (site, _) = site_room(&s);
     let (now_us, _) = room_now(&s);
     let pid = id.clone();
-    let (clinicians, screen) = match read(&s, move |conn| {
-        Ok((
-            load::clinicians(conn, &site),
-            load::current_risk_screen(conn, &pid, now_us)?,
-        ))
-    })
-    .await
-    {
+    let screen = read(&s, move |conn| {
+        load::current_risk_screen(conn, &pid, now_us)
+    });
+    let (screen, ctx) = match tokio::try_join!(screen, context(&s, &id)) {
         Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
@@ -524,7 +601,7 @@ pub(crate) async fn checkin(
         &v,
         Section::Patients,
         "Check-in",
-        checkin_page(&v, &p, &f, &clinicians, None),
+        checkin_page(&v, &p, &f, &ctx, None),
     )
 }
 
@@ -554,14 +631,10 @@ pub(crate) async fn checkin_submit(
         Err(r) => return r,
     };
     let (site, _) = site_room(&s);
-    let (limits, clinicians) = match read(&s, move |conn| {
-        Ok((
-            crate::reads::infusion_limits(conn, &site),
-            load::clinicians(conn, &site),
-        ))
-    })
-    .await
-    {
+    let limits = read(&s, move |conn| {
+        Ok(crate::reads::infusion_limits(conn, &site))
+    });
+    let (limits, ctx) = match tokio::try_join!(limits, context(&s, &id)) {
         Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
@@ -573,7 +646,7 @@ pub(crate) async fn checkin_submit(
                 &v,
                 Section::Patients,
                 "Check-in",
-                checkin_page(&v, &p, &f, &clinicians, Some(r)),
+                checkin_page(&v, &p, &f, &ctx, Some(r)),
             ),
         )
             .into_response()

@@ -74,6 +74,24 @@ pub(crate) fn infusions_done(
     Ok(done.into_values().collect())
 }
 
+/// The patient's latest infusion done in this room (a completed session), to show at the next
+/// check-in: the dose, how it was tolerated, how it ended.
+pub(crate) fn last_infusion(
+    conn: &rusqlite::Connection,
+    patient_id: &str,
+) -> Result<Option<SessionParts>, RecorderError> {
+    let completed = SessionState::Completed;
+    let state = serde_json::to_value(completed).ok();
+    let row = store::sessions(conn)?.into_iter().find(|r| {
+        r.patient_id == patient_id
+            && state.as_ref().and_then(|s| s.as_str()) == Some(r.state.as_str())
+    });
+    match row {
+        Some(r) => session(conn, &r.id),
+        None => Ok(None),
+    }
+}
+
 /// Every patient of the site, by family then given name (at most [`MAX_PATIENTS_SCANNED`]).
 pub(crate) fn all_patients(
     conn: &rusqlite::Connection,
