@@ -24,6 +24,7 @@ use common::{CHUNK_US, ORIGIN_US, SESSION_S, meta, samples};
 use criterion::Criterion;
 use vigil_edge::recorder::{
     NewPatient, NewSession, OrderInput, Recorder, RecorderConfig, RiskScreenInput,
+    ScreeningAnswerInput,
 };
 use vigil_hardware::sim::{PatientParams, Scenario, SimulatedSource};
 use vigil_hardware::source::{SourceEvent, VitalsSource};
@@ -200,6 +201,8 @@ fn pipeline(dir: &std::path::Path, n: usize) -> u64 {
                     phq9_items: vec![2, 2, 2, 2, 2, 2, 1, 1, 0],
                     cssrs: vec![false; 6],
                 }),
+                screening: ScreeningAnswerInput::all_no(),
+                flag_overrides: vec![],
             },
             ORIGIN_US,
         )

@@ -17,7 +17,8 @@ use vigil::ble_rig::{self, BleRig};
 use vigil_edge::app::Appliance;
 use vigil_edge::config::{EdgeConfig, MonitorConfig, SourceConfig};
 use vigil_edge::recorder::{
-    NewPatient, NewSession, OrderInput, RiskScreenInput, SessionEvent, StopSession,
+    NewPatient, NewSession, OrderInput, RiskScreenInput, ScreeningAnswerInput, SessionEvent,
+    StopSession,
 };
 use vigil_hardware::ble::simulated::{self, SimMonitor, SimulateOptions};
 use vigil_hardware::sim::Scenario;
@@ -534,6 +535,8 @@ async fn drive_room(a: &Appliance, n: u64, time_factor: f64) -> anyhow::Result<(
                 phq9_items: phq9_items(14 + i % 8),
                 cssrs: vec![false; 6],
             }),
+            screening: ScreeningAnswerInput::all_no(),
+            flag_overrides: vec![],
         };
         let id = recorder.start_session(new, None).await?.id;
         let rate = 0.5 * weight_kg * 60.0 / planned_minutes as f64;

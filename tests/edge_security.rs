@@ -210,16 +210,36 @@ async fn the_api_answers_only_credentials_and_keeps_the_clinical_rules() {
         body["error"].as_str().unwrap().contains("credential"),
         "{body}"
     );
-    // Five flags and no clinician's override: blocked, as at the screen.
-    let (st, body) = ehr
-        .post("/api/v1/sessions", &session_body(&pid, "baseline"))
-        .await;
+    // Five flags answered "yes" at registration, the rest of the list not asked, and no
+    // clinician's override: blocked, as at the screen, each flag named.
+    let mut flagged_start = session_body(&pid, "baseline");
+    flagged_start.as_object_mut().unwrap().remove("screening");
+    let (st, body) = ehr.post("/api/v1/sessions", &flagged_start).await;
+    assert_eq!(st, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
+    for part in [
+        "start blocked by screening",
+        "Pregnancy: a clinician must override with a reason",
+        "Severe liver disease: not asked",
+    ] {
+        assert!(error.contains(part), "{part}: {error}");
+    }
+    // The API's credential is no clinician: its override does not pass the flags.
+    flagged_start["screening"] = session_body(&pid, "baseline")["screening"].clone();
+    for answer in flagged_start["screening"].as_array_mut().unwrap() {
+        if answer["flag"] == "pregnancy" {
+            answer["yes"] = json!(true);
+        }
+    }
+    flagged_start["flag_overrides"] =
+        json!([{"flag": "pregnancy", "reason": "negative test this morning"}]);
+    let (st, body) = ehr.post("/api/v1/sessions", &flagged_start).await;
     assert_eq!(st, 409, "{body}");
     assert!(
         body["error"]
             .as_str()
             .unwrap()
-            .contains("contraindications"),
+            .contains("Pregnancy: only a clinician may override"),
         "{body}"
     );
     // 5 mg/kg × 350 kg × 600 min for an unflagged patient: over the site's limits.

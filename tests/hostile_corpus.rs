@@ -366,7 +366,6 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
     let start = [
         ("csrf", csrf.as_str()),
         ("action", "start"),
-        ("s_psych", "on"),
         ("bp_sys", "120"),
         ("bp_dia", "80"),
         ("weight", "70"),
@@ -379,9 +378,14 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         ("c_escort", "on"),
         ("c_consent", "on"),
         ("c_npo", "on"),
-        ("override_reason", MARKUP[4]),
+        ("ovr_psychosis_history", MARKUP[4]),
     ];
-    let start: Vec<(&str, &str)> = start.into_iter().chain(PHQ9_FORM).collect();
+    let screening = screening_form(&["psychosis_history"]);
+    let start: Vec<(&str, &str)> = start
+        .into_iter()
+        .chain(PHQ9_FORM)
+        .chain(screening.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
     let res = tablet
         .post(format!("{base}{checkin}"))
         .header(COOKIE, &doctor)

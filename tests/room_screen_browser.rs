@@ -66,9 +66,18 @@ async fn sign_out(b: &Browser) {
     b.wait_url("/screen/login").await;
 }
 
-/// Fills the check-in form as the nurse would: baseline, the PHQ-9 item by item (18, with
-/// item 9 "not at all"), GAD-7, protocol with the prescriber, checklist.
-async fn fill_checkin(b: &Browser) {
+/// Fills the check-in form as the nurse would: every screening question ("yes" for the flags
+/// in `yes`), baseline, the PHQ-9 item by item (18, with item 9 "not at all"), GAD-7, protocol
+/// with the prescriber, checklist.
+async fn fill_checkin(b: &Browser, yes: &[&str]) {
+    for flag in vigil_shared::clinical::screening::ScreeningFlag::ALL {
+        let answer = if yes.contains(&flag.code()) {
+            "yes"
+        } else {
+            "no"
+        };
+        b.click(&format!("#f_{}_{answer}", flag.code())).await;
+    }
     for (field, value) in [
         ("#bp_sys", "128"),
         ("#bp_dia", "82"),
@@ -222,9 +231,8 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
 
     // Screening with a flag and a "yes" on the C-SSRS (a wish to be dead since the last visit);
     // the review shows both and the pump rate.
-    a.click("#s_preg").await;
     a.click("#cs1").await;
-    fill_checkin(&a).await;
+    fill_checkin(&a, &["pregnancy"]).await;
     a.click("#review-btn").await;
     a.wait_for("#review").await;
     assert!(a.text("#flags").await.contains("Pregnancy"));
@@ -235,17 +243,19 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     assert_eq!(a.text("#rate-ml-h").await, "105 mL/h");
     a.screenshot("room-03-review-flagged").await;
 
-    // The start is blocked; a nurse's override is not enough.
-    fill_checkin(&a).await;
+    // The start is blocked: a "yes" needs a clinician's reason, which a nurse cannot give.
+    fill_checkin(&a, &["pregnancy"]).await;
+    assert!(
+        a.find_all("#ovr_pregnancy").await.is_empty(),
+        "no override field for a nurse"
+    );
     a.click("#start").await;
     let blocked = a.wait_text("#blocked", "start blocked").await;
-    assert!(blocked.contains("pregnancy"), "{blocked}");
+    assert!(
+        blocked.contains("Pregnancy: a clinician must override"),
+        "{blocked}"
+    );
     a.screenshot("room-04-start-blocked").await;
-    fill_checkin(&a).await;
-    a.type_into("#override_reason", "negative test this morning")
-        .await;
-    a.click("#start").await;
-    a.wait_text("#blocked", "only a clinician").await;
     let (_, sessions) = edge.get("/api/v1/sessions").await;
     assert_eq!(
         sessions.as_array().unwrap().len(),
@@ -259,15 +269,15 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.goto(&format!("{base}/screen/patients/{patient_id}/checkin"))
         .await;
     assert!(
-        is_checked(&a, "#s_preg").await,
-        "screening kept in the patient's record"
+        is_checked(&a, "#f_pregnancy_yes").await,
+        "today's screening answers kept with the patient"
     );
     assert!(
         is_checked(&a, "#cs1").await,
         "the risk answers kept with the patient"
     );
-    fill_checkin(&a).await;
-    a.type_into("#override_reason", "serum hCG negative this morning")
+    fill_checkin(&a, &["pregnancy"]).await;
+    a.type_into("#ovr_pregnancy", "serum hCG negative this morning")
         .await;
     // The override passes the flag, not the risk answer: that needs an assessment.
     a.click("#start").await;
@@ -277,8 +287,8 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
         "{blocked}"
     );
     a.screenshot("room-04b-risk-blocked").await;
-    fill_checkin(&a).await;
-    a.type_into("#override_reason", "serum hCG negative this morning")
+    fill_checkin(&a, &["pregnancy"]).await;
+    a.type_into("#ovr_pregnancy", "serum hCG negative this morning")
         .await;
     a.click("#risk_decision option[value='proceed']").await;
     a.type_into(
@@ -527,7 +537,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.type_into("#birth_date", "1979-02-11").await;
     a.click("#register-submit").await;
     a.wait_url("/checkin").await;
-    fill_checkin(&a).await;
+    fill_checkin(&a, &[]).await;
     a.click("#start").await;
     a.wait_url("/screen/sessions/").await;
     a.click("#disposition option[value='ems_transfer']").await;

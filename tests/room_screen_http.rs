@@ -10,7 +10,7 @@ mod support;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use support::{PHQ9_FORM, csrf_field, set_cookie, start_edge, write_edge_config};
+use support::{PHQ9_FORM, csrf_field, screening_form, set_cookie, start_edge, write_edge_config};
 
 const NURSE_PIN: &str = "246802";
 const DESK_PIN: &str = "135702";
@@ -146,7 +146,12 @@ impl Client {
             ("c_consent", "on"),
             ("c_npo", "on"),
         ];
-        let start: Vec<(&str, &str)> = start.into_iter().chain(PHQ9_FORM).collect();
+        let screening = screening_form(&[]);
+        let start: Vec<(&str, &str)> = start
+            .into_iter()
+            .chain(PHQ9_FORM)
+            .chain(screening.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .collect();
         let res = self.post(cookie, csrf, &checkin, &start).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER, "the session starts");
         res.headers()[LOCATION].to_str().unwrap().to_owned()
@@ -217,7 +222,8 @@ async fn room_screen_refusals() {
     let token = csrf_field(&html);
 
     // Signed in, a form without its token is refused and nothing is registered.
-    let post = |path: &str, form: Vec<(&'static str, String)>| {
+    let screening = screening_form(&[]);
+    let post = |path: &str, form: Vec<(&str, String)>| {
         c.http
             .post(format!("{}{path}", c.base))
             .header(COOKIE, &session)
@@ -256,6 +262,7 @@ async fn room_screen_refusals() {
     let start: Vec<(&str, String)> = start
         .into_iter()
         .chain(PHQ9_FORM.map(|(k, v)| (k, v.to_owned())))
+        .chain(screening.iter().map(|(k, v)| (k.as_str(), v.clone())))
         .collect();
     // The review (allowed to the front desk) checks the order against the site's own limit.
     let mut review = start.clone();

@@ -508,6 +508,9 @@ fn handle_command(
         Command::RecordRiskScreen(id, input, by, reply) => {
             let _ = reply.send(recorder.record_risk_screen(&id, input, &by, now));
         }
+        Command::RecordScreening(id, answers, by, reply) => {
+            let _ = reply.send(recorder.record_screening(&id, &answers, &by, now));
+        }
         Command::AssessRisk(id, input, reply) => {
             let _ = reply.send(recorder.assess_risk(&id, input, now));
         }

@@ -22,7 +22,7 @@ use vigil_hardware::source::{DeviceStatus, SourceEvent};
 use vigil_shared::advisory::{AdvisoryEngine, AdvisoryKey, Thresholds, Transition};
 use vigil_shared::care::{
     AdverseEntry, CheckpointEntry, DispositionEntry, InterventionEntry, OrderEntry, OverrideEntry,
-    RiskAssessmentEntry, RiskScreenEntry,
+    RiskAssessmentEntry, RiskScreenEntry, ScreeningEntry, latest_answers,
 };
 use vigil_shared::chunk::Chunk;
 use vigil_shared::clinical;
@@ -32,6 +32,7 @@ use vigil_shared::clinical::order::{
     PrescriberOrder, RateAccepted, RateOverride, check_rate_change,
 };
 use vigil_shared::clinical::risk::{self, RiskDecision};
+use vigil_shared::clinical::screening::{Answer, FlagOverride, ScreeningFlag, screening_gate};
 use vigil_shared::doc::{
     AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
     Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
@@ -178,6 +179,47 @@ pub struct NewSession {
     /// checked (absent: the one recorded at this visit already, if any).
     #[serde(default)]
     pub risk_screen: Option<RiskScreenInput>,
+    /// This check-in's screening answers, recorded with the patient before the start is
+    /// checked; flags not answered here count with their latest earlier answer (at most 30
+    /// days old; pregnancy only if asked today).
+    #[serde(default)]
+    pub screening: Vec<ScreeningAnswerInput>,
+    /// A clinician's override of each flag answered "yes", with a reason of its own.
+    #[serde(default)]
+    pub flag_overrides: Vec<FlagOverrideInput>,
+}
+
+/// One screening question answered at check-in.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreeningAnswerInput {
+    /// The flag's code (`clinical::screening::ScreeningFlag`).
+    pub flag: String,
+    /// Yes.
+    pub yes: bool,
+}
+
+impl ScreeningAnswerInput {
+    /// Every question answered "no": a patient with nothing to flag (the demo's, the benches').
+    pub fn all_no() -> Vec<ScreeningAnswerInput> {
+        ScreeningFlag::ALL
+            .iter()
+            .map(|f| ScreeningAnswerInput {
+                flag: f.code().to_owned(),
+                yes: false,
+            })
+            .collect()
+    }
+}
+
+/// A clinician's reason to start despite one flag.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagOverrideInput {
+    /// The flag's code.
+    pub flag: String,
+    /// Why the infusion may go ahead.
+    pub reason: String,
 }
 
 /// A suicide-risk screen as asked at check-in: the PHQ-9 item by item and the C-SSRS
@@ -780,6 +822,7 @@ impl Recorder {
             outcome_scores: Vec::new(),
         };
         let mut doc = PatientDoc::create(&record)?;
+        doc.add_screening_answers(&legacy_positive(&record.screening, now_us))?;
         let bytes = doc.automerge().save();
         let tx = store::write_tx(&mut self.conn)?;
         store::insert_document(
@@ -808,6 +851,9 @@ impl Recorder {
             check_text("add_medications", m, true)?;
         }
         let (_, doc) = self.change_patient(id, now_us, |doc| {
+            if let Some(s) = &update.screening {
+                doc.add_screening_answers(&legacy_positive(s, now_us))?;
+            }
             Ok(doc.update(|r| {
                 if let Some(phone) = update.phone {
                     r.phone = Some(phone);
@@ -896,6 +942,46 @@ impl Recorder {
         Ok(screen)
     }
 
+    /// Records a check-in's screening answers with the patient, each stamped now, so every room
+    /// of the site sees them and the next check-in within 30 days need not ask again (except
+    /// pregnancy, asked at every visit).
+    pub fn record_screening(
+        &mut self,
+        patient_id: &str,
+        answers: &[ScreeningAnswerInput],
+        by: &str,
+        now_us: i64,
+    ) -> Result<Vec<ScreeningEntry>, RecorderError> {
+        check_text("by", by, true)?;
+        let entries = answers
+            .iter()
+            .map(|a| {
+                let flag = ScreeningFlag::parse(&a.flag)
+                    .map_err(|e| RecorderError::Invalid(format!("screening: {e}")))?;
+                Ok(ScreeningEntry {
+                    id: new_id(),
+                    flag: flag.code().to_owned(),
+                    yes: a.yes,
+                    asked_us: now_us,
+                    by: by.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, RecorderError>>()?;
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        self.change_patient(patient_id, now_us, |doc| {
+            Ok(doc.add_screening_answers(&entries)?)
+        })?;
+        Ok(entries)
+    }
+
+    /// The site's time zone (for "today"), UTC before the configuration arrives.
+    fn site_zone(&self) -> Result<vigil_shared::zone::SiteZone, RecorderError> {
+        Ok(crate::reads::site_config_doc(&self.conn, &self.cfg.site)?
+            .map_or_else(vigil_shared::zone::SiteZone::utc, |d| d.zone()))
+    }
+
     /// Records a clinician's assessment of this visit's risk screen.
     pub fn assess_risk(
         &mut self,
@@ -966,12 +1052,12 @@ impl Recorder {
         // The clinical rules hold whoever asks (the screen, the API, an integration): the
         // flags come from the patient's own screening, the limits from the site's
         // configuration, and an override only from a clinician on the site's staff list.
-        let Some(patient) = store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? else {
+        if store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)?.is_none() {
             return Err(RecorderError::NotFound(format!(
                 "patient {}",
                 input.patient_id
             )));
-        };
+        }
         // This visit's risk screen: recorded first, so a blocked start keeps the answers for
         // the clinician asked to assess them; then the gate.
         if let Some(screen) = input.risk_screen.clone() {
@@ -995,16 +1081,75 @@ impl Recorder {
                 .gate()
                 .map_err(|e| RecorderError::Conflict(e.to_string()))?,
         }
-        let screening = patient.record()?.screening;
-        let baseline = checkin
+        // Screening, per flag: this check-in's answers recorded first (a blocked start keeps
+        // them), then every flag's latest answer through the gate; each "yes" needs a
+        // clinician's reason of its own.
+        let by = checkin
             .as_ref()
-            .map(|c| (c.baseline_systolic, c.baseline_diastolic));
-        let flags = clinical::contraindications(&screening, baseline);
-        if !flags.is_empty() {
-            self.check_override(checkin.as_ref(), &flags)?;
+            .map_or(input.by.as_str(), |c| c.by.as_str())
+            .to_owned();
+        self.record_screening(&input.patient_id, &input.screening, &by, now_us)?;
+        let answers = match store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? {
+            Some(doc) => latest_answers(&doc.screening_answers()?),
+            None => Vec::new(),
+        };
+        let high_bp = checkin
+            .as_ref()
+            .is_some_and(|c| clinical::high_baseline_bp(c.baseline_systolic, c.baseline_diastolic));
+        let by_role = if !input.flag_overrides.is_empty() && self.is_clinician(&by)? {
+            clinical::StaffRole::Clinician
+        } else {
+            clinical::StaffRole::Nurse
+        };
+        let overrides = input
+            .flag_overrides
+            .iter()
+            .map(|o| {
+                check_text("flag_overrides.reason", &o.reason, false)?;
+                Ok(FlagOverride {
+                    flag: ScreeningFlag::parse(&o.flag)
+                        .map_err(|e| RecorderError::Invalid(format!("flag_overrides: {e}")))?,
+                    reason: o.reason.clone(),
+                    by_role,
+                })
+            })
+            .collect::<Result<Vec<_>, RecorderError>>()?;
+        let today = self.site_zone()?.day_start(now_us);
+        let parsed: Vec<Answer> = answers.iter().filter_map(ScreeningEntry::answer).collect();
+        if let Err(blocks) = screening_gate(&parsed, &overrides, high_bp, now_us, today) {
+            let list: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+            return Err(RecorderError::Conflict(format!(
+                "start blocked by screening: {}",
+                list.join("; ")
+            )));
         }
+        let positive: Vec<String> = ScreeningFlag::ALL
+            .iter()
+            .filter(|f| {
+                parsed.iter().any(|a| a.flag == **f && a.yes)
+                    || (**f == ScreeningFlag::UncontrolledHypertension && high_bp)
+            })
+            .map(|f| f.code().to_owned())
+            .collect();
+        let flag_overrides: Vec<OverrideEntry> = overrides
+            .iter()
+            .filter(|o| positive.iter().any(|p| p == o.flag.code()) && !o.reason.trim().is_empty())
+            .map(|o| OverrideEntry {
+                id: new_id(),
+                subject: o.flag.code().to_owned(),
+                reason: o.reason.trim().to_owned(),
+                by: by.clone(),
+                at_us: now_us,
+            })
+            .collect();
         if let Some(c) = &mut checkin {
-            c.flags = flags.iter().map(|f| f.name().to_owned()).collect();
+            c.flags = positive;
+            let reasons: Vec<String> = flag_overrides
+                .iter()
+                .map(|o| format!("{}: {}", o.subject.replace('_', " "), o.reason))
+                .collect();
+            c.override_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+            c.override_by = (!reasons.is_empty()).then(|| by.clone());
         }
         let limits = crate::reads::infusion_limits(&self.conn, &self.cfg.site);
         let order = self.prescriber_order(input.order.as_ref(), &input.protocol, &limits)?;
@@ -1046,6 +1191,8 @@ impl Recorder {
         doc.update_care(|c| {
             c.order = Some(OrderEntry::new(&order, now_us, &input.by));
             c.risk = risk;
+            c.screening = answers;
+            c.overrides.extend(flag_overrides);
         })?;
         let bytes = doc.automerge().save();
         let row = SessionRow {
@@ -1153,39 +1300,6 @@ impl Recorder {
             .and_then(|()| check_rate_change(planned_rate, &order, limits, None))
             .map_err(|e| RecorderError::Invalid(format!("order refused: {e}")))?;
         Ok(order)
-    }
-
-    /// Refuses a start despite contraindication `flags` unless the check-in carries an
-    /// override with a reason by someone the site's staff list names as a clinician.
-    fn check_override(
-        &self,
-        checkin: Option<&CheckIn>,
-        flags: &[clinical::Contraindication],
-    ) -> Result<(), RecorderError> {
-        let names: Vec<&str> = flags.iter().map(|f| f.name()).collect();
-        let blocked = || {
-            RecorderError::Conflict(format!(
-                "start blocked by contraindications ({}): a clinician must override with a reason at the room screen",
-                names.join(", ")
-            ))
-        };
-        let Some(c) = checkin else {
-            return Err(blocked());
-        };
-        let reason = c.override_reason.as_deref().unwrap_or("").trim();
-        let Some(by) = c.override_by.as_deref().filter(|b| !b.trim().is_empty()) else {
-            return Err(blocked());
-        };
-        if reason.is_empty() {
-            return Err(blocked());
-        }
-        if self.is_clinician(by)? {
-            Ok(())
-        } else {
-            Err(RecorderError::Conflict(format!(
-                "only a clinician may override a contraindication; {by} is not one on this site's staff list"
-            )))
-        }
     }
 
     /// Records an event on a session (the running one, or a finished one for late scores,
@@ -1719,6 +1833,35 @@ fn validate_event(event: &SessionEvent) -> Result<(), RecorderError> {
     Ok(())
 }
 
+/// The "yes" answers of the record's five-question screening (the API's `screening` of a
+/// patient) as per-flag answers stamped now: a positive answer counts at the next start; a
+/// "no" there is not an answer to the full list, which the check-in asks.
+fn legacy_positive(s: &Screening, now_us: i64) -> Vec<ScreeningEntry> {
+    [
+        (
+            s.uncontrolled_hypertension,
+            ScreeningFlag::UncontrolledHypertension,
+        ),
+        (
+            s.cardiovascular_disease,
+            ScreeningFlag::CardiovascularDisease,
+        ),
+        (s.psychosis_history, ScreeningFlag::PsychosisHistory),
+        (s.pregnancy, ScreeningFlag::Pregnancy),
+        (s.substance_use, ScreeningFlag::SubstanceUse),
+    ]
+    .into_iter()
+    .filter(|(yes, _)| *yes)
+    .map(|(_, flag)| ScreeningEntry {
+        id: new_id(),
+        flag: flag.code().to_owned(),
+        yes: true,
+        asked_us: now_us,
+        by: s.by.clone().unwrap_or_default(),
+    })
+    .collect()
+}
+
 /// A patient's risk screen of this visit: the latest, if taken within
 /// [`risk::SCREEN_VALID_US`] of `now_us`.
 pub fn current_risk_screen(
@@ -2170,9 +2313,139 @@ mod tests {
                 scenario: None,
                 order: order(),
                 risk_screen,
+                screening: ScreeningAnswerInput::all_no(),
+                flag_overrides: vec![],
             },
             start_us,
         )
+    }
+
+    #[test]
+    fn screening_is_asked_per_flag_kept_30_days_pregnancy_daily_and_each_yes_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        seed_staff(&mut r);
+        let day = 86_400 * 1_000_000;
+        let patient = r
+            .create_patient(
+                NewPatient {
+                    given_name: "A".into(),
+                    family_name: "B".into(),
+                    birth_date: "1980-01-01".into(),
+                    sex: String::new(),
+                    phone: None,
+                    screening: Screening::default(),
+                    medications: vec![],
+                    course: CoursePlan::default(),
+                },
+                T0,
+            )
+            .unwrap()
+            .id;
+        let start = |r: &mut Recorder, screening, flag_overrides, by: &str, at| {
+            r.start_session(
+                NewSession {
+                    patient_id: patient.clone(),
+                    protocol: vigil_shared::fixtures::protocol(),
+                    by: by.into(),
+                    scenario: None,
+                    order: order(),
+                    risk_screen: no_risk(),
+                    screening,
+                    flag_overrides,
+                },
+                at,
+            )
+        };
+        let refused = |result: Result<SessionMeta, RecorderError>| match result {
+            Err(RecorderError::Conflict(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // Never asked: every flag is named.
+        let m = refused(start(&mut r, vec![], vec![], "rn", T0));
+        assert!(
+            m.contains("Pregnancy: not asked") && m.contains("Breastfeeding: not asked"),
+            "{m}"
+        );
+        // All answered "no" today, then tomorrow: pregnancy must be asked again.
+        start(&mut r, ScreeningAnswerInput::all_no(), vec![], "rn", T0)
+            .map(|m| {
+                r.stop_session(
+                    &m.id,
+                    StopSession {
+                        by: "rn".into(),
+                        aborted: true,
+                        disposition: None,
+                        note: String::new(),
+                    },
+                    T0 + 60_000_000,
+                )
+            })
+            .unwrap()
+            .unwrap();
+        let m = refused(start(&mut r, vec![], vec![], "rn", T0 + day));
+        assert_eq!(
+            m,
+            "start blocked by screening: Pregnancy: not asked today; ask at every visit"
+        );
+        // Pregnancy asked, the rest 31 days old: stale.
+        let pregnancy_no = || {
+            vec![ScreeningAnswerInput {
+                flag: "pregnancy".into(),
+                yes: false,
+            }]
+        };
+        let m = refused(start(&mut r, pregnancy_no(), vec![], "rn", T0 + 31 * day));
+        assert!(
+            m.contains("Severe liver disease: answer is more than 30 days old"),
+            "{m}"
+        );
+        // Asked again, with a history of psychosis: a nurse's reason does not pass it, and a
+        // reason for one flag does not cover another.
+        let mut answers = ScreeningAnswerInput::all_no();
+        answers[2].yes = true;
+        assert_eq!(answers[2].flag, "psychosis_history");
+        let reason = |flag: &str| {
+            vec![FlagOverrideInput {
+                flag: flag.into(),
+                reason: "stable for ten years, psychiatrist agrees".into(),
+            }]
+        };
+        let at = T0 + 31 * day;
+        let m = refused(start(
+            &mut r,
+            answers.clone(),
+            reason("psychosis_history"),
+            "rn",
+            at,
+        ));
+        assert!(
+            m.contains("History of psychosis: only a clinician may override"),
+            "{m}"
+        );
+        let m = refused(start(&mut r, vec![], reason("current_mania"), "dr-kim", at));
+        assert!(
+            m.contains("History of psychosis: a clinician must override"),
+            "{m}"
+        );
+        let meta = start(&mut r, vec![], reason("psychosis_history"), "dr-kim", at).unwrap();
+        let doc = store::load_typed::<SessionDoc>(&r.conn, &meta.id)
+            .unwrap()
+            .unwrap();
+        let care = doc.care().unwrap();
+        assert_eq!(
+            care.screening.len(),
+            ScreeningFlag::ALL.len(),
+            "every flag's answer kept"
+        );
+        assert_eq!(care.overrides.len(), 1, "only the flag that needed it");
+        assert_eq!(
+            (
+                care.overrides[0].subject.as_str(),
+                care.overrides[0].by.as_str()
+            ),
+            ("psychosis_history", "dr-kim")
+        );
     }
 
     #[test]
@@ -2234,6 +2507,8 @@ mod tests {
                     order: order(),
                     // The same answers again: the screen (and its assessment) stays.
                     risk_screen: Some(positive.clone()),
+                    screening: ScreeningAnswerInput::all_no(),
+                    flag_overrides: vec![],
                 },
                 at,
             )
@@ -2733,6 +3008,8 @@ mod tests {
                     scenario: None,
                     order: order(),
                     risk_screen: no_risk(),
+                    screening: ScreeningAnswerInput::all_no(),
+                    flag_overrides: vec![],
                 },
                 T0 + DAY_US,
             )
@@ -2794,6 +3071,8 @@ mod tests {
                     scenario: None,
                     order: order(),
                     risk_screen: no_risk(),
+                    screening: ScreeningAnswerInput::all_no(),
+                    flag_overrides: vec![],
                 },
                 at,
             )

@@ -18,6 +18,7 @@ use crate::clinical::order::PrescriberOrder;
 use crate::clinical::risk::{
     Cssrs, Phq9Items, RiskAssessment, RiskBlock, RiskDecision, RiskLevel, risk_gate, risk_level,
 };
+use crate::clinical::screening::{Answer, ScreeningFlag};
 use crate::doc::{DocError, SessionDoc};
 
 /// The prescriber's order as stored.
@@ -90,6 +91,31 @@ pub struct ScreeningEntry {
     pub asked_us: i64,
     /// Who asked.
     pub by: String,
+}
+
+impl ScreeningEntry {
+    /// The answer as the screening gate reads it; `None` for a flag this version does not know.
+    pub fn answer(&self) -> Option<Answer> {
+        Some(Answer {
+            flag: ScreeningFlag::parse(&self.flag).ok()?,
+            yes: self.yes,
+            asked_us: self.asked_us,
+        })
+    }
+}
+
+/// The latest answer to each flag, in the flags' order: what the start is checked against and
+/// what the session keeps.
+pub fn latest_answers(all: &[ScreeningEntry]) -> Vec<ScreeningEntry> {
+    ScreeningFlag::ALL
+        .iter()
+        .filter_map(|f| {
+            all.iter()
+                .filter(|e| e.flag == f.code())
+                .max_by_key(|e| e.asked_us)
+                .cloned()
+        })
+        .collect()
 }
 
 /// A clinician's override of one flag, or of a rate outside the order.

@@ -624,7 +624,8 @@ pub struct CheckIn {
     pub baseline_hr: Option<i64>,
     /// Baseline SpO2, %.
     pub baseline_spo2: Option<i64>,
-    /// Contraindication flags found (names from `clinical::Contraindication::name`).
+    /// Screening flags answered "yes" (codes of `clinical::screening::ScreeningFlag`), a high
+    /// baseline counted as uncontrolled hypertension.
     pub flags: Vec<String>,
     /// The clinician's reason for starting despite the flags.
     pub override_reason: Option<String>,
@@ -731,6 +732,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             p.record()?;
             p.infusions_done()?;
             p.risk_screens()?;
+            p.screening_answers()?;
         }
         DocKind::SiteConfig => {
             hydrate_prop::<_, StoredThresholds, _, _>(doc, automerge::ROOT, "thresholds")?;
@@ -861,6 +863,7 @@ impl PatientDoc {
         write_header(&mut doc, DocKind::Patient, &record.id, &record.site)?;
         doc.put_object(automerge::ROOT, INFUSIONS_DONE_KEY, ObjType::List)?;
         doc.put_object(automerge::ROOT, RISK_SCREENS_KEY, ObjType::List)?;
+        doc.put_object(automerge::ROOT, SCREENING_ANSWERS_KEY, ObjType::List)?;
         let mut p = PatientDoc { doc };
         p.write(record)?;
         Ok(p)
@@ -983,6 +986,44 @@ impl PatientDoc {
         Ok(())
     }
 }
+
+impl PatientDoc {
+    /// Every screening answer the patient has given, each stamped with the check-in that asked
+    /// it (the latest per flag counts: `care::latest_answers`).
+    pub fn screening_answers(&self) -> Result<Vec<crate::care::ScreeningEntry>, DocError> {
+        if self
+            .doc
+            .get(automerge::ROOT, SCREENING_ANSWERS_KEY)?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
+        Ok(hydrate_prop(
+            &self.doc,
+            automerge::ROOT,
+            SCREENING_ANSWERS_KEY,
+        )?)
+    }
+
+    /// Adds a check-in's answers. The list is keyed by id, so two rooms adding at once merge.
+    pub fn add_screening_answers(
+        &mut self,
+        answers: &[crate::care::ScreeningEntry],
+    ) -> Result<(), DocError> {
+        let mut all = self.screening_answers()?;
+        all.extend(answers.iter().cloned());
+        if let Err(e) = reconcile_prop(&mut self.doc, automerge::ROOT, SCREENING_ANSWERS_KEY, &all)
+        {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
+/// Root key of a patient's per-flag screening answers (absent in documents written before it
+/// existed).
+pub const SCREENING_ANSWERS_KEY: &str = "screening_answers";
 
 /// Root key of a patient's suicide-risk screens (absent in documents written before it
 /// existed).

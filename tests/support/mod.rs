@@ -330,6 +330,18 @@ pub const PHQ9_FORM: [(&str, &str); 9] = [
     ("q9", "0"),
 ];
 
+/// Every screening question as the check-in form posts it: "yes" for the flags named in
+/// `yes`, "no" for the rest.
+pub fn screening_form(yes: &[&str]) -> Vec<(String, String)> {
+    vigil_shared::clinical::screening::ScreeningFlag::ALL
+        .iter()
+        .map(|f| {
+            let answer = if yes.contains(&f.code()) { "yes" } else { "no" };
+            (format!("f_{}", f.code()), answer.to_owned())
+        })
+        .collect()
+}
+
 /// A session start body.
 pub fn session_body(patient_id: &str, scenario: &str) -> Value {
     serde_json::json!({
@@ -337,6 +349,10 @@ pub fn session_body(patient_id: &str, scenario: &str) -> Value {
         "protocol": {"drug": "ketamine", "route": "iv", "dose_mg_per_kg": 0.5, "weight_kg": 70.0, "planned_minutes": 40},
         "order": {"prescriber": "dr-kim", "indication": "depression"},
         "risk_screen": {"phq9_items": [2, 2, 2, 2, 2, 2, 1, 1, 0], "cssrs": [false, false, false, false, false, false]},
+        "screening": vigil_shared::clinical::screening::ScreeningFlag::ALL
+            .iter()
+            .map(|f| serde_json::json!({"flag": f.code(), "yes": false}))
+            .collect::<Vec<_>>(),
         "scenario": scenario,
     })
 }

@@ -11,11 +11,11 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use tokio::sync::oneshot;
 use vigil_shared::doc::{CheckIn, PatientRecord, SessionMeta};
 
-use vigil_shared::care::RiskScreenEntry;
+use vigil_shared::care::{RiskScreenEntry, ScreeningEntry};
 
 use super::{
     NewPatient, NewSession, PatientUpdate, RecorderError, RiskAssessmentInput, RiskScreenInput,
-    SessionEvent, StopSession,
+    ScreeningAnswerInput, SessionEvent, StopSession,
 };
 
 /// A request to the recorder thread, with where to answer.
@@ -27,6 +27,13 @@ pub enum Command {
     UpdatePatient(String, PatientUpdate, Reply<PatientRecord>),
     /// Record this visit's suicide-risk screen for a patient, asked by the named staff member.
     RecordRiskScreen(String, RiskScreenInput, String, Reply<RiskScreenEntry>),
+    /// Record a check-in's screening answers for a patient, asked by the named staff member.
+    RecordScreening(
+        String,
+        Vec<ScreeningAnswerInput>,
+        String,
+        Reply<Vec<ScreeningEntry>>,
+    ),
     /// Record a clinician's assessment of a patient's risk screen.
     AssessRisk(String, RiskAssessmentInput, Reply<RiskScreenEntry>),
     /// Start a session (`Some` check-in: the room screen's record of it).
@@ -76,6 +83,17 @@ impl Handle {
         by: String,
     ) -> Result<RiskScreenEntry, RecorderError> {
         self.call(|r| Command::RecordRiskScreen(patient, input, by, r))
+            .await
+    }
+
+    /// Records a check-in's screening answers for a patient, asked by `by`.
+    pub async fn record_screening(
+        &self,
+        patient: String,
+        answers: Vec<ScreeningAnswerInput>,
+        by: String,
+    ) -> Result<Vec<ScreeningEntry>, RecorderError> {
+        self.call(|r| Command::RecordScreening(patient, answers, by, r))
             .await
     }
 

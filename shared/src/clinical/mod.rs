@@ -26,7 +26,7 @@ pub use vocab::{
     StaffRole, UnknownTerm,
 };
 
-use crate::doc::{CoursePlan, Screening};
+use crate::doc::CoursePlan;
 use std::ops::RangeInclusive;
 
 /// Microseconds in a day.
@@ -259,109 +259,17 @@ pub fn check_rate(rate_mg_per_h: f64, limits: &InfusionLimits) -> Result<(), Ord
 }
 
 // ---------------------------------------------------------------------------------------------
-// Contraindications
-
-/// A pre-infusion screening flag (DESIGN.md, clinical rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Contraindication {
-    /// Baseline blood pressure above 140/90, or hypertension known to be uncontrolled.
-    UncontrolledHypertension,
-    /// Cardiovascular disease.
-    CardiovascularDisease,
-    /// History of psychosis.
-    PsychosisHistory,
-    /// Pregnancy.
-    Pregnancy,
-    /// Current substance use.
-    SubstanceUse,
-}
-
-impl Contraindication {
-    /// Every flag, in the order the screen lists them.
-    pub const ALL: [Contraindication; 5] = [
-        Contraindication::UncontrolledHypertension,
-        Contraindication::CardiovascularDisease,
-        Contraindication::PsychosisHistory,
-        Contraindication::Pregnancy,
-        Contraindication::SubstanceUse,
-    ];
-
-    /// Stable name, as stored in documents.
-    pub fn name(self) -> &'static str {
-        match self {
-            Contraindication::UncontrolledHypertension => "uncontrolled_hypertension",
-            Contraindication::CardiovascularDisease => "cardiovascular_disease",
-            Contraindication::PsychosisHistory => "psychosis_history",
-            Contraindication::Pregnancy => "pregnancy",
-            Contraindication::SubstanceUse => "substance_use",
-        }
-    }
-
-    /// What a person reads.
-    pub fn label(self) -> &'static str {
-        match self {
-            Contraindication::UncontrolledHypertension => "Uncontrolled hypertension",
-            Contraindication::CardiovascularDisease => "Cardiovascular disease",
-            Contraindication::PsychosisHistory => "History of psychosis",
-            Contraindication::Pregnancy => "Pregnancy",
-            Contraindication::SubstanceUse => "Current substance use",
-        }
-    }
-}
+// Before the start (the screening questions themselves are `screening`'s)
 
 /// Baseline blood pressure above this systolic (mmHg) flags uncontrolled hypertension.
 pub const BASELINE_SYSTOLIC_MAX: i64 = 140;
 /// Baseline blood pressure above this diastolic (mmHg) flags uncontrolled hypertension.
 pub const BASELINE_DIASTOLIC_MAX: i64 = 90;
 
-/// The flags raised by the screening answers and the baseline blood pressure (systolic,
-/// diastolic, mmHg) when measured. A baseline above 140/90 flags hypertension whatever the
-/// answer was: "> 140/90" means either number above its limit.
-pub fn contraindications(
-    screening: &Screening,
-    baseline_bp: Option<(i64, i64)>,
-) -> Vec<Contraindication> {
-    let high_bp =
-        baseline_bp.is_some_and(|(s, d)| s > BASELINE_SYSTOLIC_MAX || d > BASELINE_DIASTOLIC_MAX);
-    let mut flags = Vec::new();
-    if screening.uncontrolled_hypertension || high_bp {
-        flags.push(Contraindication::UncontrolledHypertension);
-    }
-    if screening.cardiovascular_disease {
-        flags.push(Contraindication::CardiovascularDisease);
-    }
-    if screening.psychosis_history {
-        flags.push(Contraindication::PsychosisHistory);
-    }
-    if screening.pregnancy {
-        flags.push(Contraindication::Pregnancy);
-    }
-    if screening.substance_use {
-        flags.push(Contraindication::SubstanceUse);
-    }
-    flags
-}
-
-/// Why an infusion may not start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartBlocked {
-    /// Flags without an override.
-    #[error("start blocked by {}: a clinician must override with a reason", names(.0))]
-    Contraindicated(Vec<Contraindication>),
-    /// An override by someone who is not a clinician.
-    #[error("only a clinician may override a contraindication")]
-    NotClinician,
-    /// Pre-infusion checklist items not done.
-    #[error("pre-infusion checklist incomplete: {}", .0.join(", "))]
-    Checklist(Vec<&'static str>),
-}
-
-fn names(flags: &[Contraindication]) -> String {
-    flags
-        .iter()
-        .map(|f| f.label().to_lowercase())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Whether a baseline reading flags uncontrolled hypertension whatever the answer to the
+/// question was: above 140/90, either number over its limit.
+pub fn high_baseline_bp(systolic: i64, diastolic: i64) -> bool {
+    systolic > BASELINE_SYSTOLIC_MAX || diastolic > BASELINE_DIASTOLIC_MAX
 }
 
 /// The pre-infusion checklist.
@@ -389,34 +297,6 @@ impl PreInfusionChecklist {
             out.push("nothing by mouth");
         }
         out
-    }
-}
-
-/// Whether an infusion may start: the checklist done, and every flag overridden by a
-/// clinician with a reason. `override_reason` is what the clinician wrote (blank is none);
-/// `overrider_is_clinician` is the role of whoever submitted it.
-pub fn may_start(
-    flags: &[Contraindication],
-    checklist: &PreInfusionChecklist,
-    override_reason: Option<&str>,
-    overrider_is_clinician: bool,
-) -> Result<(), StartBlocked> {
-    let missing = checklist.missing();
-    if !missing.is_empty() {
-        return Err(StartBlocked::Checklist(missing));
-    }
-    if flags.is_empty() {
-        return Ok(());
-    }
-    match override_reason.map(str::trim) {
-        Some(r) if !r.is_empty() => {
-            if overrider_is_clinician {
-                Ok(())
-            } else {
-                Err(StartBlocked::NotClinician)
-            }
-        }
-        _ => Err(StartBlocked::Contraindicated(flags.to_vec())),
     }
 }
 
@@ -914,97 +794,17 @@ mod tests {
         }
     }
 
+    /// "Above 140/90" means either number above its limit.
     #[test]
-    fn contraindication_rules() {
-        let none = Screening::default();
-        let cases: &[(Screening, Option<(i64, i64)>, &[Contraindication])] = &[
-            (none.clone(), None, &[]),
-            (none.clone(), Some((140, 90)), &[]),
-            (
-                none.clone(),
-                Some((141, 80)),
-                &[Contraindication::UncontrolledHypertension],
-            ),
-            (
-                none.clone(),
-                Some((120, 91)),
-                &[Contraindication::UncontrolledHypertension],
-            ),
-            (
-                Screening {
-                    uncontrolled_hypertension: true,
-                    ..none.clone()
-                },
-                Some((118, 76)),
-                &[Contraindication::UncontrolledHypertension],
-            ),
-            (
-                Screening {
-                    cardiovascular_disease: true,
-                    psychosis_history: true,
-                    pregnancy: true,
-                    substance_use: true,
-                    ..none.clone()
-                },
-                Some((150, 95)),
-                &Contraindication::ALL,
-            ),
-        ];
-        for (screening, bp, expected) in cases {
-            assert_eq!(
-                contraindications(screening, *bp),
-                expected.to_vec(),
-                "{screening:?} {bp:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_flag_blocks_the_start_until_a_clinician_overrides_with_a_reason() {
-        let done = PreInfusionChecklist {
-            escort_arranged: true,
-            consent: true,
-            nothing_by_mouth: true,
-        };
-        let flags = [Contraindication::Pregnancy];
-        let cases: &[(
-            &[Contraindication],
-            PreInfusionChecklist,
-            Option<&str>,
-            bool,
-            Result<(), &str>,
-        )] = &[
-            (&[], done, None, false, Ok(())),
-            (&flags, done, None, true, Err("start blocked by pregnancy")),
-            (&flags, done, Some("   "), true, Err("start blocked")),
-            (
-                &flags,
-                done,
-                Some("test negative today"),
-                false,
-                Err("only a clinician"),
-            ),
-            (&flags, done, Some("test negative today"), true, Ok(())),
-            (
-                &[],
-                PreInfusionChecklist {
-                    consent: false,
-                    ..done
-                },
-                None,
-                true,
-                Err("checklist incomplete: consent"),
-            ),
-        ];
-        for (flags, checklist, reason, clinician, expected) in cases {
-            let got = may_start(flags, checklist, *reason, *clinician).map_err(|e| e.to_string());
-            match (expected, &got) {
-                (Ok(()), Ok(())) => {}
-                (Err(part), Err(msg)) if msg.contains(part) => {}
-                _ => panic!(
-                    "{flags:?} {checklist:?} {reason:?} {clinician}: {got:?}, expected {expected:?}"
-                ),
-            }
+    fn a_high_baseline_is_either_number_over_its_limit() {
+        for (sys, dia, high) in [
+            (120, 80, false),
+            (140, 90, false),
+            (141, 80, true),
+            (120, 91, true),
+            (150, 95, true),
+        ] {
+            assert_eq!(high_baseline_bp(sys, dia), high, "{sys}/{dia}");
         }
     }
 

@@ -13,13 +13,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use vigil_shared::care::RiskScreenEntry;
+use vigil_shared::care::{RiskScreenEntry, ScreeningEntry, latest_answers};
 use vigil_shared::clinical::risk::{CSSRS_QUESTIONS, PHQ9_ANSWERS, PHQ9_ITEMS, RiskLevel};
+use vigil_shared::clinical::screening::{self, ANSWER_MAX_AGE_US, ScreeningFlag};
 use vigil_shared::clinical::{
-    self, Contraindication, Indication, InfusionLimits, InfusionOrder, Instrument,
-    PreInfusionChecklist, ScorePhase,
+    self, Indication, InfusionLimits, InfusionOrder, Instrument, PreInfusionChecklist, ScorePhase,
 };
-use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score, Screening};
+use vigil_shared::doc::{CheckIn, PatientRecord, Protocol, Score};
 use vigil_web::layout::badge;
 use vigil_web::url_encode;
 
@@ -31,7 +31,8 @@ use super::{
     refusal, require_treating, site_room,
 };
 use crate::recorder::{
-    NewSession, OrderInput, PatientUpdate, RiskAssessmentInput, RiskScreenInput, SessionEvent,
+    FlagOverrideInput, NewSession, OrderInput, PatientUpdate, RiskAssessmentInput, RiskScreenInput,
+    ScreeningAnswerInput, SessionEvent,
 };
 
 /// What the check-in form holds; every field a string as typed, so a refused form comes back
@@ -39,11 +40,6 @@ use crate::recorder::{
 #[derive(Debug, Default, Clone, Deserialize)]
 pub(crate) struct CheckInForm {
     action: Option<String>,
-    s_htn: Option<String>,
-    s_cvd: Option<String>,
-    s_psych: Option<String>,
-    s_preg: Option<String>,
-    s_subst: Option<String>,
     bp_sys: Option<String>,
     bp_dia: Option<String>,
     hr: Option<String>,
@@ -58,23 +54,41 @@ pub(crate) struct CheckInForm {
     c_escort: Option<String>,
     c_consent: Option<String>,
     c_npo: Option<String>,
-    override_reason: Option<String>,
     risk_decision: Option<String>,
     risk_note: Option<String>,
-    /// The suicide-risk screen as posted: PHQ-9 items `q1`-`q9` (0-3) and the C-SSRS answers
+    /// The per-question fields: screening answers `f_<flag>` (`yes` or `no`) and a clinician's
+    /// override reason `ovr_<flag>`; the PHQ-9 items `q1`-`q9` (0-3) and the C-SSRS answers
     /// `cs1`-`cs6` (present when "yes").
     #[serde(flatten)]
     risk: BTreeMap<String, String>,
 }
 
+/// Whether an earlier answer is still good for this check-in: at most 30 days old, and
+/// pregnancy only if asked today.
+fn still_current(e: &ScreeningEntry, now_us: i64, today_start_us: i64) -> bool {
+    let pregnancy = e.flag == ScreeningFlag::Pregnancy.code();
+    now_us - e.asked_us <= ANSWER_MAX_AGE_US && (!pregnancy || e.asked_us >= today_start_us)
+}
+
 impl CheckInForm {
+    /// The form for this visit: the patient's answers still current (so a check-in within 30
+    /// days asks only what is new, and pregnancy again), this visit's risk screen if taken.
     fn from_patient(
-        p: &PatientRecord,
         v: &Viewer,
         screen: Option<&RiskScreenEntry>,
+        answers: &[ScreeningEntry],
+        now_us: i64,
     ) -> CheckInForm {
-        let on = |b: bool| b.then(|| "on".to_owned());
         let mut risk = BTreeMap::new();
+        let today = v.zone.day_start(now_us);
+        for a in latest_answers(answers) {
+            if still_current(&a, now_us, today) {
+                risk.insert(
+                    format!("f_{}", a.flag),
+                    if a.yes { "yes" } else { "no" }.into(),
+                );
+            }
+        }
         if let Some(screen) = screen {
             for (i, v) in screen.phq9_items.iter().enumerate() {
                 risk.insert(format!("q{}", i + 1), v.to_string());
@@ -86,11 +100,6 @@ impl CheckInForm {
             }
         }
         CheckInForm {
-            s_htn: on(p.screening.uncontrolled_hypertension),
-            s_cvd: on(p.screening.cardiovascular_disease),
-            s_psych: on(p.screening.psychosis_history),
-            s_preg: on(p.screening.pregnancy),
-            s_subst: on(p.screening.substance_use),
             dose: Some("0.5".into()),
             minutes: Some("40".into()),
             conc: Some("1".into()),
@@ -101,16 +110,49 @@ impl CheckInForm {
         }
     }
 
-    fn screening(&self, by: &str) -> Screening {
-        Screening {
-            uncontrolled_hypertension: self.s_htn.is_some(),
-            cardiovascular_disease: self.s_cvd.is_some(),
-            psychosis_history: self.s_psych.is_some(),
-            pregnancy: self.s_preg.is_some(),
-            substance_use: self.s_subst.is_some(),
-            answered_us: None,
-            by: Some(by.to_owned()),
+    /// The answer given to a flag, if any.
+    fn answer(&self, flag: ScreeningFlag) -> Option<bool> {
+        match self
+            .risk
+            .get(&format!("f_{}", flag.code()))
+            .map(String::as_str)
+        {
+            Some("yes") => Some(true),
+            Some("no") => Some(false),
+            _ => None,
         }
+    }
+
+    /// The screening questions answered on the form.
+    fn screening(&self) -> Vec<ScreeningAnswerInput> {
+        ScreeningFlag::ALL
+            .iter()
+            .filter_map(|&f| {
+                self.answer(f).map(|yes| ScreeningAnswerInput {
+                    flag: f.code().to_owned(),
+                    yes,
+                })
+            })
+            .collect()
+    }
+
+    /// A clinician's override reason for a flag, as typed.
+    fn override_reason(&self, flag: ScreeningFlag) -> &str {
+        self.risk
+            .get(&format!("ovr_{}", flag.code()))
+            .map_or("", |r| r.trim())
+    }
+
+    /// The overrides given, one per flag with a reason.
+    fn flag_overrides(&self) -> Vec<FlagOverrideInput> {
+        ScreeningFlag::ALL
+            .iter()
+            .filter(|&&f| !self.override_reason(f).is_empty())
+            .map(|&f| FlagOverrideInput {
+                flag: f.code().to_owned(),
+                reason: self.override_reason(f).to_owned(),
+            })
+            .collect()
     }
 
     fn phq9_item(&self, i: usize) -> &str {
@@ -254,7 +296,7 @@ fn parse_checkin(f: &CheckInForm) -> Result<Parsed, Vec<String>> {
 struct Review {
     limits: InfusionLimits,
     errors: Vec<String>,
-    flags: Vec<Contraindication>,
+    flags: Vec<ScreeningFlag>,
     plan: Option<clinical::PumpPlan>,
     blocked: Option<String>,
     risk: Option<RiskLevel>,
@@ -283,17 +325,57 @@ fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, 
         };
         screen.level()
     });
-    let bp = parsed.as_ref().map(|p| p.bp);
-    r.flags = clinical::contraindications(&f.screening(&viewer.id), bp);
+    let high_bp = parsed
+        .as_ref()
+        .is_some_and(|p| clinical::high_baseline_bp(p.bp.0, p.bp.1));
+    r.flags = ScreeningFlag::ALL
+        .iter()
+        .copied()
+        .filter(|&fl| {
+            f.answer(fl) == Some(true) || (fl == ScreeningFlag::UncontrolledHypertension && high_bp)
+        })
+        .collect();
     if let Some(p) = &parsed {
         match clinical::pump_plan(&p.order, &r.limits) {
             Ok(plan) => r.plan = Some(plan),
             Err(e) => r.errors.push(e.to_string()),
         }
     }
-    let reason = f.override_reason.as_deref();
-    if let Err(e) = clinical::may_start(&r.flags, &f.checklist(), reason, viewer.is_clinician()) {
-        r.blocked = Some(e.to_string());
+    // What the screen can tell before asking the recorder (which checks every flag's answer,
+    // its age and pregnancy today): the checklist, and each "yes" without a clinician's reason.
+    let missing = f.checklist().missing();
+    let unanswered: Vec<&str> = ScreeningFlag::ALL
+        .iter()
+        .filter(|&&fl| f.answer(fl).is_none())
+        .map(|fl| fl.label())
+        .collect();
+    let not_overridden: Vec<String> = r
+        .flags
+        .iter()
+        .filter(|&&fl| f.override_reason(fl).is_empty() || !viewer.is_clinician())
+        .map(|fl| {
+            if f.override_reason(*fl).is_empty() {
+                format!("{}: a clinician must override with a reason", fl.label())
+            } else {
+                format!("{}: only a clinician may override", fl.label())
+            }
+        })
+        .collect();
+    if !missing.is_empty() {
+        r.blocked = Some(format!(
+            "start blocked: the checklist misses {}",
+            missing.join(", ")
+        ));
+    } else if !unanswered.is_empty() {
+        r.blocked = Some(format!(
+            "start blocked by screening: not asked: {}",
+            unanswered.join(", ")
+        ));
+    } else if !not_overridden.is_empty() {
+        r.blocked = Some(format!(
+            "start blocked by screening: {}",
+            not_overridden.join("; ")
+        ));
     }
     (r, parsed)
 }
@@ -322,7 +404,7 @@ fn review_panel(r: &Review) -> Markup {
             } @else {
                 ul.flags id="flags" {
                     @for fl in &r.flags {
-                        li.flag data-flag=(fl.name()) { (badge("high", "contraindication")) " " (fl.label()) }
+                        li.flag data-flag=(fl.code()) { (badge("high", "contraindication")) " " (fl.label()) }
                     }
                 }
             }
@@ -350,6 +432,66 @@ fn review_panel(r: &Review) -> Markup {
                 }
             }
             @if let Some(b) = &r.blocked { p.error id="blocked" { (b) } }
+        }
+    }
+}
+
+/// Every screening question, yes or no (answers of the last 30 days filled in, pregnancy
+/// asked at every visit); for a clinician, a reason per flag to start despite a "yes"; the
+/// patient's medications with the interacting ones marked.
+fn screening_card(v: &Viewer, p: &PatientRecord, f: &CheckInForm) -> Markup {
+    let interacting = screening::interactions(&p.medications);
+    html! {
+        section.card id="screening" {
+            h2 { "Screening" }
+            p.muted {
+                "Ask every question; an answer of the last 30 days is filled in, pregnancy is asked at every visit. "
+                @if v.is_clinician() {
+                    "For a \"yes\", your reason for starting anyway."
+                } @else {
+                    "A \"yes\" needs a clinician's reason before the start: a clinician signs in to give it."
+                }
+            }
+            table {
+                tbody {
+                    @for &fl in ScreeningFlag::ALL {
+                        @let code = fl.code();
+                        @let name = format!("f_{code}");
+                        tr id={ "q-" (code) } {
+                            th { (fl.label()) }
+                            td {
+                                label.check {
+                                    input type="radio" name=(name) value="yes" id={ (name) "_yes" } checked[f.answer(fl) == Some(true)];
+                                    " yes"
+                                }
+                            }
+                            td {
+                                label.check {
+                                    input type="radio" name=(name) value="no" id={ (name) "_no" } checked[f.answer(fl) == Some(false)];
+                                    " no"
+                                }
+                            }
+                            @if v.is_clinician() {
+                                td {
+                                    input name={ "ovr_" (code) } id={ "ovr_" (code) } placeholder="reason, if yes"
+                                        value=(f.override_reason(fl));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p id="medications" {
+                "Medications: "
+                @if p.medications.is_empty() { "none recorded" }
+                @for (i, m) in p.medications.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (m)
+                    @if let Some((class, _)) = interacting.iter().find(|(_, name)| *name == m.as_str()) {
+                        " " (badge("warn", &format!("interacts: {}", class.label())))
+                    }
+                }
+            }
         }
     }
 }
@@ -414,6 +556,8 @@ const RISK_DECISIONS: [(&str, &str); 3] = [
 struct Context {
     clinicians: Vec<(String, String)>,
     last: Option<SessionParts>,
+    /// The patient's screening answers so far.
+    answers: Vec<ScreeningEntry>,
 }
 
 /// Reads the page's [`Context`].
@@ -424,6 +568,7 @@ async fn context(s: &Shared, patient_id: &str) -> Result<Context, super::Failure
         Ok(Context {
             clinicians: load::clinicians(conn, &site),
             last: load::last_infusion(conn, &pid)?,
+            answers: load::screening_answers(conn, &pid)?,
         })
     })
     .await
@@ -496,11 +641,6 @@ fn checkin_page(
     r: Option<&Review>,
 ) -> Markup {
     let clinicians = &ctx.clinicians;
-    let override_note = if v.is_clinician() {
-        "Only if a contraindication is flagged: your reason for starting anyway."
-    } else {
-        "Only a clinician may override a contraindication: a clinician signs in to do it."
-    };
     html! {
         h1 { "Check-in · " (patient_name(p)) }
         p.muted {
@@ -511,14 +651,7 @@ fn checkin_page(
         @if let Some(last) = &ctx.last { (last_infusion_card(v, last)) }
         form.checkin method="post" action={ "/screen/patients/" (p.id) "/checkin" } {
             (csrf_input(v))
-            section.card {
-                h2 { "Screening" }
-                (checkbox("s_htn", &f.s_htn, "Uncontrolled hypertension (baseline above 140/90 flags it too)"))
-                (checkbox("s_cvd", &f.s_cvd, "Cardiovascular disease"))
-                (checkbox("s_psych", &f.s_psych, "History of psychosis"))
-                (checkbox("s_preg", &f.s_preg, "Pregnancy"))
-                (checkbox("s_subst", &f.s_subst, "Current substance use"))
-            }
+            (screening_card(v, p, f))
             section.card.row {
                 h2 { "Baseline" }
                 (text_input("bp_sys", &f.bp_sys, "Systolic (mmHg)", "numeric"))
@@ -561,13 +694,6 @@ fn checkin_page(
                 (checkbox("c_consent", &f.c_consent, "Consent signed"))
                 (checkbox("c_npo", &f.c_npo, "Nothing by mouth"))
             }
-            section.card {
-                h2 { "Override" }
-                label {
-                    (override_note)
-                    textarea name="override_reason" id="override_reason" rows="2" { (field(&f.override_reason)) }
-                }
-            }
             p.actions {
                 button.big type="submit" name="action" value="review" id="review-btn" { "Review" }
                 " "
@@ -596,27 +722,13 @@ pub(crate) async fn checkin(
         Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
-    let f = CheckInForm::from_patient(&p, &v, screen.as_ref());
+    let f = CheckInForm::from_patient(&v, screen.as_ref(), &ctx.answers, now_us);
     frame(
         &v,
         Section::Patients,
         "Check-in",
         checkin_page(&v, &p, &f, &ctx, None),
     )
-}
-
-/// Whether the answers differ from what the patient's record holds.
-fn screening_changed(answers: &Screening, known: &Screening) -> bool {
-    let flags = |x: &Screening| {
-        (
-            x.uncontrolled_hypertension,
-            x.cardiovascular_disease,
-            x.psychosis_history,
-            x.pregnancy,
-            x.substance_use,
-        )
-    };
-    flags(answers) != flags(known)
 }
 
 /// `POST /screen/patients/{id}/checkin`: "Review" shows what the rules say; "Start session"
@@ -653,16 +765,26 @@ pub(crate) async fn checkin_submit(
     };
     let recorder = &s.api.recorder;
     // The screening answers go to the patient's record whatever happens next (a blocked
-    // start included), so the clinician asked to override sees what was answered.
-    let answers = f.screening(&v.id);
-    if screening_changed(&answers, &p.screening) || p.screening.answered_us.is_none() {
-        let update = PatientUpdate {
-            screening: Some(answers),
-            ..PatientUpdate::default()
-        };
-        if let Err(e) = recorder.update_patient(id.clone(), update).await {
-            return fail(&v, refusal(e));
-        }
+    // start included), so the clinician asked to override sees what was answered. An answer
+    // filled in from an earlier check-in and left as it was keeps its time.
+    let (now_us, _) = room_now(&s);
+    let today = v.zone.day_start(now_us);
+    let known = latest_answers(&ctx.answers);
+    let asked: Vec<ScreeningAnswerInput> = f
+        .screening()
+        .into_iter()
+        .filter(|a| {
+            !known
+                .iter()
+                .any(|k| k.flag == a.flag && k.yes == a.yes && still_current(k, now_us, today))
+        })
+        .collect();
+    if !asked.is_empty()
+        && let Err(e) = recorder
+            .record_screening(id.clone(), asked, v.id.clone())
+            .await
+    {
+        return fail(&v, refusal(e));
     }
     // So are the risk answers, with the patient, for the clinician asked to assess them.
     if let Ok(screen) = f.risk_screen()
@@ -701,11 +823,6 @@ pub(crate) async fn checkin_submit(
         tracing::info!(patient = %id, staff = %v.id, "start blocked at check-in");
         return again(StatusCode::CONFLICT, &r);
     }
-    let reason = f
-        .override_reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|x| !x.is_empty() && !r.flags.is_empty());
     let checkin = CheckIn {
         // Set by the recorder when it writes the record.
         at_us: 0,
@@ -714,9 +831,11 @@ pub(crate) async fn checkin_submit(
         baseline_diastolic: parsed.bp.1,
         baseline_hr: parsed.hr,
         baseline_spo2: parsed.spo2,
-        flags: r.flags.iter().map(|x| x.name().to_owned()).collect(),
-        override_reason: reason.map(str::to_owned),
-        override_by: reason.map(|_| v.id.clone()),
+        // The flags and their overrides are the recorder's to write, from the answers it
+        // checked.
+        flags: Vec::new(),
+        override_reason: None,
+        override_by: None,
         concentration_mg_per_ml: parsed.order.concentration_mg_per_ml,
         total_mg: plan.total_mg,
         rate_mg_per_h: plan.rate_mg_per_h,
@@ -743,6 +862,8 @@ pub(crate) async fn checkin_submit(
             rate_max_mg_per_h: None,
         }),
         risk_screen: Some(parsed.risk.clone()),
+        screening: Vec::new(),
+        flag_overrides: f.flag_overrides(),
     };
     let meta = match recorder.start_session(new, Some(checkin)).await {
         Ok(m) => m,

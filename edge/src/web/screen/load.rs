@@ -148,3 +148,14 @@ pub(crate) fn current_risk_screen(
         None => Ok(None),
     }
 }
+
+/// The patient's screening answers so far, each with the check-in that asked it.
+pub(crate) fn screening_answers(
+    conn: &rusqlite::Connection,
+    id: &str,
+) -> Result<Vec<vigil_shared::care::ScreeningEntry>, RecorderError> {
+    match store::load_typed::<PatientDoc>(conn, id)? {
+        Some(doc) => Ok(doc.screening_answers()?),
+        None => Ok(Vec::new()),
+    }
+}
