@@ -59,6 +59,14 @@ async fn bad_requests_get_clear_json_errors() {
         let (st, body) = http.post("/api/v1/patients", &bad).await;
         assert_eq!(st, 422, "{impossible}: {body}");
     }
+    let mut bad_course = patient_body("Course");
+    bad_course["course"] = json!({"maintenance_interval_days": 2});
+    let (st, body) = http.post("/api/v1/patients", &bad_course).await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("7-180 days"),
+        "{body}"
+    );
     let mut bad_date = patient_body("Date");
     bad_date["birth_date"] = json!("31/12/1970");
     let (st, body) = http.post("/api/v1/patients", &bad_date).await;

@@ -391,6 +391,13 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.click(&format!("{advisory} button")).await;
     a.wait_text(advisory, "acknowledged by Ana Ruiz").await;
 
+    // Discharge while the pump runs is refused, saying so.
+    a.goto(&format!("{session_url}/after")).await;
+    a.click("#discharge").await;
+    a.wait_text("#missing", "the infusion has not been stopped")
+        .await;
+    a.goto(&session_url).await;
+
     // Pause, resume, stop.
     for action in ["pause", "resume", "stop"] {
         a.click(&format!("#dose-{action}")).await;

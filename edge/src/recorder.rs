@@ -821,6 +821,7 @@ impl Recorder {
             course: input.course,
             outcome_scores: Vec::new(),
         };
+        check_course(&record.course)?;
         let mut doc = PatientDoc::create(&record)?;
         doc.add_screening_answers(&legacy_positive(&record.screening, now_us))?;
         let bytes = doc.automerge().save();
@@ -849,6 +850,9 @@ impl Recorder {
         }
         for m in &update.add_medications {
             check_text("add_medications", m, true)?;
+        }
+        if let Some(course) = &update.course {
+            check_course(course)?;
         }
         let (_, doc) = self.change_patient(id, now_us, |doc| {
             if let Some(s) = &update.screening {
@@ -1695,6 +1699,20 @@ fn device_status_name(s: &DeviceStatus) -> &'static str {
         DeviceStatus::Disconnected => "disconnected",
         DeviceStatus::SensorContact(true) => "connected",
         DeviceStatus::SensorContact(false) => "sensor_off",
+    }
+}
+
+/// A course plan's maintenance interval within [`clinical::MAINTENANCE_INTERVAL_RANGE`].
+fn check_course(course: &CoursePlan) -> Result<(), RecorderError> {
+    let range = clinical::MAINTENANCE_INTERVAL_RANGE;
+    if range.contains(&course.maintenance_interval_days) {
+        Ok(())
+    } else {
+        Err(RecorderError::Invalid(format!(
+            "course.maintenance_interval_days must be {}-{} days",
+            range.start(),
+            range.end()
+        )))
     }
 }
 

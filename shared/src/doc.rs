@@ -798,6 +798,14 @@ pub struct CoursePlan {
     pub weeks: u64,
     /// Infusions per week, e.g. `[3, 2, 1]`.
     pub per_week: Vec<u64>,
+    /// Days between maintenance infusions once the induction is complete, the patient's own
+    /// (absent in documents written before it existed: the default).
+    #[autosurgeon(missing = "default_maintenance_interval_days")]
+    pub maintenance_interval_days: u64,
+}
+
+fn default_maintenance_interval_days() -> u64 {
+    crate::clinical::DEFAULT_MAINTENANCE_INTERVAL_DAYS
 }
 
 impl Default for CoursePlan {
@@ -807,6 +815,7 @@ impl Default for CoursePlan {
             infusions_planned: 6,
             weeks: 3,
             per_week: vec![3, 2, 1],
+            maintenance_interval_days: default_maintenance_interval_days(),
         }
     }
 }
@@ -1613,6 +1622,24 @@ mod tests {
             SessionDoc::load(b"garbage"),
             Err(DocError::Load(_))
         ));
+    }
+
+    #[test]
+    fn a_course_plan_written_before_the_maintenance_interval_reads_the_default() {
+        let mut p = PatientDoc::create(&patient()).unwrap();
+        let (_, course) = p
+            .automerge()
+            .get(automerge::ROOT, PATIENT_KEYS[7])
+            .unwrap()
+            .unwrap();
+        p.automerge()
+            .delete(&course, "maintenance_interval_days")
+            .unwrap();
+        let old = PatientDoc::load(&p.automerge().save()).unwrap();
+        assert_eq!(
+            old.record().unwrap().course.maintenance_interval_days,
+            crate::clinical::DEFAULT_MAINTENANCE_INTERVAL_DAYS
+        );
     }
 
     #[test]

@@ -462,15 +462,29 @@ pub fn planned_infusions(plan: &CoursePlan) -> u64 {
         .max(plan.infusions_planned)
 }
 
-/// Days between maintenance infusions once the induction is complete.
-pub const MAINTENANCE_INTERVAL_DAYS: i64 = 28;
+/// Days between maintenance infusions once the induction is complete, unless the patient's
+/// plan says otherwise.
+pub const DEFAULT_MAINTENANCE_INTERVAL_DAYS: u64 = 28;
+
+/// The maintenance intervals a plan may set, days.
+pub const MAINTENANCE_INTERVAL_RANGE: RangeInclusive<u64> = 7..=180;
+
+/// The plan's maintenance interval in days, within [`MAINTENANCE_INTERVAL_RANGE`].
+fn maintenance_days(plan: &CoursePlan) -> i64 {
+    let days = plan.maintenance_interval_days.clamp(
+        *MAINTENANCE_INTERVAL_RANGE.start(),
+        *MAINTENANCE_INTERVAL_RANGE.end(),
+    );
+    i64::try_from(days).unwrap_or(28)
+}
 
 /// The course's status from its plan and the start times of the infusions done (any order).
 ///
 /// Induction week *k* (0-based) begins 7·k days after the first infusion and holds
 /// `per_week[k]` infusions, spaced `7 / per_week[k]` days apart (whole days, at least one).
 /// The next infusion is due at the later of the last one plus that spacing and the start of
-/// its week. After the planned count, maintenance: every [`MAINTENANCE_INTERVAL_DAYS`].
+/// its week. After the planned count, maintenance: every `maintenance_interval_days` of the
+/// plan (kept within [`MAINTENANCE_INTERVAL_RANGE`]).
 pub fn course_status(plan: &CoursePlan, done_us: &[i64]) -> CourseStatus {
     let mut done_sorted = done_us.to_vec();
     done_sorted.sort_unstable();
@@ -491,7 +505,7 @@ pub fn course_status(plan: &CoursePlan, done_us: &[i64]) -> CourseStatus {
             planned,
             phase: "maintenance",
             week: None,
-            next_due_us: Some(last + MAINTENANCE_INTERVAL_DAYS * DAY_US),
+            next_due_us: Some(last + maintenance_days(plan) * DAY_US),
         };
     }
     // The week in which infusion number `done` (0-based) falls.
@@ -908,6 +922,19 @@ mod tests {
                 "{days:?}"
             );
             assert_eq!(s.planned, 6);
+        }
+        // The patient's own maintenance interval, kept within 7-180 days.
+        let done: Vec<i64> = [0, 2, 4, 7, 10, 17].iter().map(|&x| d(x)).collect();
+        for (interval, next) in [(14, 17 + 14), (3, 17 + 7), (400, 17 + 180)] {
+            let plan = CoursePlan {
+                maintenance_interval_days: interval,
+                ..CoursePlan::default()
+            };
+            assert_eq!(
+                course_status(&plan, &done).next_due_us,
+                Some(d(next)),
+                "{interval}"
+            );
         }
     }
 

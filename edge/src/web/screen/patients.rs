@@ -218,7 +218,10 @@ pub(crate) async fn course(
         h1 { "Course · " (patient_name(&p)) }
         dl.facts id="course" {
             dt { "Plan" }
-            dd { (p.course.infusions_planned) " infusions over " (p.course.weeks) " weeks (" (per_week) " a week)" }
+            dd {
+                (p.course.infusions_planned) " infusions over " (p.course.weeks) " weeks (" (per_week) " a week), then every "
+                (p.course.maintenance_interval_days) " days"
+            }
             dt { "Done" } dd id="done" { (status.done) " of " (status.planned) }
             dt { "Phase" } dd id="phase" { (status.phase) }
             @if let Some(w) = status.week { dt { "Week" } dd { (w) } }
