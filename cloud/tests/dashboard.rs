@@ -698,6 +698,11 @@ async fn session_page_draws_charts_and_marks_advisories() {
         "the advisory on each chart"
     );
     assert!(html.contains("&lt;b&gt;182/96&lt;/b&gt;"), "detail escaped");
+    // 105 mg/h from the start to the stop 15 minutes later: what the pump delivered.
+    assert!(
+        html.contains("26.2 mg in 15 min of pump time"),
+        "the delivered dose (26.25 mg)"
+    );
     assert!(!html.contains("<b>182/96</b>"));
     assert!(html.contains("nausea") && html.contains("phq9"));
     // Zooming the ECG changes the window.

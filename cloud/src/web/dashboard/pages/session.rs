@@ -228,6 +228,11 @@ fn facts(chart: &SessionChart, zone: &SiteZone, start: i64) -> Markup {
                         None => "—",
                     }
                 }
+                dt { "Delivered" }
+                dd id="delivered" {
+                    @let d = vigil_shared::clinical::delivered(&m.dose_events, m.ended_us.unwrap_or_else(crate::clock::now_us));
+                    (format_args!("{:.1}", d.mg)) " mg in " (d.infused_us / 60_000_000) " min of pump time"
+                }
             }
             p {
                 a href={ "/sessions/" (url_encode(&m.id)) "/fhir" } id="fhir" {
