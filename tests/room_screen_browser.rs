@@ -331,6 +331,15 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
             .contains("over the site limit of 200 mg/h")
     );
     a.screenshot("room-04c-rate-refused").await;
+    // 70 is within the site's limit but outside the order: refused for the nurse.
+    a.goto(&session_url).await;
+    a.type_into("#rate", "70").await;
+    a.click("#dose-rate").await;
+    assert!(
+        a.text("#error")
+            .await
+            .contains("outside the order's 39.4-65.6 mg/h")
+    );
     a.goto(&session_url).await;
     // The checkpoint before the start is due; the nurse records it.
     assert!(a.text("#cp-before_start").await.contains("due now"));

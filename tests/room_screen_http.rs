@@ -397,6 +397,7 @@ async fn an_adverse_event_is_recorded_and_reviewed_by_a_clinician() {
     let event = [
         ("event", "laryngospasm, resolved with jaw thrust"),
         ("onset_min_ago", "0"),
+        ("ended_min_ago", ""),
         ("severity", "severe"),
         ("seriousness", "life_threatening"),
         ("rescue", "oxygen"),
@@ -405,8 +406,10 @@ async fn an_adverse_event_is_recorded_and_reviewed_by_a_clinician() {
         ("outcome", "resolved"),
     ];
     // Oxygen without a dose is refused, naming it; then the complete record.
-    let mut incomplete = event;
-    incomplete[5] = ("dose", "");
+    let incomplete: Vec<(&str, &str)> = event
+        .iter()
+        .map(|&(k, v)| if k == "dose" { (k, "") } else { (k, v) })
+        .collect();
     let res = c
         .post(&nurse, &token, &format!("{page}/adverse"), &incomplete)
         .await;

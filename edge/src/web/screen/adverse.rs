@@ -84,6 +84,7 @@ pub(crate) fn card(
                 (csrf_input(v))
                 label { "What happened" input name="event" id="ae-event" required; }
                 label { "Onset (minutes ago)" input name="onset_min_ago" id="ae-onset" inputmode="numeric" value="0"; }
+                label { "Ended (minutes ago; blank if ongoing)" input name="ended_min_ago" id="ae-ended" inputmode="numeric"; }
                 label {
                     "Severity"
                     select name="severity" id="ae-severity" {
@@ -122,6 +123,7 @@ pub(crate) fn card(
 pub(crate) struct AdverseForm {
     event: Option<String>,
     onset_min_ago: Option<String>,
+    ended_min_ago: Option<String>,
     severity: Option<String>,
     seriousness: Option<String>,
     rescue: Option<String>,
@@ -143,12 +145,16 @@ pub(crate) async fn record_event(
     if let Err(r) = require_treating(&v) {
         return r;
     }
-    let minutes = match optional_number::<u32>(&f.onset_min_ago, "onset (minutes ago)") {
-        Ok(m) => m.unwrap_or(0),
+    let times = optional_number::<u32>(&f.onset_min_ago, "onset (minutes ago)").and_then(|onset| {
+        optional_number::<u32>(&f.ended_min_ago, "ended (minutes ago)").map(|end| (onset, end))
+    });
+    let (onset, ended) = match times {
+        Ok(t) => t,
         Err(e) => return error_page(&v, StatusCode::UNPROCESSABLE_ENTITY, &e),
     };
     let (now_us, _) = room_now(&s);
-    let onset_us = now_us - i64::from(minutes) * 60_000_000;
+    let ago = |minutes: u32| now_us - i64::from(minutes) * 60_000_000;
+    let onset_us = ago(onset.unwrap_or(0));
     let interventions = match f.rescue.as_deref().filter(|r| !r.is_empty()) {
         Some(rescue) => vec![InterventionInput {
             rescue: rescue.to_owned(),
@@ -161,7 +167,7 @@ pub(crate) async fn record_event(
     let event = SessionEvent::AdverseEvent {
         event: field(&f.event).trim().to_owned(),
         onset_us: Some(onset_us),
-        end_us: None,
+        end_us: ended.map(ago),
         severity: f.severity.unwrap_or_default(),
         seriousness: f.seriousness.filter(|x| !x.is_empty()),
         interventions,
