@@ -129,9 +129,13 @@ pub(crate) fn checkpoint_card(
     let states = states(parts, now_us);
     let pending =
         |s: &CheckpointState| matches!(s, CheckpointState::Due | CheckpointState::Overdue);
+    // After the stop the one to take is before discharge (a missed 40-minute checkpoint stays
+    // overdue on the record); before it, the first one due.
+    let stopped = states[2].1 != CheckpointState::NotYet(i64::MAX);
     let selected = states
         .iter()
         .find(|(_, s)| pending(s))
+        .filter(|_| !stopped)
         .map_or(Checkpoint::BeforeDischarge, |(c, _)| *c);
     let cuff = fresh(last, Channel::Nibp, now_us);
     let cuff_value = |i: usize| cuff.and_then(|x| x.v.get(i)).map(ToString::to_string);
