@@ -205,41 +205,52 @@ pub fn site_config_doc(
     Ok(store::load_typed(conn, site)?)
 }
 
-/// The site's discharge rules from its configuration, or the defaults when it sets none (or
-/// sets ones that don't make sense, which is logged).
-pub fn discharge_rules(
+/// A setting of the site's configuration, or its default when the site sets none (or sets one
+/// that doesn't make sense, which is logged with `what`).
+fn site_setting<T: Default>(
     conn: &Connection,
     site: &str,
-) -> vigil_shared::clinical::discharge::DischargeRules {
+    what: &str,
+    read: impl FnOnce(&SiteConfigDoc) -> Result<Option<T>, vigil_shared::doc::DocError>,
+    valid: impl FnOnce(&T) -> bool,
+) -> T {
     let stored = site_config_doc(conn, site).and_then(|d| match d {
-        Some(d) => Ok(d.discharge_rules()?),
+        Some(d) => Ok(read(&d)?),
         None => Ok(None),
     });
     match stored {
-        Ok(Some(r)) if r.validate().is_ok() => r,
-        Ok(None) => Default::default(),
+        Ok(Some(v)) if valid(&v) => v,
+        Ok(None) => T::default(),
         Ok(Some(_)) | Err(_) => {
-            tracing::warn!(%site, "the site's discharge rules are unreadable or out of range; using the defaults");
-            Default::default()
+            tracing::warn!(%site, "the site's {what} are unreadable or out of range; using the defaults");
+            T::default()
         }
     }
 }
 
-/// The site's infusion limits from its configuration, or the defaults when it sets none (or
-/// sets ones that don't make sense, which is logged).
+/// The site's discharge rules from its configuration, or the defaults.
+pub fn discharge_rules(
+    conn: &Connection,
+    site: &str,
+) -> vigil_shared::clinical::discharge::DischargeRules {
+    site_setting(
+        conn,
+        site,
+        "discharge rules",
+        SiteConfigDoc::discharge_rules,
+        |r| r.validate().is_ok(),
+    )
+}
+
+/// The site's infusion limits from its configuration, or the defaults.
 pub fn infusion_limits(conn: &Connection, site: &str) -> vigil_shared::clinical::InfusionLimits {
-    let stored = site_config_doc(conn, site).and_then(|d| match d {
-        Some(d) => Ok(d.infusion_limits()?),
-        None => Ok(None),
-    });
-    match stored {
-        Ok(Some(l)) if l.validate().is_ok() => l,
-        Ok(None) => Default::default(),
-        Ok(Some(_)) | Err(_) => {
-            tracing::warn!(%site, "the site's infusion limits are unreadable or out of range; using the defaults");
-            Default::default()
-        }
-    }
+    site_setting(
+        conn,
+        site,
+        "infusion limits",
+        SiteConfigDoc::infusion_limits,
+        |l| l.validate().is_ok(),
+    )
 }
 
 /// The site configuration the cloud sent down, or `None` before the first sync.

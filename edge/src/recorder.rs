@@ -1893,6 +1893,15 @@ pub fn current_risk_screen(
         .max_by_key(|s| s.at_us))
 }
 
+/// Signs a record off (an advisory's acknowledgement, an adverse event's review) once: who and
+/// when stay those of the first sign-off, so two tablets signing at once keep one.
+fn sign_once(by_slot: &mut Option<String>, at_slot: &mut Option<i64>, by: String, now_us: i64) {
+    if at_slot.is_none() {
+        *at_slot = Some(now_us);
+        *by_slot = Some(by);
+    }
+}
+
 /// Checks an adverse event record: its vocabulary, its times (not before the session, not in
 /// the future, not ending before its onset), complete interventions, death only as fatal.
 fn check_adverse(e: &AdverseEntry, created_us: i64, now_us: i64) -> Result<(), RecorderError> {
@@ -2138,17 +2147,12 @@ fn apply_event(
             })
         })?,
         SessionEvent::Acknowledge { advisory_id, by } => {
-            let found = doc.update_meta(|m| {
+            doc.update_meta(|m| {
                 let r = m.advisories.iter_mut().find(|r| r.id == advisory_id)?;
-                if r.acknowledged_us.is_none() {
-                    r.acknowledged_us = Some(now_us);
-                    r.acknowledged_by = Some(by);
-                }
+                sign_once(&mut r.acknowledged_by, &mut r.acknowledged_us, by, now_us);
                 Some(())
-            })?;
-            if found.is_none() {
-                return Err(RecorderError::NotFound(format!("advisory {advisory_id}")));
-            }
+            })?
+            .ok_or_else(|| RecorderError::NotFound(format!("advisory {advisory_id}")))?;
         }
         SessionEvent::AdverseEvent {
             event,
@@ -2187,17 +2191,12 @@ fn apply_event(
             doc.update_care(|c| c.adverse_events.push(entry))?
         }
         SessionEvent::ReviewAdverse { event_id, by } => {
-            let found = doc.update_care(|c| {
+            doc.update_care(|c| {
                 let e = c.adverse_events.iter_mut().find(|e| e.id == event_id)?;
-                if e.reviewed_by.is_none() {
-                    e.reviewed_by = Some(by);
-                    e.reviewed_us = Some(now_us);
-                }
+                sign_once(&mut e.reviewed_by, &mut e.reviewed_us, by, now_us);
                 Some(())
-            })?;
-            if found.is_none() {
-                return Err(RecorderError::NotFound(format!("adverse event {event_id}")));
-            }
+            })?
+            .ok_or_else(|| RecorderError::NotFound(format!("adverse event {event_id}")))?;
         }
         SessionEvent::Checkpoint {
             checkpoint,
