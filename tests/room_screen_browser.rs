@@ -325,21 +325,15 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     assert!(a.text("#order-range").await.contains("39.4–65.6 mg/h"));
     a.type_into("#rate", "525").await;
     a.click("#dose-rate").await;
-    assert!(
-        a.text("#error")
-            .await
-            .contains("over the site limit of 200 mg/h")
-    );
+    a.wait_text("#error", "over the site limit of 200 mg/h")
+        .await;
     a.screenshot("room-04c-rate-refused").await;
     // 70 is within the site's limit but outside the order: refused for the nurse.
     a.goto(&session_url).await;
     a.type_into("#rate", "70").await;
     a.click("#dose-rate").await;
-    assert!(
-        a.text("#error")
-            .await
-            .contains("outside the order's 39.4-65.6 mg/h")
-    );
+    a.wait_text("#error", "outside the order's 39.4-65.6 mg/h")
+        .await;
     a.goto(&session_url).await;
     // The checkpoint before the start is due; the nurse records it.
     assert!(a.text("#cp-before_start").await.contains("due now"));
@@ -444,9 +438,11 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     // The site's 30 minutes pass (a minute of the 30x clock); by then that pressure is stale.
     let mut missing = String::new();
     for _ in 0..60 {
+        // The page may still be loading the last answer: wait for the button, and read the
+        // list without assuming it is there yet (an old page's list still says "observe").
+        a.wait_for("#discharge").await;
         a.click("#discharge").await;
-        a.wait_for("#missing").await;
-        missing = a.text("#missing").await;
+        missing = a.wait_text("#missing", "").await;
         if !missing.contains("observe") {
             break;
         }

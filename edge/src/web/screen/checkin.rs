@@ -644,7 +644,7 @@ fn checkin_page(
     html! {
         h1 { "Check-in · " (patient_name(p)) }
         p.muted {
-            "Born " (p.birth_date) " · course: " (p.course.phase) ", " (p.course.infusions_planned)
+            "Born " (p.birth_date) " · course: " (p.course.phase) ", " (clinical::planned_infusions(&p.course))
             " infusions planned · " a href={ "/screen/patients/" (p.id) "/course" } { "course" }
         }
         @if let Some(r) = r { (review_panel(r)) }

@@ -65,7 +65,7 @@ pub(crate) async fn patients(
                     tr.patient-row {
                         td { (patient_name(p)) }
                         td { (p.birth_date) }
-                        td { (p.course.phase) " · " (p.course.infusions_planned) " planned" }
+                        td { (p.course.phase) " · " (clinical::planned_infusions(&p.course)) " planned" }
                         td {
                             a.button.primary id={ "checkin-" (p.id) } href={ "/screen/patients/" (p.id) "/checkin" } { "Check in" }
                             " "
@@ -219,7 +219,7 @@ pub(crate) async fn course(
         dl.facts id="course" {
             dt { "Plan" }
             dd {
-                (p.course.infusions_planned) " infusions over " (p.course.weeks) " weeks (" (per_week) " a week), then every "
+                (clinical::planned_infusions(&p.course)) " infusions over " (p.course.weeks) " weeks (" (per_week) " a week), then every "
                 (p.course.maintenance_interval_days) " days"
             }
             dt { "Done" } dd id="done" { (status.done) " of " (status.planned) }
