@@ -51,6 +51,13 @@ pub(crate) fn patient(
     }
 }
 
+/// Whether a room's session row is an infusion done (`clinical::infusion_done`, the one
+/// definition); a state this version cannot read is not.
+fn row_is_infusion_done(r: &store::SessionRow) -> bool {
+    serde_json::from_value::<SessionState>(serde_json::Value::String(r.state.clone()))
+        .is_ok_and(clinical::infusion_done)
+}
+
 /// Start times of a patient's infusions done (completed sessions): those the site's rooms
 /// recorded in the patient's document, and this room's own completed sessions (which covers
 /// sessions completed before the document kept the list). A started but aborted session is not
@@ -66,8 +73,7 @@ pub(crate) fn infusions_done(
         }
     }
     for r in store::sessions(conn)? {
-        let state = serde_json::from_value::<SessionState>(serde_json::Value::String(r.state));
-        if r.patient_id == id && state.is_ok_and(clinical::infusion_done) {
+        if r.patient_id == id && row_is_infusion_done(&r) {
             done.insert(r.id, r.started_us.unwrap_or_default());
         }
     }
@@ -80,12 +86,9 @@ pub(crate) fn last_infusion(
     conn: &rusqlite::Connection,
     patient_id: &str,
 ) -> Result<Option<SessionParts>, RecorderError> {
-    let completed = SessionState::Completed;
-    let state = serde_json::to_value(completed).ok();
-    let row = store::sessions(conn)?.into_iter().find(|r| {
-        r.patient_id == patient_id
-            && state.as_ref().and_then(|s| s.as_str()) == Some(r.state.as_str())
-    });
+    let row = store::sessions(conn)?
+        .into_iter()
+        .find(|r| r.patient_id == patient_id && row_is_infusion_done(r));
     match row {
         Some(r) => session(conn, &r.id),
         None => Ok(None),
