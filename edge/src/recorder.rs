@@ -1056,25 +1056,24 @@ impl Recorder {
         // The clinical rules hold whoever asks (the screen, the API, an integration): the
         // flags come from the patient's own screening, the limits from the site's
         // configuration, and an override only from a clinician on the site's staff list.
-        if store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)?.is_none() {
+        // This visit's risk screen and screening answers are recorded with the patient first,
+        // so a blocked start keeps them for the clinician asked to assess or override; then
+        // the gates, over one read of the patient's document.
+        let by = checkin
+            .as_ref()
+            .map_or(input.by.as_str(), |c| c.by.as_str())
+            .to_owned();
+        if let Some(screen) = input.risk_screen.clone() {
+            self.record_risk_screen(&input.patient_id, screen, &by, now_us)?;
+        }
+        self.record_screening(&input.patient_id, &input.screening, &by, now_us)?;
+        let Some(patient) = store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? else {
             return Err(RecorderError::NotFound(format!(
                 "patient {}",
                 input.patient_id
             )));
-        }
-        // This visit's risk screen: recorded first, so a blocked start keeps the answers for
-        // the clinician asked to assess them; then the gate.
-        if let Some(screen) = input.risk_screen.clone() {
-            let by = checkin
-                .as_ref()
-                .map_or(input.by.as_str(), |c| c.by.as_str())
-                .to_owned();
-            self.record_risk_screen(&input.patient_id, screen, &by, now_us)?;
-        }
-        let risk = match store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? {
-            Some(doc) => current_risk_screen(&doc, now_us)?,
-            None => None,
         };
+        let risk = current_risk_screen(&patient, now_us)?;
         match &risk {
             None => {
                 return Err(RecorderError::Conflict(
@@ -1085,18 +1084,9 @@ impl Recorder {
                 .gate()
                 .map_err(|e| RecorderError::Conflict(e.to_string()))?,
         }
-        // Screening, per flag: this check-in's answers recorded first (a blocked start keeps
-        // them), then every flag's latest answer through the gate; each "yes" needs a
+        // Screening, per flag: every flag's latest answer through the gate; each "yes" needs a
         // clinician's reason of its own.
-        let by = checkin
-            .as_ref()
-            .map_or(input.by.as_str(), |c| c.by.as_str())
-            .to_owned();
-        self.record_screening(&input.patient_id, &input.screening, &by, now_us)?;
-        let answers = match store::load_typed::<PatientDoc>(&self.conn, &input.patient_id)? {
-            Some(doc) => latest_answers(&doc.screening_answers()?),
-            None => Vec::new(),
-        };
+        let answers = latest_answers(&patient.screening_answers()?);
         let high_bp = checkin
             .as_ref()
             .is_some_and(|c| clinical::high_baseline_bp(c.baseline_systolic, c.baseline_diastolic));
