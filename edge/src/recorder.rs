@@ -32,7 +32,9 @@ use vigil_shared::clinical::order::{
     PrescriberOrder, RateAccepted, RateOverride, check_rate_change,
 };
 use vigil_shared::clinical::risk::{self, RiskDecision};
-use vigil_shared::clinical::screening::{Answer, FlagOverride, ScreeningFlag, screening_gate};
+use vigil_shared::clinical::screening::{
+    Answer, FlagOverride, ScreeningFlag, blocked_message, screening_gate,
+};
 use vigil_shared::doc::{
     AdvisoryRecord, CheckIn, CoursePlan, Discharge, DocError, DocKind, DoseAction, DoseEvent,
     Observation, PatientDoc, PatientRecord, Protocol, Score, Screening, SessionDoc, SessionMeta,
@@ -1111,11 +1113,7 @@ impl Recorder {
         let today = self.site_zone()?.day_start(now_us);
         let parsed: Vec<Answer> = answers.iter().filter_map(ScreeningEntry::answer).collect();
         if let Err(blocks) = screening_gate(&parsed, &overrides, high_bp, now_us, today) {
-            let list: Vec<String> = blocks.iter().map(ToString::to_string).collect();
-            return Err(RecorderError::Conflict(format!(
-                "start blocked by screening: {}",
-                list.join("; ")
-            )));
+            return Err(RecorderError::Conflict(blocked_message(&blocks)));
         }
         let positive: Vec<String> = ScreeningFlag::ALL
             .iter()

@@ -147,6 +147,12 @@ pub fn screening_gate(
     }
 }
 
+/// What the start's refusal says: every block, in the flags' order.
+pub fn blocked_message(blocks: &[ScreeningBlock]) -> String {
+    let list: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+    format!("start blocked by screening: {}", list.join("; "))
+}
+
 vocabulary! {
     /// A class of medication that interacts with ketamine.
     "interaction" pub enum Interaction {

@@ -14,8 +14,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use vigil_shared::care::{RiskScreenEntry, ScreeningEntry, latest_answers};
+use vigil_shared::clinical::StaffRole;
 use vigil_shared::clinical::risk::{CSSRS_QUESTIONS, PHQ9_ANSWERS, PHQ9_ITEMS, RiskLevel};
-use vigil_shared::clinical::screening::{self, ANSWER_MAX_AGE_US, ScreeningFlag};
+use vigil_shared::clinical::screening::{
+    self, ANSWER_MAX_AGE_US, Answer, FlagOverride, ScreeningFlag, blocked_message, screening_gate,
+};
 use vigil_shared::clinical::{
     self, Indication, InfusionLimits, InfusionOrder, Instrument, PreInfusionChecklist, ScorePhase,
 };
@@ -302,7 +305,15 @@ struct Review {
     risk: Option<RiskLevel>,
 }
 
-fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, Option<Parsed>) {
+/// What the rules say of the form as it stands: errors, flags, the pump plan, the risk level
+/// and what would block the start, given the patient's earlier screening answers (`known`).
+fn review(
+    f: &CheckInForm,
+    viewer: &Viewer,
+    limits: InfusionLimits,
+    known: &[ScreeningEntry],
+    now_us: i64,
+) -> (Review, Option<Parsed>) {
     let mut r = Review {
         limits,
         ..Review::default()
@@ -341,24 +352,32 @@ fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, 
             Err(e) => r.errors.push(e.to_string()),
         }
     }
-    // What the screen can tell before asking the recorder (which checks every flag's answer,
-    // its age and pregnancy today): the checklist, and each "yes" without a clinician's reason.
+    // The checklist first; then the recorder's own screening gate over what the form says,
+    // as asked now, on top of the patient's earlier answers (the recorder checks it again).
     let missing = f.checklist().missing();
-    let unanswered: Vec<&str> = ScreeningFlag::ALL
+    let today = viewer.zone.day_start(now_us);
+    let mut answers: Vec<Answer> = latest_answers(known)
         .iter()
-        .filter(|&&fl| f.answer(fl).is_none())
-        .map(|fl| fl.label())
+        .filter_map(ScreeningEntry::answer)
         .collect();
-    let not_overridden: Vec<String> = r
-        .flags
+    answers.extend(ScreeningFlag::ALL.iter().filter_map(|&flag| {
+        f.answer(flag).map(|yes| Answer {
+            flag,
+            yes,
+            asked_us: now_us,
+        })
+    }));
+    let by_role = if viewer.is_clinician() {
+        StaffRole::Clinician
+    } else {
+        StaffRole::Nurse
+    };
+    let overrides: Vec<FlagOverride> = ScreeningFlag::ALL
         .iter()
-        .filter(|&&fl| f.override_reason(fl).is_empty() || !viewer.is_clinician())
-        .map(|fl| {
-            if f.override_reason(*fl).is_empty() {
-                format!("{}: a clinician must override with a reason", fl.label())
-            } else {
-                format!("{}: only a clinician may override", fl.label())
-            }
+        .map(|&flag| FlagOverride {
+            flag,
+            reason: f.override_reason(flag).to_owned(),
+            by_role,
         })
         .collect();
     if !missing.is_empty() {
@@ -366,16 +385,8 @@ fn review(f: &CheckInForm, viewer: &Viewer, limits: InfusionLimits) -> (Review, 
             "start blocked: the checklist misses {}",
             missing.join(", ")
         ));
-    } else if !unanswered.is_empty() {
-        r.blocked = Some(format!(
-            "start blocked by screening: not asked: {}",
-            unanswered.join(", ")
-        ));
-    } else if !not_overridden.is_empty() {
-        r.blocked = Some(format!(
-            "start blocked by screening: {}",
-            not_overridden.join("; ")
-        ));
+    } else if let Err(blocks) = screening_gate(&answers, &overrides, high_bp, now_us, today) {
+        r.blocked = Some(blocked_message(&blocks));
     }
     (r, parsed)
 }
@@ -750,7 +761,8 @@ pub(crate) async fn checkin_submit(
         Ok(x) => x,
         Err(e) => return fail(&v, e),
     };
-    let (r, parsed) = review(&f, &v, limits);
+    let (now_us, _) = room_now(&s);
+    let (r, parsed) = review(&f, &v, limits, &ctx.answers, now_us);
     let again = |status: StatusCode, r: &Review| {
         (
             status,
@@ -767,7 +779,6 @@ pub(crate) async fn checkin_submit(
     // The screening answers go to the patient's record whatever happens next (a blocked
     // start included), so the clinician asked to override sees what was answered. An answer
     // filled in from an earlier check-in and left as it was keeps its time.
-    let (now_us, _) = room_now(&s);
     let today = v.zone.day_start(now_us);
     let known = latest_answers(&ctx.answers);
     let asked: Vec<ScreeningAnswerInput> = f
