@@ -1,9 +1,11 @@
 //! The cloud's storage: every site's Automerge documents and the projections derived from them,
-//! in one SQLite file, behind one type, [`CloudStore`].
+//! in one SQLite file (the default) or one PostgreSQL database shared by several cloud
+//! instances, behind one type, [`CloudStore`].
 //!
-//! Documents are stored as a snapshot (`doc.save()`) plus incremental change sets, folded into
-//! a new snapshot every [`COMPACT_AFTER_CHANGES`] commits, as on the appliance. Projections
-//! (sessions, per-channel vitals statistics, advisories, events, patients) are tables derived
+//! Documents are stored as a snapshot (`doc.save()`) plus the Automerge changes since, one row
+//! per change keyed by (document, change hash) and inserted only if absent, folded into a new
+//! snapshot once [`COMPACT_AFTER_CHANGES`] have gathered. Projections (sessions, per-channel
+//! vitals statistics, advisories, events, patients, the attention list) are tables derived
 //! from the documents: updated in the same transaction as the document they come from, and
 //! rebuilt from scratch by [`CloudStore::reindex`]. The appliance registry (which room is
 //! connected, how far behind) and the people tables (users, browser sessions, API tokens, the
@@ -11,12 +13,14 @@
 //!
 //! This module does not speak the sync protocol, decide who may write what (the sync server
 //! does) or serve HTTP (the API does); it stores what it is given and answers queries.
-//! The file runs in WAL mode with `synchronous=FULL`: [`CloudStore::commit_document`] returns
-//! once the transaction is on disk, so heads advertised after it are durable.
+//! [`CloudStore::commit_document`] returns once the transaction is durable (SQLite in WAL mode
+//! with `synchronous=FULL`; PostgreSQL's commit), so heads advertised after it are durable.
 
+mod db;
 mod projection;
 mod reads;
 mod report;
+mod schema;
 mod users;
 
 use std::collections::BTreeMap;
@@ -25,8 +29,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use automerge::{AutoCommit, ChangeHash};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 use vigil_shared::wire::DocKind;
 
@@ -44,13 +47,15 @@ pub use users::{
     ApiTokenRow, AuditRow, AuditSource, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow,
 };
 
+use db::{Arg, Dialect, Lite, PgConn, PgTx, Sql, ToArg, args};
 use projection::Projection;
+use schema::{DB_VERSION, migrate_postgres, migrate_sqlite};
 
-/// Incremental change sets kept per document before they are folded into a new snapshot.
-/// Loading replays every change set, so this bounds load time; compacting rewrites the whole
+/// Changes kept per document beside its snapshot before they are folded into a new one.
+/// Loading replays every change, so this bounds load time; compacting rewrites the whole
 /// document (about half a megabyte for a session with ECG), so a small number would rewrite it
-/// every few seconds. The appliance uses the same number.
-pub const COMPACT_AFTER_CHANGES: i64 = 64;
+/// every few seconds. An appliance's sync round brings a handful of changes per session.
+pub const COMPACT_AFTER_CHANGES: i64 = 256;
 
 /// How long a connection waits for a lock before giving up. Write transactions are short
 /// (milliseconds); five seconds means something is wrong.
@@ -65,18 +70,25 @@ const MAX_IDLE_READERS: usize = 8;
 /// database full of broken documents doesn't produce a report of megabytes.
 const MAX_REPORTED_FAILURES: usize = 100;
 
-/// The schema of the cloud database, bumped with each migration.
-const DB_VERSION: i64 = 6;
+/// Idle PostgreSQL connections kept per instance; more are opened under load.
+const MAX_IDLE_PG: usize = 16;
+
+/// How long connecting to PostgreSQL may take before the attempt is an error.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors from the cloud's storage.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite reported an error.
+    /// The database reported an error.
     #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
+    Database(String),
+    /// The database cannot be reached (PostgreSQL down, the network between, a wrong
+    /// password or a missing database): nothing was written, the same call may work later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The disk (or the database's size limit) is full.
     #[error("database is full: {0}")]
-    Full(rusqlite::Error),
+    Full(String),
     /// A stored document cannot be loaded.
     #[error("stored document {id} is unreadable: {reason}")]
     CorruptDocument {
@@ -118,8 +130,38 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
         match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e),
-            _ => StoreError::Sqlite(e),
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> StoreError {
+        use postgres::error::SqlState;
+        let Some(db) = e.as_db_error() else {
+            // No answer from the server: the connection failed or was lost.
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            return StoreError::Unavailable(reason);
+        };
+        let reason = format!("{} ({})", db.message(), db.code().code());
+        match *db.code() {
+            SqlState::DISK_FULL | SqlState::OUT_OF_MEMORY | SqlState::PROGRAM_LIMIT_EXCEEDED => {
+                StoreError::Full(reason)
+            }
+            SqlState::INVALID_PASSWORD
+            | SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            | SqlState::INVALID_CATALOG_NAME
+            | SqlState::ADMIN_SHUTDOWN
+            | SqlState::CRASH_SHUTDOWN
+            | SqlState::CANNOT_CONNECT_NOW
+            | SqlState::TOO_MANY_CONNECTIONS => StoreError::Unavailable(reason),
+            _ => StoreError::Database(reason),
         }
     }
 }
@@ -128,6 +170,11 @@ impl StoreError {
     /// Whether this is a full disk (an operational condition, not a bug).
     pub fn is_full(&self) -> bool {
         matches!(self, StoreError::Full(_))
+    }
+
+    /// Whether the database could not be reached (an operational condition, not a bug).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 
@@ -207,105 +254,177 @@ impl ReindexReport {
 ///   and the audit log ([`audit`](Self::audit), [`audit_log`](Self::audit_log));
 /// - maintenance: [`reindex`](Self::reindex).
 ///
-/// [`path`](Self::path) and [`reader`](Self::reader) are SQLite-specific (tests and tools).
+/// [`path`](Self::path) is the SQLite file (`None` on PostgreSQL), for tools and tests.
 ///
-/// Writes go through one connection behind a mutex (callers are on blocking threads);
-/// reads use their own read-only connections, so API reads never wait for ingest.
+/// **Two engines.** SQLite: writes go through one connection behind a mutex (callers are on
+/// blocking threads); reads use their own read-only connections, so API reads never wait for
+/// ingest. PostgreSQL: a pool of connections, each call one transaction; several cloud
+/// instances share the database, and commits of one document are serialized across all of
+/// them by a transaction-scoped advisory lock on its id.
 #[derive(Debug)]
 pub struct CloudStore {
+    engine: Engine,
+}
+
+#[derive(Debug)]
+enum Engine {
+    Sqlite(SqliteEngine),
+    Postgres(PgEngine),
+}
+
+#[derive(Debug)]
+struct SqliteEngine {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
 
+#[derive(Debug)]
+struct PgEngine {
+    config: postgres::Config,
+    /// `host:port/database`, for messages (never the password).
+    name: String,
+    idle: Mutex<Vec<PgConn>>,
+}
+
 impl CloudStore {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<CloudStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        migrate(&conn)?;
+        migrate_sqlite(&conn)?;
         Ok(CloudStore {
-            path: path.to_owned(),
-            writer: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
+            engine: Engine::Sqlite(SqliteEngine {
+                path: path.to_owned(),
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+            }),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A new read-only connection to the database.
-    pub fn reader(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        Ok(conn)
-    }
-
-    /// Runs `f` on a pooled read-only connection.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let pooled = lock(&self.readers).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => self.reader()?,
-        };
-        let result = f(&mut conn);
-        // A connection is returned only when it is idle: a failed read may have left a
-        // statement or transaction behind, so it is closed instead.
-        if result.is_ok() && conn.is_autocommit() {
-            let mut idle = lock(&self.readers);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
+    /// Connects to a PostgreSQL database (`postgres://user:password@host:port/database`)
+    /// and brings its schema up to date; several instances may do so at once. The error
+    /// names what failed: the server unreachable, the password refused, the database missing.
+    pub fn open_postgres(url: &str) -> Result<CloudStore, StoreError> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::Unavailable(format!("the PostgreSQL address is not valid: {e}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
-        result
+        if config.get_application_name().is_none() {
+            config.application_name("vigil-cloud");
+        }
+        let name = pg_name(&config);
+        let engine = PgEngine {
+            config,
+            name,
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = engine.connect()?;
+        migrate_postgres(&mut conn.client).map_err(|e| match e {
+            StoreError::Unavailable(r) => {
+                StoreError::Unavailable(format!("PostgreSQL at {}: {r}", engine.name))
+            }
+            e => e,
+        })?;
+        lock(&engine.idle).push(conn);
+        Ok(CloudStore {
+            engine: Engine::Postgres(engine),
+        })
     }
 
-    fn writer(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.writer)
+    /// The SQLite file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.engine {
+            Engine::Sqlite(e) => Some(&e.path),
+            Engine::Postgres(_) => None,
+        }
     }
 
-    /// Loads a document: its snapshot with every stored change set applied. `None` when the
-    /// id is unknown.
+    /// Which engine, and where: the file or `host:port/database`.
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(e) => format!("sqlite {}", e.path.display()),
+            Engine::Postgres(e) => format!("postgres {}", e.name),
+        }
+    }
+
+    /// Runs `f` in a read transaction (one snapshot throughout) on a pooled connection.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(e) => {
+                let pooled = lock(&e.readers).pop();
+                let mut conn = match pooled {
+                    Some(c) => c,
+                    None => e.reader()?,
+                };
+                let result = match conn.transaction() {
+                    Ok(tx) => f(&mut Lite(&tx)),
+                    Err(err) => Err(err.into()),
+                };
+                // A connection is returned only when it is idle: a failed read may have left
+                // a statement or transaction behind, so it is closed instead.
+                if result.is_ok() && conn.is_autocommit() {
+                    let mut idle = lock(&e.readers);
+                    if idle.len() < MAX_IDLE_READERS {
+                        idle.push(conn);
+                    }
+                }
+                result
+            }
+            Engine::Postgres(e) => e.run(true, f),
+        }
+    }
+
+    /// Runs `f` in a write transaction, committed when it returns `Ok`. On SQLite it holds
+    /// the one writer; on PostgreSQL concurrent writers run side by side.
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(e) => {
+                let mut conn = lock(&e.writer);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&mut Lite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Engine::Postgres(e) => e.run(false, f),
+        }
+    }
+
+    /// Loads a document: its snapshot with every stored change applied. `None` when the id
+    /// is unknown.
     pub fn load_document(&self, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-        self.read(|conn| load_stored(conn, id))
+        self.read(|db| load_stored(db, id))
     }
 
     /// The registry: which kind and site a document belongs to, if it is known.
     pub fn document_owner(&self, id: &str) -> Result<Option<(DocKind, String)>, StoreError> {
-        self.read(|conn| {
-            let row: Option<(String, String)> = conn
-                .query_row(
-                    "SELECT kind, site FROM documents WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            row.map(|(kind, site)| Ok((parse_kind(id, &kind)?, site)))
+        self.read(|db| {
+            let row = db.row("SELECT kind, site FROM documents WHERE id = ?1", args![id])?;
+            row.map(|r| Ok((parse_kind(id, &r.get::<String>(0)?)?, r.get(1)?)))
                 .transpose()
         })
     }
 
     /// Ids of a site's documents of the given kinds, in id order.
     pub fn site_documents(&self, site: &str, kinds: &[DocKind]) -> Result<Vec<String>, StoreError> {
-        self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT id, kind FROM documents WHERE site = ?1 ORDER BY id")?;
-            let rows = stmt.query_map([site], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
+        self.read(|db| {
+            let rows = db.rows(
+                "SELECT id, kind FROM documents WHERE site = ?1 ORDER BY id",
+                args![site],
+            )?;
             let mut ids = Vec::new();
             for row in rows {
-                let (id, kind) = row?;
+                let (id, kind): (String, String) = (row.get(0)?, row.get(1)?);
                 if DocKind::from_name(&kind).is_some_and(|k| kinds.contains(&k)) {
                     ids.push(id);
                 }
@@ -316,51 +435,54 @@ impl CloudStore {
 
     /// The whole document as `doc.save()` bytes, loadable by any Automerge implementation;
     /// `None` when the id is unknown, is not of `kind` or belongs to a site out of `scope`.
-    /// Served straight from the snapshot when no change sets are pending.
+    /// Served straight from the snapshot when no changes are pending.
     pub fn document_bytes(
         &self,
         scope: &Scope,
         id: &str,
         kind: DocKind,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|conn| {
-            let tx = conn.transaction()?;
-            let row: Option<(String, String, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT kind, site, snapshot FROM documents WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let Some((stored_kind, site, snapshot)) = row else {
+        self.read(|db| {
+            let Some(row) = db.row(
+                "SELECT kind, site, snapshot FROM documents WHERE id = ?1",
+                args![id],
+            )?
+            else {
                 return Ok(None);
             };
+            let (stored_kind, site): (String, String) = (row.get(0)?, row.get(1)?);
             if stored_kind != kind.as_str() || !scope.allows(&site) {
                 return Ok(None);
             }
-            let pending: i64 = tx.query_row(
-                "SELECT count(*) FROM doc_changes WHERE doc_id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let pending: i64 = db
+                .one(
+                    "SELECT count(*) FROM doc_changes WHERE doc_id = ?1",
+                    args![id],
+                )?
+                .get(0)?;
             if pending == 0 {
-                return Ok(Some(snapshot));
+                return Ok(Some(row.get(2)?));
             }
-            Ok(load_stored(&tx, id)?.map(|mut s| s.doc.save()))
+            Ok(load_stored(db, id)?.map(|mut s| s.doc.save()))
         })
     }
 
     /// Persists a new document, or the new changes of a known one, and updates its
-    /// projections, in one transaction; returns once it is committed (fsynced).
+    /// projections, in one transaction; returns once it is committed (durable).
     ///
-    /// `doc` is the caller's whole, current document. The store persists
-    /// `doc.save_after(<the heads it has on disk>)`, which stays complete whatever the
-    /// caller's bookkeeping (a failed earlier commit, another connection committing the same
-    /// document in between). So:
-    /// - committing a document whose heads are already on disk is a no-op (idempotent);
+    /// `doc` is the caller's whole, current document. The store persists every change of
+    /// `doc` past the heads it has stored, each keyed by (document, change hash) and inserted
+    /// only if absent, which stays complete whatever the caller's bookkeeping (a failed
+    /// earlier commit, another connection or cloud instance committing the same document in
+    /// between). So:
+    /// - committing a document whose heads are already stored is a no-op (idempotent);
     /// - if the database holds changes `doc` lacks, they are merged **into `doc`** first, so the
     ///   projections and `doc.get_heads()` after the call cover everything durable;
     /// - after `Ok`, every change in `doc.get_heads()` is durable: advertise those heads.
+    ///
+    /// Commits of one document are serialized (SQLite's one writer; PostgreSQL's advisory
+    /// lock on the document's id), so two instances committing the same document at once
+    /// end with one document holding each change once.
     ///
     /// Refused without writing anything: a document registered to another kind or site
     /// ([`StoreError::OwnerMismatch`]); one whose root `kind` or `site` differ from the
@@ -373,29 +495,28 @@ impl CloudStore {
         doc: &mut AutoCommit,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        let mut heads = sorted_heads(doc);
-        // Phase 1, under the lock briefly: what is on disk already.
-        let (prior, prior_channels) = {
-            let conn = self.writer();
-            let prior = document_row(&conn, id)?;
+        let heads = sorted_heads(doc);
+        // Phase 1, a read: what is stored already.
+        let (prior, prior_channels) = self.read(|db| {
+            let prior = document_row(db, id)?;
             if let Some(p) = &prior {
                 check_owner(id, p, kind, site)?;
-                if p.heads == heads {
-                    return Ok(());
-                }
             }
             let channels = match (&prior, kind) {
-                (Some(_), DocKind::Session) => projection::read_channels(&conn, id)?,
+                (Some(_), DocKind::Session) => projection::read_channels(db, id)?,
                 _ => BTreeMap::new(),
             };
-            (prior, channels)
-        };
+            Ok((prior, channels))
+        })?;
+        if prior.as_ref().is_some_and(|p| p.heads == heads) {
+            return Ok(());
+        }
         check_header(id, kind, site, doc)?;
         tracing::trace!(doc = %id, "committing");
 
-        // Phase 2, without the lock: the projection, when `doc` holds everything on disk
-        // (decoding a session's new chunks is the expensive part; it runs in parallel for
-        // different documents).
+        // Phase 2, outside any transaction: the projection, when `doc` holds everything
+        // stored (decoding a session's new chunks is the expensive part; it runs in parallel
+        // for different documents).
         let mut proj = match &prior {
             Some(p) if !holds_all(doc, &p.heads) => None,
             _ => Some(projection::project(id, kind, doc, &prior_channels)?),
@@ -403,82 +524,90 @@ impl CloudStore {
         // A new document's snapshot, likewise (used only if it is still new under the lock).
         let mut new_snapshot = prior.is_none().then(|| doc.save());
 
-        // Phase 3, under the lock: re-check, write, commit.
-        let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = document_row(&tx, id)?;
-        if let Some(r) = &row {
-            check_owner(id, r, kind, site)?;
-            if !holds_all(doc, &r.heads) {
-                // Another connection committed changes this copy lacks: fold them in so the
-                // projections, and the heads the caller advertises, cover what is on disk.
-                if let Some(mut stored) = load_stored(&tx, id)? {
-                    doc.merge(&mut stored.doc)
-                        .map_err(|e| StoreError::CorruptDocument {
-                            id: id.to_owned(),
-                            reason: e.to_string(),
-                        })?;
+        // Phase 3, under the document's lock: re-check, write, commit.
+        self.write(|db| {
+            lock_document(db, id)?;
+            let row = document_row(db, id)?;
+            let mut heads = heads;
+            if let Some(r) = &row {
+                check_owner(id, r, kind, site)?;
+                if !holds_all(doc, &r.heads) {
+                    // Another connection committed changes this copy lacks: fold them in so
+                    // the projections, and the heads the caller advertises, cover what is
+                    // stored.
+                    if let Some(mut stored) = load_stored(db, id)? {
+                        doc.merge(&mut stored.doc)
+                            .map_err(|e| StoreError::CorruptDocument {
+                                id: id.to_owned(),
+                                reason: e.to_string(),
+                            })?;
+                    }
+                    heads = sorted_heads(doc);
+                    proj = None;
                 }
-                heads = sorted_heads(doc);
+                if r.heads == heads {
+                    return Ok(());
+                }
+            }
+            let channels_now = match (&row, kind) {
+                (Some(_), DocKind::Session) => projection::read_channels(db, id)?,
+                _ => BTreeMap::new(),
+            };
+            if row.as_ref().map(|r| &r.heads) != prior.as_ref().map(|p| &p.heads)
+                || channels_now != prior_channels
+            {
                 proj = None;
             }
-            if r.heads == heads {
-                return Ok(());
-            }
-        }
-        let channels_now = match (&row, kind) {
-            (Some(_), DocKind::Session) => projection::read_channels(&tx, id)?,
-            _ => BTreeMap::new(),
-        };
-        if row.as_ref().map(|r| &r.heads) != prior.as_ref().map(|p| &p.heads)
-            || channels_now != prior_channels
-        {
-            proj = None;
-        }
-        let proj = match proj {
-            Some(p) => p,
-            None => projection::project(id, kind, doc, &channels_now)?,
-        };
-        let heads_blob = heads_to_blob(&heads);
-        match &row {
-            None => {
-                let snapshot = new_snapshot.take().unwrap_or_else(|| doc.save());
-                tx.execute(
-                    "INSERT INTO documents (id, kind, site, snapshot, heads, created_us, updated_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                    params![id, kind.as_str(), site, snapshot, heads_blob, now_us],
-                )?;
-            }
-            Some(r) => {
-                let (n, max_seq): (i64, Option<i64>) = tx.query_row(
-                    "SELECT count(*), max(seq) FROM doc_changes WHERE doc_id = ?1",
-                    [id],
-                    |q| Ok((q.get(0)?, q.get(1)?)),
-                )?;
-                if n >= COMPACT_AFTER_CHANGES {
-                    let snapshot = doc.save();
-                    tx.execute(
-                        "UPDATE documents SET snapshot = ?2, heads = ?3, updated_us = ?4
-                         WHERE id = ?1",
-                        params![id, snapshot, heads_blob, now_us],
-                    )?;
-                    tx.execute("DELETE FROM doc_changes WHERE doc_id = ?1", [id])?;
-                } else {
-                    let delta = doc.save_after(&r.heads);
-                    tx.execute(
-                        "INSERT INTO doc_changes (doc_id, seq, bytes) VALUES (?1, ?2, ?3)",
-                        params![id, max_seq.unwrap_or(0) + 1, delta],
-                    )?;
-                    tx.execute(
-                        "UPDATE documents SET heads = ?2, updated_us = ?3 WHERE id = ?1",
-                        params![id, heads_blob, now_us],
+            let proj = match proj {
+                Some(p) => p,
+                None => projection::project(id, kind, doc, &channels_now)?,
+            };
+            let heads_blob = heads_to_blob(&heads);
+            match &row {
+                None => {
+                    let snapshot = new_snapshot.take().unwrap_or_else(|| doc.save());
+                    db.exec(
+                        "INSERT INTO documents (id, kind, site, snapshot, heads, created_us,
+                                                updated_us)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                        args![id, kind.as_str(), site, snapshot, heads_blob, now_us],
                     )?;
                 }
+                Some(r) => {
+                    let stored: i64 = db
+                        .one(
+                            "SELECT count(*) FROM doc_changes WHERE doc_id = ?1",
+                            args![id],
+                        )?
+                        .get(0)?;
+                    let mut changes = doc.get_changes(&r.heads);
+                    if stored + changes.len() as i64 >= COMPACT_AFTER_CHANGES {
+                        let snapshot = doc.save();
+                        db.exec(
+                            "UPDATE documents SET snapshot = ?2, heads = ?3, updated_us = ?4
+                             WHERE id = ?1",
+                            args![id, snapshot, heads_blob, now_us],
+                        )?;
+                        db.exec("DELETE FROM doc_changes WHERE doc_id = ?1", args![id])?;
+                    } else {
+                        for change in &mut changes {
+                            let hash = change.hash();
+                            db.exec(
+                                "INSERT INTO doc_changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT DO NOTHING",
+                                args![id, hash.0.as_slice(), change.bytes().as_ref()],
+                            )?;
+                        }
+                        db.exec(
+                            "UPDATE documents SET heads = ?2, updated_us = ?3 WHERE id = ?1",
+                            args![id, heads_blob, now_us],
+                        )?;
+                    }
+                }
             }
-        }
-        projection::write(&tx, id, site, &proj, now_us)?;
-        tx.commit()?;
-        Ok(())
+            projection::write(db, id, site, &proj, now_us)?;
+            Ok(())
+        })
     }
 
     /// An appliance connected (or reconnected): it is online and runs `software`.
@@ -489,13 +618,17 @@ impl CloudStore {
         software: &str,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        self.writer().execute(
-            "INSERT INTO appliances (site, room, connected, software, first_seen_us, last_seen_us)
-             VALUES (?1, ?2, 1, ?3, ?4, ?4)
-             ON CONFLICT(site, room) DO UPDATE SET
-                 connected = 1, software = excluded.software, last_seen_us = excluded.last_seen_us",
-            params![site, room, software, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO appliances (site, room, connected, software, first_seen_us,
+                                         last_seen_us)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?4)
+                 ON CONFLICT(site, room) DO UPDATE SET
+                     connected = 1, software = excluded.software,
+                     last_seen_us = excluded.last_seen_us",
+                args![site, room, software, now_us],
+            )
+        })?;
         Ok(())
     }
 
@@ -504,10 +637,12 @@ impl CloudStore {
     /// the sync server calls this (or [`appliance_synced`](Self::appliance_synced)) more often
     /// than that for every connection, idle or not.
     pub fn appliance_seen(&self, site: &str, room: &str, now_us: i64) -> Result<(), StoreError> {
-        self.writer().execute(
-            "UPDATE appliances SET last_seen_us = ?3 WHERE site = ?1 AND room = ?2",
-            params![site, room, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "UPDATE appliances SET last_seen_us = ?3 WHERE site = ?1 AND room = ?2",
+                args![site, room, now_us],
+            )
+        })?;
         Ok(())
     }
 
@@ -518,10 +653,13 @@ impl CloudStore {
         room: &str,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        self.writer().execute(
-            "UPDATE appliances SET connected = 0, last_seen_us = ?3 WHERE site = ?1 AND room = ?2",
-            params![site, room, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "UPDATE appliances SET connected = 0, last_seen_us = ?3
+                 WHERE site = ?1 AND room = ?2",
+                args![site, room, now_us],
+            )
+        })?;
         Ok(())
     }
 
@@ -536,15 +674,17 @@ impl CloudStore {
     ) -> Result<(), StoreError> {
         let docs = i64::try_from(backlog_docs).unwrap_or(i64::MAX);
         let bytes = i64::try_from(backlog_bytes).unwrap_or(i64::MAX);
-        self.writer().execute(
-            "INSERT INTO appliances (site, room, connected, software, first_seen_us, last_seen_us,
-                                     last_sync_us, backlog_docs, backlog_bytes)
-             VALUES (?1, ?2, 1, '', ?3, ?3, ?3, ?4, ?5)
-             ON CONFLICT(site, room) DO UPDATE SET
-                 last_seen_us = excluded.last_seen_us, last_sync_us = excluded.last_sync_us,
-                 backlog_docs = excluded.backlog_docs, backlog_bytes = excluded.backlog_bytes",
-            params![site, room, now_us, docs, bytes],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO appliances (site, room, connected, software, first_seen_us,
+                                         last_seen_us, last_sync_us, backlog_docs, backlog_bytes)
+                 VALUES (?1, ?2, 1, '', ?3, ?3, ?3, ?4, ?5)
+                 ON CONFLICT(site, room) DO UPDATE SET
+                     last_seen_us = excluded.last_seen_us, last_sync_us = excluded.last_sync_us,
+                     backlog_docs = excluded.backlog_docs, backlog_bytes = excluded.backlog_bytes",
+                args![site, room, now_us, docs, bytes],
+            )
+        })?;
         Ok(())
     }
 
@@ -552,64 +692,143 @@ impl CloudStore {
     /// projections until it commits). A document that cannot be projected is counted in the
     /// report and left without projection rows; the others are rebuilt.
     pub fn reindex(&self) -> Result<ReindexReport, StoreError> {
-        let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        projection::clear_all(&tx)?;
-        let ids: Vec<(String, i64)> = {
-            let mut stmt = tx.prepare("SELECT id, updated_us FROM documents ORDER BY id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        let mut report = ReindexReport::default();
-        for (id, updated_us) in ids {
-            report.documents += 1;
-            let stored = match load_stored(&tx, &id) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(e) => {
-                    report.fail(&id, e.to_string());
-                    continue;
-                }
-            };
-            let (kind, site) = (stored.kind, stored.site.as_str());
-            let projected = check_header(&id, kind, site, &stored.doc)
-                .and_then(|()| projection::project(&id, kind, &stored.doc, &BTreeMap::new()));
-            let proj = match projected {
-                Ok(p) => p,
-                Err(e) => {
-                    report.fail(&id, e.to_string());
-                    continue;
-                }
-            };
-            match &proj {
-                Projection::Session(s) => {
-                    report.sessions += 1;
-                    for c in s.channels.values() {
-                        report.chunks += c.chunks;
-                        report.corrupt_chunks += c.corrupt_chunks;
+        self.write(|db| {
+            projection::clear_all(db)?;
+            let ids = db.rows("SELECT id, updated_us FROM documents ORDER BY id", &[])?;
+            let mut report = ReindexReport::default();
+            for row in ids {
+                let (id, updated_us): (String, i64) = (row.get(0)?, row.get(1)?);
+                report.documents += 1;
+                let stored = match load_stored(db, &id) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        report.fail(&id, e.to_string());
+                        continue;
                     }
+                };
+                let (kind, site) = (stored.kind, stored.site.as_str());
+                let projected = check_header(&id, kind, site, &stored.doc)
+                    .and_then(|()| projection::project(&id, kind, &stored.doc, &BTreeMap::new()));
+                let proj = match projected {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.fail(&id, e.to_string());
+                        continue;
+                    }
+                };
+                match &proj {
+                    Projection::Session(s) => {
+                        report.sessions += 1;
+                        for c in s.channels.values() {
+                            report.chunks += c.chunks;
+                            report.corrupt_chunks += c.corrupt_chunks;
+                        }
+                    }
+                    Projection::Patient(_) => report.patients += 1,
+                    Projection::SiteConfig => report.site_configs += 1,
+                    Projection::Audit(_) => report.audit_docs += 1,
                 }
-                Projection::Patient(_) => report.patients += 1,
-                Projection::SiteConfig => report.site_configs += 1,
-                Projection::Audit(_) => report.audit_docs += 1,
+                let added = projection::write(db, &id, site, &proj, updated_us)?;
+                report.audit_entries_added += added as u64;
             }
-            let added = projection::write(&tx, &id, site, &proj, updated_us)?;
-            report.audit_entries_added += added as u64;
-        }
-        tx.commit()?;
-        Ok(report)
+            Ok(report)
+        })
     }
 }
 
+impl SqliteEngine {
+    /// A new read-only connection to the file.
+    fn reader(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+}
+
+impl PgEngine {
+    fn connect(&self) -> Result<PgConn, StoreError> {
+        let client = self.config.connect(postgres::NoTls).map_err(|e| {
+            let e = StoreError::from(e);
+            let reason = match &e {
+                StoreError::Unavailable(r) | StoreError::Database(r) => r.clone(),
+                other => other.to_string(),
+            };
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {reason}",
+                self.name
+            ))
+        })?;
+        Ok(PgConn::new(client))
+    }
+
+    /// Runs `f` in a transaction on a pooled connection (a new one if none is idle); a
+    /// connection goes back to the pool only if it is still open.
+    fn run<T>(
+        &self,
+        read_only: bool,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = lock(&self.idle).pop();
+        let mut conn = match pooled {
+            Some(c) if !c.client.is_closed() => c,
+            _ => self.connect()?,
+        };
+        let result = PgTx::begin(&mut conn, read_only).and_then(|mut tx| {
+            let out = f(&mut tx)?;
+            tx.tx.commit()?;
+            Ok(out)
+        });
+        if !conn.client.is_closed() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < MAX_IDLE_PG {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+}
+
+/// `host:port/database` of a PostgreSQL configuration.
+fn pg_name(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+/// Serializes commits of one document: on PostgreSQL a transaction-scoped advisory lock on a
+/// hash of its id, held until the transaction ends, across every cloud instance; on SQLite
+/// nothing (the write transaction already holds the file's one write lock).
+fn lock_document(db: &mut dyn Sql, id: &str) -> Result<(), StoreError> {
+    if db.dialect() == Dialect::Postgres {
+        db.exec(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+            args![id],
+        )?;
+    }
+    Ok(())
+}
+
 /// `AND column IN (?, ?…)` for a scope, with its arguments; nothing for every site, and
-/// `AND 0` for a scope of no site. Every list of patient data goes through here, so rows of a
-/// site out of scope never leave the database.
-fn scope_clause(column: &str, scope: &Scope, args: &mut Vec<SqlValue>) -> String {
+/// `AND 1 = 0` for a scope of no site. Every list of patient data goes through here, so rows
+/// of a site out of scope never leave the database.
+fn scope_clause<'a>(column: &str, scope: &'a Scope, args: &mut Vec<Arg<'a>>) -> String {
     match scope.sites() {
         ScopeSites::All => String::new(),
-        ScopeSites::Only(list) if list.is_empty() => " AND 0".into(),
+        ScopeSites::Only(list) if list.is_empty() => " AND 1 = 0".into(),
         ScopeSites::Only(list) => {
-            args.extend(list.iter().map(|s| SqlValue::Text(s.clone())));
+            args.extend(list.iter().map(|s| s.to_arg()));
             format!(" AND {column} IN ({})", vec!["?"; list.len()].join(", "))
         }
     }
@@ -618,189 +837,26 @@ fn scope_clause(column: &str, scope: &Scope, args: &mut Vec<SqlValue>) -> String
 /// Loads a document of `kind` if it exists and its registered site is in `scope`; `None`
 /// otherwise, so that a document out of scope reads exactly like an unknown one.
 fn load_in_scope(
-    conn: &Connection,
+    db: &mut dyn Sql,
     scope: &Scope,
     id: &str,
     kind: DocKind,
 ) -> Result<Option<StoredDoc>, StoreError> {
-    let site: Option<String> = conn
-        .query_row("SELECT site FROM documents WHERE id = ?1", [id], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let site: Option<String> = db
+        .row("SELECT site FROM documents WHERE id = ?1", args![id])?
+        .map(|r| r.get(0))
+        .transpose()?;
     if !site.is_some_and(|s| scope.allows(&s)) {
         return Ok(None);
     }
-    Ok(load_stored(conn, id)?.filter(|s| s.kind == kind))
+    Ok(load_stored(db, id)?.filter(|s| s.kind == kind))
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked: a panic inside a
 /// write unwinds through rusqlite's `Transaction`, whose drop rolls the transaction back, and
-/// the reader pool only holds idle connections. So the poison flag carries no information.
+/// the pools only hold idle connections. So the poison flag carries no information.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > DB_VERSION {
-        return Err(StoreError::TooNew(version));
-    }
-    if version < 1 {
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE documents (
-                 id TEXT PRIMARY KEY,
-                 kind TEXT NOT NULL,
-                 site TEXT NOT NULL,
-                 snapshot BLOB NOT NULL,
-                 heads BLOB NOT NULL,
-                 created_us INTEGER NOT NULL,
-                 updated_us INTEGER NOT NULL
-             );
-             CREATE INDEX documents_by_site ON documents (site, kind);
-             CREATE TABLE doc_changes (
-                 doc_id TEXT NOT NULL,
-                 seq INTEGER NOT NULL,
-                 bytes BLOB NOT NULL,
-                 PRIMARY KEY (doc_id, seq)
-             );
-             CREATE TABLE sessions (
-                 id TEXT PRIMARY KEY,
-                 site TEXT NOT NULL,
-                 room TEXT NOT NULL,
-                 patient_id TEXT NOT NULL,
-                 state TEXT NOT NULL,
-                 drug TEXT NOT NULL,
-                 route TEXT NOT NULL,
-                 created_us INTEGER NOT NULL,
-                 started_us INTEGER,
-                 ended_us INTEGER,
-                 planned_minutes INTEGER NOT NULL,
-                 dose_mg_per_kg REAL NOT NULL,
-                 weight_kg REAL NOT NULL,
-                 n_advisories INTEGER NOT NULL,
-                 has_advisory INTEGER NOT NULL,
-                 max_advisory_priority TEXT,
-                 n_observations INTEGER NOT NULL,
-                 discharge_us INTEGER,
-                 discharge_aldrete INTEGER,
-                 updated_us INTEGER NOT NULL
-             );
-             CREATE INDEX sessions_by_site ON sessions (site, started_us);
-             CREATE INDEX sessions_by_start ON sessions (started_us);
-             CREATE INDEX sessions_by_patient ON sessions (patient_id);
-             CREATE TABLE session_channels (
-                 session_id TEXT NOT NULL,
-                 channel TEXT NOT NULL,
-                 samples INTEGER NOT NULL,
-                 first_us INTEGER,
-                 last_us INTEGER,
-                 chunks INTEGER NOT NULL,
-                 corrupt_chunks INTEGER NOT NULL,
-                 checksum INTEGER NOT NULL,
-                 prefix_hash INTEGER NOT NULL,
-                 PRIMARY KEY (session_id, channel)
-             );
-             CREATE TABLE advisories (
-                 session_id TEXT NOT NULL,
-                 id TEXT NOT NULL,
-                 kind TEXT NOT NULL,
-                 subject TEXT NOT NULL,
-                 priority TEXT NOT NULL,
-                 detail TEXT NOT NULL,
-                 raised_us INTEGER NOT NULL,
-                 acknowledged_us INTEGER,
-                 acknowledged_by TEXT,
-                 cleared_us INTEGER,
-                 PRIMARY KEY (session_id, id)
-             );
-             CREATE TABLE events (
-                 session_id TEXT NOT NULL,
-                 id TEXT NOT NULL,
-                 type TEXT NOT NULL,
-                 at_us INTEGER NOT NULL,
-                 detail TEXT NOT NULL,
-                 \"by\" TEXT NOT NULL,
-                 PRIMARY KEY (session_id, type, id)
-             );
-             CREATE TABLE patients (
-                 id TEXT PRIMARY KEY,
-                 site TEXT NOT NULL,
-                 given_name TEXT NOT NULL,
-                 family_name TEXT NOT NULL,
-                 birth_date TEXT NOT NULL,
-                 course TEXT NOT NULL
-             );
-             CREATE INDEX patients_by_site ON patients (site);
-             CREATE TABLE appliances (
-                 site TEXT NOT NULL,
-                 room TEXT NOT NULL,
-                 connected INTEGER NOT NULL,
-                 software TEXT NOT NULL,
-                 first_seen_us INTEGER NOT NULL,
-                 last_seen_us INTEGER NOT NULL,
-                 last_sync_us INTEGER,
-                 backlog_docs INTEGER NOT NULL DEFAULT 0,
-                 backlog_bytes INTEGER NOT NULL DEFAULT 0,
-                 PRIMARY KEY (site, room)
-             );
-             PRAGMA user_version = 1;
-             COMMIT;",
-        )?;
-    }
-    if version < 2 {
-        // Users, browser sessions, API tokens and the audit log (the dashboard).
-        conn.execute_batch(&format!(
-            "BEGIN; {} PRAGMA user_version = 2; COMMIT;",
-            users::SCHEMA_V2
-        ))?;
-    }
-    if version < 3 {
-        // Patients' outcome scores, for the outcomes report. Rows projected before this read
-        // '[]' until `vigil-cloud reindex` projects them again.
-        conn.execute_batch(
-            "BEGIN;
-             ALTER TABLE patients ADD COLUMN outcome_scores TEXT NOT NULL DEFAULT '[]';
-             PRAGMA user_version = 3;
-             COMMIT;",
-        )?;
-    }
-    if version < 4 {
-        // API tokens expire and record their last use.
-        conn.execute_batch(&format!(
-            "BEGIN; {} PRAGMA user_version = 4; COMMIT;",
-            users::schema_v4_tokens()
-        ))?;
-    }
-    if version < 5 {
-        // Appliances' audit entries beside the cloud's own (site, room, source, entry id).
-        // Independent of what the earlier steps hold: it only adds columns and an index.
-        conn.execute_batch(&format!(
-            "BEGIN; {} PRAGMA user_version = 5; COMMIT;",
-            users::SCHEMA_V5_AUDIT
-        ))?;
-    }
-    if version < 6 {
-        // The attention list: suicide-risk answers, serious events awaiting review, EMS
-        // transfers and against-advice discharges, from the sessions' care records. Sessions
-        // projected before it fill it at their next change or at `vigil-cloud reindex`.
-        conn.execute_batch(
-            "BEGIN;
-             CREATE TABLE attention (
-                 session_id TEXT NOT NULL,
-                 n INTEGER NOT NULL,
-                 kind TEXT NOT NULL,
-                 at_us INTEGER NOT NULL,
-                 detail TEXT NOT NULL,
-                 PRIMARY KEY (session_id, n)
-             );
-             CREATE INDEX attention_by_time ON attention (at_us);
-             PRAGMA user_version = 6;
-             COMMIT;",
-        )?;
-    }
-    Ok(())
 }
 
 /// The registry row of a stored document.
@@ -812,19 +868,16 @@ struct DocRow {
     heads: Vec<ChangeHash>,
 }
 
-fn document_row(conn: &Connection, id: &str) -> Result<Option<DocRow>, StoreError> {
-    let row: Option<(String, String, Vec<u8>)> = conn
-        .query_row(
-            "SELECT kind, site, heads FROM documents WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    row.map(|(kind, site, blob)| {
+fn document_row(db: &mut dyn Sql, id: &str) -> Result<Option<DocRow>, StoreError> {
+    let row = db.row(
+        "SELECT kind, site, heads FROM documents WHERE id = ?1",
+        args![id],
+    )?;
+    row.map(|r| {
         Ok(DocRow {
-            kind,
-            site,
-            heads: heads_from_blob(id, &blob)?,
+            kind: r.get(0)?,
+            site: r.get(1)?,
+            heads: heads_from_blob(id, &r.get::<Vec<u8>>(2)?)?,
         })
     })
     .transpose()
@@ -905,31 +958,31 @@ fn heads_from_blob(id: &str, blob: &[u8]) -> Result<Vec<ChangeHash>, StoreError>
         .collect()
 }
 
-fn load_stored(conn: &Connection, id: &str) -> Result<Option<StoredDoc>, StoreError> {
-    let row: Option<(String, String, Vec<u8>)> = conn
-        .query_row(
-            "SELECT kind, site, snapshot FROM documents WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let Some((kind, site, snapshot)) = row else {
+fn load_stored(db: &mut dyn Sql, id: &str) -> Result<Option<StoredDoc>, StoreError> {
+    let Some(row) = db.row(
+        "SELECT kind, site, snapshot FROM documents WHERE id = ?1",
+        args![id],
+    )?
+    else {
         return Ok(None);
     };
     let corrupt = |reason: String| StoreError::CorruptDocument {
         id: id.to_owned(),
         reason,
     };
-    let kind = parse_kind(id, &kind)?;
-    let mut doc = AutoCommit::load(&snapshot).map_err(|e| corrupt(e.to_string()))?;
-    let mut stmt =
-        conn.prepare_cached("SELECT bytes FROM doc_changes WHERE doc_id = ?1 ORDER BY seq")?;
-    let rows = stmt.query_map([id], |r| r.get::<_, Vec<u8>>(0))?;
-    for bytes in rows {
-        doc.load_incremental(&bytes?)
+    let kind = parse_kind(id, &row.get::<String>(0)?)?;
+    let mut doc = AutoCommit::load(&row.get::<Vec<u8>>(2)?).map_err(|e| corrupt(e.to_string()))?;
+    // In any order: Automerge holds a change back until the changes it depends on arrive.
+    let changes = db.rows("SELECT bytes FROM doc_changes WHERE doc_id = ?1", args![id])?;
+    for change in changes {
+        doc.load_incremental(&change.get::<Vec<u8>>(0)?)
             .map_err(|e| corrupt(e.to_string()))?;
     }
-    Ok(Some(StoredDoc { kind, site, doc }))
+    Ok(Some(StoredDoc {
+        kind,
+        site: row.get(1)?,
+        doc,
+    }))
 }
 
 #[cfg(test)]

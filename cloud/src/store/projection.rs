@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValueRef, Value, ValueRef};
-use rusqlite::{Connection, params};
 use vigil_shared::audit::{AuditDoc, AuditEntry};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
@@ -23,6 +22,7 @@ use vigil_shared::vitals::{Channel, Sample, checksum};
 use vigil_shared::wire::DocKind;
 
 use super::StoreError;
+use super::db::{Sql, args};
 
 /// FNV-1a's 64-bit offset basis: the hash of an empty prefix.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -240,16 +240,21 @@ pub(crate) fn count_channel(
 
 /// The channel rows stored for a session.
 pub(crate) fn read_channels(
-    conn: &Connection,
+    db: &mut dyn Sql,
     session_id: &str,
 ) -> Result<BTreeMap<Channel, ChannelStats>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+    let rows = db.rows(
         "SELECT channel, samples, first_us, last_us, chunks, corrupt_chunks, checksum, prefix_hash
          FROM session_channels WHERE session_id = ?1",
+        args![session_id],
     )?;
-    let rows = stmt.query_map([session_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let Some(channel) = Channel::from_name(&r.get::<String>(0)?) else {
+            continue;
+        };
+        out.insert(
+            channel,
             ChannelStats {
                 samples: from_db(r.get(1)?),
                 first_us: r.get(2)?,
@@ -259,14 +264,7 @@ pub(crate) fn read_channels(
                 checksum: bits_from_db(r.get(6)?),
                 prefix_hash: bits_from_db(r.get(7)?),
             },
-        ))
-    })?;
-    let mut out = BTreeMap::new();
-    for row in rows {
-        let (name, stats) = row?;
-        if let Some(channel) = Channel::from_name(&name) {
-            out.insert(channel, stats);
-        }
+        );
     }
     Ok(out)
 }
@@ -292,22 +290,23 @@ fn bits_from_db(n: i64) -> u64 {
 /// Replaces a document's projection rows. `site` is the registry's site. Returns how many
 /// audit entries were new to the audit log (0 for every other kind).
 pub(crate) fn write(
-    conn: &Connection,
+    db: &mut dyn Sql,
     id: &str,
     site: &str,
     projection: &Projection,
     now_us: i64,
 ) -> Result<usize, StoreError> {
     match projection {
-        Projection::Session(s) => write_session(conn, id, site, s, now_us).map(|()| 0),
+        Projection::Session(s) => write_session(db, id, site, s, now_us).map(|()| 0),
         Projection::Patient(p) => {
             let course = to_json(id, &p.course)?;
             let outcome_scores = to_json(id, &p.outcome_scores)?;
-            conn.execute(
-                "INSERT OR REPLACE INTO patients (id, site, given_name, family_name, birth_date,
-                     course, outcome_scores)
+            db.exec("DELETE FROM patients WHERE id = ?1", args![id])?;
+            db.exec(
+                "INSERT INTO patients (id, site, given_name, family_name, birth_date, course,
+                                       outcome_scores)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                args![
                     id,
                     site,
                     p.given_name,
@@ -324,13 +323,13 @@ pub(crate) fn write(
         // number of commits, syncs or reindexes that project it, and never changed after.
         // The audit log is not a derived table, so a reindex does not clear it first.
         Projection::Audit(a) => {
-            super::users::insert_appliance_entries(conn, site, &a.room, &a.entries)
+            super::users::insert_appliance_entries(db, site, &a.room, &a.entries)
         }
     }
 }
 
 fn write_session(
-    conn: &Connection,
+    db: &mut dyn Sql,
     id: &str,
     site: &str,
     s: &SessionProjection,
@@ -341,14 +340,21 @@ fn write_session(
         .into_iter()
         .find(|p| m.advisories.iter().any(|a| a.priority == *p));
     let n_advisories = m.advisories.len() as u64;
-    conn.execute(
-        "INSERT OR REPLACE INTO sessions (
+    db.exec("DELETE FROM sessions WHERE id = ?1", args![id])?;
+    for table in ["advisories", "events", "attention", "session_channels"] {
+        db.exec(
+            &format!("DELETE FROM {table} WHERE session_id = ?1"),
+            args![id],
+        )?;
+    }
+    db.exec(
+        "INSERT INTO sessions (
              id, site, room, patient_id, state, drug, route, created_us, started_us, ended_us,
              planned_minutes, dose_mg_per_kg, weight_kg, n_advisories, has_advisory,
              max_advisory_priority, n_observations, discharge_us, discharge_aldrete, updated_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
                  ?19, ?20)",
-        params![
+        args![
             id,
             site,
             m.room,
@@ -371,21 +377,25 @@ fn write_session(
             now_us,
         ],
     )?;
-    conn.execute("DELETE FROM advisories WHERE session_id = ?1", [id])?;
-    conn.execute("DELETE FROM events WHERE session_id = ?1", [id])?;
-    conn.execute("DELETE FROM attention WHERE session_id = ?1", [id])?;
     for (n, a) in s.attention.iter().enumerate() {
-        conn.execute(
+        db.exec(
             "INSERT INTO attention (session_id, n, kind, at_us, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, to_db(n as u64), a.kind, a.at_us, a.detail],
+            args![id, to_db(n as u64), a.kind, a.at_us, a.detail],
         )?;
     }
+    // A document may hold an id twice (two rooms' concurrent edits); the last one counts,
+    // as it did when these were written with SQLite's INSERT OR REPLACE.
     for a in &m.advisories {
-        conn.execute(
-            "INSERT OR REPLACE INTO advisories (session_id, id, kind, subject, priority, detail,
+        db.exec(
+            "INSERT INTO advisories (session_id, id, kind, subject, priority, detail,
                  raised_us, acknowledged_us, acknowledged_by, cleared_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (session_id, id) DO UPDATE SET
+                 kind = excluded.kind, subject = excluded.subject, priority = excluded.priority,
+                 detail = excluded.detail, raised_us = excluded.raised_us,
+                 acknowledged_us = excluded.acknowledged_us,
+                 acknowledged_by = excluded.acknowledged_by, cleared_us = excluded.cleared_us",
+            args![
                 id,
                 a.id,
                 a.kind,
@@ -399,50 +409,45 @@ fn write_session(
             ],
         )?;
     }
-    let mut insert_event = conn.prepare_cached(
-        "INSERT OR REPLACE INTO events (session_id, id, type, at_us, detail, \"by\")
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+    let insert_event = "INSERT INTO events (session_id, id, type, at_us, detail, \"by\")
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (session_id, type, id) DO UPDATE SET
+             at_us = excluded.at_us, detail = excluded.detail, \"by\" = excluded.\"by\"";
     for e in &m.dose_events {
-        insert_event.execute(params![id, e.id, "dose", e.at_us, to_json(id, e)?, e.by])?;
+        db.exec(
+            insert_event,
+            args![id, e.id, "dose", e.at_us, to_json(id, e)?, e.by],
+        )?;
     }
     for o in &m.observations {
-        insert_event.execute(params![
-            id,
-            o.id,
-            "observation",
-            o.at_us,
-            to_json(id, o)?,
-            o.by
-        ])?;
+        db.exec(
+            insert_event,
+            args![id, o.id, "observation", o.at_us, to_json(id, o)?, o.by],
+        )?;
     }
     for sc in &m.scores {
-        insert_event.execute(params![
-            id,
-            sc.id,
-            "score",
-            sc.at_us,
-            to_json(id, sc)?,
-            sc.by
-        ])?;
+        db.exec(
+            insert_event,
+            args![id, sc.id, "score", sc.at_us, to_json(id, sc)?, sc.by],
+        )?;
     }
-    let mut insert_channel = conn.prepare_cached(
-        "INSERT OR REPLACE INTO session_channels (session_id, channel, samples, first_us, last_us,
-             chunks, corrupt_chunks, checksum, prefix_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
     for (channel, c) in &s.channels {
-        insert_channel.execute(params![
-            id,
-            channel.name(),
-            to_db(c.samples),
-            c.first_us,
-            c.last_us,
-            to_db(c.chunks),
-            to_db(c.corrupt_chunks),
-            bits_to_db(c.checksum),
-            bits_to_db(c.prefix_hash),
-        ])?;
+        db.exec(
+            "INSERT INTO session_channels (session_id, channel, samples, first_us, last_us,
+                 chunks, corrupt_chunks, checksum, prefix_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            args![
+                id,
+                channel.name(),
+                to_db(c.samples),
+                c.first_us,
+                c.last_us,
+                to_db(c.chunks),
+                to_db(c.corrupt_chunks),
+                bits_to_db(c.checksum),
+                bits_to_db(c.prefix_hash),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -463,14 +468,13 @@ fn to_json(id: &str, value: &impl serde::Serialize) -> Result<String, StoreError
 }
 
 /// Empties every projection table (not the documents, not the appliance registry).
-pub(crate) fn clear_all(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
+pub(crate) fn clear_all(db: &mut dyn Sql) -> Result<(), StoreError> {
+    db.batch(
         "DELETE FROM sessions;
          DELETE FROM session_channels;
          DELETE FROM advisories;
          DELETE FROM events;
          DELETE FROM attention;
          DELETE FROM patients;",
-    )?;
-    Ok(())
+    )
 }

@@ -9,14 +9,13 @@
 use std::collections::BTreeMap;
 
 use automerge::{AutoCommit, ReadDoc};
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 use vigil_shared::chunk::peek_header;
 use vigil_shared::doc::{PatientDoc, PatientRecord, SessionDoc, SessionMeta};
 use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::DocKind;
 
+use super::db::{Arg, Row, Sql, ToArg, args};
 use super::projection::{self, ChannelStats};
 use super::{CloudStore, StoreError, load_in_scope, scope_clause};
 use crate::auth::Scope;
@@ -208,7 +207,7 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+fn session_row(r: &Row) -> Result<SessionRow, StoreError> {
     Ok(SessionRow {
         id: r.get(0)?,
         site: r.get(1)?,
@@ -240,58 +239,57 @@ impl CloudStore {
         scope: &Scope,
         filter: &SessionFilter,
     ) -> Result<SessionPage, StoreError> {
-        let mut args: Vec<SqlValue> = Vec::new();
+        let mut args: Vec<Arg<'_>> = Vec::new();
         let in_scope = scope_clause("site", scope, &mut args);
         let mut clauses: Vec<&str> = Vec::new();
-        let mut add = |clause: &'static str, value: SqlValue| {
+        let mut add = |clause: &'static str, value: Arg<'static>| {
             clauses.push(clause);
             args.push(value);
         };
         if let Some(site) = &filter.site {
-            add("site = ?", SqlValue::Text(site.clone()));
+            add("site = ?", Arg::Text(site.clone().into()));
         }
         if let Some(room) = &filter.room {
-            add("room = ?", SqlValue::Text(room.clone()));
+            add("room = ?", Arg::Text(room.clone().into()));
         }
         if let Some(state) = &filter.state {
-            add("state = ?", SqlValue::Text(state.clone()));
+            add("state = ?", Arg::Text(state.clone().into()));
         }
         if let Some(from) = filter.from_us {
-            add("started_us >= ?", SqlValue::Integer(from));
+            add("started_us >= ?", Arg::Int(from));
         }
         if let Some(to) = filter.to_us {
-            add("started_us < ?", SqlValue::Integer(to));
+            add("started_us < ?", Arg::Int(to));
         }
         if let Some(patient) = &filter.patient_id {
-            add("patient_id = ?", SqlValue::Text(patient.clone()));
+            add("patient_id = ?", Arg::Text(patient.clone().into()));
         }
         if let Some(has) = filter.has_advisory {
-            add("has_advisory = ?", SqlValue::Integer(i64::from(has)));
+            add("has_advisory = ?", Arg::Int(i64::from(has)));
         }
-        let where_clause: String = std::iter::once(format!("WHERE 1{in_scope}"))
+        let where_clause: String = std::iter::once(format!("WHERE TRUE{in_scope}"))
             .chain(clauses.iter().map(|c| format!(" AND {c}")))
             .collect();
         let limit = filter.limit.min(MAX_SESSION_PAGE);
-        self.read(|conn| {
-            let tx = conn.transaction()?;
-            let total: i64 = tx.query_row(
-                &format!("SELECT count(*) FROM sessions {where_clause}"),
-                rusqlite::params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
+        self.read(|db| {
+            let total: i64 = db
+                .one(
+                    &format!("SELECT count(*) FROM sessions {where_clause}"),
+                    &args,
+                )?
+                .get(0)?;
             let sql = format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions {where_clause}
                  ORDER BY started_us IS NULL, started_us DESC, id LIMIT ? OFFSET ?"
             );
             let mut page_args = args.clone();
-            page_args.push(SqlValue::Integer(i64::from(limit)));
-            page_args.push(SqlValue::Integer(i64::from(filter.offset)));
-            let sessions = {
-                let mut stmt = tx.prepare(&sql)?;
-                let rows =
-                    stmt.query_map(rusqlite::params_from_iter(page_args.iter()), session_row)?;
-                rows.collect::<Result<Vec<_>, _>>()?
-            };
+            page_args.push(Arg::Int(i64::from(limit)));
+            page_args.push(Arg::Int(i64::from(filter.offset)));
+            let sessions = db
+                .rows(&sql, &page_args)?
+                .iter()
+                .map(session_row)
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(SessionPage {
                 total: count(total),
                 limit,
@@ -303,16 +301,16 @@ impl CloudStore {
 
     /// One session's list row, or `None` (no such session, or out of scope).
     pub fn session_row(&self, scope: &Scope, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let mut args = vec![SqlValue::Text(id.to_owned())];
+        let mut args = vec![id.to_arg()];
         let in_scope = scope_clause("site", scope, &mut args);
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 {in_scope}"),
-                    rusqlite::params_from_iter(args.iter()),
-                    session_row,
-                )
-                .optional()?)
+        self.read(|db| {
+            db.row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 {in_scope}"),
+                &args,
+            )?
+            .as_ref()
+            .map(session_row)
+            .transpose()
         })
     }
 
@@ -322,9 +320,8 @@ impl CloudStore {
         scope: &Scope,
         id: &str,
     ) -> Result<Option<SessionSummary>, StoreError> {
-        self.read(|conn| {
-            let tx = conn.transaction()?;
-            let Some(doc) = load_session(&tx, scope, id)? else {
+        self.read(|db| {
+            let Some(doc) = load_session(db, scope, id)? else {
                 return Ok(None);
             };
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
@@ -334,16 +331,14 @@ impl CloudStore {
             let session = SessionDoc::from_automerge(doc).map_err(corrupt)?;
             let meta = session.meta().map_err(corrupt)?;
             let notes = session.notes().map_err(corrupt)?;
-            let stats = projection::read_channels(&tx, id)?;
+            let stats = projection::read_channels(db, id)?;
             let channels = Channel::ALL
                 .into_iter()
                 .map(|c| (c, ChannelSummary::new(c, stats.get(&c))))
                 .collect();
-            let updated_us: i64 = tx.query_row(
-                "SELECT updated_us FROM documents WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )?;
+            let updated_us: i64 = db
+                .one("SELECT updated_us FROM documents WHERE id = ?1", args![id])?
+                .get(0)?;
             Ok(Some(SessionSummary {
                 meta,
                 notes,
@@ -363,12 +358,11 @@ impl CloudStore {
         from_us: Option<i64>,
         to_us: Option<i64>,
     ) -> Result<Option<VitalsPage>, StoreError> {
-        self.read(|conn| {
-            let tx = conn.transaction()?;
-            let Some(doc) = load_session(&tx, scope, id)? else {
+        self.read(|db| {
+            let Some(doc) = load_session(db, scope, id)? else {
                 return Ok(None);
             };
-            let corrupt_chunks = projection::read_channels(&tx, id)?
+            let corrupt_chunks = projection::read_channels(db, id)?
                 .get(&channel)
                 .map_or(0, |s| s.corrupt_chunks);
             Ok(Some(vitals_page(
@@ -384,8 +378,8 @@ impl CloudStore {
 
     /// A patient's record, or `None` (no such patient, or out of scope).
     pub fn patient(&self, scope: &Scope, id: &str) -> Result<Option<PatientRecord>, StoreError> {
-        self.read(|conn| {
-            let Some(stored) = load_in_scope(conn, scope, id, DocKind::Patient)? else {
+        self.read(|db| {
+            let Some(stored) = load_in_scope(db, scope, id, DocKind::Patient)? else {
                 return Ok(None);
             };
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
@@ -400,36 +394,38 @@ impl CloudStore {
 
     /// Every appliance ever seen, by site and room.
     pub fn appliances(&self) -> Result<Vec<ApplianceRow>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
+        self.read(|db| {
+            let rows = db.rows(
                 "SELECT site, room, connected, software, first_seen_us, last_seen_us,
                         last_sync_us, backlog_docs, backlog_bytes
                  FROM appliances ORDER BY site, room",
+                &[],
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ApplianceRow {
-                    site: r.get(0)?,
-                    room: r.get(1)?,
-                    connected: r.get(2)?,
-                    software: r.get(3)?,
-                    first_seen_us: r.get(4)?,
-                    last_seen_us: r.get(5)?,
-                    last_sync_us: r.get(6)?,
-                    backlog_docs: count(r.get(7)?),
-                    backlog_bytes: count(r.get(8)?),
+            rows.iter()
+                .map(|r| {
+                    Ok(ApplianceRow {
+                        site: r.get(0)?,
+                        room: r.get(1)?,
+                        connected: r.get(2)?,
+                        software: r.get(3)?,
+                        first_seen_us: r.get(4)?,
+                        last_seen_us: r.get(5)?,
+                        last_sync_us: r.get(6)?,
+                        backlog_docs: count(r.get(7)?),
+                        backlog_bytes: count(r.get(8)?),
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                .collect()
         })
     }
 }
 
 fn load_session(
-    conn: &Connection,
+    db: &mut dyn Sql,
     scope: &Scope,
     id: &str,
 ) -> Result<Option<AutoCommit>, StoreError> {
-    Ok(load_in_scope(conn, scope, id, DocKind::Session)?.map(|s| s.doc))
+    Ok(load_in_scope(db, scope, id, DocKind::Session)?.map(|s| s.doc))
 }
 
 /// The samples of one channel in `[from_us, to_us)`, sorted by time, cut after `max_samples`.
@@ -543,27 +539,31 @@ pub const MAX_ATTENTION: u32 = 500;
 impl CloudStore {
     /// The attention list of the sites in `scope`, newest first, at most [`MAX_ATTENTION`].
     pub fn attention(&self, scope: &Scope) -> Result<Vec<AttentionRow>, StoreError> {
-        let mut args: Vec<SqlValue> = Vec::new();
+        let mut args: Vec<Arg<'_>> = Vec::new();
         let in_scope = scope_clause("s.site", scope, &mut args);
-        args.push(SqlValue::Integer(i64::from(MAX_ATTENTION)));
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT a.session_id, s.site, s.room, a.kind, a.at_us, a.detail
-                 FROM attention a JOIN sessions s ON s.id = a.session_id
-                 WHERE 1{in_scope}
-                 ORDER BY a.at_us DESC, a.session_id, a.n LIMIT ?"
-            ))?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(AttentionRow {
-                    session_id: r.get(0)?,
-                    site: r.get(1)?,
-                    room: r.get(2)?,
-                    kind: r.get(3)?,
-                    at_us: r.get(4)?,
-                    detail: r.get(5)?,
+        args.push(Arg::Int(i64::from(MAX_ATTENTION)));
+        self.read(|db| {
+            let rows = db.rows(
+                &format!(
+                    "SELECT a.session_id, s.site, s.room, a.kind, a.at_us, a.detail
+                     FROM attention a JOIN sessions s ON s.id = a.session_id
+                     WHERE TRUE{in_scope}
+                     ORDER BY a.at_us DESC, a.session_id, a.n LIMIT ?"
+                ),
+                &args,
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AttentionRow {
+                        session_id: r.get(0)?,
+                        site: r.get(1)?,
+                        room: r.get(2)?,
+                        kind: r.get(3)?,
+                        at_us: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                .collect()
         })
     }
 }

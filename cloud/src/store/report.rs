@@ -5,11 +5,11 @@
 //! Every query takes the caller's [`Scope`] and filters in SQL, so rows of a site out of
 //! scope never leave the database. Nothing here writes or decides scope; [`crate::auth`] does.
 
-use rusqlite::types::Value as SqlValue;
 use serde::Serialize;
 use vigil_shared::doc::{SessionDoc, SessionMeta};
 use vigil_shared::vitals::Channel;
 
+use super::db::{Arg, Dialect, ToArg, json_field};
 use super::reads::{VitalsPage, vitals_page};
 use super::{CloudStore, StoreError, load_in_scope, projection, scope_clause};
 use crate::auth::Scope;
@@ -122,16 +122,16 @@ fn range_clause(
     column: &str,
     from_us: Option<i64>,
     to_us: Option<i64>,
-    args: &mut Vec<SqlValue>,
+    args: &mut Vec<Arg<'_>>,
 ) -> String {
     let mut out = String::new();
     if let Some(f) = from_us {
         out.push_str(&format!(" AND {column} >= ?"));
-        args.push(SqlValue::Integer(f));
+        args.push(Arg::Int(f));
     }
     if let Some(t) = to_us {
         out.push_str(&format!(" AND {column} < ?"));
-        args.push(SqlValue::Integer(t));
+        args.push(Arg::Int(t));
     }
     out
 }
@@ -147,25 +147,26 @@ impl CloudStore {
         scope: &Scope,
         since_us: i64,
     ) -> Result<Vec<RoomActivity>, StoreError> {
-        let mut args = vec![SqlValue::Integer(since_us)];
+        let mut args = vec![Arg::Int(since_us)];
         let scope = scope_clause("site", scope, &mut args);
         let sql = format!(
             "SELECT site, room,
                     sum(CASE WHEN started_us >= ?1 THEN 1 ELSE 0 END),
                     sum(CASE WHEN state = 'in_progress' THEN 1 ELSE 0 END)
-             FROM sessions WHERE 1 {scope} GROUP BY site, room ORDER BY site, room"
+             FROM sessions WHERE TRUE {scope} GROUP BY site, room ORDER BY site, room"
         );
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(RoomActivity {
-                    site: r.get(0)?,
-                    room: r.get(1)?,
-                    sessions_today: count(r.get(2)?),
-                    in_progress: count(r.get(3)?),
+        self.read(|db| {
+            db.rows(&sql, &args)?
+                .iter()
+                .map(|r| {
+                    Ok(RoomActivity {
+                        site: r.get(0)?,
+                        room: r.get(1)?,
+                        sessions_today: count(r.get(2)?),
+                        in_progress: count(r.get(3)?),
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                .collect()
         })
     }
 
@@ -179,13 +180,12 @@ impl CloudStore {
         ecg_from_us: Option<i64>,
         ecg_to_us: Option<i64>,
     ) -> Result<Option<SessionChart>, StoreError> {
-        self.read(|conn| {
-            let tx = conn.transaction()?;
+        self.read(|db| {
             let kind = vigil_shared::wire::DocKind::Session;
-            let Some(stored) = load_in_scope(&tx, scope, id, kind)? else {
+            let Some(stored) = load_in_scope(db, scope, id, kind)? else {
                 return Ok(None);
             };
-            let stats = projection::read_channels(&tx, id)?;
+            let stats = projection::read_channels(db, id)?;
             let corrupt = |e: vigil_shared::doc::DocError| StoreError::CorruptDocument {
                 id: id.to_owned(),
                 reason: e.to_string(),
@@ -237,18 +237,19 @@ impl CloudStore {
     /// The time of a session's first ECG sample, from the projection; `None` also when the
     /// session is out of scope.
     pub fn ecg_first_us(&self, scope: &Scope, id: &str) -> Result<Option<i64>, StoreError> {
-        let mut args = vec![SqlValue::Text(id.to_owned())];
+        let mut args = vec![id.to_arg()];
         let in_scope = scope_clause("site", scope, &mut args);
-        self.read(|conn| {
-            let visible: bool = conn.query_row(
-                &format!("SELECT EXISTS (SELECT 1 FROM documents WHERE id = ?1 {in_scope})"),
-                rusqlite::params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
+        self.read(|db| {
+            let visible: bool = db
+                .one(
+                    &format!("SELECT EXISTS (SELECT 1 FROM documents WHERE id = ?1 {in_scope})"),
+                    &args,
+                )?
+                .get(0)?;
             if !visible {
                 return Ok(None);
             }
-            Ok(projection::read_channels(conn, id)?
+            Ok(projection::read_channels(db, id)?
                 .get(&Channel::Ecg)
                 .and_then(|s| s.first_us))
         })
@@ -269,21 +270,22 @@ impl CloudStore {
              FROM sessions WHERE started_us IS NOT NULL {scope} {range}
              ORDER BY site, room, started_us LIMIT {MAX_REPORT_ROWS}"
         );
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(SessionReportRow {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    room: r.get(2)?,
-                    patient_id: r.get(3)?,
-                    state: r.get(4)?,
-                    started_us: r.get(5)?,
-                    ended_us: r.get(6)?,
-                    discharge_us: r.get(7)?,
+        self.read(|db| {
+            db.rows(&sql, &args)?
+                .iter()
+                .map(|r| {
+                    Ok(SessionReportRow {
+                        id: r.get(0)?,
+                        site: r.get(1)?,
+                        room: r.get(2)?,
+                        patient_id: r.get(3)?,
+                        state: r.get(4)?,
+                        started_us: r.get(5)?,
+                        ended_us: r.get(6)?,
+                        discharge_us: r.get(7)?,
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                .collect()
         })
     }
 
@@ -301,15 +303,16 @@ impl CloudStore {
             "SELECT site, count(*) FROM sessions WHERE started_us IS NOT NULL {scope} {range}
              GROUP BY site ORDER BY site"
         );
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok(SiteSessionCount {
-                    site: r.get(0)?,
-                    sessions: count(r.get(1)?),
+        self.read(|db| {
+            db.rows(&sql, &args)?
+                .iter()
+                .map(|r| {
+                    Ok(SiteSessionCount {
+                        site: r.get(0)?,
+                        sessions: count(r.get(1)?),
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                .collect()
         })
     }
 
@@ -324,33 +327,38 @@ impl CloudStore {
         let mut args = Vec::new();
         let scope = scope_clause("s.site", scope, &mut args);
         let range = range_clause("s.started_us", from_us, to_us, &mut args);
-        let sql = format!(
-            "SELECT s.site, 'advisory', a.kind, a.priority, count(*)
+        let sql = |d: Dialect| {
+            let effect = json_field(d, "e.detail", "effect");
+            let severity = json_field(d, "e.detail", "severity");
+            format!(
+                "SELECT s.site, 'advisory', a.kind, a.priority, count(*)
              FROM advisories a JOIN sessions s ON s.id = a.session_id
              WHERE s.started_us IS NOT NULL {scope} {range}
              GROUP BY s.site, a.kind, a.priority
              UNION ALL
-             SELECT s.site, 'side_effect', json_extract(e.detail, '$.effect'),
-                    json_extract(e.detail, '$.severity'), count(*)
+             SELECT s.site, 'side_effect', {effect}, {severity}, count(*)
              FROM events e JOIN sessions s ON s.id = e.session_id
              WHERE e.type = 'observation' AND s.started_us IS NOT NULL {scope} {range}
              GROUP BY s.site, 2, 3, 4
              ORDER BY 1, 2, 3, 4"
-        );
+            )
+        };
         let mut all_args = args.clone();
         all_args.extend(args);
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(all_args.iter()), |r| {
-                Ok(AdvisoryCount {
-                    site: r.get(0)?,
-                    category: r.get(1)?,
-                    kind: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    level: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                    count: count(r.get(4)?),
+        self.read(|db| {
+            let sql = sql(db.dialect());
+            db.rows(&sql, &all_args)?
+                .iter()
+                .map(|r| {
+                    Ok(AdvisoryCount {
+                        site: r.get(0)?,
+                        category: r.get(1)?,
+                        kind: r.get::<Option<String>>(2)?.unwrap_or_default(),
+                        level: r.get::<Option<String>>(3)?.unwrap_or_default(),
+                        count: count(r.get(4)?),
+                    })
                 })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                .collect()
         })
     }
 
@@ -364,41 +372,70 @@ impl CloudStore {
     pub fn outcome_inputs(&self, scope: &Scope) -> Result<Vec<OutcomeSite>, StoreError> {
         let mut args = Vec::new();
         let scope = scope_clause("s.site", scope, &mut args);
-        let sql = format!(
-            "SELECT s.site, s.patient_id,
-                    p.course,
-                    group_concat(CASE WHEN s.state = 'completed'
-                                      THEN coalesce(s.started_us, s.created_us) END, ','),
-                    (SELECT group_concat(v, ',') FROM (
-                        SELECT e.at_us || ':' || json_extract(e.detail, '$.value') AS v
-                        FROM events e JOIN sessions s2 ON s2.id = e.session_id
-                        WHERE e.type = 'score' AND s2.patient_id = s.patient_id
-                          AND s2.site = s.site
-                          AND json_extract(e.detail, '$.instrument') = 'phq9'
-                        ORDER BY e.at_us)),
-                    (SELECT group_concat(v, ',') FROM (
-                        SELECT json_extract(j.value, '$.at_us') || ':'
-                               || json_extract(j.value, '$.value') AS v
-                        FROM json_each(p.outcome_scores) j
-                        WHERE json_extract(j.value, '$.instrument') = 'phq9'
-                        ORDER BY json_extract(j.value, '$.at_us')))
-             FROM sessions s LEFT JOIN patients p ON p.id = s.patient_id AND p.site = s.site
-             WHERE 1 {scope}
-             GROUP BY s.site, s.patient_id ORDER BY s.site, s.patient_id
-             LIMIT {MAX_REPORT_ROWS}"
-        );
-        self.read(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
+        let sql = |d: Dialect| match d {
+            Dialect::Sqlite => format!(
+                "SELECT s.site, s.patient_id,
+                        p.course,
+                        group_concat(CASE WHEN s.state = 'completed'
+                                          THEN coalesce(s.started_us, s.created_us) END, ','),
+                        (SELECT group_concat(v, ',') FROM (
+                            SELECT e.at_us || ':' || json_extract(e.detail, '$.value') AS v
+                            FROM events e JOIN sessions s2 ON s2.id = e.session_id
+                            WHERE e.type = 'score' AND s2.patient_id = s.patient_id
+                              AND s2.site = s.site
+                              AND json_extract(e.detail, '$.instrument') = 'phq9'
+                            ORDER BY e.at_us)),
+                        (SELECT group_concat(v, ',') FROM (
+                            SELECT json_extract(j.value, '$.at_us') || ':'
+                                   || json_extract(j.value, '$.value') AS v
+                            FROM json_each(p.outcome_scores) j
+                            WHERE json_extract(j.value, '$.instrument') = 'phq9'
+                            ORDER BY json_extract(j.value, '$.at_us')))
+                 FROM sessions s LEFT JOIN patients p ON p.id = s.patient_id AND p.site = s.site
+                 WHERE TRUE {scope}
+                 GROUP BY s.site, s.patient_id ORDER BY s.site, s.patient_id
+                 LIMIT {MAX_REPORT_ROWS}"
+            ),
+            // The same on PostgreSQL, which groups first and then reads each group's scores.
+            Dialect::Postgres => format!(
+                "SELECT g.site, g.patient_id, g.course, g.done,
+                        (SELECT string_agg(CAST(e.at_us AS TEXT) || ':'
+                                           || (CAST(e.detail AS jsonb) ->> 'value'),
+                                           ',' ORDER BY e.at_us)
+                         FROM events e JOIN sessions s2 ON s2.id = e.session_id
+                         WHERE e.type = 'score' AND s2.patient_id = g.patient_id
+                           AND s2.site = g.site
+                           AND CAST(e.detail AS jsonb) ->> 'instrument' = 'phq9'),
+                        (SELECT string_agg((j.value ->> 'at_us') || ':' || (j.value ->> 'value'),
+                                           ',' ORDER BY CAST(j.value ->> 'at_us' AS BIGINT))
+                         FROM jsonb_array_elements(CAST(g.outcome_scores AS jsonb)) j
+                         WHERE j.value ->> 'instrument' = 'phq9')
+                 FROM (SELECT s.site, s.patient_id, max(p.course) AS course,
+                              max(p.outcome_scores) AS outcome_scores,
+                              string_agg(CASE WHEN s.state = 'completed'
+                                    THEN CAST(coalesce(s.started_us, s.created_us) AS TEXT) END,
+                                    ',') AS done
+                       FROM sessions s
+                       LEFT JOIN patients p ON p.id = s.patient_id AND p.site = s.site
+                       WHERE TRUE {scope}
+                       GROUP BY s.site, s.patient_id) g
+                 ORDER BY g.site, g.patient_id
+                 LIMIT {MAX_REPORT_ROWS}"
+            ),
+        };
+        self.read(|db| {
+            let sql = sql(db.dialect());
+            let rows = db.rows(&sql, &args)?;
+            let rows = rows.iter().map(|r| {
+                Ok::<_, StoreError>((
+                    r.get::<String>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<Option<String>>(2)?,
+                    r.get::<Option<String>>(3)?,
+                    r.get::<Option<String>>(4)?,
+                    r.get::<Option<String>>(5)?,
                 ))
-            })?;
+            });
             let mut out: Vec<OutcomeSite> = Vec::new();
             for row in rows {
                 let (site, patient, course, done, in_sessions, in_course) = row?;

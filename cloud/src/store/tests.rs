@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjType, ReadDoc, ScalarValue, Value};
-use rusqlite::types::Value as SqlValue;
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     AdvisoryRecord, CoursePlan, DoseAction, DoseEvent, Observation, PatientDoc, PatientRecord,
@@ -15,18 +14,67 @@ use vigil_shared::doc::{
 use vigil_shared::vitals::{Channel, Sample, checksum};
 use vigil_shared::wire::DocKind;
 
+use super::db::Val;
 use super::projection::{ChannelStats, count_channel, read_channels};
 use super::reads::vitals_page;
 use super::*;
+
+/// The engine a test runs on: every test of the store interface runs on both.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// `name` on both engines: `name::sqlite` and `name::postgres`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(super::Engine::Sqlite);
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Engine::Postgres);
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    a_new_session_round_trips_with_its_projections,
+    incremental_commits_update_the_projections,
+    committing_the_same_changes_twice_is_harmless,
+    reindex_rebuilds_identical_projections,
+    compaction_keeps_the_document_identical,
+    a_corrupt_chunk_counts_apart_while_the_others_count,
+    documents_that_do_not_belong_are_refused_whole,
+    changes_another_copy_committed_are_merged_in,
+    the_registry_lists_a_sites_documents_by_kind,
+    appliance_presence_is_recorded,
+    the_session_list_filters_and_pages,
+    a_regional_managers_scope_leaves_other_regions_out_of_every_query,
+    a_session_cannot_pull_another_sites_patient_into_its_outcomes,
+    an_appliances_audit_entries_land_once_beside_the_clouds_own,
+    the_same_entry_id_from_another_room_is_another_entry,
+    people_sessions_and_tokens_round_trip,
+);
 
 struct Fixture {
     _dir: tempfile::TempDir,
     store: CloudStore,
 }
 
-fn fixture() -> Fixture {
+fn fixture(engine: Engine) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+    let store = match engine {
+        Engine::Sqlite => CloudStore::open(&dir.path().join("cloud.db")).unwrap(),
+        Engine::Postgres => {
+            let url = vigil_shared::pg_cluster::cluster().new_database();
+            CloudStore::open_postgres(&url).unwrap()
+        }
+    };
     Fixture { _dir: dir, store }
 }
 
@@ -136,7 +184,7 @@ fn commit(store: &CloudStore, id: &str, doc: &mut AutoCommit, now_us: i64) {
 }
 
 fn channels(store: &CloudStore, id: &str) -> BTreeMap<Channel, ChannelStats> {
-    read_channels(&store.reader().unwrap(), id).unwrap()
+    store.read(|db| read_channels(db, id)).unwrap()
 }
 
 /// Asserts a channel's row describes exactly `sent` (and `corrupt` unreadable chunks).
@@ -168,11 +216,7 @@ fn check_channel(
 }
 
 fn count(store: &CloudStore, sql: &str) -> i64 {
-    store
-        .reader()
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    store.read(|db| db.one(sql, &[])?.get(0)).unwrap()
 }
 
 fn heads(doc: &mut AutoCommit) -> Vec<automerge::ChangeHash> {
@@ -182,8 +226,7 @@ fn heads(doc: &mut AutoCommit) -> Vec<automerge::ChangeHash> {
 }
 
 /// Every row of every projection table, in a stable order.
-fn dump_projections(store: &CloudStore) -> BTreeMap<&'static str, Vec<Vec<SqlValue>>> {
-    let conn = store.reader().unwrap();
+fn dump_projections(store: &CloudStore) -> BTreeMap<&'static str, Vec<Vec<Val>>> {
     let mut out = BTreeMap::new();
     for table in [
         "sessions",
@@ -193,16 +236,10 @@ fn dump_projections(store: &CloudStore) -> BTreeMap<&'static str, Vec<Vec<SqlVal
         "attention",
         "patients",
     ] {
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"))
+        let rows = store
+            .read(|db| db.rows(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3"), &[]))
             .unwrap();
-        let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |r| (0..n).map(|i| r.get::<_, SqlValue>(i)).collect())
-            .unwrap()
-            .collect::<Result<Vec<Vec<SqlValue>>, _>>()
-            .unwrap();
-        out.insert(table, rows);
+        out.insert(table, rows.into_iter().map(|r| r.0).collect());
     }
     out
 }
@@ -222,9 +259,8 @@ fn plant(doc: &mut AutoCommit, channel: Channel, value: ScalarValue) {
     doc.insert(&list, len, value).unwrap();
 }
 
-#[test]
-fn a_new_session_round_trips_with_its_projections() {
-    let f = fixture();
+fn a_new_session_round_trips_with_its_projections(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 2_000, 10, 1_000_000, 1));
     s.append(
@@ -274,9 +310,8 @@ fn a_new_session_round_trips_with_its_projections() {
     );
 }
 
-#[test]
-fn incremental_commits_update_the_projections() {
-    let f = fixture();
+fn incremental_commits_update_the_projections(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
     commit(&f.store, "s-1", s.am(), 1);
@@ -337,9 +372,8 @@ fn incremental_commits_update_the_projections() {
     assert_eq!(heads(&mut loaded.doc), heads(s.am()));
 }
 
-#[test]
-fn committing_the_same_changes_twice_is_harmless() {
-    let f = fixture();
+fn committing_the_same_changes_twice_is_harmless(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
     commit(&f.store, "s-1", s.am(), 1);
@@ -370,9 +404,8 @@ fn committing_the_same_changes_twice_is_harmless() {
     );
 }
 
-#[test]
-fn reindex_rebuilds_identical_projections() {
-    let f = fixture();
+fn reindex_rebuilds_identical_projections(engine: Engine) {
+    let f = fixture(engine);
     let mut a = Session::new("s-a");
     a.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
     a.append(Channel::Ecg, samples(Channel::Ecg, 0, 500, 4_000, 2));
@@ -398,11 +431,12 @@ fn reindex_rebuilds_identical_projections() {
     assert_eq!(before["sessions"].len(), 2);
     assert_eq!(before["patients"].len(), 1);
     f.store
-        .writer()
-        .execute_batch(
-            "DELETE FROM sessions; DELETE FROM session_channels; DELETE FROM advisories;
-             DELETE FROM events; DELETE FROM patients;",
-        )
+        .write(|db| {
+            db.batch(
+                "DELETE FROM sessions; DELETE FROM session_channels; DELETE FROM advisories;
+                 DELETE FROM events; DELETE FROM patients;",
+            )
+        })
         .unwrap();
     assert!(dump_projections(&f.store).values().all(Vec::is_empty));
 
@@ -428,9 +462,8 @@ fn reindex_rebuilds_identical_projections() {
     assert_eq!(dump_projections(&f.store), before);
 }
 
-#[test]
-fn compaction_keeps_the_document_identical() {
-    let f = fixture();
+fn compaction_keeps_the_document_identical(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     commit(&f.store, "s-1", s.am(), 0);
     let rounds = COMPACT_AFTER_CHANGES + 5;
@@ -475,9 +508,8 @@ fn compaction_keeps_the_document_identical() {
     );
 }
 
-#[test]
-fn a_corrupt_chunk_counts_apart_while_the_others_count() {
-    let f = fixture();
+fn a_corrupt_chunk_counts_apart_while_the_others_count(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
     let good = encode(
@@ -637,9 +669,8 @@ fn incremental_counting_matches_a_full_recount() {
     }
 }
 
-#[test]
-fn documents_that_do_not_belong_are_refused_whole() {
-    let f = fixture();
+fn documents_that_do_not_belong_are_refused_whole(engine: Engine) {
+    let f = fixture(engine);
     let mut s = Session::new("s-1");
     commit(&f.store, "s-1", s.am(), 1);
     let mut p1 = PatientDoc::create(&patient("p-1", "austin")).unwrap();
@@ -710,9 +741,8 @@ fn documents_that_do_not_belong_are_refused_whole() {
     assert_eq!(f.store.document_owner("nope").unwrap(), None);
 }
 
-#[test]
-fn changes_another_copy_committed_are_merged_in() {
-    let f = fixture();
+fn changes_another_copy_committed_are_merged_in(engine: Engine) {
+    let f = fixture(engine);
     let mut a = PatientDoc::create(&patient("p-1", "austin")).unwrap();
     let bytes = a.automerge().save();
     f.store
@@ -741,20 +771,16 @@ fn changes_another_copy_committed_are_merged_in() {
     assert_eq!(f.store.patient(&all(), "p-1").unwrap(), Some(merged));
     let family: String = f
         .store
-        .reader()
-        .unwrap()
-        .query_row(
-            "SELECT family_name FROM patients WHERE id = 'p-1'",
-            [],
-            |r| r.get(0),
-        )
+        .read(|db| {
+            db.one("SELECT family_name FROM patients WHERE id = 'p-1'", &[])?
+                .get(0)
+        })
         .unwrap();
     assert_eq!(family, "King");
 }
 
-#[test]
-fn the_registry_lists_a_sites_documents_by_kind() {
-    let f = fixture();
+fn the_registry_lists_a_sites_documents_by_kind(engine: Engine) {
+    let f = fixture(engine);
     for (id, site) in [("s-1", "austin"), ("s-2", "austin")] {
         let mut s = SessionDoc::create(&meta(id, site, "1", None)).unwrap();
         f.store
@@ -783,9 +809,8 @@ fn the_registry_lists_a_sites_documents_by_kind() {
     }
 }
 
-#[test]
-fn appliance_presence_is_recorded() {
-    let f = fixture();
+fn appliance_presence_is_recorded(engine: Engine) {
+    let f = fixture(engine);
     let s = &f.store;
     s.appliance_connected("austin", "1", "vigil-edge 0.1", 100)
         .unwrap();
@@ -825,9 +850,8 @@ fn appliance_presence_is_recorded() {
     assert_eq!(s.appliances().unwrap(), rows);
 }
 
-#[test]
-fn the_session_list_filters_and_pages() {
-    let f = fixture();
+fn the_session_list_filters_and_pages(engine: Engine) {
+    let f = fixture(engine);
     let sessions = [
         ("s-1", "austin", "1", Some(100)),
         ("s-2", "austin", "2", Some(200)),
@@ -1036,8 +1060,7 @@ fn reopening_keeps_everything_and_refuses_a_newer_schema() {
         0,
     );
     store
-        .writer()
-        .pragma_update(None, "user_version", DB_VERSION + 1)
+        .write(|db| db.batch(&format!("PRAGMA user_version = {}", DB_VERSION + 1)))
         .unwrap();
     drop(store);
     assert!(matches!(
@@ -1077,9 +1100,8 @@ fn scope_of(role: &str, bound_to: &str) -> Scope {
         .clone()
 }
 
-#[test]
-fn a_regional_managers_scope_leaves_other_regions_out_of_every_query() {
-    let f = fixture();
+fn a_regional_managers_scope_leaves_other_regions_out_of_every_query(engine: Engine) {
+    let f = fixture(engine);
     for (id, site, patient_id) in [("s-a", "austin", "p-a"), ("s-f", "florida", "p-f")] {
         let mut m = meta(id, site, "1", Some(100));
         m.patient_id = patient_id.into();
@@ -1208,9 +1230,8 @@ fn a_regional_managers_scope_leaves_other_regions_out_of_every_query() {
     );
 }
 
-#[test]
-fn a_session_cannot_pull_another_sites_patient_into_its_outcomes() {
-    let f = fixture();
+fn a_session_cannot_pull_another_sites_patient_into_its_outcomes(engine: Engine) {
+    let f = fixture(engine);
     let mut record = patient("p-f", "florida");
     record.course.infusions_planned = 1;
     record.outcome_scores = vec![vigil_shared::doc::Score {
@@ -1347,10 +1368,9 @@ fn audit_rows(store: &CloudStore) -> Vec<AuditLine> {
         .collect()
 }
 
-#[test]
-fn an_appliances_audit_entries_land_once_beside_the_clouds_own() {
+fn an_appliances_audit_entries_land_once_beside_the_clouds_own(engine: Engine) {
     const DOC: &str = "a0d17000-0000-4000-8000-000000000001";
-    let f = fixture();
+    let f = fixture(engine);
     f.store
         .audit(&AuditRow::cloud(
             5,
@@ -1413,18 +1433,16 @@ fn an_appliances_audit_entries_land_once_beside_the_clouds_own() {
     assert_eq!((report.audit_docs, report.audit_entries_added), (1, 0));
     assert_eq!(audit_rows(&f.store), all);
     f.store
-        .writer()
-        .execute("DELETE FROM audit_log WHERE source = 'appliance'", [])
+        .write(|db| db.exec("DELETE FROM audit_log WHERE source = 'appliance'", &[]))
         .unwrap();
     let report = f.store.reindex().unwrap();
     assert_eq!((report.audit_docs, report.audit_entries_added), (1, 3));
     assert_eq!(audit_rows(&f.store), all);
 }
 
-#[test]
-fn the_same_entry_id_from_another_room_is_another_entry() {
+fn the_same_entry_id_from_another_room_is_another_entry(engine: Engine) {
     // No appliance can suppress another's entries by claiming their ids first.
-    let f = fixture();
+    let f = fixture(engine);
     for (doc_id, room) in [
         ("a0d17000-0000-4000-8000-000000000001", "1"),
         ("a0d17000-0000-4000-8000-000000000002", "2"),
@@ -1447,8 +1465,8 @@ fn a_version_4_audit_log_reads_as_the_clouds_own_after_migration() {
     {
         // A database as version 4 left it: the audit log without the appliance columns, and
         // no attention list (version 6).
-        let store = CloudStore::open(&path).unwrap();
-        let conn = store.writer();
+        drop(CloudStore::open(&path).unwrap());
+        let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE attention;
              DROP INDEX audit_by_entry;
@@ -1474,9 +1492,218 @@ fn a_version_4_audit_log_reads_as_the_clouds_own_after_migration() {
             "127.0.0.1"
         )]
     );
-    let version: i64 = store
-        .writer()
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, DB_VERSION);
+}
+
+#[test]
+fn version_6_change_sets_are_folded_into_their_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    {
+        let store = CloudStore::open(&path).unwrap();
+        commit(&store, "s-1", s.am(), 1);
+    }
+    // As version 6 stored it: the first commit as the snapshot, a later one as a change set.
+    let first = heads(s.am());
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 10_000_000, 10, 1_000_000, 2),
+    );
+    let set = s.am().save_after(&first);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE doc_changes;
+         CREATE TABLE doc_changes (doc_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                                   bytes BLOB NOT NULL, PRIMARY KEY (doc_id, seq));
+         PRAGMA user_version = 6;",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO doc_changes (doc_id, seq, bytes) VALUES ('s-1', 1, ?1)",
+        [&set],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE documents SET heads = ?1 WHERE id = 's-1'",
+        [heads_to_blob(&heads(s.am()))],
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = CloudStore::open(&path).unwrap();
+    let mut loaded = store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+    assert_eq!(count(&store, "SELECT count(*) FROM doc_changes"), 0);
+    // And it takes new changes as version 7 does.
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 20_000_000, 10, 1_000_000, 3),
+    );
+    commit(&store, "s-1", s.am(), 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM doc_changes"), 1);
+    let mut loaded = store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+}
+
+#[test]
+fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
+    let cluster = vigil_shared::pg_cluster::cluster();
+    let url = cluster.new_database();
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    {
+        let store = CloudStore::open_postgres(&url).unwrap();
+        commit(&store, "s-1", s.am(), 1);
+    }
+    // A second instance opening the same database migrates nothing and sees everything.
+    let store = CloudStore::open_postgres(&url).unwrap();
+    let mut loaded = store.load_document("s-1").unwrap().unwrap();
+    assert_eq!(heads(&mut loaded.doc), heads(s.am()));
+    store
+        .write(|db| {
+            db.exec(
+                "UPDATE vigil_schema SET version = ?1",
+                args![DB_VERSION + 1],
+            )
+        })
+        .unwrap();
+    drop(store);
+    assert!(matches!(
+        CloudStore::open_postgres(&url),
+        Err(StoreError::TooNew(v)) if v == DB_VERSION + 1
+    ));
+}
+
+#[test]
+fn postgres_says_which_part_of_the_connection_failed() {
+    let cluster = vigil_shared::pg_cluster::cluster();
+    let open_err = |url: &str| match CloudStore::open_postgres(url) {
+        Err(e) => e,
+        Ok(_) => panic!("{url} opened"),
+    };
+    let wrong_password = open_err(
+        &cluster
+            .url("postgres")
+            .replace(vigil_shared::pg_cluster::PASSWORD, "not-the-password"),
+    );
+    assert!(wrong_password.is_unavailable(), "{wrong_password}");
+    assert!(
+        wrong_password
+            .to_string()
+            .contains("password authentication failed"),
+        "{wrong_password}"
+    );
+    let missing = open_err(&cluster.url("no_such_database"));
+    assert!(
+        missing
+            .to_string()
+            .contains("database \"no_such_database\" does not exist"),
+        "{missing}"
+    );
+    // Nothing listens on this port: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = open_err(&format!("postgres://vigil:x@127.0.0.1:{port}/vigil"));
+    assert!(unreachable.is_unavailable(), "{unreachable}");
+    assert!(
+        unreachable
+            .to_string()
+            .contains(&format!("127.0.0.1:{port}/vigil"))
+            && unreachable
+                .to_string()
+                .to_lowercase()
+                .contains("connection refused"),
+        "{unreachable}"
+    );
+    let garbled = open_err("postgres://vigil@127.0.0.1:notaport/vigil");
+    assert!(garbled.to_string().contains("not valid"), "{garbled}");
+}
+
+fn people_sessions_and_tokens_round_trip(engine: Engine) {
+    let f = fixture(engine);
+    let store = &f.store;
+    let maria = store
+        .create_user("maria", "clinician", "austin", "hash-1", 10)
+        .unwrap();
+    let ana = store
+        .create_user("ana", "regional_manager", "south", "hash-2", 11)
+        .unwrap();
+    assert_ne!(maria, ana);
+    assert!(matches!(
+        store.create_user("maria", "admin", "", "h", 12),
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = store
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["ana", "maria"]);
+    let user = store.user_by_name("maria").unwrap().unwrap();
+    assert_eq!(
+        (
+            user.id,
+            user.role.as_str(),
+            user.scope.as_str(),
+            user.disabled
+        ),
+        (maria, "clinician", "austin", false)
+    );
+
+    store
+        .create_web_session(&[7; 32], maria, "csrf-1", 100)
+        .unwrap();
+    store.touch_web_session(&[7; 32], 160).unwrap();
+    let (session, owner) = store.web_session(&[7; 32]).unwrap().unwrap();
+    assert_eq!(
+        (
+            session.user_id,
+            session.csrf.as_str(),
+            session.created_us,
+            session.last_seen_us
+        ),
+        (maria, "csrf-1", 100, 160)
+    );
+    assert_eq!(owner, store.user_by_name("maria").unwrap().unwrap());
+    let token = store
+        .create_api_token(&[8; 32], maria, "export", 100, 1_000)
+        .unwrap();
+    let (row, _) = store.api_token(&[8; 32]).unwrap().unwrap();
+    assert_eq!(
+        (row.id, row.label.as_str(), row.expires_us),
+        (token, "export", 1_000)
+    );
+
+    // A new password ends every session and token of hers, not anyone else's.
+    store
+        .create_web_session(&[9; 32], ana, "csrf-2", 100)
+        .unwrap();
+    assert!(store.set_password("maria", "hash-3").unwrap());
+    assert!(store.web_session(&[7; 32]).unwrap().is_none());
+    assert!(store.api_token(&[8; 32]).unwrap().is_none());
+    assert!(store.web_session(&[9; 32]).unwrap().is_some());
+    assert_eq!(
+        store.user_by_name("maria").unwrap().unwrap().password_hash,
+        "hash-3"
+    );
+    // Disabling does too; signing out ends one session.
+    assert!(store.set_disabled("ana", true).unwrap());
+    assert!(store.web_session(&[9; 32]).unwrap().is_none());
+    assert!(store.user_by_name("ana").unwrap().unwrap().disabled);
+    assert!(!store.set_disabled("nobody", true).unwrap());
+    store
+        .create_web_session(&[10; 32], maria, "csrf-3", 200)
+        .unwrap();
+    store.delete_web_session(&[10; 32]).unwrap();
+    assert!(store.web_session(&[10; 32]).unwrap().is_none());
 }

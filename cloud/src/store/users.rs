@@ -7,10 +7,10 @@
 //! [`crate::auth`]'s job. Secrets are never stored: passwords as argon2 PHC strings (made by
 //! `auth`), session cookies and API tokens as SHA-256 digests.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use vigil_shared::audit::AuditEntry;
 
+use super::db::{Row, Sql, args};
 use super::{CloudStore, StoreError};
 
 /// Most audit entries one read returns; the audit page and CSV export page past this.
@@ -132,17 +132,19 @@ impl AuditSource {
     }
 }
 
-const USER_COLUMNS: &str = "id, username, role, scope, password_hash, disabled, created_us";
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.role, u.scope, u.password_hash, u.disabled, u.created_us";
 
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+/// A user from [`USER_COLUMNS`] starting at column `at`.
+fn user_row(r: &Row, at: usize) -> Result<UserRow, StoreError> {
     Ok(UserRow {
-        id: r.get(0)?,
-        username: r.get(1)?,
-        role: r.get(2)?,
-        scope: r.get(3)?,
-        password_hash: r.get(4)?,
-        disabled: r.get(5)?,
-        created_us: r.get(6)?,
+        id: r.get(at)?,
+        username: r.get(at + 1)?,
+        role: r.get(at + 2)?,
+        scope: r.get(at + 3)?,
+        password_hash: r.get(at + 4)?,
+        disabled: r.get(at + 5)?,
+        created_us: r.get(at + 6)?,
     })
 }
 
@@ -200,7 +202,7 @@ pub(super) fn schema_v4_tokens() -> String {
 
 const TOKEN_COLUMNS: &str = "t.rowid, t.label, t.created_us, t.expires_us, t.last_used_us";
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRow> {
+fn token_row(r: &Row) -> Result<ApiTokenRow, StoreError> {
     Ok(ApiTokenRow {
         id: r.get(0)?,
         label: r.get(1)?,
@@ -226,31 +228,45 @@ pub(super) const SCHEMA_V5_AUDIT: &str = "
 /// already there is left as it is); returns how many were new. Runs inside the caller's
 /// transaction (the projection of the audit document they came in).
 pub(super) fn insert_appliance_entries(
-    conn: &Connection,
+    db: &mut dyn Sql,
     site: &str,
     room: &str,
     entries: &[AuditEntry],
 ) -> Result<usize, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO audit_log
-             (at_us, username, action, target, ip, source, site, room, entry_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
     let mut added = 0;
     for e in entries {
-        added += stmt.execute(params![
-            e.at_us,
-            e.actor,
-            e.action,
-            e.target,
-            e.client,
-            AuditSource::Appliance.as_str(),
-            site,
-            room,
-            e.id
-        ])?;
+        added += db.exec(
+            "INSERT INTO audit_log
+                 (at_us, username, action, target, ip, source, site, room, entry_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT DO NOTHING",
+            args![
+                e.at_us,
+                e.actor,
+                e.action,
+                e.target,
+                e.client,
+                AuditSource::Appliance.as_str(),
+                site,
+                room,
+                e.id
+            ],
+        )? as usize;
     }
     Ok(added)
+}
+
+/// Ends a user's browser sessions and revokes their API tokens, in the caller's transaction.
+fn end_sessions_and_tokens(db: &mut dyn Sql, username: &str) -> Result<(), StoreError> {
+    for table in ["web_sessions", "api_tokens"] {
+        db.exec(
+            &format!(
+                "DELETE FROM {table} WHERE user_id IN (SELECT id FROM users WHERE username = ?1)"
+            ),
+            args![username],
+        )?;
+    }
+    Ok(())
 }
 
 impl CloudStore {
@@ -263,93 +279,78 @@ impl CloudStore {
         password_hash: &str,
         now_us: i64,
     ) -> Result<i64, StoreError> {
-        let conn = self.writer();
-        let taken: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
-            [username],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Err(StoreError::Conflict(format!(
-                "user {username:?} already exists"
-            )));
-        }
-        conn.execute(
-            "INSERT INTO users (username, role, scope, password_hash, disabled, created_us)
-             VALUES (?1, ?2, ?3, ?4, 0, ?5)",
-            params![username, role, scope, password_hash, now_us],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.write(|db| {
+            let taken: bool = db
+                .one(
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                    args![username],
+                )?
+                .get(0)?;
+            if taken {
+                return Err(StoreError::Conflict(format!(
+                    "user {username:?} already exists"
+                )));
+            }
+            db.one(
+                "INSERT INTO users (username, role, scope, password_hash, disabled, created_us)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5) RETURNING id",
+                args![username, role, scope, password_hash, now_us],
+            )?
+            .get(0)
+        })
     }
 
     /// Replaces a user's password hash, ends their browser sessions and revokes their API
     /// tokens (whoever knew the old password may have made one); `false` if there is no such
     /// user.
     pub fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-            params![username, password_hash],
-        )?;
-        for table in ["web_sessions", "api_tokens"] {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE user_id IN
-                     (SELECT id FROM users WHERE username = ?1)"
-                ),
-                [username],
+        self.write(|db| {
+            let n = db.exec(
+                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                args![username, password_hash],
             )?;
-        }
-        tx.commit()?;
-        Ok(n > 0)
+            end_sessions_and_tokens(db, username)?;
+            Ok(n > 0)
+        })
     }
 
     /// Disables (or re-enables) a user; disabling ends their sessions and revokes their API
     /// tokens. `false` if there is no such user.
     pub fn set_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
-        let mut conn = self.writer();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE users SET disabled = ?2 WHERE username = ?1",
-            params![username, disabled],
-        )?;
-        if disabled {
-            for table in ["web_sessions", "api_tokens"] {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE user_id IN
-                         (SELECT id FROM users WHERE username = ?1)"
-                    ),
-                    [username],
-                )?;
+        self.write(|db| {
+            let n = db.exec(
+                "UPDATE users SET disabled = ?2 WHERE username = ?1",
+                args![username, disabled],
+            )?;
+            if disabled {
+                end_sessions_and_tokens(db, username)?;
             }
-        }
-        tx.commit()?;
-        Ok(n > 0)
+            Ok(n > 0)
+        })
     }
 
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users ORDER BY username"
-            ))?;
-            let rows = stmt.query_map([], user_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            db.rows(
+                &format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.username"),
+                &[],
+            )?
+            .iter()
+            .map(|r| user_row(r, 0))
+            .collect()
         })
     }
 
     /// A user by name.
     pub fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
-                    [username],
-                    user_row,
-                )
-                .optional()?)
+        self.read(|db| {
+            db.row(
+                &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.username = ?1"),
+                args![username],
+            )?
+            .map(|r| user_row(&r, 0))
+            .transpose()
         })
     }
 
@@ -361,11 +362,13 @@ impl CloudStore {
         csrf: &str,
         now_us: i64,
     ) -> Result<(), StoreError> {
-        self.writer().execute(
-            "INSERT INTO web_sessions (token_hash, user_id, csrf, created_us, last_seen_us)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![token_hash, user_id, csrf, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO web_sessions (token_hash, user_id, csrf, created_us, last_seen_us)
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                args![token_hash, user_id, csrf, now_us],
+            )
+        })?;
         Ok(())
     }
 
@@ -374,54 +377,49 @@ impl CloudStore {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<(WebSessionRow, UserRow)>, StoreError> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT s.user_id, s.csrf, s.created_us, s.last_seen_us,
-                            u.id, u.username, u.role, u.scope, u.password_hash, u.disabled,
-                            u.created_us
+        self.read(|db| {
+            db.row(
+                &format!(
+                    "SELECT s.user_id, s.csrf, s.created_us, s.last_seen_us, {USER_COLUMNS}
                      FROM web_sessions s JOIN users u ON u.id = s.user_id
-                     WHERE s.token_hash = ?1",
-                    [token_hash],
-                    |r| {
-                        Ok((
-                            WebSessionRow {
-                                user_id: r.get(0)?,
-                                csrf: r.get(1)?,
-                                created_us: r.get(2)?,
-                                last_seen_us: r.get(3)?,
-                            },
-                            UserRow {
-                                id: r.get(4)?,
-                                username: r.get(5)?,
-                                role: r.get(6)?,
-                                scope: r.get(7)?,
-                                password_hash: r.get(8)?,
-                                disabled: r.get(9)?,
-                                created_us: r.get(10)?,
-                            },
-                        ))
+                     WHERE s.token_hash = ?1"
+                ),
+                args![token_hash],
+            )?
+            .map(|r| {
+                Ok((
+                    WebSessionRow {
+                        user_id: r.get(0)?,
+                        csrf: r.get(1)?,
+                        created_us: r.get(2)?,
+                        last_seen_us: r.get(3)?,
                     },
-                )
-                .optional()?)
+                    user_row(&r, 4)?,
+                ))
+            })
+            .transpose()
         })
     }
 
     /// Marks a browser session as used now.
     pub fn touch_web_session(&self, token_hash: &[u8], now_us: i64) -> Result<(), StoreError> {
-        self.writer().execute(
-            "UPDATE web_sessions SET last_seen_us = ?2 WHERE token_hash = ?1",
-            params![token_hash, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "UPDATE web_sessions SET last_seen_us = ?2 WHERE token_hash = ?1",
+                args![token_hash, now_us],
+            )
+        })?;
         Ok(())
     }
 
     /// Ends a browser session (sign-out, timeout).
     pub fn delete_web_session(&self, token_hash: &[u8]) -> Result<(), StoreError> {
-        self.writer().execute(
-            "DELETE FROM web_sessions WHERE token_hash = ?1",
-            [token_hash],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "DELETE FROM web_sessions WHERE token_hash = ?1",
+                args![token_hash],
+            )
+        })?;
         Ok(())
     }
 
@@ -434,13 +432,14 @@ impl CloudStore {
         now_us: i64,
         expires_us: i64,
     ) -> Result<i64, StoreError> {
-        let conn = self.writer();
-        conn.execute(
-            "INSERT INTO api_tokens (token_hash, user_id, label, created_us, expires_us)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![token_hash, user_id, label, now_us, expires_us],
-        )?;
-        Ok(conn.last_insert_rowid())
+        self.write(|db| {
+            db.one(
+                "INSERT INTO api_tokens (token_hash, user_id, label, created_us, expires_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING rowid",
+                args![token_hash, user_id, label, now_us, expires_us],
+            )?
+            .get(0)
+        })
     }
 
     /// An API token and the user it belongs to, by the token's digest. Expiry is the
@@ -449,84 +448,79 @@ impl CloudStore {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<(ApiTokenRow, UserRow)>, StoreError> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {TOKEN_COLUMNS}, u.id, u.username, u.role, u.scope,
-                                u.password_hash, u.disabled, u.created_us
-                         FROM api_tokens t JOIN users u ON u.id = t.user_id
-                         WHERE t.token_hash = ?1"
-                    ),
-                    [token_hash],
-                    |r| {
-                        Ok((
-                            token_row(r)?,
-                            UserRow {
-                                id: r.get(5)?,
-                                username: r.get(6)?,
-                                role: r.get(7)?,
-                                scope: r.get(8)?,
-                                password_hash: r.get(9)?,
-                                disabled: r.get(10)?,
-                                created_us: r.get(11)?,
-                            },
-                        ))
-                    },
-                )
-                .optional()?)
+        self.read(|db| {
+            db.row(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS}
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = ?1"
+                ),
+                args![token_hash],
+            )?
+            .map(|r| Ok((token_row(&r)?, user_row(&r, 5)?)))
+            .transpose()
         })
     }
 
     /// Records that an API token was used.
     pub fn touch_api_token(&self, id: i64, now_us: i64) -> Result<(), StoreError> {
-        self.writer().execute(
-            "UPDATE api_tokens SET last_used_us = ?2 WHERE rowid = ?1",
-            params![id, now_us],
-        )?;
+        self.write(|db| {
+            db.exec(
+                "UPDATE api_tokens SET last_used_us = ?2 WHERE rowid = ?1",
+                args![id, now_us],
+            )
+        })?;
         Ok(())
     }
 
     /// A user's API tokens, newest first (expired ones too, until revoked).
     pub fn api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenRow>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?1
-                 ORDER BY t.created_us DESC, t.rowid DESC"
-            ))?;
-            let rows = stmt.query_map([user_id], token_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+        self.read(|db| {
+            db.rows(
+                &format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.user_id = ?1
+                     ORDER BY t.created_us DESC, t.rowid DESC"
+                ),
+                args![user_id],
+            )?
+            .iter()
+            .map(token_row)
+            .collect()
         })
     }
 
     /// Revokes (deletes) one of a user's API tokens; `false` if that user has no token with
     /// this id.
     pub fn revoke_api_token(&self, user_id: i64, id: i64) -> Result<bool, StoreError> {
-        let n = self.writer().execute(
-            "DELETE FROM api_tokens WHERE rowid = ?1 AND user_id = ?2",
-            params![id, user_id],
-        )?;
+        let n = self.write(|db| {
+            db.exec(
+                "DELETE FROM api_tokens WHERE rowid = ?1 AND user_id = ?2",
+                args![id, user_id],
+            )
+        })?;
         Ok(n > 0)
     }
 
     /// Appends to the audit log.
     pub fn audit(&self, entry: &AuditRow) -> Result<(), StoreError> {
-        self.writer().execute(
-            "INSERT INTO audit_log (at_us, username, action, target, ip, source, site, room,
+        self.write(|db| {
+            db.exec(
+                "INSERT INTO audit_log (at_us, username, action, target, ip, source, site, room,
                                     entry_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                entry.at_us,
-                entry.username,
-                entry.action,
-                entry.target,
-                entry.ip,
-                entry.source.as_str(),
-                entry.site,
-                entry.room,
-                entry.entry_id
-            ],
-        )?;
+                args![
+                    entry.at_us,
+                    entry.username,
+                    entry.action,
+                    entry.target,
+                    entry.ip,
+                    entry.source.as_str(),
+                    entry.site,
+                    entry.room,
+                    entry.entry_id
+                ],
+            )
+        })?;
         Ok(())
     }
 
@@ -535,29 +529,29 @@ impl CloudStore {
     /// and how many there are.
     pub fn audit_log(&self, limit: u32, offset: u32) -> Result<(u64, Vec<AuditRow>), StoreError> {
         let limit = limit.min(MAX_AUDIT_PAGE);
-        self.read(|conn| {
-            let tx = conn.transaction()?;
-            let total: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
-            let rows = {
-                let mut stmt = tx.prepare_cached(
+        self.read(|db| {
+            let total: i64 = db.one("SELECT count(*) FROM audit_log", &[])?.get(0)?;
+            let rows = db
+                .rows(
                     "SELECT at_us, username, action, target, ip, source, site, room, entry_id
                      FROM audit_log ORDER BY at_us DESC, id DESC LIMIT ?1 OFFSET ?2",
-                )?;
-                let rows = stmt.query_map(params![limit, offset], |r| {
+                    args![limit, offset],
+                )?
+                .iter()
+                .map(|r| {
                     Ok(AuditRow {
                         at_us: r.get(0)?,
                         username: r.get(1)?,
                         action: r.get(2)?,
                         target: r.get(3)?,
                         ip: r.get(4)?,
-                        source: AuditSource::from_db(&r.get::<_, String>(5)?),
+                        source: AuditSource::from_db(&r.get::<String>(5)?),
                         site: r.get(6)?,
                         room: r.get(7)?,
                         entry_id: r.get(8)?,
                     })
-                })?;
-                rows.collect::<Result<Vec<_>, _>>()?
-            };
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             Ok((u64::try_from(total).unwrap_or(0), rows))
         })
     }
