@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::CloudConfig;
+use crate::config::{CloudConfig, StoreKind};
 use crate::metrics::Metrics;
 use crate::store::CloudStore;
 use crate::sync::{self, SyncServer};
@@ -31,10 +31,10 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The database could not be opened.
-    #[error("cannot open the cloud database {path}: {reason}")]
+    #[error("cannot open the cloud database ({store}): {reason}")]
     Database {
-        /// The file.
-        path: PathBuf,
+        /// Which: the SQLite file, or PostgreSQL's `host:port/database`.
+        store: String,
         /// Why.
         reason: String,
     },
@@ -49,6 +49,36 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// Opens the configured store: the SQLite file in `data_dir` (created with the directory if
+/// missing), or the PostgreSQL database of `[store]`, with TLS when `ca_file` is given.
+pub fn open_store(config: &CloudConfig) -> Result<CloudStore, StartError> {
+    match config.store.kind {
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let db = config.data_dir.join(DB_FILE);
+            CloudStore::open(&db).map_err(|e| StartError::Database {
+                store: format!("sqlite {}", db.display()),
+                reason: e.to_string(),
+            })
+        }
+        StoreKind::Postgres => {
+            let failed = |reason: String| StartError::Database {
+                store: "postgres".into(),
+                reason,
+            };
+            let url = config.store.postgres_url().map_err(failed)?;
+            let ca = match &config.store.ca_file {
+                Some(path) => Some(tls::read_certs(path, "PostgreSQL CA certificate")?),
+                None => None,
+            };
+            CloudStore::open_postgres(&url, ca.as_deref()).map_err(|e| failed(e.to_string()))
+        }
+    }
 }
 
 /// A running aggregator.
@@ -72,11 +102,7 @@ impl Cloud {
             path: config.data_dir.clone(),
             source,
         })?;
-        let db = config.data_dir.join(DB_FILE);
-        let store = Arc::new(CloudStore::open(&db).map_err(|e| StartError::Database {
-            path: db.clone(),
-            reason: e.to_string(),
-        })?);
+        let store = Arc::new(open_store(&config)?);
         let metrics = Arc::new(Metrics::default());
         let server_config = tls::server_config(&config.pki)?;
         let endpoint =
@@ -89,7 +115,7 @@ impl Cloud {
             source,
         })?;
         ensure_site_configs(&store, &config).map_err(|reason| StartError::Database {
-            path: db.clone(),
+            store: store.describe(),
             reason,
         })?;
         let server = SyncServer::new(store.clone(), metrics.clone());
@@ -129,7 +155,7 @@ impl Cloud {
                 tracing::error!(error = %e, "http server failed");
             }
         }));
-        tracing::info!(sync = %sync_addr, api = %api_addr, db = %db.display(), "cloud started");
+        tracing::info!(sync = %sync_addr, api = %api_addr, store = %store.describe(), "cloud started");
         Ok(Cloud {
             sync_addr,
             api_addr,

@@ -230,6 +230,78 @@ impl HttpConfig {
     }
 }
 
+/// Where the cloud keeps its data, `[store]`: SQLite (the default, one machine, no set-up) or
+/// PostgreSQL (several cloud instances on one database).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite` (the file `vigil-cloud.db` in `data_dir`) or `postgres`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// PostgreSQL's address, `postgres://user:password@host:port/database`. Prefer
+    /// `url_file`, which keeps the password out of this file.
+    pub url: Option<String>,
+    /// A file holding the address (one line; readable by the cloud's user only).
+    pub url_file: Option<PathBuf>,
+    /// The CA certificate(s) of the PostgreSQL server's certificate, PEM. With it the
+    /// connection is TLS and the server is verified; without it only a server on this
+    /// machine is accepted.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The storage engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One SQLite file in `data_dir`.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database.
+    Postgres,
+}
+
+impl StoreConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, problem: &str| Err((format!("store.{field}"), problem.to_owned()));
+        match self.kind {
+            StoreKind::Sqlite => {
+                for (field, set) in [
+                    ("url", self.url.is_some()),
+                    ("url_file", self.url_file.is_some()),
+                    ("ca_file", self.ca_file.is_some()),
+                ] {
+                    if set {
+                        return err(field, "is for kind = \"postgres\"; SQLite needs nothing");
+                    }
+                }
+                Ok(())
+            }
+            StoreKind::Postgres => match (&self.url, &self.url_file) {
+                (None, None) => err("url_file", "is missing: PostgreSQL needs url_file or url"),
+                (Some(_), Some(_)) => err("url", "and url_file are both set; give one"),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The PostgreSQL address: `url`, or the first line of `url_file`.
+    pub fn postgres_url(&self) -> Result<String, String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let Some(path) = &self.url_file else {
+            return Err("[store] names neither url nor url_file".into());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read store.url_file {}: {e}", path.display()))?;
+        let url = text.lines().next().unwrap_or("").trim().to_owned();
+        if url.is_empty() {
+            return Err(format!("store.url_file {} is empty", path.display()));
+        }
+        Ok(url)
+    }
+}
+
 /// Certificate files of the cloud.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -264,6 +336,9 @@ pub struct CloudConfig {
     /// Host names and trusted proxies of the HTTP server.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The storage engine; SQLite in `data_dir` when absent.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 impl CloudConfig {
@@ -296,6 +371,12 @@ impl CloudConfig {
         fix(&mut self.pki.server_cert);
         fix(&mut self.pki.server_key);
         fix(&mut self.pki.crl);
+        for p in [&mut self.store.url_file, &mut self.store.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            fix(p);
+        }
     }
 
     /// Checks values; `path` only names the file in messages.
@@ -316,6 +397,9 @@ impl CloudConfig {
         }
         self.http
             .check_hosts()
+            .map_err(|(field, problem)| invalid(&field, problem))?;
+        self.store
+            .check()
             .map_err(|(field, problem)| invalid(&field, problem))?;
         let mut seen = std::collections::BTreeSet::new();
         for (i, site) in self.sites.iter().enumerate() {
@@ -460,6 +544,49 @@ rooms = ["1", "2"]
             &["trusted_proxies"],
         );
         check_err(&format!("{GOOD}\n[http]\nhost = []\n"), &["host"]);
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_postgres_is_named_with_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloud.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        assert_eq!(
+            CloudConfig::load(&path).unwrap().store.kind,
+            StoreKind::Sqlite
+        );
+        let pg = format!(
+            "{GOOD}\n[store]\nkind = \"postgres\"\nurl_file = \"pg-url\"\nca_file = \"pg-ca.pem\"\n"
+        );
+        std::fs::write(&path, &pg).unwrap();
+        let c = CloudConfig::load(&path).unwrap();
+        assert_eq!(c.store.kind, StoreKind::Postgres);
+        assert_eq!(c.store.url_file, Some(dir.path().join("pg-url")));
+        assert_eq!(c.store.ca_file, Some(dir.path().join("pg-ca.pem")));
+        let err = c.store.postgres_url().unwrap_err();
+        assert!(
+            err.contains("store.url_file") && err.contains("pg-url"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("pg-url"), "postgres://v:secret@db/vigil\n").unwrap();
+        assert_eq!(
+            c.store.postgres_url().unwrap(),
+            "postgres://v:secret@db/vigil"
+        );
+
+        check_err(
+            &format!("{GOOD}\n[store]\nkind = \"postgres\"\n"),
+            &["store.url_file", "is missing"],
+        );
+        check_err(
+            &format!("{GOOD}\n[store]\nkind = \"postgres\"\nurl = \"a\"\nurl_file = \"b\"\n"),
+            &["store.url", "give one"],
+        );
+        check_err(
+            &format!("{GOOD}\n[store]\nurl = \"postgres://db/vigil\"\n"),
+            &["store.url", "kind = \"postgres\""],
+        );
+        check_err(&format!("{GOOD}\n[store]\nkind = \"mysql\"\n"), &["kind"]);
     }
 
     #[test]

@@ -319,9 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Staff { config, command } => {
             let config = vigil_cloud::config::CloudConfig::load(&config)?;
-            let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
-            let store = vigil_cloud::store::CloudStore::open(&db)
-                .with_context(|| format!("cannot open {}", db.display()))?;
+            let store = vigil_cloud::app::open_store(&config)?;
             match command {
                 StaffCommand::Add {
                     site,
@@ -430,9 +428,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reindex { config } => {
             vigil_cloud::init_logging(false);
             let config = vigil_cloud::config::CloudConfig::load(&config)?;
-            let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
-            let store = vigil_cloud::store::CloudStore::open(&db)
-                .with_context(|| format!("cannot open {}", db.display()))?;
+            let store = vigil_cloud::app::open_store(&config)?;
             let report = store.reindex().context("reindex failed")?;
             println!("reindex: {report:?}");
             Ok(ExitCode::SUCCESS)
@@ -444,6 +440,7 @@ async fn serve(config: vigil_cloud::config::CloudConfig) -> anyhow::Result<()> {
     let cloud = vigil_cloud::app::Cloud::start(config).await?;
     println!("cloud api: {}", cloud.api_url());
     println!("cloud sync: {}", cloud.sync_addr);
+    println!("cloud store: {}", cloud.store.describe());
     vigil_web::service::ready(&format!("serving; sync on {}", cloud.sync_addr));
     // The cloud's work is request-driven: a runtime that still runs this task still serves.
     let watchdog = vigil_web::service::spawn_watchdog(|| true);
@@ -602,11 +599,7 @@ fn user_command(
     command: UserCommand,
 ) -> anyhow::Result<()> {
     use vigil_cloud::auth::{self, Role};
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let db = config.data_dir.join(vigil_cloud::app::DB_FILE);
-    let store = vigil_cloud::store::CloudStore::open(&db)
-        .with_context(|| format!("cannot open {}", db.display()))?;
+    let store = vigil_cloud::app::open_store(config)?;
     match command {
         UserCommand::Add {
             username,

@@ -151,6 +151,32 @@ impl PgCluster {
         }
     }
 
+    /// Turns TLS on with this certificate and key (PEM files, copied into the cluster's
+    /// directory); clients without TLS are still accepted.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let (cert_to, key_to) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        std::fs::copy(cert, &cert_to).map_err(|e| format!("copying {}: {e}", cert.display()))?;
+        std::fs::copy(key, &key_to).map_err(|e| format!("copying {}: {e}", key.display()))?;
+        std::fs::set_permissions(&key_to, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", key_to.display()))?;
+        if is_root() {
+            run(Command::new("chown")
+                .arg("nobody")
+                .arg(&cert_to)
+                .arg(&key_to))?;
+        }
+        for sql in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_to.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_to.display()),
+            "ALTER SYSTEM SET ssl = on".to_owned(),
+            "SELECT pg_reload_conf()".to_owned(),
+        ] {
+            self.psql(&sql)?;
+        }
+        Ok(())
+    }
+
     /// Closes the shell's stdin pipe: the server stops and its directory goes.
     fn shutdown(&self) {
         if let Ok(mut child) = self.guard.lock() {

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use automerge::{AutoCommit, ChangeHash};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use vigil_shared::wire::DocKind;
 
@@ -279,11 +280,12 @@ struct SqliteEngine {
     readers: Mutex<Vec<Connection>>,
 }
 
-#[derive(Debug)]
 struct PgEngine {
     config: postgres::Config,
     /// `host:port/database`, for messages (never the password).
     name: String,
+    /// TLS with the configured CA; `None` for a server on this machine.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     idle: Mutex<Vec<PgConn>>,
 }
 
@@ -307,10 +309,32 @@ impl CloudStore {
     /// Connects to a PostgreSQL database (`postgres://user:password@host:port/database`)
     /// and brings its schema up to date; several instances may do so at once. The error
     /// names what failed: the server unreachable, the password refused, the database missing.
-    pub fn open_postgres(url: &str) -> Result<CloudStore, StoreError> {
+    ///
+    /// With `ca` (the certificates the server's certificate chains to) the connection is TLS,
+    /// required, with the server's name checked. Without it only a server on this machine
+    /// (a loopback address or a Unix socket) is accepted: patient data never crosses a
+    /// network unencrypted.
+    pub fn open_postgres(
+        url: &str,
+        ca: Option<&[CertificateDer<'static>]>,
+    ) -> Result<CloudStore, StoreError> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             StoreError::Unavailable(format!("the PostgreSQL address is not valid: {e}"))
         })?;
+        let tls = match ca {
+            Some(ca) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                Some(pg_tls(ca)?)
+            }
+            None if pg_is_local(&config) => None,
+            None => {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL at {} is not on this machine, so the connection must be TLS: \
+                     give the CA of the server's certificate ([store] ca_file)",
+                    pg_name(&config)
+                )));
+            }
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
@@ -321,6 +345,7 @@ impl CloudStore {
         let engine = PgEngine {
             config,
             name,
+            tls,
             idle: Mutex::new(Vec::new()),
         };
         let mut conn = engine.connect()?;
@@ -749,9 +774,22 @@ impl SqliteEngine {
     }
 }
 
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEngine")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl PgEngine {
     fn connect(&self) -> Result<PgConn, StoreError> {
-        let client = self.config.connect(postgres::NoTls).map_err(|e| {
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        };
+        let client = client.map_err(|e| {
             let e = StoreError::from(e);
             let reason = match &e {
                 StoreError::Unavailable(r) | StoreError::Database(r) => r.clone(),
@@ -790,6 +828,40 @@ impl PgEngine {
         }
         result
     }
+}
+
+/// Whether every host of a PostgreSQL configuration is on this machine.
+fn pg_is_local(config: &postgres::Config) -> bool {
+    config.get_hosts().iter().all(|h| match h {
+        postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        postgres::config::Host::Unix(_) => true,
+    })
+}
+
+/// The TLS connector for PostgreSQL: TLS 1.2 or 1.3 (servers speak both), the server's
+/// certificate checked against `ca` and its name against the host connected to.
+fn pg_tls(
+    ca: &[CertificateDer<'static>],
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in ca {
+        roots.add(cert.clone()).map_err(|e| {
+            StoreError::Unavailable(format!("the PostgreSQL CA certificate is not usable: {e}"))
+        })?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Unavailable(format!("TLS for PostgreSQL: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// `host:port/database` of a PostgreSQL configuration.

@@ -72,7 +72,7 @@ fn fixture(engine: Engine) -> Fixture {
         Engine::Sqlite => CloudStore::open(&dir.path().join("cloud.db")).unwrap(),
         Engine::Postgres => {
             let url = vigil_shared::pg_cluster::cluster().new_database();
-            CloudStore::open_postgres(&url).unwrap()
+            CloudStore::open_postgres(&url, None).unwrap()
         }
     };
     Fixture { _dir: dir, store }
@@ -1558,11 +1558,11 @@ fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
     {
-        let store = CloudStore::open_postgres(&url).unwrap();
+        let store = CloudStore::open_postgres(&url, None).unwrap();
         commit(&store, "s-1", s.am(), 1);
     }
     // A second instance opening the same database migrates nothing and sees everything.
-    let store = CloudStore::open_postgres(&url).unwrap();
+    let store = CloudStore::open_postgres(&url, None).unwrap();
     let mut loaded = store.load_document("s-1").unwrap().unwrap();
     assert_eq!(heads(&mut loaded.doc), heads(s.am()));
     store
@@ -1575,7 +1575,7 @@ fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
         .unwrap();
     drop(store);
     assert!(matches!(
-        CloudStore::open_postgres(&url),
+        CloudStore::open_postgres(&url, None),
         Err(StoreError::TooNew(v)) if v == DB_VERSION + 1
     ));
 }
@@ -1583,7 +1583,7 @@ fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
 #[test]
 fn postgres_says_which_part_of_the_connection_failed() {
     let cluster = vigil_shared::pg_cluster::cluster();
-    let open_err = |url: &str| match CloudStore::open_postgres(url) {
+    let open_err = |url: &str| match CloudStore::open_postgres(url, None) {
         Err(e) => e,
         Ok(_) => panic!("{url} opened"),
     };
@@ -1626,6 +1626,51 @@ fn postgres_says_which_part_of_the_connection_failed() {
     );
     let garbled = open_err("postgres://vigil@127.0.0.1:notaport/vigil");
     assert!(garbled.to_string().contains("not valid"), "{garbled}");
+}
+
+#[test]
+fn postgres_off_this_machine_is_tls_with_the_server_checked() {
+    let refused = CloudStore::open_postgres("postgres://vigil:x@db.example.org/vigil", None)
+        .err()
+        .expect("a remote server without a CA is refused");
+    assert!(
+        refused.to_string().contains("must be TLS") && refused.to_string().contains("ca_file"),
+        "{refused}"
+    );
+
+    let cluster = vigil_shared::pg_cluster::cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::pki::Ca::init(&dir.path().join("db-ca"), "Database CA").unwrap();
+    let server = ca
+        .issue_server(&["localhost".to_owned()], &[], "postgres")
+        .unwrap();
+    cluster
+        .enable_tls(&server.cert_path, &server.key_path)
+        .unwrap();
+    let ca_der = CertificateDer::from(ca.cert_der().to_vec());
+    let url = cluster.new_database().replace("@127.0.0.1:", "@localhost:");
+    let store = CloudStore::open_postgres(&url, Some(std::slice::from_ref(&ca_der))).unwrap();
+    let encrypted: bool = store
+        .read(|db| {
+            db.one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?
+            .get(0)
+        })
+        .unwrap();
+    assert!(encrypted, "the connection is TLS");
+
+    // A server whose certificate the CA did not issue is refused, naming the certificate.
+    let other = crate::pki::Ca::init(&dir.path().join("other-ca"), "Someone else").unwrap();
+    let other_der = CertificateDer::from(other.cert_der().to_vec());
+    let wrong = CloudStore::open_postgres(&url, Some(std::slice::from_ref(&other_der)))
+        .err()
+        .expect("a server the CA did not certify is refused");
+    assert!(
+        wrong.is_unavailable() && wrong.to_string().to_lowercase().contains("certificate"),
+        "{wrong}"
+    );
 }
 
 fn people_sessions_and_tokens_round_trip(engine: Engine) {
