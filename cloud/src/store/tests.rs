@@ -59,23 +59,44 @@ on_both_engines!(
     an_appliances_audit_entries_land_once_beside_the_clouds_own,
     the_same_entry_id_from_another_room_is_another_entry,
     people_sessions_and_tokens_round_trip,
+    two_instances_ingesting_one_document_at_once_store_each_change_once,
 );
 
 struct Fixture {
     _dir: tempfile::TempDir,
     store: CloudStore,
+    /// The SQLite file or the PostgreSQL URL, to open a second handle on (a second instance).
+    at: String,
+    engine: Engine,
 }
 
 fn fixture(engine: Engine) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = match engine {
-        Engine::Sqlite => CloudStore::open(&dir.path().join("cloud.db")).unwrap(),
-        Engine::Postgres => {
-            let url = vigil_shared::pg_cluster::cluster().new_database();
-            CloudStore::open_postgres(&url, None).unwrap()
-        }
+    let at = match engine {
+        Engine::Sqlite => dir.path().join("cloud.db").display().to_string(),
+        Engine::Postgres => vigil_shared::pg_cluster::cluster().new_database(),
     };
-    Fixture { _dir: dir, store }
+    let store = open_at(engine, &at);
+    Fixture {
+        _dir: dir,
+        store,
+        at,
+        engine,
+    }
+}
+
+fn open_at(engine: Engine, at: &str) -> CloudStore {
+    match engine {
+        Engine::Sqlite => CloudStore::open(Path::new(at)).unwrap(),
+        Engine::Postgres => CloudStore::open_postgres(at, None).unwrap(),
+    }
+}
+
+impl Fixture {
+    /// Another handle on the same database, as a second cloud instance opens it.
+    fn another(&self) -> CloudStore {
+        open_at(self.engine, &self.at)
+    }
 }
 
 fn meta(id: &str, site: &str, room: &str, started_us: Option<i64>) -> SessionMeta {
@@ -1671,6 +1692,115 @@ fn postgres_off_this_machine_is_tls_with_the_server_checked() {
         wrong.is_unavailable() && wrong.to_string().to_lowercase().contains("certificate"),
         "{wrong}"
     );
+}
+
+/// Two instances (two handles on one database) are offered the same session's changes at
+/// the same moment, several rounds over, each from its own copy of the document, as when an
+/// appliance's connection moves from one instance to the other mid-sync.
+fn two_instances_ingesting_one_document_at_once_store_each_change_once(engine: Engine) {
+    let f = fixture(engine);
+    let second = f.another();
+    let stores = [&f.store, &second];
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    commit(stores[0], "s-1", s.am(), 1);
+    const ROUNDS: i64 = 12;
+    for round in 0..ROUNDS {
+        s.append(
+            Channel::Hr,
+            samples(
+                Channel::Hr,
+                (round + 1) * 10_000_000,
+                10,
+                1_000_000,
+                round as i32,
+            ),
+        );
+        s.append(
+            Channel::Ecg,
+            samples(Channel::Ecg, round * 1_000_000, 250, 4_000, round as i32),
+        );
+        // Each instance holds its own copy, as each connection decodes its own; each copy
+        // also carries a change of its own (two rooms editing at once), so the two commits
+        // race with different heads.
+        let mut copies: Vec<(AutoCommit, Vec<Sample>)> = (0..2)
+            .map(|i| {
+                let mut doc = SessionDoc::from_automerge(s.am().fork()).unwrap();
+                let own = samples(
+                    Channel::Spo2,
+                    (round * 2 + i) * 1_000_000,
+                    5,
+                    1_000,
+                    i as i32,
+                );
+                doc.append_chunk(Channel::Spo2, encode(Channel::Spo2, &own))
+                    .unwrap();
+                (doc.automerge().clone(), own)
+            })
+            .collect();
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for (store, (copy, _)) in stores.iter().zip(&mut copies) {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    store
+                        .commit_document("s-1", DocKind::Session, "austin", copy, 2 + round)
+                        .unwrap();
+                });
+            }
+        });
+        for (mut copy, own) in copies {
+            s.am().merge(&mut copy).unwrap();
+            s.sent.entry(Channel::Spo2).or_default().extend(own);
+        }
+    }
+    let want = heads(s.am());
+    for store in &stores {
+        let mut stored = store.load_document("s-1").unwrap().unwrap();
+        assert_eq!(heads(&mut stored.doc), want, "{}", store.describe());
+        let row = store.read(|db| document_row(db, "s-1")).unwrap().unwrap();
+        assert_eq!(
+            row.heads, want,
+            "the registry's heads are the stored document's"
+        );
+    }
+    // Every change stored once: as many rows as distinct hashes, and as many changes in the
+    // document as in the sender's.
+    let rows = count(stores[0], "SELECT count(*) FROM doc_changes");
+    let distinct = count(stores[0], "SELECT count(DISTINCT hash) FROM doc_changes");
+    assert_eq!(rows, distinct);
+    let mut stored = stores[1].load_document("s-1").unwrap().unwrap();
+    assert_eq!(
+        stored.doc.get_changes(&[]).len(),
+        s.am().get_changes(&[]).len()
+    );
+    // The projection counts every sample once and equals a rebuild from scratch.
+    let rows = channels(stores[1], "s-1");
+    check_channel(
+        &rows,
+        Channel::Hr,
+        &s.sent[&Channel::Hr],
+        1 + ROUNDS as u64,
+        0,
+    );
+    check_channel(
+        &rows,
+        Channel::Ecg,
+        &s.sent[&Channel::Ecg],
+        ROUNDS as u64,
+        0,
+    );
+    check_channel(
+        &rows,
+        Channel::Spo2,
+        &s.sent[&Channel::Spo2],
+        2 * ROUNDS as u64,
+        0,
+    );
+    let before = dump_projections(stores[0]);
+    stores[1].reindex().unwrap();
+    assert_eq!(dump_projections(stores[0]), before);
 }
 
 fn people_sessions_and_tokens_round_trip(engine: Engine) {
