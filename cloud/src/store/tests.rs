@@ -1652,8 +1652,7 @@ fn postgres_says_which_part_of_the_connection_failed() {
 #[test]
 fn postgres_off_this_machine_is_tls_with_the_server_checked() {
     let refused = CloudStore::open_postgres("postgres://vigil:x@db.example.org/vigil", None)
-        .err()
-        .expect("a remote server without a CA is refused");
+        .expect_err("a remote server without a CA is refused");
     assert!(
         refused.to_string().contains("must be TLS") && refused.to_string().contains("ca_file"),
         "{refused}"
@@ -1686,8 +1685,7 @@ fn postgres_off_this_machine_is_tls_with_the_server_checked() {
     let other = crate::pki::Ca::init(&dir.path().join("other-ca"), "Someone else").unwrap();
     let other_der = CertificateDer::from(other.cert_der().to_vec());
     let wrong = CloudStore::open_postgres(&url, Some(std::slice::from_ref(&other_der)))
-        .err()
-        .expect("a server the CA did not certify is refused");
+        .expect_err("a server the CA did not certify is refused");
     assert!(
         wrong.is_unavailable() && wrong.to_string().to_lowercase().contains("certificate"),
         "{wrong}"
