@@ -64,6 +64,41 @@ enum Command {
         #[arg(long, default_value = "cloud.toml")]
         config: PathBuf,
     },
+    /// Copy the whole database (documents, projections, users, tokens, the audit log) into a
+    /// new SQLite file: one consistent moment, safe while the cloud runs.
+    Backup {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+        /// The file to write; it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup file into the configured database, which must be empty (a new SQLite
+    /// file or PostgreSQL database). Run it with the cloud stopped.
+    Restore {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Copy the configured (SQLite) database into an empty PostgreSQL database; then set
+    /// `[store] kind = "postgres"` and restart. Appliances send again whatever arrived after
+    /// the copy.
+    MigrateStore {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+        /// The PostgreSQL database: `postgres://user:password@host:port/database`, or
+        /// `@FILE` to read it from a file (keeps the password off the command line).
+        #[arg(long)]
+        to: String,
+        /// The CA certificate of the PostgreSQL server (required unless it is on this machine).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +460,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { config, to } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            let store = vigil_cloud::app::open_store(&config)?;
+            anyhow::ensure!(
+                !to.exists(),
+                "{} exists; back up into a new file",
+                to.display()
+            );
+            let backup = vigil_cloud::store::CloudStore::open(&to)
+                .with_context(|| format!("cannot create {}", to.display()))?;
+            let report = store.copy_into(&backup).inspect_err(|_| {
+                drop(std::fs::remove_file(&to));
+            })?;
+            print_copy("backup", &store.describe(), &backup.describe(), &report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { config, from } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            anyhow::ensure!(from.is_file(), "{} is not a backup file", from.display());
+            let backup = vigil_cloud::store::CloudStore::open(&from)
+                .with_context(|| format!("cannot open {}", from.display()))?;
+            let store = vigil_cloud::app::open_store(&config)?;
+            let report = backup.copy_into(&store)?;
+            print_copy("restore", &backup.describe(), &store.describe(), &report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MigrateStore {
+            config,
+            to,
+            ca_file,
+        } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            anyhow::ensure!(
+                config.store.kind == vigil_cloud::config::StoreKind::Sqlite,
+                "the configured store is already PostgreSQL; use backup and restore to move it"
+            );
+            let url = match to.strip_prefix('@') {
+                Some(file) => std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {file}"))?
+                    .trim()
+                    .to_owned(),
+                None => to,
+            };
+            let ca = ca_file
+                .map(|p| vigil_cloud::tls::read_certs(&p, "PostgreSQL CA certificate"))
+                .transpose()?;
+            let store = vigil_cloud::app::open_store(&config)?;
+            let target = vigil_cloud::store::CloudStore::open_postgres(&url, ca.as_deref())?;
+            let report = store.copy_into(&target)?;
+            print_copy(
+                "migrate-store",
+                &store.describe(),
+                &target.describe(),
+                &report,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reindex { config } => {
             vigil_cloud::init_logging(false);
             let config = vigil_cloud::config::CloudConfig::load(&config)?;
@@ -592,6 +684,15 @@ fn read_password() -> anyhow::Result<String> {
         .read_line(&mut line)
         .context("cannot read the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// What a copy did, as `name: value` lines.
+fn print_copy(what: &str, from: &str, to: &str, report: &vigil_cloud::store::CopyReport) {
+    println!("{what} from: {from}");
+    println!("{what} to: {to}");
+    for (table, rows) in &report.tables {
+        println!("{what} rows {table}: {rows}");
+    }
 }
 
 fn user_command(

@@ -16,6 +16,7 @@
 //! [`CloudStore::commit_document`] returns once the transaction is durable (SQLite in WAL mode
 //! with `synchronous=FULL`; PostgreSQL's commit), so heads advertised after it are durable.
 
+mod copy;
 mod db;
 mod projection;
 mod reads;
@@ -36,6 +37,7 @@ use vigil_shared::wire::DocKind;
 
 use crate::auth::{Scope, ScopeSites};
 
+pub use copy::CopyReport;
 pub use reads::{
     ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
     MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,

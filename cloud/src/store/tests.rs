@@ -1801,6 +1801,139 @@ fn two_instances_ingesting_one_document_at_once_store_each_change_once(engine: E
     assert_eq!(dump_projections(stores[0]), before);
 }
 
+/// Every row of every table, in key order, read the same way on both engines.
+fn dump_all(store: &CloudStore) -> Vec<(&'static str, Vec<Vec<Val>>)> {
+    super::copy::TABLES
+        .iter()
+        .map(|(table, columns, key)| {
+            let sql = format!("SELECT {} FROM {table} ORDER BY {key}", columns.join(", "));
+            let rows = store.read(|db| db.rows(&sql, &[])).unwrap();
+            (*table, rows.into_iter().map(|r| r.0).collect())
+        })
+        .collect()
+}
+
+/// A store with something in every table.
+fn populate(store: &CloudStore) {
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 30, 1_000_000, 1));
+    s.append(Channel::Ecg, samples(Channel::Ecg, 0, 500, 4_000, 2));
+    commit(store, "s-1", s.am(), 1);
+    s.append(
+        Channel::Hr,
+        samples(Channel::Hr, 30_000_000, 30, 1_000_000, 3),
+    );
+    s.doc
+        .update_meta(|m| {
+            m.advisories.push(AdvisoryRecord {
+                id: "a1".into(),
+                kind: "bp_high".into(),
+                subject: "nibp".into(),
+                priority: "medium".into(),
+                detail: "182/95".into(),
+                raised_us: 5,
+                acknowledged_us: None,
+                acknowledged_by: None,
+                cleared_us: None,
+            });
+        })
+        .unwrap();
+    commit(store, "s-1", s.am(), 2);
+    let mut p = PatientDoc::create(&patient("p-1", "austin")).unwrap();
+    store
+        .commit_document("p-1", DocKind::Patient, "austin", p.automerge(), 3)
+        .unwrap();
+    let mut audit = vigil_shared::audit::AuditDoc::create(
+        "a0d17000-0000-4000-8000-0000000000aa",
+        "austin",
+        "1",
+    )
+    .unwrap();
+    audit.append(&[audit_entry(1, 10)]).unwrap();
+    store
+        .commit_document(
+            "a0d17000-0000-4000-8000-0000000000aa",
+            DocKind::Audit,
+            "austin",
+            audit.automerge(),
+            4,
+        )
+        .unwrap();
+    let user = store.create_user("maria", "admin", "", "hash", 5).unwrap();
+    store.create_web_session(&[1; 32], user, "csrf", 6).unwrap();
+    store
+        .create_api_token(&[2; 32], user, "export", 6, 1_000)
+        .unwrap();
+    store
+        .audit(&AuditRow::cloud(
+            7,
+            "maria",
+            "view session",
+            "s-1",
+            "127.0.0.1",
+        ))
+        .unwrap();
+    store
+        .appliance_connected("austin", "1", "0.1.0", 8)
+        .unwrap();
+}
+
+#[test]
+fn migrate_backup_and_restore_copy_everything_between_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = CloudStore::open(&dir.path().join("cloud.db")).unwrap();
+    populate(&sqlite);
+    let before = dump_all(&sqlite);
+    // Every table but the attention list (its entries need a care record) has rows.
+    assert!(
+        before
+            .iter()
+            .all(|(table, rows)| *table == "attention" || !rows.is_empty()),
+        "{before:?}"
+    );
+
+    // migrate-store: SQLite into PostgreSQL.
+    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let pg = CloudStore::open_postgres(&url, None).unwrap();
+    let report = sqlite.copy_into(&pg).unwrap();
+    assert_eq!(report.rows("documents"), 3);
+    assert_eq!(dump_all(&pg), before);
+    // New rows after the copy get new ids, not the copied ones.
+    let second = pg.create_user("ana", "admin", "", "hash", 9).unwrap();
+    assert!(second > store_user_id(&pg, "maria"));
+    pg.write(|db| db.exec("DELETE FROM users WHERE username = 'ana'", &[]))
+        .unwrap();
+
+    // backup: PostgreSQL into a new SQLite file; restore: that file into another database.
+    let backup = CloudStore::open(&dir.path().join("backup.db")).unwrap();
+    pg.copy_into(&backup).unwrap();
+    assert_eq!(dump_all(&backup), before);
+    let restored = CloudStore::open(&dir.path().join("restored.db")).unwrap();
+    backup.copy_into(&restored).unwrap();
+    assert_eq!(dump_all(&restored), before);
+
+    // Reindexing the copies rebuilds the same projections; their documents load whole.
+    for store in [&pg, &restored] {
+        store.reindex().unwrap();
+        assert_eq!(dump_all(store), before, "{}", store.describe());
+        let mut doc = store.load_document("s-1").unwrap().unwrap().doc;
+        let mut original = sqlite.load_document("s-1").unwrap().unwrap().doc;
+        assert_eq!(heads(&mut doc), heads(&mut original));
+    }
+
+    // Copying into a database that holds anything is refused, and changes nothing there.
+    let refused = sqlite.copy_into(&pg).expect_err("not empty");
+    assert!(
+        matches!(&refused, StoreError::Conflict(m) if m.contains("not empty")),
+        "{refused}"
+    );
+    assert_eq!(dump_all(&pg), before);
+}
+
+fn store_user_id(store: &CloudStore, name: &str) -> i64 {
+    store.user_by_name(name).unwrap().unwrap().id
+}
+
 fn people_sessions_and_tokens_round_trip(engine: Engine) {
     let f = fixture(engine);
     let store = &f.store;
