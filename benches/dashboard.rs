@@ -128,7 +128,7 @@ fn fill(store: &CloudStore, sites: &[SiteInfo], now: i64) {
     for site in sites {
         for room in &site.rooms {
             store
-                .appliance_connected(&site.id, room, "vigil-edge bench", now)
+                .appliance_connected(&site.id, room, "vigil-edge bench", "bench", now)
                 .expect("appliance");
             store
                 .appliance_synced(&site.id, room, now, 0, 0)

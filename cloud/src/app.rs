@@ -88,8 +88,11 @@ pub struct Cloud {
     pub sync_addr: SocketAddr,
     /// Where the HTTP API listens.
     pub api_addr: SocketAddr,
+    /// This instance's name (in the appliance registry).
+    pub instance: String,
     /// The storage.
     pub store: Arc<CloudStore>,
+    _watch: Option<crate::store::ChangeWatch>,
     endpoint: quinn::Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -118,7 +121,18 @@ impl Cloud {
             store: store.describe(),
             reason,
         })?;
-        let server = SyncServer::new(store.clone(), metrics.clone());
+        let instance = config.instance_name(sync_addr.port());
+        let server = SyncServer::new(store.clone(), metrics.clone(), &instance);
+        // On PostgreSQL, patients and site configurations changed through another instance
+        // (or a `vigil-cloud staff` command) reach the appliances connected here.
+        let watch = store.watch_changes({
+            let server = server.clone();
+            let runtime = tokio::runtime::Handle::current();
+            move |change| {
+                let server = server.clone();
+                runtime.spawn(async move { server.changed_elsewhere(change).await });
+            }
+        });
         let mut tasks = vec![tokio::spawn(server.clone().serve(endpoint.clone()))];
         tasks.push(tokio::spawn(watch_crl(
             config.clone(),
@@ -155,10 +169,15 @@ impl Cloud {
                 tracing::error!(error = %e, "http server failed");
             }
         }));
-        tracing::info!(sync = %sync_addr, api = %api_addr, store = %store.describe(), "cloud started");
+        tracing::info!(
+            sync = %sync_addr, api = %api_addr, store = %store.describe(), %instance,
+            "cloud started"
+        );
         Ok(Cloud {
             sync_addr,
             api_addr,
+            instance,
+            _watch: watch,
             store,
             endpoint,
             tasks,

@@ -339,6 +339,10 @@ pub struct CloudConfig {
     /// The storage engine; SQLite in `data_dir` when absent.
     #[serde(default)]
     pub store: StoreConfig,
+    /// This instance's name, when several run on one PostgreSQL database (the appliance
+    /// registry records which instance holds each appliance); the host name and sync port
+    /// when absent.
+    pub instance: Option<String>,
 }
 
 impl CloudConfig {
@@ -358,6 +362,22 @@ impl CloudConfig {
         config.http.normalise();
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// The instance's name: `instance`, or `HOST:SYNC_PORT`.
+    pub fn instance_name(&self, sync_port: u16) -> String {
+        if let Some(name) = &self.instance {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let host = if host.is_empty() {
+            "cloud".to_owned()
+        } else {
+            host
+        };
+        format!("{host}:{sync_port}")
     }
 
     fn resolve(&mut self, base: &Path) {

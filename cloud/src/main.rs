@@ -533,6 +533,7 @@ async fn serve(config: vigil_cloud::config::CloudConfig) -> anyhow::Result<()> {
     println!("cloud api: {}", cloud.api_url());
     println!("cloud sync: {}", cloud.sync_addr);
     println!("cloud store: {}", cloud.store.describe());
+    println!("cloud instance: {}", cloud.instance);
     vigil_web::service::ready(&format!("serving; sync on {}", cloud.sync_addr));
     // The cloud's work is request-driven: a runtime that still runs this task still serves.
     let watchdog = vigil_web::service::spawn_watchdog(|| true);

@@ -34,6 +34,8 @@ pub struct RoomView {
     pub backlog_docs: u64,
     /// Bytes the appliance still had to send.
     pub backlog_bytes: u64,
+    /// The cloud instance holding (or that last held) its connection.
+    pub instance: Option<String>,
 }
 
 /// A site in `GET /api/v1/sites`.
@@ -64,6 +66,7 @@ fn room_view(id: &str, configured: bool, row: Option<&ApplianceRow>, now_us: i64
         last_sync_us: row.and_then(|r| r.last_sync_us),
         backlog_docs: row.map_or(0, |r| r.backlog_docs),
         backlog_bytes: row.map_or(0, |r| r.backlog_bytes),
+        instance: row.map(|r| r.instance.clone()).filter(|s| !s.is_empty()),
     }
 }
 

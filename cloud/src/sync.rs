@@ -31,7 +31,7 @@ pub mod scope;
 
 use crate::metrics::Metrics;
 use crate::pki::{ApplianceIdentity, appliance_identity};
-use crate::store::{CloudStore, StoreError};
+use crate::store::{CloudStore, DocChange, StoreError};
 use limits::{Admission, ConnectionTable, MAX_APPLIANCE_CONNECTIONS, TokenBucket};
 use scope::{Pending, ScopeError};
 
@@ -160,6 +160,8 @@ pub struct SyncServer {
     /// Each connected appliance's last backlog report: documents waiting, and since when it
     /// has not been empty (its sync lag).
     backlogs: Mutex<HashMap<(String, String), Backlog>>,
+    /// This cloud instance's name, recorded with each appliance it holds.
+    instance: String,
 }
 
 impl std::fmt::Debug for SyncServer {
@@ -171,8 +173,8 @@ impl std::fmt::Debug for SyncServer {
 pub(crate) use crate::clock::now_us;
 
 impl SyncServer {
-    /// A server over `store`.
-    pub fn new(store: Arc<CloudStore>, metrics: Arc<Metrics>) -> Arc<SyncServer> {
+    /// A server over `store`, as cloud instance `instance`.
+    pub fn new(store: Arc<CloudStore>, metrics: Arc<Metrics>, instance: &str) -> Arc<SyncServer> {
         let (changes, _) = broadcast::channel(PUSH_QUEUE);
         Arc::new(SyncServer {
             store,
@@ -181,7 +183,21 @@ impl SyncServer {
             changes,
             connections: Mutex::new(ConnectionTable::new(MAX_APPLIANCE_CONNECTIONS)),
             backlogs: Mutex::default(),
+            instance: instance.to_owned(),
         })
+    }
+
+    /// A patient or site configuration changed through another process on the database:
+    /// forget this instance's copy (the next use loads what is stored) and offer it to the
+    /// site's appliances connected here.
+    pub async fn changed_elsewhere(&self, change: DocChange) {
+        *self.cache.slot(&change.id).lock().await = None;
+        let _ = self.changes.send(Changed {
+            site: change.site,
+            doc_id: change.id,
+            kind: change.kind,
+            from: None,
+        });
     }
 
     /// Accepts connections until the endpoint closes.
@@ -271,10 +287,16 @@ impl SyncServer {
         tracing::info!(%site, %room, %remote, %software, "appliance connected");
         self.metrics.appliance_connected();
         let store = self.store.clone();
-        let (s, r, sw) = (site.clone(), room.clone(), software.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || store.appliance_connected(&s, &r, &sw, now_us()))
-                .await;
+        let (s, r, sw, i) = (
+            site.clone(),
+            room.clone(),
+            software.clone(),
+            self.instance.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            store.appliance_connected(&s, &r, &sw, &i, now_us())
+        })
+        .await;
 
         let pusher = tokio::spawn(self.clone().push_loop(conn.clone(), identity.clone()));
         let watcher = tokio::spawn(
@@ -900,7 +922,7 @@ mod tests {
     fn the_push_queue_holds_push_queue_notices_and_a_slow_reader_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
-        let server = SyncServer::new(store, Arc::new(Metrics::default()));
+        let server = SyncServer::new(store, Arc::new(Metrics::default()), "test");
         let mut rx = server.changes.subscribe();
         let extra = 5;
         for i in 0..PUSH_QUEUE + extra {

@@ -125,6 +125,7 @@ pub(super) const TABLES: &[(&str, &[&str], &str)] = &[
             "last_sync_us",
             "backlog_docs",
             "backlog_bytes",
+            "instance",
         ],
         "site, room",
     ),

@@ -38,6 +38,7 @@ use vigil_shared::wire::DocKind;
 use crate::auth::{Scope, ScopeSites};
 
 pub use copy::CopyReport;
+// (DocChange and ChangeWatch are defined below.)
 pub use reads::{
     ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
     MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,
@@ -288,6 +289,8 @@ struct PgEngine {
     name: String,
     /// TLS with the configured CA; `None` for a server on this machine.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// This handle's tag in change notifications, so it can tell its own from others'.
+    origin: String,
     idle: Mutex<Vec<PgConn>>,
 }
 
@@ -348,6 +351,7 @@ impl CloudStore {
             config,
             name,
             tls,
+            origin: format!("{:016x}", rand_u64()),
             idle: Mutex::new(Vec::new()),
         };
         let mut conn = engine.connect()?;
@@ -633,27 +637,37 @@ impl CloudStore {
                 }
             }
             projection::write(db, id, site, &proj, now_us)?;
+            // Other instances on the database push patients and site configurations to their
+            // appliances too: tell them (delivered when this transaction commits).
+            if let Engine::Postgres(pg) = &self.engine
+                && matches!(kind, DocKind::Patient | DocKind::SiteConfig)
+            {
+                let payload = format!("{} {} {site} {id}", pg.origin, kind.as_str());
+                db.exec("SELECT pg_notify(?1, ?2)", args![NOTIFY_CHANNEL, payload])?;
+            }
             Ok(())
         })
     }
 
-    /// An appliance connected (or reconnected): it is online and runs `software`.
+    /// An appliance connected (or reconnected) to cloud instance `instance`: it is online
+    /// and runs `software`.
     pub fn appliance_connected(
         &self,
         site: &str,
         room: &str,
         software: &str,
+        instance: &str,
         now_us: i64,
     ) -> Result<(), StoreError> {
         self.write(|db| {
             db.exec(
                 "INSERT INTO appliances (site, room, connected, software, first_seen_us,
-                                         last_seen_us)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?4)
+                                         last_seen_us, instance)
+                 VALUES (?1, ?2, 1, ?3, ?4, ?4, ?5)
                  ON CONFLICT(site, room) DO UPDATE SET
                      connected = 1, software = excluded.software,
-                     last_seen_us = excluded.last_seen_us",
-                args![site, room, software, now_us],
+                     last_seen_us = excluded.last_seen_us, instance = excluded.instance",
+                args![site, room, software, now_us, instance],
             )
         })?;
         Ok(())
@@ -830,6 +844,132 @@ impl PgEngine {
         }
         result
     }
+}
+
+/// The PostgreSQL notification channel of committed patients and site configurations:
+/// `ORIGIN KIND SITE ID`.
+const NOTIFY_CHANNEL: &str = "vigil_docs";
+
+/// How long the change watcher waits before connecting again after losing its connection.
+const WATCH_RETRY: Duration = Duration::from_secs(2);
+
+/// A patient or site configuration another process committed to the same database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocChange {
+    /// The document.
+    pub id: String,
+    /// Its kind.
+    pub kind: DocKind,
+    /// Its site.
+    pub site: String,
+}
+
+/// The change watcher's thread; it stops (within seconds) when this is dropped.
+#[derive(Debug)]
+pub struct ChangeWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ChangeWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl CloudStore {
+    /// On PostgreSQL, calls `on_change` (on a thread of its own) for every patient and site
+    /// configuration that another process commits to the database, be it another cloud
+    /// instance or a `vigil-cloud staff` command, within moments of its commit; the
+    /// connection it listens on is made again whenever it is lost. `None` on SQLite, where
+    /// there is one process.
+    pub fn watch_changes(
+        &self,
+        on_change: impl Fn(DocChange) + Send + 'static,
+    ) -> Option<ChangeWatch> {
+        let Engine::Postgres(pg) = &self.engine else {
+            return None;
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watch = ChangeWatch { stop: stop.clone() };
+        let (config, tls, origin) = (pg.config.clone(), pg.tls.clone(), pg.origin.clone());
+        let name = pg.name.clone();
+        std::thread::Builder::new()
+            .name("vigil-pg-watch".into())
+            .spawn(move || {
+                let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+                while !stopped() {
+                    let engine = PgEngine {
+                        config: config.clone(),
+                        name: name.clone(),
+                        tls: tls.clone(),
+                        origin: origin.clone(),
+                        idle: Mutex::new(Vec::new()),
+                    };
+                    let mut conn = match engine.connect() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "change watcher cannot connect; retrying");
+                            std::thread::sleep(WATCH_RETRY);
+                            continue;
+                        }
+                    };
+                    if let Err(e) = conn
+                        .client
+                        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+                    {
+                        tracing::warn!(error = %e, "change watcher cannot listen; retrying");
+                        std::thread::sleep(WATCH_RETRY);
+                        continue;
+                    }
+                    tracing::debug!(db = %engine.name, "watching for changes of other instances");
+                    while !stopped() && !conn.client.is_closed() {
+                        use postgres::fallible_iterator::FallibleIterator as _;
+                        let mut notes = conn.client.notifications();
+                        let mut it = notes.timeout_iter(Duration::from_secs(1));
+                        match it.next() {
+                            Ok(Some(n)) => {
+                                if let Some(change) = parse_change(n.payload(), &origin) {
+                                    on_change(change);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "change watcher lost its connection");
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(watch)
+    }
+}
+
+/// A notification's change, unless it is `origin`'s own or unreadable.
+fn parse_change(payload: &str, origin: &str) -> Option<DocChange> {
+    let mut parts = payload.splitn(4, ' ');
+    let (from, kind, site, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if from == origin {
+        return None;
+    }
+    Some(DocChange {
+        id: id.to_owned(),
+        kind: DocKind::from_name(kind)?,
+        site: site.to_owned(),
+    })
+}
+
+/// A random 64-bit number: a handle's notification tag, which only has to differ from the
+/// other handles' (the clock stands in if the system's generator fails).
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// Whether every host of a PostgreSQL configuration is on this machine.

@@ -196,6 +196,8 @@ pub struct ApplianceRow {
     pub backlog_docs: u64,
     /// Bytes the appliance still had to send.
     pub backlog_bytes: u64,
+    /// The cloud instance its connection is (or last was) held by.
+    pub instance: String,
 }
 
 const SESSION_COLUMNS: &str = "id, site, room, patient_id, state, drug, route, created_us,
@@ -397,7 +399,7 @@ impl CloudStore {
         self.read(|db| {
             let rows = db.rows(
                 "SELECT site, room, connected, software, first_seen_us, last_seen_us,
-                        last_sync_us, backlog_docs, backlog_bytes
+                        last_sync_us, backlog_docs, backlog_bytes, instance
                  FROM appliances ORDER BY site, room",
                 &[],
             )?;
@@ -413,6 +415,7 @@ impl CloudStore {
                         last_sync_us: r.get(6)?,
                         backlog_docs: count(r.get(7)?),
                         backlog_bytes: count(r.get(8)?),
+                        instance: r.get(9)?,
                     })
                 })
                 .collect()

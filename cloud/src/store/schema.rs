@@ -178,14 +178,16 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
     if version < 7 {
         // Changes are stored one per row, keyed by (document, change hash), so that an insert
         // is idempotent whoever makes it. The change sets stored before are folded into their
-        // documents' snapshots first, so the table starts empty.
+        // documents' snapshots first, so the table starts empty. Appliances get the instance
+        // holding them.
         fold_change_sets_v6(conn)?;
     }
     Ok(())
 }
 
-/// Folds version 6's stored change sets into their documents' snapshots and replaces the
-/// change table with version 7's (one row per change, keyed by its hash), in one transaction.
+/// Version 7 on SQLite, in one transaction: version 6's stored change sets folded into their
+/// documents' snapshots and the change table replaced (one row per change, keyed by its hash);
+/// the appliance registry's instance column.
 fn fold_change_sets_v6(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     // Only the change table and the snapshots of documents with pending change sets are
@@ -234,6 +236,20 @@ fn fold_change_sets_v6(conn: &Connection) -> Result<(), StoreError> {
          );
          PRAGMA user_version = 7;",
     )?;
+    // The appliance registry records which cloud instance holds each appliance.
+    let has_instance: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('appliances') WHERE name = 'instance')",
+        [],
+        |r| r.get(0),
+    )?;
+    let has_appliances: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'appliances')",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_appliances && !has_instance {
+        tx.execute_batch("ALTER TABLE appliances ADD COLUMN instance TEXT NOT NULL DEFAULT ''")?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -361,6 +377,7 @@ const POSTGRES_V7: &str = "
         last_sync_us BIGINT,
         backlog_docs BIGINT NOT NULL DEFAULT 0,
         backlog_bytes BIGINT NOT NULL DEFAULT 0,
+        instance TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (site, room)
     );
     CREATE TABLE attention (

@@ -833,14 +833,14 @@ fn the_registry_lists_a_sites_documents_by_kind(engine: Engine) {
 fn appliance_presence_is_recorded(engine: Engine) {
     let f = fixture(engine);
     let s = &f.store;
-    s.appliance_connected("austin", "1", "vigil-edge 0.1", 100)
+    s.appliance_connected("austin", "1", "vigil-edge 0.1", "cloud-a", 100)
         .unwrap();
     s.appliance_seen("austin", "1", 150).unwrap();
     s.appliance_synced("austin", "1", 200, 3, 4_096).unwrap();
-    s.appliance_connected("austin", "2", "vigil-edge 0.1", 300)
+    s.appliance_connected("austin", "2", "vigil-edge 0.1", "cloud-a", 300)
         .unwrap();
     s.appliance_disconnected("austin", "2", 400).unwrap();
-    s.appliance_connected("austin", "1", "vigil-edge 0.2", 500)
+    s.appliance_connected("austin", "1", "vigil-edge 0.2", "cloud-b", 500)
         .unwrap();
     s.appliance_disconnected("nowhere", "9", 600).unwrap();
     let rows = s.appliances().unwrap();
@@ -856,14 +856,36 @@ fn appliance_presence_is_recorded(engine: Engine) {
                 r.last_sync_us,
                 r.backlog_docs,
                 r.backlog_bytes,
+                r.instance.as_str(),
             )
         })
         .collect();
+    // Room 1 moved to instance b when it reconnected there.
     assert_eq!(
         got,
         vec![
-            ("1", true, "vigil-edge 0.2", 100, 500, Some(200), 3, 4_096),
-            ("2", false, "vigil-edge 0.1", 300, 400, None, 0, 0),
+            (
+                "1",
+                true,
+                "vigil-edge 0.2",
+                100,
+                500,
+                Some(200),
+                3,
+                4_096,
+                "cloud-b"
+            ),
+            (
+                "2",
+                false,
+                "vigil-edge 0.1",
+                300,
+                400,
+                None,
+                0,
+                0,
+                "cloud-a"
+            ),
         ]
     );
     // The registry of appliances is not a projection: reindex keeps it.
@@ -1874,7 +1896,7 @@ fn populate(store: &CloudStore) {
         ))
         .unwrap();
     store
-        .appliance_connected("austin", "1", "0.1.0", 8)
+        .appliance_connected("austin", "1", "0.1.0", "cloud-a", 8)
         .unwrap();
 }
 
@@ -1932,6 +1954,57 @@ fn migrate_backup_and_restore_copy_everything_between_engines() {
 
 fn store_user_id(store: &CloudStore, name: &str) -> i64 {
     store.user_by_name(name).unwrap().unwrap().id
+}
+
+#[test]
+fn another_instances_patient_and_site_changes_are_announced() {
+    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let (a, b) = (
+        CloudStore::open_postgres(&url, None).unwrap(),
+        CloudStore::open_postgres(&url, None).unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _watch = a.watch_changes(move |c| tx.send(c).unwrap()).unwrap();
+    let own = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (b.watch_changes(move |c| tx.send(c).unwrap()).unwrap(), rx)
+    };
+    let wait = |rx: &std::sync::mpsc::Receiver<DocChange>| {
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+    };
+    // The watcher listens once it has connected: commit until the first announcement lands.
+    let mut p = PatientDoc::create(&patient("p-1", "austin")).unwrap();
+    let mut n = 0;
+    let first = loop {
+        n += 1;
+        p.update(|r| r.phone = Some(format!("512-555-{n:04}")))
+            .unwrap();
+        b.commit_document("p-1", DocKind::Patient, "austin", p.automerge(), n)
+            .unwrap();
+        if let Ok(c) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            break c;
+        }
+        assert!(n < 20, "no announcement in 10 s");
+    };
+    assert_eq!(
+        first,
+        DocChange {
+            id: "p-1".into(),
+            kind: DocKind::Patient,
+            site: "austin".into()
+        }
+    );
+    while rx.try_recv().is_ok() {}
+    // Sessions are their room's: committing one announces nothing; a patient does.
+    let mut s = Session::new("s-1");
+    commit(&b, "s-1", s.am(), 50);
+    p.update(|r| r.family_name = "King".into()).unwrap();
+    b.commit_document("p-1", DocKind::Patient, "austin", p.automerge(), 51)
+        .unwrap();
+    assert_eq!(wait(&rx).unwrap().id, "p-1");
+    // A handle never hears its own commits.
+    assert!(own.1.try_recv().is_err());
+    drop(own);
 }
 
 fn people_sessions_and_tokens_round_trip(engine: Engine) {

@@ -223,6 +223,7 @@ fn sites_merge_configuration_and_presence() {
         last_sync_us: Some(last_seen_us),
         backlog_docs: 2,
         backlog_bytes: 300,
+        instance: "cloud-a".into(),
     };
     let appliances = vec![
         row("austin", "1", true, now - 1_000_000),
