@@ -192,6 +192,8 @@ fn main() {
         },
         sites: sites.clone(),
         http: vigil_cloud::config::HttpConfig::default(),
+        store: Default::default(),
+        instance: None,
     };
     config
         .validate(std::path::Path::new("(bench)"))

@@ -523,6 +523,8 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
+        store: Default::default(),
+        instance: None,
     };
     config.validate(Path::new("(bench)")).expect("cloud config");
 
@@ -630,7 +632,11 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         .iter()
         .map(|d| (d.id.as_str(), d.heads.iter().flat_map(|h| h.0).collect()))
         .collect();
-    let reader = cloud.store.reader().expect("cloud reader");
+    let reader = rusqlite::Connection::open_with_flags(
+        cloud.store.path().expect("the bench's cloud is on SQLite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("cloud reader");
 
     let cpu_before = CpuByRole::now();
     let start = Instant::now();

@@ -211,6 +211,8 @@ async fn start_cloud(
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
+        store: Default::default(),
+        instance: None,
     };
     config.validate(std::path::Path::new("(demo)"))?;
     let cloud = vigil_cloud::app::Cloud::start(config).await?;
