@@ -618,7 +618,8 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             clock_offset_s: 0,
             source: SourceConfig::None,
             cloud: Some(CloudSettings {
-                addr: cloud.sync_addr,
+                addr: Some(cloud.sync_addr.into()),
+                addrs: Vec::new(),
                 server_name: "localhost".into(),
                 ca_cert: pki.join("ca.pem"),
                 cert: cert.cert_path.clone(),

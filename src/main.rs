@@ -419,7 +419,8 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
                 clock_offset_s: 0,
                 source,
                 cloud: Some(vigil_edge::sync::CloudSettings {
-                    addr: cloud.sync_addr,
+                    addr: Some(cloud.sync_addr.into()),
+                    addrs: Vec::new(),
                     server_name: "localhost".into(),
                     ca_cert: pki.join("ca.pem"),
                     cert: cert.cert_path.clone(),

@@ -105,7 +105,24 @@ impl Cloud {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = Arc::new(open_store(&config)?);
+        // The store is synchronous (PostgreSQL's client blocks): opened, migrated and given the
+        // site configurations on a blocking thread.
+        let store = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let store = open_store(&config)?;
+                ensure_site_configs(&store, &config).map_err(|reason| StartError::Database {
+                    store: store.describe(),
+                    reason,
+                })?;
+                Ok::<_, StartError>(Arc::new(store))
+            })
+            .await
+            .map_err(|e| StartError::Database {
+                store: "(opening)".into(),
+                reason: e.to_string(),
+            })??
+        };
         let metrics = Arc::new(Metrics::default());
         let server_config = tls::server_config(&config.pki)?;
         let endpoint =
@@ -116,10 +133,6 @@ impl Cloud {
         let sync_addr = endpoint.local_addr().map_err(|source| StartError::Bind {
             addr: config.quic_bind,
             source,
-        })?;
-        ensure_site_configs(&store, &config).map_err(|reason| StartError::Database {
-            store: store.describe(),
-            reason,
         })?;
         let instance = config.instance_name(sync_addr.port());
         let server = SyncServer::new(store.clone(), metrics.clone(), &instance);

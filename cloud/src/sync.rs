@@ -191,6 +191,7 @@ impl SyncServer {
     /// forget this instance's copy (the next use loads what is stored) and offer it to the
     /// site's appliances connected here.
     pub async fn changed_elsewhere(&self, change: DocChange) {
+        tracing::debug!(doc = %change.id, kind = %change.kind, site = %change.site, "changed through another instance");
         *self.cache.slot(&change.id).lock().await = None;
         let _ = self.changes.send(Changed {
             site: change.site,

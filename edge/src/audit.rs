@@ -181,7 +181,7 @@ pub fn fold(
             let heads = doc.automerge().get_heads();
             doc.append(&pending)?;
             let changes = doc.automerge().save_after(&heads);
-            store::append_changes(&tx, &id, &changes, now_us, || doc.automerge().save())?;
+            store::append_changes(&tx, &id, &changes, now_us, || Ok(doc.automerge().save()))?;
         }
         None => {
             let id = uuid::Uuid::new_v4().to_string();

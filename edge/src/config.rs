@@ -366,6 +366,16 @@ impl EdgeConfig {
             ));
         }
         if let Some(cloud) = &self.cloud
+            && cloud.targets().is_empty()
+        {
+            return Err(invalid(
+                "cloud.addr",
+                "is missing; give the cloud's sync address (addr = \"host:4433\") or several \
+                 (addrs = [\"…\", \"…\"])"
+                    .into(),
+            ));
+        }
+        if let Some(cloud) = &self.cloud
             && cloud.server_name.is_empty()
         {
             return Err(invalid(

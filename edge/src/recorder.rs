@@ -900,7 +900,7 @@ impl Recorder {
         let changes = doc.automerge().save_after(&heads);
         if !changes.is_empty() {
             let tx = store::write_tx(&mut self.conn)?;
-            store::append_changes(&tx, id, &changes, now_us, || doc.automerge().save())?;
+            store::append_changes(&tx, id, &changes, now_us, || Ok(doc.automerge().save()))?;
             tx.commit().map_err(StoreError::from_sqlite)?;
         }
         Ok((out, doc))
@@ -1351,7 +1351,9 @@ impl Recorder {
         apply_checked(&mut doc, event, rules.as_ref(), now_us)?;
         let changes = doc.automerge().save_after(&heads);
         let tx = store::write_tx(&mut self.conn)?;
-        store::append_changes(&tx, session_id, &changes, now_us, || doc.automerge().save())?;
+        store::append_changes(&tx, session_id, &changes, now_us, || {
+            Ok(doc.automerge().save())
+        })?;
         tx.commit().map_err(StoreError::from_sqlite)?;
         Ok(doc.meta()?)
     }
@@ -1602,7 +1604,7 @@ fn write_active(conn: &mut Connection, a: &mut Active, now_us: i64) -> Result<u6
         }
     }
     let doc = &mut a.doc;
-    store::append_changes(&tx, &a.id, &changes, now_us, || doc.automerge().save())?;
+    store::append_changes(&tx, &a.id, &changes, now_us, || Ok(doc.automerge().save()))?;
     tx.commit().map_err(StoreError::from_sqlite)?;
     // Committed: only now does memory move on.
     a.saved_heads = a.doc.automerge().get_heads();

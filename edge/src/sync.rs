@@ -63,12 +63,86 @@ pub const CLOCK_SKEW_WARN_S: i64 = 60;
 /// Read buffer per stream read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A cloud sync address: `host:port`, the host an IP address or a DNS name (every address it
+/// resolves to is tried).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CloudAddr {
+    host: String,
+    port: u16,
+}
+
+impl CloudAddr {
+    /// The addresses to try, resolved now (a name may have changed since the last try).
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        Ok(tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect())
+    }
+
+    fn is_ipv6(&self) -> bool {
+        self.host.parse::<std::net::Ipv6Addr>().is_ok()
+    }
+}
+
+impl std::fmt::Display for CloudAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_ipv6() {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl From<SocketAddr> for CloudAddr {
+    fn from(a: SocketAddr) -> CloudAddr {
+        CloudAddr {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+impl TryFrom<String> for CloudAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<CloudAddr, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(a.into());
+        }
+        let bad = || format!("{s:?} is not host:port (e.g. \"sync.example.org:4433\")");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let name_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !name_ok || port == 0 {
+            return Err(bad());
+        }
+        Ok(CloudAddr {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
 /// The `[cloud]` section of `edge.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudSettings {
-    /// The cloud's sync address (UDP), e.g. `203.0.113.7:4433`.
-    pub addr: SocketAddr,
+    /// The cloud's sync address (UDP), e.g. `203.0.113.7:4433` or `sync.example.org:4433`.
+    #[serde(default)]
+    pub addr: Option<CloudAddr>,
+    /// More addresses of the same cloud (its other instances), tried in turn when one cannot
+    /// be reached: `addrs = ["10.0.0.5:4433", "10.0.0.6:4433"]`.
+    #[serde(default)]
+    pub addrs: Vec<CloudAddr>,
     /// The name on the cloud's certificate.
     pub server_name: String,
     /// The clinic CA's certificate (PEM).
@@ -77,6 +151,22 @@ pub struct CloudSettings {
     pub cert: PathBuf,
     /// This appliance's private key (PEM, mode 0600).
     pub key: PathBuf,
+}
+
+impl CloudSettings {
+    /// Every configured address, `addr` first.
+    pub fn targets(&self) -> Vec<CloudAddr> {
+        self.addr.iter().chain(&self.addrs).cloned().collect()
+    }
+
+    /// The addresses as configured, comma-separated (for messages).
+    pub fn targets_text(&self) -> String {
+        self.targets()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Errors setting up the client.
@@ -357,12 +447,17 @@ pub struct SyncClient {
     writer: Arc<Mutex<Option<Db>>>,
     /// Why the last handshake refused the cloud's certificate, when its validity was the reason.
     refusal: Arc<Mutex<Option<String>>>,
+    /// The configured address to try first: the one that last worked, moved on by one when
+    /// its connection ends (its instance may be gone).
+    next_target: std::sync::atomic::AtomicUsize,
+    /// Whether the socket is IPv6 (else IPv4 addresses only).
+    ipv6: bool,
 }
 
 impl std::fmt::Debug for SyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncClient")
-            .field("cloud", &self.settings.addr)
+            .field("cloud", &self.settings.targets_text())
             .finish_non_exhaustive()
     }
 }
@@ -378,15 +473,18 @@ impl SyncClient {
     ) -> Result<SyncClient, SetupError> {
         let refusal = Arc::new(Mutex::new(None));
         let config = clocked_client_config(&settings, clock.offset_us, refusal.clone())?;
-        let bind: SocketAddr = if settings.addr.is_ipv4() {
+        // IPv4 unless every address is an IPv6 literal (names are resolved to IPv4 then).
+        let targets = settings.targets();
+        let bind: SocketAddr = if targets.is_empty() || !targets.iter().all(CloudAddr::is_ipv6) {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
             SocketAddr::from(([0_u16; 8], 0))
         };
         let endpoint = Endpoint::client(bind).map_err(SetupError::Socket)?;
         if let Ok(mut s) = status.lock() {
-            s.cloud = settings.addr.to_string();
+            s.cloud = settings.targets_text();
         }
+        let ipv6 = bind.is_ipv6();
         Ok(SyncClient {
             settings,
             config,
@@ -397,6 +495,8 @@ impl SyncClient {
             status,
             writer: Arc::default(),
             refusal,
+            next_target: std::sync::atomic::AtomicUsize::new(0),
+            ipv6,
         })
     }
 
@@ -420,25 +520,29 @@ impl SyncClient {
         let mut backoff = BACKOFF_MIN;
         loop {
             match self.connect().await {
-                Ok((conn, control)) => {
+                Ok((conn, control, cloud)) => {
                     backoff = BACKOFF_MIN;
                     self.set_status(|s| {
                         s.connected = true;
                         s.last_error = None;
+                        s.cloud = cloud.clone();
                     });
-                    tracing::info!(cloud = %self.settings.addr, "connected to the cloud");
+                    tracing::info!(%cloud, "connected to the cloud");
                     let reason = self.clone().serve(conn, control).await;
                     self.set_status(|s| {
                         s.connected = false;
                         s.last_error = Some(reason.clone());
                     });
-                    tracing::warn!(cloud = %self.settings.addr, %reason, "sync connection ended; recording continues");
+                    tracing::warn!(%cloud, %reason, "sync connection ended; recording continues");
+                    // Its instance may be gone: start the next attempt with another address.
+                    self.next_target
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => {
                     let waiting = self.refresh_backlog().await.map(|b| b.0).unwrap_or(0);
                     let message = format!(
                         "cannot reach cloud at {} ({e}); recording continues, {waiting} documents waiting to sync",
-                        self.settings.addr
+                        self.settings.targets_text()
                     );
                     tracing::warn!("{message}");
                     self.set_status(|s| {
@@ -452,11 +556,65 @@ impl SyncClient {
         }
     }
 
-    async fn connect(&self) -> Result<(Connection, SendStream), Failure> {
+    /// Connects to the first configured address that answers, starting with
+    /// [`next_target`](Self::next_target) and trying every address a name resolves to;
+    /// returns the connection and which address it is to (`name (ip:port)` for a name).
+    async fn connect(&self) -> Result<(Connection, SendStream, String), Failure> {
+        use std::sync::atomic::Ordering;
+        let targets = self.settings.targets();
+        if targets.is_empty() {
+            return Err(Failure::Connection("no cloud address is configured".into()));
+        }
+        let start = self.next_target.load(Ordering::Relaxed) % targets.len();
+        let mut failures = Vec::new();
+        for k in (0..targets.len()).map(|i| (start + i) % targets.len()) {
+            let target = &targets[k];
+            let addrs = match target.resolve().await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    failures.push(format!("{target}: {e}"));
+                    continue;
+                }
+            };
+            let usable: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| a.is_ipv6() == self.ipv6)
+                .collect();
+            if usable.is_empty() {
+                failures.push(format!("{target}: no usable address"));
+            }
+            for addr in usable {
+                match self.connect_to(addr).await {
+                    Ok((conn, control)) => {
+                        self.next_target.store(k, Ordering::Relaxed);
+                        let name = if target.host == addr.ip().to_string() {
+                            target.to_string()
+                        } else {
+                            format!("{target} ({addr})")
+                        };
+                        return Ok((conn, control, name));
+                    }
+                    // The cloud answered and refused this appliance itself (its certificate,
+                    // its protocol): no other instance of the same cloud will think otherwise.
+                    // A busy or failing instance (rate limited, internal) is passed over.
+                    Err(
+                        e @ Failure::Refused {
+                            code: RejectCode::Forbidden | RejectCode::UnsupportedVersion,
+                            ..
+                        },
+                    ) => return Err(e),
+                    Err(e) => failures.push(format!("{addr}: {e}")),
+                }
+            }
+        }
+        Err(Failure::Connection(failures.join("; ")))
+    }
+
+    async fn connect_to(&self, addr: SocketAddr) -> Result<(Connection, SendStream), Failure> {
         if let Ok(mut slot) = self.refusal.lock() {
             *slot = None;
         }
-        self.try_connect().await.map_err(|e| {
+        self.try_connect(addr).await.map_err(|e| {
             // A certificate refused for its dates says so, with both times: the usual cause is
             // this appliance's clock, and "handshake failed" would not tell anyone that.
             match self.refusal.lock().ok().and_then(|mut s| s.take()) {
@@ -466,14 +624,10 @@ impl SyncClient {
         })
     }
 
-    async fn try_connect(&self) -> Result<(Connection, SendStream), Failure> {
+    async fn try_connect(&self, addr: SocketAddr) -> Result<(Connection, SendStream), Failure> {
         let connecting = self
             .endpoint
-            .connect_with(
-                self.config.clone(),
-                self.settings.addr,
-                &self.settings.server_name,
-            )
+            .connect_with(self.config.clone(), addr, &self.settings.server_name)
             .map_err(|e| Failure::Connection(e.to_string()))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -760,7 +914,7 @@ impl SyncClient {
                         reason: "changes for a document we never had".into(),
                     });
                 }
-                (Some(_), _) => store::append_changes(&tx, &id, &changes, now, || changes.clone())?,
+                (Some(_), _) => store::append_received(&tx, &id, &changes, now)?,
             }
             tx.commit().map_err(StoreError::from_sqlite)
         })
@@ -955,7 +1109,8 @@ mod tests {
     fn missing_certificate_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let settings = |ca: &str| CloudSettings {
-            addr: "127.0.0.1:4433".parse().unwrap(),
+            addr: Some("127.0.0.1:4433".parse::<SocketAddr>().unwrap().into()),
+            addrs: Vec::new(),
             server_name: "localhost".into(),
             ca_cert: dir.path().join(ca),
             cert: dir.path().join("appliance.pem"),

@@ -31,7 +31,8 @@ pub async fn connect(
     idle_timeout: Option<Duration>,
 ) -> Result<Peer, String> {
     let settings = CloudSettings {
-        addr,
+        addr: Some(addr.into()),
+        addrs: Vec::new(),
         server_name: "localhost".into(),
         ca_cert: dir.join("pki/ca.pem"),
         cert: cert.cert_path.clone(),

@@ -790,6 +790,23 @@ impl SqliteEngine {
     }
 }
 
+impl Drop for PgEngine {
+    fn drop(&mut self) {
+        // A `postgres::Client` runs on a small runtime of its own, which tokio refuses to drop
+        // on a thread that drives async tasks (where the last handle on a store may go): the
+        // idle connections are closed on a thread of their own.
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        if !idle.is_empty() {
+            let closing = std::thread::Builder::new()
+                .name("vigil-pg-close".into())
+                .spawn(move || drop(idle));
+            if let Err(e) = closing {
+                tracing::warn!(error = %e, "cannot close PostgreSQL connections");
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for PgEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgEngine")
