@@ -307,3 +307,162 @@ async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
     // The manager's browser session, made through a, holds on b.
     assert_eq!(dashboard_status(&client, &cloud_b.base, &cookie).await, 200);
 }
+
+/// A TCP proxy in front of PostgreSQL that can be cut: every connection through it dropped
+/// and new ones refused, as when the database's machine or the network to it goes away.
+struct DbLink {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every cut: connections of an older generation end.
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DbLink {
+    async fn start(upstream: u16) -> DbLink {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, gen2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let born = gen2.load(Ordering::SeqCst);
+                let gen3 = gen2.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let cut = async {
+                        while gen3.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        DbLink {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn set(&self, up: bool) {
+        use std::sync::atomic::Ordering;
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_loses_nothing_and_the_cloud_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = clinic_ca(dir.path());
+    let cluster = vigil_shared::pg_cluster::cluster();
+    let direct = cluster.new_database();
+    let link = DbLink::start(cluster.port()).await;
+    let url = direct.replace(
+        &format!(":{}/", cluster.port()),
+        &format!(":{}/", link.port),
+    );
+    let port = free_udp_port();
+    let (_cloud_proc, cloud) = start_cloud(&cloud_config(dir.path(), "a", port, &url));
+    let (_edge_proc, edge) = start_edge(&edge_config(dir.path(), &ca, "austin", "1", port, port));
+    eventually(Duration::from_secs(60), "the appliance to connect", || {
+        syncing_with(&edge)
+    })
+    .await;
+    vigil_cloud(
+        &[
+            "staff",
+            "add",
+            "dr-kim",
+            "--site",
+            "austin",
+            "--name",
+            "Dr Kim",
+            "--role",
+            "clinician",
+            "--config",
+            dir.path().join("cloud-a.toml").to_str().unwrap(),
+        ],
+        "730461\n",
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the prescriber on the appliance",
+        || async {
+            let (st, s) = edge.get("/api/v1/site").await;
+            (st == 200 && s["staff"].as_u64() == Some(1)).then_some(())
+        },
+    )
+    .await;
+    let (id, _) = start_session(&edge, "Outage", "baseline").await;
+    eventually(
+        Duration::from_secs(60),
+        "the first chunks in the database",
+        || async {
+            let (st, s) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
+            (st == 200 && s["channels"]["ecg"]["samples"].as_u64().unwrap_or(0) > 0).then_some(())
+        },
+    )
+    .await;
+
+    // The database goes away: the appliance keeps recording, and hears why nothing is confirmed.
+    link.set(false);
+    let cut_at = Instant::now();
+    let reason = eventually(
+        Duration::from_secs(60),
+        "the appliance to hear why",
+        || async {
+            let (_, status) = edge.get("/api/v1/status").await;
+            let error = status["sync"]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            error.contains("database is unavailable").then_some(error)
+        },
+    )
+    .await;
+    assert!(reason.contains("nothing was confirmed"), "{reason}");
+    let (_, status) = edge.get("/api/v1/status").await;
+    assert_eq!(
+        status["recorder"]["session"]["id"].as_str(),
+        Some(id.as_str()),
+        "recording goes on: {status}"
+    );
+    // The cloud's own API says so too, instead of serving nothing.
+    let (st, body) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
+    assert_eq!(st, 503, "{body}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // It comes back: everything recorded meanwhile arrives, once.
+    link.set(true);
+    stop_session(&edge, &id).await;
+    let (tally, took) = tally::converge(
+        &[(&edge, id.as_str())],
+        &cloud,
+        cut_at,
+        Duration::from_secs(120),
+    )
+    .await;
+    tally::report(
+        "PostgreSQL unreachable while recording",
+        "1 room, 1 session",
+        "the database cut off for several seconds mid-session, then back",
+        tally,
+        took,
+    );
+}

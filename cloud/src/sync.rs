@@ -73,12 +73,24 @@ pub enum ServeError {
     /// Storage failed.
     #[error("storage: {0}")]
     Store(String),
+    /// The database cannot be reached: nothing was confirmed; the appliance retries.
+    #[error("storage: {0}")]
+    Unavailable(String),
     /// The QUIC connection or stream failed.
     #[error("connection: {0}")]
     Connection(String),
 }
 
 impl ServeError {
+    /// A storage failure; an unreachable database apart, so the appliance hears why.
+    fn from_store(e: StoreError) -> ServeError {
+        if e.is_unavailable() {
+            ServeError::Unavailable(e.to_string())
+        } else {
+            ServeError::Store(e.to_string())
+        }
+    }
+
     fn reject(&self) -> Message {
         match self {
             ServeError::Wire(e) => e.to_reject(),
@@ -87,6 +99,10 @@ impl ServeError {
             ServeError::Store(_) | ServeError::Connection(_) => {
                 Message::reject(RejectCode::Internal, "internal error; retry later")
             }
+            ServeError::Unavailable(_) => Message::reject(
+                RejectCode::Internal,
+                "the cloud's database is unavailable, so nothing was confirmed; retry later",
+            ),
         }
     }
 }
@@ -580,7 +596,7 @@ impl SyncServer {
         let owner = tokio::task::spawn_blocking(move || store.document_owner(&id))
             .await
             .map_err(|e| ServeError::Store(e.to_string()))?
-            .map_err(|e| ServeError::Store(e.to_string()))?;
+            .map_err(ServeError::from_store)?;
         let forbidden = |reason: String| ServeError::Refused {
             code: RejectCode::Forbidden,
             reason,
@@ -621,7 +637,7 @@ impl SyncServer {
             let stored = tokio::task::spawn_blocking(move || store.load_document(&id))
                 .await
                 .map_err(|e| ServeError::Store(e.to_string()))?
-                .map_err(|e| ServeError::Store(e.to_string()))?;
+                .map_err(ServeError::from_store)?;
             *slot = Some(stored.map(|s| s.doc).unwrap_or_default());
         }
         slot.as_mut()
@@ -704,7 +720,7 @@ impl SyncServer {
             },
             other => {
                 tracing::error!(error = %other, doc = %doc_id, "commit failed");
-                ServeError::Store(other.to_string())
+                ServeError::from_store(other)
             }
         })?;
         result.map_err(refused)?;

@@ -139,3 +139,44 @@ fn a_sqlite_cloud_is_backed_up_moved_to_postgres_and_restored() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+#[test]
+fn a_cloud_that_cannot_reach_its_database_says_which_part_failed_and_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = pg_cluster::cluster();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cases = [
+        (
+            cluster
+                .url("postgres")
+                .replace(pg_cluster::PASSWORD, "wrong"),
+            "password authentication failed",
+        ),
+        (
+            cluster.url("no_such_db"),
+            "database \"no_such_db\" does not exist",
+        ),
+        (
+            format!("postgres://vigil:x@127.0.0.1:{port}/vigil"),
+            "onnection refused",
+        ),
+    ];
+    for (i, (url, says)) in cases.iter().enumerate() {
+        let config = write_config(
+            dir.path(),
+            &format!("cloud-{i}.toml"),
+            &format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"),
+        );
+        let out = cloud(&config, &["run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("cannot open the cloud database"),
+            "{url}: {stderr}"
+        );
+    }
+}

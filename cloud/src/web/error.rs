@@ -61,6 +61,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "api read failed");
+        if e.is_unavailable() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cloud's database is unavailable; retry in a few seconds",
+            );
+        }
         ApiError::internal()
     }
 }
