@@ -14,22 +14,23 @@
 //! - Sign-in (and typing the password again) is limited per (name, client): [`FREE_ATTEMPTS`],
 //!   then a delay doubling from [`FIRST_DELAY_US`] to [`MAX_DELAY_US`]; and per name
 //!   ([`MAX_FAILURES`]) and per client ([`MAX_ADDRESS_FAILURES`]) over
-//!   [`FAILURE_WINDOW_US`]. Each attempt is reserved under the lock before argon2 runs, so
-//!   parallel guesses cannot slip past a count, and a success forgives only the failures that
-//!   were counted before it was reserved.
+//!   [`FAILURE_WINDOW_US`]. Each attempt is reserved before argon2 runs, so parallel guesses
+//!   cannot slip past a count, and a success forgives only the failures that were counted
+//!   before it was reserved. The counts are in the database: every instance of the cloud
+//!   counts the same attempts.
 //! - Secrets are random 32 bytes from aws-lc-rs, shown once (cookie, printed token) and stored
 //!   as SHA-256 digests. Passwords are argon2id PHC strings with the crate's default cost.
 //!
 //! This module holds policy; storage is [`CloudStore`]'s, HTTP is [`crate::web`]'s.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::config::SiteInfo;
-use crate::store::{ApiTokenRow, AuditRow, CloudStore, StoreError, UserRow};
+use crate::store::{ApiTokenRow, AuditRow, CloudStore, LimitRow, StoreError, UserRow};
 
 /// A browser session ends after this long without a request, µs (30 minutes, the usual limit
 /// for an unattended screen showing patient data).
@@ -77,10 +78,9 @@ pub const MAX_ADDRESS_FAILURES: u32 = 20;
 /// The window failed sign-ins are counted in, µs (15 minutes).
 pub const FAILURE_WINDOW_US: i64 = 15 * 60 * 1_000_000;
 
-/// Names, addresses and (name, address) pairs tracked by the rate limiter; past this, expired
-/// entries are dropped and, if it is still full, the least recently failed idle one. Bounds
-/// memory under a spray of names.
-const MAX_TRACKED: usize = 30_000;
+/// A reservation older than this no longer counts as in flight, µs: the instance that made it
+/// died before deciding (checking a password takes well under a second).
+const STALE_RESERVATION_US: i64 = 60 * 1_000_000;
 
 /// An API token's lifetime when its maker names none, days.
 pub const DEFAULT_TOKEN_DAYS: u32 = 90;
@@ -467,6 +467,8 @@ struct Count {
     window_start_us: i64,
     /// The latest failure, µs.
     last_failure_us: i64,
+    /// The latest reservation, µs.
+    reserved_us: i64,
 }
 
 /// What the limiter counts under.
@@ -491,8 +493,10 @@ struct Ticket {
 }
 
 /// The sign-in rate limiter: per (name, client) a growing delay, per name and per client a
-/// ceiling. An attempt is reserved under the lock *before* the password is checked, so
-/// parallel attempts cannot all pass a check that each of them alone would have passed.
+/// ceiling. An attempt is reserved *before* the password is checked, so parallel attempts
+/// cannot all pass a check that each of them alone would have passed. The counts live in the
+/// database ([`CloudStore::update_limits`]), so every cloud instance counts the same
+/// attempts; a limiter holds the three keys of one attempt while their rows are locked.
 #[derive(Debug, Default)]
 struct Limiter {
     entries: HashMap<Key, Count>,
@@ -517,11 +521,11 @@ fn retry_s(wait_us: i64) -> u64 {
 impl Limiter {
     /// The entry of `key` with an expired window reset; created if absent.
     fn entry(&mut self, key: Key, now_us: i64) -> &mut Count {
-        if self.entries.len() >= MAX_TRACKED && !self.entries.contains_key(&key) {
-            self.evict(now_us);
-        }
         let pair = matches!(key, Key::Pair(..));
         let c = self.entries.entry(key).or_default();
+        if c.in_flight > 0 && now_us - c.reserved_us >= STALE_RESERVATION_US {
+            c.in_flight = 0;
+        }
         // A pair's failures are forgotten a while after the last one, so a patient script
         // does not start afresh while it keeps failing; a name's or client's a window after
         // the first, so the ceiling is per window.
@@ -534,24 +538,6 @@ impl Limiter {
             c.failures = 0;
         }
         c
-    }
-
-    /// Makes room: drops idle entries whose window has passed, then the idle entry that
-    /// failed longest ago. Entries with attempts in flight are kept.
-    fn evict(&mut self, now_us: i64) {
-        self.entries.retain(|_, c| {
-            c.in_flight > 0 || now_us - c.last_failure_us.max(c.window_start_us) < PAIR_MEMORY_US
-        });
-        if self.entries.len() >= MAX_TRACKED
-            && let Some(oldest) = self
-                .entries
-                .iter()
-                .filter(|(_, c)| c.in_flight == 0)
-                .min_by_key(|(_, c)| c.last_failure_us)
-                .map(|(k, _)| k.clone())
-        {
-            self.entries.remove(&oldest);
-        }
     }
 
     /// Reserves an attempt for `name` from `client`, or says how long to wait, µs.
@@ -580,7 +566,9 @@ impl Limiter {
             }
         }
         for key in ceilings.into_iter().map(|(k, _)| k).chain([pair_key]) {
-            self.entry(key, now_us).in_flight += 1;
+            let c = self.entry(key, now_us);
+            c.in_flight += 1;
+            c.reserved_us = now_us;
         }
         Ok(Ticket {
             name: name.to_owned(),
@@ -616,33 +604,91 @@ impl Limiter {
     }
 }
 
+impl Key {
+    /// The three keys an attempt of `name` from `client` counts under.
+    fn of(name: &str, client: &str) -> [Key; 3] {
+        [
+            Key::Name(name.to_owned()),
+            Key::Client(client.to_owned()),
+            Key::Pair(name.to_owned(), client.to_owned()),
+        ]
+    }
+
+    /// The key's row in the database (a newline cannot be in a name or an address).
+    fn stored(&self) -> String {
+        match self {
+            Key::Name(n) => format!("name\n{n}"),
+            Key::Client(c) => format!("client\n{c}"),
+            Key::Pair(n, c) => format!("pair\n{n}\n{c}"),
+        }
+    }
+}
+
+impl Limiter {
+    /// The limiter over the stored rows of `keys`.
+    fn load(keys: &[Key], rows: &BTreeMap<String, LimitRow>) -> Limiter {
+        let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+        let entries = keys
+            .iter()
+            .filter_map(|k| {
+                let r = rows.get(&k.stored())?;
+                Some((
+                    k.clone(),
+                    Count {
+                        failures: count(r.failures),
+                        in_flight: count(r.in_flight),
+                        window_start_us: r.window_start_us,
+                        last_failure_us: r.last_failure_us,
+                        reserved_us: r.reserved_us,
+                    },
+                ))
+            })
+            .collect();
+        Limiter { entries }
+    }
+
+    /// Writes the counts back into the rows.
+    fn store(&self, rows: &mut BTreeMap<String, LimitRow>) {
+        for (k, c) in &self.entries {
+            rows.insert(
+                k.stored(),
+                LimitRow {
+                    failures: c.failures.into(),
+                    in_flight: c.in_flight.into(),
+                    window_start_us: c.window_start_us,
+                    last_failure_us: c.last_failure_us,
+                    reserved_us: c.reserved_us,
+                },
+            );
+        }
+    }
+}
+
 /// A reserved attempt that releases its reservation if dropped before it is finished (an
 /// error or a panic between reserving and deciding).
 struct Attempt<'a> {
-    limiter: &'a Mutex<Limiter>,
+    auth: &'a Auth,
     ticket: Option<Ticket>,
 }
 
 impl Attempt<'_> {
-    fn finish(mut self, ok: bool, now_us: i64) {
-        if let Some(t) = self.ticket.take() {
-            lock(self.limiter).finish(&t, Some(ok), now_us);
+    fn finish(mut self, ok: bool, now_us: i64) -> Result<(), StoreError> {
+        match self.ticket.take() {
+            Some(t) => self.auth.finish_attempt(&t, Some(ok), now_us),
+            None => Ok(()),
         }
     }
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
-        if let Some(t) = self.ticket.take() {
-            lock(self.limiter).finish(&t, None, 0);
+        if let Some(t) = self.ticket.take()
+            && let Err(e) = self.auth.finish_attempt(&t, None, crate::clock::now_us())
+        {
+            // Left in flight, the reservation lapses after STALE_RESERVATION_US.
+            tracing::warn!(error = %e, "cannot release a sign-in reservation");
         }
     }
-}
-
-/// Locks the limiter; its counts stay meaningful even if a holder panicked (every update is
-/// a few integer writes), so a poisoned lock is used as is.
-fn lock(m: &Mutex<Limiter>) -> std::sync::MutexGuard<'_, Limiter> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The authentication service the HTTP handlers share.
@@ -652,7 +698,6 @@ pub struct Auth {
     sites: Vec<SiteInfo>,
     /// SHA-256 of the configured service token; `None` when it is empty.
     service_digest: Option<Vec<u8>>,
-    limiter: Mutex<Limiter>,
 }
 
 impl Auth {
@@ -662,7 +707,6 @@ impl Auth {
             store,
             sites,
             service_digest: (!service_token.is_empty()).then(|| digest(service_token)),
-            limiter: Mutex::new(Limiter::default()),
         }
     }
 
@@ -691,14 +735,42 @@ impl Auth {
         Ok(principal(&user, &self.sites))
     }
 
-    /// Reserves an attempt of `name` from `client`, or says how many seconds to wait.
-    fn attempt(&self, name: &str, client: &str, now_us: i64) -> Result<Attempt<'_>, u64> {
-        let ticket = lock(&self.limiter)
-            .reserve(&name.to_lowercase(), client, now_us)
-            .map_err(retry_s)?;
-        Ok(Attempt {
-            limiter: &self.limiter,
+    /// Reserves an attempt of `name` from `client`, or says how many seconds to wait. The
+    /// counts are in the database, shared by every cloud instance.
+    fn attempt(
+        &self,
+        name: &str,
+        client: &str,
+        now_us: i64,
+    ) -> Result<Result<Attempt<'_>, u64>, StoreError> {
+        let name = name.to_lowercase();
+        let keys = Key::of(&name, client);
+        let stored: Vec<String> = keys.iter().map(Key::stored).collect();
+        let reserved = self.store.update_limits(&stored, now_us, |rows| {
+            let mut limiter = Limiter::load(&keys, rows);
+            let reserved = limiter.reserve(&name, client, now_us);
+            limiter.store(rows);
+            reserved
+        })?;
+        Ok(reserved.map_err(retry_s).map(|ticket| Attempt {
+            auth: self,
             ticket: Some(ticket),
+        }))
+    }
+
+    /// Ends a reserved attempt in the database's counts.
+    fn finish_attempt(
+        &self,
+        ticket: &Ticket,
+        outcome: Option<bool>,
+        now_us: i64,
+    ) -> Result<(), StoreError> {
+        let keys = Key::of(&ticket.name, &ticket.client);
+        let stored: Vec<String> = keys.iter().map(Key::stored).collect();
+        self.store.update_limits(&stored, now_us, |rows| {
+            let mut limiter = Limiter::load(&keys, rows);
+            limiter.finish(ticket, outcome, now_us);
+            limiter.store(rows);
         })
     }
 
@@ -729,12 +801,12 @@ impl Auth {
         client: &str,
         now_us: i64,
     ) -> Result<Login, StoreError> {
-        let attempt = match self.attempt(username, client, now_us) {
+        let attempt = match self.attempt(username, client, now_us)? {
             Ok(a) => a,
             Err(retry_after_s) => return Ok(Login::Limited { retry_after_s }),
         };
         let user = self.check(username, password)?;
-        attempt.finish(user.is_some(), now_us);
+        attempt.finish(user.is_some(), now_us)?;
         let Some(user) = user else {
             return Ok(Login::Refused);
         };
@@ -755,12 +827,12 @@ impl Auth {
         now_us: i64,
         action: impl FnOnce(&UserRow) -> Result<T, AuthError>,
     ) -> Result<Reauth<T>, AuthError> {
-        let attempt = match self.attempt(&who.username, client, now_us) {
+        let attempt = match self.attempt(&who.username, client, now_us)? {
             Ok(a) => a,
             Err(retry_after_s) => return Ok(Reauth::Limited { retry_after_s }),
         };
         let user = self.check(&who.username, password)?;
-        attempt.finish(user.is_some(), now_us);
+        attempt.finish(user.is_some(), now_us)?;
         match user {
             Some(u) => action(&u).map(Reauth::Done),
             None => Ok(Reauth::Refused),
@@ -972,6 +1044,56 @@ mod tests {
         let t = l.reserve(name, client, now).ok()?;
         l.finish(&t, Some(ok), now);
         Some(())
+    }
+
+    /// Two instances on one PostgreSQL database count the same attempts: failures through one
+    /// slow down the other, and a reservation an instance never finished (it died) lapses.
+    #[test]
+    fn every_instance_counts_the_same_sign_in_attempts() {
+        let url = vigil_shared::pg_cluster::cluster().new_database();
+        let open = || Arc::new(CloudStore::open_postgres(&url, None).unwrap());
+        let (a, b) = (
+            Auth::new(open(), sites(), "service-token-0123456789abcdef"),
+            Auth::new(open(), sites(), "service-token-0123456789abcdef"),
+        );
+        let hash = hash_password("the right password").unwrap();
+        a.store.create_user("maria", "admin", "", &hash, 0).unwrap();
+        for _ in 0..FREE_ATTEMPTS {
+            let login = a.login("maria", "a wrong password", "10.0.0.1", 1).unwrap();
+            assert_eq!(login, Login::Refused);
+        }
+        // Instance b knows: the next try from that client waits.
+        let limited = b
+            .login("maria", "the right password", "10.0.0.1", 2)
+            .unwrap();
+        assert!(matches!(limited, Login::Limited { .. }), "{limited:?}");
+        // Another client is not slowed down, on either instance.
+        let ok = b
+            .login("maria", "the right password", "10.0.0.2", 3)
+            .unwrap();
+        assert!(matches!(ok, Login::Ok { .. }), "{ok:?}");
+
+        // An instance that died mid-check leaves its reservation: it holds the pair's place
+        // (past the free attempts, one at a time) until it lapses.
+        let later = 10 * PAIR_MEMORY_US;
+        for _ in 0..FREE_ATTEMPTS - 1 {
+            let login = a.login("jo", "wrong password!", "10.0.0.9", later).unwrap();
+            assert_eq!(login, Login::Refused);
+        }
+        std::mem::forget(a.attempt("jo", "10.0.0.9", later).unwrap().unwrap());
+        let held = b
+            .login("jo", "wrong password!", "10.0.0.9", later + 1)
+            .unwrap();
+        assert!(matches!(held, Login::Limited { .. }), "{held:?}");
+        let lapsed = b
+            .login(
+                "jo",
+                "wrong password!",
+                "10.0.0.9",
+                later + STALE_RESERVATION_US + FIRST_DELAY_US,
+            )
+            .unwrap();
+        assert_eq!(lapsed, Login::Refused);
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub use report::{
     SessionChart, SessionReportRow, SiteSessionCount,
 };
 pub use users::{
-    ApiTokenRow, AuditRow, AuditSource, LEGACY_TOKEN_DAYS, MAX_AUDIT_PAGE, UserRow, WebSessionRow,
+    ApiTokenRow, AuditRow, AuditSource, LEGACY_TOKEN_DAYS, LimitRow, MAX_AUDIT_PAGE, UserRow,
+    WebSessionRow,
 };
 
 use db::{Arg, Dialect, Lite, PgConn, PgTx, Sql, ToArg, args};

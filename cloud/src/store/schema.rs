@@ -187,7 +187,8 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
 
 /// Version 7 on SQLite, in one transaction: version 6's stored change sets folded into their
 /// documents' snapshots and the change table replaced (one row per change, keyed by its hash);
-/// the appliance registry's instance column.
+/// the appliance registry's instance column; the sign-in limiter's counts (in the database so
+/// that every instance counts the same attempts).
 fn fold_change_sets_v6(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     // Only the change table and the snapshots of documents with pending change sets are
@@ -234,6 +235,16 @@ fn fold_change_sets_v6(conn: &Connection) -> Result<(), StoreError> {
              bytes BLOB NOT NULL,
              PRIMARY KEY (doc_id, hash)
          );
+         CREATE TABLE IF NOT EXISTS signin_limits (
+             key TEXT PRIMARY KEY,
+             failures INTEGER NOT NULL,
+             in_flight INTEGER NOT NULL,
+             window_start_us INTEGER NOT NULL,
+             last_failure_us INTEGER NOT NULL,
+             reserved_us INTEGER NOT NULL,
+             touched_us INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS signin_limits_by_touch ON signin_limits (touched_us);
          PRAGMA user_version = 7;",
     )?;
     // The appliance registry records which cloud instance holds each appliance.
@@ -430,4 +441,14 @@ const POSTGRES_V7: &str = "
     );
     CREATE INDEX audit_by_time ON audit_log (at_us);
     CREATE UNIQUE INDEX audit_by_entry ON audit_log (site, room, entry_id);
+    CREATE TABLE signin_limits (
+        key TEXT PRIMARY KEY,
+        failures BIGINT NOT NULL,
+        in_flight BIGINT NOT NULL,
+        window_start_us BIGINT NOT NULL,
+        last_failure_us BIGINT NOT NULL,
+        reserved_us BIGINT NOT NULL,
+        touched_us BIGINT NOT NULL
+    );
+    CREATE INDEX signin_limits_by_touch ON signin_limits (touched_us);
 ";

@@ -10,7 +10,9 @@
 use serde::Serialize;
 use vigil_shared::audit::AuditEntry;
 
-use super::db::{Row, Sql, args};
+use std::collections::BTreeMap;
+
+use super::db::{Arg, Dialect, Row, Sql, ToArg, args};
 use super::{CloudStore, StoreError};
 
 /// Most audit entries one read returns; the audit page and CSV export page past this.
@@ -256,6 +258,25 @@ pub(super) fn insert_appliance_entries(
     Ok(added)
 }
 
+/// One key's counts in the sign-in limiter (`auth`'s policy decides what they mean).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitRow {
+    /// Failed attempts counted.
+    pub failures: i64,
+    /// Attempts reserved and not yet decided.
+    pub in_flight: i64,
+    /// The first failure of the window, µs.
+    pub window_start_us: i64,
+    /// The latest failure, µs.
+    pub last_failure_us: i64,
+    /// The latest reservation, µs.
+    pub reserved_us: i64,
+}
+
+/// Limiter rows untouched this long are deleted, µs (two hours: longer than any window or
+/// memory of the limiter's).
+const LIMIT_ROW_LIFETIME_US: i64 = 2 * 3600 * 1_000_000;
+
 /// Ends a user's browser sessions and revokes their API tokens, in the caller's transaction.
 fn end_sessions_and_tokens(db: &mut dyn Sql, username: &str) -> Result<(), StoreError> {
     for table in ["web_sessions", "api_tokens"] {
@@ -270,6 +291,80 @@ fn end_sessions_and_tokens(db: &mut dyn Sql, username: &str) -> Result<(), Store
 }
 
 impl CloudStore {
+    /// Runs `f` on the sign-in limiter's rows of `keys` (absent ones as zeros) and stores what
+    /// it leaves, in one transaction that holds those rows against every other instance:
+    /// concurrent attempts on one key are counted one after the other.
+    pub fn update_limits<T>(
+        &self,
+        keys: &[String],
+        now_us: i64,
+        f: impl FnOnce(&mut BTreeMap<String, LimitRow>) -> T,
+    ) -> Result<T, StoreError> {
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        self.write(|db| {
+            // Rows are made, then locked, in key order, so that two attempts sharing keys never
+            // wait on each other in a circle.
+            for key in &keys {
+                db.exec(
+                    "INSERT INTO signin_limits (key, failures, in_flight, window_start_us,
+                                                last_failure_us, reserved_us, touched_us)
+                     VALUES (?1, 0, 0, 0, 0, 0, ?2) ON CONFLICT DO NOTHING",
+                    args![key, now_us],
+                )?;
+            }
+            let lock = match db.dialect() {
+                Dialect::Postgres => " FOR UPDATE",
+                Dialect::Sqlite => "",
+            };
+            let args: Vec<Arg<'_>> = keys.iter().map(|k| k.to_arg()).collect();
+            let marks = vec!["?"; keys.len()].join(", ");
+            let mut rows = BTreeMap::new();
+            for r in db.rows(
+                &format!(
+                    "SELECT key, failures, in_flight, window_start_us, last_failure_us,
+                            reserved_us
+                     FROM signin_limits WHERE key IN ({marks}) ORDER BY key{lock}"
+                ),
+                &args,
+            )? {
+                rows.insert(
+                    r.get::<String>(0)?,
+                    LimitRow {
+                        failures: r.get(1)?,
+                        in_flight: r.get(2)?,
+                        window_start_us: r.get(3)?,
+                        last_failure_us: r.get(4)?,
+                        reserved_us: r.get(5)?,
+                    },
+                );
+            }
+            let out = f(&mut rows);
+            for (key, r) in &rows {
+                db.exec(
+                    "UPDATE signin_limits SET failures = ?2, in_flight = ?3, window_start_us = ?4,
+                         last_failure_us = ?5, reserved_us = ?6, touched_us = ?7
+                     WHERE key = ?1",
+                    args![
+                        key,
+                        r.failures,
+                        r.in_flight,
+                        r.window_start_us,
+                        r.last_failure_us,
+                        r.reserved_us,
+                        now_us
+                    ],
+                )?;
+            }
+            db.exec(
+                "DELETE FROM signin_limits WHERE touched_us < ?1",
+                args![now_us - LIMIT_ROW_LIFETIME_US],
+            )?;
+            Ok(out)
+        })
+    }
+
     /// Creates a user; [`StoreError::Conflict`] if the name is taken.
     pub fn create_user(
         &self,
