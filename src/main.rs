@@ -48,6 +48,11 @@ enum Command {
         /// and `pip install bluezoo==1.0.2`).
         #[arg(long)]
         ble: bool,
+        /// Keep the clinic's cloud data in this PostgreSQL database
+        /// (`postgres://user:password@host:port/database`) and run two cloud instances on it,
+        /// the rooms split between them, instead of one instance on a SQLite file.
+        #[arg(long)]
+        postgres: Option<String>,
     },
     /// Run a fault-injecting UDP relay in front of a cloud's sync port until Ctrl-C or
     /// SIGTERM. Point appliances' `cloud.addr` at the address it prints as `relay:`.
@@ -107,7 +112,11 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Demo { time_factor, .. } => runtime.block_on(demo(time_factor, rig.as_ref())),
+        Command::Demo {
+            time_factor,
+            postgres,
+            ..
+        } => runtime.block_on(demo(time_factor, rig.as_ref(), postgres.as_deref())),
         Command::Relay {
             upstream,
             listen,
@@ -182,18 +191,37 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-async fn start_cloud(
-    dir: &std::path::Path,
-) -> anyhow::Result<(vigil_cloud::app::Cloud, std::path::PathBuf, String)> {
+/// The demo clinic's CA (in `dir/pki`, with a server certificate for this machine) and the
+/// service token of its API.
+fn demo_pki(dir: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, String)> {
     let pki = dir.join("pki");
     let ca = vigil_cloud::pki::Ca::init(&pki, "Vigil Demo Clinic CA")?;
     ca.issue_server(&["localhost".to_owned()], &["127.0.0.1".parse()?], "server")?;
-    let token = random_token()?;
+    Ok((pki, random_token()?))
+}
+
+/// Starts a cloud instance: on SQLite in `dir/cloud-NAME`, or on the PostgreSQL database
+/// `postgres` as instance `NAME`.
+async fn start_cloud(
+    dir: &std::path::Path,
+    pki: &std::path::Path,
+    token: &str,
+    name: &str,
+    postgres: Option<&str>,
+) -> anyhow::Result<vigil_cloud::app::Cloud> {
+    let store = match postgres {
+        Some(url) => vigil_cloud::config::StoreConfig {
+            kind: vigil_cloud::config::StoreKind::Postgres,
+            url: Some(url.to_owned()),
+            ..Default::default()
+        },
+        None => vigil_cloud::config::StoreConfig::default(),
+    };
     let config = vigil_cloud::config::CloudConfig {
-        data_dir: dir.join("cloud"),
+        data_dir: dir.join(format!("cloud-{name}")),
         quic_bind: "127.0.0.1:0".parse()?,
         http_bind: "127.0.0.1:0".parse()?,
-        api_token: token.clone(),
+        api_token: token.to_owned(),
         pki: vigil_cloud::config::PkiFiles {
             ca_cert: pki.join("ca.pem"),
             server_cert: pki.join("server.pem"),
@@ -211,12 +239,11 @@ async fn start_cloud(
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
-        store: Default::default(),
-        instance: None,
+        store,
+        instance: Some(format!("demo-{name}")),
     };
     config.validate(std::path::Path::new("(demo)"))?;
-    let cloud = vigil_cloud::app::Cloud::start(config).await?;
-    Ok((cloud, pki, token))
+    Ok(vigil_cloud::app::Cloud::start(config).await?)
 }
 
 /// The demo's dashboard users, one per role (and a regional manager per region), with random
@@ -254,8 +281,14 @@ fn demo_users(cloud: &vigil_cloud::app::Cloud) -> anyhow::Result<Vec<(String, St
             site,
             password: &password,
         };
-        add_user(&cloud.store, &sites, &new, vigil_cloud::clock::now_us())
-            .with_context(|| format!("cannot create demo user {user}"))?;
+        // A demo on a PostgreSQL database of an earlier run has its users: new passwords.
+        if cloud.store.user_by_name(user)?.is_some() {
+            let hash = vigil_cloud::auth::hash_password(&password)?;
+            cloud.store.set_password(user, &hash)?;
+        } else {
+            add_user(&cloud.store, &sites, &new, vigil_cloud::clock::now_us())
+                .with_context(|| format!("cannot create demo user {user}"))?;
+        }
         out.push((role.name().replace('_', "-"), user.to_owned(), password));
     }
     Ok(out)
@@ -354,7 +387,11 @@ async fn demo_ble_room(
     Ok((source, running))
 }
 
-async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
+async fn demo(
+    time_factor: f64,
+    ble: Option<&BleRig>,
+    postgres: Option<&str>,
+) -> anyhow::Result<()> {
     // Bluetooth monitors run at the speed of the world.
     let time_factor = if ble.is_some() { 1.0 } else { time_factor };
     let mut monitors = Vec::new();
@@ -363,14 +400,29 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         .tempdir()
         .context("cannot create a temporary directory")?;
     println!("data dir: {}", dir.path().display());
-    let (cloud, pki, token) = start_cloud(dir.path()).await?;
+    let (pki, token) = demo_pki(dir.path())?;
+    // On PostgreSQL, two instances share the clinic: the sites' rooms each try their own
+    // first and the other when it is gone.
+    let mut clouds = vec![start_cloud(dir.path(), &pki, &token, "a", postgres).await?];
+    if postgres.is_some() {
+        clouds.push(start_cloud(dir.path(), &pki, &token, "b", postgres).await?);
+    }
+    let cloud = &clouds[0];
     println!("cloud api: {}", cloud.api_url());
+    if let Some(b) = clouds.get(1) {
+        println!("cloud b api: {}", b.api_url());
+        println!("cloud b sync: {}", b.sync_addr);
+    }
+    println!("cloud store: {}", cloud.store.describe());
     println!("api token: {token}");
     println!("dashboard: {}/", cloud.api_url());
-    for (role, user, password) in demo_users(&cloud)? {
+    // The store blocks (PostgreSQL's client most of all): off the async threads.
+    let (users, staff) =
+        tokio::task::block_in_place(|| anyhow::Ok((demo_users(cloud)?, demo_staff(cloud)?)))?;
+    for (role, user, password) in users {
         println!("login: {role} {user} {password}");
     }
-    for (site, name, role, pin) in demo_staff(&cloud)? {
+    for (site, name, role, pin) in staff {
         println!("{site} staff: {name} ({role}) PIN {pin}");
     }
     let ca = vigil_cloud::pki::Ca::load(&pki)?;
@@ -419,8 +471,10 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
                 clock_offset_s: 0,
                 source,
                 cloud: Some(vigil_edge::sync::CloudSettings {
-                    addr: Some(cloud.sync_addr.into()),
-                    addrs: Vec::new(),
+                    addr: None,
+                    addrs: (0..clouds.len())
+                        .map(|k| clouds[(s + k) % clouds.len()].sync_addr.into())
+                        .collect(),
                     server_name: "localhost".into(),
                     ca_cert: pki.join("ca.pem"),
                     cert: cert.cert_path.clone(),
@@ -474,7 +528,9 @@ async fn demo(time_factor: f64, ble: Option<&BleRig>) -> anyhow::Result<()> {
         }
     }
     drop(monitors);
-    cloud.shutdown().await;
+    for cloud in clouds {
+        cloud.shutdown().await;
+    }
     Ok(())
 }
 

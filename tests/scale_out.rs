@@ -466,3 +466,39 @@ async fn the_database_going_away_loses_nothing_and_the_cloud_says_why() {
         took,
     );
 }
+
+/// `vigil demo --postgres URL`: the same clinic on PostgreSQL, two instances, the rooms split
+/// between them, both printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_postgres_with_two_instances() {
+    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let mut demo = Proc::spawn(&bin("vigil"), &["demo", "--postgres", &url]);
+    let api_a = demo.wait_for("cloud api", Duration::from_secs(120));
+    let api_b = demo.wait_for("cloud b api", Duration::from_secs(30));
+    let store = demo.wait_for("cloud store", Duration::from_secs(30));
+    assert!(store.starts_with("postgres 127.0.0.1:"), "{store}");
+    let token = demo.wait_for("api token", Duration::from_secs(30));
+    let (a, b) = (
+        Http::with_token(&api_a, &token),
+        Http::with_token(&api_b, &token),
+    );
+    // Each instance holds two rooms, and either one reads the whole clinic.
+    let text = eventually(
+        Duration::from_secs(60),
+        "rooms on both instances",
+        || async {
+            let (_, sites) = b.get("/api/v1/sites").await;
+            let text = sites.to_string();
+            (text.matches("\"demo-a\"").count() == 2 && text.matches("\"demo-b\"").count() == 2)
+                .then_some(text)
+        },
+    )
+    .await;
+    let (_, from_a) = a.get("/api/v1/sites").await;
+    assert_eq!(
+        from_a.to_string().matches("\"online\":true").count(),
+        4,
+        "{text}"
+    );
+    demo.terminate();
+}
