@@ -489,9 +489,96 @@ impl CpuByRole {
     }
 }
 
+/// Where the cloud keeps the ingested documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// One instance on its SQLite file.
+    Sqlite,
+    /// This many instances on one PostgreSQL database (the bench's private cluster), the
+    /// appliances split between them.
+    Postgres(usize),
+}
+
+impl Engine {
+    fn describe(self) -> String {
+        match self {
+            Engine::Sqlite => "QUIC + mTLS + SQLite, 1 instance".into(),
+            Engine::Postgres(1) => "QUIC + mTLS + PostgreSQL, 1 instance".into(),
+            Engine::Postgres(n) => format!("QUIC + mTLS + PostgreSQL, {n} instances"),
+        }
+    }
+}
+
+/// CPU seconds of the PostgreSQL server's processes (every process named `postgres`: the
+/// cluster's postmaster, its workers and one backend per connection), from /proc.
+fn postgres_cpu_s() -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for p in procs.flatten() {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: utime and stime are fields 14 and 15.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (ticks(11) + ticks(12)) / tick;
+    }
+    total
+}
+
+/// The stored heads of every session document, to tell when ingest is complete.
+enum HeadsReader {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
+}
+
+impl HeadsReader {
+    /// Session rows projected (cheap), and the heads once there are `want` of them.
+    fn heads(&mut self, want: usize) -> Option<BTreeMap<String, Vec<u8>>> {
+        const COUNT: &str = "SELECT count(*) FROM sessions";
+        const HEADS: &str = "SELECT id, heads FROM documents WHERE kind = 'session'";
+        match self {
+            HeadsReader::Sqlite(c) => {
+                let n: i64 = c.query_row(COUNT, [], |r| r.get(0)).expect("count");
+                if usize::try_from(n).unwrap_or(0) < want {
+                    return None;
+                }
+                let mut stmt = c.prepare_cached(HEADS).expect("prepare");
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("query");
+                Some(rows.collect::<Result<_, _>>().expect("rows"))
+            }
+            HeadsReader::Postgres(c) => {
+                let n: i64 = c.query_one(COUNT, &[]).expect("count").get(0);
+                if usize::try_from(n).unwrap_or(0) < want {
+                    return None;
+                }
+                let rows = c.query(HEADS, &[]).expect("query");
+                Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+        }
+    }
+}
+
 /// One run of the real pipeline. Returns the time from starting the appliances until the cloud
-/// has every document durable with the appliance's heads, and the CPU seconds per role.
-fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
+/// has every document durable with the appliance's heads, and the CPU seconds per role
+/// (`postgres`: the database server's processes).
+fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'static str, f64>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
     let ca = vigil_cloud::pki::Ca::init(&pki, "Bench Clinic CA").expect("init CA");
@@ -501,6 +588,10 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         "server",
     )
     .expect("server cert");
+    let url = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres(_) => Some(vigil_shared::pg_cluster::cluster().new_database()),
+    };
     let config = CloudConfig {
         data_dir: dir.path().join("cloud"),
         quic_bind: "127.0.0.1:0".parse().expect("addr"),
@@ -523,7 +614,14 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
-        store: Default::default(),
+        store: match &url {
+            Some(url) => vigil_cloud::config::StoreConfig {
+                kind: vigil_cloud::config::StoreKind::Postgres,
+                url: Some(url.clone()),
+                ..Default::default()
+            },
+            None => Default::default(),
+        },
         instance: None,
     };
     config.validate(Path::new("(bench)")).expect("cloud config");
@@ -542,9 +640,20 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         .enable_all()
         .build()
         .expect("appliance runtime");
-    let cloud = cloud_rt
-        .block_on(Cloud::start(config))
-        .expect("cloud starts");
+    let instances = match engine {
+        Engine::Sqlite => 1,
+        Engine::Postgres(n) => n,
+    };
+    let clouds: Vec<Cloud> = (0..instances)
+        .map(|k| {
+            let mut config = config.clone();
+            config.instance = Some(format!("bench-{k}"));
+            config.data_dir = dir.path().join(format!("cloud-{k}"));
+            cloud_rt
+                .block_on(Cloud::start(config))
+                .expect("cloud starts")
+        })
+        .collect();
 
     let mut configs = Vec::new();
     for (r, (site, room)) in ROOMS.into_iter().enumerate() {
@@ -617,9 +726,12 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
             max_db_mb: None,
             clock_offset_s: 0,
             source: SourceConfig::None,
+            // The rooms split between the instances, each knowing them all.
             cloud: Some(CloudSettings {
-                addr: Some(cloud.sync_addr.into()),
-                addrs: Vec::new(),
+                addr: None,
+                addrs: (0..clouds.len())
+                    .map(|k| clouds[(r + k) % clouds.len()].sync_addr.into())
+                    .collect(),
                 server_name: "localhost".into(),
                 ca_cert: pki.join("ca.pem"),
                 cert: cert.cert_path.clone(),
@@ -633,13 +745,21 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         .iter()
         .map(|d| (d.id.as_str(), d.heads.iter().flat_map(|h| h.0).collect()))
         .collect();
-    let reader = rusqlite::Connection::open_with_flags(
-        cloud.store.path().expect("the bench's cloud is on SQLite"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("cloud reader");
+    let mut reader = match &url {
+        None => HeadsReader::Sqlite(
+            rusqlite::Connection::open_with_flags(
+                clouds[0].store.path().expect("on SQLite"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .expect("cloud reader"),
+        ),
+        Some(url) => {
+            HeadsReader::Postgres(postgres::Client::connect(url, postgres::NoTls).expect("reader"))
+        }
+    };
 
     let cpu_before = CpuByRole::now();
+    let pg_before = postgres_cpu_s();
     let start = Instant::now();
     let appliances: Vec<Appliance> = edge_rt.block_on(async {
         let mut out = Vec::new();
@@ -656,20 +776,9 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         std::thread::sleep(POLL_INTERVAL);
         // The projection row is written in the same transaction as the document: count those
         // first (cheap), compare heads only once all are there.
-        let n: i64 = reader
-            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
-            .expect("count");
-        if usize::try_from(n).unwrap_or(0) < docs.len() {
+        let Some(stored) = reader.heads(docs.len()) else {
             continue;
-        }
-        let mut stmt = reader
-            .prepare_cached("SELECT id, heads FROM documents WHERE kind = 'session'")
-            .expect("prepare");
-        let stored: BTreeMap<String, Vec<u8>> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        };
         if expected
             .iter()
             .all(|(id, heads)| stored.get(*id) == Some(heads))
@@ -678,14 +787,19 @@ fn vigil_ingest(docs: &[Derived]) -> (Duration, BTreeMap<&'static str, f64>) {
         }
     }
     let elapsed = start.elapsed();
-    let cpu = CpuByRole::now().since(&cpu_before);
+    let mut cpu = CpuByRole::now().since(&cpu_before);
+    if url.is_some() {
+        cpu.insert("postgres", postgres_cpu_s() - pg_before);
+    }
     drop(reader);
     edge_rt.block_on(async {
         for a in appliances {
             a.shutdown().await;
         }
     });
-    cloud_rt.block_on(cloud.shutdown());
+    for cloud in clouds {
+        cloud_rt.block_on(cloud.shutdown());
+    }
     edge_rt.shutdown_timeout(Duration::from_secs(5));
     cloud_rt.shutdown_timeout(Duration::from_secs(5));
     (elapsed, cpu)
@@ -801,10 +915,19 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
         .collect();
     let doc_bytes: usize = docs.iter().map(|d| d.bytes.len()).sum();
     let plain_t = plain_ingest(&docs);
-    let mut runs: Vec<(Duration, BTreeMap<&str, f64>)> =
-        (0..INGEST_RUNS).map(|_| vigil_ingest(&docs)).collect();
-    runs.sort_by_key(|r| r.0);
-    let (vigil_t, cpu) = runs.swap_remove(runs.len() / 2);
+    // Each engine's median run (by wall time), in one process, one after the other.
+    let ingests: Vec<(Engine, Duration, BTreeMap<&str, f64>)> =
+        [Engine::Sqlite, Engine::Postgres(1), Engine::Postgres(2)]
+            .into_iter()
+            .map(|engine| {
+                let mut runs: Vec<(Duration, BTreeMap<&str, f64>)> = (0..INGEST_RUNS)
+                    .map(|_| vigil_ingest(&docs, engine))
+                    .collect();
+                runs.sort_by_key(|r| r.0);
+                let (t, cpu) = runs.swap_remove(runs.len() / 2);
+                (engine, t, cpu)
+            })
+            .collect();
     let rate = |d: Duration| {
         format!(
             "{:.1} sessions/s, {:.1} MB/s ({:.2} s)",
@@ -835,13 +958,28 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
             v.bytes as f64 / p.bytes as f64
         );
     }
-    println!(
-        "| cloud ingest of {INGEST_SESSIONS} sessions ({:.1} MB) from 4 appliances: QUIC + mTLS + SQLite [3] | {}, median of {INGEST_RUNS} | {} (plain single-thread sync loop, in memory) | {:.2}x | >= 2x |",
-        doc_bytes as f64 / 1e6,
-        rate(vigil_t),
-        rate(plain_t),
-        plain_t.as_secs_f64() / vigil_t.as_secs_f64()
-    );
+    for (engine, t, cpu) in &ingests {
+        let cloud_s = cpu.get("cloud").copied().unwrap_or(0.0);
+        let db_s = cpu.get("postgres").copied().unwrap_or(0.0);
+        println!(
+            "| cloud ingest of {INGEST_SESSIONS} sessions ({:.1} MB) from 4 appliances: {} [3] | {}, median of {INGEST_RUNS}; cloud CPU {:.1} ms/session{} | {} (plain single-thread sync loop, in memory; {:.1} ms/session) | {:.2}x | >= 2x |",
+            doc_bytes as f64 / 1e6,
+            engine.describe(),
+            rate(*t),
+            cloud_s * 1e3 / INGEST_SESSIONS as f64,
+            if db_s > 0.0 {
+                format!(
+                    " + PostgreSQL {:.1} ms/session",
+                    db_s * 1e3 / INGEST_SESSIONS as f64
+                )
+            } else {
+                String::new()
+            },
+            rate(plain_t),
+            plain_t.as_secs_f64() * 1e3 / INGEST_SESSIONS as f64,
+            plain_t.as_secs_f64() / t.as_secs_f64()
+        );
+    }
     println!(
         "[1] vigil as deployed: the appliance reloads its persisted sync state for every exchange; \
          the cloud starts every stream with a fresh sync state (cloud/src/sync.rs)"
@@ -858,15 +996,20 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
         sizes.n_chunks,
         kb(sizes.chunks)
     );
-    println!(
-        "[3] CPU during that run: cloud {:.2} s, appliances {:.2} s, other {:.2} s, in {:.2} s on {} cores \
-         (the appliances share this machine)",
-        cpu.get("cloud").copied().unwrap_or(0.0),
-        cpu.get("appliances").copied().unwrap_or(0.0),
-        cpu.get("other").copied().unwrap_or(0.0),
-        vigil_t.as_secs_f64(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
+    for (engine, t, cpu) in &ingests {
+        println!(
+            "[3] CPU during the {} run: cloud {:.2} s, PostgreSQL {:.2} s, appliances {:.2} s, \
+             other {:.2} s, in {:.2} s on {} cores (the appliances and the database share this \
+             machine)",
+            engine.describe(),
+            cpu.get("cloud").copied().unwrap_or(0.0),
+            cpu.get("postgres").copied().unwrap_or(0.0),
+            cpu.get("appliances").copied().unwrap_or(0.0),
+            cpu.get("other").copied().unwrap_or(0.0),
+            t.as_secs_f64(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
 }
 
 fn main() {
