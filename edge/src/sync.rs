@@ -1106,6 +1106,52 @@ mod tests {
     }
 
     #[test]
+    fn cloud_addresses_are_ips_or_names_with_a_port() {
+        let ok = |s: &str| CloudAddr::try_from(s.to_owned()).unwrap().to_string();
+        assert_eq!(ok("203.0.113.7:4433"), "203.0.113.7:4433");
+        assert_eq!(ok("[2001:db8::7]:4433"), "[2001:db8::7]:4433");
+        assert_eq!(ok("Sync.Clinic.example:4433"), "sync.clinic.example:4433");
+        for bad in [
+            "sync.clinic.example",
+            "host:0",
+            "host:99999",
+            ":4433",
+            "a b:1",
+            "https://x:1",
+        ] {
+            let err = CloudAddr::try_from(bad.to_owned()).unwrap_err();
+            assert!(err.contains("host:port"), "{bad}: {err}");
+        }
+        // `addr` and `addrs` together, in order; a file with neither is refused by the config.
+        let settings: CloudSettings = toml::from_str(
+            "addr = \"10.0.0.5:4433\"\naddrs = [\"10.0.0.6:4433\", \"sync.example.org:4433\"]\n\
+             server_name = \"s\"\nca_cert = \"c\"\ncert = \"c\"\nkey = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.targets_text(),
+            "10.0.0.5:4433, 10.0.0.6:4433, sync.example.org:4433"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_resolves_to_every_address_it_has() {
+        let name = CloudAddr::try_from("localhost:4433".to_owned()).unwrap();
+        let addrs = name.resolve().await.unwrap();
+        assert!(
+            addrs
+                .iter()
+                .any(|a| *a == "127.0.0.1:4433".parse().unwrap()),
+            "{addrs:?}"
+        );
+        let ip = CloudAddr::try_from("10.0.0.5:4433".to_owned()).unwrap();
+        assert_eq!(
+            ip.resolve().await.unwrap(),
+            ["10.0.0.5:4433".parse().unwrap()]
+        );
+    }
+
+    #[test]
     fn missing_certificate_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let settings = |ca: &str| CloudSettings {
