@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -55,18 +53,6 @@ fn corpus() -> Vec<String> {
         .chain(PLAIN)
         .map(|s| (*s).to_owned())
         .collect()
-}
-
-fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(bin("vigil-cloud"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vigil-cloud");
-    writeln!(child.stdin.take().unwrap(), "{stdin}").unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// Fails if `body` (fetched from `what`) shows any hostile string unescaped.
@@ -168,7 +154,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
     // Staff and the admin are added while the cloud runs, as an operator would.
     let (_cloud_proc, cloud) = start_cloud(&config);
     for (id, name, role, pin) in staff {
-        let out = run_with_stdin(
+        let out = vigil_cloud_with_stdin(
             &[
                 "staff", "add", id, "--site", "austin", "--name", name, "--role", role, "--config",
                 config_arg,
@@ -177,7 +163,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         );
         assert!(out.status.success(), "staff add {id}: {out:?}");
     }
-    let out = run_with_stdin(
+    let out = vigil_cloud_with_stdin(
         &[
             "user", "add", "admin", "--role", "admin", "--config", config_arg,
         ],
@@ -186,7 +172,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
     assert!(out.status.success(), "user add: {out:?}");
     // A minute's observation after the stop (a second of the appliance's 60x clock), so the
     // discharge below needn't wait half an hour.
-    let out = run_with_stdin(
+    let out = vigil_cloud_with_stdin(
         &[
             "staff",
             "discharge",

@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -51,23 +49,44 @@ fn edge_config(
     write_edge_config(dir, site, room, &format!("{SIM}{section}"))
 }
 
-fn vigil_cloud(args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(bin("vigil-cloud"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run vigil-cloud");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+/// `vigil-cloud ARGS` with a line on standard input; it must succeed.
+fn vigil_cloud(args: &[&str], stdin: &str) {
+    let out = vigil_cloud_with_stdin(args, stdin);
     assert!(out.status.success(), "{args:?}: {out:?}");
-    out
+}
+
+/// The prescriber the sessions' orders name (`dr-kim`), added at `sites` through `config`,
+/// and on every appliance in `edges` before the test goes on.
+async fn add_prescriber(config: &Path, sites: &[&str], edges: &[&Http]) {
+    for site in sites {
+        vigil_cloud(
+            &[
+                "staff",
+                "add",
+                "dr-kim",
+                "--site",
+                site,
+                "--name",
+                "Dr Kim",
+                "--role",
+                "clinician",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            "730461",
+        );
+    }
+    for edge in edges {
+        eventually(
+            Duration::from_secs(30),
+            "the prescriber on the appliance",
+            || async {
+                let (st, s) = edge.get("/api/v1/site").await;
+                (st == 200 && s["staff"].as_u64() == Some(1)).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// Which address an appliance syncs with now, once connected.
@@ -138,7 +157,7 @@ async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
             "--config",
             config_a.to_str().unwrap(),
         ],
-        &format!("{PASSWORD}\n"),
+        PASSWORD,
     );
 
     // Austin's rooms try instance a first, Florida's instance b.
@@ -186,35 +205,8 @@ async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
     assert_eq!(dashboard_status(&client, &cloud_a.base, &cookie).await, 200);
 
     // The prescriber the sessions' orders name, at both sites.
-    for site in ["austin", "florida"] {
-        vigil_cloud(
-            &[
-                "staff",
-                "add",
-                "dr-kim",
-                "--site",
-                site,
-                "--name",
-                "Dr Kim",
-                "--role",
-                "clinician",
-                "--config",
-                config_a.to_str().unwrap(),
-            ],
-            "730461\n",
-        );
-    }
-    for (_, _, _, edge) in &edges {
-        eventually(
-            Duration::from_secs(30),
-            "the prescriber on the appliance",
-            || async {
-                let (st, s) = edge.get("/api/v1/site").await;
-                (st == 200 && s["staff"].as_u64() == Some(1)).then_some(())
-            },
-        )
-        .await;
-    }
+    let https: Vec<&Http> = edges.iter().map(|e| &e.3).collect();
+    add_prescriber(&config_a, &["austin", "florida"], &https).await;
 
     // A staff member added for Florida through instance a's configuration reaches Florida's
     // rooms, which instance b holds, within seconds.
@@ -234,7 +226,7 @@ async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
             "--config",
             config_a.to_str().unwrap(),
         ],
-        "482913\n",
+        "482913",
     );
     eventually(
         Duration::from_secs(10),
@@ -384,31 +376,7 @@ async fn the_database_going_away_loses_nothing_and_the_cloud_says_why() {
         syncing_with(&edge)
     })
     .await;
-    vigil_cloud(
-        &[
-            "staff",
-            "add",
-            "dr-kim",
-            "--site",
-            "austin",
-            "--name",
-            "Dr Kim",
-            "--role",
-            "clinician",
-            "--config",
-            dir.path().join("cloud-a.toml").to_str().unwrap(),
-        ],
-        "730461\n",
-    );
-    eventually(
-        Duration::from_secs(30),
-        "the prescriber on the appliance",
-        || async {
-            let (st, s) = edge.get("/api/v1/site").await;
-            (st == 200 && s["staff"].as_u64() == Some(1)).then_some(())
-        },
-    )
-    .await;
+    add_prescriber(&dir.path().join("cloud-a.toml"), &["austin"], &[&edge]).await;
     let (id, _) = start_session(&edge, "Outage", "baseline").await;
     eventually(
         Duration::from_secs(60),

@@ -383,6 +383,20 @@ pub fn free_udp_port() -> u16 {
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123";
 
+/// Runs `vigil-cloud ARGS` with `stdin` (a line: a password or a PIN) as its standard input.
+pub fn vigil_cloud_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(bin("vigil-cloud"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vigil-cloud");
+    writeln!(child.stdin.take().unwrap(), "{stdin}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Writes `cloud.toml` for sites austin and florida (rooms 1 and 2) and returns its path.
 pub fn write_cloud_config(dir: &Path, quic_port: u16) -> PathBuf {
     let pki = dir.join("pki");

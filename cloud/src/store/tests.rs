@@ -146,6 +146,21 @@ fn patient(id: &str, site: &str) -> PatientRecord {
     }
 }
 
+/// A medium-priority blood pressure advisory raised at 5 µs.
+fn bp_advisory() -> AdvisoryRecord {
+    AdvisoryRecord {
+        id: "a1".into(),
+        kind: "bp_high".into(),
+        subject: "nibp".into(),
+        priority: "medium".into(),
+        detail: "182/95".into(),
+        raised_us: 5,
+        acknowledged_us: None,
+        acknowledged_by: None,
+        cleared_us: None,
+    }
+}
+
 /// `n` samples of `channel` from `start_us`, `period_us` apart, values varying with `seed`.
 fn samples(channel: Channel, start_us: i64, n: usize, period_us: i64, seed: i32) -> Vec<Sample> {
     (0..n)
@@ -351,17 +366,7 @@ fn incremental_commits_update_the_projections(engine: Engine) {
     s.append(Channel::Spo2, samples(Channel::Spo2, 0, 20, 1_000_000, 3));
     s.doc
         .update_meta(|m| {
-            m.advisories.push(AdvisoryRecord {
-                id: "a1".into(),
-                kind: "bp_high".into(),
-                subject: "nibp".into(),
-                priority: "medium".into(),
-                detail: "182/95".into(),
-                raised_us: 5,
-                acknowledged_us: None,
-                acknowledged_by: None,
-                cleared_us: None,
-            });
+            m.advisories.push(bp_advisory());
             m.observations.push(Observation {
                 id: "o1".into(),
                 at_us: 6,
@@ -1847,17 +1852,7 @@ fn populate(store: &CloudStore) {
     );
     s.doc
         .update_meta(|m| {
-            m.advisories.push(AdvisoryRecord {
-                id: "a1".into(),
-                kind: "bp_high".into(),
-                subject: "nibp".into(),
-                priority: "medium".into(),
-                detail: "182/95".into(),
-                raised_us: 5,
-                acknowledged_us: None,
-                acknowledged_by: None,
-                cleared_us: None,
-            });
+            m.advisories.push(bp_advisory());
         })
         .unwrap();
     commit(store, "s-1", s.am(), 2);
