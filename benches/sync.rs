@@ -590,7 +590,7 @@ fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'stati
     .expect("server cert");
     let url = match engine {
         Engine::Sqlite => None,
-        Engine::Postgres(_) => Some(vigil_shared::pg_cluster::cluster().new_database()),
+        Engine::Postgres(_) => Some(vigil_cloud::pg_cluster::cluster().new_database()),
     };
     let config = CloudConfig {
         data_dir: dir.path().join("cloud"),

@@ -141,7 +141,7 @@ async fn dashboard_status(client: &reqwest::Client, base: &str, cookie: &str) ->
 async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ca = clinic_ca(dir.path());
-    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let url = vigil_cloud::pg_cluster::cluster().new_database();
     let (port_a, port_b) = (free_udp_port(), free_udp_port());
     let config_a = cloud_config(dir.path(), "a", port_a, &url);
     let config_b = cloud_config(dir.path(), "b", port_b, &url);
@@ -362,7 +362,7 @@ impl DbLink {
 async fn the_database_going_away_loses_nothing_and_the_cloud_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let ca = clinic_ca(dir.path());
-    let cluster = vigil_shared::pg_cluster::cluster();
+    let cluster = vigil_cloud::pg_cluster::cluster();
     let direct = cluster.new_database();
     let link = DbLink::start(cluster.port()).await;
     let url = direct.replace(
@@ -439,7 +439,7 @@ async fn the_database_going_away_loses_nothing_and_the_cloud_says_why() {
 /// between them, both printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_on_postgres_with_two_instances() {
-    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let url = vigil_cloud::pg_cluster::cluster().new_database();
     let mut demo = Proc::spawn(&bin("vigil"), &["demo", "--postgres", &url]);
     let api_a = demo.wait_for("cloud api", Duration::from_secs(120));
     let api_b = demo.wait_for("cloud b api", Duration::from_secs(30));

@@ -1050,7 +1050,7 @@ mod tests {
     /// slow down the other, and a reservation an instance never finished (it died) lapses.
     #[test]
     fn every_instance_counts_the_same_sign_in_attempts() {
-        let url = vigil_shared::pg_cluster::cluster().new_database();
+        let url = crate::pg_cluster::cluster().new_database();
         let open = || Arc::new(CloudStore::open_postgres(&url, None).unwrap());
         let (a, b) = (
             Auth::new(open(), sites(), "service-token-0123456789abcdef"),

@@ -5,12 +5,13 @@
 //! - [`config`]: the `cloud.toml` file.
 //! - [`tls`]: mutual TLS for the QUIC endpoint.
 //! - [`sync`]: the sync server (scope checks, validation, durable-before-advertised).
-//! - [`store`]: documents and projections in SQLite, behind one interface.
+//! - [`store`]: documents and projections in SQLite or PostgreSQL, behind one interface.
 //! - [`web`]: the one HTTP listener: the read-only JSON API and the regional manager's
 //!   dashboard; [`metrics`]: Prometheus counters; [`sites`]: sites merged with the registry.
 //! - [`auth`]: users, roles and scope, sign-in, API tokens, the audit log.
 //! - [`fhir`]: FHIR R4 export.
 //! - [`app`]: all of it started and stopped together.
+//! - `pg_cluster` (tests and benches, feature `test-support`): a private PostgreSQL cluster.
 
 pub mod app;
 pub mod auth;
@@ -18,6 +19,8 @@ pub mod clock;
 pub mod config;
 pub mod fhir;
 pub mod metrics;
+#[cfg(any(test, feature = "test-support"))]
+pub mod pg_cluster;
 pub mod pki;
 pub mod sites;
 pub mod staff;

@@ -15,8 +15,6 @@ pub mod doc;
 pub mod fixtures;
 pub mod ids;
 pub mod ledger;
-#[cfg(any(test, feature = "test-support"))]
-pub mod pg_cluster;
 pub mod sync;
 pub mod vitals;
 pub mod wire;

@@ -38,7 +38,6 @@ use vigil_shared::wire::DocKind;
 use crate::auth::{Scope, ScopeSites};
 
 pub use copy::CopyReport;
-// (DocChange and ChangeWatch are defined below.)
 pub use reads::{
     ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
     MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,
@@ -156,9 +155,7 @@ impl From<postgres::Error> for StoreError {
         };
         let reason = format!("{} ({})", db.message(), db.code().code());
         match *db.code() {
-            SqlState::DISK_FULL | SqlState::OUT_OF_MEMORY | SqlState::PROGRAM_LIMIT_EXCEEDED => {
-                StoreError::Full(reason)
-            }
+            SqlState::DISK_FULL => StoreError::Full(reason),
             SqlState::INVALID_PASSWORD
             | SqlState::INVALID_AUTHORIZATION_SPECIFICATION
             | SqlState::INVALID_CATALOG_NAME

@@ -74,7 +74,7 @@ fn fixture(engine: Engine) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let at = match engine {
         Engine::Sqlite => dir.path().join("cloud.db").display().to_string(),
-        Engine::Postgres => vigil_shared::pg_cluster::cluster().new_database(),
+        Engine::Postgres => crate::pg_cluster::cluster().new_database(),
     };
     let store = open_at(engine, &at);
     Fixture {
@@ -1601,7 +1601,7 @@ fn version_6_change_sets_are_folded_into_their_snapshots() {
 
 #[test]
 fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
-    let cluster = vigil_shared::pg_cluster::cluster();
+    let cluster = crate::pg_cluster::cluster();
     let url = cluster.new_database();
     let mut s = Session::new("s-1");
     s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
@@ -1630,7 +1630,7 @@ fn a_newer_postgres_schema_is_refused_and_reopening_keeps_everything() {
 
 #[test]
 fn postgres_says_which_part_of_the_connection_failed() {
-    let cluster = vigil_shared::pg_cluster::cluster();
+    let cluster = crate::pg_cluster::cluster();
     let open_err = |url: &str| match CloudStore::open_postgres(url, None) {
         Err(e) => e,
         Ok(_) => panic!("{url} opened"),
@@ -1638,7 +1638,7 @@ fn postgres_says_which_part_of_the_connection_failed() {
     let wrong_password = open_err(
         &cluster
             .url("postgres")
-            .replace(vigil_shared::pg_cluster::PASSWORD, "not-the-password"),
+            .replace(crate::pg_cluster::PASSWORD, "not-the-password"),
     );
     assert!(wrong_password.is_unavailable(), "{wrong_password}");
     assert!(
@@ -1685,7 +1685,7 @@ fn postgres_off_this_machine_is_tls_with_the_server_checked() {
         "{refused}"
     );
 
-    let cluster = vigil_shared::pg_cluster::cluster();
+    let cluster = crate::pg_cluster::cluster();
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::pki::Ca::init(&dir.path().join("db-ca"), "Database CA").unwrap();
     let server = ca
@@ -1910,7 +1910,7 @@ fn migrate_backup_and_restore_copy_everything_between_engines() {
     );
 
     // migrate-store: SQLite into PostgreSQL.
-    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let url = crate::pg_cluster::cluster().new_database();
     let pg = CloudStore::open_postgres(&url, None).unwrap();
     let report = sqlite.copy_into(&pg).unwrap();
     assert_eq!(report.rows("documents"), 3);
@@ -1953,7 +1953,7 @@ fn store_user_id(store: &CloudStore, name: &str) -> i64 {
 
 #[test]
 fn another_instances_patient_and_site_changes_are_announced() {
-    let url = vigil_shared::pg_cluster::cluster().new_database();
+    let url = crate::pg_cluster::cluster().new_database();
     let (a, b) = (
         CloudStore::open_postgres(&url, None).unwrap(),
         CloudStore::open_postgres(&url, None).unwrap(),
