@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use vigil_cloud::store::CloudStore;
 use vigil_cloud::pg_cluster;
+use vigil_cloud::store::CloudStore;
 
 fn cloud(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigil-cloud"))

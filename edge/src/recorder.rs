@@ -900,7 +900,8 @@ impl Recorder {
         let changes = doc.automerge().save_after(&heads);
         if !changes.is_empty() {
             let tx = store::write_tx(&mut self.conn)?;
-            store::append_changes(&tx, id, &changes, now_us, || Ok(doc.automerge().save()))?;
+            // The sync client writes patients too: a compaction folds what is stored.
+            store::append_shared(&tx, id, &changes, now_us)?;
             tx.commit().map_err(StoreError::from_sqlite)?;
         }
         Ok((out, doc))

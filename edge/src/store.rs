@@ -298,11 +298,12 @@ pub fn append_changes(
     Ok(())
 }
 
-/// Appends changes that came from elsewhere (the cloud, through one exchange) to a stored
-/// document. When that folds the changes into a new snapshot, the snapshot is made from the
-/// stored document plus these changes: another exchange of the same document may have stored
-/// changes this exchange's copy never saw, and a snapshot of that copy would drop them.
-pub fn append_received(
+/// Appends changes to a stored document that more than one writer changes (a patient: the
+/// recorder and the sync client's exchanges; a site configuration). When that folds the
+/// changes into a new snapshot, the snapshot is made from the stored document plus these
+/// changes: another writer may have stored changes this writer's copy never saw, and a
+/// snapshot of that copy would drop them.
+pub fn append_shared(
     tx: &Transaction<'_>,
     id: &str,
     changes: &[u8],
@@ -763,7 +764,7 @@ mod tests {
         tx.commit().unwrap();
         let mut append = |delta: Vec<u8>, at: i64| {
             let tx = write_tx(&mut conn).unwrap();
-            append_received(&tx, "austin", &delta, at).unwrap();
+            append_shared(&tx, "austin", &delta, at).unwrap();
             tx.commit().unwrap();
         };
         for i in 1..=40_i64 {

@@ -566,13 +566,14 @@ impl SyncClient {
             return Err(Failure::Connection("no cloud address is configured".into()));
         }
         let start = self.next_target.load(Ordering::Relaxed) % targets.len();
-        let mut failures = Vec::new();
+        // What each address tried answered; one address alone is reported as it failed.
+        let mut failures: Vec<(String, Failure)> = Vec::new();
         for k in (0..targets.len()).map(|i| (start + i) % targets.len()) {
             let target = &targets[k];
             let addrs = match target.resolve().await {
                 Ok(addrs) => addrs,
                 Err(e) => {
-                    failures.push(format!("{target}: {e}"));
+                    failures.push((target.to_string(), Failure::Connection(e.to_string())));
                     continue;
                 }
             };
@@ -581,7 +582,8 @@ impl SyncClient {
                 .filter(|a| a.is_ipv6() == self.ipv6)
                 .collect();
             if usable.is_empty() {
-                failures.push(format!("{target}: no usable address"));
+                let e = Failure::Connection("no address of this IP version".into());
+                failures.push((target.to_string(), e));
             }
             for addr in usable {
                 match self.connect_to(addr).await {
@@ -603,11 +605,15 @@ impl SyncClient {
                             ..
                         },
                     ) => return Err(e),
-                    Err(e) => failures.push(format!("{addr}: {e}")),
+                    Err(e) => failures.push((addr.to_string(), e)),
                 }
             }
         }
-        Err(Failure::Connection(failures.join("; ")))
+        if failures.len() == 1 {
+            return Err(failures.remove(0).1);
+        }
+        let all: Vec<String> = failures.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+        Err(Failure::Connection(all.join("; ")))
     }
 
     async fn connect_to(&self, addr: SocketAddr) -> Result<(Connection, SendStream), Failure> {
@@ -914,7 +920,7 @@ impl SyncClient {
                         reason: "changes for a document we never had".into(),
                     });
                 }
-                (Some(_), _) => store::append_received(&tx, &id, &changes, now)?,
+                (Some(_), _) => store::append_shared(&tx, &id, &changes, now)?,
             }
             tx.commit().map_err(StoreError::from_sqlite)
         })
