@@ -868,6 +868,10 @@ const NOTIFY_CHANNEL: &str = "vigil_docs";
 /// How long the change watcher waits before connecting again after losing its connection.
 const WATCH_RETRY: Duration = Duration::from_secs(2);
 
+/// After the watcher reconnects, documents committed this long before it last heard are
+/// announced again too: the instances' clocks may differ by this much, µs.
+const WATCH_RESYNC_MARGIN_US: i64 = 60 * 1_000_000;
+
 /// A patient or site configuration another process committed to the same database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocChange {
@@ -912,6 +916,10 @@ impl CloudStore {
             .name("vigil-pg-watch".into())
             .spawn(move || {
                 let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
+                // When the watcher last knew it was listening; after a reconnection, what
+                // changed since (with a margin for the instances' clocks) is announced again,
+                // since notifications sent meanwhile were never delivered.
+                let mut heard_until_us: Option<i64> = None;
                 while !stopped() {
                     let engine = PgEngine {
                         config: config.clone(),
@@ -937,7 +945,18 @@ impl CloudStore {
                         continue;
                     }
                     tracing::debug!(db = %engine.name, "watching for changes of other instances");
+                    if let Some(since) = heard_until_us {
+                        match missed_changes(&mut conn.client, since - WATCH_RESYNC_MARGIN_US) {
+                            Ok(changes) => changes.into_iter().for_each(&on_change),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "change watcher cannot catch up; retrying");
+                                std::thread::sleep(WATCH_RETRY);
+                                continue;
+                            }
+                        }
+                    }
                     while !stopped() && !conn.client.is_closed() {
+                        heard_until_us = Some(crate::clock::now_us());
                         use postgres::fallible_iterator::FallibleIterator as _;
                         let mut notes = conn.client.notifications();
                         let mut it = notes.timeout_iter(Duration::from_secs(1));
@@ -959,6 +978,28 @@ impl CloudStore {
             .ok()?;
         Some(watch)
     }
+}
+
+/// Patients and site configurations committed since `since_us` (by the committer's clock).
+fn missed_changes(
+    client: &mut postgres::Client,
+    since_us: i64,
+) -> Result<Vec<DocChange>, postgres::Error> {
+    let rows = client.query(
+        "SELECT id, kind, site FROM documents
+         WHERE kind IN ('patient', 'site_config') AND updated_us >= $1",
+        &[&since_us],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(DocChange {
+                id: r.get(0),
+                kind: DocKind::from_name(r.get(1))?,
+                site: r.get(2),
+            })
+        })
+        .collect())
 }
 
 /// A notification's change, unless it is `origin`'s own or unreadable.

@@ -2000,6 +2000,42 @@ fn another_instances_patient_and_site_changes_are_announced() {
     // A handle never hears its own commits.
     assert!(own.1.try_recv().is_err());
     drop(own);
+
+    // The watcher loses its connection and cannot reconnect for a while; a change committed
+    // meanwhile is announced once it is back, though its notification went nowhere.
+    let cluster = crate::pg_cluster::cluster();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    cluster
+        .psql(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .unwrap();
+    cluster
+        .psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{db}' AND query LIKE 'LISTEN%'"
+        ))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let mut q = PatientDoc::create(&patient("p-2", "austin")).unwrap();
+    // (Committed at the real time: the catch-up reads what changed since the watcher last heard.)
+    b.commit_document(
+        "p-2",
+        DocKind::Patient,
+        "austin",
+        q.automerge(),
+        crate::clock::now_us(),
+    )
+    .unwrap();
+    while rx.try_recv().is_ok() {}
+    cluster
+        .psql(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .unwrap();
+    let caught_up = loop {
+        let c = wait(&rx).expect("the missed change announced after the reconnection");
+        if c.id == "p-2" {
+            break c;
+        }
+    };
+    assert_eq!(caught_up.kind, DocKind::Patient);
 }
 
 fn people_sessions_and_tokens_round_trip(engine: Engine) {
