@@ -13,6 +13,7 @@ bench:
     cargo bench --locked --bench session_doc
     cargo bench --locked --bench sync
     cargo bench --locked --bench dashboard
+    cargo bench --locked --bench appliance_memory
 
 # Lost and duplicated must be 0: the table is written only when every scenario passed.
 # The reliability scenarios (short versions, as CI runs them), then RELIABILITY.md.

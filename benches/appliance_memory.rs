@@ -1,0 +1,242 @@
+//! The appliance's memory over a whole session, beside the design's target (DESIGN.md: the
+//! appliance under 40 MB resident): a real `vigil-edge` process (release build) records a
+//! 56-minute session with 250 Hz ECG from its simulator, faster than real time, through its
+//! recorder, staging, group commits, document saves and its HTTP API, while its resident set
+//! is read from /proc every 100 ms. Reported: resident memory when idle (started, no session),
+//! the highest resident set sampled during the session, and the kernel's high-water mark
+//! (`VmHWM`) at the end. `cargo bench --bench appliance_memory` (Linux).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
+
+/// Simulated minutes of the session.
+const SESSION_MIN: u64 = 56;
+/// How much faster than real time the simulator runs (the recorder keeps up far beyond this).
+const TIME_FACTOR: f64 = 30.0;
+/// The design's target for the appliance's resident memory, MB.
+const TARGET_MB: f64 = 40.0;
+/// How often the resident set is read.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// The release `vigil-edge`, built first (a bench builds only its own target).
+fn edge_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "-p", "vigil-edge", "--bin", "vigil-edge"])
+        .status()
+        .expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build --release --bin vigil-edge failed"
+    );
+    let exe = std::env::current_exe().expect("bench executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/release")
+        .join("vigil-edge")
+}
+
+/// The clinician the session's order names, in the appliance's copy of the site's
+/// configuration (as the cloud would have sent it).
+fn seed_staff(db: &Path) {
+    let config = SiteConfig {
+        site: "austin".into(),
+        name: "Austin".into(),
+        region: "central".into(),
+        rooms: vec![],
+        thresholds: vigil_shared::advisory::Thresholds::default(),
+        staff: vec![StaffMember {
+            id: "dr-kim".into(),
+            name: "Dr Kim".into(),
+            role: "clinician".into(),
+            pin_hash: vigil_cloud::auth::hash_password("730461").expect("hash"),
+        }],
+    };
+    let mut doc = SiteConfigDoc::create(&config).expect("site config");
+    std::fs::create_dir_all(db.parent().expect("data dir")).expect("data dir");
+    let mut conn = vigil_edge::store::open_writer(db).expect("appliance database");
+    let tx = vigil_edge::store::write_tx(&mut conn).expect("tx");
+    vigil_edge::store::insert_document(
+        &tx,
+        "austin",
+        DocKind::SiteConfig.as_str(),
+        "austin",
+        &doc.automerge().save(),
+        0,
+    )
+    .expect("insert site config");
+    tx.commit().expect("commit");
+}
+
+/// Resident and high-water memory of a process, MB, from /proc/PID/status.
+fn memory_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Waits for a `name: value` line on the process's standard output.
+fn wait_for(lines: &mut impl Iterator<Item = String>, name: &str) -> String {
+    let prefix = format!("{name}: ");
+    lines
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no `{name}:` line"))
+}
+
+struct Api {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> Value {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request");
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.expect("json")
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    seed_staff(&data.join(vigil_edge::app::DB_FILE));
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "site = \"austin\"\nroom = \"1\"\ndata_dir = \"{}\"\nhttp_bind = \"127.0.0.1:0\"\n\
+             chunk_period_s = 10\ngroup_commit_ms = 1000\n[source]\nkind = \"simulator\"\n\
+             seed = 7\necg_hz = 250\ntime_factor = {TIME_FACTOR:.1}\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let mut child: Child = Command::new(edge_binary())
+        .args(["run", "--config", config.to_str().expect("utf-8")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start vigil-edge");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok);
+    let api = Api {
+        base: wait_for(&mut lines, "edge api"),
+        token: wait_for(&mut lines, "edge api token"),
+        client: reqwest::Client::new(),
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    std::thread::sleep(Duration::from_secs(2));
+    let (idle_mb, _) = memory_mb(pid);
+    let session = runtime.block_on(async {
+        let patient = api
+            .post(
+                "/api/v1/patients",
+                &json!({"given_name": "Memory", "family_name": "Bench",
+                        "birth_date": "1975-04-02", "sex": "female"}),
+            )
+            .await;
+        let screening: Vec<Value> = vigil_shared::clinical::screening::ScreeningFlag::ALL
+            .iter()
+            .map(|f| json!({"flag": f.code(), "yes": false}))
+            .collect();
+        api.post(
+            "/api/v1/sessions",
+            &json!({
+                "patient_id": patient["id"],
+                "protocol": {"drug": "ketamine", "route": "iv", "dose_mg_per_kg": 0.5,
+                             "weight_kg": 70.0, "planned_minutes": 40},
+                "order": {"prescriber": "dr-kim", "indication": "depression"},
+                "risk_screen": {"phq9_items": [2, 2, 2, 2, 2, 2, 1, 1, 0],
+                                "cssrs": [false, false, false, false, false, false]},
+                "screening": screening,
+                "scenario": "hypertension",
+            }),
+        )
+        .await
+    });
+    let id = session["id"].as_str().expect("session id").to_owned();
+    let wall = Duration::from_secs_f64(SESSION_MIN as f64 * 60.0 / TIME_FACTOR);
+    let start = Instant::now();
+    let mut peak_mb = idle_mb;
+    while start.elapsed() < wall {
+        std::thread::sleep(SAMPLE_EVERY);
+        peak_mb = peak_mb.max(memory_mb(pid).0);
+    }
+    runtime.block_on(api.post(&format!("/api/v1/sessions/{id}/stop"), &json!({})));
+    for _ in 0..20 {
+        std::thread::sleep(SAMPLE_EVERY);
+        peak_mb = peak_mb.max(memory_mb(pid).0);
+    }
+    let (end_mb, hwm_mb) = memory_mb(pid);
+    let summary = runtime.block_on(api.get(&format!("/api/v1/sessions/{id}")));
+    let samples: u64 = summary["channels"].as_object().map_or(0, |m| {
+        m.values().filter_map(|c| c["samples"].as_u64()).sum()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!(
+        "appliance memory: one {SESSION_MIN}-minute session with 250 Hz ECG, simulator at \
+         {TIME_FACTOR}x real time, release build"
+    );
+    println!("| measure | vigil-edge | target | verdict |");
+    println!("|---|---|---|---|");
+    println!("| resident, started, no session | {idle_mb:.1} MB | - | - |");
+    println!(
+        "| resident during the session, highest sampled (every {} ms) | {peak_mb:.1} MB | <= {TARGET_MB} MB | {} |",
+        SAMPLE_EVERY.as_millis(),
+        if peak_mb <= TARGET_MB {
+            "met"
+        } else {
+            "**missed**"
+        }
+    );
+    println!(
+        "| high-water mark at the end (VmHWM) | {hwm_mb:.1} MB | <= {TARGET_MB} MB | {} |",
+        if hwm_mb <= TARGET_MB {
+            "met"
+        } else {
+            "**missed**"
+        }
+    );
+    println!("| resident after the stop | {end_mb:.1} MB | - | - |");
+    println!("samples recorded in the session: {samples}");
+}
