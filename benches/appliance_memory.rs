@@ -27,7 +27,15 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 fn edge_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "-p", "vigil-edge", "--bin", "vigil-edge"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vigil-edge",
+            "--bin",
+            "vigil-edge",
+        ])
         .status()
         .expect("run cargo build");
     assert!(
