@@ -910,8 +910,14 @@ impl CloudStore {
         };
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watch = ChangeWatch { stop: stop.clone() };
-        let (config, tls, origin) = (pg.config.clone(), pg.tls.clone(), pg.origin.clone());
-        let name = pg.name.clone();
+        // The watcher's own connections, outside the pool: one listens at a time.
+        let engine = PgEngine {
+            config: pg.config.clone(),
+            name: pg.name.clone(),
+            tls: pg.tls.clone(),
+            origin: pg.origin.clone(),
+            idle: Mutex::new(Vec::new()),
+        };
         std::thread::Builder::new()
             .name("vigil-pg-watch".into())
             .spawn(move || {
@@ -921,13 +927,6 @@ impl CloudStore {
                 // since notifications sent meanwhile were never delivered.
                 let mut heard_until_us: Option<i64> = None;
                 while !stopped() {
-                    let engine = PgEngine {
-                        config: config.clone(),
-                        name: name.clone(),
-                        tls: tls.clone(),
-                        origin: origin.clone(),
-                        idle: Mutex::new(Vec::new()),
-                    };
                     let mut conn = match engine.connect() {
                         Ok(c) => c,
                         Err(e) => {
@@ -962,7 +961,7 @@ impl CloudStore {
                         let mut it = notes.timeout_iter(Duration::from_secs(1));
                         match it.next() {
                             Ok(Some(n)) => {
-                                if let Some(change) = parse_change(n.payload(), &origin) {
+                                if let Some(change) = parse_change(n.payload(), &engine.origin) {
                                     on_change(change);
                                 }
                             }
