@@ -1087,16 +1087,20 @@ fn vitals_pages_cut_cleanly() {
     );
 }
 
+/// A SQLite store at `path` holding session `s-1` with ten HR samples, closed again.
+fn one_session_on_disk(path: &Path) -> Session {
+    let mut s = Session::new("s-1");
+    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
+    let store = CloudStore::open(path).unwrap();
+    commit(&store, "s-1", s.am(), 1);
+    s
+}
+
 #[test]
 fn reopening_keeps_everything_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
-    let mut s = Session::new("s-1");
-    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
-    {
-        let store = CloudStore::open(&path).unwrap();
-        commit(&store, "s-1", s.am(), 1);
-    }
+    let mut s = one_session_on_disk(&path);
     let store = CloudStore::open(&path).unwrap();
     let mut loaded = store.load_document("s-1").unwrap().unwrap();
     assert_eq!(heads(&mut loaded.doc), heads(s.am()));
@@ -1551,12 +1555,7 @@ fn a_version_4_audit_log_reads_as_the_clouds_own_after_migration() {
 fn version_6_change_sets_are_folded_into_their_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
-    let mut s = Session::new("s-1");
-    s.append(Channel::Hr, samples(Channel::Hr, 0, 10, 1_000_000, 1));
-    {
-        let store = CloudStore::open(&path).unwrap();
-        commit(&store, "s-1", s.am(), 1);
-    }
+    let mut s = one_session_on_disk(&path);
     // As version 6 stored it: the first commit as the snapshot, a later one as a change set.
     let first = heads(s.am());
     s.append(
