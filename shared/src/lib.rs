@@ -11,6 +11,7 @@ pub mod care;
 pub mod chunk;
 pub mod clinical;
 pub mod doc;
+pub mod fleet;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod ids;

@@ -29,6 +29,22 @@ pub const MAX_HEADS: usize = 1024;
 /// The length of one head: an Automerge change hash (SHA-256).
 pub const HEAD_BYTES: usize = 32;
 
+/// The longest enrolment code in an Enrol, in bytes (a code is about 20 characters).
+pub const MAX_CODE_BYTES: usize = 64;
+
+/// The longest certificate signing request, in bytes (a P-256 request is about 300).
+pub const MAX_CSR_BYTES: usize = 4096;
+
+/// The longest certificate chain in a Certificate message, in bytes (PEM; two certificates
+/// are about 1.5 KB).
+pub const MAX_CHAIN_BYTES: usize = 16 * 1024;
+
+/// The longest appliance report, in bytes (JSON; a room's report is well under 2 KB).
+pub const MAX_REPORT_BYTES: usize = 8 * 1024;
+
+/// The longest site or room name in a Certificate message.
+pub const MAX_NAME_BYTES: usize = 64;
+
 const TYPE_HELLO: u8 = 1;
 const TYPE_WELCOME: u8 = 2;
 const TYPE_SYNC: u8 = 3;
@@ -36,6 +52,10 @@ const TYPE_DURABLE: u8 = 4;
 const TYPE_REJECT: u8 = 5;
 const TYPE_BYE: u8 = 6;
 const TYPE_BACKLOG: u8 = 7;
+const TYPE_ENROL: u8 = 8;
+const TYPE_CERTIFICATE: u8 = 9;
+const TYPE_RENEW: u8 = 10;
+const TYPE_REPORT: u8 = 11;
 
 /// One message of the sync protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +115,38 @@ pub enum Message {
         /// Their approximate size in bytes.
         bytes: u64,
     },
+    /// Appliance → cloud, the only message on an enrolment connection (ALPN
+    /// [`ENROL_ALPN`](super::ENROL_ALPN), no client certificate): a one-time code and a
+    /// certificate request for a key made on the appliance.
+    Enrol {
+        /// The code's secret part, as `vigil-cloud enrol` printed it.
+        code: String,
+        /// A PKCS#10 certificate signing request (DER); its subject is ignored.
+        csr: Vec<u8>,
+        /// The appliance's software name and version, for the audit log.
+        software: String,
+    },
+    /// Cloud → appliance, the answer to Enrol or Renew: the appliance's new certificate.
+    Certificate {
+        /// The site the certificate names.
+        site: String,
+        /// The room the certificate names.
+        room: String,
+        /// The certificate, then the CA's (PEM).
+        chain_pem: String,
+    },
+    /// Appliance → cloud, protocol 2, on a stream of its own: a certificate request for a new
+    /// key, to replace the certificate this connection was made with.
+    Renew {
+        /// A PKCS#10 certificate signing request (DER); its subject is ignored.
+        csr: Vec<u8>,
+    },
+    /// Appliance → cloud, protocol 2, on the control stream: the appliance's health for the
+    /// fleet page, as JSON ([`ApplianceReport`](crate::fleet::ApplianceReport)).
+    Report {
+        /// The report, JSON, at most [`MAX_REPORT_BYTES`].
+        json: String,
+    },
 }
 
 impl Message {
@@ -122,6 +174,10 @@ impl Message {
             Message::Reject { .. } => "reject",
             Message::Bye => "bye",
             Message::Backlog { .. } => "backlog",
+            Message::Enrol { .. } => "enrol",
+            Message::Certificate { .. } => "certificate",
+            Message::Renew { .. } => "renew",
+            Message::Report { .. } => "report",
         }
     }
 
@@ -147,6 +203,26 @@ impl Message {
                 check_len("heads", heads.len(), MAX_HEADS)
             }
             Message::Reject { reason, .. } => check_len("reason", reason.len(), MAX_REASON_BYTES),
+            Message::Enrol {
+                code,
+                csr,
+                software,
+            } => {
+                check_len("code", code.len(), MAX_CODE_BYTES)?;
+                check_len("csr", csr.len(), MAX_CSR_BYTES)?;
+                check_len("software", software.len(), MAX_SOFTWARE_BYTES)
+            }
+            Message::Certificate {
+                site,
+                room,
+                chain_pem,
+            } => {
+                check_len("site", site.len(), MAX_NAME_BYTES)?;
+                check_len("room", room.len(), MAX_NAME_BYTES)?;
+                check_len("chain_pem", chain_pem.len(), MAX_CHAIN_BYTES)
+            }
+            Message::Renew { csr } => check_len("csr", csr.len(), MAX_CSR_BYTES),
+            Message::Report { json } => check_len("json", json.len(), MAX_REPORT_BYTES),
         }
     }
 
@@ -204,6 +280,34 @@ impl Message {
                 out.extend_from_slice(&docs.to_be_bytes());
                 out.extend_from_slice(&bytes.to_be_bytes());
             }
+            Message::Enrol {
+                code,
+                csr,
+                software,
+            } => {
+                out.push(TYPE_ENROL);
+                put_bytes(out, code.as_bytes())?;
+                put_bytes(out, csr)?;
+                put_bytes(out, software.as_bytes())?;
+            }
+            Message::Certificate {
+                site,
+                room,
+                chain_pem,
+            } => {
+                out.push(TYPE_CERTIFICATE);
+                put_bytes(out, site.as_bytes())?;
+                put_bytes(out, room.as_bytes())?;
+                put_bytes(out, chain_pem.as_bytes())?;
+            }
+            Message::Renew { csr } => {
+                out.push(TYPE_RENEW);
+                put_bytes(out, csr)?;
+            }
+            Message::Report { json } => {
+                out.push(TYPE_REPORT);
+                put_bytes(out, json.as_bytes())?;
+            }
         }
         Ok(())
     }
@@ -247,6 +351,22 @@ impl Message {
             TYPE_BACKLOG => Message::Backlog {
                 docs: r.u64()?,
                 bytes: r.u64()?,
+            },
+            TYPE_ENROL => Message::Enrol {
+                code: r.string("code", MAX_CODE_BYTES)?,
+                csr: r.bytes("csr", MAX_CSR_BYTES)?.to_vec(),
+                software: r.string("software", MAX_SOFTWARE_BYTES)?,
+            },
+            TYPE_CERTIFICATE => Message::Certificate {
+                site: r.string("site", MAX_NAME_BYTES)?,
+                room: r.string("room", MAX_NAME_BYTES)?,
+                chain_pem: r.string("chain_pem", MAX_CHAIN_BYTES)?,
+            },
+            TYPE_RENEW => Message::Renew {
+                csr: r.bytes("csr", MAX_CSR_BYTES)?.to_vec(),
+            },
+            TYPE_REPORT => Message::Report {
+                json: r.string("json", MAX_REPORT_BYTES)?,
             },
             other => return Err(WireError::UnknownMessage(other)),
         };

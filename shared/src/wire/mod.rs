@@ -62,22 +62,36 @@ pub use frame::{
     MAX_PAYLOAD_BYTES, RETAINED_BUFFER_BYTES, ZSTD_LEVEL, encode_message,
 };
 pub use message::{
-    DocKind, HEAD_BYTES, MAX_DOC_ID_BYTES, MAX_HEADS, MAX_REASON_BYTES, MAX_SOFTWARE_BYTES,
-    Message, RejectCode,
+    DocKind, HEAD_BYTES, MAX_CHAIN_BYTES, MAX_CODE_BYTES, MAX_CSR_BYTES, MAX_DOC_ID_BYTES,
+    MAX_HEADS, MAX_NAME_BYTES, MAX_REASON_BYTES, MAX_REPORT_BYTES, MAX_SOFTWARE_BYTES, Message,
+    RejectCode,
 };
 
 /// The ALPN protocol id the appliance and the cloud agree on during the TLS handshake.
 pub const ALPN: &[u8] = b"vigil-sync/1";
 
+/// The ALPN protocol id of an enrolment: an appliance without a certificate yet sends one
+/// [`Message::Enrol`] and gets a [`Message::Certificate`] or a [`Message::Reject`]. The cloud
+/// serves nothing else on such a connection.
+pub const ENROL_ALPN: &[u8] = b"vigil-enrol/1";
+
 /// Every protocol version this build speaks, oldest first. A new version is added at the end and
 /// an old one removed only once no appliance in the field still needs it.
-pub const PROTOCOL_VERSIONS: &[u16] = &[1];
+///
+/// - 1: Hello/Welcome, Sync, Durable, Reject, Bye, Backlog.
+/// - 2: adds Report (the appliance's health, on the control stream) and Renew (a new
+///   certificate over the sync connection). A version-1 appliance syncs as before; the fleet
+///   page shows it as behind.
+pub const PROTOCOL_VERSIONS: &[u16] = &[1, 2];
 
 /// The oldest protocol version this build speaks.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// The newest protocol version this build speaks.
-pub const MAX_PROTOCOL_VERSION: u16 = 1;
+pub const MAX_PROTOCOL_VERSION: u16 = 2;
+
+/// The first protocol version with [`Message::Report`] and [`Message::Renew`].
+pub const REPORT_VERSION: u16 = 2;
 
 /// Something wrong with the bytes or the conversation on a sync stream.
 ///
@@ -198,6 +212,28 @@ pub fn hello(software: impl Into<String>) -> Message {
 /// `now_us` is the cloud's clock (microseconds since the Unix epoch), passed in because this
 /// module reads no clock; the appliance uses it to notice its own clock is off.
 pub fn answer_hello(hello: &Message, now_us: i64) -> Message {
+    answer_hello_from(hello, now_us, MIN_PROTOCOL_VERSION)
+}
+
+/// [`answer_hello`] from a cloud that no longer accepts versions below `oldest` (its operator
+/// retired them): an appliance that speaks nothing newer is told to update.
+pub fn answer_hello_from(hello: &Message, now_us: i64, oldest: u16) -> Message {
+    if let Message::Hello {
+        min_version,
+        max_version,
+        ..
+    } = hello
+        && *max_version < oldest
+        && min_version <= max_version
+    {
+        return Message::reject(
+            RejectCode::UnsupportedVersion,
+            format!(
+                "this appliance is too old: it speaks sync protocol {min_version} to {max_version} \
+                 and this cloud needs {oldest} or newer; update vigil-edge"
+            ),
+        );
+    }
     match hello {
         Message::Hello {
             min_version,

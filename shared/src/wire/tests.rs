@@ -50,6 +50,22 @@ fn sample_messages() -> Vec<Message> {
             docs: 3,
             bytes: u64::MAX,
         },
+        Message::Enrol {
+            code: "K7QF-M2XD-9PRT-4HWA".to_owned(),
+            csr: vec![0x30; MAX_CSR_BYTES],
+            software: "vigil-edge 0.1.0".to_owned(),
+        },
+        Message::Certificate {
+            site: "austin".to_owned(),
+            room: "1".to_owned(),
+            chain_pem: "-".repeat(MAX_CHAIN_BYTES),
+        },
+        Message::Renew {
+            csr: vec![1, 2, 3],
+        },
+        Message::Report {
+            json: "{}".to_owned(),
+        },
     ]
 }
 
@@ -623,11 +639,23 @@ fn the_cloud_answers_hello() {
             },
         ),
         (
-            // A newer appliance that still speaks version 1.
+            // A newer appliance that still speaks versions 1 and 2.
             Message::Hello {
                 min_version: 1,
                 max_version: 7,
                 software: "edge 9".to_owned(),
+            },
+            Message::Welcome {
+                version: 2,
+                server_time_us: 42,
+            },
+        ),
+        (
+            // An appliance one version behind keeps syncing.
+            Message::Hello {
+                min_version: 1,
+                max_version: 1,
+                software: "edge 0.0".to_owned(),
             },
             Message::Welcome {
                 version: 1,
@@ -636,13 +664,13 @@ fn the_cloud_answers_hello() {
         ),
         (
             Message::Hello {
-                min_version: 2,
+                min_version: 3,
                 max_version: 7,
                 software: "edge 9".to_owned(),
             },
             Message::reject(
                 RejectCode::UnsupportedVersion,
-                "no common protocol version: peer speaks 2..=7, we speak [1]",
+                "no common protocol version: peer speaks 3..=7, we speak [1, 2]",
             ),
         ),
         (
@@ -656,6 +684,28 @@ fn the_cloud_answers_hello() {
     for (hello, expected) in cases {
         assert_eq!(answer_hello(&hello, 42), expected, "{hello:?}");
     }
+    // A cloud that retired version 1 tells a version-1 appliance to update, and still
+    // welcomes a current one.
+    let old = Message::Hello {
+        min_version: 1,
+        max_version: 1,
+        software: "edge 0.0".to_owned(),
+    };
+    assert_eq!(
+        answer_hello_from(&old, 42, 2),
+        Message::reject(
+            RejectCode::UnsupportedVersion,
+            "this appliance is too old: it speaks sync protocol 1 to 1 and this cloud needs 2 \
+             or newer; update vigil-edge"
+        )
+    );
+    assert_eq!(
+        answer_hello_from(&hello("edge"), 42, 2),
+        Message::Welcome {
+            version: 2,
+            server_time_us: 42
+        }
+    );
     assert_eq!(
         PROTOCOL_VERSIONS.iter().copied().min(),
         Some(MIN_PROTOCOL_VERSION)
@@ -787,6 +837,22 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(code, reason)| Message::reject(code, reason)),
         Just(Message::Bye),
         (any::<u64>(), any::<u64>()).prop_map(|(docs, bytes)| Message::Backlog { docs, bytes }),
+        ("[A-Z0-9-]{0,30}", prop::collection::vec(any::<u8>(), 0..300), "\\PC{0,30}").prop_map(
+            |(code, csr, software)| Message::Enrol {
+                code,
+                csr,
+                software
+            }
+        ),
+        ("[a-z0-9]{0,20}", "[a-z0-9]{0,20}", "\\PC{0,200}").prop_map(|(site, room, chain_pem)| {
+            Message::Certificate {
+                site,
+                room,
+                chain_pem,
+            }
+        }),
+        prop::collection::vec(any::<u8>(), 0..300).prop_map(|csr| Message::Renew { csr }),
+        "\\PC{0,200}".prop_map(|json| Message::Report { json }),
     ]
 }
 
