@@ -135,7 +135,10 @@ impl Cloud {
             source,
         })?;
         let instance = config.instance_name(sync_addr.port());
-        let server = SyncServer::new(store.clone(), metrics.clone(), &instance);
+        let fleet = config
+            .fleet()
+            .map_err(|e| tls::TlsError::Config(format!("[pki] ca_dir: {e}")))?;
+        let server = SyncServer::new(store.clone(), metrics.clone(), &instance, fleet);
         // On PostgreSQL, patients and site configurations changed through another instance
         // (or a `vigil-cloud staff` command) reach the appliances connected here.
         let watch = store.watch_changes({
@@ -146,7 +149,10 @@ impl Cloud {
                 runtime.spawn(async move { server.changed_elsewhere(change).await });
             }
         });
-        let mut tasks = vec![tokio::spawn(server.clone().serve(endpoint.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(server.clone().serve(endpoint.clone())),
+            tokio::spawn(server.clone().sweep_certificates(CERTIFICATE_SWEEP)),
+        ];
         tasks.push(tokio::spawn(watch_crl(
             config.clone(),
             endpoint.clone(),
@@ -268,6 +274,9 @@ fn ensure_site_configs(store: &CloudStore, config: &CloudConfig) -> Result<(), S
 
 /// Re-reads the CRL when it changes: new handshakes use it at once, and every open connection
 /// is closed so that a revoked appliance has to handshake again (and fails).
+/// How often superseded appliance certificates are looked for and revoked.
+const CERTIFICATE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn watch_crl(config: CloudConfig, endpoint: quinn::Endpoint, server: Arc<SyncServer>) {
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last: Option<SystemTime> = modified(&config.pki.crl);

@@ -315,6 +315,33 @@ pub struct PkiFiles {
     /// The CA's revocation list; re-read while running, so a revocation takes effect without
     /// a restart.
     pub crl: PathBuf,
+    /// The CA's directory (`ca.pem`, `ca.key`), when this cloud issues certificates itself:
+    /// to appliances enrolling with a one-time code and to appliances renewing theirs.
+    /// Without it both are refused with the reason.
+    #[serde(default)]
+    pub ca_dir: Option<PathBuf>,
+    /// How long an appliance certificate issued here lasts, seconds (a year by default).
+    /// Appliances renew at a third of it remaining.
+    #[serde(default)]
+    pub appliance_validity_s: Option<u64>,
+    /// How long a renewed certificate keeps working after its replacement is issued,
+    /// seconds (a day by default), so an appliance that lost the answer can still connect.
+    #[serde(default)]
+    pub renewal_grace_s: Option<u64>,
+}
+
+/// The `[sync]` section: what enrolment codes name, and which appliances are too old.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// The sync address appliances reach this cloud at (`host:port`), put in enrolment
+    /// codes; `quic_bind` when absent (which only suits a cloud bound to a routable address).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The oldest sync protocol version accepted; older appliances are told to update.
+    /// Every version this build speaks by default.
+    #[serde(default)]
+    pub oldest_protocol: Option<u16>,
 }
 
 /// The aggregator's configuration.
@@ -339,6 +366,9 @@ pub struct CloudConfig {
     /// The storage engine; SQLite in `data_dir` when absent.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Enrolment codes' address and the oldest protocol accepted.
+    #[serde(default)]
+    pub sync: SyncSettings,
     /// This instance's name, when several run on one PostgreSQL database (the appliance
     /// registry records which instance holds each appliance); the host name and sync port
     /// when absent.
@@ -362,6 +392,37 @@ impl CloudConfig {
         config.http.normalise();
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// The fleet settings of the sync server: the CA at work when `[pki] ca_dir` is set, and
+    /// the oldest protocol accepted.
+    pub fn fleet(&self) -> Result<crate::sync::FleetSettings, crate::pki::PkiError> {
+        use crate::sync::certs::{CertIssuer, DEFAULT_APPLIANCE_VALIDITY};
+        let issuer = match &self.pki.ca_dir {
+            Some(dir) => Some(std::sync::Arc::new(CertIssuer::load(
+                dir,
+                self.pki
+                    .appliance_validity_s
+                    .map_or(DEFAULT_APPLIANCE_VALIDITY, std::time::Duration::from_secs),
+                std::time::Duration::from_secs(self.pki.renewal_grace_s.unwrap_or(24 * 3600)),
+            )?)),
+            None => None,
+        };
+        Ok(crate::sync::FleetSettings {
+            issuer,
+            oldest_protocol: self
+                .sync
+                .oldest_protocol
+                .unwrap_or(vigil_shared::wire::MIN_PROTOCOL_VERSION),
+        })
+    }
+
+    /// The sync address enrolment codes name: `[sync] advertise`, or `quic_bind`.
+    pub fn advertised_sync_addr(&self) -> String {
+        self.sync
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.quic_bind.to_string())
     }
 
     /// The instance's name: `instance`, or `HOST:SYNC_PORT`.
@@ -391,7 +452,11 @@ impl CloudConfig {
         fix(&mut self.pki.server_cert);
         fix(&mut self.pki.server_key);
         fix(&mut self.pki.crl);
-        for p in [&mut self.store.url_file, &mut self.store.ca_file]
+        for p in [
+            &mut self.store.url_file,
+            &mut self.store.ca_file,
+            &mut self.pki.ca_dir,
+        ]
             .into_iter()
             .flatten()
         {
@@ -421,6 +486,20 @@ impl CloudConfig {
         self.store
             .check()
             .map_err(|(field, problem)| invalid(&field, problem))?;
+        if let Some(v) = self.sync.oldest_protocol
+            && !vigil_shared::wire::PROTOCOL_VERSIONS.contains(&v)
+        {
+            return Err(invalid(
+                "sync.oldest_protocol",
+                format!(
+                    "is {v}; this vigil-cloud speaks {:?}",
+                    vigil_shared::wire::PROTOCOL_VERSIONS
+                ),
+            ));
+        }
+        if self.pki.appliance_validity_s == Some(0) {
+            return Err(invalid("pki.appliance_validity_s", "is 0".into()));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, site) in self.sites.iter().enumerate() {
             let ok = |s: &str| {

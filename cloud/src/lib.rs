@@ -18,6 +18,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod fhir;
+pub mod fleet;
 pub mod metrics;
 #[cfg(any(test, feature = "test-support"))]
 pub mod pg_cluster;

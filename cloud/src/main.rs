@@ -58,6 +58,23 @@ enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// Make a one-time code that enrols a room's appliance: run `vigil-edge enrol CODE` on the
+    /// appliance within the hour. The code names this cloud's sync address and its CA.
+    Enrol {
+        /// The aggregator's configuration file.
+        #[arg(long, default_value = "cloud.toml")]
+        config: PathBuf,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// The room.
+        #[arg(long)]
+        room: String,
+        /// Enrol a new appliance in place of the room's active one, which is revoked when the
+        /// new one enrols.
+        #[arg(long)]
+        replace: bool,
+    },
     /// Rebuild every projection (sessions, counts, advisories, events) from the documents.
     Reindex {
         /// The aggregator's configuration file.
@@ -351,6 +368,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { config, command } => {
             let config = vigil_cloud::config::CloudConfig::load(&config)?;
             user_command(&config, command).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Enrol {
+            config,
+            site,
+            room,
+            replace,
+        } => {
+            let config = vigil_cloud::config::CloudConfig::load(&config)?;
+            let store = vigil_cloud::app::open_store(&config)?;
+            let by = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "operator".to_owned());
+            let now = vigil_cloud::clock::now_us();
+            let made =
+                vigil_cloud::fleet::make_code(&store, &config, &site, &room, replace, &by, now)?;
+            store.audit(&vigil_cloud::store::AuditRow::cloud(
+                now,
+                &by,
+                "make enrolment code",
+                &format!("{site}/{room}{}", if replace { " (replace)" } else { "" }),
+                "",
+            ))?;
+            println!("enrolment code: {}", made.code);
+            println!("enrolment site: {site}");
+            println!("enrolment room: {room}");
+            println!(
+                "enrolment expires: {}",
+                vigil_shared::zone::rfc3339_utc(made.expires_us)
+            );
+            println!("cloud sync: {}", made.code.addr);
+            println!("ca fingerprint: sha256:{}", made.ca_sha256);
+            println!("on the appliance: vigil-edge enrol '{}'", made.code);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Staff { config, command } => {
             let config = vigil_cloud::config::CloudConfig::load(&config)?;

@@ -222,6 +222,9 @@ pub enum PkiError {
     /// A certificate that names no appliance.
     #[error("certificate does not identify an appliance: {0}")]
     NotAppliance(String),
+    /// A certificate request that does not parse or whose signature does not verify.
+    #[error("invalid certificate request: {0}")]
+    Request(String),
 }
 
 /// A certificate serial number, shown as lowercase hex without leading zero bytes.
@@ -332,6 +335,17 @@ pub struct IssuedCert {
     pub cert_path: PathBuf,
     /// Its private key (PEM, PKCS#8, mode 0600).
     pub key_path: PathBuf,
+    /// Its serial number.
+    pub serial: Serial,
+    /// The end of its validity.
+    pub not_after: OffsetDateTime,
+}
+
+/// A certificate signed for a key the CA never saw (an appliance's request).
+#[derive(Debug, Clone)]
+pub struct SignedCert {
+    /// The certificate (PEM).
+    pub pem: String,
     /// Its serial number.
     pub serial: Serial,
     /// The end of its validity.
@@ -653,26 +667,8 @@ impl Ca {
 
     fn issue(&self, leaf: Leaf<'_>, file_stem: &str) -> Result<IssuedCert, PkiError> {
         let key = generate_key("key")?;
-        let serial = Serial::random()?;
-        let now = now_s();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, leaf.common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Vigil");
-        params.subject_alt_names = leaf.sans;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![leaf.eku];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(SerialNumber::from_slice(serial.as_bytes()));
-        params.not_before = now - NOT_BEFORE_BACKDATE;
-        params.not_after =
-            (now + Duration::days(i64::from(self.leaf_validity_days))).min(self.not_after);
-        let not_after = params.not_after;
+        let validity = Duration::days(i64::from(self.leaf_validity_days));
+        let (params, serial, not_after) = self.leaf_params(leaf.common_name, leaf.sans, leaf.eku, validity)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|source| PkiError::Generate {
@@ -688,6 +684,76 @@ impl Ca {
         Ok(IssuedCert {
             cert_path,
             key_path,
+            serial,
+            not_after,
+        })
+    }
+
+    /// A leaf's parameters: a random serial, valid from a little before now (a tenth of its
+    /// life, at most [`NOT_BEFORE_BACKDATE`]: short-lived certificates stay short) for
+    /// `validity`, never past the CA's own end.
+    fn leaf_params(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        eku: ExtendedKeyUsagePurpose,
+        validity: Duration,
+    ) -> Result<(CertificateParams, Serial, OffsetDateTime), PkiError> {
+        let serial = Serial::random()?;
+        let now = now_s();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Vigil");
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![eku];
+        params.use_authority_key_identifier_extension = true;
+        params.serial_number = Some(SerialNumber::from_slice(serial.as_bytes()));
+        params.not_before = now - NOT_BEFORE_BACKDATE.min(validity / 10);
+        params.not_after = (now + validity).min(self.not_after);
+        let not_after = params.not_after;
+        Ok((params, serial, not_after))
+    }
+
+    /// Signs an appliance's certificate request (PKCS#10, DER) for a key made on the
+    /// appliance: the request's signature is checked (it proves the key is the requester's),
+    /// its subject and names are ignored, and the certificate names `site` and `room` as
+    /// [`issue_appliance`](Self::issue_appliance) does, valid for `validity`. Nothing is
+    /// written: the caller records the serial.
+    pub fn sign_appliance_request(
+        &self,
+        site: &SiteId,
+        room: &RoomId,
+        csr_der: &[u8],
+        validity: std::time::Duration,
+    ) -> Result<SignedCert, PkiError> {
+        let identity = ApplianceIdentity::new(site, room)?;
+        let csr = rcgen::CertificateSigningRequestParams::from_der(&csr_der.to_vec().into())
+            .map_err(|e| PkiError::Request(e.to_string()))?;
+        let uri = identity
+            .urn()
+            .try_into()
+            .map_err(|_| PkiError::NotAppliance(format!("cannot encode {}", identity.urn())))?;
+        let validity = Duration::try_from(validity)
+            .map_err(|_| PkiError::Request("validity out of range".to_owned()))?;
+        let (params, serial, not_after) = self.leaf_params(
+            &format!("appliance {identity}"),
+            vec![SanType::URI(uri)],
+            ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
+        )?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|source| PkiError::Generate {
+                what: "certificate",
+                source,
+            })?;
+        Ok(SignedCert {
+            pem: cert.pem(),
             serial,
             not_after,
         })
@@ -909,6 +975,12 @@ pub fn appliance_identity(cert_der: &[u8]) -> Result<ApplianceIdentity, PkiError
     };
     ApplianceIdentity::from_urn(urn)
         .ok_or_else(|| PkiError::NotAppliance(format!("malformed appliance name {urn:?}")))
+}
+
+/// When a certificate stops being valid, µs since the epoch.
+pub fn cert_not_after_us(cert_der: &[u8]) -> Result<i64, PkiError> {
+    let cert = parse_cert(cert_der).map_err(PkiError::ParseCert)?;
+    Ok(cert.validity().not_after.timestamp().saturating_mul(1_000_000))
 }
 
 /// The serial number of a certificate.

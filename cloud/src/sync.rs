@@ -23,15 +23,18 @@ use automerge::AutoCommit;
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::broadcast;
 use vigil_shared::doc::{DocKind, validate_document};
+use vigil_shared::fleet::ApplianceReport;
 use vigil_shared::sync::{DocSync, Incoming, Role, SyncError, durable};
 use vigil_shared::wire::{self, FrameDecoder, Message, RejectCode, SeqCounter, encode_message};
 
+pub mod certs;
 pub mod limits;
 pub mod scope;
 
 use crate::metrics::Metrics;
-use crate::pki::{ApplianceIdentity, appliance_identity};
-use crate::store::{CloudStore, DocChange, StoreError};
+use crate::pki::{ApplianceIdentity, appliance_identity, cert_not_after_us, cert_serial};
+use crate::store::{AuditRow, CloudStore, Connected, DocChange, NewCert, StoreError};
+use certs::{CertIssuer, MAX_CONCURRENT_ENROLMENTS, code_hash};
 use limits::{Admission, ConnectionTable, MAX_APPLIANCE_CONNECTIONS, TokenBucket};
 use scope::{Pending, ScopeError};
 
@@ -88,6 +91,14 @@ impl ServeError {
             ServeError::Unavailable(e.to_string())
         } else {
             ServeError::Store(e.to_string())
+        }
+    }
+
+    /// The reason the appliance is told.
+    fn reject_reason(&self) -> String {
+        match self.reject() {
+            Message::Reject { reason, .. } => reason,
+            _ => self.to_string(),
         }
     }
 
@@ -178,6 +189,44 @@ pub struct SyncServer {
     backlogs: Mutex<HashMap<(String, String), Backlog>>,
     /// This cloud instance's name, recorded with each appliance it holds.
     instance: String,
+    fleet: FleetSettings,
+    /// Enrolments in progress, at most [`MAX_CONCURRENT_ENROLMENTS`].
+    enrolments: Arc<tokio::sync::Semaphore>,
+}
+
+/// How the sync server treats the fleet: whether it issues certificates, and the oldest
+/// protocol version it still accepts.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// The CA at work; without it enrolment and renewal are refused with the reason.
+    pub issuer: Option<Arc<CertIssuer>>,
+    /// Appliances that speak nothing at least this new are told to update.
+    pub oldest_protocol: u16,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            issuer: None,
+            oldest_protocol: wire::MIN_PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// One stream of a connection: who, with which certificate, at which protocol version, and
+/// whether the connection renewed its certificate already (once per connection).
+struct Stream<'a> {
+    who: &'a ApplianceIdentity,
+    peer: &'a Peer,
+    version: u16,
+    renewed: &'a std::sync::atomic::AtomicBool,
+}
+
+/// What a connection's client certificate says.
+struct Peer {
+    identity: ApplianceIdentity,
+    serial: String,
+    not_after_us: i64,
 }
 
 impl std::fmt::Debug for SyncServer {
@@ -190,7 +239,12 @@ pub(crate) use crate::clock::now_us;
 
 impl SyncServer {
     /// A server over `store`, as cloud instance `instance`.
-    pub fn new(store: Arc<CloudStore>, metrics: Arc<Metrics>, instance: &str) -> Arc<SyncServer> {
+    pub fn new(
+        store: Arc<CloudStore>,
+        metrics: Arc<Metrics>,
+        instance: &str,
+        fleet: FleetSettings,
+    ) -> Arc<SyncServer> {
         let (changes, _) = broadcast::channel(PUSH_QUEUE);
         Arc::new(SyncServer {
             store,
@@ -200,6 +254,8 @@ impl SyncServer {
             connections: Mutex::new(ConnectionTable::new(MAX_APPLIANCE_CONNECTIONS)),
             backlogs: Mutex::default(),
             instance: instance.to_owned(),
+            fleet,
+            enrolments: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENROLMENTS)),
         })
     }
 
@@ -251,8 +307,12 @@ impl SyncServer {
 
     async fn handle_connection(self: Arc<Self>, conn: Connection) {
         let remote = conn.remote_address();
-        let identity = match peer_identity(&conn) {
-            Ok(id) => id,
+        if alpn(&conn).as_deref() == Some(wire::ENROL_ALPN) {
+            self.enrol(conn).await;
+            return;
+        }
+        let peer = match peer_certificate(&conn) {
+            Ok(peer) => peer,
             Err(reason) => {
                 self.metrics.reject("forbidden");
                 tracing::warn!(%remote, %reason, "refusing appliance");
@@ -263,9 +323,30 @@ impl SyncServer {
                 return;
             }
         };
+        let identity = peer.identity.clone();
         let site = identity.site.to_string();
         let room = identity.room.to_string();
-        let (software, control, decoder) = match self.hello(&conn).await {
+        // A certificate replaced at enrolment or superseded by a renewal stops here, on every
+        // instance, whatever this machine's CRL file says yet.
+        let store = self.store.clone();
+        let serial = peer.serial.clone();
+        let refusal =
+            tokio::task::spawn_blocking(move || store.certificate_refusal(&serial, now_us())).await;
+        let refusal = match refusal {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Some(ServeError::from_store(e).reject_reason()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(reason) = refusal {
+            self.metrics.reject("forbidden");
+            tracing::warn!(%site, %room, %remote, %reason, "refusing appliance");
+            conn.close(
+                quinn::VarInt::from_u32(u32::from(RejectCode::Forbidden.code())),
+                format!("forbidden: {reason}").as_bytes(),
+            );
+            return;
+        }
+        let (software, version, control, decoder) = match self.hello(&conn).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%site, %room, error = %e, "appliance hello failed");
@@ -301,19 +382,32 @@ impl SyncServer {
                 return;
             }
         }
-        tracing::info!(%site, %room, %remote, %software, "appliance connected");
+        tracing::info!(%site, %room, %remote, %software, version, "appliance connected");
         self.metrics.appliance_connected();
         let store = self.store.clone();
-        let (s, r, sw, i) = (
+        let (s, r, sw, i, serial) = (
             site.clone(),
             room.clone(),
             software.clone(),
             self.instance.clone(),
+            peer.serial.clone(),
         );
+        let not_after_us = peer.not_after_us;
         let _ = tokio::task::spawn_blocking(move || {
-            store.appliance_connected(&s, &r, &sw, &i, now_us())
+            let connected = Connected {
+                site: &s,
+                room: &r,
+                software: &sw,
+                protocol: version,
+                cert_serial: &serial,
+                cert_not_after_us: not_after_us,
+                instance: &i,
+            };
+            store.appliance_connected(&connected, now_us())
         })
         .await;
+        let peer = Arc::new(peer);
+        let renewed = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         let pusher = tokio::spawn(self.clone().push_loop(conn.clone(), identity.clone()));
         let watcher = tokio::spawn(
@@ -337,8 +431,15 @@ impl SyncServer {
             let conn = conn.clone();
             let seq = seq.clone();
             let bucket = bucket.clone();
+            let (peer, renewed) = (peer.clone(), renewed.clone());
             tokio::spawn(async move {
-                if let Err(e) = server.respond(send, recv, &identity, &seq, &bucket).await {
+                let stream = Stream {
+                    who: &identity,
+                    peer: &peer,
+                    version,
+                    renewed: &renewed,
+                };
+                if let Err(e) = server.respond(send, recv, &stream, &seq, &bucket).await {
                     tracing::warn!(site = %identity.site, room = %identity.room, error = %e, "document exchange refused");
                     // A broken or hostile exchange ends the whole connection, with the reason.
                     let _ = close_with(&conn, &e);
@@ -366,7 +467,7 @@ impl SyncServer {
     async fn hello(
         &self,
         conn: &Connection,
-    ) -> Result<(String, RecvStream, FrameDecoder), ServeError> {
+    ) -> Result<(String, u16, RecvStream, FrameDecoder), ServeError> {
         let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
             .await
             .map_err(|_| ServeError::Connection("no hello within 10 s".into()))?
@@ -388,13 +489,22 @@ impl SyncServer {
                 });
             }
         };
-        let answer = wire::answer_hello(&hello, now_us());
+        let answer = wire::answer_hello_from(&hello, now_us(), self.fleet.oldest_protocol);
         write_message(&mut send, &answer, &self.metrics).await?;
         let _ = send.finish();
-        if let Message::Reject { code, reason } = answer {
-            return Err(ServeError::Refused { code, reason });
+        match answer {
+            Message::Welcome { version, .. } => Ok((software, version, recv, decoder)),
+            Message::Reject { code, reason } => {
+                // Delivered before the connection closes with it.
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), send.stopped()).await;
+                Err(ServeError::Refused { code, reason })
+            }
+            other => Err(ServeError::Connection(format!(
+                "answered hello with {}",
+                other.name()
+            ))),
         }
-        Ok((software, recv, decoder))
     }
 
     /// Reads the appliance's backlog reports (also its heartbeat) until the control stream
@@ -413,6 +523,23 @@ impl SyncServer {
                     let (site, room) = (who.site.to_string(), who.room.to_string());
                     let _ = tokio::task::spawn_blocking(move || {
                         store.appliance_synced(&site, &room, now_us(), docs, bytes)
+                    })
+                    .await;
+                }
+                Ok(Some(Message::Report { json })) => {
+                    let now = now_us();
+                    let report = match serde_json::from_str::<ApplianceReport>(&json) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(site = %who.site, room = %who.room, error = %e, "unreadable appliance report");
+                            continue;
+                        }
+                    };
+                    let skew = report.time_us - now;
+                    let store = self.store.clone();
+                    let (site, room) = (who.site.to_string(), who.room.to_string());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        store.appliance_reported(&site, &room, &json, skew, now)
                     })
                     .await;
                 }
@@ -461,11 +588,11 @@ impl SyncServer {
         &self,
         mut send: SendStream,
         recv: RecvStream,
-        who: &ApplianceIdentity,
+        stream: &Stream<'_>,
         seq: &tokio::sync::Mutex<SeqCounter>,
         bucket: &Mutex<TokenBucket>,
     ) -> Result<(), ServeError> {
-        let result = self.exchange_in(&mut send, recv, who, seq, bucket).await;
+        let result = self.exchange_in(&mut send, recv, stream, seq, bucket).await;
         if let Err(e) = &result {
             let reason = match e {
                 ServeError::Wire(w) => w.reject_code().as_str(),
@@ -490,16 +617,23 @@ impl SyncServer {
         &self,
         send: &mut SendStream,
         mut recv: RecvStream,
-        who: &ApplianceIdentity,
+        stream: &Stream<'_>,
         seq: &tokio::sync::Mutex<SeqCounter>,
         bucket: &Mutex<TokenBucket>,
     ) -> Result<(), ServeError> {
+        let who = stream.who;
         let mut decoder = FrameDecoder::new();
         // Timed like every later read: a stream opened and left silent must not hold one of
         // the appliance's MAX_STREAMS_PER_APPLIANCE forever.
         let Some(first) = read_timed(&mut recv, &mut decoder, &self.metrics).await? else {
             return Ok(());
         };
+        if let Message::Renew { csr } = &first {
+            let answer = self.renew(stream, csr).await?;
+            write_message(send, &answer, &self.metrics).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
         let Message::Sync { doc_id, kind, .. } = &first else {
             return Err(ServeError::Refused {
                 code: RejectCode::Malformed,
@@ -738,6 +872,257 @@ impl SyncServer {
         Ok(())
     }
 
+    /// Serves an enrolment connection: one Enrol in, one Certificate or Reject out. Nothing
+    /// else is served on it, and it never counts as an appliance's connection.
+    async fn enrol(&self, conn: Connection) {
+        let remote = conn.remote_address();
+        let result = self.enrol_exchange(&conn).await;
+        if let Err(e) = &result {
+            tracing::warn!(%remote, error = %e, "enrolment refused");
+            self.metrics.reject("enrolment");
+        }
+        // Let the answer reach the appliance, then close.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+        conn.close(0_u32.into(), b"enrolment done");
+    }
+
+    async fn enrol_exchange(&self, conn: &Connection) -> Result<(), ServeError> {
+        let remote = conn.remote_address().ip().to_string();
+        let (mut send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| ServeError::Connection("no enrolment request within 10 s".into()))?
+            .map_err(|e| ServeError::Connection(e.to_string()))?;
+        let mut decoder = FrameDecoder::new();
+        let first = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            read_message(&mut recv, &mut decoder, &self.metrics),
+        )
+        .await
+        .map_err(|_| ServeError::Connection("no enrolment request within 10 s".into()))??;
+        let answer = match first {
+            Some(Message::Enrol {
+                code,
+                csr,
+                software,
+            }) => self.enrol_answer(&code, &csr, &software, &remote).await,
+            Some(other) => Err(ServeError::Refused {
+                code: RejectCode::Malformed,
+                reason: format!("an enrolment connection carries enrol, not {}", other.name()),
+            }),
+            None => Err(ServeError::Connection("closed before enrolling".into())),
+        };
+        let message = match &answer {
+            Ok(m) => m.clone(),
+            Err(e) => e.reject(),
+        };
+        write_message(&mut send, &message, &self.metrics).await?;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), send.stopped()).await;
+        answer.map(|_| ())
+    }
+
+    /// Checks the code and signs the request; audited either way.
+    async fn enrol_answer(
+        &self,
+        code: &str,
+        csr: &[u8],
+        software: &str,
+        remote: &str,
+    ) -> Result<Message, ServeError> {
+        let Ok(_permit) = self.enrolments.clone().try_acquire_owned() else {
+            return Err(ServeError::Refused {
+                code: RejectCode::RateLimited,
+                reason: "the cloud is busy enrolling other appliances; retry in a minute".into(),
+            });
+        };
+        let Some(issuer) = self.fleet.issuer.clone() else {
+            return Err(ServeError::Refused {
+                code: RejectCode::Forbidden,
+                reason: "this cloud does not issue certificates (its operator has not set \
+                         [pki] ca_dir); ask for a certificate made with `vigil-cloud pki \
+                         issue-appliance` instead"
+                    .into(),
+            });
+        };
+        let Some(hash) = code_hash(code) else {
+            return Err(ServeError::Refused {
+                code: RejectCode::Forbidden,
+                reason: "this is not an enrolment code's secret; copy the code again".into(),
+            });
+        };
+        let store = self.store.clone();
+        let csr = csr.to_vec();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut chain = String::new();
+            let used = store.use_enrol_code(
+                &hash,
+                |site, room| {
+                    let (signed, pem) = issuer
+                        .sign(site, room, &csr)
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    chain = pem;
+                    Ok((
+                        signed.serial.to_string(),
+                        signed.not_after.unix_timestamp().saturating_mul(1_000_000),
+                    ))
+                },
+                now_us(),
+            );
+            used.map(|r| r.map(|cert| (cert, chain)))
+        })
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+        let audit = |username: String, action: &str, target: String, site: &str, room: &str| {
+            let mut row = AuditRow::cloud(now_us(), &username, action, &target, remote);
+            row.site = site.to_owned();
+            row.room = room.to_owned();
+            let store = self.store.clone();
+            async move {
+                let _ = tokio::task::spawn_blocking(move || store.audit(&row)).await;
+            }
+        };
+        match outcome {
+            Ok(Ok((cert, chain))) => {
+                tracing::info!(site = %cert.site, room = %cert.room, serial = %cert.serial, %software, "appliance enrolled");
+                audit(
+                    format!("appliance {}/{}", cert.site, cert.room),
+                    "enrol appliance",
+                    format!("certificate {} ({software})", cert.serial),
+                    &cert.site,
+                    &cert.room,
+                )
+                .await;
+                Ok(Message::Certificate {
+                    site: cert.site,
+                    room: cert.room,
+                    chain_pem: chain,
+                })
+            }
+            Ok(Err(refusal)) => {
+                audit(
+                    "unknown appliance".into(),
+                    "enrolment refused",
+                    refusal.to_string(),
+                    "",
+                    "",
+                )
+                .await;
+                Err(ServeError::Refused {
+                    code: RejectCode::Forbidden,
+                    reason: refusal.to_string(),
+                })
+            }
+            Err(StoreError::Invalid(reason)) => Err(ServeError::Refused {
+                code: RejectCode::Malformed,
+                reason,
+            }),
+            Err(e) => Err(ServeError::from_store(e)),
+        }
+    }
+
+    /// A renewal on a sync connection: a new certificate for the same site and room, for the
+    /// new key in the request; the one the connection was made with keeps working for the
+    /// grace period. Once per connection (the appliance reconnects with the new one).
+    async fn renew(&self, stream: &Stream<'_>, csr: &[u8]) -> Result<Message, ServeError> {
+        use std::sync::atomic::Ordering;
+        if stream.version < wire::REPORT_VERSION {
+            return Err(ServeError::Refused {
+                code: RejectCode::UnknownMessage,
+                reason: format!("renew needs protocol 2; this connection is {}", stream.version),
+            });
+        }
+        let Some(issuer) = self.fleet.issuer.clone() else {
+            return Err(ServeError::Refused {
+                code: RejectCode::Forbidden,
+                reason: "this cloud does not issue certificates (its operator has not set \
+                         [pki] ca_dir); renew this appliance's certificate by hand"
+                    .into(),
+            });
+        };
+        if stream.renewed.swap(true, Ordering::SeqCst) {
+            return Err(ServeError::Refused {
+                code: RejectCode::RateLimited,
+                reason: "one renewal per connection; reconnect with the new certificate".into(),
+            });
+        }
+        let (site, room) = (stream.who.site.to_string(), stream.who.room.to_string());
+        let (signed, chain) = issuer
+            .sign(&site, &room, csr)
+            .map_err(|e| ServeError::Refused {
+                code: RejectCode::Malformed,
+                reason: e.to_string(),
+            })?;
+        let store = self.store.clone();
+        let (old, old_end) = (stream.peer.serial.clone(), stream.peer.not_after_us);
+        let serial = signed.serial.to_string();
+        let not_after_us = signed.not_after.unix_timestamp().saturating_mul(1_000_000);
+        let grace = issuer.grace_us();
+        let (s, r, new_serial) = (site.clone(), room.clone(), serial.clone());
+        tokio::task::spawn_blocking(move || {
+            let new = NewCert {
+                serial: &new_serial,
+                site: &s,
+                room: &r,
+                not_after_us,
+            };
+            let now = now_us();
+            store.renew_certificate(&old, old_end, &new, now, grace)?;
+            let mut row = AuditRow::cloud(
+                now,
+                &format!("appliance {s}/{r}"),
+                "renew certificate",
+                &format!("certificate {new_serial} replaces {old}"),
+                "",
+            );
+            row.site = s;
+            row.room = r;
+            store.audit(&row)
+        })
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?
+        .map_err(ServeError::from_store)?;
+        tracing::info!(%site, %room, %serial, "appliance certificate renewed");
+        Ok(Message::Certificate {
+            site,
+            room,
+            chain_pem: chain,
+        })
+    }
+
+    /// Every few seconds: certificates superseded by a renewal whose grace period is over are
+    /// marked revoked and, when this instance holds the CA, added to its CRL (which the
+    /// endpoint reloads). Runs until the process ends.
+    pub async fn sweep_certificates(self: Arc<Self>, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let store = self.store.clone();
+            let issuer = self.fleet.issuer.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let serials = store.revoke_superseded(now_us())?;
+                if let Some(issuer) = issuer {
+                    for serial in &serials {
+                        let parsed = serial.parse().map_err(|e: crate::pki::PkiError| {
+                            StoreError::Invalid(e.to_string())
+                        })?;
+                        issuer
+                            .ca()
+                            .revoke(&parsed)
+                            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    }
+                }
+                Ok::<_, StoreError>(serials)
+            })
+            .await;
+            match result {
+                Ok(Ok(serials)) if !serials.is_empty() => {
+                    tracing::info!(?serials, "superseded appliance certificates revoked");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "revoking superseded certificates failed"),
+                _ => {}
+            }
+        }
+    }
+
     /// Offers the site's patient and site-config documents: all of them on connect, then each
     /// one another appliance changes.
     async fn push_loop(self: Arc<Self>, conn: Connection, who: ApplianceIdentity) {
@@ -850,14 +1235,28 @@ fn push_failed(conn: &Connection, doc_id: &str, who: &ApplianceIdentity, e: &Ser
     }
 }
 
-/// The appliance's identity from its verified certificate.
-fn peer_identity(conn: &Connection) -> Result<ApplianceIdentity, String> {
+/// The ALPN protocol the connection agreed on.
+fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// The appliance's identity, serial and expiry from its verified certificate.
+fn peer_certificate(conn: &Connection) -> Result<Peer, String> {
     let identity = conn.peer_identity().ok_or("no client certificate")?;
     let certs = identity
         .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
         .map_err(|_| "unexpected peer identity type".to_owned())?;
     let leaf = certs.first().ok_or("empty client certificate chain")?;
-    appliance_identity(leaf.as_ref()).map_err(|e| e.to_string())
+    Ok(Peer {
+        identity: appliance_identity(leaf.as_ref()).map_err(|e| e.to_string())?,
+        serial: cert_serial(leaf.as_ref())
+            .map_err(|e| e.to_string())?
+            .to_string(),
+        not_after_us: cert_not_after_us(leaf.as_ref()).map_err(|e| e.to_string())?,
+    })
 }
 
 /// Reads the next message of a stream; `None` at a clean end of stream.
@@ -939,7 +1338,12 @@ mod tests {
     fn the_push_queue_holds_push_queue_notices_and_a_slow_reader_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(CloudStore::open(&dir.path().join("cloud.db")).unwrap());
-        let server = SyncServer::new(store, Arc::new(Metrics::default()), "test");
+        let server = SyncServer::new(
+            store,
+            Arc::new(Metrics::default()),
+            "test",
+            FleetSettings::default(),
+        );
         let mut rx = server.changes.subscribe();
         let extra = 5;
         for i in 0..PUSH_QUEUE + extra {

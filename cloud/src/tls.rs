@@ -12,7 +12,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use vigil_shared::wire::ALPN;
+use vigil_shared::wire::{ALPN, ENROL_ALPN};
 
 use crate::config::PkiFiles;
 
@@ -78,11 +78,20 @@ pub fn read_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, Tl
     CertificateRevocationListDer::from_pem_file(path).map_err(|e| file_err("CRL", path, e))
 }
 
-/// The QUIC server configuration: mutual TLS 1.3 against the CA and CRL, ALPN
-/// `vigil-sync/1`, no 0-RTT.
+/// The QUIC server configuration: TLS 1.3, ALPN `vigil-sync/1` or `vigil-enrol/1`, no 0-RTT.
+/// A client certificate, when presented, must chain to the CA and not be on the CRL; one is
+/// optional in the handshake only so that an appliance can enrol: the sync server refuses a
+/// `vigil-sync/1` connection without one before reading a byte, and serves nothing but the
+/// enrolment exchange on `vigil-enrol/1`. The chain presented ends with the CA's certificate,
+/// so an enrolling appliance can check it against the fingerprint in its code.
 pub fn server_config(files: &PkiFiles) -> Result<quinn::ServerConfig, TlsError> {
     let ca = read_certs(&files.ca_cert, "CA certificate")?;
-    let chain = read_certs(&files.server_cert, "server certificate")?;
+    let mut chain = read_certs(&files.server_cert, "server certificate")?;
+    for cert in &ca {
+        if !chain.contains(cert) {
+            chain.push(cert.clone());
+        }
+    }
     let key = read_key(&files.server_key, "server key")?;
     let crl = read_crl(&files.crl)?;
     let mut roots = rustls::RootCertStore::empty();
@@ -93,13 +102,14 @@ pub fn server_config(files: &PkiFiles) -> Result<quinn::ServerConfig, TlsError> 
     }
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
         .with_crls([crl])
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), ENROL_ALPN.to_vec()];
     // 0-RTT data can be replayed by anyone on the path; sync frames must not be.
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;

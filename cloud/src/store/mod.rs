@@ -18,6 +18,7 @@
 
 mod copy;
 mod db;
+mod fleet;
 mod projection;
 mod reads;
 mod report;
@@ -38,6 +39,9 @@ use vigil_shared::wire::DocKind;
 use crate::auth::{Scope, ScopeSites};
 
 pub use copy::CopyReport;
+pub use fleet::{
+    CertRow, Connected, DEFAULT_RENEWAL_GRACE_US, EnrolCodeRow, EnrolRefusal, NewCert,
+};
 pub use reads::{
     ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
     MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,
@@ -124,6 +128,10 @@ pub enum StoreError {
     /// The row to create exists already (a user name, for example); nothing was written.
     #[error("{0}")]
     Conflict(String),
+    /// A step the caller passed in refused (a certificate request that does not verify);
+    /// nothing was written.
+    #[error("{0}")]
+    Invalid(String),
     /// The database was written by a newer version of vigil-cloud.
     #[error(
         "database schema version {0} is newer than this vigil-cloud understands ({DB_VERSION})"
@@ -645,30 +653,6 @@ impl CloudStore {
             }
             Ok(())
         })
-    }
-
-    /// An appliance connected (or reconnected) to cloud instance `instance`: it is online
-    /// and runs `software`.
-    pub fn appliance_connected(
-        &self,
-        site: &str,
-        room: &str,
-        software: &str,
-        instance: &str,
-        now_us: i64,
-    ) -> Result<(), StoreError> {
-        self.write(|db| {
-            db.exec(
-                "INSERT INTO appliances (site, room, connected, software, first_seen_us,
-                                         last_seen_us, instance)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?4, ?5)
-                 ON CONFLICT(site, room) DO UPDATE SET
-                     connected = 1, software = excluded.software,
-                     last_seen_us = excluded.last_seen_us, instance = excluded.instance",
-                args![site, room, software, now_us, instance],
-            )
-        })?;
-        Ok(())
     }
 
     /// A connected appliance is still there (a heartbeat). The API shows an appliance online

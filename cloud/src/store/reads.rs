@@ -176,7 +176,7 @@ pub struct VitalsPage {
 }
 
 /// An appliance's presence as the sync server last recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApplianceRow {
     /// Site.
     pub site: String,
@@ -198,6 +198,16 @@ pub struct ApplianceRow {
     pub backlog_bytes: u64,
     /// The cloud instance its connection is (or last was) held by.
     pub instance: String,
+    /// The sync protocol version of its last connection.
+    pub protocol: u16,
+    /// The serial of the certificate it last connected with, hex.
+    pub cert_serial: String,
+    /// That certificate's end of validity, µs.
+    pub cert_not_after_us: Option<i64>,
+    /// Its clock minus the cloud's at its last report, µs.
+    pub clock_skew_us: Option<i64>,
+    /// Its last health report (protocol 2).
+    pub report: Option<vigil_shared::fleet::ApplianceReport>,
 }
 
 const SESSION_COLUMNS: &str = "id, site, room, patient_id, state, drug, route, created_us,
@@ -399,7 +409,8 @@ impl CloudStore {
         self.read(|db| {
             let rows = db.rows(
                 "SELECT site, room, connected, software, first_seen_us, last_seen_us,
-                        last_sync_us, backlog_docs, backlog_bytes, instance
+                        last_sync_us, backlog_docs, backlog_bytes, instance, protocol,
+                        cert_serial, cert_not_after_us, clock_skew_us, report
                  FROM appliances ORDER BY site, room",
                 &[],
             )?;
@@ -416,6 +427,15 @@ impl CloudStore {
                         backlog_docs: count(r.get(7)?),
                         backlog_bytes: count(r.get(8)?),
                         instance: r.get(9)?,
+                        protocol: u16::try_from(r.get::<i64>(10)?).unwrap_or(0),
+                        cert_serial: r.get(11)?,
+                        cert_not_after_us: r.get(12)?,
+                        clock_skew_us: r.get(13)?,
+                        // A report that no longer parses (an older or newer shape) shows as
+                        // none rather than failing the whole fleet.
+                        report: r
+                            .get::<Option<String>>(14)?
+                            .and_then(|j| serde_json::from_str(&j).ok()),
                     })
                 })
                 .collect()

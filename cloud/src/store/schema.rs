@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema of the cloud database, bumped with each migration.
-pub(super) const DB_VERSION: i64 = 7;
+pub(super) const DB_VERSION: i64 = 8;
 
 /// The PostgreSQL advisory lock key instances take while migrating, so that two starting at
 /// once migrate one after the other (`vigil` in ASCII).
@@ -182,8 +182,46 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
         // holding them.
         fold_change_sets_v6(conn)?;
     }
+    if version < 8 {
+        conn.execute_batch(&format!("BEGIN; {FLEET_V8} PRAGMA user_version = 8; COMMIT;"))?;
+    }
     Ok(())
 }
+
+/// Version 8, the same on both engines: the fleet. What each appliance last reported (its
+/// protocol, certificate, clock and health), the one-time enrolment codes (their hashes) and
+/// every certificate the cloud issued to an appliance, with what replaced it and when it was
+/// revoked.
+const FLEET_V8: &str = "
+    ALTER TABLE appliances ADD COLUMN protocol BIGINT NOT NULL DEFAULT 1;
+    ALTER TABLE appliances ADD COLUMN cert_serial TEXT NOT NULL DEFAULT '';
+    ALTER TABLE appliances ADD COLUMN cert_not_after_us BIGINT;
+    ALTER TABLE appliances ADD COLUMN clock_skew_us BIGINT;
+    ALTER TABLE appliances ADD COLUMN report TEXT;
+    CREATE TABLE enrol_codes (
+        code_hash TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        replaces_active BIGINT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_us BIGINT NOT NULL,
+        expires_us BIGINT NOT NULL,
+        used_us BIGINT,
+        serial TEXT
+    );
+    CREATE TABLE certificates (
+        serial TEXT PRIMARY KEY,
+        site TEXT NOT NULL,
+        room TEXT NOT NULL,
+        source TEXT NOT NULL,
+        issued_us BIGINT NOT NULL,
+        not_after_us BIGINT NOT NULL,
+        replaces TEXT,
+        revoke_after_us BIGINT,
+        revoked_us BIGINT
+    );
+    CREATE INDEX certificates_by_room ON certificates (site, room);
+";
 
 /// Version 7 on SQLite, in one transaction: version 6's stored change sets folded into their
 /// documents' snapshots and the change table replaced (one row per change, keyed by its hash);
@@ -283,6 +321,9 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<(), Stor
     }
     if version < 7 {
         tx.batch_execute(POSTGRES_V7)?;
+    }
+    if version < 8 {
+        tx.batch_execute(FLEET_V8)?;
     }
     tx.execute("UPDATE vigil_schema SET version = $1", &[&DB_VERSION])?;
     tx.commit()?;
