@@ -23,7 +23,7 @@ use criterion::Criterion;
 use vigil_cloud::auth::{Auth, Login, NewUser, Role, add_user};
 use vigil_cloud::config::SiteInfo;
 use vigil_cloud::config::{CloudConfig, PkiFiles};
-use vigil_cloud::store::CloudStore;
+use vigil_cloud::store::{CloudStore, Connected};
 use vigil_cloud::web::dashboard::{ECG_DEFAULT_SPAN_S, overview_html, session_html};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{AdvisoryRecord, DoseAction, DoseEvent, SessionDoc, SessionMeta};
@@ -128,7 +128,10 @@ fn fill(store: &CloudStore, sites: &[SiteInfo], now: i64) {
     for site in sites {
         for room in &site.rooms {
             store
-                .appliance_connected(&site.id, room, "vigil-edge bench", "bench", now)
+                .appliance_connected(
+                    &Connected::new(&site.id, room, "vigil-edge bench", "bench"),
+                    now,
+                )
                 .expect("appliance");
             store
                 .appliance_synced(&site.id, room, now, 0, 0)
@@ -184,15 +187,11 @@ fn main() {
         quic_bind: "127.0.0.1:0".parse().expect("addr"),
         http_bind: "127.0.0.1:0".parse().expect("addr"),
         api_token: "bench-service-token-0123456789".into(),
-        pki: PkiFiles {
-            ca_cert: pki.join("ca.pem"),
-            server_cert: pki.join("server.pem"),
-            server_key: pki.join("server.key"),
-            crl: pki.join("crl.pem"),
-        },
+        pki: PkiFiles::in_dir(&pki),
         sites: sites.clone(),
         http: vigil_cloud::config::HttpConfig::default(),
         store: Default::default(),
+        sync: Default::default(),
         instance: None,
     };
     config

@@ -597,12 +597,7 @@ fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'stati
         quic_bind: "127.0.0.1:0".parse().expect("addr"),
         http_bind: "127.0.0.1:0".parse().expect("addr"),
         api_token: API_TOKEN.into(),
-        pki: PkiFiles {
-            ca_cert: pki.join("ca.pem"),
-            server_cert: pki.join("server.pem"),
-            server_key: pki.join("server.key"),
-            crl: pki.join("crl.pem"),
-        },
+        pki: PkiFiles::in_dir(&pki),
         sites: ["austin", "florida"]
             .into_iter()
             .map(|id| vigil_cloud::config::SiteInfo {
@@ -614,6 +609,7 @@ fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'stati
             })
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
+        sync: Default::default(),
         store: match &url {
             Some(url) => vigil_cloud::config::StoreConfig {
                 kind: vigil_cloud::config::StoreKind::Postgres,

@@ -222,11 +222,10 @@ async fn start_cloud(
         quic_bind: "127.0.0.1:0".parse()?,
         http_bind: "127.0.0.1:0".parse()?,
         api_token: token.to_owned(),
+        // The demo's cloud issues certificates: `vigil-cloud enrol` works against it.
         pki: vigil_cloud::config::PkiFiles {
-            ca_cert: pki.join("ca.pem"),
-            server_cert: pki.join("server.pem"),
-            server_key: pki.join("server.key"),
-            crl: pki.join("crl.pem"),
+            ca_dir: Some(pki.to_owned()),
+            ..vigil_cloud::config::PkiFiles::in_dir(pki)
         },
         sites: SITES
             .iter()
@@ -240,6 +239,7 @@ async fn start_cloud(
             .collect(),
         http: vigil_cloud::config::HttpConfig::default(),
         store,
+        sync: Default::default(),
         instance: Some(format!("demo-{name}")),
     };
     config.validate(std::path::Path::new("(demo)"))?;

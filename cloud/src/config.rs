@@ -330,6 +330,22 @@ pub struct PkiFiles {
     pub renewal_grace_s: Option<u64>,
 }
 
+impl PkiFiles {
+    /// The files `vigil-cloud pki` writes into one directory: `ca.pem`, `server.pem`,
+    /// `server.key` and `crl.pem`; the CA's key is not used (no `ca_dir`).
+    pub fn in_dir(dir: &Path) -> PkiFiles {
+        PkiFiles {
+            ca_cert: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            crl: dir.join("crl.pem"),
+            ca_dir: None,
+            appliance_validity_s: None,
+            renewal_grace_s: None,
+        }
+    }
+}
+
 /// The `[sync]` section: what enrolment codes name, and which appliances are too old.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -457,8 +473,8 @@ impl CloudConfig {
             &mut self.store.ca_file,
             &mut self.pki.ca_dir,
         ]
-            .into_iter()
-            .flatten()
+        .into_iter()
+        .flatten()
         {
             fix(p);
         }

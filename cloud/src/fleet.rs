@@ -62,11 +62,9 @@ pub fn make_code(
     by: &str,
     now_us: i64,
 ) -> Result<NewCode, CodeRefusal> {
-    let info = config
-        .sites
-        .iter()
-        .find(|s| s.id == site)
-        .ok_or_else(|| CodeRefusal::Unknown(format!("site {site:?} is not in the configuration")))?;
+    let info = config.sites.iter().find(|s| s.id == site).ok_or_else(|| {
+        CodeRefusal::Unknown(format!("site {site:?} is not in the configuration"))
+    })?;
     if !info.rooms.is_empty() && !info.rooms.iter().any(|r| r == room) {
         return Err(CodeRefusal::Unknown(format!(
             "room {room:?} is not among {site}'s rooms ({}); add it to the configuration first",
@@ -162,7 +160,10 @@ fn view(row: &ApplianceRow, now_us: i64) -> ApplianceView {
     let report: Option<&ApplianceReport> = row.report.as_ref();
     // Expiry from the certificate the appliance last connected with; the report's own
     // figure (the certificate it holds now) when newer, after a renewal.
-    let cert_end = match (row.cert_not_after_us, report.and_then(|r| r.cert_not_after_us)) {
+    let cert_end = match (
+        row.cert_not_after_us,
+        report.and_then(|r| r.cert_not_after_us),
+    ) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };

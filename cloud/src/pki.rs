@@ -668,7 +668,8 @@ impl Ca {
     fn issue(&self, leaf: Leaf<'_>, file_stem: &str) -> Result<IssuedCert, PkiError> {
         let key = generate_key("key")?;
         let validity = Duration::days(i64::from(self.leaf_validity_days));
-        let (params, serial, not_after) = self.leaf_params(leaf.common_name, leaf.sans, leaf.eku, validity)?;
+        let (params, serial, not_after) =
+            self.leaf_params(leaf.common_name, leaf.sans, leaf.eku, validity)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|source| PkiError::Generate {
@@ -703,7 +704,9 @@ impl Ca {
         let now = now_s();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params
             .distinguished_name
             .push(DnType::OrganizationName, "Vigil");
@@ -980,7 +983,11 @@ pub fn appliance_identity(cert_der: &[u8]) -> Result<ApplianceIdentity, PkiError
 /// When a certificate stops being valid, µs since the epoch.
 pub fn cert_not_after_us(cert_der: &[u8]) -> Result<i64, PkiError> {
     let cert = parse_cert(cert_der).map_err(PkiError::ParseCert)?;
-    Ok(cert.validity().not_after.timestamp().saturating_mul(1_000_000))
+    Ok(cert
+        .validity()
+        .not_after
+        .timestamp()
+        .saturating_mul(1_000_000))
 }
 
 /// The serial number of a certificate.

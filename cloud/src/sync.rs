@@ -400,7 +400,7 @@ impl SyncServer {
                 software: &sw,
                 protocol: version,
                 cert_serial: &serial,
-                cert_not_after_us: not_after_us,
+                cert_not_after_us: Some(not_after_us),
                 instance: &i,
             };
             store.appliance_connected(&connected, now_us())
@@ -907,7 +907,10 @@ impl SyncServer {
             }) => self.enrol_answer(&code, &csr, &software, &remote).await,
             Some(other) => Err(ServeError::Refused {
                 code: RejectCode::Malformed,
-                reason: format!("an enrolment connection carries enrol, not {}", other.name()),
+                reason: format!(
+                    "an enrolment connection carries enrol, not {}",
+                    other.name()
+                ),
             }),
             None => Err(ServeError::Connection("closed before enrolling".into())),
         };
@@ -1028,7 +1031,10 @@ impl SyncServer {
         if stream.version < wire::REPORT_VERSION {
             return Err(ServeError::Refused {
                 code: RejectCode::UnknownMessage,
-                reason: format!("renew needs protocol 2; this connection is {}", stream.version),
+                reason: format!(
+                    "renew needs protocol 2; this connection is {}",
+                    stream.version
+                ),
             });
         }
         let Some(issuer) = self.fleet.issuer.clone() else {

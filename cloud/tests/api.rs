@@ -629,7 +629,10 @@ async fn reads_show_what_was_committed() {
     let now = now_us();
     server
         .store
-        .appliance_connected("austin", "1", "vigil-edge 0.1.0", "cloud-a", now)
+        .appliance_connected(
+            &vigil_cloud::store::Connected::new("austin", "1", "vigil-edge 0.1.0", "cloud-a"),
+            now,
+        )
         .unwrap();
     server
         .store
@@ -637,7 +640,10 @@ async fn reads_show_what_was_committed() {
         .unwrap();
     server
         .store
-        .appliance_connected("austin", "2", "vigil-edge 0.1.0", "cloud-a", now)
+        .appliance_connected(
+            &vigil_cloud::store::Connected::new("austin", "2", "vigil-edge 0.1.0", "cloud-a"),
+            now,
+        )
         .unwrap();
     server
         .store
@@ -1067,7 +1073,10 @@ async fn every_answer_matches_the_openapi_document() {
     let now = now_us();
     server
         .store
-        .appliance_connected("austin", "1", "vigil-edge 0.1.0", "cloud-a", now)
+        .appliance_connected(
+            &vigil_cloud::store::Connected::new("austin", "1", "vigil-edge 0.1.0", "cloud-a"),
+            now,
+        )
         .unwrap();
     server
         .store

@@ -219,6 +219,8 @@ impl Appliance {
             source,
         })?;
         let db_path = config.data_dir.join(DB_FILE);
+        let last_restart = restart_reason(&config.data_dir);
+        let started = Instant::now();
         let db_err = |source| StartError::Database {
             path: db_path.clone(),
             source,
@@ -259,6 +261,7 @@ impl Appliance {
             source: source.describe(),
             recorder: recorder.status(),
         }));
+        let appliance_status = status.clone();
         let sync_status = match &config.cloud {
             Some(settings) => {
                 let status = Arc::new(Mutex::new(SyncStatus::default()));
@@ -266,9 +269,17 @@ impl Appliance {
                     settings.clone(),
                     db_path.clone(),
                     config.site.clone(),
+                    config.room.clone(),
                     clock,
                     status.clone(),
-                )?;
+                )?
+                .with_reporter(reporter(
+                    &db_path,
+                    appliance_status,
+                    started,
+                    last_restart.clone(),
+                    config.max_db_mb,
+                ));
                 tasks.push(tokio::spawn(Arc::new(client).run()));
                 Some(status)
             }
@@ -411,7 +422,97 @@ impl Appliance {
         if let Some(handle) = self.recorder_thread.take() {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        if let Some(dir) = self.db_path.parent() {
+            let _ = std::fs::remove_file(dir.join(RUNNING_MARKER));
+        }
     }
+}
+
+/// A file in the data directory while the appliance runs; found at start, it means the last
+/// run did not shut down cleanly.
+const RUNNING_MARKER: &str = "running";
+
+/// Why this run started, for the fleet page; leaves the marker for the next start.
+fn restart_reason(data_dir: &std::path::Path) -> String {
+    let marker = data_dir.join(RUNNING_MARKER);
+    let reason = if marker.exists() {
+        "the previous run ended without shutting down (a crash, a kill, the watchdog or a power cut)"
+    } else if data_dir.join(DB_FILE).exists() {
+        "started after a clean shutdown"
+    } else {
+        "first start"
+    };
+    let _ = std::fs::write(&marker, b"");
+    reason.to_owned()
+}
+
+/// The health report the sync client sends a protocol-2 cloud: disk and database sizes, the
+/// retention state, the monitors, uptime and why this run started.
+fn reporter(
+    db_path: &std::path::Path,
+    status: Arc<Mutex<Status>>,
+    started: Instant,
+    last_restart: String,
+    max_db_mb: Option<u64>,
+) -> crate::sync::Reporter {
+    let db_path = db_path.to_owned();
+    Arc::new(move |now_us| {
+        let dir = db_path.parent().unwrap_or(std::path::Path::new("."));
+        let (used, total) = rustix::fs::statvfs(dir).map_or((0, 0), |v| {
+            let total = v.f_blocks.saturating_mul(v.f_frsize);
+            let free = v.f_bavail.saturating_mul(v.f_frsize);
+            (total.saturating_sub(free), total)
+        });
+        let db_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = db_path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok().map(|m| m.len())
+            })
+            .sum::<u64>();
+        let (monitors, disk_full, last_error) = status
+            .lock()
+            .map(|s| {
+                let monitors = s
+                    .recorder
+                    .devices
+                    .iter()
+                    .map(|(name, state)| vigil_shared::fleet::MonitorReport {
+                        name: name.clone(),
+                        state: state.clone(),
+                    })
+                    .collect();
+                (
+                    monitors,
+                    s.recorder.disk_full,
+                    s.recorder.last_error.clone(),
+                )
+            })
+            .unwrap_or_default();
+        let cap = max_db_mb.map(|mb| mb.saturating_mul(1 << 20));
+        let retention = if disk_full {
+            format!(
+                "disk full: {}",
+                last_error.unwrap_or_else(|| "commits are failing".into())
+            )
+        } else if cap.is_some_and(|cap| db_bytes >= cap.saturating_mul(9) / 10) {
+            "the database is at 90 % of its cap (max_db_mb)".to_owned()
+        } else {
+            "ok".to_owned()
+        };
+        vigil_shared::fleet::ApplianceReport {
+            time_us: now_us,
+            uptime_s: started.elapsed().as_secs(),
+            last_restart: last_restart.clone(),
+            disk_used_bytes: used,
+            disk_total_bytes: total,
+            db_bytes,
+            retention,
+            monitors,
+            cert_not_after_us: None,
+        }
+    })
 }
 
 fn run_recorder(

@@ -20,6 +20,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod enrol;
 pub mod http_server;
 pub mod reads;
 pub mod recorder;

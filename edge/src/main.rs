@@ -51,6 +51,16 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         hex: Vec<String>,
     },
+    /// Enrol this appliance with the code `vigil-cloud enrol` printed: a key made here, a
+    /// certificate from the cloud the code names, and the `[cloud]` section written into the
+    /// configuration file. Then start (or restart) the appliance.
+    Enrol {
+        /// The code, as printed (quote it).
+        code: String,
+        /// The configuration file to complete.
+        #[arg(long, short, default_value = "/etc/vigil/edge.toml")]
+        config: PathBuf,
+    },
     /// Bluetooth monitors: list the ones in range, or run a simulated one.
     Devices {
         #[command(subcommand)]
@@ -103,6 +113,17 @@ fn main() -> anyhow::Result<()> {
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(run(config))
         }
+        Command::Enrol { code, config } => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            match runtime.block_on(enrol(&code, &config)) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    eprintln!("enrolment refused: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::CheckConfig { config } => {
             let config = EdgeConfig::load(&config)?;
             println!("{config:#?}");
@@ -129,6 +150,22 @@ fn main() -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// The `enrol` command.
+async fn enrol(code: &str, config: &std::path::Path) -> Result<(), vigil_edge::enrol::EnrolError> {
+    use vigil_edge::enrol;
+    let code = vigil_shared::fleet::EnrolCode::parse(code)?;
+    println!("enrolling with cloud: {}", code.addr);
+    let software = format!("vigil-edge {}", env!("CARGO_PKG_VERSION"));
+    let got = enrol::request_certificate(&code, &software).await?;
+    let credentials = enrol::install(config, &code, &got)?;
+    println!("enrolled site: {}", got.site);
+    println!("enrolled room: {}", got.room);
+    println!("certificate: {}", credentials.display());
+    println!("configuration: {}", config.display());
+    println!("next: systemctl enable --now vigil-edge (or restart it if it runs)");
+    Ok(())
 }
 
 /// The `decode` command: characteristic and hex in, pretty JSON out, or an error saying which

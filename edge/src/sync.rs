@@ -391,7 +391,16 @@ pub struct SyncStatus {
     /// How far this appliance's clock is ahead of the cloud's (negative: behind), seconds,
     /// measured at the last hello (give or take the round trip).
     pub clock_skew_s: Option<i64>,
+    /// The sync protocol version of the current (or last) connection.
+    pub protocol: Option<u16>,
+    /// When this appliance's certificate expires, µs.
+    pub cert_not_after_us: Option<i64>,
+    /// When it was last renewed, µs.
+    pub cert_renewed_us: Option<i64>,
 }
+
+/// Makes the appliance's health report for the cloud (protocol 2) at a given appliance time.
+pub type Reporter = Arc<dyn Fn(i64) -> vigil_shared::fleet::ApplianceReport + Send + Sync>;
 
 /// Runs `task` for every item, at most `limit` at a time, and waits for all of them; returns
 /// the first error. The rest still run: one document's failure must not cut another's
@@ -438,11 +447,18 @@ enum Failure {
 /// The sync client of one appliance.
 pub struct SyncClient {
     settings: CloudSettings,
-    config: quinn::ClientConfig,
+    /// Rebuilt after a renewal, for the next connection.
+    config: Mutex<quinn::ClientConfig>,
+    reporter: Option<Reporter>,
     endpoint: Endpoint,
     db_path: PathBuf,
     site: String,
+    room: String,
     clock: ScaledClock,
+    /// The negotiated protocol version of the current connection.
+    version: std::sync::atomic::AtomicU16,
+    /// The certificate's validity (not before, not after), µs, as last read.
+    validity: Mutex<Option<(i64, i64)>>,
     status: Arc<Mutex<SyncStatus>>,
     writer: Arc<Mutex<Option<Db>>>,
     /// Why the last handshake refused the cloud's certificate, when its validity was the reason.
@@ -468,6 +484,7 @@ impl SyncClient {
         settings: CloudSettings,
         db_path: PathBuf,
         site: String,
+        room: String,
         clock: ScaledClock,
         status: Arc<Mutex<SyncStatus>>,
     ) -> Result<SyncClient, SetupError> {
@@ -485,9 +502,17 @@ impl SyncClient {
             s.cloud = settings.targets_text();
         }
         let ipv6 = bind.is_ipv6();
+        let validity = crate::enrol::file_validity(&settings.cert);
+        if let Ok(mut s) = status.lock() {
+            s.cert_not_after_us = validity.map(|v| v.1);
+        }
         Ok(SyncClient {
+            room,
+            version: std::sync::atomic::AtomicU16::new(0),
+            validity: Mutex::new(validity),
             settings,
-            config,
+            config: Mutex::new(config),
+            reporter: None,
             endpoint,
             db_path,
             site,
@@ -498,6 +523,12 @@ impl SyncClient {
             next_target: std::sync::atomic::AtomicUsize::new(0),
             ipv6,
         })
+    }
+
+    /// Sends `reporter`'s health reports to a cloud that speaks protocol 2.
+    pub fn with_reporter(mut self, reporter: Reporter) -> SyncClient {
+        self.reporter = Some(reporter);
+        self
     }
 
     fn set_status(&self, f: impl FnOnce(&mut SyncStatus)) {
@@ -540,10 +571,13 @@ impl SyncClient {
                 }
                 Err(e) => {
                     let waiting = self.refresh_backlog().await.map(|b| b.0).unwrap_or(0);
-                    let message = format!(
-                        "cannot reach cloud at {} ({e}); recording continues, {waiting} documents waiting to sync",
-                        self.settings.targets_text()
-                    );
+                    let message = match self.expired() {
+                        Some(why) => format!("{why}; {waiting} documents waiting to sync"),
+                        None => format!(
+                            "cannot reach cloud at {} ({e}); recording continues, {waiting} documents waiting to sync",
+                            self.settings.targets_text()
+                        ),
+                    };
                     tracing::warn!("{message}");
                     self.set_status(|s| {
                         s.connected = false;
@@ -630,10 +664,124 @@ impl SyncClient {
         })
     }
 
+    /// The health report for the cloud, when the connection speaks protocol 2.
+    fn report(&self) -> Option<Message> {
+        let reporter = self.reporter.as_ref()?;
+        if self.version.load(std::sync::atomic::Ordering::Relaxed) < wire::REPORT_VERSION {
+            return None;
+        }
+        let mut report = reporter(self.clock.system_now_us());
+        report.cert_not_after_us = self.validity.lock().ok().and_then(|v| v.map(|v| v.1));
+        let json = serde_json::to_string(&report).ok()?;
+        (json.len() <= wire::MAX_REPORT_BYTES).then_some(Message::Report { json })
+    }
+
+    /// Whether to renew now: the connection speaks protocol 2 and less than a third of the
+    /// certificate's life remains.
+    fn renewal_due(&self) -> bool {
+        if self.version.load(std::sync::atomic::Ordering::Relaxed) < wire::REPORT_VERSION {
+            return false;
+        }
+        let validity = self.validity.lock().ok().and_then(|v| *v);
+        validity.is_some_and(|(from, to)| {
+            crate::enrol::renewal_due(from, to, self.clock.system_now_us())
+        })
+    }
+
+    /// Renews the certificate over this connection: a new key, a request, the certificate
+    /// back, both saved in place, and the client set up with them for the next connection.
+    async fn renew(&self, conn: &Connection) -> Result<(), Failure> {
+        let (key_pem, csr) =
+            crate::enrol::new_key_and_request().map_err(|e| Failure::Connection(e.to_string()))?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        self.write(&mut send, &Message::Renew { csr }).await?;
+        let _ = send.finish();
+        let mut decoder = FrameDecoder::new();
+        let answer = tokio::time::timeout(CONNECT_TIMEOUT, self.read(&mut recv, &mut decoder))
+            .await
+            .map_err(|_| Failure::Connection("no answer to the renewal".into()))??;
+        let chain = match answer {
+            Some(Message::Certificate {
+                site,
+                room,
+                chain_pem,
+            }) if site == self.site && room == self.room => chain_pem,
+            Some(Message::Certificate { site, room, .. }) => {
+                return Err(Failure::Connection(format!(
+                    "the renewed certificate names {site}/{room}, not this appliance"
+                )));
+            }
+            Some(Message::Reject { code, reason }) => {
+                return Err(Failure::Refused { code, reason });
+            }
+            Some(other) => {
+                return Err(Failure::Connection(format!(
+                    "expected a certificate, got {}",
+                    other.name()
+                )));
+            }
+            None => return Err(Failure::Connection(close_reason(conn))),
+        };
+        let cert_pem = crate::enrol::pem_blocks(&chain)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Failure::Connection("no certificate in the answer".into()))?;
+        let validity = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .ok()
+            .and_then(|c| crate::enrol::validity(c.as_ref()))
+            .ok_or_else(|| Failure::Connection("the renewed certificate does not parse".into()))?;
+        crate::enrol::save_credentials(
+            &self.settings.cert,
+            &self.settings.key,
+            &key_pem,
+            &cert_pem,
+        )
+        .map_err(|e| Failure::Connection(e.to_string()))?;
+        let config =
+            clocked_client_config(&self.settings, self.clock.offset_us, self.refusal.clone())
+                .map_err(|e| Failure::Connection(e.to_string()))?;
+        if let Ok(mut c) = self.config.lock() {
+            *c = config;
+        }
+        if let Ok(mut v) = self.validity.lock() {
+            *v = Some(validity);
+        }
+        let now = self.clock.system_now_us();
+        self.set_status(|s| {
+            s.cert_not_after_us = Some(validity.1);
+            s.cert_renewed_us = Some(now);
+        });
+        tracing::info!(
+            not_after = %vigil_shared::zone::rfc3339_utc(validity.1),
+            "certificate renewed"
+        );
+        Ok(())
+    }
+
+    /// The sentence for a certificate that ran out, if this appliance's has.
+    fn expired(&self) -> Option<String> {
+        let (_, not_after) = crate::enrol::file_validity(&self.settings.cert)?;
+        (not_after <= self.clock.system_now_us())
+            .then(|| crate::enrol::expired_message(&self.site, &self.room(), not_after))
+    }
+
+    /// The room this appliance's certificate names (for messages).
+    fn room(&self) -> String {
+        self.room.clone()
+    }
+
     async fn try_connect(&self, addr: SocketAddr) -> Result<(Connection, SendStream), Failure> {
+        let config = self
+            .config
+            .lock()
+            .map_err(|_| Failure::Connection("client configuration poisoned".into()))?
+            .clone();
         let connecting = self
             .endpoint
-            .connect_with(self.config.clone(), addr, &self.settings.server_name)
+            .connect_with(config, addr, &self.settings.server_name)
             .map_err(|e| Failure::Connection(e.to_string()))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
@@ -663,6 +811,9 @@ impl SyncClient {
                 server_time_us,
             }) => {
                 tracing::debug!(version, "cloud speaks protocol");
+                self.version
+                    .store(version, std::sync::atomic::Ordering::Relaxed);
+                self.set_status(|s| s.protocol = Some(version));
                 let skew_s = (self.clock.system_now_us() - server_time_us) / 1_000_000;
                 if skew_s.abs() > CLOCK_SKEW_WARN_S {
                     tracing::warn!(
@@ -744,7 +895,29 @@ impl SyncClient {
                     if let Err(e) = self.write(&mut control, &m).await {
                         break format!("{e}");
                     }
+                    if let Some(report) = self.report()
+                        && let Err(e) = self.write(&mut control, &report).await
+                    {
+                        break format!("{e}");
+                    }
                     reported = Some((backlog, now));
+                }
+            }
+            if failed.is_none() && self.renewal_due() {
+                match self.renew(&conn).await {
+                    Ok(()) => {
+                        conn.close(0_u32.into(), b"renewed; reconnecting");
+                        break "certificate renewed; reconnecting with the new one".to_owned();
+                    }
+                    Err(e) => {
+                        // Tried again at the next connection; the old one works meanwhile.
+                        tracing::warn!(error = %e, "certificate renewal failed");
+                        self.set_status(|s| {
+                            s.last_error = Some(format!("certificate renewal failed: {e}"));
+                        });
+                        conn.close(0_u32.into(), b"renewal failed");
+                        break format!("certificate renewal failed: {e}");
+                    }
                 }
             }
             if let Some(e) = failed {

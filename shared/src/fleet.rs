@@ -127,7 +127,9 @@ impl EnrolCode {
         }
         let hi = usize::try_from(sum / 32 % 32).unwrap_or(0);
         let lo = usize::try_from(sum % 32).unwrap_or(0);
-        [ALPHABET[hi] as char, ALPHABET[lo] as char].iter().collect()
+        [ALPHABET[hi] as char, ALPHABET[lo] as char]
+            .iter()
+            .collect()
     }
 }
 
@@ -343,7 +345,10 @@ mod tests {
         let cases: Vec<(String, CodeError)> = vec![
             ("hello".into(), CodeError::Shape),
             (good.replace('@', "#"), CodeError::Shape),
-            (good.replacen("-", "", 3).replacen(&good[..2], "", 1), CodeError::Part("secret")),
+            (
+                good.replacen("-", "", 3).replacen(&good[..2], "", 1),
+                CodeError::Part("secret"),
+            ),
             (good.replace("h:1", "h"), CodeError::Part("address")),
             (good.replace("h:1", "h:99999"), CodeError::Part("address")),
             (format!("{good}X"), CodeError::Part("fingerprint")),

@@ -11,9 +11,9 @@ pub mod care;
 pub mod chunk;
 pub mod clinical;
 pub mod doc;
-pub mod fleet;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
+pub mod fleet;
 pub mod ids;
 pub mod ledger;
 pub mod sync;

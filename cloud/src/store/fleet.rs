@@ -122,9 +122,25 @@ pub struct Connected<'a> {
     /// Its certificate's serial, hex.
     pub cert_serial: &'a str,
     /// Its certificate's end of validity, µs.
-    pub cert_not_after_us: i64,
+    pub cert_not_after_us: Option<i64>,
     /// The cloud instance holding the connection.
     pub instance: &'a str,
+}
+
+impl<'a> Connected<'a> {
+    /// An appliance of this build's protocol whose certificate is not known (tests and
+    /// benches).
+    pub fn new(site: &'a str, room: &'a str, software: &'a str, instance: &'a str) -> Self {
+        Connected {
+            site,
+            room,
+            software,
+            protocol: vigil_shared::wire::MAX_PROTOCOL_VERSION,
+            cert_serial: "",
+            cert_not_after_us: None,
+            instance,
+        }
+    }
 }
 
 impl CloudStore {

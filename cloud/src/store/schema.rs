@@ -183,7 +183,9 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
         fold_change_sets_v6(conn)?;
     }
     if version < 8 {
-        conn.execute_batch(&format!("BEGIN; {FLEET_V8} PRAGMA user_version = 8; COMMIT;"))?;
+        conn.execute_batch(&format!(
+            "BEGIN; {FLEET_V8} PRAGMA user_version = 8; COMMIT;"
+        ))?;
     }
     Ok(())
 }

@@ -838,15 +838,24 @@ fn the_registry_lists_a_sites_documents_by_kind(engine: Engine) {
 fn appliance_presence_is_recorded(engine: Engine) {
     let f = fixture(engine);
     let s = &f.store;
-    s.appliance_connected("austin", "1", "vigil-edge 0.1", "cloud-a", 100)
-        .unwrap();
+    s.appliance_connected(
+        &Connected::new("austin", "1", "vigil-edge 0.1", "cloud-a"),
+        100,
+    )
+    .unwrap();
     s.appliance_seen("austin", "1", 150).unwrap();
     s.appliance_synced("austin", "1", 200, 3, 4_096).unwrap();
-    s.appliance_connected("austin", "2", "vigil-edge 0.1", "cloud-a", 300)
-        .unwrap();
+    s.appliance_connected(
+        &Connected::new("austin", "2", "vigil-edge 0.1", "cloud-a"),
+        300,
+    )
+    .unwrap();
     s.appliance_disconnected("austin", "2", 400).unwrap();
-    s.appliance_connected("austin", "1", "vigil-edge 0.2", "cloud-b", 500)
-        .unwrap();
+    s.appliance_connected(
+        &Connected::new("austin", "1", "vigil-edge 0.2", "cloud-b"),
+        500,
+    )
+    .unwrap();
     s.appliance_disconnected("nowhere", "9", 600).unwrap();
     let rows = s.appliances().unwrap();
     let got: Vec<_> = rows
@@ -1890,7 +1899,7 @@ fn populate(store: &CloudStore) {
         ))
         .unwrap();
     store
-        .appliance_connected("austin", "1", "0.1.0", "cloud-a", 8)
+        .appliance_connected(&Connected::new("austin", "1", "0.1.0", "cloud-a"), 8)
         .unwrap();
 }
 

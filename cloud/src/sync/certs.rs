@@ -69,7 +69,12 @@ impl CertIssuer {
 
     /// Signs a request for `site` and `room`; the certificate and the CA's, PEM, ready to
     /// send.
-    pub fn sign(&self, site: &str, room: &str, csr: &[u8]) -> Result<(SignedCert, String), PkiError> {
+    pub fn sign(
+        &self,
+        site: &str,
+        room: &str,
+        csr: &[u8],
+    ) -> Result<(SignedCert, String), PkiError> {
         let signed = self.ca.sign_appliance_request(
             &SiteId::from(site),
             &RoomId::from(room),

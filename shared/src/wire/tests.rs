@@ -60,9 +60,7 @@ fn sample_messages() -> Vec<Message> {
             room: "1".to_owned(),
             chain_pem: "-".repeat(MAX_CHAIN_BYTES),
         },
-        Message::Renew {
-            csr: vec![1, 2, 3],
-        },
+        Message::Renew { csr: vec![1, 2, 3] },
         Message::Report {
             json: "{}".to_owned(),
         },
@@ -837,13 +835,16 @@ fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|(code, reason)| Message::reject(code, reason)),
         Just(Message::Bye),
         (any::<u64>(), any::<u64>()).prop_map(|(docs, bytes)| Message::Backlog { docs, bytes }),
-        ("[A-Z0-9-]{0,30}", prop::collection::vec(any::<u8>(), 0..300), "\\PC{0,30}").prop_map(
-            |(code, csr, software)| Message::Enrol {
+        (
+            "[A-Z0-9-]{0,30}",
+            prop::collection::vec(any::<u8>(), 0..300),
+            "\\PC{0,30}"
+        )
+            .prop_map(|(code, csr, software)| Message::Enrol {
                 code,
                 csr,
                 software
-            }
-        ),
+            }),
         ("[a-z0-9]{0,20}", "[a-z0-9]{0,20}", "\\PC{0,200}").prop_map(|(site, room, chain_pem)| {
             Message::Certificate {
                 site,

@@ -224,6 +224,11 @@ fn sites_merge_configuration_and_presence() {
         backlog_docs: 2,
         backlog_bytes: 300,
         instance: "cloud-a".into(),
+        protocol: 2,
+        cert_serial: String::new(),
+        cert_not_after_us: None,
+        clock_skew_us: None,
+        report: None,
     };
     let appliances = vec![
         row("austin", "1", true, now - 1_000_000),
