@@ -214,6 +214,13 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether the fleet (appliances, their certificates and health) is theirs to see:
+    /// admins (every site) and regional managers (their region's); a clinician runs rooms,
+    /// not appliances.
+    pub fn sees_fleet(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::RegionalManager)
+    }
+
     /// Whether a site is in scope.
     pub fn allows(&self, site: &str) -> bool {
         self.scope.allows(site)

@@ -595,7 +595,11 @@ mod tests {
             "# comment\nsite = \"austin\"\nroom = \"1\"\ndata_dir = \"/d\"\n\n[source]\nkind = \"ble\"\n\n# [cloud]\n# addr = \"x\"\n\n[cloud]\naddr = \"h:1\"\n"
         );
         let again = with_cloud_section(&added, "[cloud]\naddr = \"h:2\"\n");
-        assert_eq!(again.matches("[cloud]\n").count(), 1, "{again}");
+        assert_eq!(
+            again.lines().filter(|l| *l == "[cloud]").count(),
+            1,
+            "{again}"
+        );
         assert!(again.contains("addr = \"h:2\"") && !again.contains("addr = \"h:1\""));
         let followed = "[cloud]\naddr = \"old\"\n[source]\nkind = \"none\"\n";
         assert_eq!(

@@ -183,10 +183,33 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
         fold_change_sets_v6(conn)?;
     }
     if version < 8 {
-        conn.execute_batch(&format!(
-            "BEGIN; {FLEET_V8} PRAGMA user_version = 8; COMMIT;"
-        ))?;
+        fleet_v8_sqlite(conn)?;
     }
+    Ok(())
+}
+
+/// Version 8 on SQLite: [`FLEET_V8`], each column added only where it is missing (a file that
+/// took an older step by hand may have some).
+fn fleet_v8_sqlite(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    for statement in FLEET_V8.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(rest) = statement.strip_prefix("ALTER TABLE appliances ADD COLUMN ") {
+            let column = rest.split_whitespace().next().unwrap_or_default();
+            let present: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('appliances') WHERE name = ?1)
+                 OR NOT EXISTS (SELECT 1 FROM sqlite_master
+                                WHERE type = 'table' AND name = 'appliances')",
+                [column],
+                |r| r.get(0),
+            )?;
+            if present {
+                continue;
+            }
+        }
+        tx.execute_batch(statement)?;
+    }
+    tx.execute_batch("PRAGMA user_version = 8;")?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -200,7 +223,7 @@ const FLEET_V8: &str = "
     ALTER TABLE appliances ADD COLUMN cert_not_after_us BIGINT;
     ALTER TABLE appliances ADD COLUMN clock_skew_us BIGINT;
     ALTER TABLE appliances ADD COLUMN report TEXT;
-    CREATE TABLE enrol_codes (
+    CREATE TABLE IF NOT EXISTS enrol_codes (
         code_hash TEXT PRIMARY KEY,
         site TEXT NOT NULL,
         room TEXT NOT NULL,
@@ -211,7 +234,7 @@ const FLEET_V8: &str = "
         used_us BIGINT,
         serial TEXT
     );
-    CREATE TABLE certificates (
+    CREATE TABLE IF NOT EXISTS certificates (
         serial TEXT PRIMARY KEY,
         site TEXT NOT NULL,
         room TEXT NOT NULL,
@@ -222,7 +245,7 @@ const FLEET_V8: &str = "
         revoke_after_us BIGINT,
         revoked_us BIGINT
     );
-    CREATE INDEX certificates_by_room ON certificates (site, room);
+    CREATE INDEX IF NOT EXISTS certificates_by_room ON certificates (site, room);
 ";
 
 /// Version 7 on SQLite, in one transaction: version 6's stored change sets folded into their

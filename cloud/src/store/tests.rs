@@ -53,6 +53,8 @@ on_both_engines!(
     changes_another_copy_committed_are_merged_in,
     the_registry_lists_a_sites_documents_by_kind,
     appliance_presence_is_recorded,
+    an_enrolment_code_works_once_within_its_hour_for_a_free_room,
+    a_renewed_certificate_stops_working_after_its_grace_period,
     the_session_list_filters_and_pages,
     a_regional_managers_scope_leaves_other_regions_out_of_every_query,
     a_session_cannot_pull_another_sites_patient_into_its_outcomes,
@@ -833,6 +835,114 @@ fn the_registry_lists_a_sites_documents_by_kind(engine: Engine) {
             "{site} {kinds:?}"
         );
     }
+}
+
+fn an_enrolment_code_works_once_within_its_hour_for_a_free_room(engine: Engine) {
+    let f = fixture(engine);
+    let s = &f.store;
+    let signed = |serial: &'static str| {
+        move |site: &str, room: &str| {
+            assert_eq!((site, room), ("austin", "1"), "named from the stored code");
+            Ok((serial.to_owned(), 10_000))
+        }
+    };
+    assert_eq!(
+        s.use_enrol_code("nope", signed("00"), 5).unwrap(),
+        Err(EnrolRefusal::Unknown)
+    );
+    s.create_enrol_code(&enrol_code("a", "1", 100)).unwrap();
+    s.create_enrol_code(&enrol_code("b", "1", 100)).unwrap();
+    s.create_enrol_code(&enrol_code("late", "1", 100)).unwrap();
+    assert!(matches!(
+        s.use_enrol_code("late", signed("00"), 100).unwrap(),
+        Err(EnrolRefusal::Expired { .. })
+    ));
+    let cert = s.use_enrol_code("a", signed("0a"), 10).unwrap().unwrap();
+    assert_eq!(
+        (cert.serial.as_str(), cert.site.as_str(), cert.room.as_str()),
+        ("0a", "austin", "1")
+    );
+    assert!(matches!(
+        s.use_enrol_code("a", signed("0b"), 11).unwrap(),
+        Err(EnrolRefusal::Used { .. })
+    ));
+    // The room is taken now: another code for it (made before the first was used) is
+    // refused, and nothing is recorded for it.
+    assert_eq!(
+        s.use_enrol_code("b", signed("0c"), 12).unwrap(),
+        Err(EnrolRefusal::RoomActive {
+            site: "austin".into(),
+            room: "1".into(),
+            serial: "0a".into()
+        })
+    );
+    assert_eq!(
+        s.active_certificate("austin", "1", 12).unwrap(),
+        Some("0a".into())
+    );
+    // A replacing code revokes the room's certificate when it is used.
+    let mut replace = enrol_code("c", "1", 100);
+    replace.replaces_active = true;
+    s.create_enrol_code(&replace).unwrap();
+    s.use_enrol_code("c", signed("0d"), 20).unwrap().unwrap();
+    assert_eq!(
+        s.active_certificate("austin", "1", 21).unwrap(),
+        Some("0d".into())
+    );
+    let refusal = s.certificate_refusal("0a", 21).unwrap().expect("revoked");
+    assert!(
+        refusal.contains("was revoked") && refusal.contains("--replace"),
+        "{refusal}"
+    );
+    assert_eq!(s.certificate_refusal("0d", 21).unwrap(), None);
+    assert_eq!(s.certificate_refusal("unknown", 21).unwrap(), None);
+    // An expired certificate leaves the room free.
+    assert_eq!(s.active_certificate("austin", "1", 10_000).unwrap(), None);
+}
+
+fn a_renewed_certificate_stops_working_after_its_grace_period(engine: Engine) {
+    let f = fixture(engine);
+    let s = &f.store;
+    let new = NewCert {
+        serial: "02",
+        site: "austin",
+        room: "1",
+        not_after_us: 5_000,
+    };
+    // "01" was issued by hand: recorded at its renewal so that its end is enforced.
+    s.renew_certificate("01", 900, &new, 100, 50).unwrap();
+    assert_eq!(s.certificate_refusal("01", 149).unwrap(), None);
+    let refusal = s
+        .certificate_refusal("01", 150)
+        .unwrap()
+        .expect("superseded");
+    assert!(refusal.contains("was renewed"), "{refusal}");
+    assert_eq!(s.revoke_superseded(149).unwrap(), Vec::<String>::new());
+    assert_eq!(s.revoke_superseded(150).unwrap(), vec!["01".to_owned()]);
+    assert_eq!(s.revoke_superseded(151).unwrap(), Vec::<String>::new());
+    let certs = s.room_certificates("austin", "1").unwrap();
+    let summary: Vec<_> = certs
+        .iter()
+        .map(|c| {
+            (
+                c.serial.as_str(),
+                c.source.as_str(),
+                c.replaces.as_deref(),
+                c.revoked_us,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("01", "manual", None, Some(150)),
+            ("02", "renew", Some("01"), None)
+        ]
+    );
+    assert_eq!(
+        s.active_certificate("austin", "1", 200).unwrap(),
+        Some("02".into())
+    );
 }
 
 fn appliance_presence_is_recorded(engine: Engine) {
@@ -1901,6 +2011,27 @@ fn populate(store: &CloudStore) {
     store
         .appliance_connected(&Connected::new("austin", "1", "0.1.0", "cloud-a"), 8)
         .unwrap();
+    store
+        .appliance_reported("austin", "1", r#"{"time_us":9}"#, 1, 8)
+        .unwrap();
+    store.create_enrol_code(&enrol_code("c1", "2", 10)).unwrap();
+    store
+        .use_enrol_code("c1", |_, _| Ok(("0a0b".into(), 99)), 9)
+        .unwrap()
+        .unwrap();
+}
+
+/// An enrolment code for austin's `room`, made at 0 and expiring at `expires_us`.
+fn enrol_code(hash: &str, room: &str, expires_us: i64) -> EnrolCodeRow {
+    EnrolCodeRow {
+        code_hash: hash.into(),
+        site: "austin".into(),
+        room: room.into(),
+        replaces_active: false,
+        created_by: "it".into(),
+        created_us: 0,
+        expires_us,
+    }
 }
 
 #[test]

@@ -35,6 +35,7 @@ use super::extract::{ClientIp, client_ip, path_id};
 use super::state::{Shared, audit, read};
 use crate::auth::Principal;
 use crate::clock::now_us;
+use crate::fleet::{self, ApplianceView};
 use crate::sites::{SiteView, site_views};
 use crate::store::{MAX_SESSION_PAGE, SessionFilter};
 
@@ -57,8 +58,9 @@ const SESSION_STATES: [&str; 4] = ["planned", "in_progress", "completed", "abort
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 /// Every route under `/api/v1`, all `GET`; the OpenAPI document lists exactly these.
-pub const API_ROUTES: [&str; 8] = [
+pub const API_ROUTES: [&str; 9] = [
     "/sites",
+    "/appliances",
     "/sessions",
     "/sessions/{id}",
     "/sessions/{id}/vitals",
@@ -72,6 +74,7 @@ pub const API_ROUTES: [&str; 8] = [
 pub(super) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let [
         sites_path,
+        appliances_path,
         sessions_path,
         session_path,
         vitals_path,
@@ -82,6 +85,7 @@ pub(super) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     ] = API_ROUTES;
     Router::new()
         .route(sites_path, get(sites))
+        .route(appliances_path, get(appliances))
         .route(sessions_path, get(sessions))
         .route(session_path, get(session))
         .route(vitals_path, get(vitals))
@@ -173,6 +177,40 @@ async fn sites(
     let appliances = read(&s, |store| store.appliances()).await?;
     let mut views = site_views(&s.state.sites, &appliances, now_us());
     views.retain(|v| p.allows(&v.id));
+    Ok(Json(views))
+}
+
+/// Query of `GET /api/v1/appliances`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppliancesQuery {
+    attention: Option<bool>,
+}
+
+async fn appliances(
+    State(s): State<Arc<Shared>>,
+    Extension(p): Extension<Principal>,
+    Extension(ip): Extension<ClientIp>,
+    q: Result<Query<AppliancesQuery>, QueryRejection>,
+) -> Result<Json<Vec<ApplianceView>>, ApiError> {
+    let only_attention = query(q)?.attention.unwrap_or(false);
+    if !p.sees_fleet() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the fleet is for admins and regional managers",
+        ));
+    }
+    let rows = read(&s, |store| store.appliances()).await?;
+    let mut views = fleet::views(&rows, now_us());
+    views.retain(|v| p.allows(&v.site) && (!only_attention || !v.attention.is_empty()));
+    audit(
+        &s,
+        &p,
+        &ip,
+        "api appliances",
+        if only_attention { "attention" } else { "all" },
+    )
+    .await?;
     Ok(Json(views))
 }
 
