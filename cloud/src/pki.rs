@@ -725,8 +725,8 @@ impl Ca {
     /// Signs an appliance's certificate request (PKCS#10, DER) for a key made on the
     /// appliance: the request's signature is checked (it proves the key is the requester's),
     /// its subject and names are ignored, and the certificate names `site` and `room` as
-    /// [`issue_appliance`](Self::issue_appliance) does, valid for `validity`. Nothing is
-    /// written: the caller records the serial.
+    /// [`issue_appliance`](Self::issue_appliance) does, valid for `validity`. Only the serial
+    /// is written (to `issued.txt`, so that it can be revoked); the caller records the rest.
     pub fn sign_appliance_request(
         &self,
         site: &SiteId,
@@ -755,6 +755,7 @@ impl Ca {
                 what: "certificate",
                 source,
             })?;
+        self.append_issued(&serial, "appliance", &identity.to_string(), not_after)?;
         Ok(SignedCert {
             pem: cert.pem(),
             serial,

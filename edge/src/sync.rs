@@ -789,10 +789,13 @@ impl SyncClient {
                 Failure::Connection(format!("timed out after {} s", CONNECT_TIMEOUT.as_secs()))
             })?
             .map_err(|e| Failure::Connection(e.to_string()))?;
-        // A refused client certificate shows only at the first read: the hello exchange.
+        // A refused client certificate shows only at the first read: the hello exchange. A
+        // cloud that closed the connection with a reason (a revoked or replaced certificate)
+        // is heard saying it.
         let control = tokio::time::timeout(CONNECT_TIMEOUT, self.hello(&conn))
             .await
-            .map_err(|_| Failure::Connection("no answer to hello".into()))??;
+            .map_err(|_| Failure::Connection("no answer to hello".into()))?
+            .map_err(|e| refusal_of(&conn).unwrap_or(e))?;
         Ok((conn, control))
     }
 
@@ -1226,6 +1229,22 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The refusal a cloud closed the connection with, when it closed it with a reject code.
+fn refusal_of(conn: &Connection) -> Option<Failure> {
+    let Some(quinn::ConnectionError::ApplicationClosed(c)) = conn.close_reason() else {
+        return None;
+    };
+    let code = u8::try_from(c.error_code.into_inner())
+        .ok()
+        .and_then(RejectCode::from_code)?;
+    let text = String::from_utf8_lossy(&c.reason);
+    let reason = text
+        .strip_prefix(&format!("{code}: "))
+        .unwrap_or(&text)
+        .to_owned();
+    Some(Failure::Refused { code, reason })
 }
 
 fn close_reason(conn: &Connection) -> String {

@@ -30,13 +30,34 @@ pub async fn connect(
     addr: SocketAddr,
     idle_timeout: Option<Duration>,
 ) -> Result<Peer, String> {
+    let hello = wire::hello("test");
+    connect_with(
+        dir,
+        (&cert.cert_path, &cert.key_path),
+        addr,
+        idle_timeout,
+        &hello,
+    )
+    .await
+    .map(|(peer, _)| peer)
+}
+
+/// Connects to `addr` with the certificate and key files `files`, sends `hello` (any version
+/// range) and returns the peer and the version the cloud chose, or why it refused.
+pub async fn connect_with(
+    dir: &Path,
+    files: (&Path, &Path),
+    addr: SocketAddr,
+    idle_timeout: Option<Duration>,
+    hello: &Message,
+) -> Result<(Peer, u16), String> {
     let settings = CloudSettings {
         addr: Some(addr.into()),
         addrs: Vec::new(),
         server_name: "localhost".into(),
         ca_cert: dir.join("pki/ca.pem"),
-        cert: cert.cert_path.clone(),
-        key: cert.key_path.clone(),
+        cert: files.0.to_owned(),
+        key: files.1.to_owned(),
     };
     let mut config = client_config(&settings).map_err(|e| e.to_string())?;
     if let Some(idle) = idle_timeout {
@@ -51,16 +72,20 @@ pub async fn connect(
         .await
         .map_err(|e| e.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    send.write_all(&encode_message(&wire::hello("test")).unwrap())
+    send.write_all(&encode_message(hello).unwrap())
         .await
         .map_err(|e| e.to_string())?;
     send.finish().unwrap();
     match read(&mut recv, &mut FrameDecoder::new()).await {
-        Ok(Some(Message::Welcome { .. })) => Ok(Peer {
-            conn,
-            seq: SeqCounter::new(),
-            _endpoint: endpoint,
-        }),
+        Ok(Some(Message::Welcome { version, .. })) => Ok((
+            Peer {
+                conn,
+                seq: SeqCounter::new(),
+                _endpoint: endpoint,
+            },
+            version,
+        )),
+        Ok(Some(Message::Reject { code, reason })) => Err(format!("{code}: {reason}")),
         other => Err(format!("no welcome: {other:?}; {:?}", conn.close_reason())),
     }
 }

@@ -283,6 +283,14 @@ impl CloudStore {
             let Some(cert) = cert_row(db, serial)? else {
                 return Ok(None);
             };
+            // A renewal's grace period first: the sweep marks it revoked when it ends.
+            if let Some(at) = cert.revoke_after_us.filter(|at| *at <= now_us) {
+                return Ok(Some(format!(
+                    "this appliance's certificate {serial} was renewed and stopped working at \
+                     {}; the appliance should be using its new one",
+                    rfc3339(at)
+                )));
+            }
             if let Some(at) = cert.revoked_us.filter(|at| *at <= now_us) {
                 return Ok(Some(format!(
                     "this appliance's certificate {serial} was revoked at {}; enrol it again \
@@ -291,13 +299,6 @@ impl CloudStore {
                     rfc3339(at),
                     cert.site,
                     cert.room
-                )));
-            }
-            if let Some(at) = cert.revoke_after_us.filter(|at| *at <= now_us) {
-                return Ok(Some(format!(
-                    "this appliance's certificate {serial} was renewed and stopped working at \
-                     {}; the appliance should be using its new one",
-                    rfc3339(at)
                 )));
             }
             Ok(None)
