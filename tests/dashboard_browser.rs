@@ -1,7 +1,8 @@
 //! The dashboard in a real headless Chromium, driven over the W3C WebDriver protocol by
 //! `chromedriver`, against the real `vigil-cloud` binary: sign-in and sign-out, the overview
 //! with both sites, a session's charts and ECG zoom, filters and paging, a CSV download, and a
-//! regional manager refused another region's session. Screenshots of each step are saved
+//! regional manager refused another region's session; the fleet page with two appliances
+//! flagged, and a regional manager seeing only their region's. Screenshots of each step are saved
 //! under `target/screenshots/`.
 //!
 //! The cloud's database is filled before the cloud starts, through `CloudStore` (as the sync
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use support::webdriver::Browser;
 use support::{bin, clinic_ca, free_udp_port, start_cloud, write_cloud_config};
-use vigil_cloud::store::CloudStore;
+use vigil_cloud::store::{CloudStore, Connected};
 use vigil_hardware::sim::{PatientParams, Scenario, VirtualPatient};
 use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
@@ -183,7 +184,44 @@ fn fill(db: &Path) -> (String, String) {
             .expect("commit");
         florida_session = id;
     }
+    fleet(&store);
     (ecg_session, florida_session)
+}
+
+/// The appliances as the sync server records them: austin 1 healthy, austin 2 with its disk
+/// nearly full, florida 1 a protocol version behind.
+fn fleet(store: &CloudStore) {
+    let now = now_us();
+    let year = 365 * 86_400_000_000;
+    let report = |disk_used: u64| {
+        serde_json::json!({
+            "time_us": now, "uptime_s": 7200, "last_restart": "started after a clean shutdown",
+            "disk_used_bytes": disk_used, "disk_total_bytes": 100, "db_bytes": 10,
+            "retention": "ok", "monitors": [{"name": "hr-strap", "state": "connected"}],
+            "cert_not_after_us": now + year
+        })
+        .to_string()
+    };
+    for (site, room, protocol, disk) in [
+        ("austin", "1", 2, Some(40)),
+        ("austin", "2", 2, Some(92)),
+        ("florida", "1", 1, None),
+    ] {
+        let connected = Connected {
+            protocol,
+            cert_not_after_us: Some(now + year),
+            cert_serial: "0a0b0c",
+            ..Connected::new(site, room, "vigil-edge 0.1.0", "cloud-a")
+        };
+        store
+            .appliance_connected(&connected, now)
+            .expect("connected");
+        if let Some(used) = disk {
+            store
+                .appliance_reported(site, room, &report(used), 200_000, now)
+                .expect("reported");
+        }
+    }
 }
 
 fn add_user(config: &Path, name: &str, args: &[&str]) {
@@ -353,6 +391,27 @@ async fn dashboard_in_a_real_browser() {
     assert!(b.source().await.contains("2 s to 4 s of"));
     b.screenshot("05-ecg-zoomed").await;
 
+    // The fleet: every appliance, two of them flagged (a full disk, an old protocol), and the
+    // filter to those alone.
+    b.click("nav a[href='/fleet']").await;
+    b.wait_for("#fleet").await;
+    assert_eq!(b.find_all("#fleet tbody tr").await.len(), 3);
+    assert_eq!(
+        b.find_all("#fleet tr[data-attention='true']").await.len(),
+        2
+    );
+    let flagged = b.text("#fleet").await;
+    assert!(
+        flagged.contains("disk 92 % full") && flagged.contains("speaks sync protocol 1"),
+        "{flagged}"
+    );
+    assert!(flagged.contains("hr-strap: connected"), "{flagged}");
+    b.screenshot("05b-fleet").await;
+    b.click("#fleet-attention").await;
+    b.wait_url("attention=1").await;
+    assert_eq!(b.find_all("#fleet tbody tr").await.len(), 2);
+    b.screenshot("05c-fleet-needs-attention").await;
+
     // Sign out: the session is gone.
     b.click("#logout").await;
     b.wait_url("/login").await;
@@ -370,4 +429,10 @@ async fn dashboard_in_a_real_browser() {
     b.screenshot("06-regional-manager-refused").await;
     b.goto(&format!("{site}/sessions?site=florida")).await;
     assert!(b.text("#total").await.starts_with("0 sessions"));
+    // Their region's appliances only.
+    b.goto(&format!("{site}/fleet")).await;
+    b.wait_for("#fleet").await;
+    let rooms = b.find_all("#fleet tbody tr").await;
+    assert_eq!(rooms.len(), 2, "austin's two rooms");
+    assert!(!b.text("#fleet").await.contains("florida"));
 }

@@ -84,6 +84,24 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
     }
 }
 
+/// A signed-in admin or regional manager (the fleet); a clinician gets 403.
+pub(crate) struct RequireFleet(pub(crate) Viewer);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequireFleet {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
+        let viewer = Viewer::from_request_parts(parts, state).await?;
+        if !viewer.who.sees_fleet() {
+            return Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "the fleet page is for admins and regional managers",
+            ));
+        }
+        Ok(RequireFleet(viewer))
+    }
+}
+
 /// A form posted by the signed-in viewer, read and checked before its handler runs: an
 /// unreadable form is 400 and a missing or wrong CSRF token 403, each as a page.
 pub(crate) struct CsrfForm<T>(pub(crate) Viewer, pub(crate) T);

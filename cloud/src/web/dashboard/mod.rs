@@ -20,7 +20,7 @@
 //! - Responses carry a strict Content-Security-Policy (no scripts, styles only from
 //!   [`CSS_PATH`]), `nosniff`, `no-store` and `frame-ancestors 'none'`.
 //!
-//! Pages are in [`pages`] (overview, sessions, session, attention, audit, account) and [`reports`]
+//! Pages are in [`pages`] (overview, sessions, session, attention, fleet, audit, account) and [`reports`]
 //! (advisories, utilisation, outcomes), a module each. All of them are maud markup, so every
 //! piece of text is escaped; the only markup taken in whole is the charts' SVG, which
 //! `vigil_web::chart` escapes itself. The frame, badges and charts come from `vigil_web`; this
@@ -59,7 +59,7 @@ use super::extract::{ClientIp, CsrfForm, NoFields, client_ip};
 use super::state::Shared;
 use crate::auth::{BAD_LOGIN, Login, Role, random_token, same};
 use crate::clock::now_us;
-use pages::{account, attention, audit, overview, session, sessions};
+use pages::{account, attention, audit, fleet, overview, session, sessions};
 use reports::{advisories, outcomes, utilisation};
 
 /// Largest form body the dashboard reads: its forms carry a token, a name, a password or two
@@ -100,6 +100,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/reports/outcomes", get(outcomes::page))
         .route("/reports/outcomes.csv", get(outcomes::csv))
         .route("/attention", get(attention::page))
+        .route("/fleet", get(fleet::page))
         .route("/audit", get(audit::page))
         .route("/audit.csv", get(audit::csv))
         .route("/account", get(account::page))
@@ -209,6 +210,7 @@ pub(crate) enum Section {
     Utilisation,
     Outcomes,
     Attention,
+    Fleet,
     Audit,
     Account,
 }
@@ -223,6 +225,9 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup
         ("/reports/outcomes", "Outcomes", Section::Outcomes),
         ("/attention", "Attention", Section::Attention),
     ];
+    if viewer.who.sees_fleet() {
+        nav.push(("/fleet", "Fleet", Section::Fleet));
+    }
     if viewer.who.role == Role::Admin {
         nav.push(("/audit", "Audit log", Section::Audit));
     }

@@ -6,6 +6,7 @@
 pub(crate) mod account;
 pub(crate) mod attention;
 pub(crate) mod audit;
+pub(crate) mod fleet;
 pub(crate) mod overview;
 pub(crate) mod session;
 pub(crate) mod sessions;
