@@ -41,6 +41,11 @@ deb:
     cargo deb --locked -p vigil-edge
     cargo deb --locked -p vigil-cloud
 
+# The Prometheus alert rules: checked, and their unit tests run (needs promtool).
+alerts:
+    promtool check rules packaging/cloud/vigil-alerts.yml
+    cd packaging/cloud && promtool test rules vigil-alerts.test.yml
+
 # What CI runs.
 ci:
     bash .ci/run

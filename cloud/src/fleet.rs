@@ -215,3 +215,134 @@ fn view(row: &ApplianceRow, now_us: i64) -> ApplianceView {
         attention: reasons,
     }
 }
+
+/// The fleet in numbers, for `/metrics` and the alert rules shipped with the cloud. Counts and
+/// extremes only: `/metrics` is served without a credential and names no site or room (the
+/// fleet page, behind sign-in, says which appliance).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetGauges {
+    /// Appliances known.
+    pub appliances: u64,
+    /// Appliances unseen for longer than [`OFFLINE_AFTER_US`](vigil_shared::fleet::OFFLINE_AFTER_US).
+    pub offline: u64,
+    /// Appliances that need attention for any reason.
+    pub attention: u64,
+    /// Appliances whose last connection spoke an older protocol than this cloud's newest.
+    pub protocol_behind: u64,
+    /// Seconds until the soonest certificate end (negative: one has expired).
+    pub certificate_expiry_s: Option<f64>,
+    /// The fullest appliance disk, 0 to 1.
+    pub disk_used_ratio: Option<f64>,
+    /// The largest clock offset from the cloud's, seconds, either way.
+    pub clock_skew_s: Option<f64>,
+    /// Bytes waiting to sync over every appliance.
+    pub backlog_bytes: u64,
+}
+
+/// The gauges of a fleet.
+pub fn gauges(views: &[ApplianceView], now_us: i64) -> FleetGauges {
+    let max = |a: Option<f64>, b: f64| Some(a.map_or(b, |a| a.max(b)));
+    let mut g = FleetGauges::default();
+    for v in views {
+        g.appliances += 1;
+        if now_us - v.last_seen_us > vigil_shared::fleet::OFFLINE_AFTER_US {
+            g.offline += 1;
+        }
+        if !v.attention.is_empty() {
+            g.attention += 1;
+        }
+        if v.protocol < MAX_PROTOCOL_VERSION {
+            g.protocol_behind += 1;
+        }
+        if let Some(end) = v.cert_not_after_us {
+            let left = (end - now_us) as f64 / 1e6;
+            g.certificate_expiry_s = Some(g.certificate_expiry_s.map_or(left, |s| s.min(left)));
+        }
+        if let Some(p) = v.disk_used_percent {
+            g.disk_used_ratio = max(g.disk_used_ratio, p / 100.0);
+        }
+        if let Some(s) = v.clock_skew_s {
+            g.clock_skew_s = max(g.clock_skew_s, s.abs());
+        }
+        g.backlog_bytes = g.backlog_bytes.saturating_add(v.backlog_bytes);
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        room: &str,
+        last_seen_us: i64,
+        protocol: u16,
+        report: Option<ApplianceReport>,
+    ) -> ApplianceRow {
+        ApplianceRow {
+            site: "austin".into(),
+            room: room.into(),
+            connected: true,
+            software: "vigil-edge 0.1.0".into(),
+            first_seen_us: 0,
+            last_seen_us,
+            last_sync_us: None,
+            backlog_docs: 1,
+            backlog_bytes: 100,
+            instance: "a".into(),
+            protocol,
+            cert_serial: "01".into(),
+            cert_not_after_us: Some(last_seen_us + 40 * 86_400_000_000),
+            clock_skew_us: Some(-6_000_000),
+            report,
+        }
+    }
+
+    #[test]
+    fn the_gauges_count_and_take_the_extremes() {
+        let now = 1_000 * 86_400_000_000_i64;
+        let report = ApplianceReport {
+            disk_used_bytes: 90,
+            disk_total_bytes: 100,
+            retention: "ok".into(),
+            cert_not_after_us: Some(now + 10 * 86_400_000_000),
+            ..ApplianceReport::default()
+        };
+        let rows = [
+            row("1", now, 2, Some(report)),
+            row("2", now - 20 * 60_000_000, 1, None),
+        ];
+        let views = views(&rows, now);
+        assert_eq!(
+            views[0].cert_not_after_us,
+            Some(now + 40 * 86_400_000_000),
+            "the newer end"
+        );
+        assert_eq!(
+            views[0].attention,
+            vec!["clock 6.0 s behind the cloud's", "disk 90 % full"]
+        );
+        assert!(
+            views[1]
+                .attention
+                .iter()
+                .any(|a| a.starts_with("offline for 20 min"))
+        );
+        let g = gauges(&views, now);
+        assert_eq!(
+            (
+                g.appliances,
+                g.offline,
+                g.attention,
+                g.protocol_behind,
+                g.backlog_bytes
+            ),
+            (2, 1, 2, 1, 200)
+        );
+        assert_eq!(g.disk_used_ratio, Some(0.9));
+        assert_eq!(g.clock_skew_s, Some(6.0));
+        let soonest = (now - 20 * 60_000_000 + 40 * 86_400_000_000 - now) as f64 / 1e6;
+        assert_eq!(g.certificate_expiry_s, Some(soonest));
+        assert_eq!(gauges(&[], now), FleetGauges::default());
+    }
+}

@@ -169,6 +169,11 @@ impl Metrics {
 
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// [`render`](Self::render), with the fleet's gauges when the database could be read.
+    pub fn render_with(&self, fleet: Option<&crate::fleet::FleetGauges>) -> String {
         let s = self.snapshot();
         let mut page = Exposition::new("vigil_cloud_");
         page.gauge(
@@ -234,7 +239,67 @@ impl Metrics {
             "reason",
             rejects.into_iter().map(|(reason, n)| (reason, n as f64)),
         );
+        if let Some(f) = fleet {
+            fleet_gauges(&mut page, f);
+        }
         page.finish()
+    }
+}
+
+/// The fleet's gauges (the alert rules in `packaging/cloud/vigil-alerts.yml` read them). An
+/// extreme with no appliance reporting it is left out rather than shown as zero.
+fn fleet_gauges(page: &mut Exposition, f: &crate::fleet::FleetGauges) {
+    let counts = [
+        (
+            "fleet_appliances",
+            "Appliances the cloud knows.",
+            f.appliances,
+        ),
+        (
+            "fleet_offline_appliances",
+            "Appliances unseen for more than 15 minutes.",
+            f.offline,
+        ),
+        (
+            "fleet_attention_appliances",
+            "Appliances that need attention (the fleet page says why).",
+            f.attention,
+        ),
+        (
+            "fleet_protocol_behind_appliances",
+            "Appliances speaking an older sync protocol than this cloud's newest.",
+            f.protocol_behind,
+        ),
+        (
+            "fleet_backlog_bytes",
+            "Bytes waiting to sync over every appliance, as they report.",
+            f.backlog_bytes,
+        ),
+    ];
+    for (name, help, value) in counts {
+        page.gauge(name, help, value as f64);
+    }
+    let extremes = [
+        (
+            "fleet_certificate_expiry_seconds",
+            "Seconds until the soonest appliance certificate ends (negative: expired).",
+            f.certificate_expiry_s,
+        ),
+        (
+            "fleet_disk_used_ratio",
+            "The fullest appliance disk, 0 to 1.",
+            f.disk_used_ratio,
+        ),
+        (
+            "fleet_clock_skew_seconds",
+            "The largest appliance clock offset from the cloud's, seconds, either way.",
+            f.clock_skew_s,
+        ),
+    ];
+    for (name, help, value) in extremes {
+        if let Some(v) = value {
+            page.gauge(name, help, v);
+        }
     }
 }
 
@@ -347,5 +412,32 @@ mod tests {
         let rejects = m.snapshot().rejects;
         assert!(rejects.len() <= MAX_REJECT_REASONS + 1, "{}", rejects.len());
         assert!(rejects[OTHER_REASON] > MAX_REJECT_REASONS as u64);
+    }
+
+    #[test]
+    fn every_series_the_alert_rules_read_is_rendered() {
+        let rules = include_str!("../../packaging/cloud/vigil-alerts.yml");
+        let mut names: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("vigil_cloud_"))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 6, "{names:?}");
+        let fleet = crate::fleet::FleetGauges {
+            certificate_expiry_s: Some(1.0),
+            disk_used_ratio: Some(0.5),
+            clock_skew_s: Some(0.1),
+            ..Default::default()
+        };
+        let text = Metrics::default().render_with(Some(&fleet));
+        for name in names {
+            assert!(
+                text.contains(&format!("# TYPE {name} gauge")),
+                "{name} is not rendered:\n{text}"
+            );
+        }
+        // Without the database the sync counters still render, the fleet's do not.
+        assert!(!Metrics::default().render().contains("fleet_"));
     }
 }

@@ -59,12 +59,22 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    // The fleet's gauges come from the database; without it the sync counters still answer.
+    let store = s.state.store.clone();
+    let fleet = tokio::task::spawn_blocking(move || store.appliances())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|rows| {
+            let now = crate::clock::now_us();
+            crate::fleet::gauges(&crate::fleet::views(&rows, now), now)
+        });
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.state.metrics.render(),
+        s.state.metrics.render_with(fleet.as_ref()),
     )
 }
 
