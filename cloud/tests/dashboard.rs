@@ -640,6 +640,72 @@ async fn a_regional_manager_sees_only_their_region_everywhere() {
 }
 
 #[tokio::test]
+async fn the_fleet_is_for_admins_and_regional_managers_in_their_region_and_audited() {
+    let s = Server::start().await;
+    for (site, room, protocol) in [("austin", "1", 2), ("austin", "2", 1), ("florida", "1", 2)] {
+        let c = vigil_cloud::store::Connected {
+            protocol,
+            ..vigil_cloud::store::Connected::new(site, room, "vigil-edge 0.1.0", "a")
+        };
+        s.store
+            .appliance_connected(&c, vigil_cloud::clock::now_us())
+            .unwrap();
+    }
+    let now = vigil_cloud::clock::now_us();
+    let token = |user| auth::issue_api_token(&s.store, user, "t", DEFAULT_TOKEN_DAYS, now);
+    let nurse = token("nurse-austin").unwrap();
+    let (status, body) = s.api("/api/v1/appliances", &nurse).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let rm = token("rm-central").unwrap();
+    let (status, list) = s.api("/api/v1/appliances", &rm).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let rooms: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["site"].as_str().unwrap().into(),
+                a["room"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rooms,
+        [("austin".into(), "1".into()), ("austin".into(), "2".into())]
+    );
+    let (_, flagged) = s.api("/api/v1/appliances?attention=true", &rm).await;
+    let flagged = flagged.as_array().unwrap();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert_eq!(flagged[0]["room"], "2");
+    let (status, _) = s.api("/api/v1/appliances?attention=maybe", &rm).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, all) = s.api("/api/v1/appliances", SERVICE_TOKEN).await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    // The page: a clinician is refused, a manager sees their region.
+    let nurse_cookie = s.login("nurse-austin").await;
+    assert_eq!(
+        s.page("/fleet", &nurse_cookie).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let rm_cookie = s.login("rm-central").await;
+    let (status, html) = s.page("/fleet", &rm_cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-site=\"austin\"") && !html.contains("data-site=\"florida\""));
+    let (total, rows) = s.store.audit_log(100, 0).unwrap();
+    assert!(total >= 4);
+    let actions: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.username == "rm-central")
+        .map(|r| r.action.as_str())
+        .collect();
+    assert!(
+        actions.contains(&"api appliances") && actions.contains(&"view fleet"),
+        "{actions:?}"
+    );
+}
+
+#[tokio::test]
 async fn api_tokens_carry_their_users_scope() {
     let s = Server::start().await;
     let nurse =
