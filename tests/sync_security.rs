@@ -9,6 +9,10 @@
 //! UUIDs (or the site's own id for its configuration). Each refusal is checked for its reason,
 //! and the cloud's store and API for holding nothing forged.
 //!
+//! Without a certificate: the handshake completes (enrolling appliances have none yet) but the
+//! sync protocol is refused before a byte is read; the enrolment protocol answers only Enrol,
+//! and a bad request or code issues nothing.
+//!
 //! Audit documents: an appliance's entries reach the cloud's audit log with its site and room,
 //! once each however often they sync or are reindexed; an edit of an entry, or an audit
 //! document of another room or site, is refused.
@@ -714,5 +718,147 @@ async fn an_appliances_audit_entries_reach_the_audit_log_once() {
     assert_eq!(cloud_heads(&cloud, forged_room).await, None);
     assert_eq!(cloud_heads(&cloud, forged_site).await, None);
     assert_eq!(appliance_audit_rows(&cloud).await, [row(1), row(2), row(3)]);
+    cloud.shutdown().await;
+}
+
+/// A QUIC client that trusts the clinic CA but shows no certificate, speaking `alpn`.
+async fn anonymous(dir: &Path, cloud: &Cloud, alpn: &[u8]) -> quinn::Connection {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("pki/ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint
+        .connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(quic)),
+            cloud.sync_addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Sends one message on a new stream and reads the answer.
+async fn ask(conn: &quinn::Connection, message: &Message) -> Option<Message> {
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    send.write_all(&encode_message(message).unwrap())
+        .await
+        .ok()?;
+    let _ = send.finish();
+    support::peer::read(&mut recv, &mut vigil_shared::wire::FrameDecoder::new())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_certificate_only_enrolment_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud, ca) = start_cloud(dir.path()).await;
+    // The handshake completes (enrolling appliances have no certificate yet), but the sync
+    // protocol is refused before a byte of it is read.
+    let conn = anonymous(dir.path(), &cloud, vigil_shared::wire::ALPN).await;
+    let answer = ask(&conn, &vigil_shared::wire::hello("anonymous")).await;
+    assert_eq!(answer, None, "nothing is answered");
+    let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("no client certificate"), "{reason}");
+
+    // On the enrolment protocol: anything but Enrol is refused, and a cloud without its CA
+    // key issues nothing, saying so.
+    let conn = anonymous(dir.path(), &cloud, vigil_shared::wire::ENROL_ALPN).await;
+    let answer = ask(&conn, &vigil_shared::wire::hello("anonymous")).await;
+    assert!(
+        matches!(&answer, Some(Message::Reject { code: RejectCode::Malformed, reason }) if reason.contains("carries enrol")),
+        "{answer:?}"
+    );
+    let conn = anonymous(dir.path(), &cloud, vigil_shared::wire::ENROL_ALPN).await;
+    let enrol = Message::Enrol {
+        code: "0123456789ABCDEF".into(),
+        csr: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        software: "test".into(),
+    };
+    let answer = ask(&conn, &enrol).await;
+    assert!(
+        matches!(&answer, Some(Message::Reject { code: RejectCode::Forbidden, reason }) if reason.contains("does not issue certificates")),
+        "{answer:?}"
+    );
+    // Appliances with certificates still sync.
+    let mut peer = appliance(dir.path(), &ca, &cloud, "florida", "1").await;
+    let mut doc = patient(FLORIDA_PATIENT, "florida");
+    assert!(peer.upload(FLORIDA_PATIENT, doc.automerge()).await.is_ok());
+    cloud.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolment_with_a_bad_request_or_code_issues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = clinic_ca(dir.path());
+    let mut config = CloudConfig::load(&write_cloud_config(dir.path(), free_udp_port())).unwrap();
+    config.pki.ca_dir = Some(dir.path().join("pki"));
+    let cloud = Cloud::start(config.clone()).await.unwrap();
+    let issued_before = ca.issued_serials().unwrap().len();
+    let now = vigil_cloud::clock::now_us();
+    let code =
+        vigil_cloud::fleet::make_code(&cloud.store, &config, "austin", "1", false, "it", now)
+            .unwrap();
+    let cases: Vec<(Message, &str)> = vec![
+        (
+            Message::Enrol {
+                code: code.code.secret.clone(),
+                csr: b"not a certificate request".to_vec(),
+                software: "test".into(),
+            },
+            "invalid certificate request",
+        ),
+        (
+            Message::Enrol {
+                code: "ZZZZZZZZZZZZZZZZ".into(),
+                csr: vec![0x30],
+                software: "test".into(),
+            },
+            "unknown to the cloud",
+        ),
+        (
+            Message::Enrol {
+                code: "short".into(),
+                csr: vec![0x30],
+                software: "test".into(),
+            },
+            "not an enrolment code",
+        ),
+    ];
+    for (message, expected) in cases {
+        let conn = anonymous(dir.path(), &cloud, vigil_shared::wire::ENROL_ALPN).await;
+        match ask(&conn, &message).await {
+            Some(Message::Reject { reason, .. }) => {
+                assert!(reason.contains(expected), "{reason} (expected {expected})");
+            }
+            other => panic!("{other:?} (expected a refusal: {expected})"),
+        }
+    }
+    assert_eq!(
+        ca.issued_serials().unwrap().len(),
+        issued_before,
+        "nothing issued"
+    );
+    assert_eq!(
+        cloud.store.active_certificate("austin", "1", now).unwrap(),
+        None,
+        "the room is still free"
+    );
     cloud.shutdown().await;
 }
