@@ -11,7 +11,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -458,10 +458,14 @@ pub fn install(
     } else {
         data_dir
     };
-    std::fs::create_dir_all(&data_dir).map_err(|source| EnrolError::Write {
-        path: data_dir.clone(),
-        source,
-    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(|source| EnrolError::Write {
+            path: data_dir.clone(),
+            source,
+        })?;
     let credentials = data_dir.join(CREDENTIALS_FILE);
     let ca = data_dir.join(CA_FILE);
     save_credentials(&credentials, &credentials, &got.key_pem, &got.cert_pem)?;
