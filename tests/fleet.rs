@@ -5,7 +5,8 @@
 //! nothing lost and the superseded certificate refused after its grace period; an appliance
 //! whose certificate ran out while it was offline says so and how to re-enrol; an appliance
 //! one protocol version behind keeps syncing and the fleet API flags it, with a skewed clock;
-//! a cloud that retired that version tells it to update.
+//! a cloud that retired that version tells it to update, and a real appliance of the previous
+//! release says so on its status API.
 
 mod support;
 
@@ -439,5 +440,31 @@ async fn an_appliance_a_version_behind_keeps_syncing_and_the_fleet_flags_it() {
     assert!(
         err.contains("unsupported_version") && err.contains("update vigil-edge"),
         "{err}"
+    );
+    // A real appliance of the previous release hears it and says so on its status API (and
+    // its room screen, from the same field).
+    let extra = format!(
+        "{SIM}{}",
+        cloud_section(&ca, dir.path(), port, "florida", "2")
+    );
+    let config = write_edge_config(dir.path(), "florida", "2", &extra);
+    let mut old_edge = Proc::spawn_env(
+        &bin("vigil-edge"),
+        &["run", "--config", config.to_str().unwrap()],
+        &[(vigil_edge::sync::PROTOCOL_MAX_ENV, "1")],
+    );
+    let old_api = edge_client(&mut old_edge);
+    let refused = eventually(
+        Duration::from_secs(30),
+        "the refusal on the status API",
+        || async {
+            let (_, st) = old_api.get("/api/v1/status").await;
+            st["sync"]["refused"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    assert!(
+        refused.contains("this appliance is too old") && refused.contains("update vigil-edge"),
+        "{refused}"
     );
 }

@@ -397,6 +397,10 @@ pub struct SyncStatus {
     pub cert_not_after_us: Option<i64>,
     /// When it was last renewed, µs.
     pub cert_renewed_us: Option<i64>,
+    /// Why the cloud will not take this appliance until someone acts (its certificate
+    /// revoked or expired, its software too old), as a sentence for the room screen; `None`
+    /// while it syncs or only the network is in the way.
+    pub refused: Option<String>,
 }
 
 /// Makes the appliance's health report for the cloud (protocol 2) at a given appliance time.
@@ -556,6 +560,7 @@ impl SyncClient {
                     self.set_status(|s| {
                         s.connected = true;
                         s.last_error = None;
+                        s.refused = None;
                         s.cloud = cloud.clone();
                     });
                     tracing::info!(%cloud, "connected to the cloud");
@@ -571,7 +576,19 @@ impl SyncClient {
                 }
                 Err(e) => {
                     let waiting = self.refresh_backlog().await.map(|b| b.0).unwrap_or(0);
-                    let message = match self.expired() {
+                    let expired = self.expired();
+                    let refused = match (&expired, &e) {
+                        (Some(why), _) => Some(why.clone()),
+                        (
+                            None,
+                            Failure::Refused {
+                                code: RejectCode::Forbidden | RejectCode::UnsupportedVersion,
+                                reason,
+                            },
+                        ) => Some(reason.clone()),
+                        _ => None,
+                    };
+                    let message = match expired {
                         Some(why) => format!("{why}; {waiting} documents waiting to sync"),
                         None => format!(
                             "cannot reach cloud at {} ({e}); recording continues, {waiting} documents waiting to sync",
@@ -582,6 +599,7 @@ impl SyncClient {
                     self.set_status(|s| {
                         s.connected = false;
                         s.last_error = Some(message);
+                        s.refused = refused;
                     });
                 }
             }
@@ -806,7 +824,12 @@ impl SyncClient {
             .await
             .map_err(|e| Failure::Connection(e.to_string()))?;
         let software = format!("vigil-edge {}", env!("CARGO_PKG_VERSION"));
-        self.write(&mut send, &wire::hello(software)).await?;
+        let hello = Message::Hello {
+            min_version: wire::MIN_PROTOCOL_VERSION,
+            max_version: newest_protocol(),
+            software,
+        };
+        self.write(&mut send, &hello).await?;
         let mut decoder = FrameDecoder::new();
         match self.read(&mut recv, &mut decoder).await? {
             Some(Message::Welcome {
@@ -1229,6 +1252,21 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The environment variable that makes this appliance offer no protocol newer than its value
+/// (tests of version skew: an appliance of the previous release).
+pub const PROTOCOL_MAX_ENV: &str = "VIGIL_EDGE_PROTOCOL_MAX";
+
+/// The newest protocol version to offer: this build's, or [`PROTOCOL_MAX_ENV`] when set to
+/// an older one it speaks.
+fn newest_protocol() -> u16 {
+    std::env::var(PROTOCOL_MAX_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+        .map_or(wire::MAX_PROTOCOL_VERSION, |v| {
+            v.clamp(wire::MIN_PROTOCOL_VERSION, wire::MAX_PROTOCOL_VERSION)
+        })
 }
 
 /// The refusal a cloud closed the connection with, when it closed it with a reject code.

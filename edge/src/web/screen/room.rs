@@ -13,6 +13,31 @@ use super::{Section, Shared, Viewer, fail, frame, load, read, site_room};
 /// Sessions listed on the room page.
 pub const RECENT_SESSIONS: usize = 20;
 
+/// Whether the cloud takes this appliance's data, in words for the room: connected, out of
+/// reach (recording continues), or refusing it until IT acts (a revoked or expired
+/// certificate, software too old), with the cloud's reason.
+fn cloud_state(sync: Option<&crate::sync::SyncStatus>) -> maud::Markup {
+    match sync {
+        None => badge("", "no cloud configured"),
+        Some(x) if x.connected => badge("ok", "cloud connected"),
+        Some(x) => html! {
+            (badge(
+                if x.refused.is_some() { "bad" } else { "warn" },
+                &format!(
+                    "cloud unreachable · recording continues · {} documents waiting",
+                    x.docs_waiting
+                ),
+            ))
+            @if let Some(why) = &x.refused {
+                br;
+                span id="cloud-refused" {
+                    "The cloud refuses this appliance; call IT: " (why)
+                }
+            }
+        },
+    }
+}
+
 /// `GET /screen`.
 pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer>) -> Response {
     let (site, room) = site_room(&s);
@@ -44,17 +69,7 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
         Ok(v) => v,
         Err(e) => return fail(&v, e),
     };
-    let cloud = match sync {
-        None => badge("", "no cloud configured"),
-        Some(x) if x.connected => badge("ok", "cloud connected"),
-        Some(x) => badge(
-            "warn",
-            &format!(
-                "cloud unreachable · recording continues · {} documents waiting",
-                x.docs_waiting
-            ),
-        ),
-    };
+    let cloud = cloud_state(sync.as_ref());
     let body = html! {
         h1 { "Room " (room) " · " (site_name.as_deref().unwrap_or(&site)) }
         p id="cloud" { (cloud) }
@@ -94,4 +109,47 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
         }
     };
     frame(&v, Section::Room, &format!("Room {room}"), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::SyncStatus;
+
+    #[test]
+    fn a_refusal_that_needs_it_is_shown_with_its_reason() {
+        let offline = SyncStatus {
+            docs_waiting: 3,
+            ..SyncStatus::default()
+        };
+        let html = cloud_state(Some(&offline)).into_string();
+        assert!(
+            html.contains("recording continues · 3 documents waiting"),
+            "{html}"
+        );
+        assert!(!html.contains("cloud-refused"), "{html}");
+        let too_old = SyncStatus {
+            refused: Some("this appliance is too old <b>; update vigil-edge".into()),
+            ..offline
+        };
+        let html = cloud_state(Some(&too_old)).into_string();
+        assert!(
+            html.contains("call IT: this appliance is too old &lt;b&gt;; update vigil-edge"),
+            "{html}"
+        );
+        let connected = SyncStatus {
+            connected: true,
+            ..SyncStatus::default()
+        };
+        assert!(
+            cloud_state(Some(&connected))
+                .into_string()
+                .contains("cloud connected")
+        );
+        assert!(
+            cloud_state(None)
+                .into_string()
+                .contains("no cloud configured")
+        );
+    }
 }
