@@ -379,7 +379,7 @@ async fn an_appliance_a_version_behind_keeps_syncing_and_the_fleet_flags_it() {
         "clock_offset_s = 30\n{SIM}{}",
         cloud_section(&ca, dir.path(), port, "austin", "2")
     );
-    let (_edge, edge) = start_edge(&write_edge_config(dir.path(), "austin", "2", &extra));
+    let (_edge, _) = start_edge(&write_edge_config(dir.path(), "austin", "2", &extra));
 
     // Last version's appliance: protocol 1 only, its frames unchanged; it syncs a patient.
     let old = ca.issue_appliance(&"florida".into(), &"1".into()).unwrap();
