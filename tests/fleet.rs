@@ -105,41 +105,13 @@ fn enrol(code: &str, config: &Path) -> Result<String, String> {
 }
 
 async fn record_session(edge: &Http, wall: Duration) -> String {
-    let (st, patient) = edge.post("/api/v1/patients", &patient_body("Fleet")).await;
-    assert_eq!(st, 201, "{patient}");
-    let (st, session) = edge
-        .post(
-            "/api/v1/sessions",
-            &session_body(patient["id"].as_str().unwrap(), "baseline"),
-        )
-        .await;
-    assert_eq!(st, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = begin_session(edge, "Fleet", "baseline").await;
     tokio::time::sleep(wall).await;
     let (st, stopped) = edge
         .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200, "{stopped}");
     id
-}
-
-/// Waits until the cloud's per-channel counts and checksums equal the appliance's.
-async fn converged(edge: &Http, cloud: &Http, id: &str) {
-    let (_, local) = edge.get(&format!("/api/v1/sessions/{id}")).await;
-    let expected = channel_digest(&local);
-    assert!(
-        expected.iter().any(|(c, n, _)| c == "ecg" && *n > 1_000),
-        "{expected:?}"
-    );
-    eventually(
-        Duration::from_secs(90),
-        "the cloud to hold the session",
-        || async {
-            let (st, remote) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
-            (st == 200 && channel_digest(&remote) == expected).then_some(())
-        },
-    )
-    .await;
 }
 
 async fn fleet(cloud: &Http, query: &str) -> Vec<Value> {
@@ -210,7 +182,7 @@ async fn a_fresh_appliance_enrols_with_a_code_and_syncs_and_the_code_works_once(
     // The enrolled appliance records and syncs.
     let (_edge, edge) = start_edge(&config);
     let id = record_session(&edge, Duration::from_secs(3)).await;
-    converged(&edge, &cloud, &id).await;
+    converged(&edge, &cloud, &id, 1_000).await;
     let list = fleet(&cloud, "").await;
     let me = find(&list, "austin", "1").expect("in the fleet");
     assert_eq!(me["protocol"], 2, "{me}");
@@ -267,16 +239,7 @@ async fn certificates_valid_for_a_minute_renew_again_and_again_and_nothing_is_lo
     std::fs::copy(dir.path().join("data-r/appliance.pem"), &first).unwrap();
     let (_edge, edge) = start_edge(&config);
 
-    let (st, patient) = edge.post("/api/v1/patients", &patient_body("Renew")).await;
-    assert_eq!(st, 201, "{patient}");
-    let (st, session) = edge
-        .post(
-            "/api/v1/sessions",
-            &session_body(patient["id"].as_str().unwrap(), "baseline"),
-        )
-        .await;
-    assert_eq!(st, 201, "{session}");
-    let id = session["id"].as_str().unwrap().to_owned();
+    let id = begin_session(&edge, "Renew", "baseline").await;
 
     // Each renewal moves the certificate's end; three of them, the session recording on.
     let mut ends: Vec<i64> = Vec::new();
@@ -311,7 +274,7 @@ async fn certificates_valid_for_a_minute_renew_again_and_again_and_nothing_is_lo
         .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200, "{stopped}");
-    converged(&edge, &cloud, &id).await;
+    converged(&edge, &cloud, &id, 1_000).await;
     let (_, status) = edge.get("/api/v1/status").await;
     assert!(
         status["sync"]["cert_renewed_us"].as_i64().is_some(),

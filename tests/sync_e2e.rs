@@ -31,27 +31,6 @@ async fn record_session(edge: &Http, scenario: &str, wall_s: u64) -> String {
     id
 }
 
-/// Waits until the cloud's per-channel counts and checksums equal the appliance's.
-async fn converged(edge: &Http, cloud: &Http, id: &str) -> Vec<(String, u64, String)> {
-    let (_, local) = edge.get(&format!("/api/v1/sessions/{id}")).await;
-    let expected = channel_digest(&local);
-    assert!(
-        expected.iter().any(|(c, n, _)| c == "ecg" && *n > 10_000),
-        "{expected:?}"
-    );
-    eventually(
-        Duration::from_secs(60),
-        "the cloud to hold the session",
-        || async {
-            let (st, remote) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
-            let got = channel_digest(&remote);
-            (st == 200 && got == expected).then_some(())
-        },
-    )
-    .await;
-    expected
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_sync_every_sample_to_the_cloud() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,8 +47,8 @@ async fn two_sites_sync_every_sample_to_the_cloud() {
         record_session(&edges[0].1, "hypertension", 3),
         record_session(&edges[1].1, "desaturation", 3)
     );
-    let digest_a = converged(&edges[0].1, &cloud, &a).await;
-    converged(&edges[1].1, &cloud, &f).await;
+    let digest_a = converged(&edges[0].1, &cloud, &a, 10_000).await;
+    converged(&edges[1].1, &cloud, &f, 10_000).await;
 
     // The merged view: both sites, both appliances online, and the sessions listed by site.
     let (st, sites) = cloud.get("/api/v1/sites").await;
@@ -176,7 +155,7 @@ async fn cloud_killed_mid_sync_loses_and_duplicates_nothing() {
         .post(&format!("/api/v1/sessions/{id}/stop"), &json!({}))
         .await;
     assert_eq!(st, 200);
-    converged(&edge, &cloud, &id).await;
+    converged(&edge, &cloud, &id, 10_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

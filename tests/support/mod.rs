@@ -496,6 +496,47 @@ where
     }
 }
 
+/// Registers a patient named `given` on an appliance and starts a session for them with the
+/// simulator's `scenario`; the session's id.
+pub async fn begin_session(edge: &Http, given: &str, scenario: &str) -> String {
+    let (st, patient) = edge.post("/api/v1/patients", &patient_body(given)).await;
+    assert_eq!(st, 201, "{patient}");
+    let (st, session) = edge
+        .post(
+            "/api/v1/sessions",
+            &session_body(patient["id"].as_str().unwrap(), scenario),
+        )
+        .await;
+    assert_eq!(st, 201, "{session}");
+    session["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits (at most 90 s) until the cloud's per-channel counts and checksums of session `id`
+/// equal the appliance's, which must hold more than `min_ecg` ECG samples; the digest.
+pub async fn converged(
+    edge: &Http,
+    cloud: &Http,
+    id: &str,
+    min_ecg: u64,
+) -> Vec<(String, u64, String)> {
+    let (_, local) = edge.get(&format!("/api/v1/sessions/{id}")).await;
+    let expected = channel_digest(&local);
+    assert!(
+        expected.iter().any(|(c, n, _)| c == "ecg" && *n > min_ecg),
+        "{expected:?}"
+    );
+    eventually(
+        Duration::from_secs(90),
+        "the cloud to hold the session",
+        || async {
+            let (st, remote) = cloud.get(&format!("/api/v1/sessions/{id}")).await;
+            (st == 200 && channel_digest(&remote) == expected).then_some(())
+        },
+    )
+    .await;
+    expected
+}
+
 /// Per-channel (samples, checksum) of a session summary, from either API.
 pub fn channel_digest(summary: &Value) -> Vec<(String, u64, String)> {
     summary["channels"]
