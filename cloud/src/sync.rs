@@ -409,7 +409,10 @@ impl SyncServer {
         let peer = Arc::new(peer);
         let renewed = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
-        let pusher = tokio::spawn(self.clone().push_loop(conn.clone(), identity.clone()));
+        let pusher = tokio::spawn(
+            self.clone()
+                .push_loop(conn.clone(), identity.clone(), version),
+        );
         let watcher = tokio::spawn(
             self.clone()
                 .watch_control(control, decoder, identity.clone()),
@@ -816,6 +819,10 @@ impl SyncServer {
                 tracing::debug!(doc = %doc_id, entries = added.len(), "audit entries arriving");
                 None
             }
+            Pending::LedgerEntries(added) => {
+                tracing::debug!(doc = %doc_id, entries = added.len(), "ledger entries arriving");
+                None
+            }
             Pending::Nothing => None,
         };
         let site = header.site.clone();
@@ -859,9 +866,9 @@ impl SyncServer {
         })?;
         result.map_err(refused)?;
         self.metrics.document_committed();
-        // Only patients flow between a site's rooms: sessions and audit documents are their
-        // room's, and appliances never change a site configuration.
-        if kind == DocKind::Patient {
+        // Only patients and the site's ledger flow between a site's rooms: sessions and audit
+        // documents are their room's, and appliances never change a site configuration.
+        if matches!(kind, DocKind::Patient | DocKind::Ledger) {
             let _ = self.changes.send(Changed {
                 site: header.site,
                 doc_id: doc_id.to_owned(),
@@ -1129,16 +1136,18 @@ impl SyncServer {
         }
     }
 
-    /// Offers the site's patient and site-config documents: all of them on connect, then each
-    /// one another appliance changes.
-    async fn push_loop(self: Arc<Self>, conn: Connection, who: ApplianceIdentity) {
+    /// Offers the site's patient, site-config and (protocol 2) ledger documents: all of them on
+    /// connect, then each one another appliance changes.
+    async fn push_loop(self: Arc<Self>, conn: Connection, who: ApplianceIdentity, version: u16) {
         let mut rx = self.changes.subscribe();
         let store = self.store.clone();
         let site = who.site.to_string();
-        let initial = tokio::task::spawn_blocking(move || {
-            store.site_documents(&site, &[DocKind::SiteConfig, DocKind::Patient])
-        })
-        .await;
+        let kinds: &[DocKind] = if version >= wire::REPORT_VERSION {
+            &[DocKind::SiteConfig, DocKind::Patient, DocKind::Ledger]
+        } else {
+            &[DocKind::SiteConfig, DocKind::Patient]
+        };
+        let initial = tokio::task::spawn_blocking(move || store.site_documents(&site, kinds)).await;
         let initial = match initial {
             Ok(Ok(ids)) => ids,
             _ => Vec::new(),
@@ -1161,7 +1170,10 @@ impl SyncServer {
             match rx.recv().await {
                 Ok(c) => {
                     let mine = (who.site.to_string(), who.room.to_string());
-                    if c.site != who.site.as_str() || c.from.as_ref() == Some(&mine) {
+                    if c.site != who.site.as_str()
+                        || c.from.as_ref() == Some(&mine)
+                        || !kinds.contains(&c.kind)
+                    {
                         continue;
                     }
                     if let Err(e) = self.push(&conn, &c.doc_id, c.kind, &who, &seq).await {

@@ -9,20 +9,17 @@
 //! JSON keeps the document readable in any Automerge tool. Entries are never edited or
 //! deleted; the appliance starts a new document once one holds [`MAX_AUDIT_ENTRIES_PER_DOC`].
 //!
-//! This module does no I/O. Where the entries come from (the appliance's durable audit table)
+//! The list machinery is [`crate::log_doc`]'s, shared with the site's ledger. This module does
+//! no I/O. Where the entries come from (the appliance's durable audit table)
 //! and where they go (the cloud's audit log) is the appliance's and the cloud's business. The
 //! cloud's check that a change only adds entries is [`check_append_only`].
 
-use std::collections::HashSet;
-
-use automerge::{
-    AutoCommit, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ValueRef,
-    transaction::Transactable,
-};
+use automerge::{AutoCommit, ChangeHash, ObjId, ReadDoc, transaction::Transactable};
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{DocError, DocKind, expect_kind, room_of, write_header};
 use crate::ids::is_canonical_uuid;
+use crate::log_doc::{self, LogEntry};
 
 /// Most entries one audit document holds; the appliance starts a new document past this.
 /// A busy room writes a few hundred entries a day, so one document covers weeks; 5,000 entries
@@ -55,7 +52,7 @@ pub const MAX_AUDIT_ENTRY_BYTES: usize = 6 * 1024;
 const ROOM_KEY: &str = "room";
 
 /// Root key of the entry list.
-pub const ENTRIES_KEY: &str = "entries";
+pub use crate::log_doc::ENTRIES_KEY;
 
 /// One read or write of patient data at the appliance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,30 +106,14 @@ impl AuditEntry {
         }
         Ok(())
     }
+}
 
-    /// The stored form: the entry as a JSON object.
-    fn to_stored(&self) -> Result<String, DocError> {
-        serde_json::to_string(self).map_err(|e| shape_error(&e.to_string()))
-    }
+impl LogEntry for AuditEntry {
+    const LOG: &'static str = "audit";
+    const MAX_BYTES: usize = MAX_AUDIT_ENTRY_BYTES;
 
-    /// Reads one stored entry (a string value of the list), checking its bounds.
-    fn from_stored(index: usize, value: &ValueRef<'_>) -> Result<AuditEntry, DocError> {
-        let ValueRef::Scalar(automerge::ScalarValueRef::Str(text)) = value else {
-            return Err(entry_error(index, "not a string".into()));
-        };
-        if text.len() > MAX_AUDIT_ENTRY_BYTES {
-            return Err(entry_error(
-                index,
-                format!(
-                    "{} bytes, at most {MAX_AUDIT_ENTRY_BYTES} allowed",
-                    text.len()
-                ),
-            ));
-        }
-        let entry: AuditEntry =
-            serde_json::from_str(text).map_err(|e| entry_error(index, e.to_string()))?;
-        entry.check(index)?;
-        Ok(entry)
+    fn check(&self, index: usize) -> Result<(), DocError> {
+        AuditEntry::check(self, index)
     }
 }
 
@@ -147,11 +128,11 @@ fn truncate(s: &mut String, max: usize) {
 }
 
 fn entry_error(index: usize, reason: String) -> DocError {
-    DocError::AuditEntry { index, reason }
+    log_doc::entry_error::<AuditEntry>(index, reason)
 }
 
 fn shape_error(reason: &str) -> DocError {
-    DocError::AuditShape(reason.to_owned())
+    log_doc::shape_error::<AuditEntry>(reason)
 }
 
 /// An audit document: header, room, and the append-only entry list.
@@ -174,7 +155,7 @@ impl AuditDoc {
         let mut doc = AutoCommit::new();
         write_header(&mut doc, DocKind::Audit, id, site)?;
         doc.put(automerge::ROOT, ROOM_KEY, room)?;
-        let entries = doc.put_object(automerge::ROOT, ENTRIES_KEY, ObjType::List)?;
+        let entries = log_doc::create_list(&mut doc)?;
         Ok(AuditDoc { doc, entries })
     }
 
@@ -186,7 +167,7 @@ impl AuditDoc {
     /// Wraps an Automerge document already in memory, checking its kind, schema and shape.
     pub fn from_automerge(doc: AutoCommit) -> Result<AuditDoc, DocError> {
         expect_kind(&doc, DocKind::Audit)?;
-        let entries = entries_list(&doc)?;
+        let entries = log_doc::entries_list::<AuditEntry>(&doc)?;
         Ok(AuditDoc { doc, entries })
     }
 
@@ -213,30 +194,13 @@ impl AuditDoc {
     }
 
     fn append_within(&mut self, entries: &[AuditEntry], max: usize) -> Result<(), DocError> {
-        let len = self.len();
-        if len + entries.len() > max {
-            return Err(DocError::AuditFull {
-                len,
-                adding: entries.len(),
-                max,
-            });
-        }
-        let mut values = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            e.check(len + i)?;
-            values.push(ScalarValue::Str(e.to_stored()?.into()));
-        }
-        if let Err(e) = self.doc.splice(&self.entries, len, 0, values) {
-            self.doc.rollback();
-            return Err(e.into());
-        }
-        Ok(())
+        log_doc::append(&mut self.doc, &self.entries, entries, max)
     }
 
     /// Every entry, in list order. Refuses a document past [`MAX_AUDIT_ENTRIES_PER_DOC`] or
     /// with an entry that is malformed or over a limit.
     pub fn entries(&self) -> Result<Vec<AuditEntry>, DocError> {
-        read_entries(&self.doc, &self.entries, MAX_AUDIT_ENTRIES_PER_DOC)
+        log_doc::read_entries(&self.doc, &self.entries, MAX_AUDIT_ENTRIES_PER_DOC)
     }
 
     /// The underlying Automerge document (for saving and syncing).
@@ -254,115 +218,40 @@ impl AuditDoc {
 /// entry list within bounds whose every entry reads.
 pub(crate) fn validate(doc: &AutoCommit) -> Result<(), DocError> {
     room_of(doc).ok_or_else(|| shape_error("no room"))?;
-    let list = entries_list(doc)?;
-    read_entries(doc, &list, MAX_AUDIT_ENTRIES_PER_DOC)?;
+    let list = log_doc::entries_list::<AuditEntry>(doc)?;
+    log_doc::read_entries::<AuditEntry>(doc, &list, MAX_AUDIT_ENTRIES_PER_DOC)?;
     Ok(())
 }
 
-/// Checks that the changes `doc` received since `before` (its heads before them) only add
-/// entries: every entry of the list at `before` is still there, unchanged (same value op) and
-/// in the same order, and the list itself is the same object. Entries may be added anywhere,
-/// not only at the end: two concurrent appends (say an appliance database restored from a
-/// copy, then merged) interleave in the merged list, and adding entries is all such a change
-/// does — an appliance may add entries anyway. Editing, removing or replacing one is refused.
-///
-/// Works on Automerge's op ids, not on the entries' text, so it costs one pass over each list
-/// version and parses only the entries added, which it returns in list order. With `before`
-/// empty (a new document) every entry is added.
+/// Checks that the changes `doc` received since `before` only add entries (see
+/// [`log_doc::check_append_only`]); the added ones, in list order.
 pub fn check_append_only(
     doc: &AutoCommit,
     before: &[ChangeHash],
 ) -> Result<Vec<AuditEntry>, DocError> {
-    let list = entries_list(doc)?;
-    let old_keys: Vec<OpKey> = if before.is_empty() {
-        Vec::new()
-    } else {
-        match doc.get_at(automerge::ROOT, ENTRIES_KEY, before)? {
-            Some((Value::Object(ObjType::List), old_list)) if old_list == list => doc
-                .list_range_at(&list, .., before)
-                .map(|item| op_key(&item.id()))
-                .collect(),
-            Some(_) => {
-                return Err(DocError::AuditRewritten(
-                    "the change replaces the entry list".into(),
-                ));
-            }
-            // An audit document whose entry list did not exist yet at `before` (not one this
-            // module wrote, but harmless): everything in it is new.
-            None => Vec::new(),
-        }
-    };
-    let old_set: HashSet<&OpKey> = old_keys.iter().collect();
-    let len = doc.length(&list);
-    if len > MAX_AUDIT_ENTRIES_PER_DOC {
-        return Err(DocError::AuditFull {
-            len,
-            adding: 0,
-            max: MAX_AUDIT_ENTRIES_PER_DOC,
-        });
-    }
-    // An old entry's value op missing from the new list, in order: it was overwritten (a
-    // new op replaced it) or deleted. Automerge has no move, so that is all it can be.
-    let gone = |position: usize| {
-        DocError::AuditRewritten(format!(
-            "the change edits or removes the entry at position {position}"
-        ))
-    };
-    let mut next_old = 0;
-    let mut added = Vec::new();
-    for item in doc.list_range(&list, ..) {
-        let key = op_key(&item.id());
-        if old_keys.get(next_old) == Some(&key) {
-            next_old += 1;
-        } else if old_set.contains(&key) {
-            return Err(gone(next_old));
-        } else {
-            added.push(AuditEntry::from_stored(item.index, &item.value)?);
-        }
-    }
-    if next_old < old_keys.len() {
-        return Err(gone(next_old));
-    }
-    Ok(added)
-}
-
-/// A list item's op, as counter and actor bytes: stable across save and load, unlike the
-/// actor's index inside one document.
-type OpKey = (u64, Vec<u8>);
-
-fn op_key(id: &ObjId) -> OpKey {
-    match id {
-        ObjId::Root => (0, Vec::new()),
-        ObjId::Id(counter, actor, _) => (*counter, actor.to_bytes().to_vec()),
-    }
-}
-
-fn entries_list(doc: &AutoCommit) -> Result<ObjId, DocError> {
-    match doc.get(automerge::ROOT, ENTRIES_KEY)? {
-        Some((Value::Object(ObjType::List), id)) => Ok(id),
-        _ => Err(shape_error("no entries list")),
-    }
-}
-
-fn read_entries(doc: &AutoCommit, list: &ObjId, max: usize) -> Result<Vec<AuditEntry>, DocError> {
-    let len = doc.length(list);
-    if len > max {
-        return Err(DocError::AuditFull {
-            len,
-            adding: 0,
-            max,
-        });
-    }
-    doc.list_range(list, ..)
-        .map(|item| AuditEntry::from_stored(item.index, &item.value))
-        .collect()
+    log_doc::check_append_only::<AuditEntry>(doc, before, MAX_AUDIT_ENTRIES_PER_DOC)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::doc::{header, validate_document};
+    use automerge::{ObjType, ScalarValue};
     use proptest::prelude::*;
+
+    impl AuditEntry {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap()
+        }
+    }
+
+    fn read_entries(
+        doc: &AutoCommit,
+        list: &ObjId,
+        max: usize,
+    ) -> Result<Vec<AuditEntry>, DocError> {
+        log_doc::read_entries(doc, list, max)
+    }
 
     const DOC_ID: &str = "5d0c7c1e-8a9f-4b7e-9a43-0f2c1c0b6a11";
 
@@ -423,7 +312,8 @@ mod tests {
         assert!(
             matches!(
                 err,
-                Err(DocError::AuditFull {
+                Err(DocError::LogFull {
+                    log: "audit",
                     len: 3,
                     adding: 3,
                     max: 5
@@ -439,7 +329,7 @@ mod tests {
         assert!(read_entries(&d.doc, &list, max).is_ok());
         assert!(matches!(
             read_entries(&d.doc, &list, max - 1),
-            Err(DocError::AuditFull { .. })
+            Err(DocError::LogFull { log: "audit", .. })
         ));
     }
 
@@ -450,7 +340,7 @@ mod tests {
         long.action = "é".repeat(MAX_AUDIT_ACTION_BYTES);
         let err = d.append(&[entry(0), long.clone()]).unwrap_err();
         assert!(
-            matches!(&err, DocError::AuditEntry { index: 1, reason } if reason.contains("action")),
+            matches!(&err, DocError::LogEntry { log: "audit", index: 1, reason } if reason.contains("action")),
             "{err}"
         );
         assert!(d.is_empty(), "nothing of a refused batch is written");
@@ -471,7 +361,7 @@ mod tests {
             target: control(MAX_AUDIT_TARGET_BYTES),
             client: control(MAX_AUDIT_CLIENT_BYTES),
         };
-        let stored = e.to_stored().unwrap();
+        let stored = e.to_json();
         assert!(stored.len() <= MAX_AUDIT_ENTRY_BYTES, "{}", stored.len());
         let mut d = AuditDoc::create(DOC_ID, "austin", "1").unwrap();
         d.append(std::slice::from_ref(&e)).unwrap();
@@ -559,7 +449,7 @@ mod tests {
                 "inserted between (as a concurrent append merges)",
                 Box::new(|d| {
                     let list = d.entries.clone();
-                    let v = entry(9).to_stored().unwrap();
+                    let v = entry(9).to_json();
                     d.automerge().insert(&list, 1, v).unwrap();
                 }),
                 Ok(vec![9]),
@@ -570,7 +460,7 @@ mod tests {
                     let list = d.entries.clone();
                     let mut e = entry(1);
                     e.actor = "someone-else".into();
-                    d.automerge().put(&list, 1, e.to_stored().unwrap()).unwrap();
+                    d.automerge().put(&list, 1, e.to_json()).unwrap();
                 }),
                 Err("edits or removes the entry at position 1"),
             ),
@@ -579,9 +469,7 @@ mod tests {
                 "an entry overwritten with the same text",
                 Box::new(|d| {
                     let list = d.entries.clone();
-                    d.automerge()
-                        .put(&list, 2, entry(2).to_stored().unwrap())
-                        .unwrap();
+                    d.automerge().put(&list, 2, entry(2).to_json()).unwrap();
                 }),
                 Ok(vec![]),
             ),
@@ -620,7 +508,7 @@ mod tests {
                         "{what}"
                     )
                 }
-                (Err(DocError::AuditRewritten(reason)), Err(e)) => {
+                (Err(DocError::LogRewritten { reason, .. }), Err(e)) => {
                     assert!(reason.contains(e), "{what}: {reason}")
                 }
                 (got, expected) => panic!("{what}: got {got:?}, expected {expected:?}"),

@@ -75,32 +75,44 @@ pub enum DocError {
         /// The refused id.
         id: String,
     },
-    /// An audit document would hold more entries than allowed; start a new one.
-    #[error(
-        "audit document holds {len} entries, adding {adding} would pass the limit of {max}; start a new audit document"
-    )]
-    AuditFull {
+    /// A log document (audit, ledger) would hold more entries than allowed.
+    #[error("{log} document holds {len} entries, adding {adding} would pass the limit of {max}")]
+    LogFull {
+        /// Which log: `audit` or `ledger`.
+        log: &'static str,
         /// Entries it holds.
         len: usize,
         /// Entries being added.
         adding: usize,
-        /// [`crate::audit::MAX_AUDIT_ENTRIES_PER_DOC`].
+        /// The log's limit.
         max: usize,
     },
-    /// One entry of an audit document is malformed or over a field limit.
-    #[error("audit entry {index} is malformed: {reason}")]
-    AuditEntry {
+    /// One entry of a log document is malformed or over a field limit.
+    #[error("{log} entry {index} is malformed: {reason}")]
+    LogEntry {
+        /// Which log.
+        log: &'static str,
         /// The entry's position in the list.
         index: usize,
         /// What is wrong.
         reason: String,
     },
-    /// An audit document lacks its room or its entry list.
-    #[error("audit document is malformed: {0}")]
-    AuditShape(String),
-    /// A change to an audit document that edits, moves or removes an existing entry.
-    #[error("audit entries may only be added, but {0}")]
-    AuditRewritten(String),
+    /// A log document lacks its entry list (or, for audit, its room).
+    #[error("{log} document is malformed: {reason}")]
+    LogShape {
+        /// Which log.
+        log: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+    /// A change to a log document that edits, moves or removes an existing entry.
+    #[error("{log} entries may only be added, but {reason}")]
+    LogRewritten {
+        /// Which log.
+        log: &'static str,
+        /// What the change did.
+        reason: String,
+    },
 }
 
 /// What every document says about itself at its root.
@@ -752,6 +764,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
             }
         }
         DocKind::Audit => crate::audit::validate(doc)?,
+        DocKind::Ledger => crate::ledger::doc::validate(doc)?,
     }
     Ok(h)
 }

@@ -15,7 +15,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::zone::{SiteZone, US_PER_DAY};
+
+pub mod doc;
 
 /// Microlitres in a millilitre.
 pub const UL_PER_ML: i64 = 1_000;
@@ -34,7 +38,8 @@ pub const RETENTION_US: i64 = 2 * 366 * US_PER_DAY;
 pub const BIENNIAL_US: i64 = 2 * 365 * US_PER_DAY;
 
 /// A lot in the safe, as received.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Lot {
     /// The site's id for the lot (unique per site).
     pub id: String,
@@ -51,7 +56,8 @@ pub struct Lot {
 }
 
 /// Why a loss is recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LossKind {
     /// Lost (broken vial, spill) or unexplained.
     Loss,
@@ -59,8 +65,9 @@ pub enum LossKind {
     Theft,
 }
 
-/// What an entry records.
-#[derive(Debug, Clone, PartialEq)]
+/// What an entry records. Stored as JSON with its `type` beside its fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EntryKind {
     /// Stock received into the safe.
     Receipt {
@@ -111,12 +118,17 @@ pub enum EntryKind {
         /// Whether this count is the biennial inventory.
         inventory: bool,
     },
-    /// A loss or theft.
+    /// A loss or theft: from the safe, or (with a session) of what was drawn for a session
+    /// and cannot be accounted for by what was given and wasted — the discrepancy a
+    /// discharge records with its reason and witness.
     Loss {
         /// The lot.
         lot_id: String,
         /// Volume lost, µL.
         ul: i64,
+        /// The session whose draw it was lost from; none for stock lost from the safe.
+        #[serde(default)]
+        session_id: Option<String>,
         /// Loss or theft.
         kind: LossKind,
         /// What happened.
@@ -139,7 +151,8 @@ pub enum EntryKind {
 }
 
 /// One ledger entry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// Unique id.
     pub id: String,
@@ -191,8 +204,14 @@ impl EntryKind {
     fn safe_delta_ul(&self) -> i64 {
         match self {
             EntryKind::Receipt { ul, .. } => *ul,
-            EntryKind::Draw { ul, .. } | EntryKind::Loss { ul, .. } => -ul,
-            // Spoiled stock leaves the safe; a session's remainder already left with the draw.
+            EntryKind::Draw { ul, .. }
+            | EntryKind::Loss {
+                ul,
+                session_id: None,
+                ..
+            } => -ul,
+            // Spoiled or lost stock leaves the safe; a session's remainder (wasted or lost)
+            // already left with the draw.
             EntryKind::Waste {
                 ul,
                 session_id: None,
@@ -412,12 +431,15 @@ pub struct Reconciliation {
     pub administered_ul: i64,
     /// Wasted, µL of stock.
     pub wasted_ul: i64,
+    /// Recorded as lost from the session's draw (a discrepancy with its reason and witness),
+    /// µL of stock.
+    pub lost_ul: i64,
 }
 
 impl Reconciliation {
-    /// Drawn minus administered minus wasted, µL: positive is unaccounted for.
+    /// Drawn minus administered, wasted and recorded lost, µL: positive is unaccounted for.
     pub fn unaccounted_ul(&self) -> i64 {
-        self.drawn_ul - self.administered_ul - self.wasted_ul
+        self.drawn_ul - self.administered_ul - self.wasted_ul - self.lost_ul
     }
 
     /// Whether it balances within [`RECONCILE_TOLERANCE_UL`].
@@ -432,6 +454,7 @@ pub fn reconcile_session(entries: &[Entry], session_id: &str) -> Reconciliation 
         drawn_ul: 0,
         administered_ul: 0,
         wasted_ul: 0,
+        lost_ul: 0,
     };
     for e in effective(entries) {
         match &e.kind {
@@ -446,6 +469,11 @@ pub fn reconcile_session(entries: &[Entry], session_id: &str) -> Reconciliation 
                 session_id: Some(s),
                 ..
             } if s == session_id => r.wasted_ul += ul,
+            EntryKind::Loss {
+                ul,
+                session_id: Some(s),
+                ..
+            } if s == session_id => r.lost_ul += ul,
             _ => {}
         }
     }

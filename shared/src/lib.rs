@@ -16,6 +16,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod ids;
 pub mod ledger;
+pub mod log_doc;
 pub mod sync;
 pub mod vitals;
 pub mod wire;

@@ -165,6 +165,24 @@ pub(super) const TABLES: &[(&str, &[&str], &str)] = &[
         "serial",
     ),
     (
+        "ledger_entries",
+        &[
+            "site",
+            "entry_id",
+            "at_us",
+            "received_us",
+            "by_staff",
+            "witness",
+            "place",
+            "kind",
+            "lot_id",
+            "session_id",
+            "ul",
+            "entry",
+        ],
+        "site, entry_id",
+    ),
+    (
         "users",
         &[
             "id",

@@ -19,6 +19,7 @@
 mod copy;
 mod db;
 mod fleet;
+mod ledger;
 mod projection;
 mod reads;
 mod report;
@@ -42,6 +43,7 @@ pub use copy::CopyReport;
 pub use fleet::{
     CertRow, Connected, DEFAULT_RENEWAL_GRACE_US, EnrolCodeRow, EnrolRefusal, NewCert,
 };
+pub use ledger::{LedgerRow, kind_name as ledger_kind_name};
 pub use reads::{
     ApplianceRow, AttentionRow, ChannelSummary, MAX_ATTENTION, MAX_SESSION_PAGE,
     MAX_VITALS_PER_PAGE, SessionFilter, SessionPage, SessionRow, SessionSummary, VitalsPage,
@@ -212,6 +214,8 @@ pub struct ReindexReport {
     pub site_configs: u64,
     /// Audit documents of appliances projected.
     pub audit_docs: u64,
+    /// Site ledgers projected.
+    pub ledgers: u64,
     /// Entries of theirs newly written to the audit log (entries already there are kept as
     /// they are, so a second reindex adds none).
     pub audit_entries_added: u64,
@@ -646,7 +650,10 @@ impl CloudStore {
             // Other instances on the database push patients and site configurations to their
             // appliances too: tell them (delivered when this transaction commits).
             if let Engine::Postgres(pg) = &self.engine
-                && matches!(kind, DocKind::Patient | DocKind::SiteConfig)
+                && matches!(
+                    kind,
+                    DocKind::Patient | DocKind::SiteConfig | DocKind::Ledger
+                )
             {
                 let payload = format!("{} {} {site} {id}", pg.origin, kind.as_str());
                 db.exec("SELECT pg_notify(?1, ?2)", args![NOTIFY_CHANNEL, payload])?;
@@ -751,6 +758,7 @@ impl CloudStore {
                     Projection::Patient(_) => report.patients += 1,
                     Projection::SiteConfig => report.site_configs += 1,
                     Projection::Audit(_) => report.audit_docs += 1,
+                    Projection::Ledger(_) => report.ledgers += 1,
                 }
                 let added = projection::write(db, &id, site, &proj, updated_us)?;
                 report.audit_entries_added += added as u64;

@@ -18,6 +18,7 @@ use vigil_shared::chunk::Chunk;
 use vigil_shared::doc::{
     MAX_CHUNKS_PER_CHANNEL, PatientDoc, PatientRecord, SessionDoc, SessionMeta,
 };
+use vigil_shared::ledger::doc::LedgerDoc;
 use vigil_shared::vitals::{Channel, Sample, checksum};
 use vigil_shared::wire::DocKind;
 
@@ -44,6 +45,8 @@ pub(crate) enum Projection {
     SiteConfig,
     /// An appliance's audit document: its entries go to the audit log.
     Audit(AuditProjection),
+    /// A site's ledger: its entries, each recorded once with when the cloud received it.
+    Ledger(Vec<vigil_shared::ledger::Entry>),
 }
 
 /// An audit document's projection: every entry, written to the audit log at most once each.
@@ -151,6 +154,10 @@ pub(crate) fn project(
                 room: audit.room().map_err(invalid)?,
                 entries: audit.entries().map_err(invalid)?,
             }))
+        }
+        DocKind::Ledger => {
+            let ledger = LedgerDoc::from_automerge(doc.clone()).map_err(invalid)?;
+            Ok(Projection::Ledger(ledger.entries().map_err(invalid)?))
         }
     }
 }
@@ -324,6 +331,11 @@ pub(crate) fn write(
         // The audit log is not a derived table, so a reindex does not clear it first.
         Projection::Audit(a) => {
             super::users::insert_appliance_entries(db, site, &a.room, &a.entries)
+        }
+        // The same for the ledger: an entry is recorded once, with the time the cloud first
+        // received it, which a reindex keeps.
+        Projection::Ledger(entries) => {
+            super::ledger::insert_entries(db, site, entries, now_us).map(|_| 0)
         }
     }
 }

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema of the cloud database, bumped with each migration.
-pub(super) const DB_VERSION: i64 = 8;
+pub(super) const DB_VERSION: i64 = 9;
 
 /// The PostgreSQL advisory lock key instances take while migrating, so that two starting at
 /// once migrate one after the other (`vigil` in ASCII).
@@ -185,8 +185,35 @@ pub(super) fn migrate_sqlite(conn: &Connection) -> Result<(), StoreError> {
     if version < 8 {
         fleet_v8_sqlite(conn)?;
     }
+    if version < 9 {
+        conn.execute_batch(&format!(
+            "BEGIN; {LEDGER_V9} PRAGMA user_version = 9; COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// Version 9, the same on both engines: the controlled-substance ledger's entries as the cloud
+/// received them (the ledger document stays the record; this is its index, with the cloud's
+/// receive time, which a reindex keeps).
+const LEDGER_V9: &str = "
+    CREATE TABLE IF NOT EXISTS ledger_entries (
+        site TEXT NOT NULL,
+        entry_id TEXT NOT NULL,
+        at_us BIGINT NOT NULL,
+        received_us BIGINT NOT NULL,
+        by_staff TEXT NOT NULL,
+        witness TEXT,
+        place TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        lot_id TEXT,
+        session_id TEXT,
+        ul BIGINT,
+        entry TEXT NOT NULL,
+        PRIMARY KEY (site, entry_id)
+    );
+    CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger_entries (site, at_us);
+";
 
 /// Version 8 on SQLite: [`FLEET_V8`], each column added only where it is missing (a file that
 /// took an older step by hand may have some).
@@ -349,6 +376,9 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<(), Stor
     }
     if version < 8 {
         tx.batch_execute(FLEET_V8)?;
+    }
+    if version < 9 {
+        tx.batch_execute(LEDGER_V9)?;
     }
     tx.execute("UPDATE vigil_schema SET version = $1", &[&DB_VERSION])?;
     tx.commit()?;

@@ -18,6 +18,7 @@ use super::db::Val;
 use super::projection::{ChannelStats, count_channel, read_channels};
 use super::reads::vitals_page;
 use super::*;
+use vigil_shared::ledger::doc::{LedgerDoc, ledger_id};
 
 /// The engine a test runs on: every test of the store interface runs on both.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +54,7 @@ on_both_engines!(
     changes_another_copy_committed_are_merged_in,
     the_registry_lists_a_sites_documents_by_kind,
     appliance_presence_is_recorded,
+    a_ledgers_entries_are_indexed_once_with_when_they_first_arrived,
     an_enrolment_code_works_once_within_its_hour_for_a_free_room,
     a_renewed_certificate_stops_working_after_its_grace_period,
     the_session_list_filters_and_pages,
@@ -480,6 +482,7 @@ fn reindex_rebuilds_identical_projections(engine: Engine) {
             chunks: 5,
             corrupt_chunks: 1,
             audit_docs: 0,
+            ledgers: 0,
             audit_entries_added: 0,
             failed: 0,
             failures: vec![],
@@ -835,6 +838,36 @@ fn the_registry_lists_a_sites_documents_by_kind(engine: Engine) {
             "{site} {kinds:?}"
         );
     }
+}
+
+fn a_ledgers_entries_are_indexed_once_with_when_they_first_arrived(engine: Engine) {
+    let f = fixture(engine);
+    let s = &f.store;
+    let id = ledger_id("austin");
+    let mut doc = ledger_with(&[("r1", "L1")]);
+    s.commit_document(&id, DocKind::Ledger, "austin", doc.automerge(), 100)
+        .unwrap();
+    let more = ledger_with(&[("r2", "L2")]);
+    doc.automerge()
+        .merge(&mut more.automerge_ref().clone())
+        .unwrap();
+    s.commit_document(&id, DocKind::Ledger, "austin", doc.automerge(), 200)
+        .unwrap();
+    let rows = |s: &CloudStore| -> Vec<(String, i64)> {
+        s.ledger_entries("austin", 0, i64::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.entry.id, r.received_us))
+            .collect()
+    };
+    assert_eq!(rows(s), vec![("r1".into(), 100), ("r2".into(), 200)]);
+    s.reindex().unwrap();
+    assert_eq!(
+        rows(s),
+        vec![("r1".into(), 100), ("r2".into(), 200)],
+        "a reindex keeps the first receive time"
+    );
+    assert!(s.ledger_entries("florida", 0, i64::MAX).unwrap().is_empty());
 }
 
 fn an_enrolment_code_works_once_within_its_hour_for_a_free_room(engine: Engine) {
@@ -2014,11 +2047,50 @@ fn populate(store: &CloudStore) {
     store
         .appliance_reported("austin", "1", r#"{"time_us":9}"#, 1, 8)
         .unwrap();
+    let mut ledger = ledger_with(&[("r1", "L1")]);
+    store
+        .commit_document(
+            &ledger_id("austin"),
+            DocKind::Ledger,
+            "austin",
+            ledger.automerge(),
+            9,
+        )
+        .unwrap();
     store.create_enrol_code(&enrol_code("c1", "2", 10)).unwrap();
     store
         .use_enrol_code("c1", |_, _| Ok(("0a0b".into(), 99)), 9)
         .unwrap()
         .unwrap();
+}
+
+/// Austin's ledger with a 10 mL receipt for each `(entry id, lot id)`.
+fn ledger_with(receipts: &[(&str, &str)]) -> LedgerDoc {
+    let mut doc = LedgerDoc::create("austin").unwrap();
+    for (id, lot) in receipts {
+        let entry = vigil_shared::ledger::Entry {
+            id: (*id).into(),
+            at_us: 5,
+            by: "rn-ana".into(),
+            witness: Some("dr-kim".into()),
+            place: "safe".into(),
+            kind: vigil_shared::ledger::EntryKind::Receipt {
+                lot: vigil_shared::ledger::Lot {
+                    id: (*lot).into(),
+                    ndc: "0409-2051-05".into(),
+                    product: "Ketamine HCl 50 mg/mL".into(),
+                    lot_number: "LN-1".into(),
+                    mg_per_ml: 50.0,
+                    expiry: "2027-06-30".into(),
+                },
+                ul: 10_000,
+                supplier: "McKesson".into(),
+                invoice: "INV-1".into(),
+            },
+        };
+        doc.append(&entry, "2026-12-01").unwrap();
+    }
+    doc
 }
 
 /// An enrolment code for austin's `room`, made at 0 and expiring at `expires_us`.
@@ -2052,7 +2124,7 @@ fn migrate_backup_and_restore_copy_everything_between_engines() {
     let url = crate::pg_cluster::cluster().new_database();
     let pg = CloudStore::open_postgres(&url, None).unwrap();
     let report = sqlite.copy_into(&pg).unwrap();
-    assert_eq!(report.rows("documents"), 3);
+    assert_eq!(report.rows("documents"), 4);
     assert_eq!(dump_all(&pg), before);
     // New rows after the copy get new ids, not the copied ones.
     let second = pg.create_user("ana", "admin", "", "hash", 9).unwrap();

@@ -23,6 +23,7 @@ use automerge::{AutoCommit, ChangeHash};
 use vigil_shared::audit::{AuditEntry, check_append_only};
 use vigil_shared::doc::{DocError, DocKind, read_session_meta, room_of};
 use vigil_shared::ids::is_canonical_uuid;
+use vigil_shared::ledger::doc::{check_append_only as ledger_append_only, ledger_id};
 use vigil_shared::wire::RejectCode;
 
 use crate::pki::ApplianceIdentity;
@@ -37,6 +38,24 @@ pub enum ScopeError {
     NotUuid {
         /// The refused id.
         id: String,
+    },
+    /// A ledger other than the appliance's own site's.
+    #[error("ledger {id:?} is not the ledger of this appliance's site {site}")]
+    OtherLedger {
+        /// The refused id.
+        id: String,
+        /// The appliance's site.
+        site: String,
+    },
+    /// A ledger change that edits or removes an entry, or a malformed entry.
+    #[error("ledger {id}: {reason}")]
+    Ledger {
+        /// The ledger's id.
+        id: String,
+        /// Malformed (schema) rather than a rewrite (forbidden).
+        malformed: bool,
+        /// What is wrong.
+        reason: String,
     },
     /// A site configuration other than the appliance's own site's.
     #[error("site configuration {id:?} is not the configuration of this appliance's site {site}")]
@@ -99,6 +118,9 @@ impl ScopeError {
         match self {
             ScopeError::Audit {
                 malformed: true, ..
+            }
+            | ScopeError::Ledger {
+                malformed: true, ..
             } => RejectCode::SchemaInvalid,
             _ => RejectCode::Forbidden,
         }
@@ -106,7 +128,7 @@ impl ScopeError {
 }
 
 /// What a change needs checked against the store before it may be committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Pending {
     /// Nothing more.
     Nothing,
@@ -114,6 +136,8 @@ pub enum Pending {
     Patient(String),
     /// An audit document's change; these entries are new.
     AuditEntries(Vec<AuditEntry>),
+    /// A ledger's change; these entries are new.
+    LedgerEntries(Vec<vigil_shared::ledger::Entry>),
 }
 
 /// May the appliance use this id for a document of this kind?
@@ -121,6 +145,13 @@ pub fn check_id(doc_id: &str, kind: DocKind, who: &ApplianceIdentity) -> Result<
     match kind {
         DocKind::SiteConfig if doc_id == who.site.as_str() => Ok(()),
         DocKind::SiteConfig => Err(ScopeError::OtherSiteConfig {
+            id: doc_id.to_owned(),
+            site: who.site.to_string(),
+        }),
+        // One ledger per site, its id derived from the site: a room cannot start another, nor
+        // touch another site's.
+        DocKind::Ledger if doc_id == ledger_id(who.site.as_str()) => Ok(()),
+        DocKind::Ledger => Err(ScopeError::OtherLedger {
             id: doc_id.to_owned(),
             site: who.site.to_string(),
         }),
@@ -142,7 +173,7 @@ pub fn check_writable(doc_id: &str, kind: DocKind) -> Result<(), ScopeError> {
         DocKind::SiteConfig => Err(ScopeError::SiteConfigWrite {
             id: doc_id.to_owned(),
         }),
-        DocKind::Session | DocKind::Patient | DocKind::Audit => Ok(()),
+        DocKind::Session | DocKind::Patient | DocKind::Audit | DocKind::Ledger => Ok(()),
     }
 }
 
@@ -192,10 +223,21 @@ pub fn check_change(
             check_room(doc_id, kind, doc, who)?;
             let added = check_append_only(doc, before).map_err(|e| ScopeError::Audit {
                 id: doc_id.to_owned(),
-                malformed: !matches!(e, DocError::AuditRewritten(_)),
+                malformed: !matches!(e, DocError::LogRewritten { .. }),
                 reason: e.to_string(),
             })?;
             Ok(Pending::AuditEntries(added))
+        }
+        // Any room of the site adds entries; none edits or removes one. The balance rules are
+        // not applied here: rooms offline may each draw what only one could, and the ledger
+        // must record what happened (a count then shows the discrepancy).
+        DocKind::Ledger => {
+            let added = ledger_append_only(doc, before).map_err(|e| ScopeError::Ledger {
+                id: doc_id.to_owned(),
+                malformed: !matches!(e, DocError::LogRewritten { .. }),
+                reason: e.to_string(),
+            })?;
+            Ok(Pending::LedgerEntries(added))
         }
     }
 }

@@ -404,3 +404,41 @@ fn the_biennial_inventory_and_retention() {
     assert!(!may_delete(T0, T0 + 700 * US_PER_DAY));
     assert!(may_delete(T0, T0 + 733 * US_PER_DAY));
 }
+
+#[test]
+fn a_sessions_unexplained_remainder_recorded_as_a_loss_reconciles_and_stays_out_of_the_safe() {
+    let mut ledger = vec![
+        receipt("r1", "L1", 10),
+        draw("d1", "L1", 1_000, "s1"),
+        given("a1", 700, "s1"),
+    ];
+    let lost = entry(
+        "x1",
+        T0 + 50 * MIN,
+        "rn-ana",
+        Some("dr-kim"),
+        EntryKind::Loss {
+            lot_id: "L1".into(),
+            ul: 300,
+            session_id: Some("s1".into()),
+            kind: LossKind::Loss,
+            reason: "syringe dropped before the waste was witnessed".into(),
+        },
+    );
+    let mut unwitnessed = lost.clone();
+    unwitnessed.witness = None;
+    assert_eq!(
+        check_entry(&ledger, &unwitnessed, "2026-11-29"),
+        Err(LedgerRefused::Witness)
+    );
+    assert_eq!(check_entry(&ledger, &lost, "2026-11-29"), Ok(()));
+    ledger.push(lost);
+    let r = reconcile_session(&ledger, "s1");
+    assert_eq!((r.lost_ul, r.unaccounted_ul()), (300, 0));
+    assert!(r.balances());
+    assert_eq!(
+        balances(&ledger)["L1"],
+        9_000,
+        "it left the safe with the draw"
+    );
+}

@@ -391,15 +391,18 @@ pub enum DocKind {
     SiteConfig,
     /// One appliance's audit log (a run of entries; see `crate::audit`).
     Audit,
+    /// One site's controlled-substance ledger (see `crate::ledger::doc`); protocol 2.
+    Ledger,
 }
 
 impl DocKind {
     /// Every kind, in code order.
-    pub const ALL: [DocKind; 4] = [
+    pub const ALL: [DocKind; 5] = [
         DocKind::Session,
         DocKind::Patient,
         DocKind::SiteConfig,
         DocKind::Audit,
+        DocKind::Ledger,
     ];
 
     /// The stable wire code.
@@ -409,6 +412,7 @@ impl DocKind {
             DocKind::Patient => 2,
             DocKind::SiteConfig => 3,
             DocKind::Audit => 4,
+            DocKind::Ledger => 5,
         }
     }
 
@@ -417,13 +421,14 @@ impl DocKind {
         DocKind::ALL.into_iter().find(|k| k.code() == code)
     }
 
-    /// The stable name: `session`, `patient`, `site_config` or `audit`.
+    /// The stable name: `session`, `patient`, `site_config`, `audit` or `ledger`.
     pub fn as_str(self) -> &'static str {
         match self {
             DocKind::Session => "session",
             DocKind::Patient => "patient",
             DocKind::SiteConfig => "site_config",
             DocKind::Audit => "audit",
+            DocKind::Ledger => "ledger",
         }
     }
 
