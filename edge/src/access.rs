@@ -433,3 +433,13 @@ mod tests {
         assert!(local_token(dir.path()).is_err());
     }
 }
+
+/// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
+pub(crate) fn pin_matches(pin: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(pin.as_bytes(), &h)
+            .is_ok()
+    })
+}

@@ -630,6 +630,9 @@ fn handle_command(
             }
             let _ = reply.send(result);
         }
+        Command::LedgerAppend(input, by, witness, reply) => {
+            let _ = reply.send(recorder.ledger_append(input, &by, witness, now));
+        }
         Command::Shutdown => {}
     }
 }

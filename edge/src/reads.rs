@@ -290,3 +290,105 @@ pub struct SiteConfigView {
 pub fn sessions(conn: &Connection) -> Result<Vec<SessionRow>, RecorderError> {
     Ok(store::sessions(conn)?)
 }
+
+/// One lot in the safe, for the ledger view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LotView {
+    /// The lot as received.
+    #[serde(flatten)]
+    pub lot: vigil_shared::ledger::Lot,
+    /// What the entries leave in the safe, µL.
+    pub balance_ul: i64,
+    /// The same in mg.
+    pub balance_mg: f64,
+}
+
+/// A loss or theft and when its DEA Form 106 is due.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LossReport {
+    /// The loss entry.
+    pub entry_id: String,
+    /// The end of the next business day after it, µs.
+    pub due_us: i64,
+}
+
+/// The site's ledger as this room holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LedgerView {
+    /// Lots received, with their derived balances.
+    pub lots: Vec<LotView>,
+    /// Counts that disagree with the derived balance, not yet resolved.
+    pub open_discrepancies: Vec<DiscrepancyView>,
+    /// Losses and thefts, each with its Form 106 deadline.
+    pub loss_reports: Vec<LossReport>,
+    /// When the next biennial inventory is due, µs.
+    pub biennial_inventory_due_us: i64,
+    /// Every entry, in ledger order.
+    pub entries: Vec<vigil_shared::ledger::Entry>,
+}
+
+/// A count's discrepancy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiscrepancyView {
+    /// The count entry.
+    pub count_id: String,
+    /// The lot.
+    pub lot_id: String,
+    /// What the entries say, µL.
+    pub expected_ul: i64,
+    /// What was counted, µL.
+    pub counted_ul: i64,
+}
+
+/// The site's ledger view at `now_us` (an empty ledger before anything was received).
+pub fn ledger(conn: &Connection, site: &str, now_us: i64) -> Result<LedgerView, RecorderError> {
+    use vigil_shared::ledger::{
+        self, EntryKind, balances, biennial_inventory_due, effective, form_106_due, lots,
+        open_discrepancies,
+    };
+    let id = vigil_shared::ledger::doc::ledger_id(site);
+    let entries = match store::load_typed::<vigil_shared::ledger::doc::LedgerDoc>(conn, &id)? {
+        Some(doc) => doc.entries()?,
+        None => Vec::new(),
+    };
+    let zone = site_config_doc(conn, site)
+        .ok()
+        .flatten()
+        .map_or_else(vigil_shared::zone::SiteZone::utc, |d| d.zone());
+    let balance = balances(&entries);
+    let lots: Vec<LotView> = lots(&entries)
+        .into_values()
+        .map(|lot| {
+            let ul = balance.get(&lot.id).copied().unwrap_or(0);
+            LotView {
+                lot: lot.clone(),
+                balance_ul: ul,
+                balance_mg: ul as f64 / ledger::UL_PER_ML as f64 * lot.mg_per_ml,
+            }
+        })
+        .collect();
+    let loss_reports = effective(&entries)
+        .into_iter()
+        .filter(|e| matches!(e.kind, EntryKind::Loss { .. }))
+        .map(|e| LossReport {
+            entry_id: e.id.clone(),
+            due_us: form_106_due(&zone, e.at_us),
+        })
+        .collect();
+    let open_discrepancies = open_discrepancies(&entries)
+        .into_iter()
+        .map(|d| DiscrepancyView {
+            count_id: d.count_id,
+            lot_id: d.lot_id,
+            expected_ul: d.expected_ul,
+            counted_ul: d.counted_ul,
+        })
+        .collect();
+    Ok(LedgerView {
+        lots,
+        open_discrepancies,
+        loss_reports,
+        biennial_inventory_due_us: biennial_inventory_due(&entries, now_us),
+        entries,
+    })
+}

@@ -45,7 +45,9 @@ use vigil_shared::vitals::{Channel, Sample};
 use crate::store::{self, SessionRow, StoreError};
 
 mod handle;
+mod ledger;
 pub use handle::{Command, Handle, Reply};
+pub use ledger::LedgerInput;
 
 /// Samples buffered between two group commits, per channel, before the recorder refuses more.
 /// At 250 Hz ECG and one commit a second this is over a minute of headroom; a commit that keeps
@@ -1304,6 +1306,14 @@ impl Recorder {
         now_us: i64,
     ) -> Result<SessionMeta, RecorderError> {
         validate_event(&event)?;
+        match &event {
+            SessionEvent::Dose {
+                action: DoseAction::Start,
+                ..
+            } => self.check_draw_recorded(session_id)?,
+            SessionEvent::Discharge { .. } => self.check_reconciled(session_id)?,
+            _ => {}
+        }
         let overrides =
             |reason: &Option<String>| reason.as_deref().is_some_and(|r| !r.trim().is_empty());
         let rules = match &event {
@@ -2679,6 +2689,146 @@ mod tests {
             Err(RecorderError::Conflict(m) | RecorderError::Invalid(m)) => m,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_ledger_gates_the_infusion_on_its_draw_and_the_discharge_on_its_reconciliation() {
+        use vigil_shared::ledger::{EntryKind, LossKind, Lot};
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        seed_staff(&mut r);
+        let min = 60 * 1_000_000;
+        // A site that does not keep its stock here: nothing is gated.
+        let free = start(&mut r, T0);
+        let dose = |action, rate| SessionEvent::Dose {
+            action,
+            rate_mg_per_h: Some(rate),
+            override_reason: None,
+            by: "rn".into(),
+        };
+        r.add_event(&free, dose(DoseAction::Start, 52.5), T0 + min)
+            .unwrap();
+        r.stop_session(
+            &free,
+            StopSession {
+                by: "rn".into(),
+                aborted: true,
+                disposition: None,
+                note: String::new(),
+            },
+            T0 + 2 * min,
+        )
+        .unwrap();
+
+        let receipt = LedgerInput::Receipt {
+            lot: Lot {
+                id: "L1".into(),
+                ndc: "0409-2051-05".into(),
+                product: "Ketamine HCl 50 mg/mL, 10 mL vial".into(),
+                lot_number: "LN-1".into(),
+                mg_per_ml: 50.0,
+                expiry: "2030-01-01".into(),
+            },
+            ml: 10.0,
+            supplier: "McKesson".into(),
+            invoice: "INV-9".into(),
+        };
+        let unwitnessed = r.ledger_append(receipt.clone(), "rn", None, T0 + 3 * min);
+        assert!(
+            matches!(&unwitnessed, Err(RecorderError::Conflict(m)) if m.contains("witness")),
+            "{unwitnessed:?}"
+        );
+        let entry = r
+            .ledger_append(receipt, "rn", Some("dr-kim".into()), T0 + 3 * min)
+            .unwrap();
+        assert_eq!(entry.place, "safe");
+
+        // Now the draw comes first.
+        let id = start(&mut r, T0 + 10 * min);
+        let m = refusal(&mut r, &id, dose(DoseAction::Start, 52.5), T0 + 11 * min);
+        assert!(m.contains("record the draw first"), "{m}");
+        let draw = LedgerInput::Draw {
+            lot_id: "L1".into(),
+            ml: 1.0,
+            session_id: id.clone(),
+        };
+        assert!(matches!(
+            r.ledger_append(
+                LedgerInput::Draw {
+                    lot_id: "L1".into(),
+                    ml: 11.0,
+                    session_id: id.clone()
+                },
+                "rn",
+                None,
+                T0 + 11 * min
+            ),
+            Err(RecorderError::Conflict(m)) if m.contains("below zero")
+        ));
+        let d = r.ledger_append(draw, "rn", None, T0 + 11 * min).unwrap();
+        assert_eq!(d.place, "room 1");
+        r.add_event(&id, dose(DoseAction::Start, 52.5), T0 + 12 * min)
+            .unwrap();
+        r.add_event(&id, dose(DoseAction::Stop, 0.0), T0 + 52 * min)
+            .unwrap();
+        // The delivered dose: 52.5 mg/h for 40 min = 35 mg = 0.7 mL of 50 mg/mL.
+        let given = r
+            .ledger_append(
+                LedgerInput::Administered {
+                    session_id: id.clone(),
+                },
+                "rn",
+                None,
+                T0 + 53 * min,
+            )
+            .unwrap();
+        assert!(
+            matches!(given.kind, EntryKind::Administered { ul: 700, .. }),
+            "{given:?}"
+        );
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 54 * min);
+        assert!(
+            m.contains("0.30 mL unaccounted for") && m.contains("witnessed"),
+            "{m}"
+        );
+        // A witnessed loss of the remainder (the syringe was dropped) accounts for it.
+        r.ledger_append(
+            LedgerInput::Loss {
+                lot_id: "L1".into(),
+                ml: 0.3,
+                session_id: Some(id.clone()),
+                kind: LossKind::Loss,
+                reason: "syringe dropped before the waste".into(),
+            },
+            "rn",
+            Some("dr-kim".into()),
+            T0 + 55 * min,
+        )
+        .unwrap();
+        let m = refusal(&mut r, &id, go_home("rn", None), T0 + 56 * min);
+        assert!(
+            !m.contains("ledger"),
+            "only the clinical rules are left: {m}"
+        );
+        let entries = r.ledger_entries().unwrap();
+        assert_eq!(
+            vigil_shared::ledger::balances(&entries)["L1"],
+            9_000,
+            "the safe lost only the draw"
+        );
+        assert!(matches!(
+            r.ledger_append(
+                LedgerInput::Draw {
+                    lot_id: "L1".into(),
+                    ml: 1.0,
+                    session_id: "no-such-session".into()
+                },
+                "rn",
+                None,
+                T0 + 57 * min
+            ),
+            Err(RecorderError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use vigil_shared::doc::{CheckIn, PatientRecord, SessionMeta};
 use vigil_shared::care::{RiskScreenEntry, ScreeningEntry};
 
 use super::{
-    NewPatient, NewSession, PatientUpdate, RecorderError, RiskAssessmentInput, RiskScreenInput,
-    ScreeningAnswerInput, SessionEvent, StopSession,
+    LedgerInput, NewPatient, NewSession, PatientUpdate, RecorderError, RiskAssessmentInput,
+    RiskScreenInput, ScreeningAnswerInput, SessionEvent, StopSession,
 };
 
 /// A request to the recorder thread, with where to answer.
@@ -42,6 +42,14 @@ pub enum Command {
     AddEvent(String, SessionEvent, Reply<SessionMeta>),
     /// Stop a session.
     StopSession(String, StopSession, Reply<SessionMeta>),
+    /// Append an entry to the site's ledger, by the named staff member, witnessed by the
+    /// second (whose PIN the caller checked).
+    LedgerAppend(
+        LedgerInput,
+        String,
+        Option<String>,
+        Reply<vigil_shared::ledger::Entry>,
+    ),
     /// Commit and stop the recorder thread.
     Shutdown,
 }
@@ -132,6 +140,17 @@ impl Handle {
         input: StopSession,
     ) -> Result<SessionMeta, RecorderError> {
         self.call(|r| Command::StopSession(session, input, r)).await
+    }
+
+    /// Appends an entry to the site's ledger, by `by`, witnessed by `witness`.
+    pub async fn ledger_append(
+        &self,
+        input: LedgerInput,
+        by: String,
+        witness: Option<String>,
+    ) -> Result<vigil_shared::ledger::Entry, RecorderError> {
+        self.call(|r| Command::LedgerAppend(input, by, witness, r))
+            .await
     }
 
     /// Asks the recorder to commit and stop, waiting for room in the queue (shutdown must not

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vigil_shared::vitals::Channel;
 
-use crate::access::{self, AllowedHosts, Principal, Refusal, ScreenSessions};
+use crate::access::{self, AllowedHosts, Principal, Refusal, Role, ScreenSessions};
 use crate::audit::client_addr;
 use crate::audit::{AuditLog, Entry};
 use crate::reads;
@@ -73,6 +73,44 @@ pub struct Security {
     pub hosts: AllowedHosts,
     /// Wrong PINs at the room screen.
     pub pins: PinThrottle,
+}
+
+impl Security {
+    /// Checks a staff member's PIN under the wrong-PIN waits: the attempt is reserved first
+    /// (so parallel guesses wait their turn; `Err(wait)` when this name must wait on this
+    /// client), verified against the argon2id hash on a blocking thread, then counted.
+    pub async fn check_pin(
+        self: &Arc<Self>,
+        member: &vigil_shared::doc::StaffMember,
+        pin: String,
+        client: &str,
+        now_us: i64,
+    ) -> Result<bool, std::time::Duration> {
+        let reservation = self
+            .pins
+            .reserve(&member.id, client, std::time::Instant::now())?;
+        let hash = member.pin_hash.clone();
+        let ok = pin.len() <= 64
+            && tokio::task::spawn_blocking(move || crate::access::pin_matches(&pin, &hash))
+                .await
+                .unwrap_or(false);
+        let security = self.clone();
+        let settled = tokio::task::spawn_blocking(move || {
+            let conn = security.audit.connection();
+            security.pins.settle(
+                reservation,
+                ok,
+                std::time::Instant::now(),
+                now_us,
+                Some(&conn),
+            );
+        })
+        .await;
+        if settled.is_err() {
+            tracing::error!("settling a PIN attempt failed");
+        }
+        Ok(ok)
+    }
 }
 
 /// Shared state of the HTTP handlers.
@@ -185,6 +223,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/sessions/{id}/events", post(add_event))
         .route("/sessions/{id}/stop", post(stop_session))
         .route("/sessions/{id}/vitals", get(vitals))
+        .route("/ledger", get(ledger))
+        .route("/ledger/entries", post(ledger_entry))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     let api = Router::new().route("/status", get(status)).merge(guarded);
     Router::new()
@@ -569,6 +609,132 @@ async fn stop_session(
     require_treating(&principal)?;
     let meta = state.recorder.stop_session(id, input).await?;
     Ok(Json(meta))
+}
+
+/// `POST /api/v1/ledger/entries`: what the entry records (`type` and its fields), by the
+/// credential's staff member, with the witness's staff id and PIN where the ledger wants one.
+#[derive(Debug, Deserialize)]
+struct LedgerRequest {
+    by: String,
+    #[serde(default)]
+    witness: Option<String>,
+    #[serde(default)]
+    witness_pin: Option<String>,
+    #[serde(flatten)]
+    entry: crate::recorder::LedgerInput,
+}
+
+/// The site's ledger as this room holds it: lots with their balances, open discrepancies,
+/// the loss reports due, the next biennial inventory, and every entry.
+async fn ledger(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let site = state
+        .status
+        .lock()
+        .map(|s| s.site.clone())
+        .unwrap_or_default();
+    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+    let view = read(
+        &state,
+        move |conn| crate::reads::ledger(conn, &site, now_us).map(Some),
+        "ledger".into(),
+    )
+    .await?;
+    Ok(Json(view))
+}
+
+async fn ledger_entry(
+    State(state): State<ApiState>,
+    Extension(principal): Extension<Principal>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Authored(req): Authored<LedgerRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    use crate::recorder::LedgerInput;
+    // The front desk receives stock and counts it; everything that touches a patient's dose
+    // is a nurse's or clinician's, and resolving a discrepancy a clinician's.
+    match &req.entry {
+        LedgerInput::Receipt { .. } | LedgerInput::Count { .. } => {}
+        LedgerInput::Resolution { .. } if !principal.role.is_clinician() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a clinician resolves a count's discrepancy",
+            ));
+        }
+        _ => require_treating(&principal)?,
+    }
+    let witness = match (&req.witness, &req.witness_pin) {
+        (Some(w), Some(pin)) if !w.trim().is_empty() => {
+            Some(verify_witness(&state, &principal, w, pin, &peer.ip().to_string()).await?)
+        }
+        (Some(_), None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the witness confirms with their PIN (witness_pin)",
+            ));
+        }
+        _ => None,
+    };
+    let entry = state
+        .recorder
+        .ledger_append(req.entry, req.by, witness)
+        .await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+/// Checks the witness: on the site's staff list, licensed (a nurse or clinician), not the
+/// person recording, and their PIN right (under the same wrong-PIN waits as the room screen).
+/// Their staff id, for the entry.
+async fn verify_witness(
+    state: &ApiState,
+    principal: &Principal,
+    witness: &str,
+    pin: &str,
+    client: &str,
+) -> Result<String, ApiError> {
+    if witness == principal.id {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a second licensed staff member must witness this, not the person recording it",
+        ));
+    }
+    let site = state
+        .status
+        .lock()
+        .map(|s| s.site.clone())
+        .unwrap_or_default();
+    let config = read(
+        state,
+        move |conn| crate::web::screen::site_config(conn, &site).map(Some),
+        "site configuration".into(),
+    )
+    .await?;
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the witness's name or PIN is wrong, or they are not a nurse or clinician",
+        )
+    };
+    let member = config
+        .and_then(|c| c.staff.into_iter().find(|m| m.id == witness))
+        .ok_or_else(refused)?;
+    if !Role::from_staff(&member.role).is_some_and(Role::may_treat) {
+        return Err(refused());
+    }
+    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+    match state
+        .security
+        .check_pin(&member, pin.to_owned(), client, now_us)
+        .await
+    {
+        Ok(true) => Ok(member.id),
+        Ok(false) => Err(refused()),
+        Err(wait) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many wrong PINs for this witness from here; wait {} s",
+                wait.as_secs().max(1)
+            ),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize)]

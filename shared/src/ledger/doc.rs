@@ -151,6 +151,13 @@ pub enum LedgerError {
     Doc(Box<DocError>),
 }
 
+impl crate::doc::Typed for LedgerDoc {
+    const KIND: DocKind = DocKind::Ledger;
+    fn wrap(doc: AutoCommit) -> Result<Self, DocError> {
+        LedgerDoc::from_automerge(doc)
+    }
+}
+
 impl From<DocError> for LedgerError {
     fn from(e: DocError) -> Self {
         LedgerError::Doc(Box::new(e))

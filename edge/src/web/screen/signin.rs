@@ -4,8 +4,6 @@
 //! per (name, client) before the check ([`crate::throttle`]) and every attempt, refused or
 //! not, is audited before the answer.
 
-use std::time::Instant;
-
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -24,16 +22,6 @@ use crate::audit::Entry;
 
 /// The one message for a wrong PIN and an unknown name.
 const BAD_PIN: &str = "wrong name or PIN";
-
-/// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
-fn pin_matches(pin: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(pin.as_bytes(), &h)
-            .is_ok()
-    })
-}
 
 fn login_form(staff: &[StaffMember], site_name: &str, csrf: &str, error: Option<&str>) -> Markup {
     let error = html! {
@@ -158,10 +146,10 @@ pub(super) async fn login(
     let Some(member) = member else {
         return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
     };
-    // The attempt is reserved before the PIN is checked: parallel guesses wait their turn.
     let security = s.api.security.clone();
-    let reservation = match security.pins.reserve(&id, &client, Instant::now()) {
-        Ok(r) => r,
+    let now_us = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
+    let ok = match security.check_pin(&member, pin, &client, now_us).await {
+        Ok(ok) => ok,
         Err(wait) => {
             let msg = format!(
                 "too many wrong PINs for this name from this device; wait {} s, sign in on \
@@ -171,24 +159,7 @@ pub(super) async fn login(
             return refuse(StatusCode::TOO_MANY_REQUESTS, &msg);
         }
     };
-    let hash = member.pin_hash.clone();
-    let ok = pin.len() <= 64
-        && tokio::task::spawn_blocking(move || pin_matches(&pin, &hash))
-            .await
-            .unwrap_or(false);
     let role = Role::from_staff(&member.role);
-    let now_us = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
-    let settle_security = security.clone();
-    let settled = tokio::task::spawn_blocking(move || {
-        let conn = settle_security.audit.connection();
-        settle_security
-            .pins
-            .settle(reservation, ok, Instant::now(), now_us, Some(&conn));
-    })
-    .await;
-    if settled.is_err() {
-        tracing::error!("settling a PIN attempt failed");
-    }
     let action = if ok && role.is_some() {
         "screen sign-in"
     } else {
@@ -313,6 +284,7 @@ mod tests {
 
     #[test]
     fn pins_verify_against_argon2_hashes_only() {
+        use crate::access::pin_matches;
         use argon2::password_hash::{PasswordHasher, SaltString};
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
         let hash = argon2::Argon2::default()
