@@ -312,6 +312,16 @@ impl AllowedHosts {
     }
 }
 
+/// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
+pub(crate) fn pin_matches(pin: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| {
+        argon2::Argon2::default()
+            .verify_password(pin.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,14 +442,4 @@ mod tests {
         std::fs::write(dir.path().join(LOCAL_TOKEN_FILE), "garbage").unwrap();
         assert!(local_token(dir.path()).is_err());
     }
-}
-
-/// Whether `pin` matches a staff member's argon2id hash; a malformed hash matches nothing.
-pub(crate) fn pin_matches(pin: &str, hash: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|h| {
-        argon2::Argon2::default()
-            .verify_password(pin.as_bytes(), &h)
-            .is_ok()
-    })
 }
