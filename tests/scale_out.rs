@@ -96,36 +96,6 @@ async fn syncing_with(edge: &Http) -> Option<String> {
         .then(|| status["sync"]["cloud"].as_str().unwrap_or("").to_owned())
 }
 
-/// Signs in to the dashboard at `base`; the session cookie.
-async fn sign_in(client: &reqwest::Client, base: &str) -> String {
-    let res = client.get(format!("{base}/login")).send().await.unwrap();
-    let csrf_cookie = set_cookie(&res, "vigil_login_csrf").expect("login csrf cookie");
-    let html = res.text().await.unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("a csrf field") + marker.len();
-    let csrf = html[start..].split('"').next().unwrap().to_owned();
-    let res = client
-        .post(format!("{base}/login"))
-        .header("cookie", csrf_cookie)
-        .form(&[
-            ("username", "manager"),
-            ("password", PASSWORD),
-            ("csrf", csrf.as_str()),
-            ("next", "/"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    assert_eq!(
-        status,
-        303,
-        "sign-in: {}",
-        res.text().await.unwrap_or_default()
-    );
-    set_cookie(&res, "vigil_session").expect("session cookie")
-}
-
 async fn dashboard_status(client: &reqwest::Client, base: &str, cookie: &str) -> u16 {
     client
         .get(format!("{base}/sessions"))
@@ -201,7 +171,7 @@ async fn two_instances_on_postgres_lose_one_and_lose_nothing() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let cookie = sign_in(&client, &cloud_a.base).await;
+    let cookie = dashboard_sign_in(&client, &cloud_a.base, "manager", PASSWORD).await;
     assert_eq!(dashboard_status(&client, &cloud_a.base, &cookie).await, 200);
 
     // The prescriber the sessions' orders name, at both sites.

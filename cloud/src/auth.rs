@@ -214,10 +214,10 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the fleet (appliances, their certificates and health) is theirs to see:
-    /// admins (every site) and regional managers (their region's); a clinician runs rooms,
-    /// not appliances.
-    pub fn sees_fleet(&self) -> bool {
+    /// Whether the sites' management is theirs to see — the fleet (appliances, their
+    /// certificates and health) and the controlled-substance ledger: admins (every site) and
+    /// regional managers (their region's); a clinician runs rooms.
+    pub fn manages_sites(&self) -> bool {
         matches!(self.role, Role::Admin | Role::RegionalManager)
     }
 

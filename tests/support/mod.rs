@@ -496,6 +496,41 @@ where
     }
 }
 
+/// Signs `user` in to the dashboard at `base` with `password`; the session cookie.
+pub async fn dashboard_sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> String {
+    let res = client.get(format!("{base}/login")).send().await.unwrap();
+    let csrf_cookie = set_cookie(&res, "vigil_login_csrf").expect("login csrf cookie");
+    let html = res.text().await.unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a csrf field") + marker.len();
+    let csrf = html[start..].split('"').next().unwrap().to_owned();
+    let res = client
+        .post(format!("{base}/login"))
+        .header("cookie", csrf_cookie)
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("csrf", csrf.as_str()),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    assert_eq!(
+        status,
+        303,
+        "sign-in: {}",
+        res.text().await.unwrap_or_default()
+    );
+    set_cookie(&res, "vigil_session").expect("session cookie")
+}
+
 /// Registers a patient named `given` on an appliance and starts a session for them with the
 /// simulator's `scenario`; the session's id.
 pub async fn begin_session(edge: &Http, given: &str, scenario: &str) -> String {

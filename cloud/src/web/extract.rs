@@ -84,21 +84,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequireAdmin {
     }
 }
 
-/// A signed-in admin or regional manager (the fleet); a clinician gets 403.
-pub(crate) struct RequireFleet(pub(crate) Viewer);
+/// A signed-in admin or regional manager (the fleet, the controlled-substance ledger); a
+/// clinician gets 403.
+pub(crate) struct RequireManager(pub(crate) Viewer);
 
-impl<S: Send + Sync> FromRequestParts<S> for RequireFleet {
+impl<S: Send + Sync> FromRequestParts<S> for RequireManager {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, PageError> {
         let viewer = Viewer::from_request_parts(parts, state).await?;
-        if !viewer.who.sees_fleet() {
+        if !viewer.who.manages_sites() {
             return Err(PageError::new(
                 StatusCode::FORBIDDEN,
-                "the fleet page is for admins and regional managers",
+                "this page is for admins and regional managers",
             ));
         }
-        Ok(RequireFleet(viewer))
+        Ok(RequireManager(viewer))
     }
 }
 

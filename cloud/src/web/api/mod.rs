@@ -194,7 +194,7 @@ async fn appliances(
     q: Result<Query<AppliancesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ApplianceView>>, ApiError> {
     let only_attention = query(q)?.attention.unwrap_or(false);
-    if !p.sees_fleet() {
+    if !p.manages_sites() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the fleet is for admins and regional managers",

@@ -60,7 +60,7 @@ use super::state::Shared;
 use crate::auth::{BAD_LOGIN, Login, Role, random_token, same};
 use crate::clock::now_us;
 use pages::{account, attention, audit, fleet, overview, session, sessions};
-use reports::{advisories, outcomes, utilisation};
+use reports::{advisories, ledger, outcomes, utilisation};
 
 /// Largest form body the dashboard reads: its forms carry a token, a name, a password or two
 /// and a label (well under 2 KB); 16 KB leaves room and still refuses uploads at once.
@@ -101,6 +101,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/reports/outcomes.csv", get(outcomes::csv))
         .route("/attention", get(attention::page))
         .route("/fleet", get(fleet::page))
+        .route("/ledger", get(ledger::page))
+        .route("/ledger.csv", get(ledger::csv))
         .route("/audit", get(audit::page))
         .route("/audit.csv", get(audit::csv))
         .route("/account", get(account::page))
@@ -211,6 +213,7 @@ pub(crate) enum Section {
     Outcomes,
     Attention,
     Fleet,
+    Ledger,
     Audit,
     Account,
 }
@@ -225,8 +228,9 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup
         ("/reports/outcomes", "Outcomes", Section::Outcomes),
         ("/attention", "Attention", Section::Attention),
     ];
-    if viewer.who.sees_fleet() {
+    if viewer.who.manages_sites() {
         nav.push(("/fleet", "Fleet", Section::Fleet));
+        nav.push(("/ledger", "Ledger", Section::Ledger));
     }
     if viewer.who.role == Role::Admin {
         nav.push(("/audit", "Audit log", Section::Audit));

@@ -16,7 +16,7 @@ use vigil_web::layout::badge;
 use crate::clock::now_us;
 use crate::fleet::{ApplianceView, views};
 use crate::web::dashboard::{Section, audit_view, empty_row, frame, read};
-use crate::web::extract::{ClientIp, RequireFleet};
+use crate::web::extract::{ClientIp, RequireManager};
 use crate::web::state::Shared;
 
 /// Query of the fleet page.
@@ -28,7 +28,7 @@ pub(crate) struct FleetQuery {
 /// `GET /fleet`.
 pub(crate) async fn page(
     State(s): State<Arc<Shared>>,
-    RequireFleet(viewer): RequireFleet,
+    RequireManager(viewer): RequireManager,
     Extension(ip): Extension<ClientIp>,
     q: Result<Query<FleetQuery>, QueryRejection>,
 ) -> Response {

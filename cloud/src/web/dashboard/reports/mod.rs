@@ -11,6 +11,7 @@
 //! its form, per-zone queries, rates.
 
 pub(crate) mod advisories;
+pub(crate) mod ledger;
 pub(crate) mod outcomes;
 pub(crate) mod utilisation;
 
