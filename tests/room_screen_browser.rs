@@ -1,5 +1,7 @@
 //! The clinician's room screen in real headless Chromium, against the real `vigil-edge` and
-//! `vigil-cloud` binaries: one infusion from check-in to discharge while the cloud is down,
+//! `vigil-cloud` binaries: one infusion from check-in to discharge while the cloud is down
+//! (its ketamine received into the safe, drawn before the start and reconciled before the
+//! discharge, witnessed with PINs),
 //! a start blocked by a contraindication and then overridden by a clinician, two tablets on
 //! the same session seeing each other's edits through the event stream, and the session
 //! arriving in the cloud, check-in record and discharge included, once the cloud is back.
@@ -342,6 +344,37 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.type_into("#cp-sedation", "5").await;
     a.click("#record-checkpoint").await;
     a.wait_text("#cp-before_start", "done").await;
+
+    // The site keeps its ketamine in the ledger: the nurse receives a vial into the safe, Dr
+    // Kim witnessing with her PIN on the same tablet.
+    a.click("nav a[href='/screen/ledger']").await;
+    a.wait_for("#receipt-form").await;
+    for (field, value) in [
+        ("#rc-lot", "L1"),
+        ("#rc-ndc", "0409-2051-05"),
+        ("#rc-product", "Ketamine HCl 50 mg/mL, 10 mL vial"),
+        ("#rc-lot-number", "LN-2207"),
+        ("#rc-strength", "50"),
+        ("#rc-ml", "10"),
+        ("#rc-supplier", "McKesson"),
+        ("#rc-invoice", "INV-88"),
+        ("#rc-witness-pin", CLINICIAN_PIN),
+    ] {
+        a.type_into(field, value).await;
+    }
+    a.set_value("#rc-expiry", "2030-06-30").await;
+    a.click("#rc-witness option[value='dr-kim']").await;
+    a.click("#record-receipt").await;
+    a.wait_text("#safe", "LN-2207").await;
+    a.screenshot("room-04d-safe").await;
+    // The infusion waits for its draw; the draw comes from that lot.
+    a.goto(&session_url).await;
+    a.click("#dose-start").await;
+    a.wait_text("#error", "record the draw first").await;
+    a.goto(&session_url).await;
+    a.type_into("#draw-ml", "5").await;
+    a.click("#record-draw").await;
+    a.wait_text("#ledger-session", "Drawn 5.00 mL").await;
     a.click("#dose-start").await;
     a.wait_text("#dose-events", "start").await;
     a.wait_text("#dose-events", "52.5 mg/h").await;
@@ -410,6 +443,16 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     for action in ["start", "pause", "resume", "stop"] {
         assert!(doses.contains(action), "{doses}");
     }
+    // The ledger before the discharge: the dose the pump gave, then the rest wasted with a
+    // witness, and the session is accounted for.
+    a.click("#confirm-given").await;
+    a.wait_text("#ledger-session", "unaccounted for").await;
+    a.type_into("#waste-reason", "remainder of the bag").await;
+    a.click("#waste-witness option[value='dr-kim']").await;
+    a.type_into("#waste-witness-pin", CLINICIAN_PIN).await;
+    a.click("#record-waste").await;
+    a.wait_text("#ledger-session", "accounted for").await;
+    a.screenshot("room-07c-ledger-reconciled").await;
 
     // After: discharge refuses while anything is missing, the observation time included.
     a.click("#after-link").await;

@@ -236,6 +236,20 @@ impl Browser {
             .to_owned()
     }
 
+    /// Sets the value of the first input matching `css` inside the page (a date input, whose
+    /// typed form depends on the browser's locale).
+    pub async fn set_value(&self, css: &str, value: &str) {
+        let script = "const e = document.querySelector(arguments[0]); e.value = arguments[1]; return e.value;";
+        let set = self
+            .cmd(
+                "POST",
+                "/execute/sync",
+                json!({"script": script, "args": [css, value]}),
+            )
+            .await;
+        assert_eq!(set.as_str(), Some(value), "{css}");
+    }
+
     /// The rendered text of the first element matching `css`, read inside the page in one
     /// step, so an element replaced meanwhile (a page that updates itself from a server-sent
     /// event) is never a stale reference; `None` when nothing matches.

@@ -680,9 +680,8 @@ async fn ledger_entry(
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
-/// Checks the witness: on the site's staff list, licensed (a nurse or clinician), not the
-/// person recording, and their PIN right (under the same wrong-PIN waits as the room screen).
-/// Their staff id, for the entry.
+/// The API's witness check: the site's staff list as this room holds it, then
+/// [`check_witness`].
 async fn verify_witness(
     state: &ApiState,
     principal: &Principal,
@@ -690,12 +689,6 @@ async fn verify_witness(
     pin: &str,
     client: &str,
 ) -> Result<String, ApiError> {
-    if witness == principal.id {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "a second licensed staff member must witness this, not the person recording it",
-        ));
-    }
     let site = state
         .status
         .lock()
@@ -707,27 +700,60 @@ async fn verify_witness(
         "site configuration".into(),
     )
     .await?;
-    let refused = || {
-        ApiError::new(
+    let staff = config.map(|c| c.staff).unwrap_or_default();
+    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+    check_witness(
+        &state.security,
+        staff,
+        &principal.id,
+        witness,
+        pin,
+        client,
+        now_us,
+    )
+    .await
+    .map_err(|(status, message)| ApiError::new(status, message))
+}
+
+/// Checks a ledger entry's witness: on the site's staff list, licensed (a nurse or
+/// clinician), not the person recording (`by`), and their PIN right, under the same
+/// wrong-PIN waits as the room screen's sign-in. The witness's staff id, or the status and
+/// message to refuse with. The API and the room screen both ask this.
+pub(crate) async fn check_witness(
+    security: &Arc<Security>,
+    staff: Vec<vigil_shared::doc::StaffMember>,
+    by: &str,
+    witness: &str,
+    pin: &str,
+    client: &str,
+    now_us: i64,
+) -> Result<String, (StatusCode, String)> {
+    if witness == by {
+        return Err((
             StatusCode::UNPROCESSABLE_ENTITY,
-            "the witness's name or PIN is wrong, or they are not a nurse or clinician",
+            "a second licensed staff member must witness this, not the person recording it".into(),
+        ));
+    }
+    let refused = || {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the witness's name or PIN is wrong, or they are not a nurse or clinician".to_owned(),
         )
     };
-    let member = config
-        .and_then(|c| c.staff.into_iter().find(|m| m.id == witness))
+    let member = staff
+        .into_iter()
+        .find(|m| m.id == witness)
         .ok_or_else(refused)?;
     if !Role::from_staff(&member.role).is_some_and(Role::may_treat) {
         return Err(refused());
     }
-    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
-    match state
-        .security
+    match security
         .check_pin(&member, pin.to_owned(), client, now_us)
         .await
     {
         Ok(true) => Ok(member.id),
         Ok(false) => Err(refused()),
-        Err(wait) => Err(ApiError::new(
+        Err(wait) => Err((
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "too many wrong PINs for this witness from here; wait {} s",

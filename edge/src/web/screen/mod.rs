@@ -31,6 +31,7 @@
 mod adverse;
 mod after;
 mod checkin;
+mod ledger;
 mod live;
 mod load;
 mod monitoring;
@@ -158,6 +159,8 @@ pub fn router(api: ApiState) -> Router {
         .route("/screen/sessions/{id}", get(session::session))
         .route("/screen/sessions/{id}/live", get(live::stream))
         .route("/screen/sessions/{id}/dose", post(session::dose))
+        .route("/screen/sessions/{id}/ledger", post(ledger::session_entry))
+        .route("/screen/ledger", get(ledger::safe).post(ledger::safe_entry))
         .route("/screen/sessions/{id}/effect", post(session::effect))
         .route("/screen/sessions/{id}/note", post(session::note))
         .route("/screen/sessions/{id}/ack", post(session::acknowledge))
@@ -324,6 +327,7 @@ fn assets() -> Markup {
 pub(crate) enum Section {
     Room,
     Patients,
+    Safe,
 }
 
 /// A signed-in page in the shared frame.
@@ -331,6 +335,7 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup
     let nav = [
         ("/screen", "Room", Section::Room),
         ("/screen/patients", "Patients", Section::Patients),
+        ("/screen/ledger", "Safe", Section::Safe),
     ];
     let links: Vec<NavLink<'_>> = nav
         .iter()

@@ -302,6 +302,9 @@ pub(crate) async fn session(
     let (advisories, timeline) = changing(parts, &v, names);
     let (now_us, last) = room_now(&s);
     let delivered = clinical::delivered(&m.dose_events, m.ended_us.unwrap_or(now_us));
+    let stopped = m.dose_events.iter().any(|d| d.action == DoseAction::Stop)
+        || m.state != SessionState::InProgress;
+    let ledger = super::ledger::session_card(&s, &v, &m.id, stopped).await;
     let body = html! {
         h1 { (name) " " (state_badge(m.state)) }
         dl.facts {
@@ -361,6 +364,7 @@ pub(crate) async fn session(
         }
         div id="advisories-box" { (advisories) }
         (checkpoint_card(&v, parts, names, (now_us, &last), Back::Session))
+        (ledger)
         (super::adverse::card(&v, &m.id, &parts.care.adverse_events, names))
         @if m.state == SessionState::InProgress {
             (controls(
