@@ -429,6 +429,22 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
 
+    // The site's ledger, with hostile text in every free field (stock received after the
+    // sessions above, so their infusions were not gated on a draw).
+    let receipt = json!({
+        "type": "receipt",
+        "lot": {"id": "L1", "ndc": "0409-2051-05", "product": MARKUP[2],
+            "lot_number": "LN-1", "mg_per_ml": 50.0, "expiry": "2030-06-30"},
+        "ml": 10.0, "supplier": MARKUP[4], "invoice": FORMULAS[0],
+        "witness": "dr-kim", "witness_pin": CLINICIAN_PIN,
+    });
+    let (st, body) = edge.post("/api/v1/ledger/entries", &receipt).await;
+    assert_eq!(st, 201, "{body}");
+    let loss = json!({"type": "loss", "lot_id": "L1", "ml": 0.5, "kind": "loss",
+        "reason": FORMULAS[3], "witness": "dr-kim", "witness_pin": CLINICIAN_PIN});
+    let (st, body) = edge.post("/api/v1/ledger/entries", &loss).await;
+    assert_eq!(st, 201, "{body}");
+
     // Every page of the room screen.
     for path in [
         "/screen".to_owned(),
@@ -445,6 +461,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         format!("/screen/sessions/{sid}/form"),
         format!("/screen/sessions/{screen_sid}/form"),
         "/screen/pins".to_owned(),
+        "/screen/ledger".to_owned(),
     ] {
         let body = screen(path.clone()).await;
         assert_escaped(&path, &body);
@@ -504,6 +521,11 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
             .contains("Left against medical advice"),
         "the ending is on the attention list"
     );
+    eventually(Duration::from_secs(60), "the ledger in the cloud", || {
+        let page = get("/ledger?site=austin".to_owned());
+        async move { page.await.contains("data-lot=\"L1\"").then_some(()) }
+    })
+    .await;
     for path in [
         "/".to_owned(),
         "/sessions".to_owned(),
@@ -516,6 +538,8 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         "/attention".to_owned(),
         "/audit".to_owned(),
         "/account".to_owned(),
+        "/fleet".to_owned(),
+        "/ledger?site=austin".to_owned(),
     ] {
         let body = get(path.clone()).await;
         assert_escaped(&path, &body);
@@ -534,10 +558,16 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         "/reports/utilisation.csv",
         "/reports/outcomes.csv",
         "/audit.csv",
+        "/ledger.csv?site=austin&report=dispensing",
+        "/ledger.csv?site=austin&report=inventory",
+        "/ledger.csv?site=austin&report=losses",
     ] {
         let body = get(path.to_owned()).await;
         assert_neutralised(path, &body);
     }
+    let dispensing = get("/ledger.csv?site=austin&report=dispensing".to_owned()).await;
+    // The formula sits inside a longer cell there: inert, and kept as the text it was.
+    assert!(dispensing.contains("invoice =HYPERLINK"), "{dispensing}");
 }
 
 /// Percent-encodes a query value.
