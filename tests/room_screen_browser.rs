@@ -447,6 +447,18 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     // witness, and the session is accounted for.
     a.click("#confirm-given").await;
     a.wait_text("#ledger-session", "unaccounted for").await;
+    a.goto(&format!("{session_url}/after")).await;
+    a.wait_for("#discharge").await;
+    a.click("#discharge").await;
+    a.wait_text("body", "the ledger does not balance for this session")
+        .await;
+    a.goto(&session_url).await;
+    // The nurse who drew is not offered as her own witness.
+    assert!(
+        a.find_all("#waste-witness option[value='nurse-ana']")
+            .await
+            .is_empty()
+    );
     a.type_into("#waste-reason", "remainder of the bag").await;
     a.click("#waste-witness option[value='dr-kim']").await;
     a.type_into("#waste-witness-pin", CLINICIAN_PIN).await;

@@ -149,7 +149,7 @@ pub fn write_edge_config(dir: &Path, site: &str, room: &str, extra: &str) -> Pat
 pub struct Http {
     pub base: String,
     client: reqwest::Client,
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Http {

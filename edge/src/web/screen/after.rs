@@ -386,7 +386,8 @@ pub(crate) async fn discharge(
         Err(e) => return fail(&v, e),
     };
     st.total = aldrete.as_ref().ok().and_then(Aldrete::total);
-    let missing = missing_for_discharge(&v, &f, &page, &st, &aldrete);
+    let mut missing = missing_for_discharge(&v, &f, &page, &st, &aldrete);
+    missing.extend(super::ledger::unreconciled(&s, &id).await);
     let calc_only = f.action.as_deref() == Some("calc");
     let items = match aldrete {
         Ok(a) if !calc_only && missing.is_empty() => a.items(),

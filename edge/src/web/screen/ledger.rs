@@ -112,6 +112,20 @@ pub(crate) async fn session_card(s: &Shared, v: &Viewer, sid: &str, stopped: boo
     }
 }
 
+/// What the ledger still wants before session `sid` may be discharged, as a line of the
+/// discharge's missing list; `None` when it balances or the session drew nothing.
+pub(crate) async fn unreconciled(s: &Shared, sid: &str) -> Option<String> {
+    let view = load(s).await.ok()?;
+    let r = reconcile_session(&view.entries, sid);
+    (r.drawn_ul > 0 && !r.balances()).then(|| {
+        format!(
+            "the ledger does not balance for this session: {} mL unaccounted for; record the \
+             dose the pump gave and the witnessed waste on the session page",
+            ml(r.unaccounted_ul())
+        )
+    })
+}
+
 async fn staff(s: &Shared) -> Vec<vigil_shared::doc::StaffMember> {
     let (site, _) = site_room(s);
     read(s, move |conn| site_config(conn, &site))
@@ -139,6 +153,7 @@ pub(crate) struct LedgerForm {
     supplier: Option<String>,
     invoice: Option<String>,
     inventory: Option<String>,
+    count_id: Option<String>,
 }
 
 fn text(v: &Option<String>) -> String {
@@ -226,9 +241,32 @@ pub(crate) async fn safe(State(s): State<Shared>, Extension(v): Extension<Viewer
                 }
             }
         }
+        p.muted id="biennial" {
+            "Next biennial inventory due " (super::view::date(&v, view.biennial_inventory_due_us)) "."
+        }
         @if !view.open_discrepancies.is_empty() {
-            p.error id="discrepancies" {
-                (view.open_discrepancies.len()) " count(s) disagree with the ledger; a clinician resolves each with a reason and a witness."
+            section.card id="discrepancies" {
+                h2 { span.badge.high { "high" } " Counts that disagree with the ledger" }
+                table {
+                    thead { tr { th { "Count" } th { "Lot" } th { "Expected mL" } th { "Counted mL" } } }
+                    tbody {
+                        @for d in &view.open_discrepancies {
+                            tr { td { (d.count_id) } td { (d.lot_id) } td.num { (ml(d.expected_ul)) } td.num { (ml(d.counted_ul)) } }
+                        }
+                    }
+                }
+                @if v.is_clinician() {
+                    form.stack method="post" action="/screen/ledger" id="resolve-form" {
+                        (csrf_input(&v))
+                        input type="hidden" name="what" value="resolution";
+                        label { "Count" select name="count_id" id="rs-count" { @for d in &view.open_discrepancies { option value=(d.count_id) { (d.lot_id) " · " (d.count_id) } } } }
+                        label { "What explains it" input name="reason" id="rs-reason" required; }
+                        (witness_fields(&v, &staff, "rs"))
+                        button.big type="submit" id="resolve" { "Resolve" }
+                    }
+                } @else {
+                    p.muted { "A clinician resolves each with a reason and a witness." }
+                }
             }
         }
         section.card {
@@ -271,6 +309,20 @@ pub(crate) async fn safe_entry(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     CsrfForm(v, f): CsrfForm<LedgerForm>,
 ) -> Response {
+    if f.what.as_deref() == Some("resolution") {
+        if !v.is_clinician() {
+            return error_page(
+                &v,
+                StatusCode::FORBIDDEN,
+                "a clinician resolves a count's discrepancy",
+            );
+        }
+        let input = LedgerInput::Resolution {
+            count_id: text(&f.count_id),
+            reason: text(&f.reason),
+        };
+        return append(&s, &v, peer, input, &f, "/screen/ledger").await;
+    }
     let ml = match volume(&v, &f) {
         Ok(ml) => ml,
         Err(r) => return r,

@@ -62,10 +62,13 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
             out.push((r, name));
         }
         let site_name = super::site_config(conn, &site2)?.map(|c| c.name);
-        Ok((out, site_name))
+        let discrepancies = crate::reads::ledger(conn, &site2, 0)?
+            .open_discrepancies
+            .len();
+        Ok((out, site_name, discrepancies))
     })
     .await;
-    let (recent, site_name) = match loaded {
+    let (recent, site_name, discrepancies) = match loaded {
         Ok(v) => v,
         Err(e) => return fail(&v, e),
     };
@@ -73,6 +76,13 @@ pub(crate) async fn home(State(s): State<Shared>, Extension(v): Extension<Viewer
     let body = html! {
         h1 { "Room " (room) " · " (site_name.as_deref().unwrap_or(&site)) }
         p id="cloud" { (cloud) }
+        @if discrepancies > 0 {
+            p.error id="ledger-discrepancy" {
+                (badge("high", "high")) " " (discrepancies)
+                " count(s) of the safe disagree with the ledger: "
+                a href="/screen/ledger" { "a clinician resolves them" }
+            }
+        }
         @match &active {
             Some(a) => p {
                 a.button.primary.big id="current-session" href={ "/screen/sessions/" (a.id) } {
