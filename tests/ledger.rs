@@ -44,14 +44,23 @@ async fn lot_balance(edge: &Http) -> Option<f64> {
         .and_then(|l| l["balance_ul"].as_f64())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_received_in_one_room_is_drawn_in_another_and_the_cloud_reports_it() {
+/// A running cloud with austin's clinician `dr-kim` and nurse `rn-ana`, and austin's rooms 1
+/// and 2 holding the staff list.
+struct Site {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    cloud_proc: Proc,
+    cloud: Http,
+    rooms: Vec<(Proc, Http)>,
+}
+
+async fn site_with_two_rooms() -> Site {
     let dir = tempfile::tempdir().unwrap();
     let ca = clinic_ca(dir.path());
     let port = free_udp_port();
     let config = write_cloud_config(dir.path(), port);
     let c = config.to_str().unwrap();
-    let (_cloud, cloud) = start_cloud(&config);
+    let (cloud_proc, cloud) = start_cloud(&config);
     for (id, role, pin) in [
         ("dr-kim", "clinician", "730461"),
         ("rn-ana", "nurse", "551902"),
@@ -63,6 +72,39 @@ async fn stock_received_in_one_room_is_drawn_in_another_and_the_cloud_reports_it
             pin,
         );
     }
+    let mut rooms = Vec::new();
+    for room in ["1", "2"] {
+        let extra = format!(
+            "{SIM}{}",
+            cloud_section(&ca, dir.path(), port, "austin", room)
+        );
+        rooms.push(start_edge(&write_edge_config(
+            dir.path(),
+            "austin",
+            room,
+            &extra,
+        )));
+    }
+    for (_, edge) in &rooms {
+        eventually(Duration::from_secs(30), "the staff list", || async {
+            let (st, s) = edge.get("/api/v1/site").await;
+            (st == 200 && s["staff"].as_u64() == Some(2)).then_some(())
+        })
+        .await;
+    }
+    Site {
+        _dir: dir,
+        config,
+        cloud_proc,
+        cloud,
+        rooms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_received_in_one_room_is_drawn_in_another_and_the_cloud_reports_it() {
+    let site = site_with_two_rooms().await;
+    let c = site.config.to_str().unwrap();
     cloud_cli(
         &["user", "add", "admin", "--role", "admin", "--config", c],
         PASSWORD,
@@ -81,31 +123,8 @@ async fn stock_received_in_one_room_is_drawn_in_another_and_the_cloud_reports_it
         ],
         PASSWORD,
     );
-    let mut rooms = Vec::new();
-    for room in ["1", "2"] {
-        let extra = format!(
-            "{SIM}{}",
-            cloud_section(&ca, dir.path(), port, "austin", room)
-        );
-        rooms.push(start_edge(&write_edge_config(
-            dir.path(),
-            "austin",
-            room,
-            &extra,
-        )));
-    }
-    let (room1, room2) = (&rooms[0].1, &rooms[1].1);
-    for edge in [room1, room2] {
-        eventually(
-            Duration::from_secs(30),
-            "the staff list on the appliance",
-            || async {
-                let (st, s) = edge.get("/api/v1/site").await;
-                (st == 200 && s["staff"].as_u64() == Some(2)).then_some(())
-            },
-        )
-        .await;
-    }
+    let (room1, room2) = (&site.rooms[0].1, &site.rooms[1].1);
+    let cloud = &site.cloud;
 
     // Room 1 receives stock into the safe, witnessed.
     let (st, body) = room1
@@ -282,44 +301,9 @@ async fn entry_count(edge: &Http) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_rooms_offline_draw_from_one_lot_and_a_count_that_disagrees_waits_for_a_clinician() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = clinic_ca(dir.path());
-    let port = free_udp_port();
-    let config = write_cloud_config(dir.path(), port);
-    let c = config.to_str().unwrap();
-    let (mut cloud_proc, _) = start_cloud(&config);
-    for (id, role, pin) in [
-        ("dr-kim", "clinician", "730461"),
-        ("rn-ana", "nurse", "551902"),
-    ] {
-        cloud_cli(
-            &[
-                "staff", "add", id, "--site", "austin", "--name", id, "--role", role, "--config", c,
-            ],
-            pin,
-        );
-    }
-    let mut rooms = Vec::new();
-    for room in ["1", "2"] {
-        let extra = format!(
-            "{SIM}{}",
-            cloud_section(&ca, dir.path(), port, "austin", room)
-        );
-        rooms.push(start_edge(&write_edge_config(
-            dir.path(),
-            "austin",
-            room,
-            &extra,
-        )));
-    }
-    let (room1, room2) = (&rooms[0].1, &rooms[1].1);
-    for edge in [room1, room2] {
-        eventually(Duration::from_secs(30), "the staff list", || async {
-            let (st, s) = edge.get("/api/v1/site").await;
-            (st == 200 && s["staff"].as_u64() == Some(2)).then_some(())
-        })
-        .await;
-    }
+    let mut site = site_with_two_rooms().await;
+    let config = site.config.clone();
+    let (room1, room2) = (&site.rooms[0].1, &site.rooms[1].1);
     let (st, body) = room1
         .post("/api/v1/ledger/entries", &receipt("730461"))
         .await;
@@ -389,7 +373,7 @@ async fn two_rooms_offline_draw_from_one_lot_and_a_count_that_disagrees_waits_fo
     assert_eq!(entry_count(room1).await, before, "nothing written");
 
     // The network goes; each room draws a mL from the same lot for its own session.
-    cloud_proc.terminate();
+    site.cloud_proc.terminate();
     for edge in [room1, room2] {
         eventually(Duration::from_secs(60), "the room to notice", || async {
             let (_, st) = edge.get("/api/v1/status").await;

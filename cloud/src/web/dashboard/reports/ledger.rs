@@ -361,6 +361,33 @@ async fn load(
     Ok(LedgerReport { entries, received })
 }
 
+/// The site asked for (in the viewer's scope), the date range, and the site's ledger.
+async fn prepare(
+    s: &Arc<Shared>,
+    viewer: &crate::web::dashboard::Viewer,
+    q: &LedgerQuery,
+    now: i64,
+) -> Result<(String, DayRange, LedgerReport), Response> {
+    let Some(site) = pick_site(s, &viewer.who, q.site.as_deref()) else {
+        return Err(error_page(
+            viewer,
+            StatusCode::NOT_FOUND,
+            "no such site in your scope",
+        ));
+    };
+    let range = DayRange::parse(
+        &RangeQuery {
+            from: q.from.clone(),
+            to: q.to.clone(),
+        },
+        now,
+        &s.zones,
+    )
+    .map_err(|e| error_page(viewer, StatusCode::BAD_REQUEST, &e))?;
+    let report = load(s, viewer, &site).await?;
+    Ok((site, range, report))
+}
+
 /// `GET /ledger`.
 pub(crate) async fn page(
     State(s): State<Arc<Shared>>,
@@ -369,23 +396,9 @@ pub(crate) async fn page(
     q: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let Some(site) = pick_site(&s, &viewer.who, q.site.as_deref()) else {
-        return error_page(&viewer, StatusCode::NOT_FOUND, "no such site in your scope");
-    };
     let now = now_us();
-    let range = match DayRange::parse(
-        &RangeQuery {
-            from: q.from.clone(),
-            to: q.to.clone(),
-        },
-        now,
-        &s.zones,
-    ) {
-        Ok(r) => r,
-        Err(e) => return error_page(&viewer, StatusCode::BAD_REQUEST, &e),
-    };
-    let report = match load(&s, &viewer, &site).await {
-        Ok(r) => r,
+    let (site, range, report) = match prepare(&s, &viewer, &q, now).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if let Err(r) = audit_view(
@@ -522,24 +535,10 @@ pub(crate) async fn csv(
     q: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let Some(site) = pick_site(&s, &viewer.who, q.site.as_deref()) else {
-        return error_page(&viewer, StatusCode::NOT_FOUND, "no such site in your scope");
-    };
     let which = q.report.clone().unwrap_or_else(|| "dispensing".into());
     let now = now_us();
-    let range = match DayRange::parse(
-        &RangeQuery {
-            from: q.from.clone(),
-            to: q.to.clone(),
-        },
-        now,
-        &s.zones,
-    ) {
-        Ok(r) => r,
-        Err(e) => return error_page(&viewer, StatusCode::BAD_REQUEST, &e),
-    };
-    let report = match load(&s, &viewer, &site).await {
-        Ok(r) => r,
+    let (site, range, report) = match prepare(&s, &viewer, &q, now).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let zone = s.zones.get(&site);
