@@ -237,6 +237,15 @@ async fn stock_received_in_one_room_is_drawn_in_another_and_the_cloud_reports_it
             .is_some_and(|l| l.starts_with("L1,") && l.contains(",9.000,")),
         "{inventory}"
     );
+    // Filtered by type: the draw alone, on the page and in the log.
+    let (_, drawn) = page("/ledger?site=austin&kind=draw".into(), admin.clone()).await;
+    assert_eq!(drawn.matches("class=\"entry").count(), 1, "{drawn}");
+    let (_, log) = page(
+        "/ledger.csv?site=austin&report=dispensing&lot=L1&kind=draw".into(),
+        admin.clone(),
+    )
+    .await;
+    assert_eq!(log.lines().count(), 2, "{log}");
     let (st, _) = page(
         "/ledger.csv?site=austin&report=everything".into(),
         admin.clone(),

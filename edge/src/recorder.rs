@@ -2765,6 +2765,15 @@ mod tests {
             ),
             Err(RecorderError::Conflict(m)) if m.contains("below zero")
         ));
+        let short = LedgerInput::Draw {
+            lot_id: "L1".into(),
+            ml: 0.5,
+            session_id: id.clone(),
+        };
+        assert!(matches!(
+            r.ledger_append(short, "rn", None, T0 + 11 * min),
+            Err(RecorderError::Conflict(m)) if m.contains("total dose is 35.0 mg") && m.contains("at least 0.70 mL")
+        ));
         let d = r.ledger_append(draw, "rn", None, T0 + 11 * min).unwrap();
         assert_eq!(d.place, "room 1");
         r.add_event(&id, dose(DoseAction::Start, 52.5), T0 + 12 * min)

@@ -109,6 +109,18 @@ pub enum EntryKind {
         /// Why.
         reason: String,
     },
+    /// Stock sent from this site's safe elsewhere (another site of the clinic, or back to the
+    /// supplier); whoever receives it records a receipt.
+    Transfer {
+        /// The lot.
+        lot_id: String,
+        /// Volume sent, µL.
+        ul: i64,
+        /// Where it went.
+        to: String,
+        /// Why, or the paperwork's reference (an order form or a return authorisation).
+        reason: String,
+    },
     /// A count of a lot in the safe.
     Count {
         /// The lot.
@@ -182,6 +194,7 @@ impl EntryKind {
             EntryKind::Draw { lot_id, .. }
             | EntryKind::Administered { lot_id, .. }
             | EntryKind::Waste { lot_id, .. }
+            | EntryKind::Transfer { lot_id, .. }
             | EntryKind::Count { lot_id, .. }
             | EntryKind::Loss { lot_id, .. } => Some(lot_id),
             EntryKind::Resolution { .. } | EntryKind::Correction { .. } => None,
@@ -194,6 +207,7 @@ impl EntryKind {
             | EntryKind::Draw { ul, .. }
             | EntryKind::Administered { ul, .. }
             | EntryKind::Waste { ul, .. }
+            | EntryKind::Transfer { ul, .. }
             | EntryKind::Loss { ul, .. } => Some(*ul),
             EntryKind::Count { counted_ul, .. } => Some(*counted_ul),
             EntryKind::Resolution { .. } | EntryKind::Correction { .. } => None,
@@ -205,6 +219,7 @@ impl EntryKind {
         match self {
             EntryKind::Receipt { ul, .. } => *ul,
             EntryKind::Draw { ul, .. }
+            | EntryKind::Transfer { ul, .. }
             | EntryKind::Loss {
                 ul,
                 session_id: None,
@@ -344,7 +359,10 @@ pub fn check_entry(entries: &[Entry], new: &Entry, today: &str) -> Result<(), Le
     }
     match &new.kind {
         EntryKind::Receipt { lot, .. } => check_lot(entries, lot),
-        EntryKind::Waste { reason, .. } | EntryKind::Loss { reason, .. }
+        EntryKind::Transfer { to, .. } if to.trim().is_empty() => Err(LedgerRefused::NoReason),
+        EntryKind::Waste { reason, .. }
+        | EntryKind::Loss { reason, .. }
+        | EntryKind::Transfer { reason, .. }
             if reason.trim().is_empty() =>
         {
             Err(LedgerRefused::NoReason)

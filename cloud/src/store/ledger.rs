@@ -26,6 +26,7 @@ pub fn kind_name(kind: &EntryKind) -> &'static str {
         EntryKind::Draw { .. } => "draw",
         EntryKind::Administered { .. } => "administered",
         EntryKind::Waste { .. } => "waste",
+        EntryKind::Transfer { .. } => "transfer",
         EntryKind::Count { .. } => "count",
         EntryKind::Loss { .. } => "loss",
         EntryKind::Resolution { .. } => "resolution",
@@ -63,7 +64,9 @@ pub(super) fn insert_entries(
             EntryKind::Count {
                 lot_id, counted_ul, ..
             } => (Some(lot_id.as_str()), None, Some(*counted_ul)),
-            EntryKind::Loss { lot_id, ul, .. } => (Some(lot_id.as_str()), None, Some(*ul)),
+            EntryKind::Loss { lot_id, ul, .. } | EntryKind::Transfer { lot_id, ul, .. } => {
+                (Some(lot_id.as_str()), None, Some(*ul))
+            }
             EntryKind::Resolution { .. } | EntryKind::Correction { .. } => (None, None, None),
         };
         let json = serde_json::to_string(e).map_err(|err| StoreError::InvalidDocument {

@@ -60,6 +60,17 @@ pub enum LedgerInput {
         /// Why.
         reason: String,
     },
+    /// Stock sent elsewhere from the safe.
+    Transfer {
+        /// The lot.
+        lot_id: String,
+        /// mL sent.
+        ml: f64,
+        /// Where to.
+        to: String,
+        /// Why, or the paperwork's reference.
+        reason: String,
+    },
     /// A count of a lot.
     Count {
         /// The lot.
@@ -149,8 +160,18 @@ impl Recorder {
         {
             return Err(RecorderError::NotFound(format!("session {session}")));
         }
+        if let EntryKind::Draw {
+            lot_id,
+            ul,
+            session_id,
+        } = &kind
+        {
+            self.check_draw_covers_dose(&entries, lot_id, *ul, session_id)?;
+        }
         let place = match &kind {
-            EntryKind::Receipt { .. } | EntryKind::Count { .. } => "safe".to_owned(),
+            EntryKind::Receipt { .. } | EntryKind::Count { .. } | EntryKind::Transfer { .. } => {
+                "safe".to_owned()
+            }
             _ => format!("room {}", self.cfg.room),
         };
         let entry = Entry {
@@ -264,6 +285,17 @@ impl Recorder {
                 session_id,
                 reason,
             },
+            LedgerInput::Transfer {
+                lot_id,
+                ml,
+                to,
+                reason,
+            } => EntryKind::Transfer {
+                lot_id,
+                ul: ul(ml)?,
+                to,
+                reason,
+            },
             LedgerInput::Count {
                 lot_id,
                 ml,
@@ -293,6 +325,37 @@ impl Recorder {
                 EntryKind::Correction { reverses, reason }
             }
         })
+    }
+
+    /// Refuses a draw that, with the session's earlier draws, holds less than the protocol's
+    /// total dose, unless it empties its lot (the rest then comes from another).
+    fn check_draw_covers_dose(
+        &self,
+        entries: &[Entry],
+        lot_id: &str,
+        ul: i64,
+        session_id: &str,
+    ) -> Result<(), RecorderError> {
+        let Some(mg_per_ml) = lots(entries).get(lot_id).map(|l| l.mg_per_ml) else {
+            return Ok(()); // the ledger's rules refuse an unknown lot, with the reason
+        };
+        let Some(doc) = store::load_typed::<SessionDoc>(&self.conn, session_id)? else {
+            return Ok(());
+        };
+        let p = doc.meta()?.protocol;
+        let total_mg = p.dose_mg_per_kg * p.weight_kg;
+        let drawn_ul = reconcile_session(entries, session_id).drawn_ul + ul;
+        let drawn_mg = drawn_ul as f64 / ledger::UL_PER_ML as f64 * mg_per_ml;
+        let empties = ledger::balances(entries).get(lot_id).copied() == Some(ul);
+        if drawn_mg + 1e-6 >= total_mg || empties {
+            return Ok(());
+        }
+        Err(RecorderError::Conflict(format!(
+            "the protocol's total dose is {total_mg:.1} mg; {:.2} mL of {mg_per_ml} mg/mL holds \
+             {drawn_mg:.1} mg: draw at least {:.2} mL (or the whole lot, and the rest from another)",
+            drawn_ul as f64 / ledger::UL_PER_ML as f64,
+            total_mg / mg_per_ml
+        )))
     }
 
     /// Refuses to start session `id`'s infusion until its draw is recorded, when the site

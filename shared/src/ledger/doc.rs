@@ -73,6 +73,12 @@ impl LogEntry for Entry {
                 texts.push(("reason", reason));
             }
             EntryKind::Count { lot_id, .. } => names.push(("lot", lot_id)),
+            EntryKind::Transfer {
+                lot_id, to, reason, ..
+            } => {
+                names.push(("lot", lot_id));
+                texts.extend([("to", to.as_str()), ("reason", reason.as_str())]);
+            }
             EntryKind::Loss { lot_id, reason, .. } => {
                 names.push(("lot", lot_id));
                 texts.push(("reason", reason));

@@ -406,6 +406,41 @@ fn the_biennial_inventory_and_retention() {
 }
 
 #[test]
+fn a_transfer_leaves_the_safe_witnessed_with_where_and_why() {
+    let mut ledger = vec![receipt("r1", "L1", 10)];
+    let transfer = |to: &str, reason: &str, witness: Option<&str>| {
+        entry(
+            "t1",
+            T0 + MIN,
+            "rn-ana",
+            witness,
+            EntryKind::Transfer {
+                lot_id: "L1".into(),
+                ul: 4_000,
+                to: to.into(),
+                reason: reason.into(),
+            },
+        )
+    };
+    assert_eq!(
+        check_entry(
+            &ledger,
+            &transfer("florida", "stock for the week", None),
+            "2026-11-29"
+        ),
+        Err(LedgerRefused::Witness)
+    );
+    assert_eq!(
+        check_entry(&ledger, &transfer("", "x", Some("dr-kim")), "2026-11-29"),
+        Err(LedgerRefused::NoReason)
+    );
+    let t = transfer("florida", "stock for the week", Some("dr-kim"));
+    assert_eq!(check_entry(&ledger, &t, "2026-11-29"), Ok(()));
+    ledger.push(t);
+    assert_eq!(balances(&ledger)["L1"], 6_000);
+}
+
+#[test]
 fn a_sessions_unexplained_remainder_recorded_as_a_loss_reconciles_and_stays_out_of_the_safe() {
     let mut ledger = vec![
         receipt("r1", "L1", 10),

@@ -765,6 +765,7 @@ fn codes_and_names_are_stable() {
         (DocKind::Patient, 2, "patient"),
         (DocKind::SiteConfig, 3, "site_config"),
         (DocKind::Audit, 4, "audit"),
+        (DocKind::Ledger, 5, "ledger"),
     ];
     assert_eq!(kinds.len(), DocKind::ALL.len());
     for (kind, code, name) in kinds {

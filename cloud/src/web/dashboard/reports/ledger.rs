@@ -41,6 +41,26 @@ pub(crate) struct LedgerQuery {
     from: Option<String>,
     to: Option<String>,
     report: Option<String>,
+    /// Only this lot's entries.
+    lot: Option<String>,
+    /// Only entries of this type (`draw`, `waste`, …).
+    kind: Option<String>,
+}
+
+impl LedgerQuery {
+    /// Whether the entry passes the lot and type filters.
+    fn keeps(&self, e: &Entry) -> bool {
+        let lot = describe(e).0;
+        self.lot
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .is_none_or(|l| lot == Some(l))
+            && self
+                .kind
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .is_none_or(|k| ledger_kind_name(&e.kind) == k)
+    }
 }
 
 /// Everything the page and the reports show of one site's ledger.
@@ -143,6 +163,12 @@ fn describe(e: &Entry) -> (Option<&str>, Option<&str>, Option<i64>, String) {
                 }
             ),
         ),
+        EntryKind::Transfer {
+            lot_id,
+            ul,
+            to,
+            reason,
+        } => (Some(lot_id), None, Some(*ul), format!("to {to}: {reason}")),
         EntryKind::Resolution { count_id, reason } => (
             None,
             None,
@@ -164,6 +190,7 @@ pub fn ledger_csv(
     zone: &SiteZone,
     window: (i64, i64),
     now: i64,
+    keep: &dyn Fn(&Entry) -> bool,
 ) -> Option<String> {
     let conc = report.mg_per_ml();
     let live: Vec<&Entry> = effective(&report.entries);
@@ -196,6 +223,7 @@ pub fn ledger_csv(
             for e in &report.entries {
                 if !(window.0..window.1).contains(&e.at_us)
                     || matches!(e.kind, EntryKind::Count { .. })
+                    || !keep(e)
                 {
                     continue;
                 }
@@ -422,7 +450,13 @@ pub(crate) async fn page(
         .iter()
         .filter(|e| matches!(e.kind, EntryKind::Loss { .. }))
         .collect();
-    let query = format!("site={site}&from={}&to={}", range.from, range.to);
+    let query = format!(
+        "site={site}&from={}&to={}&lot={}&kind={}",
+        range.from,
+        range.to,
+        vigil_web::url_encode(q.lot.as_deref().unwrap_or("")),
+        vigil_web::url_encode(q.kind.as_deref().unwrap_or(""))
+    );
     let body = html! {
         h1 { "Controlled-substance ledger · " (site) }
         form.filters method="get" action="/ledger" {
@@ -435,6 +469,15 @@ pub(crate) async fn page(
             }
             label { "From" input type="date" name="from" value=(range.from); }
             label { "To" input type="date" name="to" value=(range.to); }
+            label { "Lot" input name="lot" id="ledger-lot" value=(q.lot.as_deref().unwrap_or("")); }
+            label { "Type"
+                select name="kind" id="ledger-kind" {
+                    option value="" { "any" }
+                    @for k in ["receipt", "draw", "administered", "waste", "transfer", "count", "loss", "resolution", "correction"] {
+                        option value=(k) selected[q.kind.as_deref() == Some(k)] { (k) }
+                    }
+                }
+            }
             button type="submit" { "Show" }
         }
         p.muted {
@@ -486,7 +529,7 @@ pub(crate) async fn page(
             }
         }
         h2 { "Entries " (range.from) " to " (range.to) }
-        (entries_table(&report, &zone, window, &conc))
+        (entries_table(&report, &zone, window, &conc, &|e| q.keeps(e)))
     };
     frame(&viewer, Section::Ledger, "Ledger", body)
 }
@@ -496,6 +539,7 @@ fn entries_table(
     zone: &SiteZone,
     window: (i64, i64),
     conc: &BTreeMap<String, f64>,
+    keep: &dyn Fn(&Entry) -> bool,
 ) -> Markup {
     let live = effective(&report.entries);
     html! {
@@ -508,7 +552,7 @@ fn entries_table(
                 }
             }
             tbody {
-                @for e in report.entries.iter().filter(|e| (window.0..window.1).contains(&e.at_us)) {
+                @for e in report.entries.iter().filter(|e| (window.0..window.1).contains(&e.at_us) && keep(e)) {
                     @let (lot, session, ul, detail) = describe(e);
                     @let reversed = !live.iter().any(|l| l.id == e.id) && !matches!(e.kind, EntryKind::Correction { .. });
                     tr.entry data-type=(ledger_kind_name(&e.kind)) .reversed[reversed] {
@@ -542,7 +586,9 @@ pub(crate) async fn csv(
         Err(r) => return r,
     };
     let zone = s.zones.get(&site);
-    let Some(body) = ledger_csv(&report, &which, &zone, range.window(&zone), now) else {
+    let Some(body) = ledger_csv(&report, &which, &zone, range.window(&zone), now, &|e| {
+        q.keeps(e)
+    }) else {
         return error_page(
             &viewer,
             StatusCode::BAD_REQUEST,
