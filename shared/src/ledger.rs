@@ -188,7 +188,8 @@ impl EntryKind {
         )
     }
 
-    fn lot_id(&self) -> Option<&str> {
+    /// The lot the entry concerns, if any.
+    pub fn lot_id(&self) -> Option<&str> {
         match self {
             EntryKind::Receipt { lot, .. } => Some(&lot.id),
             EntryKind::Draw { lot_id, .. }
@@ -201,7 +202,8 @@ impl EntryKind {
         }
     }
 
-    fn quantity_ul(&self) -> Option<i64> {
+    /// The volume it records (a count's counted volume), µL, if any.
+    pub fn quantity_ul(&self) -> Option<i64> {
         match self {
             EntryKind::Receipt { ul, .. }
             | EntryKind::Draw { ul, .. }
@@ -211,6 +213,19 @@ impl EntryKind {
             | EntryKind::Loss { ul, .. } => Some(*ul),
             EntryKind::Count { counted_ul, .. } => Some(*counted_ul),
             EntryKind::Resolution { .. } | EntryKind::Correction { .. } => None,
+        }
+    }
+
+    /// The session it concerns, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            EntryKind::Draw { session_id, .. } | EntryKind::Administered { session_id, .. } => {
+                Some(session_id)
+            }
+            EntryKind::Waste { session_id, .. } | EntryKind::Loss { session_id, .. } => {
+                session_id.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -464,6 +479,18 @@ impl Reconciliation {
     pub fn balances(&self) -> bool {
         self.unaccounted_ul().abs() <= RECONCILE_TOLERANCE_UL
     }
+}
+
+/// The lot session `session_id` was drawn from (its first draw in effect), if any.
+pub fn drawn_lot<'a>(entries: &'a [Entry], session_id: &str) -> Option<&'a str> {
+    effective(entries).into_iter().find_map(|e| match &e.kind {
+        EntryKind::Draw {
+            lot_id,
+            session_id: s,
+            ..
+        } if s == session_id => Some(lot_id.as_str()),
+        _ => None,
+    })
 }
 
 /// Drawn, administered and wasted for one session, from the entries in effect.

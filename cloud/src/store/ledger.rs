@@ -43,32 +43,7 @@ pub(super) fn insert_entries(
 ) -> Result<usize, StoreError> {
     let mut added = 0;
     for e in entries {
-        let (lot, session, ul) = match &e.kind {
-            EntryKind::Receipt { lot, ul, .. } => (Some(lot.id.as_str()), None, Some(*ul)),
-            EntryKind::Draw {
-                lot_id,
-                ul,
-                session_id,
-            }
-            | EntryKind::Administered {
-                lot_id,
-                ul,
-                session_id,
-            } => (Some(lot_id.as_str()), Some(session_id.as_str()), Some(*ul)),
-            EntryKind::Waste {
-                lot_id,
-                ul,
-                session_id,
-                ..
-            } => (Some(lot_id.as_str()), session_id.as_deref(), Some(*ul)),
-            EntryKind::Count {
-                lot_id, counted_ul, ..
-            } => (Some(lot_id.as_str()), None, Some(*counted_ul)),
-            EntryKind::Loss { lot_id, ul, .. } | EntryKind::Transfer { lot_id, ul, .. } => {
-                (Some(lot_id.as_str()), None, Some(*ul))
-            }
-            EntryKind::Resolution { .. } | EntryKind::Correction { .. } => (None, None, None),
-        };
+        let (lot, session, ul) = (e.kind.lot_id(), e.kind.session_id(), e.kind.quantity_ul());
         let json = serde_json::to_string(e).map_err(|err| StoreError::InvalidDocument {
             id: e.id.clone(),
             reason: err.to_string(),

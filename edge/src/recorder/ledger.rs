@@ -10,8 +10,8 @@ use vigil_shared::clinical;
 use vigil_shared::doc::{DocKind, SessionDoc};
 use vigil_shared::ledger::doc::{LedgerDoc, LedgerError, ledger_id};
 use vigil_shared::ledger::{
-    self, Entry, EntryKind, LossKind, Lot, RECONCILE_TOLERANCE_UL, effective, lots,
-    reconcile_session, ul_for_mg,
+    self, Entry, EntryKind, LossKind, Lot, RECONCILE_TOLERANCE_UL, lots, reconcile_session,
+    ul_for_mg,
 };
 
 use super::{Recorder, RecorderError, new_id};
@@ -155,7 +155,7 @@ impl Recorder {
             None => Vec::new(),
         };
         let kind = self.entry_kind(input, &entries, now_us)?;
-        if let Some(session) = session_of(&kind)
+        if let Some(session) = kind.session_id()
             && store::document_owner(&self.conn, session)?.is_none()
         {
             return Err(RecorderError::NotFound(format!("session {session}")));
@@ -242,14 +242,7 @@ impl Recorder {
                 session_id,
             },
             LedgerInput::Administered { session_id } => {
-                let drawn_from = effective(entries).into_iter().find_map(|e| match &e.kind {
-                    EntryKind::Draw {
-                        lot_id,
-                        session_id: s,
-                        ..
-                    } if *s == session_id => Some(lot_id.clone()),
-                    _ => None,
-                });
+                let drawn_from = ledger::drawn_lot(entries, &session_id).map(str::to_owned);
                 let Some(lot_id) = drawn_from else {
                     return Err(RecorderError::Conflict(format!(
                         "session {session_id} has no draw recorded: nothing to administer from"
@@ -396,18 +389,5 @@ impl Recorder {
             ml(r.unaccounted_ul()),
             ml(RECONCILE_TOLERANCE_UL)
         )))
-    }
-}
-
-/// The session an entry concerns, if any.
-fn session_of(kind: &EntryKind) -> Option<&str> {
-    match kind {
-        EntryKind::Draw { session_id, .. } | EntryKind::Administered { session_id, .. } => {
-            Some(session_id)
-        }
-        EntryKind::Waste { session_id, .. } | EntryKind::Loss { session_id, .. } => {
-            session_id.as_deref()
-        }
-        _ => None,
     }
 }

@@ -128,6 +128,21 @@ pub struct ApiState {
     pub security: Arc<Security>,
 }
 
+impl ApiState {
+    /// This appliance's site, as its status says.
+    pub fn site(&self) -> String {
+        self.status
+            .lock()
+            .map(|s| s.site.clone())
+            .unwrap_or_default()
+    }
+
+    /// The appliance's clock at the last status refresh, µs.
+    pub fn now_us(&self) -> i64 {
+        self.status.lock().map(|s| s.now_us).unwrap_or_default()
+    }
+}
+
 /// An API error: a status and a message for the person or program that asked.
 #[derive(Debug)]
 pub struct ApiError {
@@ -284,12 +299,8 @@ pub async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Princ
             .and_then(access::bearer)
             .ok_or(Refusal::Invalid)?
             .to_owned();
-        let site = state
-            .status
-            .lock()
-            .map(|s| s.site.clone())
-            .unwrap_or_default();
-        let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+        let site = state.site();
+        let now_us = state.now_us();
         let local = state.security.local_sha256.clone();
         // Site tokens come from the site configuration the cloud last sent.
         let tokens = if access::token_site(&token) == Some(site.as_str()) {
@@ -500,11 +511,7 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Result<Res
 }
 
 async fn site(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let site = state
-        .status
-        .lock()
-        .map(|s| s.site.clone())
-        .unwrap_or_default();
+    let site = state.site();
     let what = format!("configuration of site {site} (not received from the cloud yet)");
     let view = read(&state, move |conn| reads::site_config(conn, &site), what).await?;
     Ok(Json(view))
@@ -627,12 +634,8 @@ struct LedgerRequest {
 /// The site's ledger as this room holds it: lots with their balances, open discrepancies,
 /// the loss reports due, the next biennial inventory, and every entry.
 async fn ledger(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let site = state
-        .status
-        .lock()
-        .map(|s| s.site.clone())
-        .unwrap_or_default();
-    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+    let site = state.site();
+    let now_us = state.now_us();
     let view = read(
         &state,
         move |conn| crate::reads::ledger(conn, &site, now_us).map(Some),
@@ -689,11 +692,7 @@ async fn verify_witness(
     pin: &str,
     client: &str,
 ) -> Result<String, ApiError> {
-    let site = state
-        .status
-        .lock()
-        .map(|s| s.site.clone())
-        .unwrap_or_default();
+    let site = state.site();
     let config = read(
         state,
         move |conn| crate::web::screen::site_config(conn, &site).map(Some),
@@ -701,7 +700,7 @@ async fn verify_witness(
     )
     .await?;
     let staff = config.map(|c| c.staff).unwrap_or_default();
-    let now_us = state.status.lock().map(|s| s.now_us).unwrap_or_default();
+    let now_us = state.now_us();
     check_witness(
         &state.security,
         staff,

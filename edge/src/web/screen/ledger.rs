@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use vigil_shared::ledger::{Entry, LossKind, UL_PER_ML, reconcile_session};
+use vigil_shared::ledger::{LossKind, UL_PER_ML, reconcile_session};
 use vigil_web::url_encode;
 
 use super::checkin::optional_number;
@@ -27,7 +27,7 @@ fn ml(ul: i64) -> String {
 
 async fn load(s: &Shared) -> Result<LedgerView, (StatusCode, String)> {
     let (site, _) = site_room(s);
-    let now = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
+    let now = s.api.now_us();
     read(s, move |conn| ledger(conn, &site, now)).await
 }
 
@@ -379,12 +379,7 @@ fn volume(v: &Viewer, f: &LedgerForm) -> Result<f64, Response> {
 /// The lot a session drew from.
 async fn drawn_lot(s: &Shared, sid: &str) -> Option<String> {
     let view = load(s).await.ok()?;
-    view.entries.iter().find_map(|e: &Entry| match &e.kind {
-        vigil_shared::ledger::EntryKind::Draw {
-            lot_id, session_id, ..
-        } if session_id == sid => Some(lot_id.clone()),
-        _ => None,
-    })
+    vigil_shared::ledger::drawn_lot(&view.entries, sid).map(str::to_owned)
 }
 
 /// Checks the witness (when the form names one) and appends the entry as the signed-in
@@ -401,7 +396,7 @@ async fn append(
         w if w.is_empty() => None,
         w => {
             let staff = staff(s).await;
-            let now = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
+            let now = s.api.now_us();
             match crate::web::api::check_witness(
                 &s.api.security,
                 staff,

@@ -147,7 +147,7 @@ pub(super) async fn login(
         return refuse(StatusCode::UNAUTHORIZED, BAD_PIN);
     };
     let security = s.api.security.clone();
-    let now_us = s.api.status.lock().map(|st| st.now_us).unwrap_or_default();
+    let now_us = s.api.now_us();
     let ok = match security.check_pin(&member, pin, &client, now_us).await {
         Ok(ok) => ok,
         Err(wait) => {

@@ -50,7 +50,7 @@ pub(crate) struct LedgerQuery {
 impl LedgerQuery {
     /// Whether the entry passes the lot and type filters.
     fn keeps(&self, e: &Entry) -> bool {
-        let lot = describe(e).0;
+        let lot = e.kind.lot_id();
         self.lot
             .as_deref()
             .filter(|l| !l.is_empty())
@@ -93,91 +93,46 @@ fn mg(ul: i64, mg_per_ml: Option<f64>) -> String {
     })
 }
 
-/// One entry as a dispensing-log line: the type, lot, session, volume and reason.
+/// One entry as a dispensing-log line: the lot, session, volume and what else it says.
 fn describe(e: &Entry) -> (Option<&str>, Option<&str>, Option<i64>, String) {
-    match &e.kind {
+    let detail = match &e.kind {
         EntryKind::Receipt {
             lot,
-            ul,
             supplier,
             invoice,
-        } => (
-            Some(&lot.id),
-            None,
-            Some(*ul),
-            format!(
-                "NDC {} lot {} exp {} from {supplier}, invoice {invoice}",
-                lot.ndc, lot.lot_number, lot.expiry
-            ),
+            ..
+        } => format!(
+            "NDC {} lot {} exp {} from {supplier}, invoice {invoice}",
+            lot.ndc, lot.lot_number, lot.expiry
         ),
-        EntryKind::Draw {
-            lot_id,
-            ul,
-            session_id,
-        }
-        | EntryKind::Administered {
-            lot_id,
-            ul,
-            session_id,
-        } => (Some(lot_id), Some(session_id), Some(*ul), String::new()),
-        EntryKind::Waste {
-            lot_id,
-            ul,
-            session_id,
-            reason,
-        } => (
-            Some(lot_id),
-            session_id.as_deref(),
-            Some(*ul),
-            reason.clone(),
-        ),
-        EntryKind::Count {
-            lot_id,
-            counted_ul,
-            inventory,
-        } => (
-            Some(lot_id),
-            None,
-            Some(*counted_ul),
+        EntryKind::Draw { .. } | EntryKind::Administered { .. } => String::new(),
+        EntryKind::Waste { reason, .. } => reason.clone(),
+        EntryKind::Count { inventory, .. } => {
             if *inventory {
                 "biennial inventory".into()
             } else {
                 String::new()
-            },
-        ),
-        EntryKind::Loss {
-            lot_id,
-            ul,
-            session_id,
-            kind,
-            reason,
-        } => (
-            Some(lot_id),
-            session_id.as_deref(),
-            Some(*ul),
-            format!(
-                "{}: {reason}",
-                match kind {
-                    LossKind::Loss => "loss",
-                    LossKind::Theft => "theft",
-                }
-            ),
-        ),
-        EntryKind::Transfer {
-            lot_id,
-            ul,
-            to,
-            reason,
-        } => (Some(lot_id), None, Some(*ul), format!("to {to}: {reason}")),
-        EntryKind::Resolution { count_id, reason } => (
-            None,
-            None,
-            None,
-            format!("resolves count {count_id}: {reason}"),
-        ),
-        EntryKind::Correction { reverses, reason } => {
-            (None, None, None, format!("reverses {reverses}: {reason}"))
+            }
         }
+        EntryKind::Loss { kind, reason, .. } => format!("{}: {reason}", loss_name(*kind)),
+        EntryKind::Transfer { to, reason, .. } => format!("to {to}: {reason}"),
+        EntryKind::Resolution { count_id, reason } => {
+            format!("resolves count {count_id}: {reason}")
+        }
+        EntryKind::Correction { reverses, reason } => format!("reverses {reverses}: {reason}"),
+    };
+    (
+        e.kind.lot_id(),
+        e.kind.session_id(),
+        e.kind.quantity_ul(),
+        detail,
+    )
+}
+
+fn loss_name(kind: LossKind) -> &'static str {
+    match kind {
+        LossKind::Loss => "loss",
+        LossKind::Theft => "theft",
     }
 }
 
@@ -320,11 +275,7 @@ pub fn ledger_csv(
                 out.push_str(&csv_row(&[
                     rfc3339_utc(e.at_us),
                     e.id.clone(),
-                    match kind {
-                        LossKind::Loss => "loss",
-                        LossKind::Theft => "theft",
-                    }
-                    .to_owned(),
+                    loss_name(*kind).to_owned(),
                     lot_id.clone(),
                     session_id.clone().unwrap_or_default(),
                     ml(*ul),
