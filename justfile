@@ -14,6 +14,9 @@ bench:
     cargo bench --locked --bench sync
     cargo bench --locked --bench dashboard
     cargo bench --locked --bench appliance_memory
+    cargo bench --locked --bench codec
+    cargo bench --locked --bench connections
+    cargo bench --locked --bench peer_latency
 
 # Lost and duplicated must be 0: the table is written only when every scenario passed.
 # The reliability scenarios (short versions, as CI runs them), then RELIABILITY.md.
