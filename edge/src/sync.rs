@@ -435,7 +435,7 @@ where
 
 /// Why one exchange or connection failed.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(crate) enum Failure {
     #[error("{0}")]
     Wire(#[from] wire::WireError),
     #[error("{0}")]
@@ -455,7 +455,6 @@ pub struct SyncClient {
     config: Mutex<quinn::ClientConfig>,
     reporter: Option<Reporter>,
     endpoint: Endpoint,
-    db_path: PathBuf,
     site: String,
     room: String,
     clock: ScaledClock,
@@ -464,7 +463,7 @@ pub struct SyncClient {
     /// The certificate's validity (not before, not after), µs, as last read.
     validity: Mutex<Option<(i64, i64)>>,
     status: Arc<Mutex<SyncStatus>>,
-    writer: Arc<Mutex<Option<Db>>>,
+    db: DbAccess,
     /// Why the last handshake refused the cloud's certificate, when its validity was the reason.
     refusal: Arc<Mutex<Option<String>>>,
     /// The configured address to try first: the one that last worked, moved on by one when
@@ -518,11 +517,10 @@ impl SyncClient {
             config: Mutex::new(config),
             reporter: None,
             endpoint,
-            db_path,
+            db: DbAccess::new(db_path),
             site,
             clock,
             status,
-            writer: Arc::default(),
             refusal,
             next_target: std::sync::atomic::AtomicUsize::new(0),
             ipv6,
@@ -871,6 +869,7 @@ impl SyncClient {
                 break close_reason(&conn);
             }
             let pending = match self
+                .db
                 .with_reader(|db| store::unsynced(db, MAX_IN_FLIGHT * 4))
                 .await
             {
@@ -958,50 +957,12 @@ impl SyncClient {
     }
 
     async fn refresh_backlog(&self) -> Result<(u64, u64), StoreError> {
-        let (docs, bytes) = self.with_reader(store::backlog).await?;
+        let (docs, bytes) = self.db.with_reader(store::backlog).await?;
         self.set_status(|s| {
             s.docs_waiting = docs;
             s.bytes_waiting = bytes;
         });
         Ok((docs, bytes))
-    }
-
-    async fn with_reader<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let path = self.db_path.clone();
-        tokio::task::spawn_blocking(move || f(&store::open_reader(&path)?))
-            .await
-            .map_err(|e| StoreError::CorruptDocument {
-                id: "-".into(),
-                reason: e.to_string(),
-            })?
-    }
-
-    async fn with_writer<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (writer, path) = (self.writer.clone(), self.db_path.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
-            if guard.is_none() {
-                *guard = Some(store::open_writer(&path)?);
-            }
-            match guard.as_mut() {
-                Some(db) => f(db),
-                None => Err(StoreError::CorruptDocument {
-                    id: "-".into(),
-                    reason: "no writer".into(),
-                }),
-            }
-        })
-        .await
-        .map_err(|e| StoreError::CorruptDocument {
-            id: "-".into(),
-            reason: e.to_string(),
-        })?
     }
 
     /// One document up: this side initiates, the cloud answers and confirms durable heads.
@@ -1016,6 +977,7 @@ impl SyncClient {
         };
         let id = doc.id.clone();
         let (mut am, state, mut confirmed) = self
+            .db
             .with_reader(move |db| {
                 let (state, confirmed) = store::sync_record(db, &id)?;
                 let doc = store::load_document(db, &id)?
@@ -1051,7 +1013,13 @@ impl SyncClient {
                         continue;
                     }
                     Incoming::Changed(true) => {
-                        self.store_remote(&doc.id, kind, &mut am, &before).await?
+                        let remote = Remote {
+                            db: &self.db,
+                            site: &self.site,
+                            clock: self.clock,
+                            tally: &|t| self.count(t),
+                        };
+                        remote.store(&doc.id, kind, &mut am, &before).await?
                     }
                     Incoming::Changed(false) => {}
                 }
@@ -1062,7 +1030,7 @@ impl SyncClient {
         let delivered = all_delivered(&mut am, &confirmed);
         let state = exchange.state().encode();
         let (id, version, now) = (doc.id.clone(), doc.version, self.clock.now_us());
-        self.with_writer(move |db| {
+        self.db.with_writer(move |db| {
             let tx = store::write_tx(db)?;
             store::save_sync_record(
                 &tx,
@@ -1079,8 +1047,137 @@ impl SyncClient {
         Ok(())
     }
 
-    /// Checks a document the cloud changed and stores the new changes.
-    async fn store_remote(
+    /// Answers the cloud's pushes of site config and patient documents.
+    async fn accept_pushes(self: Arc<Self>, conn: Connection) {
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let me = self.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.answer_push(send, recv).await {
+                    tracing::warn!(error = %e, "refusing a document from the cloud");
+                    conn.close(
+                        u32::from(RejectCode::Forbidden.code()).into(),
+                        e.to_string().as_bytes(),
+                    );
+                }
+            });
+        }
+    }
+
+    async fn answer_push(&self, send: SendStream, mut recv: RecvStream) -> Result<(), Failure> {
+        let mut decoder = FrameDecoder::new();
+        let Some(first) = self.read(&mut recv, &mut decoder).await? else {
+            return Ok(());
+        };
+        let remote = Remote {
+            db: &self.db,
+            site: &self.site,
+            clock: self.clock,
+            tally: &|t| self.count(t),
+        };
+        remote
+            .respond(first, send, recv, decoder, |kind| {
+                if matches!(kind, DocKind::Session | DocKind::Audit) {
+                    Err(format!("the cloud may not push {kind} documents"))
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    fn count(&self, t: Tally) {
+        self.set_status(|s| match t {
+            Tally::Received(n) => {
+                s.frames_received += 1;
+                s.bytes_received += n;
+            }
+            Tally::Sent(n) => {
+                s.frames_sent += 1;
+                s.bytes_sent += n;
+            }
+        });
+    }
+
+    async fn read(
+        &self,
+        recv: &mut RecvStream,
+        decoder: &mut FrameDecoder,
+    ) -> Result<Option<Message>, Failure> {
+        read_message(recv, decoder, &|t| self.count(t)).await
+    }
+
+    async fn write(&self, send: &mut SendStream, message: &Message) -> Result<(), Failure> {
+        write_message(send, message, &|t| self.count(t)).await
+    }
+}
+
+/// Frames and bytes moved, for the status counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tally {
+    /// A frame received, with its bytes.
+    Received(u64),
+    /// A frame sent, with its bytes.
+    Sent(u64),
+}
+
+/// Reads the next message of a document stream; `None` when the stream ended. A `Reject` from
+/// the other side is returned as [`Failure::Refused`].
+pub(crate) async fn read_message(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+    tally: &(dyn Fn(Tally) + Sync),
+) -> Result<Option<Message>, Failure> {
+    let mut bytes = 0;
+    loop {
+        if let Some(m) = decoder.next_message()? {
+            tally(Tally::Received(std::mem::take(&mut bytes)));
+            if let Message::Reject { code, reason } = m {
+                return Err(Failure::Refused { code, reason });
+            }
+            return Ok(Some(m));
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                bytes += chunk.bytes.len() as u64;
+                decoder.push(&chunk.bytes);
+            }
+            Ok(None) => {
+                decoder.finish()?;
+                return Ok(None);
+            }
+            Err(e) => return Err(Failure::Connection(e.to_string())),
+        }
+    }
+}
+
+/// Writes one message on a document stream.
+pub(crate) async fn write_message(
+    send: &mut SendStream,
+    message: &Message,
+    tally: &(dyn Fn(Tally) + Sync),
+) -> Result<(), Failure> {
+    let bytes = encode_message(message)?;
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| Failure::Connection(e.to_string()))?;
+    tally(Tally::Sent(bytes.len() as u64));
+    Ok(())
+}
+
+/// The other end of a document exchange, cloud or peer, as this appliance stores what it sends:
+/// every document checked against the schema and this appliance's site before a byte of it is
+/// written.
+pub(crate) struct Remote<'a> {
+    pub(crate) db: &'a DbAccess,
+    pub(crate) site: &'a str,
+    pub(crate) clock: ScaledClock,
+    pub(crate) tally: &'a (dyn Fn(Tally) + Sync),
+}
+
+impl Remote<'_> {
+    /// Checks a document the other side changed and stores the new changes.
+    pub(crate) async fn store(
         &self,
         id: &str,
         kind: DocKind,
@@ -1107,63 +1204,51 @@ impl SyncClient {
             None
         };
         let (id, site, now) = (id.to_owned(), header.site, self.clock.now_us());
-        self.with_writer(move |db| {
-            let tx = store::write_tx(db)?;
-            match (store::document_owner(&tx, &id)?, full) {
-                (None, Some(snapshot)) => {
-                    store::insert_document(&tx, &id, kind.as_str(), &site, &snapshot, now)?
+        self.db
+            .with_writer(move |db| {
+                let tx = store::write_tx(db)?;
+                match (store::document_owner(&tx, &id)?, full) {
+                    (None, Some(snapshot)) => {
+                        store::insert_document(&tx, &id, kind.as_str(), &site, &snapshot, now)?
+                    }
+                    (None, None) => {
+                        return Err(StoreError::CorruptDocument {
+                            id,
+                            reason: "changes for a document we never had".into(),
+                        });
+                    }
+                    (Some(_), _) => store::append_shared(&tx, &id, &changes, now)?,
                 }
-                (None, None) => {
-                    return Err(StoreError::CorruptDocument {
-                        id,
-                        reason: "changes for a document we never had".into(),
-                    });
-                }
-                (Some(_), _) => store::append_shared(&tx, &id, &changes, now)?,
-            }
-            tx.commit().map_err(StoreError::from_sqlite)
-        })
-        .await?;
+                tx.commit().map_err(StoreError::from_sqlite)
+            })
+            .await?;
         Ok(())
     }
 
-    /// Answers the cloud's pushes of site config and patient documents.
-    async fn accept_pushes(self: Arc<Self>, conn: Connection) {
-        while let Ok((send, recv)) = conn.accept_bi().await {
-            let me = self.clone();
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                if let Err(e) = me.answer_push(send, recv).await {
-                    tracing::warn!(error = %e, "refusing a document from the cloud");
-                    conn.close(
-                        u32::from(RejectCode::Forbidden.code()).into(),
-                        e.to_string().as_bytes(),
-                    );
-                }
-            });
-        }
-    }
-
-    async fn answer_push(&self, mut send: SendStream, mut recv: RecvStream) -> Result<(), Failure> {
-        let mut decoder = FrameDecoder::new();
-        let Some(first) = self.read(&mut recv, &mut decoder).await? else {
-            return Ok(());
-        };
+    /// Answers a stream the other side opened for one document, whose first message was
+    /// `first`: `allowed` says whether this side takes that kind from it (and why not).
+    pub(crate) async fn respond(
+        &self,
+        first: Message,
+        mut send: SendStream,
+        mut recv: RecvStream,
+        mut decoder: FrameDecoder,
+        allowed: impl Fn(DocKind) -> Result<(), String>,
+    ) -> Result<(), Failure> {
         let Message::Sync { doc_id, kind, .. } = &first else {
             return Err(Failure::Connection(format!(
-                "a pushed stream began with {}",
+                "a document stream began with {}",
                 first.name()
             )));
         };
         let (doc_id, kind) = (doc_id.clone(), *kind);
-        if matches!(kind, DocKind::Session | DocKind::Audit) {
-            return Err(Failure::Refused {
-                code: RejectCode::Forbidden,
-                reason: format!("the cloud may not push {kind} documents"),
-            });
-        }
+        allowed(kind).map_err(|reason| Failure::Refused {
+            code: RejectCode::Forbidden,
+            reason,
+        })?;
         let id = doc_id.clone();
         let (existing, mut doc) = self
+            .db
             .with_reader(move |db| {
                 let owner = store::document_owner(db, &id)?;
                 let doc = store::load_document(db, &id)?
@@ -1191,57 +1276,73 @@ impl SyncClient {
         while let Some(m) = message.take() {
             let before = doc.get_heads();
             if let Incoming::Changed(true) = exchange.incoming(&mut doc, m)? {
-                self.store_remote(&doc_id, kind, &mut doc, &before).await?;
+                self.store(&doc_id, kind, &mut doc, &before).await?;
             }
             if let Some(reply) = exchange.outgoing(&mut doc, &mut seq)? {
-                self.write(&mut send, &reply).await?;
+                write_message(&mut send, &reply, self.tally).await?;
             }
-            message = self.read(&mut recv, &mut decoder).await?;
+            message = read_message(&mut recv, &mut decoder, self.tally).await?;
         }
         let _ = send.finish();
         Ok(())
     }
+}
 
-    async fn read(
-        &self,
-        recv: &mut RecvStream,
-        decoder: &mut FrameDecoder,
-    ) -> Result<Option<Message>, Failure> {
-        loop {
-            if let Some(m) = decoder.next_message()? {
-                self.set_status(|s| s.frames_received += 1);
-                if let Message::Reject { code, reason } = m {
-                    return Err(Failure::Refused { code, reason });
-                }
-                return Ok(Some(m));
-            }
-            match recv.read_chunk(READ_CHUNK, true).await {
-                Ok(Some(chunk)) => {
-                    let n = chunk.bytes.len() as u64;
-                    self.set_status(|s| s.bytes_received += n);
-                    decoder.push(&chunk.bytes);
-                }
-                Ok(None) => {
-                    decoder.finish()?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(Failure::Connection(e.to_string())),
-            }
+/// The appliance database as the sync client and the peers use it: a fresh read-only
+/// connection per read, and one writer connection (opened on first use) for what the cloud or
+/// a peer sends. The recorder has its own; SQLite serializes the writers.
+#[derive(Debug, Clone)]
+pub(crate) struct DbAccess {
+    path: PathBuf,
+    writer: Arc<Mutex<Option<Db>>>,
+}
+
+impl DbAccess {
+    pub(crate) fn new(path: PathBuf) -> DbAccess {
+        DbAccess {
+            path,
+            writer: Arc::default(),
         }
     }
 
-    async fn write(&self, send: &mut SendStream, message: &Message) -> Result<(), Failure> {
-        let bytes = encode_message(message)?;
-        send.write_all(&bytes)
+    pub(crate) async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || f(&store::open_reader(&path)?))
             .await
-            .map_err(|e| Failure::Connection(e.to_string()))?;
-        let n = bytes.len() as u64;
-        self.set_status(|s| {
-            s.frames_sent += 1;
-            s.bytes_sent += n;
-        });
-        Ok(())
+            .map_err(|e| StoreError::CorruptDocument {
+                id: "-".into(),
+                reason: e.to_string(),
+            })?
     }
+
+    pub(crate) async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (writer, path) = (self.writer.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut guard = writer.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.is_none() {
+                *guard = Some(store::open_writer(&path)?);
+            }
+            match guard.as_mut() {
+                Some(db) => f(db),
+                None => Err(StoreError::CorruptDocument {
+                    id: "-".into(),
+                    reason: "no writer".into(),
+                }),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::CorruptDocument {
+            id: "-".into(),
+            reason: e.to_string(),
+        })?
+    }
+
 }
 
 /// A task that ends when its owner does: the client's helpers must not outlive the client
