@@ -63,6 +63,9 @@ pub const CLOCK_SKEW_WARN_S: i64 = 60;
 /// Read buffer per stream read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// What a document stream that ended in the middle of an exchange says.
+const STREAM_ENDED: &str = "stream ended";
+
 /// A cloud sync address: `host:port`, the host an IP address or a DNS name (every address it
 /// resolves to is tried).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -993,56 +996,41 @@ impl SyncClient {
             .open_bi()
             .await
             .map_err(|e| Failure::Connection(e.to_string()))?;
-        let mut exchange = DocSync::new(Role::Initiator, doc.id.clone(), kind, state);
-        let mut decoder = FrameDecoder::new();
-        loop {
-            let next = {
-                let mut seq = seq.lock().await;
-                exchange.outgoing(&mut am, &mut seq)?
-            };
-            let Some(message) = next else { break };
-            self.write(&mut send, &message).await?;
-            loop {
-                let Some(reply) = self.read(&mut recv, &mut decoder).await? else {
-                    return Err(Failure::Connection(close_reason(conn)));
-                };
-                let before = am.get_heads();
-                match exchange.incoming(&mut am, reply)? {
-                    Incoming::Durable(heads) => {
-                        confirmed = heads;
-                        continue;
-                    }
-                    Incoming::Changed(true) => {
-                        let remote = Remote {
-                            db: &self.db,
-                            site: &self.site,
-                            clock: self.clock,
-                            tally: &|t| self.count(t),
-                        };
-                        remote.store(&doc.id, kind, &mut am, &before).await?
-                    }
-                    Incoming::Changed(false) => {}
+        let remote = Remote {
+            db: &self.db,
+            site: &self.site,
+            clock: self.clock,
+            tally: &|t| self.count(t),
+        };
+        let (exchange, durable) = remote
+            .initiate((&mut send, &mut recv), &doc.id, kind, &mut am, state, seq)
+            .await
+            .map_err(|e| match e {
+                Failure::Connection(m) if m == STREAM_ENDED => {
+                    Failure::Connection(close_reason(conn))
                 }
-                break;
-            }
+                e => e,
+            })?;
+        if let Some(heads) = durable {
+            confirmed = heads;
         }
-        let _ = send.finish();
         let delivered = all_delivered(&mut am, &confirmed);
         let state = exchange.state().encode();
         let (id, version, now) = (doc.id.clone(), doc.version, self.clock.now_us());
-        self.db.with_writer(move |db| {
-            let tx = store::write_tx(db)?;
-            store::save_sync_record(
-                &tx,
-                &id,
-                &state,
-                &confirmed,
-                delivered.then_some(version),
-                now,
-            )?;
-            tx.commit().map_err(StoreError::from_sqlite)
-        })
-        .await?;
+        self.db
+            .with_writer(move |db| {
+                let tx = store::write_tx(db)?;
+                store::save_sync_record(
+                    &tx,
+                    &id,
+                    &state,
+                    &confirmed,
+                    delivered.then_some(version),
+                    now,
+                )?;
+                tx.commit().map_err(StoreError::from_sqlite)
+            })
+            .await?;
         self.set_status(|s| s.last_sync_us = Some(now));
         Ok(())
     }
@@ -1225,6 +1213,48 @@ impl Remote<'_> {
         Ok(())
     }
 
+    /// Runs one document's exchange on a stream this side opened, storing what the other
+    /// side sends; returns the exchange (its sync state) and the last heads the other side
+    /// said it made durable, if it said so.
+    pub(crate) async fn initiate(
+        &self,
+        (send, recv): (&mut SendStream, &mut RecvStream),
+        id: &str,
+        kind: DocKind,
+        doc: &mut AutoCommit,
+        state: automerge::sync::State,
+        seq: &tokio::sync::Mutex<SeqCounter>,
+    ) -> Result<(DocSync, Option<Vec<automerge::ChangeHash>>), Failure> {
+        let mut exchange = DocSync::new(Role::Initiator, id, kind, state);
+        let mut decoder = FrameDecoder::new();
+        let mut durable = None;
+        loop {
+            let next = {
+                let mut seq = seq.lock().await;
+                exchange.outgoing(doc, &mut seq)?
+            };
+            let Some(message) = next else { break };
+            write_message(send, &message, self.tally).await?;
+            loop {
+                let Some(reply) = read_message(recv, &mut decoder, self.tally).await? else {
+                    return Err(Failure::Connection(STREAM_ENDED.into()));
+                };
+                let before = doc.get_heads();
+                match exchange.incoming(doc, reply)? {
+                    Incoming::Durable(heads) => {
+                        durable = Some(heads);
+                        continue;
+                    }
+                    Incoming::Changed(true) => self.store(id, kind, doc, &before).await?,
+                    Incoming::Changed(false) => {}
+                }
+                break;
+            }
+        }
+        let _ = send.finish();
+        Ok((exchange, durable))
+    }
+
     /// Answers a stream the other side opened for one document, whose first message was
     /// `first`: `allowed` says whether this side takes that kind from it (and why not).
     pub(crate) async fn respond(
@@ -1342,7 +1372,6 @@ impl DbAccess {
             reason: e.to_string(),
         })?
     }
-
 }
 
 /// A task that ends when its owner does: the client's helpers must not outlive the client
@@ -1395,7 +1424,7 @@ fn close_reason(conn: &Connection) -> String {
             )
         }
         Some(e) => e.to_string(),
-        None => "stream ended".into(),
+        None => STREAM_ENDED.into(),
     }
 }
 
