@@ -25,8 +25,10 @@ use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
 use crate::http_server::{self, ServerSettings, Transport};
 use crate::recorder::{Command, Handle, Recorder, RecorderConfig, RecorderError};
+use crate::station::{self, Station};
 use crate::store;
-use crate::sync::{SyncClient, SyncStatus};
+use crate::peer::{self, PeerContext, Peers};
+use crate::sync::{DbAccess, SyncClient, SyncStatus};
 use crate::web::{self, ApiState, Security, Status};
 
 /// How often the recorder pulls from its source. Short enough that live values on the room
@@ -189,6 +191,9 @@ pub struct Appliance {
     pub transport: Transport,
     /// The database file.
     pub db_path: PathBuf,
+    /// Where this appliance listens for its site's peers, when it does.
+    pub peer_addr: Option<SocketAddr>,
+    peers: Option<Arc<Peers>>,
     recorder: Handle,
     recorder_thread: Option<JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -289,6 +294,8 @@ impl Appliance {
         let group_commit = Duration::from_millis(config.group_commit_ms);
         let retention_us = i64::from(config.retention_days) * 86_400 * 1_000_000;
         let thread_status = status.clone();
+        let station = Station::new(&config.site, &config.room, clock.now_us());
+        let thread_station = station.clone();
         let recorder_thread = std::thread::Builder::new()
             .name(format!("recorder-{}-{}", config.site, config.room))
             .spawn(move || {
@@ -300,6 +307,7 @@ impl Appliance {
                     group_commit,
                     retention_us,
                     thread_status,
+                    thread_station,
                 )
             })
             .map_err(StartError::Thread)?;
@@ -333,12 +341,38 @@ impl Appliance {
             pins,
         });
         let recorder = Handle::new(commands);
+        tasks.push(tokio::spawn(station::publish_loop(
+            station.clone(),
+            db_path.clone(),
+            status.clone(),
+        )));
+        let peers = match (&config.cloud, config.peer_settings()) {
+            (Some(files), settings) if settings.enabled() => {
+                let cx = PeerContext {
+                    db: DbAccess::new(db_path.clone()),
+                    clock,
+                    station: station.clone(),
+                    recorder: recorder.clone(),
+                    audit: security.audit.clone(),
+                };
+                let me = peer::Appliance {
+                    site: config.site.clone(),
+                    room: config.room.clone(),
+                };
+                let (peers, peer_tasks) = Peers::start(&settings, files, me, cx).await?;
+                tasks.extend(peer_tasks);
+                Some(peers)
+            }
+            _ => None,
+        };
         let state = ApiState {
             recorder: recorder.clone(),
             db_path: db_path.clone(),
             status: status.clone(),
             sync: sync_status,
             security: security.clone(),
+            station,
+            peers: peers.clone(),
         };
         let app = web::router(state);
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -353,6 +387,8 @@ impl Appliance {
             api_token,
             transport,
             db_path,
+            peer_addr: peers.as_ref().and_then(|p| p.listen_addr()),
+            peers,
             recorder,
             recorder_thread: Some(recorder_thread),
             server,
@@ -411,6 +447,9 @@ impl Appliance {
 
     /// Stops the HTTP server, commits what the recorder holds and waits for it to finish.
     pub async fn shutdown(mut self) {
+        if let Some(peers) = self.peers.take() {
+            peers.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -523,6 +562,7 @@ fn run_recorder(
     group_commit: Duration,
     retention_us: i64,
     status: Arc<Mutex<Status>>,
+    station: Arc<Station>,
 ) {
     let mut next_poll = Instant::now();
     let mut next_commit = Instant::now() + group_commit;
@@ -538,6 +578,7 @@ fn run_recorder(
         let now = Instant::now();
         if now >= next_poll {
             let events = source.poll(clock.now_us());
+            station.publish_own_ecg(ecg_of(&events), clock.now_us());
             recorder.ingest(events);
             next_poll = now + POLL_INTERVAL;
             // Live values for the room screen, fresher than the full snapshot below.
@@ -573,6 +614,22 @@ fn run_recorder(
         tracing::error!(error = %e, "final commit at shutdown failed");
     }
     tracing::info!("recorder stopped");
+}
+
+/// The ECG samples of a poll, for the live stream: (time µs, value µV).
+fn ecg_of(events: &[vigil_hardware::source::SourceEvent]) -> Vec<(i64, i32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            vigil_hardware::source::SourceEvent::Samples(b)
+                if b.channel == vigil_shared::vitals::Channel::Ecg =>
+            {
+                Some(b.samples.iter().map(|s| (s.t_us, s.v[0])))
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 fn start_session(

@@ -111,6 +111,15 @@ pub struct EdgeConfig {
     /// The cloud to sync with; without it the appliance records locally only.
     #[serde(default)]
     pub cloud: Option<crate::sync::CloudSettings>,
+    /// Where this appliance listens for its site's other rooms (UDP), e.g. `0.0.0.0:4434`.
+    #[serde(default)]
+    pub peer_bind: Option<SocketAddr>,
+    /// The site's other appliances to sync with on the LAN, e.g. `["10.1.2.4:4434"]`.
+    #[serde(default)]
+    pub peers: Vec<crate::sync::CloudAddr>,
+    /// Announce this appliance on the LAN and find the site's others by mDNS (`_vigil._udp`).
+    #[serde(default)]
+    pub mdns: bool,
 }
 
 /// `[http_tls]`: the room screen's certificate, from `vigil-cloud pki issue-appliance …
@@ -271,6 +280,15 @@ fn default_time_factor() -> f64 {
 }
 
 impl EdgeConfig {
+    /// The peer settings (`peer_bind`, `peers`, `mdns`).
+    pub fn peer_settings(&self) -> crate::peer::PeerSettings {
+        crate::peer::PeerSettings {
+            bind: self.peer_bind,
+            addrs: self.peers.clone(),
+            mdns: self.mdns,
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -381,6 +399,23 @@ impl EdgeConfig {
             return Err(invalid(
                 "cloud.server_name",
                 "is empty; give the name on the cloud's certificate".into(),
+            ));
+        }
+        if self.peer_settings().enabled() && self.cloud.is_none() {
+            return Err(invalid(
+                "peers",
+                "need this appliance's certificate: enrol it first (the [cloud] section names \
+                 the certificate, key and CA that peers use too)"
+                    .into(),
+            ));
+        }
+        if self.mdns && self.peer_bind.is_none() {
+            return Err(invalid(
+                "mdns",
+                format!(
+                    "announces the port peers call: set peer_bind too (e.g. \"0.0.0.0:{}\")",
+                    crate::peer::DEFAULT_PEER_PORT
+                ),
             ));
         }
         if let SourceConfig::Simulator {

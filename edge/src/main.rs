@@ -264,6 +264,9 @@ async fn run(config: EdgeConfig) -> anyhow::Result<()> {
     println!("edge api: {}", appliance.api_url());
     println!("edge api token: {}", appliance.api_token);
     println!("edge db: {}", appliance.db_path.display());
+    if let Some(addr) = appliance.peer_addr {
+        println!("edge peers: {addr}");
+    }
     vigil_web::service::ready(&format!(
         "recording; room screen at {}",
         appliance.api_url()

@@ -11,7 +11,7 @@ use std::path::Path;
 use automerge::AutoCommit;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use vigil_shared::chunk::Chunk;
-use vigil_shared::doc::Typed;
+use vigil_shared::doc::{DocKind, Typed};
 use vigil_shared::vitals::{Channel, Sample};
 
 /// Most incremental changes kept per document before they are folded into a new snapshot.
@@ -594,6 +594,39 @@ pub fn unsynced(conn: &Connection, limit: usize) -> Result<Vec<Unsynced>, StoreE
         })
         .map_err(map)?;
     rows.collect::<Result<_, _>>().map_err(map)
+}
+
+/// Every document of these kinds with its kind and version (which moves with every change):
+/// what the site's peers are offered.
+pub fn shared_versions(
+    conn: &Connection,
+    kinds: &[DocKind],
+) -> Result<Vec<(String, DocKind, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, kind, version FROM documents
+             WHERE kind IN (SELECT value FROM json_each(?1)) ORDER BY updated_us",
+        )
+        .map_err(map)?;
+    let names = serde_json::to_string(&kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let rows = stmt
+        .query_map([names], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(map)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, kind, version) = row.map_err(map)?;
+        if let Some(kind) = DocKind::from_name(&kind) {
+            out.push((id, kind, version));
+        }
+    }
+    Ok(out)
 }
 
 /// What is waiting for the cloud: documents and (roughly) their bytes.

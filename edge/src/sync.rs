@@ -1322,13 +1322,14 @@ impl Remote<'_> {
 /// connection per read, and one writer connection (opened on first use) for what the cloud or
 /// a peer sends. The recorder has its own; SQLite serializes the writers.
 #[derive(Debug, Clone)]
-pub(crate) struct DbAccess {
+pub struct DbAccess {
     path: PathBuf,
     writer: Arc<Mutex<Option<Db>>>,
 }
 
 impl DbAccess {
-    pub(crate) fn new(path: PathBuf) -> DbAccess {
+    /// Access to the database at `path`.
+    pub fn new(path: PathBuf) -> DbAccess {
         DbAccess {
             path,
             writer: Arc::default(),

@@ -126,6 +126,10 @@ pub struct ApiState {
     pub sync: Option<Arc<Mutex<crate::sync::SyncStatus>>>,
     /// Credentials, audit, hosts.
     pub security: Arc<Security>,
+    /// The site's rooms, live, for the central station.
+    pub station: Arc<crate::station::Station>,
+    /// The site's peers, when peer networking is on.
+    pub peers: Option<Arc<crate::peer::Peers>>,
 }
 
 impl ApiState {
@@ -456,6 +460,8 @@ struct StatusBody {
     status: Status,
     storage: store::StorageUse,
     sync: Option<crate::sync::SyncStatus>,
+    /// The site's peers (rooms connected, refusals), with a credential only.
+    peers: Option<crate::peer::PeerStatus>,
 }
 
 /// What `/status` shows without a credential: health, version and sync, no patient data.
@@ -506,6 +512,7 @@ async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Result<Res
         status: snapshot,
         storage,
         sync,
+        peers: state.peers.as_ref().map(|p| p.status()),
     })
     .into_response())
 }
@@ -904,6 +911,8 @@ mod tests {
             status: Arc::default(),
             sync,
             security: Arc::new(security),
+            station: crate::station::Station::new("austin", "1", 0),
+            peers: None,
         }
     }
 
