@@ -39,6 +39,7 @@ mod patients;
 mod room;
 mod session;
 mod signin;
+mod station;
 mod view;
 
 use std::collections::BTreeMap;
@@ -178,6 +179,9 @@ pub fn router(api: ApiState) -> Router {
             "/screen/sessions/{id}/adverse/{event}/review",
             post(adverse::review),
         )
+        .route(station::PATH, get(station::page))
+        .route("/station/live", get(station::stream))
+        .route("/station/rooms/{room}/ack", post(station::acknowledge))
         .route("/screen/logout", post(signin::logout))
         .route(
             "/screen/pins",
@@ -328,6 +332,7 @@ pub(crate) enum Section {
     Room,
     Patients,
     Safe,
+    Station,
 }
 
 /// A signed-in page in the shared frame.
@@ -336,6 +341,7 @@ pub(crate) fn frame(viewer: &Viewer, section: Section, title: &str, body: Markup
         ("/screen", "Room", Section::Room),
         ("/screen/patients", "Patients", Section::Patients),
         ("/screen/ledger", "Safe", Section::Safe),
+        ("/station", "Station", Section::Station),
     ];
     let links: Vec<NavLink<'_>> = nav
         .iter()
