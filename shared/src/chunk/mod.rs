@@ -8,8 +8,9 @@
 //! chunk closes (the recorder in `vigil-edge` does), and it does no I/O.
 //!
 //! Decoding treats its input as hostile: every malformed byte string is a [`ChunkError`], never
-//! a panic, and memory is allocated only for what the bytes can actually hold (at most
-//! [`MAX_CHUNK_SAMPLES`] samples and [`MAX_CHUNK_BYTES`] bytes of body).
+//! a panic, and memory is bounded: at most [`MAX_CHUNK_SAMPLES`] samples (a version-2 chunk of a
+//! constant signal holds thousands of samples in a few bytes, so the count is the bound) and
+//! [`MAX_CHUNK_BYTES`] bytes of body.
 //!
 //! # Layout, codec version 1
 //!
@@ -40,14 +41,33 @@
 //! ones. The encoder stores bodies raw (see [`Chunk::encode`]); the decoder also reads bodies
 //! compressed with zstd.
 //!
+//! # Layout, codec version 2
+//!
+//! The header is version 1's with version byte 2 and the compressed bit (bit 2) always zero:
+//! entropy-coded columns leave nothing for zstd. The body is the same columns in the same order
+//! (the time residuals for the `deltas` layout, then one column per dimension), each starting
+//! with a column byte that says how it is coded: version 1's varints, or a common factor taken
+//! out, a fixed polynomial predictor of order 0 to 4 and the residuals Rice-coded or range-coded
+//! (see `column`). The encoder keeps the smallest per column, so a version-2 chunk is never
+//! more than a byte per column larger than version 1's. [`Chunk::encode`] writes version 2;
+//! [`Chunk::decode`] and [`peek_header`] read both, and always will.
+//!
 //! [`encode_raw_delta_varint`] is the plain sample-by-sample baseline the benches compare
 //! against; it is not a chunk and has no header.
 
-use crate::vitals::{Channel, MAX_DIMS, Sample};
+mod column;
+mod range;
+mod rice;
 
-/// The codec version this build writes, and the only one it reads so far. Bump it for any
-/// change to the layout; decoders must keep reading every version ever written.
-pub const CODEC_VERSION: u8 = 1;
+use crate::vitals::{Channel, MAX_DIMS, Sample};
+use column::ColumnKind;
+
+/// The codec version this build writes. It reads every version from 1 up to this one. Bump it
+/// for any change to the layout; decoders must keep reading every version ever written.
+pub const CODEC_VERSION: u8 = 2;
+
+/// The first codec version: plain delta-varint columns, optionally one zstd frame.
+pub const CODEC_VERSION_1: u8 = 1;
 
 /// Most samples one chunk may hold. A 10 s chunk of 250 Hz ECG holds 2 500 samples and of the
 /// fastest source we expect (500 Hz) 5 000; 65 536 leaves room for longer chunk periods while
@@ -146,7 +166,9 @@ pub enum ChunkError {
         offset: usize,
     },
     /// The first byte names a codec version this build cannot read.
-    #[error("unknown chunk codec version {version}; this build reads version {CODEC_VERSION}")]
+    #[error(
+        "unknown chunk codec version {version}; this build reads versions 1 to {CODEC_VERSION}"
+    )]
     UnknownVersion {
         /// The version byte found.
         version: u8,
@@ -198,6 +220,13 @@ pub enum ChunkError {
         what: &'static str,
         /// Index of the sample.
         index: usize,
+    },
+    /// A version-2 column is malformed: an unknown coding, a factor of zero, a residual
+    /// stream that is not what its length says.
+    #[error("malformed chunk column: {reason}")]
+    BadColumn {
+        /// What is wrong.
+        reason: &'static str,
     },
     /// Bytes remain after the last value.
     #[error("{n_bytes} unexpected bytes after the end of the chunk")]
@@ -270,26 +299,87 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// Encodes the chunk in the current codec version.
+    /// Encodes the chunk in the current codec version, [`CODEC_VERSION`].
     ///
     /// Fails if there are no samples or more than [`MAX_CHUNK_SAMPLES`], if times go backwards,
     /// if an unused dimension holds a non-zero value, or if the result would exceed
     /// [`MAX_CHUNK_BYTES`]. Time and value arithmetic cannot overflow here: deltas of
     /// non-decreasing i64 times fit a u64, and differences of i32 values fit an i64.
     pub fn encode(&self) -> Result<Vec<u8>, ChunkError> {
-        // Chunk bodies are stored raw: Automerge compresses saved documents (deflate) and the
-        // sync protocol compresses frames (zstd), and both do better on raw delta-varints than
-        // on bodies someone already compressed (measured: a 56-minute ECG session saved as
-        // 720 KB raw vs 743 KB with zstd inside, and 14.5 KB vs 14.9 KB on the wire for one
+        self.validate()?;
+        let time_layout = choose_time_layout(&self.samples);
+        let mut out = Vec::with_capacity(32 + self.samples.len() * 2);
+        self.write_header(&mut out, CODEC_VERSION, time_layout, false);
+        if let TimeLayout::Deltas { base_us } = time_layout {
+            let residuals: Vec<i64> = self
+                .samples
+                .windows(2)
+                .map(|pair| time_residual(pair[0].t_us, pair[1].t_us, base_us))
+                .collect();
+            column::encode(&mut out, &residuals, ColumnKind::TimeResiduals);
+        }
+        for dim in 0..self.channel.dims() {
+            let values: Vec<i64> = self.samples.iter().map(|s| i64::from(s.v[dim])).collect();
+            column::encode(&mut out, &values, ColumnKind::Values);
+        }
+        if out.len() > MAX_CHUNK_BYTES {
+            return Err(ChunkError::TooLarge {
+                n_bytes: out.len() as u64,
+            });
+        }
+        debug_assert_eq!(Chunk::decode(&out).as_ref(), Ok(self), "chunk round trip");
+        Ok(out)
+    }
+
+    /// Encodes the chunk in codec version 1, whose columns are plain delta-varints: what
+    /// appliances wrote before version 2, kept for comparisons and for tests of every reader.
+    /// New chunks are written with [`Chunk::encode`].
+    pub fn encode_v1(&self) -> Result<Vec<u8>, ChunkError> {
+        // Version-1 bodies are stored raw: Automerge compresses saved documents (deflate) and
+        // the sync protocol compresses frames (zstd), and both did better on raw delta-varints
+        // than on bodies someone already compressed (measured: a 56-minute ECG session saved
+        // as 720 KB raw vs 743 KB with zstd inside, and 14.5 KB vs 14.9 KB on the wire for one
         // more minute). Compressed bodies stay readable (layout flag bit 2).
         self.encode_inner(false)
     }
 
-    /// Encodes with the body zstd-compressed when that makes the chunk smaller: for tests of
-    /// the decoder's compressed path.
+    /// Encodes in version 1 with the body zstd-compressed when that makes the chunk smaller:
+    /// for tests of the decoder's compressed path.
     #[cfg(test)]
     fn encode_compressed(&self) -> Result<Vec<u8>, ChunkError> {
         self.encode_inner(true)
+    }
+
+    /// Writes the header fields every version shares, up to and including the time
+    /// parameters. `validate()` must have passed (there is a first sample).
+    fn write_header(
+        &self,
+        out: &mut Vec<u8>,
+        version: u8,
+        time_layout: TimeLayout,
+        compressed: bool,
+    ) {
+        out.push(version);
+        out.push(self.channel.code());
+        let time_bits = match time_layout {
+            TimeLayout::Period { .. } => TIME_PERIOD,
+            TimeLayout::Rate { .. } => TIME_RATE,
+            TimeLayout::Deltas { .. } => TIME_DELTAS,
+        };
+        let compressed_bit = if compressed { LAYOUT_COMPRESSED } else { 0 };
+        out.push(time_bits | compressed_bit);
+        encode_varint_u64(out, self.samples.len() as u64);
+        let start_us = self.samples.first().map_or(0, |s| s.t_us);
+        out.extend_from_slice(&start_us.to_le_bytes());
+        match time_layout {
+            TimeLayout::Period { period_us } => encode_varint_u64(out, period_us),
+            TimeLayout::Rate { num, den, phase } => {
+                encode_varint_u64(out, num);
+                encode_varint_u64(out, den);
+                encode_varint_u64(out, phase);
+            }
+            TimeLayout::Deltas { base_us } => encode_varint_u64(out, base_us),
+        }
     }
 
     fn encode_inner(&self, compress: bool) -> Result<Vec<u8>, ChunkError> {
@@ -301,10 +391,8 @@ impl Chunk {
         let mut body = Vec::with_capacity(n_samples * (dims + 1) + 16);
         if let TimeLayout::Deltas { base_us } = time_layout {
             for pair in self.samples.windows(2) {
-                let residual = time_delta_us(pair[0].t_us, pair[1].t_us).wrapping_sub(base_us);
-                // Reinterpreting the wrapped residual as i64 is a bijection mod 2^64, and the
-                // decoder applies the inverse, so any pair of times round-trips exactly.
-                encode_varint_u64(&mut body, zigzag_encode(residual as i64));
+                let residual = time_residual(pair[0].t_us, pair[1].t_us, base_us);
+                encode_varint_u64(&mut body, zigzag_encode(residual));
             }
         }
         for dim in 0..dims {
@@ -326,31 +414,7 @@ impl Chunk {
         };
 
         let mut out = Vec::with_capacity(32 + body.len());
-        out.push(CODEC_VERSION);
-        out.push(self.channel.code());
-        let time_bits = match time_layout {
-            TimeLayout::Period { .. } => TIME_PERIOD,
-            TimeLayout::Rate { .. } => TIME_RATE,
-            TimeLayout::Deltas { .. } => TIME_DELTAS,
-        };
-        let compressed_bit = if compressed.is_some() {
-            LAYOUT_COMPRESSED
-        } else {
-            0
-        };
-        out.push(time_bits | compressed_bit);
-        encode_varint_u64(&mut out, n_samples as u64);
-        // validate() guarantees at least one sample.
-        out.extend_from_slice(&self.samples[0].t_us.to_le_bytes());
-        match time_layout {
-            TimeLayout::Period { period_us } => encode_varint_u64(&mut out, period_us),
-            TimeLayout::Rate { num, den, phase } => {
-                encode_varint_u64(&mut out, num);
-                encode_varint_u64(&mut out, den);
-                encode_varint_u64(&mut out, phase);
-            }
-            TimeLayout::Deltas { base_us } => encode_varint_u64(&mut out, base_us),
-        }
+        self.write_header(&mut out, CODEC_VERSION_1, time_layout, compressed.is_some());
         match compressed {
             Some(frame) => {
                 encode_varint_u64(&mut out, body.len() as u64);
@@ -372,108 +436,9 @@ impl Chunk {
     /// what the bytes can hold; rejects trailing bytes and times or values that overflow.
     pub fn decode(bytes: &[u8]) -> Result<Chunk, ChunkError> {
         let parsed = parse_header(bytes)?;
-        let header = parsed.header;
-        let n_samples = header.n_samples;
-        let dims = header.channel.dims();
-        let has_deltas = matches!(header.time_layout, TimeLayout::Deltas { .. });
-        // Every varint takes at least one byte: one per delta and one per value.
-        let min_body_bytes = (if has_deltas { n_samples - 1 } else { 0 }) + n_samples * dims;
-        // A raw body is read in place so that error offsets count from the chunk's first byte;
-        // a compressed one is read from its decompressed copy, offsets counting from its start.
-        let decompressed;
-        let (body, mut pos): (&[u8], usize) = match parsed.body_len {
-            None => (bytes, parsed.body_offset),
-            Some(n_bytes) => {
-                let max_time_bytes = if has_deltas {
-                    (n_samples - 1) * MAX_VARINT_BYTES
-                } else {
-                    0
-                };
-                let max_body_bytes = max_time_bytes + n_samples * dims * MAX_VALUE_VARINT_BYTES;
-                if n_bytes < min_body_bytes {
-                    return Err(ChunkError::CountExceedsBytes { n_samples, n_bytes });
-                }
-                if n_bytes > max_body_bytes {
-                    return Err(ChunkError::BadCompressedBody { n_bytes });
-                }
-                let frame = bytes.get(parsed.body_offset..).unwrap_or_default();
-                decompressed = decompress_body(frame, n_bytes)?;
-                (&decompressed, 0)
-            }
-        };
-        let body_bytes = body.len().saturating_sub(pos);
-        if body_bytes < min_body_bytes {
-            return Err(ChunkError::CountExceedsBytes {
-                n_samples,
-                n_bytes: body_bytes,
-            });
-        }
-
-        let mut samples = Vec::with_capacity(n_samples);
-        samples.push(Sample {
-            t_us: header.start_us,
-            v: [0; MAX_DIMS],
-        });
-        match header.time_layout {
-            TimeLayout::Deltas { base_us } => {
-                let mut prev_us = header.start_us;
-                for index in 1..n_samples {
-                    let residual = zigzag_decode(decode_varint_u64(body, &mut pos)?);
-                    // Inverse of the encoder's wrapping subtraction.
-                    let delta_us = base_us.wrapping_add(residual as u64);
-                    let Some(t_us) = prev_us.checked_add_unsigned(delta_us) else {
-                        return Err(ChunkError::Overflow {
-                            what: "time",
-                            index,
-                        });
-                    };
-                    samples.push(Sample {
-                        t_us,
-                        v: [0; MAX_DIMS],
-                    });
-                    prev_us = t_us;
-                }
-            }
-            fixed => {
-                let times = FixedTimes::new(header.start_us, fixed).take(n_samples);
-                for (index, t_us) in times.enumerate().skip(1) {
-                    let Some(t_us) = t_us else {
-                        return Err(ChunkError::Overflow {
-                            what: "time",
-                            index,
-                        });
-                    };
-                    samples.push(Sample {
-                        t_us,
-                        v: [0; MAX_DIMS],
-                    });
-                }
-            }
-        }
-        for dim in 0..dims {
-            let mut prev = 0_i64;
-            for (index, sample) in samples.iter_mut().enumerate() {
-                let delta = zigzag_decode(decode_varint_u64(body, &mut pos)?);
-                let Some(value) = prev.checked_add(delta).and_then(|v| i32::try_from(v).ok())
-                else {
-                    return Err(ChunkError::Overflow {
-                        what: "value",
-                        index,
-                    });
-                };
-                sample.v[dim] = value;
-                prev = i64::from(value);
-            }
-        }
-        if pos != body.len() {
-            return Err(ChunkError::TrailingBytes {
-                n_bytes: body.len() - pos,
-            });
-        }
-
-        let chunk = Chunk {
-            channel: header.channel,
-            samples,
+        let chunk = match parsed.header.codec_version {
+            CODEC_VERSION_1 => decode_v1_body(bytes, &parsed)?,
+            _ => decode_v2_body(bytes, &parsed)?,
         };
         debug_assert_eq!(chunk.validate(), Ok(()), "decoded chunk is valid");
         Ok(chunk)
@@ -523,6 +488,178 @@ impl Chunk {
         }
         Ok(())
     }
+}
+
+/// The body of a version-1 chunk: plain delta-varint columns, raw or as one zstd frame.
+fn decode_v1_body(bytes: &[u8], parsed: &ParsedHeader) -> Result<Chunk, ChunkError> {
+    let header = parsed.header;
+
+    let n_samples = header.n_samples;
+    let dims = header.channel.dims();
+    let has_deltas = matches!(header.time_layout, TimeLayout::Deltas { .. });
+    // Every varint takes at least one byte: one per delta and one per value.
+    let min_body_bytes = (if has_deltas { n_samples - 1 } else { 0 }) + n_samples * dims;
+    // A raw body is read in place so that error offsets count from the chunk's first byte;
+    // a compressed one is read from its decompressed copy, offsets counting from its start.
+    let decompressed;
+    let (body, mut pos): (&[u8], usize) = match parsed.body_len {
+        None => (bytes, parsed.body_offset),
+        Some(n_bytes) => {
+            let max_time_bytes = if has_deltas {
+                (n_samples - 1) * MAX_VARINT_BYTES
+            } else {
+                0
+            };
+            let max_body_bytes = max_time_bytes + n_samples * dims * MAX_VALUE_VARINT_BYTES;
+            if n_bytes < min_body_bytes {
+                return Err(ChunkError::CountExceedsBytes { n_samples, n_bytes });
+            }
+            if n_bytes > max_body_bytes {
+                return Err(ChunkError::BadCompressedBody { n_bytes });
+            }
+            let frame = bytes.get(parsed.body_offset..).unwrap_or_default();
+            decompressed = decompress_body(frame, n_bytes)?;
+            (&decompressed, 0)
+        }
+    };
+    let body_bytes = body.len().saturating_sub(pos);
+    if body_bytes < min_body_bytes {
+        return Err(ChunkError::CountExceedsBytes {
+            n_samples,
+            n_bytes: body_bytes,
+        });
+    }
+
+    let mut samples = Vec::with_capacity(n_samples);
+    samples.push(Sample {
+        t_us: header.start_us,
+        v: [0; MAX_DIMS],
+    });
+    match header.time_layout {
+        TimeLayout::Deltas { base_us } => {
+            let mut prev_us = header.start_us;
+            for index in 1..n_samples {
+                let residual = zigzag_decode(decode_varint_u64(body, &mut pos)?);
+                // Inverse of the encoder's wrapping subtraction.
+                let delta_us = base_us.wrapping_add(residual as u64);
+                let Some(t_us) = prev_us.checked_add_unsigned(delta_us) else {
+                    return Err(ChunkError::Overflow {
+                        what: "time",
+                        index,
+                    });
+                };
+                samples.push(Sample {
+                    t_us,
+                    v: [0; MAX_DIMS],
+                });
+                prev_us = t_us;
+            }
+        }
+        fixed => {
+            let times = FixedTimes::new(header.start_us, fixed).take(n_samples);
+            for (index, t_us) in times.enumerate().skip(1) {
+                let Some(t_us) = t_us else {
+                    return Err(ChunkError::Overflow {
+                        what: "time",
+                        index,
+                    });
+                };
+                samples.push(Sample {
+                    t_us,
+                    v: [0; MAX_DIMS],
+                });
+            }
+        }
+    }
+    for dim in 0..dims {
+        let mut prev = 0_i64;
+        for (index, sample) in samples.iter_mut().enumerate() {
+            let delta = zigzag_decode(decode_varint_u64(body, &mut pos)?);
+            let Some(value) = prev.checked_add(delta).and_then(|v| i32::try_from(v).ok()) else {
+                return Err(ChunkError::Overflow {
+                    what: "value",
+                    index,
+                });
+            };
+            sample.v[dim] = value;
+            prev = i64::from(value);
+        }
+    }
+    if pos != body.len() {
+        return Err(ChunkError::TrailingBytes {
+            n_bytes: body.len() - pos,
+        });
+    }
+
+    let chunk = Chunk {
+        channel: header.channel,
+        samples,
+    };
+    Ok(chunk)
+}
+
+/// The body of a version-2 chunk: one column per time residuals and per dimension, each
+/// coded as its column byte says.
+fn decode_v2_body(bytes: &[u8], parsed: &ParsedHeader) -> Result<Chunk, ChunkError> {
+    let header = parsed.header;
+    let n_samples = header.n_samples;
+    let mut pos = parsed.body_offset;
+    let mut samples = Vec::with_capacity(n_samples);
+    match header.time_layout {
+        TimeLayout::Deltas { base_us } => {
+            let residuals =
+                column::decode(bytes, &mut pos, n_samples - 1, ColumnKind::TimeResiduals)?;
+            let mut prev_us = header.start_us;
+            samples.push(Sample {
+                t_us: prev_us,
+                v: [0; MAX_DIMS],
+            });
+            for (index, &residual) in residuals.iter().enumerate() {
+                let t_us =
+                    time_from_residual(prev_us, residual, base_us).ok_or(ChunkError::Overflow {
+                        what: "time",
+                        index: index + 1,
+                    })?;
+                samples.push(Sample {
+                    t_us,
+                    v: [0; MAX_DIMS],
+                });
+                prev_us = t_us;
+            }
+        }
+        fixed => {
+            let times = FixedTimes::new(header.start_us, fixed).take(n_samples);
+            for (index, t_us) in times.enumerate() {
+                let t_us = t_us.ok_or(ChunkError::Overflow {
+                    what: "time",
+                    index,
+                })?;
+                samples.push(Sample {
+                    t_us,
+                    v: [0; MAX_DIMS],
+                });
+            }
+        }
+    }
+    for dim in 0..header.channel.dims() {
+        let values = column::decode(bytes, &mut pos, n_samples, ColumnKind::Values)?;
+        for (sample, value) in samples.iter_mut().zip(values) {
+            // column::decode checked that value columns stay within i32.
+            sample.v[dim] = i32::try_from(value).map_err(|_| ChunkError::Overflow {
+                what: "value",
+                index: 0,
+            })?;
+        }
+    }
+    if pos != bytes.len() {
+        return Err(ChunkError::TrailingBytes {
+            n_bytes: bytes.len() - pos,
+        });
+    }
+    Ok(Chunk {
+        channel: header.channel,
+        samples,
+    })
 }
 
 /// Reads a chunk's header without touching its times or values: cheap enough to index many
@@ -603,6 +740,18 @@ pub fn zigzag_encode(v: i64) -> u64 {
 /// Inverse of [`zigzag_encode`].
 pub fn zigzag_decode(u: u64) -> i64 {
     ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+/// What the `deltas` layout stores for two consecutive times: the delta's distance from
+/// `base_us`, wrapped. Reinterpreting the wrapped difference as i64 is a bijection mod 2^64, and
+/// the decoder applies the inverse ([`time_from_residual`]), so any pair of times round-trips.
+fn time_residual(before_us: i64, after_us: i64, base_us: u64) -> i64 {
+    time_delta_us(before_us, after_us).wrapping_sub(base_us) as i64
+}
+
+/// The time after `prev_us` that [`time_residual`] stored as `residual`, if it fits.
+fn time_from_residual(prev_us: i64, residual: i64, base_us: u64) -> Option<i64> {
+    prev_us.checked_add_unsigned(base_us.wrapping_add(residual as u64))
 }
 
 /// The delta between two non-decreasing times. Their true difference lies in 0..=u64::MAX, and
@@ -798,7 +947,7 @@ fn parse_header(bytes: &[u8]) -> Result<ParsedHeader, ChunkError> {
     }
     let mut pos = 0;
     let codec_version = read_u8(bytes, &mut pos)?;
-    if codec_version != CODEC_VERSION {
+    if !(CODEC_VERSION_1..=CODEC_VERSION).contains(&codec_version) {
         return Err(ChunkError::UnknownVersion {
             version: codec_version,
         });
@@ -806,7 +955,12 @@ fn parse_header(bytes: &[u8]) -> Result<ParsedHeader, ChunkError> {
     let code = read_u8(bytes, &mut pos)?;
     let channel = Channel::from_code(code).ok_or(ChunkError::UnknownChannel { code })?;
     let layout = read_u8(bytes, &mut pos)?;
-    if layout & !(LAYOUT_TIME_BITS | LAYOUT_COMPRESSED) != 0 {
+    // Version 2 never compresses its body: its columns are entropy-coded already.
+    let known_bits = match codec_version {
+        CODEC_VERSION_1 => LAYOUT_TIME_BITS | LAYOUT_COMPRESSED,
+        _ => LAYOUT_TIME_BITS,
+    };
+    if layout & !known_bits != 0 {
         return Err(ChunkError::UnknownLayout { layout });
     }
     let n_samples_raw = decode_varint_u64(bytes, &mut pos)?;
@@ -1280,7 +1434,7 @@ mod tests {
             bytes
         };
         check_decode_error(&[], ChunkError::Truncated { offset: 0 });
-        check_decode_error(&with(0, 2), ChunkError::UnknownVersion { version: 2 });
+        check_decode_error(&with(0, 3), ChunkError::UnknownVersion { version: 3 });
         check_decode_error(&with(0, 0), ChunkError::UnknownVersion { version: 0 });
         check_decode_error(&with(1, 0), ChunkError::UnknownChannel { code: 0 });
         check_decode_error(&with(1, 99), ChunkError::UnknownChannel { code: 99 });
@@ -1554,11 +1708,12 @@ mod tests {
 
         #[test]
         fn headers_with_arbitrary_bodies_never_panic(
+            version in CODEC_VERSION_1..=CODEC_VERSION,
             channel_code in 0_u8..9,
             layout in 0_u8..8,
             tail in prop::collection::vec(any::<u8>(), 0..300),
         ) {
-            let bytes = [&[CODEC_VERSION, channel_code, layout][..], &tail].concat();
+            let bytes = [&[version, channel_code, layout][..], &tail].concat();
             check_decode_is_total(&bytes);
         }
 

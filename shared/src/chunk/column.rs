@@ -1,0 +1,307 @@
+//! One column of a codec-version-2 chunk: the values of one dimension, or the time residuals of
+//! the `deltas` time layout, each coded the way that is smallest for it.
+//!
+//! ```text
+//! u8  column byte: bits 0-1 coding, bits 2-4 predictor order (0 for coding 0), bits 5-7 zero
+//! coding 0, plain: exactly version 1's column (zigzag varints: value columns the first
+//!          value and then differences, the time column each residual)
+//! coding 1, Rice, and 2, range-coded:
+//!   zigzag varint  first value x_0
+//!   varint         factor f >= 1: every x_k - x_0 is a multiple of f
+//!   varint         length in bytes of the residual stream that follows
+//!   residuals of q_k = (x_k - x_0) / f for k = 1..n: q_k minus the fixed polynomial predictor
+//!   of order min(p, k) on q_(k-1) .. q_(k-p) (q_0 = 0), as Rice blocks or one range-coder
+//!   stream (see `rice` and `range`)
+//! ```
+//!
+//! The factor takes out a monitor's step (5 µV for an 11-bit ADC at 200 units per mV); the fixed
+//! predictors of order 0 to 4 are FLAC's (0, q1, 2q1 - q2, 3q1 - 3q2 + q3, 4q1 - 6q2 + 4q3 -
+//! q4). The encoder picks the order with the smallest sum of absolute residuals, then keeps the
+//! smallest of the three codings, so a column never costs more than version 1's plus one byte.
+//!
+//! Decoding checks every step: a factor of zero, an unknown coding, a residual stream of the
+//! wrong length and any overflow are errors.
+
+use super::{
+    ChunkError, decode_varint_u64, encode_varint_u64, varint_len, zigzag_decode, zigzag_encode,
+};
+use super::{range, rice};
+
+/// Coding 0: version 1's zigzag varints.
+const CODING_PLAIN: u8 = 0;
+/// Coding 1: Rice blocks.
+const CODING_RICE: u8 = 1;
+/// Coding 2: the adaptive range coder.
+const CODING_RANGE: u8 = 2;
+/// Bits 0-1 of the column byte.
+const CODING_BITS: u8 = 0b0000_0011;
+/// Bits 2-4 of the column byte, shifted down.
+const ORDER_SHIFT: u32 = 2;
+const ORDER_MASK: u8 = 0b0000_0111;
+/// Highest fixed predictor order.
+const MAX_ORDER: usize = 4;
+
+/// What a column holds, which decides its plain coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ColumnKind {
+    /// Sample values: plain coding stores differences of consecutive values.
+    Values,
+    /// Time residuals of the `deltas` layout: plain coding stores each one.
+    TimeResiduals,
+}
+
+fn bad(reason: &'static str) -> ChunkError {
+    ChunkError::BadColumn { reason }
+}
+
+/// Appends version 1's coding of `xs` to `out`.
+pub(super) fn encode_plain(out: &mut Vec<u8>, xs: &[i64], kind: ColumnKind) {
+    let mut prev = 0_i64;
+    for &x in xs {
+        // Value columns hold i32s, so the difference cannot overflow; time residuals are
+        // stored as they are.
+        let stored = match kind {
+            ColumnKind::Values => x.wrapping_sub(prev),
+            ColumnKind::TimeResiduals => x,
+        };
+        encode_varint_u64(out, zigzag_encode(stored));
+        prev = x;
+    }
+}
+
+fn plain_len(xs: &[i64], kind: ColumnKind) -> usize {
+    let mut prev = 0_i64;
+    xs.iter()
+        .map(|&x| {
+            let stored = match kind {
+                ColumnKind::Values => x.wrapping_sub(prev),
+                ColumnKind::TimeResiduals => x,
+            };
+            prev = x;
+            varint_len(zigzag_encode(stored))
+        })
+        .sum()
+}
+
+/// Reads version 1's coding of `n` values at `*pos`. Value columns must stay within i32.
+pub(super) fn decode_plain(
+    bytes: &[u8],
+    pos: &mut usize,
+    n: usize,
+    kind: ColumnKind,
+) -> Result<Vec<i64>, ChunkError> {
+    let mut xs = Vec::with_capacity(n);
+    let mut prev = 0_i64;
+    for index in 0..n {
+        let stored = zigzag_decode(decode_varint_u64(bytes, pos)?);
+        let x = match kind {
+            ColumnKind::Values => prev
+                .checked_add(stored)
+                .filter(|v| i32::try_from(*v).is_ok())
+                .ok_or(ChunkError::Overflow {
+                    what: "value",
+                    index,
+                })?,
+            ColumnKind::TimeResiduals => stored,
+        };
+        xs.push(x);
+        prev = x;
+    }
+    Ok(xs)
+}
+
+/// The fixed polynomial prediction of order `order` from the previous values, newest first.
+fn predict(order: usize, q: &[i128]) -> i128 {
+    match order {
+        0 => 0,
+        1 => q[0],
+        2 => 2 * q[0] - q[1],
+        3 => 3 * q[0] - 3 * q[1] + q[2],
+        _ => 4 * q[0] - 6 * q[1] + 4 * q[2] - q[3],
+    }
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Residuals of `q` (which starts with q_0 = 0) for `order`, or `None` when one leaves i64.
+fn residuals(q: &[i128], order: usize) -> Option<Vec<i64>> {
+    let mut out = Vec::with_capacity(q.len().saturating_sub(1));
+    let mut history = [0_i128; MAX_ORDER];
+    for (k, &value) in q.iter().enumerate().skip(1) {
+        // history holds q_(k-1), q_(k-2), ... newest first.
+        history.rotate_right(1);
+        history[0] = q[k - 1];
+        let residual = value - predict(order.min(k), &history);
+        out.push(i64::try_from(residual).ok()?);
+    }
+    Some(out)
+}
+
+/// Appends the smallest coding of `xs` (at least one value) to `out`.
+pub(super) fn encode(out: &mut Vec<u8>, xs: &[i64], kind: ColumnKind) {
+    let plain_bytes = plain_len(xs, kind);
+    let best = predicted(xs).and_then(|(x0, factor, order, residuals)| {
+        let rice_bytes = rice::encoded_len(&residuals);
+        let range_stream = range::encode(&residuals);
+        let (coding, stream) = if range_stream.len() < rice_bytes {
+            (CODING_RANGE, range_stream)
+        } else {
+            (CODING_RICE, rice::encode(&residuals))
+        };
+        let total = varint_len(zigzag_encode(x0))
+            + varint_len(factor)
+            + varint_len(stream.len() as u64)
+            + stream.len();
+        (total < plain_bytes).then_some((coding, order, x0, factor, stream))
+    });
+    match best {
+        Some((coding, order, x0, factor, stream)) => {
+            // order <= MAX_ORDER = 4 fits the column byte's three bits.
+            out.push(coding | ((order as u8) << ORDER_SHIFT));
+            encode_varint_u64(out, zigzag_encode(x0));
+            encode_varint_u64(out, factor);
+            encode_varint_u64(out, stream.len() as u64);
+            out.extend_from_slice(&stream);
+        }
+        None => {
+            out.push(CODING_PLAIN);
+            encode_plain(out, xs, kind);
+        }
+    }
+}
+
+/// The first value, the factor, the chosen order and its residuals; `None` when the column has
+/// fewer than two values or its quotients or residuals do not fit the format's integers.
+fn predicted(xs: &[i64]) -> Option<(i64, u64, usize, Vec<i64>)> {
+    let x0 = *xs.first()?;
+    if xs.len() < 2 {
+        return None;
+    }
+    let offsets: Vec<i128> = xs.iter().map(|&x| i128::from(x) - i128::from(x0)).collect();
+    let factor = offsets
+        .iter()
+        .fold(0_u128, |g, &d| gcd(g, d.unsigned_abs()))
+        .max(1);
+    let factor_u64 = u64::try_from(factor).ok()?;
+    // factor >= 1 and fits an i128 since it divides an offset below 2^65.
+    let factor_i = i128::try_from(factor).ok()?;
+    let q: Vec<i128> = offsets.iter().map(|&d| d / factor_i).collect();
+    if q.iter().any(|&v| i64::try_from(v).is_err()) {
+        return None;
+    }
+    // Sum of absolute residuals per order, computed in one pass.
+    let mut cost = [0_u128; MAX_ORDER + 1];
+    let mut history = [0_i128; MAX_ORDER];
+    for (k, &value) in q.iter().enumerate().skip(1) {
+        history.rotate_right(1);
+        history[0] = q[k - 1];
+        for (order, total) in cost.iter_mut().enumerate() {
+            let residual = value - predict(order.min(k), &history);
+            *total = total.saturating_add(residual.unsigned_abs());
+        }
+    }
+    let order = (0..=MAX_ORDER).min_by_key(|&order| cost[order])?;
+    // A higher order's residual can leave i64 where the quotients do not; order 0's residuals
+    // are the quotients themselves and always fit.
+    let (order, residuals) = match residuals(&q, order) {
+        Some(residuals) => (order, residuals),
+        None => (0, residuals(&q, 0)?),
+    };
+    Some((x0, factor_u64, order, residuals))
+}
+
+/// Reads one column of `n` values at `*pos`. Value columns must stay within i32.
+pub(super) fn decode(
+    bytes: &[u8],
+    pos: &mut usize,
+    n: usize,
+    kind: ColumnKind,
+) -> Result<Vec<i64>, ChunkError> {
+    let column_byte = *bytes
+        .get(*pos)
+        .ok_or(ChunkError::Truncated { offset: *pos })?;
+    *pos += 1;
+    let coding = column_byte & CODING_BITS;
+    let order = usize::from((column_byte >> ORDER_SHIFT) & ORDER_MASK);
+    if column_byte >> 5 != 0 || order > MAX_ORDER || coding > CODING_RANGE {
+        return Err(bad("unknown column byte"));
+    }
+    if coding == CODING_PLAIN {
+        if order != 0 {
+            return Err(bad("plain column with a predictor order"));
+        }
+        return decode_plain(bytes, pos, n, kind);
+    }
+    let x0 = zigzag_decode(decode_varint_u64(bytes, pos)?);
+    let factor = decode_varint_u64(bytes, pos)?;
+    if factor == 0 {
+        return Err(bad("factor of zero"));
+    }
+    let stream_len = decode_varint_u64(bytes, pos)?;
+    let stream_end = usize::try_from(stream_len)
+        .ok()
+        .and_then(|len| pos.checked_add(len))
+        .filter(|&end| end <= bytes.len())
+        .ok_or(ChunkError::Truncated {
+            offset: bytes.len(),
+        })?;
+    let stream = &bytes[*pos..stream_end];
+    let n_residuals = n.saturating_sub(1);
+    let residuals = match coding {
+        CODING_RICE => rice::decode(stream, n_residuals),
+        _ => range::decode(stream, n_residuals),
+    }
+    .map_err(|error| match error {
+        // Offsets inside a stream count from the stream's start; report the chunk's.
+        ChunkError::Truncated { offset } => ChunkError::Truncated {
+            offset: *pos + offset,
+        },
+        other => other,
+    })?;
+    *pos = stream_end;
+
+    let mut xs = Vec::with_capacity(n);
+    let mut history = [0_i128; MAX_ORDER];
+    let mut previous = 0_i128;
+    let overflow = |index| match kind {
+        ColumnKind::Values => ChunkError::Overflow {
+            what: "value",
+            index,
+        },
+        ColumnKind::TimeResiduals => ChunkError::Overflow {
+            what: "time",
+            index,
+        },
+    };
+    for index in 0..n {
+        let q = if index == 0 {
+            0
+        } else {
+            history.rotate_right(1);
+            history[0] = previous;
+            let q = predict(order.min(index), &history) + i128::from(residuals[index - 1]);
+            // The encoder's quotients fit an i64; anything else is corrupt, and keeping them
+            // small keeps the predictor's arithmetic far from i128's limits.
+            if i64::try_from(q).is_err() {
+                return Err(overflow(index));
+            }
+            q
+        };
+        previous = q;
+        let x = q
+            .checked_mul(i128::from(factor))
+            .and_then(|scaled| scaled.checked_add(i128::from(x0)))
+            .and_then(|x| match kind {
+                ColumnKind::Values => i32::try_from(x).ok().map(i64::from),
+                ColumnKind::TimeResiduals => i64::try_from(x).ok(),
+            })
+            .ok_or(overflow(index))?;
+        xs.push(x);
+    }
+    Ok(xs)
+}
