@@ -431,6 +431,9 @@ async fn demo(
         pki.join(vigil_cloud::pki::CA_CERT_FILE).display()
     );
     let mut appliances = Vec::new();
+    // The rooms of a site are peers: each calls the ones started before it.
+    let mut site_peers: std::collections::HashMap<&str, Vec<std::net::SocketAddr>> =
+        std::collections::HashMap::new();
     for (s, (site, _, _, _)) in SITES.iter().enumerate() {
         for (r, room) in ROOMS.iter().enumerate() {
             let cert = ca.issue_appliance(&(*site).into(), &(*room).into())?;
@@ -470,6 +473,12 @@ async fn demo(
                 max_db_mb: None,
                 clock_offset_s: 0,
                 source,
+                peer_bind: Some("127.0.0.1:0".parse()?),
+                peers: site_peers
+                    .get(site)
+                    .map(|a| a.iter().map(|&a| a.into()).collect())
+                    .unwrap_or_default(),
+                mdns: false,
                 cloud: Some(vigil_edge::sync::CloudSettings {
                     addr: None,
                     addrs: (0..clouds.len())
@@ -486,6 +495,10 @@ async fn demo(
             println!("{site}-{room} api: {}", appliance.api_url());
             println!("{site}-{room} api token: {}", appliance.api_token);
             println!("{site}-{room} screen: {}/screen", appliance.api_url());
+            println!("{site}-{room} station: {}/station", appliance.api_url());
+            if let Some(addr) = appliance.peer_addr {
+                site_peers.entry(site).or_default().push(addr);
+            }
             appliances.push((format!("{site}-{room}"), n, appliance));
         }
     }

@@ -24,10 +24,10 @@ use crate::audit::AuditLog;
 use crate::clock::{ScaledClock, wall_now_us};
 use crate::config::{EdgeConfig, SourceConfig};
 use crate::http_server::{self, ServerSettings, Transport};
+use crate::peer::{self, PeerContext, Peers};
 use crate::recorder::{Command, Handle, Recorder, RecorderConfig, RecorderError};
 use crate::station::{self, Station};
 use crate::store;
-use crate::peer::{self, PeerContext, Peers};
 use crate::sync::{DbAccess, SyncClient, SyncStatus};
 use crate::web::{self, ApiState, Security, Status};
 

@@ -260,7 +260,8 @@ pub fn peer_configs(
     }
     let chain = read(&files.cert, "appliance certificate")?;
     let key = || {
-        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_err("appliance key", &files.key, e))
+        PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| file_err("appliance key", &files.key, e))
     };
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
         .build()
@@ -352,7 +353,9 @@ async fn write_json<T: Serialize>(send: &mut SendStream, value: &T) -> Result<()
 }
 
 /// Reads one JSON frame; `None` at the end of the stream.
-async fn read_json<T: for<'de> Deserialize<'de>>(recv: &mut RecvStream) -> Result<Option<T>, String> {
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    recv: &mut RecvStream,
+) -> Result<Option<T>, String> {
     let mut len = [0_u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -361,10 +364,14 @@ async fn read_json<T: for<'de> Deserialize<'de>>(recv: &mut RecvStream) -> Resul
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_PEER_FRAME {
-        return Err(format!("a frame of {len} bytes is over the {MAX_PEER_FRAME}-byte limit"));
+        return Err(format!(
+            "a frame of {len} bytes is over the {MAX_PEER_FRAME}-byte limit"
+        ));
     }
     let mut body = vec![0_u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| format!("malformed frame: {e}"))
@@ -492,8 +499,9 @@ impl Peers {
         let (server, client) = peer_configs(files)?;
         let endpoint = match settings.bind {
             Some(bind) => Endpoint::server(server, bind).map_err(SetupError::Socket)?,
-            None => Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
-                .map_err(SetupError::Socket)?,
+            None => {
+                Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(SetupError::Socket)?
+            }
         };
         let listen = match settings.bind {
             Some(_) => Some(endpoint.local_addr().map_err(SetupError::Socket)?),
@@ -657,7 +665,10 @@ impl Peers {
         let them = match appliance_of_conn(&conn) {
             Ok(a) => a,
             Err(why) => {
-                conn.close(u32::from(RejectCode::Forbidden.code()).into(), why.as_bytes());
+                conn.close(
+                    u32::from(RejectCode::Forbidden.code()).into(),
+                    why.as_bytes(),
+                );
                 self.refuse(addr, &why).await;
                 return;
             }
@@ -667,7 +678,10 @@ impl Peers {
                 "appliance {them} is not of site {}; peers sync only within a site",
                 self.me.site
             );
-            conn.close(u32::from(RejectCode::Forbidden.code()).into(), why.as_bytes());
+            conn.close(
+                u32::from(RejectCode::Forbidden.code()).into(),
+                why.as_bytes(),
+            );
             self.refuse(addr, &why).await;
             return;
         }
@@ -774,6 +788,7 @@ impl Peers {
             match read_json::<LiveFrame>(&mut recv).await {
                 Ok(Some(frame)) => self.cx.station.heard(&room, frame, self.cx.clock.now_us()),
                 Ok(None) => return,
+                Err(_) if conn.close_reason().is_some() => return,
                 Err(e) => {
                     tracing::warn!(%room, error = %e, "bad live frame from a peer; closing");
                     conn.close(u32::from(RejectCode::Malformed.code()).into(), e.as_bytes());
@@ -809,6 +824,7 @@ impl Peers {
                     Ok(Ok(())) => {
                         offered.insert(id, version);
                     }
+                    Ok(Err(_)) if conn.close_reason().is_some() => return,
                     Ok(Err(e)) => {
                         tracing::warn!(peer = %them, doc = %id, error = %e, "document exchange with a peer failed");
                         if let Failure::Refused { code, reason } = &e {
@@ -880,6 +896,9 @@ impl Peers {
             let (conn, them) = (conn.clone(), them.clone());
             tokio::spawn(async move {
                 if let Err(e) = me.answer(send, recv, &them, conn.remote_address()).await {
+                    if conn.close_reason().is_some() {
+                        return;
+                    }
                     tracing::warn!(peer = %them, error = %e, "refusing what a peer sent");
                     let code = match &e {
                         Failure::Refused { code, .. } => *code,
@@ -905,7 +924,8 @@ impl Peers {
         match tag[0] {
             STREAM_DOCUMENT => {
                 let mut decoder = FrameDecoder::new();
-                let Some(first) = crate::sync::read_message(&mut recv, &mut decoder, &|_| {}).await?
+                let Some(first) =
+                    crate::sync::read_message(&mut recv, &mut decoder, &|_| {}).await?
                 else {
                     return Ok(());
                 };
@@ -954,7 +974,10 @@ impl Peers {
                         let doc = store::load_typed::<SessionDoc>(db, &id)?;
                         Ok(doc.and_then(|d| d.meta().ok()).map(|m| {
                             m.room == room
-                                && matches!(m.state, SessionState::InProgress | SessionState::Planned)
+                                && matches!(
+                                    m.state,
+                                    SessionState::InProgress | SessionState::Planned
+                                )
                         }))
                     })
                     .await;
@@ -1031,10 +1054,14 @@ impl Peers {
         let daemon = mdns_sd::ServiceDaemon::new().map_err(|e| e.to_string())?;
         let instance = format!("vigil-{}-{}", self.me.site, self.me.room);
         let host = format!("{instance}.local.");
-        let properties = [("site", self.me.site.as_str()), ("room", self.me.room.as_str())];
-        let info = mdns_sd::ServiceInfo::new(MDNS_SERVICE, &instance, &host, "", port, &properties[..])
-            .map_err(|e| e.to_string())?
-            .enable_addr_auto();
+        let properties = [
+            ("site", self.me.site.as_str()),
+            ("room", self.me.room.as_str()),
+        ];
+        let info =
+            mdns_sd::ServiceInfo::new(MDNS_SERVICE, &instance, &host, "", port, &properties[..])
+                .map_err(|e| e.to_string())?
+                .enable_addr_auto();
         daemon.register(info).map_err(|e| e.to_string())?;
         let events = daemon.browse(MDNS_SERVICE).map_err(|e| e.to_string())?;
         if let Ok(mut m) = self.mdns.lock() {
@@ -1062,7 +1089,11 @@ impl Peers {
             .map_err(|e| e.to_string())?;
         Ok(tokio::spawn(async move {
             while let Some(addr) = found_rx.recv().await {
-                let new = self.dialling.lock().map(|mut d| d.insert(addr)).unwrap_or(false);
+                let new = self
+                    .dialling
+                    .lock()
+                    .map(|mut d| d.insert(addr))
+                    .unwrap_or(false);
                 if new {
                     tracing::info!(peer = %addr, "found a peer by mDNS");
                     tokio::spawn(self.clone().dial_name(CloudAddr::from(addr)));
@@ -1078,7 +1109,14 @@ mod tests {
 
     #[test]
     fn appliance_names_are_checked() {
-        for (name, ok) in [("austin", true), ("room-2", true), ("", false), ("Austin", false), ("a:b", false), ("a/b", false)] {
+        for (name, ok) in [
+            ("austin", true),
+            ("room-2", true),
+            ("", false),
+            ("Austin", false),
+            ("a:b", false),
+            ("a/b", false),
+        ] {
             assert_eq!(valid_name(name), ok, "{name:?}");
         }
     }

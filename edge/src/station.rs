@@ -217,11 +217,7 @@ impl Station {
             LiveFrame::Ecg(samples) => {
                 tile.ecg.extend(samples.iter().copied());
                 let newest = tile.ecg.back().map_or(0, |s| s.0);
-                while tile
-                    .ecg
-                    .front()
-                    .is_some_and(|s| s.0 < newest - ECG_KEPT_US)
-                {
+                while tile.ecg.front().is_some_and(|s| s.0 < newest - ECG_KEPT_US) {
                     tile.ecg.pop_front();
                 }
                 if came_online {
@@ -301,8 +297,16 @@ pub fn read_room(
         ..RoomLive::default()
     };
     // The session shown: the one recording, else the newest.
-    let newest = crate::store::sessions(conn)?.into_iter().next().map(|r| r.id);
-    let shown = status.recorder.session.as_ref().map(|s| s.id.clone()).or(newest);
+    let newest = crate::store::sessions(conn)?
+        .into_iter()
+        .next()
+        .map(|r| r.id);
+    let shown = status
+        .recorder
+        .session
+        .as_ref()
+        .map(|s| s.id.clone())
+        .or(newest);
     let Some(id) = shown else {
         return Ok(live);
     };
@@ -382,10 +386,7 @@ pub async fn publish_loop(
     status: Arc<Mutex<crate::web::Status>>,
 ) {
     loop {
-        let (path, status_now) = (
-            db_path.clone(),
-            status.lock().map(|s| s.clone()).ok(),
-        );
+        let (path, status_now) = (db_path.clone(), status.lock().map(|s| s.clone()).ok());
         let site = station.site.clone();
         let read = tokio::task::spawn_blocking(move || {
             let status = status_now?;

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod fleet;
 pub mod https;
 pub mod peer;
+pub mod peers;
 pub mod tally;
 pub mod webdriver;
 

@@ -338,7 +338,10 @@ mod tests {
         let html = tile(&viewer(Role::Nurse), "2", t, false).into_string();
         assert!(html.contains("20 of 40 min"), "{html}");
         assert!(html.contains("35.0"), "{html}");
-        assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
         assert!(html.contains("adv adv-high"), "{html}");
         assert!(html.contains("/station/rooms/2/ack"), "{html}");
         // The front desk sees the advisory but has no button.
