@@ -462,6 +462,7 @@ async fn no_hostile_string_reaches_a_page_unescaped() {
         format!("/screen/sessions/{screen_sid}/form"),
         "/screen/pins".to_owned(),
         "/screen/ledger".to_owned(),
+        "/station".to_owned(),
     ] {
         let body = screen(path.clone()).await;
         assert_escaped(&path, &body);

@@ -209,6 +209,39 @@ async fn another_sites_appliance_is_refused_and_nothing_crosses() {
         let (_, s) = edge.get("/api/v1/status").await;
         assert_eq!(s["peers"]["rooms"], json!({}), "no peer link: {s}");
     }
+
+    // An appliance certificate of another clinic's CA, naming austin: refused in the handshake.
+    let other = tempfile::tempdir().unwrap();
+    let ca = clinic_ca(other.path());
+    let cert = ca.issue_appliance(&"austin".into(), &"2".into()).unwrap();
+    let files = vigil_edge::sync::CloudSettings {
+        addr: None,
+        addrs: Vec::new(),
+        server_name: "localhost".into(),
+        ca_cert: other.path().join("pki/ca.pem"),
+        cert: cert.cert_path,
+        key: cert.key_path,
+    };
+    let (_, client) = vigil_edge::peer::peer_configs(&files).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (_, before) = austin.get("/api/v1/status").await;
+    let before = before["peers"]["refused"].as_u64().unwrap();
+    let attempt = endpoint
+        .connect_with(client, addr(ports[0]).parse().unwrap(), "vigil-peer")
+        .unwrap()
+        .await;
+    assert!(attempt.is_err(), "a certificate of another CA got through");
+    eventually(
+        Duration::from_secs(10),
+        "austin to count the refused handshake",
+        || async {
+            let (_, s) = austin.get("/api/v1/status").await;
+            let why = s["peers"]["last_refusal"].as_str().unwrap_or("").to_owned();
+            (s["peers"]["refused"].as_u64().unwrap() > before && why.contains("handshake failed"))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// The station page as `cookie` sees it.

@@ -442,3 +442,43 @@ async fn an_adverse_event_is_recorded_and_reviewed_by_a_clinician() {
     let form = c.page(&nurse, &format!("{page}/form")).await;
     assert!(form.contains("id=\"form-adverse\"") && form.contains("laryngospasm"));
 }
+
+/// The central station: behind the sign-in like every page; acknowledging from it needs a
+/// nurse or clinician, the form's token, a session in progress here, and (for another room) a
+/// peer link, each refusal saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn station_refusals() {
+    let (_dir, _edge, _api, c) = room();
+    for path in ["/station", "/station/live"] {
+        let res = c
+            .http
+            .get(format!("{}{path}", c.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(res.headers()[LOCATION], "/screen/login", "{path}");
+    }
+    let ack = [("session_id", "s1"), ("advisory_id", "a1")];
+    let res = c.post("", "", "/station/rooms/2/ack", &ack).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER, "signed out");
+
+    // Signed in, the station shows this room's tile.
+    let (desk, desk_csrf) = c.signed_in("desk-lee", DESK_PIN).await;
+    let page = c.page(&desk, "/station").await;
+    assert!(page.contains("id=\"tile-1\""), "{page}");
+    let res = c.post(&desk, &desk_csrf, "/station/rooms/1/ack", &ack).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "the front desk");
+
+    let (nurse, csrf) = c.signed_in("nurse-ana", NURSE_PIN).await;
+    let res = c.post(&nurse, &"0".repeat(64), "/station/rooms/1/ack", &ack).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "a wrong form token");
+    let res = c.post(&nurse, &csrf, "/station/rooms/1/ack", &ack).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "no session in progress here");
+    let res = c.post(&nurse, &csrf, "/station/rooms/2/ack", &ack).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        res.text().await.unwrap().contains("no peers configured"),
+        "another room without peers"
+    );
+}
