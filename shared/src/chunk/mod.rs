@@ -1560,6 +1560,108 @@ mod tests {
         );
     }
 
+    /// A version-2 header of three 250 Hz ECG samples, up to the body.
+    fn v2_ecg_header() -> Vec<u8> {
+        let mut bytes = vec![CODEC_VERSION, Channel::Ecg.code(), TIME_PERIOD, 3];
+        bytes.extend_from_slice(&T0_US.to_le_bytes());
+        encode_varint_u64(&mut bytes, 4_000);
+        bytes
+    }
+
+    #[test]
+    fn malformed_v2_chunks() {
+        let with_body = |body: &[u8]| [v2_ecg_header().as_slice(), body].concat();
+        // A plain column: 5, +1, +1.
+        assert_eq!(
+            Chunk::decode(&with_body(&[0, 10, 2, 2])),
+            Ok(Chunk {
+                channel: Channel::Ecg,
+                samples: (0..3)
+                    .map(|k| Sample::scalar(T0_US + k * 4_000, 5 + k as i32))
+                    .collect(),
+            })
+        );
+        let bad_column = |reason| ChunkError::BadColumn { reason };
+        // Version 2 has no compressed bodies.
+        let mut compressed = with_body(&[0, 10, 2, 2]);
+        compressed[2] |= LAYOUT_COMPRESSED;
+        check_decode_error(
+            &compressed,
+            ChunkError::UnknownLayout {
+                layout: LAYOUT_COMPRESSED,
+            },
+        );
+        check_decode_error(&with_body(&[3]), bad_column("unknown column byte"));
+        check_decode_error(&with_body(&[0x20]), bad_column("unknown column byte"));
+        check_decode_error(&with_body(&[0x15]), bad_column("unknown column byte"));
+        check_decode_error(
+            &with_body(&[0x04, 10, 2, 2]),
+            bad_column("plain column with a predictor order"),
+        );
+        // Coded columns: first value 0, a factor of zero; a stream longer than the chunk; a
+        // range-coder stream that does not start with 0; a Rice stream with a spare byte.
+        check_decode_error(&with_body(&[1, 0, 0, 1, 0]), bad_column("factor of zero"));
+        let header_len = v2_ecg_header().len();
+        check_decode_error(
+            &with_body(&[2, 0, 1, 100, 0]),
+            ChunkError::Truncated {
+                offset: header_len + 5,
+            },
+        );
+        check_decode_error(
+            &with_body(&[2, 0, 1, 5, 1, 0, 0, 0, 0]),
+            bad_column("range coder stream does not start with 0"),
+        );
+        // Rice: parameter 0 (six zero bits), then residuals 0 and 0 (one zero bit each).
+        assert!(Chunk::decode(&with_body(&[1, 0, 1, 1, 0])).is_ok());
+        check_decode_error(
+            &with_body(&[1, 0, 1, 2, 0, 0]),
+            ChunkError::TrailingBytes { n_bytes: 1 },
+        );
+        check_decode_error(
+            &with_body(&[0, 10, 2, 2, 0]),
+            ChunkError::TrailingBytes { n_bytes: 1 },
+        );
+        // A value column whose values leave i32: first value i32::MAX, factor 1, +1.
+        let mut overflow = vec![1];
+        encode_varint_u64(&mut overflow, zigzag_encode(i64::from(i32::MAX)));
+        // Factor 1, two bytes of Rice: parameter 1, residuals +1 (zigzag 2: quotient 1, low bit
+        // 0) and 0.
+        overflow.extend_from_slice(&[1, 2, 0b0000_0110, 0b0000_0000]);
+        check_decode_error(
+            &with_body(&overflow),
+            ChunkError::Overflow {
+                what: "value",
+                index: 1,
+            },
+        );
+    }
+
+    /// A monitor's 5 µV steps and an ECG's smoothness cost less than in version 1's varints.
+    #[test]
+    fn v2_takes_out_the_step_and_predicts() {
+        let chunk = Chunk {
+            channel: Channel::Ecg,
+            samples: ecg_samples(2_500, 250, 40)
+                .into_iter()
+                .map(|s| Sample::scalar(s.t_us, s.v[0] * 5))
+                .collect(),
+        };
+        let v1 = chunk.encode_v1().expect("encodes");
+        let v2 = chunk.encode().expect("encodes");
+        assert_eq!(peek_header(&v1).expect("header").codec_version, 1);
+        assert_eq!(peek_header(&v2).expect("header").codec_version, 2);
+        assert_eq!(Chunk::decode(&v1).as_ref(), Ok(&chunk));
+        assert_eq!(Chunk::decode(&v2).as_ref(), Ok(&chunk));
+        // This signal's 5 µV of Gaussian noise costs about 4 bits a sample whatever the coder.
+        assert!(
+            v2.len() * 3 < v1.len() * 2,
+            "v2 {} vs v1 {} bytes",
+            v2.len(),
+            v1.len()
+        );
+    }
+
     #[test]
     fn every_truncation_is_an_error() {
         let chunks = [
@@ -1690,6 +1792,36 @@ mod tests {
                 prop_assert_eq!(Some(end_us), chunk.end_us());
             }
             prop_assert_eq!(Chunk::decode(&bytes), Ok(chunk));
+        }
+
+        /// What a cloud serves rests on this: a chunk from an old appliance (version 1) and
+        /// one from a new appliance (version 2) of the same samples read the same.
+        #[test]
+        fn versions_1_and_2_decode_equal(chunk in arb_chunk()) {
+            let v1 = chunk.encode_v1().expect("valid chunk encodes in version 1");
+            let v2 = chunk.encode().expect("valid chunk encodes");
+            prop_assert_eq!(peek_header(&v1).map(|h| h.codec_version), Ok(CODEC_VERSION_1));
+            prop_assert_eq!(peek_header(&v2).map(|h| h.codec_version), Ok(CODEC_VERSION));
+            // Version 2 never costs more than a byte per column over version 1.
+            let columns = chunk.channel.dims() + 1;
+            prop_assert!(v2.len() <= v1.len() + columns, "v2 {} v1 {}", v2.len(), v1.len());
+            prop_assert_eq!(Chunk::decode(&v1), Ok(chunk.clone()));
+            prop_assert_eq!(Chunk::decode(&v2), Ok(chunk));
+        }
+
+        #[test]
+        fn mutated_v1_chunks_never_panic(
+            chunk in arb_chunk(),
+            compress in any::<bool>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = if compress { chunk.encode_compressed() } else { chunk.encode_v1() }
+                .expect("valid chunk encodes");
+            for (index, byte) in edits {
+                let at = index.index(bytes.len());
+                bytes[at] = byte;
+            }
+            check_decode_is_total(&bytes);
         }
 
         #[test]

@@ -20,12 +20,12 @@ const PROB_BITS: u32 = 11;
 /// Probability one half, every model's start.
 const PROB_INIT: u16 = 1 << (PROB_BITS - 1);
 /// How fast probabilities adapt: each decision moves them by 1/2^ADAPT_SHIFT of the distance.
-/// A 10 s chunk holds a few thousand residuals, so faster adaptation than LZMA's 5 pays.
-const ADAPT_SHIFT: u32 = 4;
+/// LZMA's 5; on 5 minutes of MIT-BIH record 208 in 10 s chunks, 4 cost 0.6 % more bytes.
+const ADAPT_SHIFT: u32 = 5;
 /// Below this the range is renormalised by one byte.
 const TOP: u32 = 1 << 24;
 
-/// Contexts: bit lengths 0..CONTEXTS-1 of the running magnitude average (scaled by 16); larger
+/// Contexts: bit lengths 0..CONTEXTS-1 of the running magnitude average (scaled by 4); larger
 /// averages share the last one.
 const CONTEXTS: usize = 24;
 /// Bit lengths of a residual's magnitude: 0 to 64.
@@ -195,7 +195,9 @@ struct Model {
     mantissa: Vec<u16>,
     /// Per previous sign (zero, positive, negative): "this residual is negative".
     negative: [u16; 3],
-    /// Running magnitude average, scaled by 16.
+    /// Running magnitude average, scaled by 4: it forgets a quarter per residual, so it follows
+    /// a QRS complex within a few samples (measured on record 208: 0.2 % smaller than an
+    /// average over 16 residuals).
     average: u64,
     previous_sign: usize,
 }
@@ -217,7 +219,7 @@ impl Model {
 
     fn update(&mut self, residual: i64) {
         let magnitude = residual.unsigned_abs();
-        self.average = (self.average - (self.average >> 4)).saturating_add(magnitude);
+        self.average = (self.average - (self.average >> 2)).saturating_add(magnitude);
         self.previous_sign = match residual.signum() {
             0 => 0,
             1 => 1,
