@@ -128,18 +128,22 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
-/// Residuals of `q` (which starts with q_0 = 0) for `order`, or `None` when one leaves i64.
-fn residuals(q: &[i128], order: usize) -> Option<Vec<i64>> {
-    let mut out = Vec::with_capacity(q.len().saturating_sub(1));
-    let mut history = [0_i128; MAX_ORDER];
-    for (k, &value) in q.iter().enumerate().skip(1) {
-        // history holds q_(k-1), q_(k-2), ... newest first.
-        history.rotate_right(1);
-        history[0] = q[k - 1];
-        let residual = value - predict(order.min(k), &history);
-        out.push(i64::try_from(residual).ok()?);
-    }
-    Some(out)
+/// Largest quotient magnitude the encoder predicts from with orders above 0: a prediction and
+/// its residual are at most 16 times the largest quotient, which 2^58 keeps within i64, so the
+/// encoder's arithmetic needs no wider type and no checks.
+const MAX_PREDICTED_QUOTIENT: u64 = 1 << 58;
+
+/// The residual of `q[k]` (k >= 1) for `order`; lower orders near the start, as the decoder.
+/// Every quotient must be within [`MAX_PREDICTED_QUOTIENT`] for orders above 0.
+fn residual_at(q: &[i64], k: usize, order: usize) -> i64 {
+    let prediction = match order.min(k) {
+        0 => 0,
+        1 => q[k - 1],
+        2 => 2 * q[k - 1] - q[k - 2],
+        3 => 3 * q[k - 1] - 3 * q[k - 2] + q[k - 3],
+        _ => 4 * q[k - 1] - 6 * q[k - 2] + 4 * q[k - 3] - q[k - 4],
+    };
+    q[k] - prediction
 }
 
 /// Appends the smallest coding of `xs` (at least one value) to `out`.
@@ -190,28 +194,26 @@ fn predicted(xs: &[i64]) -> Option<(i64, u64, usize, Vec<i64>)> {
     let factor_u64 = u64::try_from(factor).ok()?;
     // factor >= 1 and fits an i128 since it divides an offset below 2^65.
     let factor_i = i128::try_from(factor).ok()?;
-    let q: Vec<i128> = offsets.iter().map(|&d| d / factor_i).collect();
-    if q.iter().any(|&v| i64::try_from(v).is_err()) {
-        return None;
-    }
-    // Sum of absolute residuals per order, computed in one pass.
-    let mut cost = [0_u128; MAX_ORDER + 1];
-    let mut history = [0_i128; MAX_ORDER];
-    for (k, &value) in q.iter().enumerate().skip(1) {
-        history.rotate_right(1);
-        history[0] = q[k - 1];
-        for (order, total) in cost.iter_mut().enumerate() {
-            let residual = value - predict(order.min(k), &history);
-            *total = total.saturating_add(residual.unsigned_abs());
+    let q: Vec<i64> = offsets
+        .iter()
+        .map(|&d| i64::try_from(d / factor_i).ok())
+        .collect::<Option<_>>()?;
+    let max_order = if q.iter().all(|v| v.unsigned_abs() <= MAX_PREDICTED_QUOTIENT) {
+        MAX_ORDER
+    } else {
+        // Quotients this large (times far apart in a `deltas` column) are noise to any
+        // predictor; order 0 codes them as they are.
+        0
+    };
+    // Sum of absolute residuals per order, in one pass.
+    let mut cost = [0_u64; MAX_ORDER + 1];
+    for k in 1..q.len() {
+        for (order, total) in cost.iter_mut().enumerate().take(max_order + 1) {
+            *total = total.saturating_add(residual_at(&q, k, order).unsigned_abs());
         }
     }
-    let order = (0..=MAX_ORDER).min_by_key(|&order| cost[order])?;
-    // A higher order's residual can leave i64 where the quotients do not; order 0's residuals
-    // are the quotients themselves and always fit.
-    let (order, residuals) = match residuals(&q, order) {
-        Some(residuals) => (order, residuals),
-        None => (0, residuals(&q, 0)?),
-    };
+    let order = (0..=max_order).min_by_key(|&order| cost[order])?;
+    let residuals = (1..q.len()).map(|k| residual_at(&q, k, order)).collect();
     Some((x0, factor_u64, order, residuals))
 }
 
