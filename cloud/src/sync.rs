@@ -697,8 +697,17 @@ impl SyncServer {
         let mut out = Vec::new();
         if let Some(message) = incoming {
             let before = doc.get_heads();
+            // A document new to the cloud that arrives whole keeps the appliance's bytes as its
+            // snapshot: loading them into the empty copy is all that applying them does.
+            let saved = if before.is_empty() {
+                whole_document(&message)
+            } else {
+                None
+            };
             let applied = match exchange.incoming(doc, message) {
-                Ok(Incoming::Changed(true)) => self.commit(doc, &doc_id, kind, who, &before).await,
+                Ok(Incoming::Changed(true)) => {
+                    self.commit(doc, &doc_id, kind, who, &before, saved).await
+                }
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.into()),
             };
@@ -790,6 +799,7 @@ impl SyncServer {
         kind: DocKind,
         who: &ApplianceIdentity,
         before: &[automerge::ChangeHash],
+        saved: Option<Vec<u8>>,
     ) -> Result<(), ServeError> {
         // A site configuration change is refused before anything else is read of it.
         scope::check_writable(doc_id, kind).map_err(refused)?;
@@ -842,7 +852,7 @@ impl SyncServer {
                     return (owned, Ok(Err(e)));
                 }
             }
-            let r = store.commit_document(&id, kind, &site, &mut owned, now_us());
+            let r = store.commit_document_saved(&id, kind, &site, &mut owned, saved, now_us());
             (owned, r.map(Ok))
         })
         .await
@@ -1231,6 +1241,48 @@ impl SyncServer {
         let _ = send.finish();
         Ok(())
     }
+}
+
+/// The first bytes of every Automerge storage chunk.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// The chunk type of a whole document (`save()`), after the magic bytes and a 4-byte checksum.
+const AUTOMERGE_DOCUMENT_CHUNK: u8 = 0;
+
+/// The bytes of a Sync message that carries exactly one whole Automerge document (as
+/// Automerge sends a peer that lacks most of it) and nothing else. Applied to an empty
+/// document, they are loaded as they are (`load_incremental` into an empty document is a
+/// load), so they load again as exactly that document: a snapshot the store need not make.
+/// Anything else (changes, several chunks, bytes after the chunk) is `None`.
+fn whole_document(message: &Message) -> Option<Vec<u8>> {
+    let Message::Sync { message, .. } = message else {
+        return None;
+    };
+    if message.is_empty() {
+        return None;
+    }
+    let decoded = automerge::sync::Message::decode(message).ok()?;
+    let mut chunks = decoded.changes.iter();
+    let (Some(chunk), None) = (chunks.next(), chunks.next()) else {
+        return None;
+    };
+    let header = chunk.get(..AUTOMERGE_MAGIC.len() + 5)?;
+    if header[..4] != AUTOMERGE_MAGIC || header[8] != AUTOMERGE_DOCUMENT_CHUNK {
+        return None;
+    }
+    // The chunk's length (unsigned LEB128) must account for every byte that follows it.
+    let mut len: u64 = 0;
+    let mut pos = 9;
+    for shift in (0..64).step_by(7) {
+        let byte = *chunk.get(pos)?;
+        pos += 1;
+        len |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            let rest = u64::try_from(chunk.len() - pos).ok()?;
+            return (len == rest).then(|| chunk.to_vec());
+        }
+    }
+    None
 }
 
 /// A refusal of the scope rules, as sent to the appliance.

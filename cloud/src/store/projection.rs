@@ -2,19 +2,27 @@
 //! document into a [`Projection`] (no I/O, so it can run outside the writer lock) and
 //! [`write`] replaces the document's rows inside the caller's transaction.
 //!
-//! Per-channel vitals statistics are the expensive part (decoding every chunk of a 56-minute
-//! ECG session takes tens of milliseconds), so they are counted incrementally: each channel's
-//! row remembers how many list items it counted and a hash of those items' Automerge op ids.
-//! Vitals lists are append-only in practice; when the counted prefix is unchanged only the new
-//! items are decoded, and anything else (a shorter list, an item inserted before the end, an
-//! item overwritten) falls back to a full recount. This module does not decide when to
-//! project; the store does.
+//! Per-channel vitals statistics (samples, time span, chunks, unreadable chunks) come from the
+//! chunks' headers ([`peek_header`]): decoding every chunk of a 56-minute ECG session takes
+//! tens of milliseconds, most of the cloud's work per session, while its headers say the count
+//! and the span. Only a chunk whose times are per-sample deltas (its header holds the first
+//! time, not the last) is decoded for its span; those are the low-rate channels. So the
+//! projection's "readable" means a readable header of the right channel; a chunk whose header
+//! reads but whose body does not is found by the reads that decode, which skip it. The
+//! order-independent checksum of the samples needs every sample, so it is not projected:
+//! [`digest_channel`] decodes a channel on read, as the appliance's API does.
+//!
+//! Counting is incremental too: each channel's row remembers how many list items it counted
+//! and a hash of those items' Automerge op ids. Vitals lists are append-only in practice; when
+//! the counted prefix is unchanged only the new items are read, and anything else (a shorter
+//! list, an item inserted before the end, an item overwritten) falls back to a full recount.
+//! This module does not decide when to project; the store does.
 
 use std::collections::BTreeMap;
 
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValueRef, Value, ValueRef};
 use vigil_shared::audit::{AuditDoc, AuditEntry};
-use vigil_shared::chunk::Chunk;
+use vigil_shared::chunk::{Chunk, peek_header};
 use vigil_shared::doc::{
     MAX_CHUNKS_PER_CHANNEL, PatientDoc, PatientRecord, SessionDoc, SessionMeta,
 };
@@ -69,10 +77,11 @@ pub(crate) struct SessionProjection {
     pub attention: Vec<vigil_shared::care::Attention>,
 }
 
-/// Counts over one channel's chunk list, plus what incremental counting needs.
+/// Counts over one channel's chunk list from the chunks' headers, plus what incremental
+/// counting needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChannelStats {
-    /// Samples in readable chunks.
+    /// Samples in chunks with a readable header of this channel.
     pub samples: u64,
     /// Earliest sample, µs.
     pub first_us: Option<i64>,
@@ -80,10 +89,9 @@ pub(crate) struct ChannelStats {
     pub last_us: Option<i64>,
     /// List items counted (readable or not).
     pub chunks: u64,
-    /// Items that are not a readable chunk of this channel.
+    /// Items that are not a chunk of this channel with a readable header (nor, for per-sample
+    /// times, a readable body).
     pub corrupt_chunks: u64,
-    /// [`vigil_shared::vitals::checksum`] of the samples.
-    pub checksum: u64,
     /// FNV-1a over the op ids of the `chunks` items counted, in list order.
     pub prefix_hash: u64,
 }
@@ -96,13 +104,39 @@ impl Default for ChannelStats {
             last_us: None,
             chunks: 0,
             corrupt_chunks: 0,
-            checksum: 0,
             prefix_hash: FNV_OFFSET,
         }
     }
 }
 
 impl ChannelStats {
+    /// Adds a chunk of `n` samples spanning `first_us..=last_us`.
+    fn add_span(&mut self, n: usize, first_us: i64, last_us: i64) {
+        self.first_us = Some(self.first_us.map_or(first_us, |f| f.min(first_us)));
+        self.last_us = Some(self.last_us.map_or(last_us, |l| l.max(last_us)));
+        self.samples += n as u64;
+    }
+}
+
+/// A channel read by decoding every chunk: exact counts of what decodes, and the checksum of
+/// the samples. What the session summary shows, as the appliance's API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ChannelDigest {
+    /// Samples in readable chunks.
+    pub samples: u64,
+    /// Earliest sample, µs.
+    pub first_us: Option<i64>,
+    /// Latest sample, µs.
+    pub last_us: Option<i64>,
+    /// List items (readable or not).
+    pub chunks: u64,
+    /// Items that are not a readable chunk of this channel.
+    pub corrupt_chunks: u64,
+    /// [`vigil_shared::vitals::checksum`] of the samples.
+    pub checksum: u64,
+}
+
+impl ChannelDigest {
     fn add(&mut self, samples: &[Sample]) {
         for s in samples {
             self.first_us = Some(self.first_us.map_or(s.t_us, |f| f.min(s.t_us)));
@@ -207,7 +241,22 @@ fn hash_item(h: u64, id: &ObjId) -> u64 {
     }
 }
 
-/// Counts a channel's chunk list, decoding only the items past an unchanged counted prefix.
+/// Count and span of a list item from its chunk header; `None` when it is not a chunk of
+/// `channel` with a readable header. A chunk with per-sample times is decoded for its span.
+fn chunk_span(channel: Channel, bytes: Option<&[u8]>) -> Option<(usize, i64, i64)> {
+    let header = peek_header(bytes?).ok().filter(|h| h.channel == channel)?;
+    if let Some(end_us) = header.end_us() {
+        // Fixed-rate times only grow from the first sample's, which is the header's start.
+        return Some((header.n_samples, header.start_us, end_us));
+    }
+    let chunk = decode_item(channel, bytes)?;
+    let first_us = chunk.samples.iter().map(|s| s.t_us).min()?;
+    let last_us = chunk.samples.iter().map(|s| s.t_us).max()?;
+    Some((chunk.samples.len(), first_us, last_us))
+}
+
+/// Counts a channel's chunk list from the chunks' headers, reading only the items past an
+/// unchanged counted prefix.
 pub(crate) fn count_channel(
     id: &str,
     doc: &AutoCommit,
@@ -234,8 +283,8 @@ pub(crate) fn count_channel(
     for item in doc.list_range(&list, start..len) {
         stats.prefix_hash = hash_item(stats.prefix_hash, &item.id());
         stats.chunks += 1;
-        match decode_item(channel, item_bytes(&item.value)) {
-            Some(chunk) => stats.add(&chunk.samples),
+        match chunk_span(channel, item_bytes(&item.value)) {
+            Some((n, first_us, last_us)) => stats.add_span(n, first_us, last_us),
             None => {
                 stats.corrupt_chunks += 1;
                 tracing::warn!(session = %id, %channel, index = item.index, "skipping a corrupt chunk");
@@ -245,13 +294,30 @@ pub(crate) fn count_channel(
     stats
 }
 
+/// Decodes every chunk of a channel: exact counts and the samples' checksum.
+pub(crate) fn digest_channel(doc: &AutoCommit, channel: Channel) -> ChannelDigest {
+    let mut digest = ChannelDigest::default();
+    let Some(list) = channel_list(doc, channel) else {
+        return digest;
+    };
+    let len = doc.length(&list).min(MAX_CHUNKS_PER_CHANNEL);
+    for item in doc.list_range(&list, ..len) {
+        digest.chunks += 1;
+        match decode_item(channel, item_bytes(&item.value)) {
+            Some(chunk) => digest.add(&chunk.samples),
+            None => digest.corrupt_chunks += 1,
+        }
+    }
+    digest
+}
+
 /// The channel rows stored for a session.
 pub(crate) fn read_channels(
     db: &mut dyn Sql,
     session_id: &str,
 ) -> Result<BTreeMap<Channel, ChannelStats>, StoreError> {
     let rows = db.rows(
-        "SELECT channel, samples, first_us, last_us, chunks, corrupt_chunks, checksum, prefix_hash
+        "SELECT channel, samples, first_us, last_us, chunks, corrupt_chunks, prefix_hash
          FROM session_channels WHERE session_id = ?1",
         args![session_id],
     )?;
@@ -268,8 +334,7 @@ pub(crate) fn read_channels(
                 last_us: r.get(3)?,
                 chunks: from_db(r.get(4)?),
                 corrupt_chunks: from_db(r.get(5)?),
-                checksum: bits_from_db(r.get(6)?),
-                prefix_hash: bits_from_db(r.get(7)?),
+                prefix_hash: bits_from_db(r.get(6)?),
             },
         );
     }
@@ -444,6 +509,8 @@ fn write_session(
         )?;
     }
     for (channel, c) in &s.channels {
+        // `checksum` stays in the table for databases written before it moved to the read
+        // (`digest_channel`); nothing reads it, and 0 is the checksum of no samples.
         db.exec(
             "INSERT INTO session_channels (session_id, channel, samples, first_us, last_us,
                  chunks, corrupt_chunks, checksum, prefix_hash)
@@ -456,7 +523,7 @@ fn write_session(
                 c.last_us,
                 to_db(c.chunks),
                 to_db(c.corrupt_chunks),
-                bits_to_db(c.checksum),
+                0_i64,
                 bits_to_db(c.prefix_hash),
             ],
         )?;

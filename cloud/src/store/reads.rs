@@ -16,7 +16,7 @@ use vigil_shared::vitals::{Channel, Sample};
 use vigil_shared::wire::DocKind;
 
 use super::db::{Arg, Row, Sql, ToArg, args};
-use super::projection::{self, ChannelStats};
+use super::projection::{self, ChannelDigest};
 use super::{CloudStore, StoreError, load_in_scope, scope_clause};
 use crate::auth::Scope;
 
@@ -132,8 +132,7 @@ pub struct ChannelSummary {
 }
 
 impl ChannelSummary {
-    fn new(channel: Channel, stats: Option<&ChannelStats>) -> ChannelSummary {
-        let s = stats.cloned().unwrap_or_default();
+    fn new(channel: Channel, s: ChannelDigest) -> ChannelSummary {
         ChannelSummary {
             samples: s.samples,
             first_us: s.first_us,
@@ -340,14 +339,20 @@ impl CloudStore {
                 id: id.to_owned(),
                 reason: e.to_string(),
             };
+            // Decoded here, not projected: the checksum needs every sample, and the
+            // projection reads only the chunks' headers (see `projection`).
+            let channels = Channel::ALL
+                .into_iter()
+                .map(|c| {
+                    (
+                        c,
+                        ChannelSummary::new(c, projection::digest_channel(&doc, c)),
+                    )
+                })
+                .collect();
             let session = SessionDoc::from_automerge(doc).map_err(corrupt)?;
             let meta = session.meta().map_err(corrupt)?;
             let notes = session.notes().map_err(corrupt)?;
-            let stats = projection::read_channels(db, id)?;
-            let channels = Channel::ALL
-                .into_iter()
-                .map(|c| (c, ChannelSummary::new(c, stats.get(&c))))
-                .collect();
             let updated_us: i64 = db
                 .one("SELECT updated_us FROM documents WHERE id = ?1", args![id])?
                 .get(0)?;
