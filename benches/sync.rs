@@ -721,6 +721,9 @@ fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'stati
             retention_days: 3_650,
             max_db_mb: None,
             clock_offset_s: 0,
+            peer_bind: None,
+            peers: Vec::new(),
+            mdns: false,
             source: SourceConfig::None,
             // The rooms split between the instances, each knowing them all.
             cloud: Some(CloudSettings {
@@ -1008,9 +1011,46 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
     }
 }
 
+/// `VIGIL_BENCH_INGEST=sqlite|postgres|postgres2` runs only the ingest part, once for that
+/// engine, beside the plain loop: a run short enough to profile the cloud under `perf` or
+/// callgrind without the in-memory parts and criterion.
+const INGEST_ONLY_VAR: &str = "VIGIL_BENCH_INGEST";
+
+fn ingest_only(built: &Built, which: &str) {
+    let engine = match which {
+        "sqlite" => Engine::Sqlite,
+        "postgres" => Engine::Postgres(1),
+        "postgres2" => Engine::Postgres(2),
+        other => panic!("{INGEST_ONLY_VAR}={other}: expected sqlite, postgres or postgres2"),
+    };
+    let docs: Vec<Derived> = (0..INGEST_SESSIONS)
+        .map(|i| derive(&built.whole, i))
+        .collect();
+    let plain_t = plain_ingest(&docs);
+    let (t, cpu) = vigil_ingest(&docs, engine);
+    let per = |s: f64| s * 1e3 / INGEST_SESSIONS as f64;
+    println!(
+        "{}: {:.1} sessions/s vs plain {:.1} sessions/s ({:.2}x); cloud CPU {:.1} ms/session, \
+         PostgreSQL {:.1}, appliances {:.1}, other {:.1}; plain {:.1} ms/session",
+        engine.describe(),
+        INGEST_SESSIONS as f64 / t.as_secs_f64(),
+        INGEST_SESSIONS as f64 / plain_t.as_secs_f64(),
+        plain_t.as_secs_f64() / t.as_secs_f64(),
+        per(cpu.get("cloud").copied().unwrap_or(0.0)),
+        per(cpu.get("postgres").copied().unwrap_or(0.0)),
+        per(cpu.get("appliances").copied().unwrap_or(0.0)),
+        per(cpu.get("other").copied().unwrap_or(0.0)),
+        per(plain_t.as_secs_f64()),
+    );
+}
+
 fn main() {
     let data = samples(true);
     let built = build(&data);
+    if let Ok(which) = std::env::var(INGEST_ONLY_VAR) {
+        ingest_only(&built, &which);
+        return;
+    }
     summary(&built, &data);
 
     let app = load(&built.whole);
