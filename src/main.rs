@@ -479,6 +479,7 @@ async fn demo(
                     .map(|a| a.iter().map(|&a| a.into()).collect())
                     .unwrap_or_default(),
                 mdns: false,
+                mdns_interface: None,
                 cloud: Some(vigil_edge::sync::CloudSettings {
                     addr: None,
                     addrs: (0..clouds.len())

@@ -488,3 +488,34 @@ async fn peer_sync_under_loss_and_a_flapping_link_loses_and_duplicates_nothing()
         took,
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_that_know_no_addresses_find_each_other_by_mdns_on_the_loopback_interface() {
+    // mDNS only on the loopback interface: nothing of the test leaves this machine.
+    let mdns = "mdns = true\nmdns_interface = \"lo\"\n";
+    let ports = PeerSite::ports(2);
+    let site = PeerSite::start(
+        false,
+        false,
+        &ports,
+        vec![
+            room("austin", "1", &[], &format!("{mdns}{SIM}")),
+            room("austin", "2", &[], &format!("{mdns}{SIM}")),
+        ],
+    )
+    .await;
+    site.peered(0, 1).await;
+    site.peered(1, 0).await;
+    let (st, p) = site.rooms[1]
+        .http
+        .post("/api/v1/patients", &patient_body("Mdns"))
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "room 1 to find room 2's patient",
+        || patient(&site.rooms[0].http, &id),
+    )
+    .await;
+}

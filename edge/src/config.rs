@@ -120,6 +120,10 @@ pub struct EdgeConfig {
     /// Announce this appliance on the LAN and find the site's others by mDNS (`_vigil._udp`).
     #[serde(default)]
     pub mdns: bool,
+    /// The network interface mDNS announces and looks on, e.g. `eth0` for the room network;
+    /// default: every interface.
+    #[serde(default)]
+    pub mdns_interface: Option<String>,
 }
 
 /// `[http_tls]`: the room screen's certificate, from `vigil-cloud pki issue-appliance …
@@ -286,6 +290,7 @@ impl EdgeConfig {
             bind: self.peer_bind,
             addrs: self.peers.clone(),
             mdns: self.mdns,
+            mdns_interface: self.mdns_interface.clone(),
         }
     }
 

@@ -104,6 +104,8 @@ pub struct PeerSettings {
     pub addrs: Vec<CloudAddr>,
     /// Announce this appliance and find the site's others by mDNS.
     pub mdns: bool,
+    /// Only on this network interface (else on every one).
+    pub mdns_interface: Option<String>,
 }
 
 impl PeerSettings {
@@ -524,7 +526,7 @@ impl Peers {
             tasks.push(tokio::spawn(peers.clone().dial_name(addr.clone())));
         }
         if settings.mdns {
-            match peers.clone().start_mdns() {
+            match peers.clone().start_mdns(settings.mdns_interface.clone()) {
                 Ok(task) => tasks.push(task),
                 Err(e) => tracing::warn!(error = %e, "mDNS discovery of peers is off"),
             }
@@ -1046,12 +1048,21 @@ impl Peers {
 
     /// Announces this appliance (`_vigil._udp`, with its site and room) and calls every
     /// appliance of the site that announces itself.
-    fn start_mdns(self: Arc<Self>) -> Result<tokio::task::JoinHandle<()>, String> {
+    fn start_mdns(
+        self: Arc<Self>,
+        interface: Option<String>,
+    ) -> Result<tokio::task::JoinHandle<()>, String> {
         let port = self
             .listen
             .map(|a| a.port())
             .ok_or("mDNS needs peer_bind: the port to announce")?;
         let daemon = mdns_sd::ServiceDaemon::new().map_err(|e| e.to_string())?;
+        if let Some(name) = &interface {
+            daemon
+                .disable_interface(mdns_sd::IfKind::All)
+                .and_then(|()| daemon.enable_interface(mdns_sd::IfKind::Name(name.clone())))
+                .map_err(|e| format!("interface {name}: {e}"))?;
+        }
         let instance = format!("vigil-{}-{}", self.me.site, self.me.room);
         let host = format!("{instance}.local.");
         let properties = [
