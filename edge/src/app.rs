@@ -306,8 +306,7 @@ impl Appliance {
                     rx,
                     group_commit,
                     retention_us,
-                    thread_status,
-                    thread_station,
+                    (thread_status, thread_station),
                 )
             })
             .map_err(StartError::Thread)?;
@@ -561,8 +560,7 @@ fn run_recorder(
     commands: Receiver<Command>,
     group_commit: Duration,
     retention_us: i64,
-    status: Arc<Mutex<Status>>,
-    station: Arc<Station>,
+    (status, station): (Arc<Mutex<Status>>, Arc<Station>),
 ) {
     let mut next_poll = Instant::now();
     let mut next_commit = Instant::now() + group_commit;

@@ -166,12 +166,18 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn appliance_of_conn(conn: &Connection) -> Result<Appliance, String> {
+/// The appliance at the other end, and a fingerprint of its certificate (a replaced box has a
+/// new one).
+fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64), String> {
+    use std::hash::{Hash, Hasher};
     let certs = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or("no certificate")?;
-    appliance_of(certs.first().ok_or("no certificate")?)
+    let leaf = certs.first().ok_or("no certificate")?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    leaf.as_ref().hash(&mut h);
+    Ok((appliance_of(leaf)?, h.finish()))
 }
 
 /// Checks a peer's certificate as an appliance certificate of the clinic CA whichever side of
@@ -475,6 +481,10 @@ pub struct Peers {
     next_id: AtomicU64,
     refused: Mutex<(u64, Option<String>)>,
     dialling: Mutex<HashSet<SocketAddr>>,
+    /// Per peer (room and certificate), each document's version as last exchanged with it:
+    /// kept across its reconnections, so a flapping link does not offer every document again;
+    /// a replaced appliance (a new certificate) is offered everything.
+    offered: Mutex<HashMap<String, HashMap<String, i64>>>,
     listen: Option<SocketAddr>,
     mdns: Mutex<Option<mdns_sd::ServiceDaemon>>,
 }
@@ -518,6 +528,7 @@ impl Peers {
             next_id: AtomicU64::new(1),
             refused: Mutex::default(),
             dialling: Mutex::default(),
+            offered: Mutex::default(),
             listen,
             mdns: Mutex::new(None),
         });
@@ -664,7 +675,7 @@ impl Peers {
     /// Checks who the other end is, keeps one connection per room, and serves it.
     async fn run_link(self: Arc<Self>, conn: Connection, dialled: bool) {
         let addr = conn.remote_address();
-        let them = match appliance_of_conn(&conn) {
+        let (them, cert) = match appliance_of_conn(&conn) {
             Ok(a) => a,
             Err(why) => {
                 conn.close(
@@ -742,7 +753,11 @@ impl Peers {
         let tasks = [
             tokio::spawn(self.clone().send_live(conn.clone())),
             tokio::spawn(self.clone().receive_live(conn.clone(), them.room.clone())),
-            tokio::spawn(self.clone().offer_documents(conn.clone(), them.clone())),
+            tokio::spawn(self.clone().offer_documents(
+                conn.clone(),
+                them.clone(),
+                format!("{}#{cert:x}", them.room),
+            )),
             tokio::spawn(self.clone().answer_streams(conn.clone(), them.clone())),
         ];
         let reason = conn.closed().await;
@@ -800,9 +815,16 @@ impl Peers {
         }
     }
 
-    /// Offers the peer every shared document, then each one again whenever it changes here.
-    async fn offer_documents(self: Arc<Self>, conn: Connection, them: Appliance) {
-        let mut offered: HashMap<String, i64> = HashMap::new();
+    /// Offers the peer every shared document it has not seen in its version here, then each
+    /// one again whenever it changes.
+    /// `peer` names the room and its certificate.
+    async fn offer_documents(self: Arc<Self>, conn: Connection, them: Appliance, peer: String) {
+        let mut offered = self
+            .offered
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&peer).cloned())
+            .unwrap_or_default();
         let seq = tokio::sync::Mutex::new(SeqCounter::new());
         loop {
             let docs = match self
@@ -824,6 +846,11 @@ impl Peers {
                 let exchange = self.offer(&conn, &id, kind, &seq);
                 match tokio::time::timeout(PEER_EXCHANGE_TIMEOUT, exchange).await {
                     Ok(Ok(())) => {
+                        if let Ok(mut o) = self.offered.lock() {
+                            o.entry(peer.clone())
+                                .or_default()
+                                .insert(id.clone(), version);
+                        }
                         offered.insert(id, version);
                     }
                     Ok(Err(_)) if conn.close_reason().is_some() => return,

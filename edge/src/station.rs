@@ -310,12 +310,10 @@ pub fn read_room(
     let Some(id) = shown else {
         return Ok(live);
     };
-    let Some(meta) = crate::store::load_typed::<SessionDoc>(conn, &id)?
-        .map(|d| d.meta())
-        .transpose()?
-    else {
+    let Some(doc) = crate::store::load_typed::<SessionDoc>(conn, &id)? else {
         return Ok(live);
     };
+    let meta = doc.meta()?;
     let running = vigil_shared::clinical::infusion_stopped(&meta.dose_events);
     live.state = match meta.state {
         SessionState::Planned => "checked_in",
@@ -343,10 +341,10 @@ pub fn read_room(
             .max_by_key(|(at, _)| *at)
             .map(|(_, r)| r);
     }
-    live.initials = crate::store::load_typed::<PatientDoc>(conn, &meta.patient_id)?
-        .map(|d| d.record())
-        .transpose()?
-        .map(|p| initials(&p.given_name, &p.family_name));
+    if let Some(doc) = crate::store::load_typed::<PatientDoc>(conn, &meta.patient_id)? {
+        let p = doc.record()?;
+        live.initials = Some(initials(&p.given_name, &p.family_name));
+    }
     let rank = |p: &str| match p {
         "high" => 0,
         "medium" => 1,
