@@ -519,3 +519,115 @@ async fn rooms_that_know_no_addresses_find_each_other_by_mdns_on_the_loopback_in
     )
     .await;
 }
+
+/// Connects to `port` as appliance `site`/`room` of the CA in `dir/pki`.
+async fn connect_as(dir: &std::path::Path, site: &str, room: &str, port: u16) -> quinn::Connection {
+    let ca = vigil_cloud::pki::Ca::load(&dir.join("pki")).unwrap();
+    let cert = ca.issue_appliance(&site.into(), &room.into()).unwrap();
+    let files = vigil_edge::sync::CloudSettings {
+        addr: None,
+        addrs: Vec::new(),
+        server_name: "localhost".into(),
+        ca_cert: dir.join("pki/ca.pem"),
+        cert: cert.cert_path,
+        key: cert.key_path,
+    };
+    let (_, client) = vigil_edge::peer::peer_configs(&files).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint
+        .connect_with(client, addr(port).parse().unwrap(), "vigil-peer")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+/// Why the appliance closed a connection: (code, reason).
+async fn closed_with(conn: &quinn::Connection) -> (u64, String) {
+    match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => (
+            c.error_code.into_inner(),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
+        other => panic!("expected the appliance to close the connection, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
+    use vigil_shared::wire::{DocKind, Message, RejectCode, encode_message};
+    let ports = PeerSite::ports(2);
+    let site = PeerSite::start(
+        false,
+        false,
+        &ports,
+        vec![
+            room("austin", "1", &[addr(ports[1])], SIM),
+            room("austin", "2", &[addr(ports[0])], SIM),
+        ],
+    )
+    .await;
+    site.peered(0, 1).await;
+    let dir = site.dir.path();
+
+    // A live frame that claims 4 GiB.
+    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let mut live = conn.open_uni().await.unwrap();
+    live.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let (code, why) = closed_with(&conn).await;
+    assert_eq!(code, u64::from(RejectCode::Malformed.code()), "{why}");
+    assert!(why.contains("over the"), "{why}");
+
+    // A live frame that is not JSON.
+    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let mut live = conn.open_uni().await.unwrap();
+    live.write_all(&[0, 0, 0, 4, b'{', b'{', b'{', b'{'])
+        .await
+        .unwrap();
+    let (code, why) = closed_with(&conn).await;
+    assert_eq!(code, u64::from(RejectCode::Malformed.code()), "{why}");
+
+    // A session document offered by a peer: sessions are their room's.
+    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    let offer = Message::Sync {
+        seq: 1,
+        doc_id: "7d1e0c3a-0000-4000-8000-000000000001".into(),
+        kind: DocKind::Session,
+        message: Vec::new(),
+    };
+    send.write_all(&[0]).await.unwrap();
+    send.write_all(&encode_message(&offer).unwrap())
+        .await
+        .unwrap();
+    let (code, why) = closed_with(&conn).await;
+    assert_eq!(code, u64::from(RejectCode::Forbidden.code()), "{why}");
+    assert!(
+        why.contains("peers do not exchange session documents"),
+        "{why}"
+    );
+
+    // A stream of an unknown kind.
+    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[9, 1, 2, 3]).await.unwrap();
+    let (code, why) = closed_with(&conn).await;
+    assert_eq!(code, u64::from(RejectCode::Malformed.code()), "{why}");
+
+    // Room 1 stored none of it, and its link with room 2 carries on.
+    let (st, _) = site.rooms[0]
+        .http
+        .get("/api/v1/sessions/7d1e0c3a-0000-4000-8000-000000000001")
+        .await;
+    assert_eq!(st, 404);
+    let (_, p) = site.rooms[1]
+        .http
+        .post("/api/v1/patients", &patient_body("After"))
+        .await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(10),
+        "room 1 to still sync with room 2",
+        || patient(&site.rooms[0].http, &id),
+    )
+    .await;
+}
