@@ -610,6 +610,34 @@ mod tests {
     }
 
     #[test]
+    fn peers_need_the_certificate_and_mdns_the_port() {
+        let base = "site = \"austin\"\nroom = \"1\"\ndata_dir = \"/var/lib/vigil\"\n";
+        check_err(
+            &format!("{base}peers = [\"10.1.2.4:4434\"]\n"),
+            &["peers", "enrol it first"],
+        );
+        let cloud = "[cloud]\naddr = \"10.0.0.5:4433\"\nserver_name = \"s\"\nca_cert = \"/c\"\ncert = \"/a\"\nkey = \"/k\"\n";
+        check_err(
+            &format!("{base}mdns = true\n{cloud}"),
+            &["mdns", "set peer_bind too"],
+        );
+        check_err(&format!("{base}peers = [\"nowhere\"]\n{cloud}"), &["peers"]);
+        let c = EdgeConfig::parse(
+            Path::new("edge.toml"),
+            &format!("{base}peer_bind = \"0.0.0.0:4434\"\nmdns = true\n{cloud}"),
+        )
+        .unwrap();
+        let p = c.peer_settings();
+        assert!(p.enabled() && p.mdns && p.addrs.is_empty());
+        assert!(
+            !EdgeConfig::parse(Path::new("edge.toml"), base)
+                .unwrap()
+                .peer_settings()
+                .enabled()
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = EdgeConfig::parse(
             Path::new("edge.toml"),
