@@ -25,7 +25,7 @@ reliability:
     set -euo pipefail
     rows="$PWD/target/reliability-rows.tsv"
     mkdir -p target && rm -f "$rows"
-    VIGIL_RELIABILITY_OUT="$rows" cargo test --locked --test scenarios --test scenarios_appliance --test kill_loop --test scale_out
+    VIGIL_RELIABILITY_OUT="$rows" cargo test --locked --test scenarios --test scenarios_appliance --test kill_loop --test scale_out --test peers
     cargo run --locked --quiet -- reliability-table --rows "$rows" --out RELIABILITY.md \
         --produced "Produced $(date -u '+%Y-%m-%d %H:%M UTC') from commit $(git describe --always --dirty) on a $(nproc)-core machine, debug build as CI runs it."
 
