@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +47,9 @@ use crate::clock::ScaledClock;
 use crate::recorder::{Handle, SessionEvent};
 use crate::station::{LiveFrame, Station};
 use crate::store;
-use crate::sync::{CloudAddr, CloudSettings, DbAccess, Failure, Remote, SetupError};
+use crate::sync::{
+    CloudAddr, CloudSettings, DbAccess, Failure, Remote, SetupError, file_err, read_certs,
+};
 
 /// The ALPN of peer connections.
 pub const PEER_ALPN: &[u8] = b"vigil-peer/1";
@@ -224,14 +225,6 @@ impl ServerCertVerifier for AsAppliance {
     }
 }
 
-fn file_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupError {
-    SetupError::File {
-        what,
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
-}
-
 fn transport() -> Result<Arc<quinn::TransportConfig>, SetupError> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(PEER_KEEP_ALIVE));
@@ -250,23 +243,13 @@ fn transport() -> Result<Arc<quinn::TransportConfig>, SetupError> {
 pub fn peer_configs(
     files: &CloudSettings,
 ) -> Result<(quinn::ServerConfig, quinn::ClientConfig), SetupError> {
-    let read = |path: &Path, what| -> Result<Vec<CertificateDer<'static>>, SetupError> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| file_err(what, path, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| file_err(what, path, e))?;
-        if certs.is_empty() {
-            return Err(file_err(what, path, "no CERTIFICATE block in the file"));
-        }
-        Ok(certs)
-    };
     let mut roots = rustls::RootCertStore::empty();
-    for ca in read(&files.ca_cert, "CA certificate")? {
+    for ca in read_certs(&files.ca_cert, "CA certificate")? {
         roots
             .add(ca)
             .map_err(|e| file_err("CA certificate", &files.ca_cert, e))?;
     }
-    let chain = read(&files.cert, "appliance certificate")?;
+    let chain = read_certs(&files.cert, "appliance certificate")?;
     let key = || {
         PrivateKeyDer::from_pem_file(&files.key)
             .map_err(|e| file_err("appliance key", &files.key, e))

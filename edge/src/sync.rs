@@ -193,7 +193,22 @@ pub enum SetupError {
     Socket(std::io::Error),
 }
 
-fn file_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupError {
+/// Every certificate of a PEM file; an error names the file and what it should hold.
+pub(crate) fn read_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, SetupError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(what, path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(what, path, "no CERTIFICATE block in the file"));
+    }
+    Ok(certs)
+}
+
+pub(crate) fn file_err(what: &'static str, path: &Path, reason: impl ToString) -> SetupError {
     SetupError::File {
         what,
         path: path.to_owned(),
@@ -216,16 +231,6 @@ pub fn clocked_client_config(
     offset_us: i64,
     refusal: Arc<Mutex<Option<String>>>,
 ) -> Result<quinn::ClientConfig, SetupError> {
-    let read_certs = |path: &Path, what| -> Result<Vec<CertificateDer<'static>>, SetupError> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| file_err(what, path, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| file_err(what, path, e))?;
-        if certs.is_empty() {
-            return Err(file_err(what, path, "no CERTIFICATE block in the file"));
-        }
-        Ok(certs)
-    };
     let mut roots = rustls::RootCertStore::empty();
     for ca in read_certs(&s.ca_cert, "CA certificate")? {
         roots
