@@ -35,6 +35,23 @@ fn room(site: &'static str, room: &'static str, calls: &[String], extra: &str) -
     }
 }
 
+/// Austin's rooms 1 and 2, each calling the other, with real-time simulators; with a cloud
+/// behind the relay or none, with the site's staff seeded or not.
+async fn austin_pair(with_cloud: bool, seed_staff: bool) -> (PeerSite, Vec<u16>) {
+    let ports = PeerSite::ports(2);
+    let site = PeerSite::start(
+        with_cloud,
+        seed_staff,
+        &ports,
+        vec![
+            room("austin", "1", &[addr(ports[1])], SIM),
+            room("austin", "2", &[addr(ports[0])], SIM),
+        ],
+    )
+    .await;
+    (site, ports)
+}
+
 fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
@@ -52,17 +69,7 @@ fn medications(p: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_patient_registered_in_one_room_is_found_in_the_other_with_the_cloud_cut_off() {
-    let ports = PeerSite::ports(2);
-    let site = PeerSite::start(
-        true,
-        false,
-        &ports,
-        vec![
-            room("austin", "1", &[addr(ports[1])], SIM),
-            room("austin", "2", &[addr(ports[0])], SIM),
-        ],
-    )
-    .await;
+    let (site, _) = austin_pair(true, false).await;
     // Both rooms reach the cloud, then the relay cuts it off.
     for r in &site.rooms {
         eventually(
@@ -270,17 +277,7 @@ fn tile(page: &str, room: &str) -> Option<(String, bool)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_peer_shows_offline_on_the_station_and_returns_when_it_restarts() {
-    let ports = PeerSite::ports(2);
-    let mut site = PeerSite::start(
-        false,
-        true,
-        &ports,
-        vec![
-            room("austin", "1", &[addr(ports[1])], SIM),
-            room("austin", "2", &[addr(ports[0])], SIM),
-        ],
-    )
-    .await;
+    let (mut site, _) = austin_pair(false, true).await;
     site.peered(0, 1).await;
     let (id, _) = start_session(&site.rooms[1].http, "Killed", "baseline").await;
     let base = site.rooms[0].http.base.clone();
@@ -555,17 +552,7 @@ async fn closed_with(conn: &quinn::Connection) -> (u64, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     use vigil_shared::wire::{DocKind, Message, RejectCode, encode_message};
-    let ports = PeerSite::ports(2);
-    let site = PeerSite::start(
-        false,
-        false,
-        &ports,
-        vec![
-            room("austin", "1", &[addr(ports[1])], SIM),
-            room("austin", "2", &[addr(ports[0])], SIM),
-        ],
-    )
-    .await;
+    let (site, ports) = austin_pair(false, false).await;
     site.peered(0, 1).await;
     let dir = site.dir.path();
 
