@@ -25,11 +25,22 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use vigil_web::layout::badge;
 
-use super::view::clock;
+use super::view::{clock, who};
 use super::{CsrfForm, Section, Shared, Viewer, csrf_input, error_page, frame, require_treating};
 use crate::peer::Request;
 use crate::recorder::SessionEvent;
 use crate::station::{StationEvent, Tile};
+
+/// Staff ids to names, from the site's configuration.
+type Names = std::collections::BTreeMap<String, String>;
+
+/// The site's staff names (empty when the appliance holds no site configuration yet).
+async fn staff_names(s: &Shared) -> Names {
+    let site = s.api.station.site.clone();
+    super::read(s, move |conn| Ok(super::load::staff_names(conn, &site)))
+        .await
+        .unwrap_or_default()
+}
 
 /// Where the station lives.
 pub const PATH: &str = "/station";
@@ -56,7 +67,7 @@ fn minutes(us: i64) -> i64 {
 }
 
 /// One room's tile. Everything in it is escaped by maud.
-pub(crate) fn tile(v: &Viewer, room: &str, t: &Tile, own: bool) -> Markup {
+pub(crate) fn tile(v: &Viewer, room: &str, t: &Tile, own: bool, names: &Names) -> Markup {
     let live = t.live.as_ref();
     let state = live.map_or("free", |l| l.state.as_str());
     let class = if t.online {
@@ -108,7 +119,7 @@ pub(crate) fn tile(v: &Viewer, room: &str, t: &Tile, own: bool) -> Markup {
                             data-advisory=(a.id) {
                             b { (a.priority) } " " (a.detail) " · " (clock(v, a.raised_us))
                             @if let Some(by) = &a.acknowledged_by {
-                                " · acknowledged by " (by)
+                                " · acknowledged by " (who(names, by))
                             } @else if v.may_treat() && t.online {
                                 @if let Some(session) = &l.session_id {
                                     form.inline method="post" action={ (PATH) "/rooms/" (room) "/ack" } {
@@ -131,6 +142,7 @@ pub(crate) fn tile(v: &Viewer, room: &str, t: &Tile, own: bool) -> Markup {
 pub(crate) async fn page(State(s): State<Shared>, Extension(v): Extension<Viewer>) -> Response {
     let station = &s.api.station;
     let tiles = station.tiles();
+    let names = staff_names(&s).await;
     let body = html! {
         h1 { "Central station · " (station.site) }
         p.muted {
@@ -140,7 +152,7 @@ pub(crate) async fn page(State(s): State<Shared>, Extension(v): Extension<Viewer
         }
         div.station id="station" data-src={ (PATH) "/live" } {
             @for (room, t) in &tiles {
-                (tile(&v, room, t, *room == station.room))
+                (tile(&v, room, t, *room == station.room, &names))
             }
         }
     };
@@ -148,11 +160,11 @@ pub(crate) async fn page(State(s): State<Shared>, Extension(v): Extension<Viewer
 }
 
 /// A tile's new HTML, for the page's script: `{"room":…,"html":…}`.
-fn tile_event(v: &Viewer, s: &Shared, room: &str) -> Option<Event> {
+fn tile_event(v: &Viewer, s: &Shared, room: &str, names: &Names) -> Option<Event> {
     let station = &s.api.station;
     let tiles = station.tiles();
     let t = tiles.get(room)?;
-    let html = tile(v, room, t, room == station.room).into_string();
+    let html = tile(v, room, t, room == station.room, names).into_string();
     let data = serde_json::json!({ "room": room, "html": html });
     Some(Event::default().event("tile").data(data.to_string()))
 }
@@ -166,6 +178,7 @@ struct Live {
     s: Shared,
     viewer: Viewer,
     events: tokio::sync::broadcast::Receiver<StationEvent>,
+    names: Names,
     started: std::time::Instant,
     /// Send every tile (and its strip) before anything else: at the start, and after falling
     /// behind.
@@ -182,7 +195,7 @@ async fn step(mut l: Live) -> Option<(Vec<Event>, Live)> {
         let tiles = l.s.api.station.tiles();
         let mut out: Vec<Event> = tiles
             .keys()
-            .filter_map(|room| tile_event(&l.viewer, &l.s, room))
+            .filter_map(|room| tile_event(&l.viewer, &l.s, room, &l.names))
             .collect();
         for (room, t) in &tiles {
             let samples: Vec<(i64, i32)> = t.ecg.iter().copied().collect();
@@ -202,7 +215,9 @@ async fn step(mut l: Live) -> Option<(Vec<Event>, Live)> {
         Ok(Ok(e)) => e,
     };
     let out = match event {
-        StationEvent::Room(room) => tile_event(&l.viewer, &l.s, &room).into_iter().collect(),
+        StationEvent::Room(room) => tile_event(&l.viewer, &l.s, &room, &l.names)
+            .into_iter()
+            .collect(),
         StationEvent::Ecg(room, samples) => vec![ecg_event(&room, &samples)],
     };
     Some((out, l))
@@ -214,10 +229,12 @@ pub(crate) async fn stream(
     Extension(viewer): Extension<Viewer>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let events = s.api.station.subscribe();
+    let names = staff_names(&s).await;
     let start = Live {
         s,
         viewer,
         events,
+        names,
         started: std::time::Instant::now(),
         resend: true,
     };
@@ -335,7 +352,8 @@ mod tests {
         };
         station.heard("2", LiveFrame::Room(live), 0);
         let t = &station.tiles()["2"];
-        let html = tile(&viewer(Role::Nurse), "2", t, false).into_string();
+        let names = Names::new();
+        let html = tile(&viewer(Role::Nurse), "2", t, false, &names).into_string();
         assert!(html.contains("20 of 40 min"), "{html}");
         assert!(html.contains("35.0"), "{html}");
         assert!(
@@ -345,10 +363,35 @@ mod tests {
         assert!(html.contains("adv adv-high"), "{html}");
         assert!(html.contains("/station/rooms/2/ack"), "{html}");
         // The front desk sees the advisory but has no button.
-        let html = tile(&viewer(Role::FrontDesk), "2", t, false).into_string();
+        let html = tile(&viewer(Role::FrontDesk), "2", t, false, &names).into_string();
         assert!(!html.contains("/ack"), "{html}");
+        // Acknowledged: by name, and no button.
+        let mut acked = t.live.clone().unwrap();
+        acked.advisories[0].acknowledged_by = Some("n1".into());
+        station.heard("2", LiveFrame::Room(acked), 0);
+        let names = Names::from([("n1".to_owned(), "Ana <Ruiz>".to_owned())]);
+        let html = tile(
+            &viewer(Role::Nurse),
+            "2",
+            &station.tiles()["2"],
+            false,
+            &names,
+        )
+        .into_string();
+        assert!(html.contains("acknowledged by Ana &lt;Ruiz&gt;"), "{html}");
+        assert!(
+            html.contains("adv adv-high acked") && !html.contains("/ack"),
+            "{html}"
+        );
         station.lost("2", 5 * 60_000_000);
-        let html = tile(&viewer(Role::Nurse), "2", &station.tiles()["2"], false).into_string();
+        let html = tile(
+            &viewer(Role::Nurse),
+            "2",
+            &station.tiles()["2"],
+            false,
+            &names,
+        )
+        .into_string();
         assert!(html.contains("offline since 00:05"), "{html}");
         assert!(!html.contains("/ack"), "{html}");
     }
