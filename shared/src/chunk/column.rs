@@ -38,6 +38,10 @@ const CODING_BITS: u8 = 0b0000_0011;
 /// Bits 2-4 of the column byte, shifted down.
 const ORDER_SHIFT: u32 = 2;
 const ORDER_MASK: u8 = 0b0000_0111;
+/// Longest residual of a value column in bits: quotients lie within ±2^32 (differences of two
+/// i32s) and a prediction within 15 times that, so a residual's magnitude is below 2^36; one
+/// bit to spare.
+const MAX_VALUE_RESIDUAL_BITS: usize = 37;
 /// Highest fixed predictor order.
 const MAX_ORDER: usize = 4;
 
@@ -256,7 +260,13 @@ pub(super) fn decode(
     let n_residuals = n.saturating_sub(1);
     let residuals = match coding {
         CODING_RICE => rice::decode(stream, n_residuals),
-        _ => range::decode(stream, n_residuals),
+        _ => {
+            let max_length = match kind {
+                ColumnKind::Values => MAX_VALUE_RESIDUAL_BITS,
+                ColumnKind::TimeResiduals => 64,
+            };
+            range::decode(stream, n_residuals, max_length)
+        }
     }
     .map_err(|error| match error {
         // Offsets inside a stream count from the stream's start; report the chunk's.

@@ -267,8 +267,10 @@ pub(super) fn encode(residuals: &[i64]) -> Vec<u8> {
 }
 
 /// Decodes `n` residuals from `bytes`, which must be exactly one stream of [`encode`]. Offsets
-/// in errors count from the stream's first byte.
-pub(super) fn decode(bytes: &[u8], n: usize) -> Result<Vec<i64>, ChunkError> {
+/// in errors count from the stream's first byte. A residual longer than `max_length` bits is an
+/// error: adaptive probabilities let a few hostile bytes claim long residuals cheaply, and this
+/// stops them early instead of after a whole column of them.
+pub(super) fn decode(bytes: &[u8], n: usize, max_length: usize) -> Result<Vec<i64>, ChunkError> {
     let mut coder = Decoder::new(bytes)?;
     let mut model = Model::new();
     let mut residuals = Vec::with_capacity(n);
@@ -277,6 +279,9 @@ pub(super) fn decode(bytes: &[u8], n: usize) -> Result<Vec<i64>, ChunkError> {
         let mut length = 0;
         while length < LENGTHS - 1 && coder.bit(&mut model.longer[row + length])? {
             length += 1;
+            if length > max_length {
+                return Err(bad("range-coded residual longer than its column allows"));
+            }
         }
         let mut magnitude = u64::from(length > 0);
         if length > 1 {
@@ -323,23 +328,23 @@ mod tests {
     fn extremes_round_trip() {
         let residuals = [0, 1, -1, 2, -2, i64::MAX, i64::MIN, 0, 0, 5, -300, 1 << 40];
         assert_eq!(
-            decode(&encode(&residuals), residuals.len()),
+            decode(&encode(&residuals), residuals.len(), 64),
             Ok(residuals.to_vec())
         );
-        assert_eq!(decode(&encode(&[]), 0), Ok(vec![]));
+        assert_eq!(decode(&encode(&[]), 0, 64), Ok(vec![]));
     }
 
     proptest! {
         #[test]
         fn residuals_round_trip(residuals in prop::collection::vec(any::<i64>(), 0..200)) {
             let bytes = encode(&residuals);
-            prop_assert_eq!(decode(&bytes, residuals.len()), Ok(residuals));
+            prop_assert_eq!(decode(&bytes, residuals.len(), 64), Ok(residuals));
         }
 
         #[test]
         fn small_residuals_round_trip(residuals in prop::collection::vec(-40_i64..40, 0..2000)) {
             let bytes = encode(&residuals);
-            prop_assert_eq!(decode(&bytes, residuals.len()), Ok(residuals));
+            prop_assert_eq!(decode(&bytes, residuals.len(), 64), Ok(residuals));
         }
 
         #[test]
@@ -347,7 +352,7 @@ mod tests {
             bytes in prop::collection::vec(any::<u8>(), 0..100),
             n in 0_usize..500,
         ) {
-            let _ = decode(&bytes, n);
+            let _ = decode(&bytes, n, 64);
         }
     }
 }
