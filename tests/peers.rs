@@ -127,6 +127,23 @@ async fn a_patient_registered_in_one_room_is_found_in_the_other_with_the_cloud_c
     }
     let (st, _) = site.cloud().get(&path).await;
     assert_eq!(st, 404, "nothing reached the cloud while it was cut off");
+    // A peer's copy is no confirmation: in both rooms' databases the patient is still not
+    // delivered to the cloud (so retention would keep it).
+    for room in ["1", "2"] {
+        let db = rusqlite::Connection::open(edge_db(site.dir.path(), "austin", room)).unwrap();
+        let delivered: Option<i64> = db
+            .query_row(
+                "SELECT s.synced_version FROM documents d JOIN sync_docs s ON s.doc_id = d.id
+                 WHERE d.id = ?1 AND s.synced_version >= d.version",
+                [&id],
+                |r| r.get(0),
+            )
+            .ok();
+        assert_eq!(
+            delivered, None,
+            "room {room} counts a peer's copy as delivered"
+        );
+    }
     assert!(
         site.relay.stats().to_upstream.dropped_cut > 0,
         "the appliances really tried the cloud"
