@@ -427,19 +427,56 @@ fn room_patient(r: usize) -> String {
     format!("9a71e470-0000-4000-8000-{r:012x}")
 }
 
+/// What the plain loop took: wall time, and the CPU time of its one thread (what the wall time
+/// would be on a core of its own; the machine is shared).
+#[derive(Debug, Clone, Copy)]
+struct PlainIngest {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// CPU time of the calling thread so far, from /proc (Linux); zero where unreadable.
+fn thread_cpu() -> Duration {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
 /// The plain single-thread loop: each document synced into a fresh empty one, in memory.
 /// Loading the appliance's copy is not timed (the reference loop starts from loaded documents).
-fn plain_ingest(docs: &[Derived]) -> Duration {
-    let mut total = Duration::ZERO;
+fn plain_ingest(docs: &[Derived]) -> PlainIngest {
+    let mut wall = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
     for d in docs {
         let mut app = load(&d.bytes);
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), thread_cpu());
         let mut cloud = AutoCommit::new();
         plain_sync(&mut app, sync::State::new(), &mut cloud, sync::State::new());
-        total += t.elapsed();
+        wall += t.elapsed();
+        cpu += thread_cpu().saturating_sub(c);
         assert_eq!(cloud.get_heads(), app.get_heads(), "plain ingest converged");
     }
-    total
+    PlainIngest { wall, cpu }
+}
+
+/// The cloud's CPU per session against the plain loop's, as throughput a cloud could reach with
+/// the machine's cores to itself: `plain CPU per session × cores ÷ cloud CPU per session`
+/// (the plain loop is one thread). The appliances and the database run elsewhere in production.
+fn cpu_ratio(plain: PlainIngest, cloud_s: f64, cores: usize) -> f64 {
+    let plain_s = plain.cpu.as_secs_f64() / INGEST_SESSIONS as f64;
+    let cloud_s = cloud_s / INGEST_SESSIONS as f64;
+    if cloud_s > 0.0 {
+        plain_s * cores as f64 / cloud_s
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The machine's cores (the bench's machines have 2).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// CPU time of this process's threads by role, from /proc (Linux): the cloud's runtime
@@ -724,6 +761,7 @@ fn vigil_ingest(docs: &[Derived], engine: Engine) -> (Duration, BTreeMap<&'stati
             peer_bind: None,
             peers: Vec::new(),
             mdns: false,
+            mdns_interface: None,
             source: SourceConfig::None,
             // The rooms split between the instances, each knowing them all.
             cloud: Some(CloudSettings {
@@ -913,7 +951,8 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
         .map(|i| derive(&built.whole, i))
         .collect();
     let doc_bytes: usize = docs.iter().map(|d| d.bytes.len()).sum();
-    let plain_t = plain_ingest(&docs);
+    let plain = plain_ingest(&docs);
+    let plain_t = plain.wall;
     // Each engine's median run (by wall time), in one process, one after the other.
     let ingests: Vec<(Engine, Duration, BTreeMap<&str, f64>)> =
         [Engine::Sqlite, Engine::Postgres(1), Engine::Postgres(2)]
@@ -961,7 +1000,7 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
         let cloud_s = cpu.get("cloud").copied().unwrap_or(0.0);
         let db_s = cpu.get("postgres").copied().unwrap_or(0.0);
         println!(
-            "| cloud ingest of {INGEST_SESSIONS} sessions ({:.1} MB) from 4 appliances: {} [3] | {}, median of {INGEST_RUNS}; cloud CPU {:.1} ms/session{} | {} (plain single-thread sync loop, in memory; {:.1} ms/session) | {:.2}x | >= 2x |",
+            "| cloud ingest of {INGEST_SESSIONS} sessions ({:.1} MB) from 4 appliances: {} [3] | {}, median of {INGEST_RUNS}; cloud CPU {:.1} ms/session{} | {} (plain single-thread sync loop, in memory; {:.1} ms/session wall, {:.1} ms/session CPU) | {:.2}x wall; {:.2}x by CPU on {} cores [4] | >= 2x |",
             doc_bytes as f64 / 1e6,
             engine.describe(),
             rate(*t),
@@ -976,7 +1015,10 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
             },
             rate(plain_t),
             plain_t.as_secs_f64() * 1e3 / INGEST_SESSIONS as f64,
-            plain_t.as_secs_f64() / t.as_secs_f64()
+            plain.cpu.as_secs_f64() * 1e3 / INGEST_SESSIONS as f64,
+            plain_t.as_secs_f64() / t.as_secs_f64(),
+            cpu_ratio(plain, cloud_s + db_s, cores()),
+            cores()
         );
     }
     println!(
@@ -1006,9 +1048,14 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
             cpu.get("appliances").copied().unwrap_or(0.0),
             cpu.get("other").copied().unwrap_or(0.0),
             t.as_secs_f64(),
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cores()
         );
     }
+    println!(
+        "[4] the sessions per second a cloud with the cores to itself would take (cores ÷ its CPU \
+         per session, the database's included) ÷ the plain loop's on one core (÷ its CPU per \
+         session); the wall ratio is what this machine gave with the appliances on it too"
+    );
 }
 
 /// `VIGIL_BENCH_INGEST=sqlite|postgres|postgres2` runs only the ingest part, once for that
@@ -1026,21 +1073,26 @@ fn ingest_only(built: &Built, which: &str) {
     let docs: Vec<Derived> = (0..INGEST_SESSIONS)
         .map(|i| derive(&built.whole, i))
         .collect();
-    let plain_t = plain_ingest(&docs);
+    let plain = plain_ingest(&docs);
     let (t, cpu) = vigil_ingest(&docs, engine);
     let per = |s: f64| s * 1e3 / INGEST_SESSIONS as f64;
+    let role = |r: &str| cpu.get(r).copied().unwrap_or(0.0);
     println!(
-        "{}: {:.1} sessions/s vs plain {:.1} sessions/s ({:.2}x); cloud CPU {:.1} ms/session, \
-         PostgreSQL {:.1}, appliances {:.1}, other {:.1}; plain {:.1} ms/session",
+        "{}: {:.1} sessions/s vs plain {:.1} sessions/s ({:.2}x wall); CPU ms/session: cloud \
+         {:.1}, PostgreSQL {:.1}, appliances {:.1}, other {:.1}; plain {:.1} wall, {:.1} CPU; \
+         {:.2}x by CPU on {} cores",
         engine.describe(),
         INGEST_SESSIONS as f64 / t.as_secs_f64(),
-        INGEST_SESSIONS as f64 / plain_t.as_secs_f64(),
-        plain_t.as_secs_f64() / t.as_secs_f64(),
-        per(cpu.get("cloud").copied().unwrap_or(0.0)),
-        per(cpu.get("postgres").copied().unwrap_or(0.0)),
-        per(cpu.get("appliances").copied().unwrap_or(0.0)),
-        per(cpu.get("other").copied().unwrap_or(0.0)),
-        per(plain_t.as_secs_f64()),
+        INGEST_SESSIONS as f64 / plain.wall.as_secs_f64(),
+        plain.wall.as_secs_f64() / t.as_secs_f64(),
+        per(role("cloud")),
+        per(role("postgres")),
+        per(role("appliances")),
+        per(role("other")),
+        per(plain.wall.as_secs_f64()),
+        per(plain.cpu.as_secs_f64()),
+        cpu_ratio(plain, role("cloud") + role("postgres"), cores()),
+        cores()
     );
 }
 
