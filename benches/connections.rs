@@ -217,8 +217,11 @@ fn write_config(dir: &Path, rooms: &[(String, String)]) -> PathBuf {
     path
 }
 
+/// One chunk period of vitals as the recorder encodes them: a chunk per channel.
+type Period = Vec<(Channel, Vec<u8>)>;
+
 /// The 10 s of heart rate, SpO2 and pulse each round appends, encoded as the recorder's chunks.
-fn round_chunks(rounds: usize) -> Vec<Vec<(Channel, Vec<u8>)>> {
+fn round_chunks(rounds: usize) -> Vec<Period> {
     let mut patient = common::patient();
     (0..rounds)
         .map(|k| {
@@ -274,7 +277,7 @@ async fn sync_rounds(
     mut peer: Peer,
     mut session: SessionDoc,
     id: String,
-    chunks: Arc<Vec<Vec<(Channel, Vec<u8>)>>>,
+    chunks: Arc<Vec<Period>>,
     start: tokio::time::Instant,
     offset: Duration,
 ) -> (Peer, Result<Vec<Duration>, String>) {
