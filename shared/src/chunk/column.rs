@@ -132,6 +132,31 @@ fn gcd(mut a: u128, mut b: u128) -> u128 {
     a
 }
 
+fn gcd_u64(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The greatest common divisor of the offsets' magnitudes (0 when all are 0). It stops at 1,
+/// which most signals reach within a few samples, and divides in u64 while the numbers fit:
+/// 128-bit division is several times slower, and this runs on every chunk the recorder closes.
+fn common_factor(offsets: &[i128]) -> u128 {
+    let mut factor = 0_u128;
+    for &offset in offsets {
+        let magnitude = offset.unsigned_abs();
+        factor = match (u64::try_from(factor), u64::try_from(magnitude)) {
+            (Ok(a), Ok(b)) => u128::from(gcd_u64(a, b)),
+            _ => gcd(factor, magnitude),
+        };
+        if factor == 1 {
+            break;
+        }
+    }
+    factor
+}
+
 /// Largest quotient magnitude the encoder predicts from with orders above 0: a prediction and
 /// its residual are at most 16 times the largest quotient, which 2^58 keeps within i64, so the
 /// encoder's arithmetic needs no wider type and no checks.
@@ -191,10 +216,7 @@ fn predicted(xs: &[i64]) -> Option<(i64, u64, usize, Vec<i64>)> {
         return None;
     }
     let offsets: Vec<i128> = xs.iter().map(|&x| i128::from(x) - i128::from(x0)).collect();
-    let factor = offsets
-        .iter()
-        .fold(0_u128, |g, &d| gcd(g, d.unsigned_abs()))
-        .max(1);
+    let factor = common_factor(&offsets).max(1);
     let factor_u64 = u64::try_from(factor).ok()?;
     // factor >= 1 and fits an i128 since it divides an offset below 2^65.
     let factor_i = i128::try_from(factor).ok()?;
@@ -316,4 +338,48 @@ pub(super) fn decode(
         xs.push(x);
     }
     Ok(xs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_factors() {
+        let table: &[(&[i128], u128)] = &[
+            (&[0, 0, 0], 0),
+            (&[0, 5, -10, 15], 5),
+            (&[0, 5, -10, 15, 7], 1),
+            (&[0, 1 << 64, -(3 << 64)], 1 << 64),
+            (&[0, 6 << 64, 10], 2),
+        ];
+        for &(offsets, expected) in table {
+            assert_eq!(common_factor(offsets), expected, "{offsets:?}");
+        }
+    }
+
+    /// A column in 5 µV steps with an offset is stored as quotients of 5 from its first value.
+    #[test]
+    fn factor_and_order_are_chosen() {
+        let xs: Vec<i64> = (0..200).map(|k| 3 + 5 * (k * k % 97)).collect();
+        let (x0, factor, _, _) = predicted(&xs).expect("predictable");
+        assert_eq!((x0, factor), (3, 5));
+        let ramp: Vec<i64> = (0..200).map(|k| 7 * k * k).collect();
+        let (_, factor, order, residuals) = predicted(&ramp).expect("predictable");
+        // q_k = k^2: the third difference vanishes; order 4 does as well, and ties go low.
+        assert_eq!((factor, order), (7, 3));
+        assert!(residuals.iter().skip(2).all(|&r| r == 0), "{residuals:?}");
+        for kind in [ColumnKind::Values, ColumnKind::TimeResiduals] {
+            for column in [&xs, &ramp] {
+                let mut bytes = Vec::new();
+                encode(&mut bytes, column, kind);
+                let mut pos = 0;
+                assert_eq!(
+                    decode(&bytes, &mut pos, column.len(), kind).as_ref(),
+                    Ok(column)
+                );
+                assert_eq!(pos, bytes.len());
+            }
+        }
+    }
 }
