@@ -38,8 +38,8 @@
 //! 130 Hz ECG, timed `t0 + floor(k * 1e6 / 130)`) use `rate`. Jittered times (1 Hz readings
 //! stamped on arrival) store each delta's distance from the median delta. Values are grouped by
 //! dimension because a column of similar small differences compresses better than interleaved
-//! ones. The encoder stores bodies raw (see [`Chunk::encode`]); the decoder also reads bodies
-//! compressed with zstd.
+//! ones. The version-1 encoder stores bodies raw (see [`Chunk::encode_v1`]); the decoder also
+//! reads bodies compressed with zstd.
 //!
 //! # Layout, codec version 2
 //!
