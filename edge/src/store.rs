@@ -451,12 +451,15 @@ pub fn stage_samples(
     seq: i64,
     samples: &[Sample],
 ) -> Result<(), StoreError> {
-    // The staging row uses the chunk codec itself: a run of samples is a valid chunk.
+    // The staging row uses the chunk codec itself: a run of samples is a valid chunk. Version 1:
+    // staging rows are local and short-lived (read back when the chunk closes, which is then
+    // encoded in the current version), and v1 costs a fraction of v2's time on the recorder's
+    // path.
     let bytes = Chunk {
         channel,
         samples: samples.to_vec(),
     }
-    .encode()
+    .encode_v1()
     .map_err(|e| StoreError::CorruptDocument {
         id: session_id.to_owned(),
         reason: e.to_string(),
