@@ -17,12 +17,11 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vigil_shared::doc::{DocKind, SiteConfig, SiteConfigDoc, StaffMember};
 
 /// Simulated minutes of the session.
 const SESSION_MIN: u64 = 56;
@@ -34,64 +33,6 @@ const TARGET_MB: f64 = 40.0;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Longest wait after the stop for a reachable cloud to confirm every document.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The release `vigil-edge`, built first (a bench builds only its own target).
-fn edge_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "vigil-edge",
-            "--bin",
-            "vigil-edge",
-        ])
-        .status()
-        .expect("run cargo build");
-    assert!(
-        status.success(),
-        "cargo build --release --bin vigil-edge failed"
-    );
-    let exe = std::env::current_exe().expect("bench executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/release")
-        .join("vigil-edge")
-}
-
-/// The clinician the session's order names, in the appliance's copy of the site's
-/// configuration (as the cloud would have sent it).
-fn seed_staff(db: &Path) {
-    let config = SiteConfig {
-        site: "austin".into(),
-        name: "Austin".into(),
-        region: "central".into(),
-        rooms: vec![],
-        thresholds: vigil_shared::advisory::Thresholds::default(),
-        staff: vec![StaffMember {
-            id: "dr-kim".into(),
-            name: "Dr Kim".into(),
-            role: "clinician".into(),
-            pin_hash: vigil_cloud::auth::hash_password("730461").expect("hash"),
-        }],
-    };
-    let mut doc = SiteConfigDoc::create(&config).expect("site config");
-    std::fs::create_dir_all(db.parent().expect("data dir")).expect("data dir");
-    let mut conn = vigil_edge::store::open_writer(db).expect("appliance database");
-    let tx = vigil_edge::store::write_tx(&mut conn).expect("tx");
-    vigil_edge::store::insert_document(
-        &tx,
-        "austin",
-        DocKind::SiteConfig.as_str(),
-        "austin",
-        &doc.automerge().save(),
-        0,
-    )
-    .expect("insert site config");
-    tx.commit().expect("commit");
-}
 
 /// Resident and high-water memory of a process, MB, from /proc/PID/status.
 fn memory_mb(pid: u32) -> (f64, f64) {
@@ -188,7 +129,14 @@ fn run(edge: &Path, mode: CloudMode) -> Run {
     let mut cloud_section = String::new();
     let mut _cloud = None;
     if mode == CloudMode::None || mode == CloudMode::Unreachable {
-        seed_staff(&data.join(vigil_edge::app::DB_FILE));
+        // The clinician the session's order names, in the appliance's copy of the site's
+        // configuration (as the cloud would have sent it).
+        support::seed_site_config(
+            &data.join(vigil_edge::app::DB_FILE),
+            "austin",
+            &[("dr-kim", "Dr Kim", "clinician", "730461")],
+            |_| {},
+        );
     }
     if mode != CloudMode::None {
         let ca = support::clinic_ca(dir.path());
@@ -335,7 +283,7 @@ fn main() {
         CloudMode::Reachable,
         CloudMode::Unreachable,
     ];
-    let edge = edge_binary();
+    let edge = support::bin("vigil-edge");
     let runs: Vec<Run> = modes.iter().map(|m| run(&edge, *m)).collect();
     println!(
         "appliance memory: one {SESSION_MIN}-minute session with 250 Hz ECG, simulator at \
