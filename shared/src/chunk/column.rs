@@ -220,10 +220,25 @@ fn predicted(xs: &[i64]) -> Option<(i64, u64, usize, Vec<i64>)> {
     let factor_u64 = u64::try_from(factor).ok()?;
     // factor >= 1 and fits an i128 since it divides an offset below 2^65.
     let factor_i = i128::try_from(factor).ok()?;
-    let q: Vec<i64> = offsets
-        .iter()
-        .map(|&d| i64::try_from(d / factor_i).ok())
-        .collect::<Option<_>>()?;
+    // 128-bit division costs tens of nanoseconds a value, on every chunk the recorder closes:
+    // none for a factor of 1 (most signals), 64-bit division where the factor fits.
+    let q: Vec<i64> = match i64::try_from(factor_i) {
+        Ok(1) => offsets
+            .iter()
+            .map(|&d| i64::try_from(d).ok())
+            .collect::<Option<_>>()?,
+        Ok(f) => offsets
+            .iter()
+            .map(|&d| match i64::try_from(d) {
+                Ok(d) => Some(d / f),
+                Err(_) => i64::try_from(d / factor_i).ok(),
+            })
+            .collect::<Option<_>>()?,
+        Err(_) => offsets
+            .iter()
+            .map(|&d| i64::try_from(d / factor_i).ok())
+            .collect::<Option<_>>()?,
+    };
     let max_order = if q.iter().all(|v| v.unsigned_abs() <= MAX_PREDICTED_QUOTIENT) {
         MAX_ORDER
     } else {
