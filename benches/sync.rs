@@ -854,7 +854,7 @@ fn ms(d: Duration) -> String {
 }
 
 /// What the extra minute's samples weigh before any sync: the chunks as the recorder stores
-/// them (zstd inside each chunk), and the raw samples delta-varint encoded, uncompressed and
+/// them (chunk codec v2), and the raw samples delta-varint encoded, uncompressed and
 /// compressed with zstd level 3 in one piece.
 struct MinuteSizes {
     chunks: usize,
@@ -1031,7 +1031,7 @@ fn summary(built: &Built, data: &[(Channel, Vec<Sample>)]) {
     );
     println!(
         "    the extra minute's samples: raw delta-varint {}, + zstd-3 {}; as stored, {} chunks \
-         with zstd inside each: {}",
+         in the chunk codec (v2): {}",
         kb(sizes.raw),
         kb(sizes.raw_zstd),
         sizes.n_chunks,
