@@ -467,14 +467,22 @@ async fn station_refusals() {
     let (desk, desk_csrf) = c.signed_in("desk-lee", DESK_PIN).await;
     let page = c.page(&desk, "/station").await;
     assert!(page.contains("id=\"tile-1\""), "{page}");
-    let res = c.post(&desk, &desk_csrf, "/station/rooms/1/ack", &ack).await;
+    let res = c
+        .post(&desk, &desk_csrf, "/station/rooms/1/ack", &ack)
+        .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "the front desk");
 
     let (nurse, csrf) = c.signed_in("nurse-ana", NURSE_PIN).await;
-    let res = c.post(&nurse, &"0".repeat(64), "/station/rooms/1/ack", &ack).await;
+    let res = c
+        .post(&nurse, &"0".repeat(64), "/station/rooms/1/ack", &ack)
+        .await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN, "a wrong form token");
     let res = c.post(&nurse, &csrf, "/station/rooms/1/ack", &ack).await;
-    assert_eq!(res.status(), StatusCode::CONFLICT, "no session in progress here");
+    assert_eq!(
+        res.status(),
+        StatusCode::CONFLICT,
+        "no session in progress here"
+    );
     let res = c.post(&nurse, &csrf, "/station/rooms/2/ack", &ack).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(
