@@ -236,24 +236,10 @@ async fn another_sites_appliance_is_refused_and_nothing_crosses() {
 
     // An appliance certificate of another clinic's CA, naming austin: refused in the handshake.
     let other = tempfile::tempdir().unwrap();
-    let ca = clinic_ca(other.path());
-    let cert = ca.issue_appliance(&"austin".into(), &"2".into()).unwrap();
-    let files = vigil_edge::sync::CloudSettings {
-        addr: None,
-        addrs: Vec::new(),
-        server_name: "localhost".into(),
-        ca_cert: other.path().join("pki/ca.pem"),
-        cert: cert.cert_path,
-        key: cert.key_path,
-    };
-    let (_, client) = vigil_edge::peer::peer_configs(&files).unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    clinic_ca(other.path());
     let (_, before) = austin.get("/api/v1/status").await;
     let before = before["peers"]["refused"].as_u64().unwrap();
-    let attempt = endpoint
-        .connect_with(client, addr(ports[0]).parse().unwrap(), "vigil-peer")
-        .unwrap()
-        .await;
+    let attempt = connect_as(other.path(), "austin", "2", ports[0]).await;
     assert!(attempt.is_err(), "a certificate of another CA got through");
     eventually(
         Duration::from_secs(10),
@@ -535,7 +521,12 @@ async fn rooms_that_know_no_addresses_find_each_other_by_mdns_on_the_loopback_in
 }
 
 /// Connects to `port` as appliance `site`/`room` of the CA in `dir/pki`.
-async fn connect_as(dir: &std::path::Path, site: &str, room: &str, port: u16) -> quinn::Connection {
+async fn connect_as(
+    dir: &std::path::Path,
+    site: &str,
+    room: &str,
+    port: u16,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let ca = vigil_cloud::pki::Ca::load(&dir.join("pki")).unwrap();
     let cert = ca.issue_appliance(&site.into(), &room.into()).unwrap();
     let files = vigil_edge::sync::CloudSettings {
@@ -552,7 +543,6 @@ async fn connect_as(dir: &std::path::Path, site: &str, room: &str, port: u16) ->
         .connect_with(client, addr(port).parse().unwrap(), "vigil-peer")
         .unwrap()
         .await
-        .unwrap()
 }
 
 /// Why the appliance closed a connection: (code, reason).
@@ -574,7 +564,7 @@ async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     let dir = site.dir.path();
 
     // A live frame that claims 4 GiB.
-    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();
     let mut live = conn.open_uni().await.unwrap();
     live.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     let (code, why) = closed_with(&conn).await;
@@ -582,7 +572,7 @@ async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     assert!(why.contains("over the"), "{why}");
 
     // A live frame that is not JSON.
-    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();
     let mut live = conn.open_uni().await.unwrap();
     live.write_all(&[0, 0, 0, 4, b'{', b'{', b'{', b'{'])
         .await
@@ -591,7 +581,7 @@ async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     assert_eq!(code, u64::from(RejectCode::Malformed.code()), "{why}");
 
     // A session document offered by a peer: sessions are their room's.
-    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     let offer = Message::Sync {
         seq: 1,
@@ -611,7 +601,7 @@ async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     );
 
     // A stream of an unknown kind.
-    let conn = connect_as(dir, "austin", "3", ports[0]).await;
+    let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
     send.write_all(&[9, 1, 2, 3]).await.unwrap();
     let (code, why) = closed_with(&conn).await;

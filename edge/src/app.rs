@@ -340,10 +340,18 @@ impl Appliance {
             pins,
         });
         let recorder = Handle::new(commands);
+        let room_status = status.clone();
         tasks.push(tokio::spawn(station::publish_loop(
             station.clone(),
             db_path.clone(),
-            status.clone(),
+            move || {
+                let s = room_status.lock().ok()?;
+                Some(station::Snapshot {
+                    room: s.room.clone(),
+                    now_us: s.now_us,
+                    recorder: s.recorder.clone(),
+                })
+            },
         )));
         let peers = match (&config.cloud, config.peer_settings()) {
             (Some(files), settings) if settings.enabled() => {

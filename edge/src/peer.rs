@@ -493,7 +493,12 @@ impl Peers {
     ) -> Result<(Arc<Peers>, Vec<tokio::task::JoinHandle<()>>), SetupError> {
         let (server, client) = peer_configs(files)?;
         let endpoint = match settings.bind {
-            Some(bind) => Endpoint::server(server, bind).map_err(SetupError::Socket)?,
+            Some(bind) => Endpoint::server(server, bind).map_err(|e| {
+                SetupError::Socket(std::io::Error::new(
+                    e.kind(),
+                    format!("peer_bind {bind}: {e}"),
+                ))
+            })?,
             None => {
                 Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(SetupError::Socket)?
             }

@@ -276,21 +276,21 @@ impl Station {
 /// `infusing` while the pump runs; `recovering` after it stopped, until the discharge.
 pub fn read_room(
     conn: &rusqlite::Connection,
-    status: &crate::web::Status,
+    now: &Snapshot,
 ) -> Result<RoomLive, crate::recorder::RecorderError> {
     use vigil_shared::doc::{DoseAction, PatientDoc, SessionDoc, SessionState};
     use vigil_shared::vitals::Channel;
 
-    let value = |c: Channel| status.recorder.last.get(&c).map(|s| s.v[0]);
+    let recorder = &now.recorder;
+    let value = |c: Channel| recorder.last.get(&c).map(|s| s.v[0]);
     let mut live = RoomLive {
-        room: status.room.clone(),
+        room: now.room.clone(),
         state: "free".into(),
-        at_us: status.now_us,
+        at_us: now.now_us,
         hr: value(Channel::Hr),
         spo2: value(Channel::Spo2),
         temp_centi_c: value(Channel::Temp),
-        bp: status
-            .recorder
+        bp: recorder
             .last
             .get(&Channel::Nibp)
             .map(|s| (s.v[0], s.v[1], s.t_us)),
@@ -301,12 +301,7 @@ pub fn read_room(
         .into_iter()
         .next()
         .map(|r| r.id);
-    let shown = status
-        .recorder
-        .session
-        .as_ref()
-        .map(|s| s.id.clone())
-        .or(newest);
+    let shown = recorder.session.as_ref().map(|s| s.id.clone()).or(newest);
     let Some(id) = shown else {
         return Ok(live);
     };
@@ -376,15 +371,26 @@ pub fn initials(given: &str, family: &str) -> String {
         .collect()
 }
 
-/// Publishes this room's state once a second, and keeps the site's rooms (from its
-/// configuration) on the station, until the appliance stops.
+/// The room as its recorder last reported it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The room.
+    pub room: String,
+    /// The appliance clock, µs.
+    pub now_us: i64,
+    /// The recorder's status: live values, the session recording.
+    pub recorder: crate::recorder::RecorderStatus,
+}
+
+/// Publishes this room's state once a second, from `snapshot` and the database, and keeps the
+/// site's rooms (from its configuration) on the station, until the appliance stops.
 pub async fn publish_loop(
     station: Arc<Station>,
     db_path: std::path::PathBuf,
-    status: Arc<Mutex<crate::web::Status>>,
+    snapshot: impl Fn() -> Option<Snapshot> + Send + 'static,
 ) {
     loop {
-        let (path, status_now) = (db_path.clone(), status.lock().map(|s| s.clone()).ok());
+        let (path, status_now) = (db_path.clone(), snapshot());
         let site = station.site.clone();
         let read = tokio::task::spawn_blocking(move || {
             let status = status_now?;
