@@ -16,6 +16,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -33,19 +35,6 @@ const TARGET_MB: f64 = 40.0;
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// Longest wait after the stop for a reachable cloud to confirm every document.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Resident and high-water memory of a process, MB, from /proc/PID/status.
-fn memory_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// Waits for a `name: value` line on the process's standard output.
 fn wait_for(lines: &mut impl Iterator<Item = String>, name: &str) -> String {
@@ -183,7 +172,7 @@ fn run(edge: &Path, mode: CloudMode) -> Run {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     std::thread::sleep(Duration::from_secs(2));
-    let (idle_mb, _) = memory_mb(pid);
+    let (idle_mb, _) = common::memory_mb(pid);
     let session = runtime.block_on(async {
         let patient = api
             .post(
@@ -217,12 +206,12 @@ fn run(edge: &Path, mode: CloudMode) -> Run {
     let mut peak_mb = idle_mb;
     while start.elapsed() < wall {
         std::thread::sleep(SAMPLE_EVERY);
-        peak_mb = peak_mb.max(memory_mb(pid).0);
+        peak_mb = peak_mb.max(common::memory_mb(pid).0);
     }
     runtime.block_on(api.post(&format!("/api/v1/sessions/{id}/stop"), &json!({})));
     for _ in 0..20 {
         std::thread::sleep(SAMPLE_EVERY);
-        peak_mb = peak_mb.max(memory_mb(pid).0);
+        peak_mb = peak_mb.max(common::memory_mb(pid).0);
     }
     let sync_status = || runtime.block_on(api.get("/api/v1/status"))["sync"].clone();
     if mode == CloudMode::Reachable {
@@ -231,11 +220,11 @@ fn run(edge: &Path, mode: CloudMode) -> Run {
         let drain = Instant::now();
         while sync_status()["docs_waiting"] != json!(0) && drain.elapsed() < DRAIN_TIMEOUT {
             std::thread::sleep(SAMPLE_EVERY);
-            peak_mb = peak_mb.max(memory_mb(pid).0);
+            peak_mb = peak_mb.max(common::memory_mb(pid).0);
         }
     }
     let sync = sync_status();
-    let (end_mb, hwm_mb) = memory_mb(pid);
+    let (end_mb, hwm_mb) = common::memory_mb(pid);
     let summary = runtime.block_on(api.get(&format!("/api/v1/sessions/{id}")));
     let samples: u64 = summary["channels"].as_object().map_or(0, |m| {
         m.values().filter_map(|c| c["samples"].as_u64()).sum()

@@ -144,19 +144,6 @@ fn cpu_s(pid: u32, ticks_per_s: f64) -> f64 {
     (ticks(11) + ticks(12)) / ticks_per_s
 }
 
-/// Resident and high-water memory of process `pid`, MB, from /proc/PID/status.
-fn memory_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// The cloud's own figures from `/metrics`: appliances connected, connections refused.
 async fn cloud_gauges(api: &str) -> (u64, u64) {
     let text = match reqwest::get(format!("{api}/metrics")).await {
@@ -358,7 +345,7 @@ fn main() {
     let idle_cpu_before = cpu_s(pid, ticks);
     std::thread::sleep(IDLE_WINDOW);
     let idle_cpu_per_min = (cpu_s(pid, ticks) - idle_cpu_before) * 60.0 / IDLE_WINDOW.as_secs_f64();
-    let (idle_mb, _) = memory_mb(pid);
+    let (idle_mb, _) = common::memory_mb(pid);
 
     // Connect every appliance, a few handshakes at a time, and upload its first documents.
     let dir_path: Arc<Path> = Arc::from(dir.path());
@@ -393,7 +380,7 @@ fn main() {
     });
     let connect_s = connecting.elapsed();
     let connect_cpu = cpu_s(pid, ticks) - cpu_before_connect;
-    let (connected_mb, _) = memory_mb(pid);
+    let (connected_mb, _) = common::memory_mb(pid);
     let refused = failures
         .iter()
         .filter(|f| f.starts_with("connect "))
@@ -441,7 +428,7 @@ fn main() {
                     None => break,
                 },
                 _ = sampler.tick() => {
-                    peak_mb = peak_mb.max(memory_mb(pid).0);
+                    peak_mb = peak_mb.max(common::memory_mb(pid).0);
                     // Halfway through, the cloud's own count of what it holds.
                     if !sampled_gauge && start.elapsed() >= ROUND_PERIOD * rounds as u32 / 2 {
                         mid_gauge = cloud_gauges(&api).await;
@@ -453,7 +440,7 @@ fn main() {
     });
     let rounds_s = rounds_began.elapsed();
     let busy_cpu = cpu_s(pid, ticks) - cpu_before;
-    let (end_mb, hwm_mb) = memory_mb(pid);
+    let (end_mb, hwm_mb) = common::memory_mb(pid);
     let still_open = peers
         .iter()
         .filter(|p| p.conn.close_reason().is_none())

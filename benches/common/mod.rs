@@ -45,3 +45,16 @@ pub fn meta(id: &str) -> SessionMeta {
         ..fixtures::session_meta(id, "austin", "1", ORIGIN_US)
     }
 }
+
+/// Resident and high-water memory of process `pid`, MB, from /proc/PID/status.
+pub fn memory_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}

@@ -297,11 +297,13 @@ pub fn read_room(
         ..RoomLive::default()
     };
     // The session shown: the one recording, else the newest.
-    let newest = crate::store::sessions(conn)?
-        .into_iter()
-        .next()
-        .map(|r| r.id);
-    let shown = recorder.session.as_ref().map(|s| s.id.clone()).or(newest);
+    let shown = match &recorder.session {
+        Some(active) => Some(active.id.clone()),
+        None => crate::store::sessions(conn)?
+            .into_iter()
+            .next()
+            .map(|r| r.id),
+    };
     let Some(id) = shown else {
         return Ok(live);
     };
