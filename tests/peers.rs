@@ -56,6 +56,21 @@ fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// Registers a patient named `given` in `from` and waits up to `within` for `to` to hold it;
+/// its id.
+async fn registered_and_found(
+    (from, to): (&Http, &Http),
+    given: &str,
+    within: Duration,
+    what: &str,
+) -> String {
+    let (st, p) = from.post("/api/v1/patients", &patient_body(given)).await;
+    assert_eq!(st, 201, "{p}");
+    let id = p["id"].as_str().unwrap().to_owned();
+    eventually(within, what, || patient(to, &id)).await;
+    id
+}
+
 fn medications(p: &Value) -> Vec<String> {
     p["medications"]
         .as_array()
@@ -87,13 +102,11 @@ async fn a_patient_registered_in_one_room_is_found_in_the_other_with_the_cloud_c
     site.peered(1, 0).await;
     let (r1, r2) = (&site.rooms[0].http, &site.rooms[1].http);
 
-    let (st, p) = r1.post("/api/v1/patients", &patient_body("Peer")).await;
-    assert_eq!(st, 201, "{p}");
-    let id = p["id"].as_str().unwrap().to_owned();
-    eventually(
+    let id = registered_and_found(
+        (r1, r2),
+        "Peer",
         Duration::from_secs(2),
         "room 2 to find the patient registered in room 1",
-        || patient(r2, &id),
     )
     .await;
     let (st, session) = r2
@@ -506,16 +519,11 @@ async fn rooms_that_know_no_addresses_find_each_other_by_mdns_on_the_loopback_in
     .await;
     site.peered(0, 1).await;
     site.peered(1, 0).await;
-    let (st, p) = site.rooms[1]
-        .http
-        .post("/api/v1/patients", &patient_body("Mdns"))
-        .await;
-    assert_eq!(st, 201, "{p}");
-    let id = p["id"].as_str().unwrap().to_owned();
-    eventually(
+    registered_and_found(
+        (&site.rooms[1].http, &site.rooms[0].http),
+        "Mdns",
         Duration::from_secs(10),
         "room 1 to find room 2's patient",
-        || patient(&site.rooms[0].http, &id),
     )
     .await;
 }
@@ -613,15 +621,11 @@ async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
         .get("/api/v1/sessions/7d1e0c3a-0000-4000-8000-000000000001")
         .await;
     assert_eq!(st, 404);
-    let (_, p) = site.rooms[1]
-        .http
-        .post("/api/v1/patients", &patient_body("After"))
-        .await;
-    let id = p["id"].as_str().unwrap().to_owned();
-    eventually(
+    registered_and_found(
+        (&site.rooms[1].http, &site.rooms[0].http),
+        "After",
         Duration::from_secs(10),
         "room 1 to still sync with room 2",
-        || patient(&site.rooms[0].http, &id),
     )
     .await;
 }
