@@ -445,7 +445,7 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     }
     // The ledger before the discharge: the dose the pump gave, then the rest wasted with a
     // witness, and the session is accounted for.
-    a.click("#confirm-given").await;
+    a.submit("#confirm-given").await;
     a.wait_text("#ledger-session", "unaccounted for").await;
     a.goto(&format!("{session_url}/after")).await;
     a.wait_for("#discharge").await;
@@ -462,8 +462,9 @@ async fn room_screen_from_check_in_to_discharge_offline_then_synced() {
     a.type_into("#waste-reason", "remainder of the bag").await;
     a.click("#waste-witness option[value='dr-kim']").await;
     a.type_into("#waste-witness-pin", CLINICIAN_PIN).await;
-    a.click("#record-waste").await;
-    a.wait_text("#ledger-session", "accounted for").await;
+    a.submit("#record-waste").await;
+    let ledger = a.wait_text("#ledger-session", "accounted for").await;
+    assert!(!ledger.contains("unaccounted"), "{ledger}");
     a.screenshot("room-07c-ledger-reconciled").await;
 
     // After: discharge refuses while anything is missing, the observation time included.

@@ -215,6 +215,36 @@ impl Browser {
             .await;
     }
 
+    /// Clicks a button that submits a form and waits until the browser shows the page that
+    /// answered it. Waiting for a text instead can match the old page (its ledger line already
+    /// says "unaccounted for"), and a navigation started next can then lose the race to the
+    /// form's own redirect.
+    pub async fn submit(&self, css: &str) {
+        let mark = "window.__vigil_before_submit = true; return true;";
+        self.cmd("POST", "/execute/sync", json!({"script": mark, "args": []}))
+            .await;
+        self.click(css).await;
+        let answered =
+            "return document.readyState === 'complete' && !window.__vigil_before_submit;";
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self
+            .cmd(
+                "POST",
+                "/execute/sync",
+                json!({"script": answered, "args": []}),
+            )
+            .await
+            != Value::Bool(true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "waited for the answer to {css} at {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/clear"), json!({}))
