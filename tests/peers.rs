@@ -7,6 +7,8 @@
 //!   the cloud holds one merged patient.
 //! - A florida appliance calling an austin one is refused on both sides, and nothing of
 //!   either site crosses.
+//! - An appliance whose certificate IT revokes is refused by its peers once the cloud sends
+//!   the site's configuration: the open link closes, and its patients stop crossing.
 //! - A peer killed mid-stream shows offline on the other room's station within 5 s and online
 //!   again when it restarts.
 //! - Peer sync while the link between the rooms loses packets and flaps: nothing lost, nothing
@@ -265,6 +267,81 @@ async fn another_sites_appliance_is_refused_and_nothing_crosses() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_appliance_whose_certificate_is_revoked_is_refused_by_its_peers() {
+    let (site, _) = austin_pair(true, false).await;
+    site.peered(0, 1).await;
+    let (r1, r2) = (&site.rooms[0].http, &site.rooms[1].http);
+    registered_and_found(
+        (r2, r1),
+        "Before",
+        Duration::from_secs(10),
+        "room 1 to hold room 2's patient before the revocation",
+    )
+    .await;
+
+    // IT revokes room 2's box (stolen, say) as README says: `vigil-cloud pki revoke`.
+    let config = std::fs::read_to_string(&site.rooms[1].config).unwrap();
+    let cert = config
+        .lines()
+        .find_map(|l| l.strip_prefix("cert = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("room 2's certificate path in its config");
+    let pki = site.dir.path().join("pki");
+    let out = std::process::Command::new(bin("vigil-cloud"))
+        .args([
+            "pki",
+            "revoke",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--cert",
+            cert,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The cloud puts the revocation in the site's configuration, room 1 receives it and closes
+    // the link, and refuses room 2's calls from then on, saying why.
+    let status = eventually(
+        Duration::from_secs(30),
+        "room 1 to refuse room 2's revoked certificate",
+        || async {
+            let (_, s) = r1.get("/api/v1/status").await;
+            let why = s["peers"]["last_refusal"].as_str().unwrap_or("");
+            (why.contains("appliance austin/2's certificate") && why.contains("was revoked at"))
+                .then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(status["peers"]["rooms"], json!({}), "no link: {status}");
+    let refused = status["peers"]["refused"].as_u64().unwrap();
+    let (st, p) = r2.post("/api/v1/patients", &patient_body("After")).await;
+    assert_eq!(st, 201, "the revoked box still records: {p}");
+    let after = p["id"].as_str().unwrap();
+    // Room 2 calls again every second or so; each call is refused and nothing crosses.
+    eventually(
+        Duration::from_secs(15),
+        "room 2's next call to be refused",
+        || async {
+            let (_, s) = r1.get("/api/v1/status").await;
+            (s["peers"]["refused"].as_u64().unwrap() > refused).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        patient(r1, after).await.is_none(),
+        "a patient of the revoked appliance reached room 1"
+    );
+    let (_, s) = r1.get("/api/v1/status").await;
+    assert_eq!(s["peers"]["rooms"], json!({}), "no link: {s}");
 }
 
 /// The station page as `cookie` sees it.

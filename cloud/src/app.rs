@@ -152,6 +152,11 @@ impl Cloud {
         let mut tasks = vec![
             tokio::spawn(server.clone().serve(endpoint.clone())),
             tokio::spawn(server.clone().sweep_certificates(CERTIFICATE_SWEEP)),
+            tokio::spawn(server.clone().publish_revocations(
+                CERTIFICATE_SWEEP,
+                config.pki.crl.clone(),
+                config.sites.iter().map(|s| s.id.clone()).collect(),
+            )),
         ];
         tasks.push(tokio::spawn(watch_crl(
             config.clone(),

@@ -1016,10 +1016,24 @@ pub fn verify_issued_by(ca_der: &[u8], cert_der: &[u8]) -> Result<(), PkiError> 
 
 /// The serials a CRL (DER) lists, in its order.
 pub fn crl_serials(crl_der: &[u8]) -> Result<Vec<Serial>, PkiError> {
+    Ok(crl_revocations(crl_der)?
+        .into_iter()
+        .map(|(serial, _)| serial)
+        .collect())
+}
+
+/// The serials a CRL (DER) lists, each with its revocation time in µs since the epoch.
+pub fn crl_revocations(crl_der: &[u8]) -> Result<Vec<(Serial, i64)>, PkiError> {
     let crl = parse_crl(crl_der).map_err(PkiError::ParseCert)?;
     Ok(crl
         .iter_revoked_certificates()
-        .map(|revoked| Serial::from_bytes(revoked.raw_serial()))
+        .map(|revoked| {
+            let at_us = revoked
+                .revocation_date
+                .timestamp()
+                .saturating_mul(1_000_000);
+            (Serial::from_bytes(revoked.raw_serial()), at_us)
+        })
         .collect())
 }
 

@@ -199,6 +199,26 @@ pub fn set_time_zone(
     edit_site_config(store, site, now_us, |doc| Ok(doc.set_time_zone(zone)?))
 }
 
+/// Adds revoked certificates (serial and when) to a site's configuration, so its appliances
+/// refuse them as peers; commits, and returns `true`, only when one is new to the site.
+pub fn add_revoked_certificates(
+    store: &CloudStore,
+    site: &str,
+    revoked: &std::collections::BTreeMap<String, i64>,
+    now_us: i64,
+) -> Result<bool, StaffError> {
+    let Some(stored) = store.load_document(site)? else {
+        return Err(StaffError::NoSite(site.to_owned()));
+    };
+    let current = SiteConfigDoc::from_automerge(stored.doc)?.revoked_certificates()?;
+    if revoked.keys().all(|serial| current.contains_key(serial)) {
+        return Ok(false);
+    }
+    edit_site_config(store, site, now_us, |doc| {
+        Ok(doc.add_revoked_certificates(revoked)?)
+    })
+}
+
 /// Default lifetime of an appliance API token: a quarter, so a forgotten integration stops
 /// on its own.
 pub const DEFAULT_TOKEN_DAYS: u32 = 90;

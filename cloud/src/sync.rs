@@ -1146,6 +1146,69 @@ impl SyncServer {
         }
     }
 
+    /// Every few seconds: writes into each of `sites`' configuration every certificate that
+    /// may no longer connect (from the store, on every instance) and every serial of the CRL
+    /// file at `crl` (a manual `pki revoke`), and offers the changed configuration to the
+    /// site's connected appliances, which then refuse those certificates as peers. Runs until
+    /// the process ends.
+    pub async fn publish_revocations(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        crl: std::path::PathBuf,
+        sites: Vec<String>,
+    ) {
+        loop {
+            tokio::time::sleep(every).await;
+            let store = self.store.clone();
+            let crl = crl.clone();
+            let sites = sites.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let now = now_us();
+                let refused = store.refused_certificates(now).map_err(|e| e.to_string())?;
+                // A CRL that cannot be read (being rewritten, or absent) adds nothing this time.
+                let from_crl = crate::pki::read_crl_file(&crl)
+                    .and_then(|der| crate::pki::crl_revocations(&der))
+                    .unwrap_or_default();
+                let mut changed = Vec::new();
+                for site in sites {
+                    let mut revoked: std::collections::BTreeMap<String, i64> = refused
+                        .iter()
+                        .filter(|(s, _, _)| *s == site)
+                        .map(|(_, serial, at)| (serial.clone(), *at))
+                        .collect();
+                    for (serial, at) in &from_crl {
+                        revoked.entry(serial.to_string()).or_insert(*at);
+                    }
+                    if revoked.is_empty() {
+                        continue;
+                    }
+                    match crate::staff::add_revoked_certificates(&store, &site, &revoked, now) {
+                        Ok(true) => changed.push(site),
+                        Ok(false) => {}
+                        Err(e) => return Err(format!("site {site}: {e}")),
+                    }
+                }
+                Ok::<_, String>(changed)
+            })
+            .await;
+            match result {
+                Ok(Ok(changed)) => {
+                    for site in changed {
+                        tracing::info!(%site, "revoked certificates sent to the site's appliances");
+                        self.changed_elsewhere(DocChange {
+                            id: site.clone(),
+                            kind: DocKind::SiteConfig,
+                            site,
+                        })
+                        .await;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "publishing revoked certificates failed"),
+                Err(e) => tracing::warn!(error = %e, "publishing revoked certificates failed"),
+            }
+        }
+    }
+
     /// Offers the site's patient, site-config and (protocol 2) ledger documents: all of them on
     /// connect, then each one another appliance changes.
     async fn push_loop(self: Arc<Self>, conn: Connection, who: ApplianceIdentity, version: u16) {

@@ -5,7 +5,9 @@
 //!   the appliance certificates the cloud issued: each side verifies the other's chain against
 //!   the clinic CA as an appliance (client-authentication) certificate, then reads the site
 //!   and room it names. Another site's appliance is refused before a byte of data crosses, and
-//!   the refusal is logged and audited; so is every connection accepted. Where peers come from
+//!   so is a certificate the cloud revoked (the site configuration lists them; an open link
+//!   closes within [`REVOCATION_CHECK`] of the list arriving). Every refusal is logged and
+//!   audited; so is every connection accepted. Where peers come from
 //!   (`peers = [...]` in `edge.toml`, or mDNS on the LAN: [`MDNS_SERVICE`]) decides only whom
 //!   to call; the certificate decides who is accepted.
 //! - **What.** Patients and the site's ledger: the documents several rooms write. The same
@@ -39,7 +41,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
-use vigil_shared::doc::{DocKind, SessionDoc, SessionState};
+use vigil_shared::doc::{DocKind, SessionDoc, SessionState, SiteConfigDoc, serial_hex};
 use vigil_shared::wire::{FrameDecoder, RejectCode, SeqCounter};
 
 use crate::audit::{AuditLog, Entry};
@@ -56,6 +58,9 @@ pub const PEER_ALPN: &[u8] = b"vigil-peer/1";
 
 /// The UDP port appliances listen on for their site's peers unless configured otherwise.
 pub const DEFAULT_PEER_PORT: u16 = 4434;
+
+/// How often an open link's certificate is checked against the site's revoked certificates.
+const REVOCATION_CHECK: Duration = Duration::from_secs(2);
 
 /// The mDNS service type appliances announce and look for.
 pub const MDNS_SERVICE: &str = "_vigil._udp.local.";
@@ -167,10 +172,11 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// The appliance at the other end, and a fingerprint of its certificate (a replaced box has a
-/// new one).
-fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64), String> {
+/// The appliance at the other end, a fingerprint of its certificate (a replaced box has a
+/// new one) and the certificate's serial ([`serial_hex`]).
+fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64, String), String> {
     use std::hash::{Hash, Hasher};
+    use x509_parser::prelude::FromDer;
     let certs = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -178,7 +184,10 @@ fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64), String> {
     let leaf = certs.first().ok_or("no certificate")?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     leaf.as_ref().hash(&mut h);
-    Ok((appliance_of(leaf)?, h.finish()))
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(leaf)
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let serial = serial_hex(parsed.tbs_certificate.raw_serial());
+    Ok((appliance_of(leaf)?, h.finish(), serial))
 }
 
 /// Checks a peer's certificate as an appliance certificate of the clinic CA whichever side of
@@ -433,7 +442,7 @@ pub struct PeerStatus {
     pub listen: Option<String>,
     /// Connected rooms.
     pub rooms: BTreeMap<String, LinkStatus>,
-    /// Connections refused (another site, an unreadable certificate, the same room).
+    /// Connections refused (another site, an unreadable or revoked certificate).
     pub refused: u64,
     /// The last refusal.
     pub last_refusal: Option<String>,
@@ -663,7 +672,7 @@ impl Peers {
     /// Checks who the other end is, keeps one connection per room, and serves it.
     async fn run_link(self: Arc<Self>, conn: Connection, dialled: bool) {
         let addr = conn.remote_address();
-        let (them, cert) = match appliance_of_conn(&conn) {
+        let (them, cert, serial) = match appliance_of_conn(&conn) {
             Ok(a) => a,
             Err(why) => {
                 conn.close(
@@ -679,6 +688,14 @@ impl Peers {
                 "appliance {them} is not of site {}; peers sync only within a site",
                 self.me.site
             );
+            conn.close(
+                u32::from(RejectCode::Forbidden.code()).into(),
+                why.as_bytes(),
+            );
+            self.refuse(addr, &why).await;
+            return;
+        }
+        if let Some(why) = self.revocation(&them, &serial).await {
             conn.close(
                 u32::from(RejectCode::Forbidden.code()).into(),
                 why.as_bytes(),
@@ -747,6 +764,10 @@ impl Peers {
                 format!("{}#{cert:x}", them.room),
             )),
             tokio::spawn(self.clone().answer_streams(conn.clone(), them.clone())),
+            tokio::spawn(
+                self.clone()
+                    .watch_revocation(conn.clone(), them.clone(), serial),
+            ),
         ];
         let reason = conn.closed().await;
         for t in tasks {
@@ -761,6 +782,51 @@ impl Peers {
             self.cx.station.lost(&them.room, self.cx.clock.now_us());
         }
         tracing::info!(peer = %them, %reason, "peer disconnected");
+    }
+
+    /// Why the peer `them`, whose certificate has `serial`, may not connect, if the site
+    /// configuration the cloud last sent revokes that certificate. The check fails closed:
+    /// a configuration that cannot be read refuses every peer until it can.
+    async fn revocation(&self, them: &Appliance, serial: &str) -> Option<String> {
+        let site = self.me.site.clone();
+        let revoked = self
+            .cx
+            .db
+            .with_reader(move |db| store::load_typed::<SiteConfigDoc>(db, &site))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|doc| match doc {
+                Some(doc) => doc.revoked_certificates().map_err(|e| e.to_string()),
+                // Before the first sync with the cloud nothing is known to be revoked.
+                None => Ok(BTreeMap::new()),
+            });
+        match revoked {
+            Ok(revoked) => revoked.get(serial).map(|at_us| {
+                format!(
+                    "appliance {them}'s certificate {serial} was revoked at {}",
+                    vigil_shared::zone::rfc3339_utc(*at_us)
+                )
+            }),
+            Err(e) => Some(format!(
+                "the site's revoked certificates cannot be read ({e}); refusing peers until \
+                 they can"
+            )),
+        }
+    }
+
+    /// Closes the link to `them` as soon as the cloud revokes its certificate.
+    async fn watch_revocation(self: Arc<Self>, conn: Connection, them: Appliance, serial: String) {
+        loop {
+            tokio::time::sleep(REVOCATION_CHECK).await;
+            if let Some(why) = self.revocation(&them, &serial).await {
+                conn.close(
+                    u32::from(RejectCode::Forbidden.code()).into(),
+                    why.as_bytes(),
+                );
+                self.refuse(conn.remote_address(), &why).await;
+                return;
+            }
+        }
     }
 
     /// This room's live frames, on one stream, for as long as the connection lasts.

@@ -759,6 +759,7 @@ pub fn validate_document(doc: &AutoCommit, kind: DocKind) -> Result<DocHeader, D
                 )?;
             }
             read_api_tokens(doc)?;
+            read_revoked_certificates(doc)?;
             if doc.get(automerge::ROOT, TIME_ZONE_KEY)?.is_some() {
                 hydrate_prop::<_, String, _, _>(doc, automerge::ROOT, TIME_ZONE_KEY)?;
             }
@@ -1279,6 +1280,68 @@ impl SiteConfigDoc {
             return Err(e.into());
         }
         Ok(())
+    }
+}
+
+/// Root key of the clinic's revoked certificates (absent: none).
+pub const REVOKED_CERTIFICATES_KEY: &str = "revoked_certificates";
+
+/// A certificate serial as the site configuration keys it: lowercase hex of its big-endian
+/// bytes without leading zero bytes (`00` for zero), so one number has one spelling.
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    if start == bytes.len() {
+        return "00".into();
+    }
+    bytes[start..].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_revoked_certificates(doc: &AutoCommit) -> Result<BTreeMap<String, i64>, DocError> {
+    if doc
+        .get(automerge::ROOT, REVOKED_CERTIFICATES_KEY)?
+        .is_none()
+    {
+        return Ok(BTreeMap::new());
+    }
+    Ok(hydrate_prop(
+        doc,
+        automerge::ROOT,
+        REVOKED_CERTIFICATES_KEY,
+    )?)
+}
+
+impl SiteConfigDoc {
+    /// The clinic's revoked certificates, by serial ([`serial_hex`]), each with when it was
+    /// revoked (µs). The cloud writes them so that appliances refuse a revoked appliance as
+    /// a peer, as the cloud itself does.
+    pub fn revoked_certificates(&self) -> Result<BTreeMap<String, i64>, DocError> {
+        read_revoked_certificates(&self.doc)
+    }
+
+    /// Adds revocations to the list, keeping every one already there (a revocation is never
+    /// undone); `true` if any was new. On error the document is unchanged.
+    pub fn add_revoked_certificates(
+        &mut self,
+        revoked: &BTreeMap<String, i64>,
+    ) -> Result<bool, DocError> {
+        let mut all = self.revoked_certificates()?;
+        let before = all.len();
+        for (serial, at_us) in revoked {
+            all.entry(serial.clone()).or_insert(*at_us);
+        }
+        if all.len() == before {
+            return Ok(false);
+        }
+        if let Err(e) = reconcile_prop(
+            &mut self.doc,
+            automerge::ROOT,
+            REVOKED_CERTIFICATES_KEY,
+            &all,
+        ) {
+            self.doc.rollback();
+            return Err(e.into());
+        }
+        Ok(true)
     }
 }
 
@@ -1896,11 +1959,32 @@ mod tests {
         let tokens = room.api_tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert!(tokens[0].revoked);
+        // Revoked certificates: added, never removed, merged into a room's copy.
+        assert!(room.revoked_certificates().unwrap().is_empty());
+        let first = BTreeMap::from([("0a1b".to_owned(), 5)]);
+        assert!(d.add_revoked_certificates(&first).unwrap());
+        assert!(!d.add_revoked_certificates(&first).unwrap(), "nothing new");
+        let later = BTreeMap::from([("0a1b".to_owned(), 9), ("ff".to_owned(), 7)]);
+        assert!(d.add_revoked_certificates(&later).unwrap());
+        room.automerge().merge(d.automerge()).unwrap();
+        assert_eq!(
+            room.revoked_certificates().unwrap(),
+            BTreeMap::from([("0a1b".to_owned(), 5), ("ff".to_owned(), 7)]),
+            "the first revocation time stays"
+        );
         validate_document(
             &AutoCommit::load(&room.automerge().save()).unwrap(),
             DocKind::SiteConfig,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn serials_have_one_spelling() {
+        assert_eq!(serial_hex(&[0, 0, 0x0a, 0xff]), "0aff");
+        assert_eq!(serial_hex(&[0x7f, 0x01]), "7f01");
+        assert_eq!(serial_hex(&[0, 0]), "00");
+        assert_eq!(serial_hex(&[]), "00");
     }
 
     #[test]

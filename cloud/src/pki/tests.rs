@@ -256,6 +256,14 @@ fn revocations_land_in_the_signed_crl() {
         crl_serials(&read_crl()).unwrap(),
         vec![first.serial.clone(), second.serial.clone()]
     );
+    // Each with its revocation time, as revoked.txt has it (whole seconds).
+    let listed: Vec<(Serial, i64)> = ca
+        .revoked()
+        .unwrap()
+        .into_iter()
+        .map(|(serial, at)| (serial, at.unix_timestamp() * 1_000_000))
+        .collect();
+    assert_eq!(crl_revocations(&read_crl()).unwrap(), listed);
     // Every re-signing increases the CRL number: init, three revocations.
     assert_eq!(crl_number(&read_crl()).unwrap(), 4);
     // A reloaded CA sees the same list.

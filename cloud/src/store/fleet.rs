@@ -327,6 +327,34 @@ impl CloudStore {
         })
     }
 
+    /// Every appliance certificate that may no longer connect at `now_us` (revoked, or
+    /// superseded by a renewal whose grace period is over): its site, serial and since when.
+    pub fn refused_certificates(
+        &self,
+        now_us: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read(|db| {
+            db.rows(
+                "SELECT site, serial, revoked_us, revoke_after_us FROM certificates
+                 WHERE revoked_us <= ?1 OR revoke_after_us <= ?1 ORDER BY site, serial",
+                args![now_us],
+            )?
+            .iter()
+            .map(|r| {
+                let revoked: Option<i64> = r.get(2)?;
+                let after: Option<i64> = r.get(3)?;
+                let since = [revoked, after]
+                    .into_iter()
+                    .flatten()
+                    .filter(|at| *at <= now_us)
+                    .min()
+                    .unwrap_or(now_us);
+                Ok((r.get(0)?, r.get(1)?, since))
+            })
+            .collect()
+        })
+    }
+
     /// A room's certificates, newest first.
     pub fn room_certificates(&self, site: &str, room: &str) -> Result<Vec<CertRow>, StoreError> {
         self.read(|db| {

@@ -948,6 +948,12 @@ fn an_enrolment_code_works_once_within_its_hour_for_a_free_room(engine: Engine) 
     );
     assert_eq!(s.certificate_refusal("0d", 21).unwrap(), None);
     assert_eq!(s.certificate_refusal("unknown", 21).unwrap(), None);
+    // What the site's configuration lists for its appliances to refuse as peers.
+    assert_eq!(
+        s.refused_certificates(21).unwrap(),
+        vec![("austin".to_owned(), "0a".to_owned(), 20)]
+    );
+    assert_eq!(s.refused_certificates(19).unwrap(), vec![]);
     // An expired certificate leaves the room free.
     assert_eq!(s.active_certificate("austin", "1", 10_000).unwrap(), None);
 }
@@ -969,9 +975,14 @@ fn a_renewed_certificate_stops_working_after_its_grace_period(engine: Engine) {
         .unwrap()
         .expect("superseded");
     assert!(refusal.contains("was renewed"), "{refusal}");
+    // Refused from the end of its grace period, before and after the sweep marks it.
+    let refused = vec![("austin".to_owned(), "01".to_owned(), 150)];
+    assert_eq!(s.refused_certificates(149).unwrap(), vec![]);
+    assert_eq!(s.refused_certificates(150).unwrap(), refused);
     assert_eq!(s.revoke_superseded(149).unwrap(), Vec::<String>::new());
     assert_eq!(s.revoke_superseded(150).unwrap(), vec!["01".to_owned()]);
     assert_eq!(s.revoke_superseded(151).unwrap(), Vec::<String>::new());
+    assert_eq!(s.refused_certificates(151).unwrap(), refused);
     let certs = s.room_certificates("austin", "1").unwrap();
     let summary: Vec<_> = certs
         .iter()
