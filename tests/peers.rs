@@ -644,9 +644,46 @@ async fn closed_with(conn: &quinn::Connection) -> (u64, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_frames_from_a_peer_close_only_its_link_and_store_nothing() {
     use vigil_shared::wire::{DocKind, Message, RejectCode, encode_message};
-    let (site, ports) = austin_pair(false, false).await;
+    let (site, ports) = austin_pair(false, true).await;
     site.peered(0, 1).await;
     let dir = site.dir.path();
+
+    // An acknowledgement for someone not on room 1's staff list, then for a nurse of the site
+    // but a session not in progress there: each refused, saying why, and the link stays.
+    let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();
+    for (by, refusal) in [
+        (
+            "mallory",
+            "mallory is not a nurse or clinician of site austin",
+        ),
+        ("nurse-ana", "is not in progress in room 1"),
+    ] {
+        let request = vigil_edge::peer::Request::Acknowledge {
+            session_id: "7d1e0c3a-0000-4000-8000-000000000002".into(),
+            advisory_id: "a1".into(),
+            by: by.into(),
+        };
+        let body = serde_json::to_vec(&request).unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[1]).await.unwrap();
+        send.write_all(&(body.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        send.write_all(&body).await.unwrap();
+        send.finish().unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(4096))
+            .await
+            .unwrap()
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&reply[4..]).unwrap();
+        let why = reply["Refused"].as_str().unwrap_or_default();
+        assert!(why.contains(refusal), "{by}: {reply}");
+    }
+    assert!(
+        conn.close_reason().is_none(),
+        "a refused request keeps the link"
+    );
+    conn.close(0_u32.into(), b"done");
 
     // A live frame that claims 4 GiB.
     let conn = connect_as(dir, "austin", "3", ports[0]).await.unwrap();

@@ -1050,23 +1050,43 @@ impl Peers {
             } => {
                 let id = session_id.clone();
                 let room = self.me.room.clone();
-                let ours = self
+                let site = self.me.site.clone();
+                let staff_id = by.clone();
+                let checked = self
                     .cx
                     .db
                     .with_reader(move |db| {
                         let doc = store::load_typed::<SessionDoc>(db, &id)?;
-                        Ok(doc.and_then(|d| d.meta().ok()).map(|m| {
+                        let ours = doc.and_then(|d| d.meta().ok()).is_some_and(|m| {
                             m.room == room
                                 && matches!(
                                     m.state,
                                     SessionState::InProgress | SessionState::Planned
                                 )
-                        }))
+                        });
+                        // The person must be of this site's staff, as this appliance knows it,
+                        // and may treat: the peer's word alone is not enough.
+                        let treats = store::load_typed::<SiteConfigDoc>(db, &site)?
+                            .and_then(|d| d.config().ok())
+                            .is_some_and(|c| {
+                                c.staff.iter().any(|m| {
+                                    m.id == staff_id
+                                        && crate::access::Role::from_staff(&m.role)
+                                            .is_some_and(crate::access::Role::may_treat)
+                                })
+                            });
+                        Ok((ours, treats))
                     })
                     .await;
-                match ours {
-                    Ok(Some(true)) => {}
-                    Ok(_) => {
+                match checked {
+                    Ok((true, true)) => {}
+                    Ok((_, false)) => {
+                        return Reply::Refused(format!(
+                            "{by} is not a nurse or clinician of site {} on room {}'s staff list",
+                            self.me.site, self.me.room
+                        ));
+                    }
+                    Ok((false, true)) => {
                         return Reply::Refused(format!(
                             "session {session_id} is not in progress in room {}",
                             self.me.room
