@@ -424,6 +424,42 @@ impl Links {
     }
 }
 
+/// Refused peer connections: how many, the last, and how many were audited lately.
+#[derive(Debug, Default)]
+struct Refusals {
+    total: u64,
+    last: Option<String>,
+    /// Start of the current minute of audits (appliance clock, µs).
+    window_start_us: i64,
+    audited: u32,
+    unaudited: u64,
+}
+
+/// Refusals audited one by one per minute; a LAN flood of junk handshakes beyond this is
+/// audited as one entry a minute, so it cannot fill the disk through the audit log.
+const AUDITED_REFUSALS_PER_MINUTE: u32 = 20;
+
+impl Refusals {
+    /// Whether the refusal at `now_us` is audited on its own, and, when a new minute starts
+    /// after some were held back, how many the previous minute held back and when it began.
+    fn audit(&mut self, now_us: i64) -> (bool, Option<(u64, i64)>) {
+        let mut unaudited = None;
+        if now_us - self.window_start_us >= 60_000_000 || now_us < self.window_start_us {
+            unaudited = (self.unaudited > 0).then_some((self.unaudited, self.window_start_us));
+            self.window_start_us = now_us;
+            self.audited = 0;
+            self.unaudited = 0;
+        }
+        if self.audited < AUDITED_REFUSALS_PER_MINUTE {
+            self.audited += 1;
+            (true, unaudited)
+        } else {
+            self.unaudited += 1;
+            (false, unaudited)
+        }
+    }
+}
+
 /// A peer link as the status API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LinkStatus {
@@ -471,7 +507,7 @@ pub struct Peers {
     cx: PeerContext,
     links: Mutex<Links>,
     next_id: AtomicU64,
-    refused: Mutex<(u64, Option<String>)>,
+    refused: Mutex<Refusals>,
     dialling: Mutex<HashSet<SocketAddr>>,
     /// Per peer (room and certificate), each document's version as last exchanged with it:
     /// kept across its reconnections, so a flapping link does not offer every document again;
@@ -579,7 +615,11 @@ impl Peers {
                     .collect()
             })
             .unwrap_or_default();
-        let (refused, last_refusal) = self.refused.lock().map(|r| r.clone()).unwrap_or_default();
+        let (refused, last_refusal) = self
+            .refused
+            .lock()
+            .map(|r| (r.total, r.last.clone()))
+            .unwrap_or_default();
         PeerStatus {
             listen: self.listen.map(|a| a.to_string()),
             rooms,
@@ -652,20 +692,44 @@ impl Peers {
         }
     }
 
+    /// Counts a refused connection and, unless a flood of them is under way, logs and audits
+    /// it; a flood is audited as one entry a minute saying how many were not.
     async fn refuse(&self, addr: SocketAddr, why: &str) {
-        tracing::warn!(peer = %addr, reason = %why, "refusing a peer");
-        if let Ok(mut r) = self.refused.lock() {
-            r.0 += 1;
-            r.1 = Some(format!("{addr}: {why}"));
-        }
-        let entry = Entry {
-            actor: "peer".into(),
-            action: format!("peer refused: {why}"),
-            target: String::new(),
-            client: addr.to_string(),
+        let verdict = self.refused.lock().ok().map(|mut r| {
+            r.total += 1;
+            r.last = Some(format!("{addr}: {why}"));
+            r.audit(self.cx.clock.now_us())
+        });
+        let Some((audit_this, unaudited)) = verdict else {
+            return;
         };
-        if let Err(e) = self.cx.audit.record_async(entry).await {
-            tracing::error!(error = %e, "cannot audit a refused peer");
+        let mut entries = Vec::new();
+        if let Some((n, since_us)) = unaudited {
+            let since = vigil_shared::zone::rfc3339_utc(since_us);
+            tracing::warn!(refusals = n, %since, "peer refusals not logged one by one");
+            entries.push(Entry {
+                actor: "peer".into(),
+                action: format!(
+                    "peer refused: {n} more refusals in the minute from {since}, not audited one \
+                     by one"
+                ),
+                target: String::new(),
+                client: String::new(),
+            });
+        }
+        if audit_this {
+            tracing::warn!(peer = %addr, reason = %why, "refusing a peer");
+            entries.push(Entry {
+                actor: "peer".into(),
+                action: format!("peer refused: {why}"),
+                target: String::new(),
+                client: addr.to_string(),
+            });
+        }
+        for entry in entries {
+            if let Err(e) = self.cx.audit.record_async(entry).await {
+                tracing::error!(error = %e, "cannot audit a refused peer");
+            }
         }
     }
 
@@ -1231,5 +1295,22 @@ mod tests {
         ] {
             assert_eq!(valid_name(name), ok, "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_audited_as_one_entry_a_minute() {
+        let mut r = Refusals::default();
+        let t0 = 1_000_000_000;
+        for i in 0..AUDITED_REFUSALS_PER_MINUTE {
+            assert_eq!(r.audit(t0 + i64::from(i)), (true, None), "refusal {i}");
+        }
+        for i in 0..500 {
+            assert_eq!(r.audit(t0 + 100 + i), (false, None));
+        }
+        // The next minute: its first refusal is audited, with the 500 held back.
+        assert_eq!(r.audit(t0 + 60_000_000), (true, Some((500, t0))));
+        assert_eq!(r.audit(t0 + 60_000_001), (true, None));
+        // A quiet minute holds nothing back, so the next has nothing to report.
+        assert_eq!(r.audit(t0 + 200_000_000), (true, None));
     }
 }
