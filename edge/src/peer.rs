@@ -139,8 +139,9 @@ impl std::fmt::Display for Appliance {
 /// The URI name of an appliance certificate: `urn:vigil:appliance:SITE:ROOM`.
 const APPLIANCE_URN: &str = "urn:vigil:appliance:";
 
-/// The site and room an appliance certificate names; read after rustls verified the chain.
-pub fn appliance_of(cert_der: &[u8]) -> Result<Appliance, String> {
+/// The site and room an appliance certificate names, and its serial ([`serial_hex`]); read
+/// after rustls verified the chain.
+pub fn appliance_of(cert_der: &[u8]) -> Result<(Appliance, String), String> {
     use x509_parser::prelude::FromDer;
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der)
         .map_err(|e| format!("unreadable certificate: {e}"))?;
@@ -159,10 +160,11 @@ pub fn appliance_of(cert_der: &[u8]) -> Result<Appliance, String> {
         .split_once(':')
         .filter(|(s, r)| valid_name(s) && valid_name(r))
         .ok_or_else(|| format!("malformed appliance name {urn:?}"))?;
-    Ok(Appliance {
+    let appliance = Appliance {
         site: site.to_owned(),
         room: room.to_owned(),
-    })
+    };
+    Ok((appliance, serial_hex(cert.tbs_certificate.raw_serial())))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -176,7 +178,6 @@ fn valid_name(s: &str) -> bool {
 /// new one) and the certificate's serial ([`serial_hex`]).
 fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64, String), String> {
     use std::hash::{Hash, Hasher};
-    use x509_parser::prelude::FromDer;
     let certs = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -184,10 +185,8 @@ fn appliance_of_conn(conn: &Connection) -> Result<(Appliance, u64, String), Stri
     let leaf = certs.first().ok_or("no certificate")?;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     leaf.as_ref().hash(&mut h);
-    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(leaf)
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
-    let serial = serial_hex(parsed.tbs_certificate.raw_serial());
-    Ok((appliance_of(leaf)?, h.finish(), serial))
+    let (appliance, serial) = appliance_of(leaf)?;
+    Ok((appliance, h.finish(), serial))
 }
 
 /// Checks a peer's certificate as an appliance certificate of the clinic CA whichever side of
