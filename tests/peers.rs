@@ -40,18 +40,7 @@ fn room(site: &'static str, room: &'static str, calls: &[String], extra: &str) -
 /// Austin's rooms 1 and 2, each calling the other, with real-time simulators; with a cloud
 /// behind the relay or none, with the site's staff seeded or not.
 async fn austin_pair(with_cloud: bool, seed_staff: bool) -> (PeerSite, Vec<u16>) {
-    let ports = PeerSite::ports(2);
-    let site = PeerSite::start(
-        with_cloud,
-        seed_staff,
-        &ports,
-        vec![
-            room("austin", "1", &[addr(ports[1])], SIM),
-            room("austin", "2", &[addr(ports[0])], SIM),
-        ],
-    )
-    .await;
-    (site, ports)
+    PeerSite::austin_pair(with_cloud, seed_staff, [SIM.to_owned(), SIM.to_owned()]).await
 }
 
 fn addr(port: u16) -> String {

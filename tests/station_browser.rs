@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::peers::{PeerSite, RoomSpec, STAFF};
+use support::peers::{PeerSite, STAFF};
 use support::webdriver::Browser;
 use support::*;
 
@@ -43,25 +43,10 @@ async fn attribute(b: &Browser, css: &str, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_station_shows_every_room_live_and_acknowledges_another_rooms_advisory() {
-    let ports = PeerSite::ports(2);
-    let site = PeerSite::start(
+    let (site, _) = PeerSite::austin_pair(
         false,
         true,
-        &ports,
-        vec![
-            RoomSpec {
-                site: "austin",
-                room: "1",
-                calls: vec![format!("127.0.0.1:{}", ports[1])],
-                extra: source(3, "baseline"),
-            },
-            RoomSpec {
-                site: "austin",
-                room: "2",
-                calls: vec![format!("127.0.0.1:{}", ports[0])],
-                extra: source(4, "hypertension"),
-            },
-        ],
+        [source(3, "baseline"), source(4, "hypertension")],
     )
     .await;
     site.peered(0, 1).await;

@@ -138,6 +138,34 @@ impl PeerSite {
         }
     }
 
+    /// Austin's rooms 1 and 2, each calling the other, with `extra[i]` in room i+1's
+    /// configuration; with a cloud behind the relay or none, with the site's staff seeded or
+    /// not. Returns the site and the rooms' peer ports.
+    pub async fn austin_pair(
+        with_cloud: bool,
+        seed_staff: bool,
+        extra: [String; 2],
+    ) -> (PeerSite, Vec<u16>) {
+        let ports = PeerSite::ports(2);
+        let [one, two] = extra;
+        let specs = vec![
+            RoomSpec {
+                site: "austin",
+                room: "1",
+                calls: vec![format!("127.0.0.1:{}", ports[1])],
+                extra: one,
+            },
+            RoomSpec {
+                site: "austin",
+                room: "2",
+                calls: vec![format!("127.0.0.1:{}", ports[0])],
+                extra: two,
+            },
+        ];
+        let site = PeerSite::start(with_cloud, seed_staff, &ports, specs).await;
+        (site, ports)
+    }
+
     /// The cloud's API client.
     pub fn cloud(&self) -> &Http {
         &self.cloud.as_ref().expect("this site has a cloud").1

@@ -351,9 +351,20 @@ mod tests {
             ..RoomLive::default()
         };
         station.heard("2", LiveFrame::Room(live), 0);
+        // Room 2's tile as a nurse sees it now.
+        let nurse_sees = |station: &Station, names: &Names| {
+            tile(
+                &viewer(Role::Nurse),
+                "2",
+                &station.tiles()["2"],
+                false,
+                names,
+            )
+            .into_string()
+        };
         let t = &station.tiles()["2"];
         let names = Names::new();
-        let html = tile(&viewer(Role::Nurse), "2", t, false, &names).into_string();
+        let html = nurse_sees(&station, &names);
         assert!(html.contains("20 of 40 min"), "{html}");
         assert!(html.contains("35.0"), "{html}");
         assert!(
@@ -370,28 +381,14 @@ mod tests {
         acked.advisories[0].acknowledged_by = Some("n1".into());
         station.heard("2", LiveFrame::Room(acked), 0);
         let names = Names::from([("n1".to_owned(), "Ana <Ruiz>".to_owned())]);
-        let html = tile(
-            &viewer(Role::Nurse),
-            "2",
-            &station.tiles()["2"],
-            false,
-            &names,
-        )
-        .into_string();
+        let html = nurse_sees(&station, &names);
         assert!(html.contains("acknowledged by Ana &lt;Ruiz&gt;"), "{html}");
         assert!(
             html.contains("adv adv-high acked") && !html.contains("/ack"),
             "{html}"
         );
         station.lost("2", 5 * 60_000_000);
-        let html = tile(
-            &viewer(Role::Nurse),
-            "2",
-            &station.tiles()["2"],
-            false,
-            &names,
-        )
-        .into_string();
+        let html = nurse_sees(&station, &names);
         assert!(html.contains("offline since 00:05"), "{html}");
         assert!(!html.contains("/ack"), "{html}");
     }
